@@ -1,0 +1,262 @@
+//! Map names, sizes and the key/value types stored in them.
+//!
+//! Addresses are stored as four 32-bit words in network byte order, IPv4 in
+//! the first word and the rest zero, always next to an address-family tag, so
+//! IPv6 needs no change of layout. Ports are in network byte order too: the
+//! datapath compares them with packet bytes and never has to swap.
+
+/// Address family tags, the kernel's values.
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// IP protocol numbers the datapath handles.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPIP: u8 = 4;
+
+// Capacities. The connection table's size is set at load time from the config
+// (`conn_table_size`); these are the fixed ones.
+pub const MAX_SERVICES: u32 = 4096;
+pub const MAX_DESTS: u32 = 16384;
+/// Real servers one service may have (bounds the least-connection scan).
+pub const MAX_DESTS_PER_SERVICE: u32 = 256;
+/// Slots of the shared scheduling-table array (rr/wrr sequences, sh/dh/mh
+/// lookup tables). Each service owns a region of it.
+pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
+/// Slots of the shared destination-list array: each service's real servers
+/// in IPVS order. Twice `MAX_DESTS` so a list can be rebuilt beside the live
+/// one and swapped in.
+pub const DEST_LIST_SLOTS: u32 = 2 * MAX_DESTS;
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+
+/// Map names: the eBPF statics are named exactly so, and the controller opens
+/// them (and pins them in bpffs) by these names.
+pub mod map_name {
+    pub const DIRECTOR: &str = "DIRECTOR";
+    pub const SERVICES: &str = "SERVICES";
+    pub const DESTS: &str = "DESTS";
+    pub const DEST_LISTS: &str = "DEST_LISTS";
+    pub const SCHED_TABLE: &str = "SCHED_TABLE";
+    pub const SCHED_STATE: &str = "SCHED_STATE";
+    pub const CONN_TABLE: &str = "CONN_TABLE";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const DEST_STATS: &str = "DEST_STATS";
+    pub const REASON_STATS: &str = "REASON_STATS";
+}
+
+/// Program names in the object file.
+pub mod program_name {
+    pub const LB: &str = "lb_xdp";
+}
+
+/// Schedulers, numbered as the controller stores them in [`Service::scheduler`].
+pub mod scheduler {
+    pub const RR: u8 = 0;
+    pub const WRR: u8 = 1;
+    pub const LC: u8 = 2;
+    pub const WLC: u8 = 3;
+    pub const SED: u8 = 4;
+    pub const NQ: u8 = 5;
+    pub const SH: u8 = 6;
+    pub const DH: u8 = 7;
+    pub const LBLC: u8 = 8;
+    pub const LBLCR: u8 = 9;
+    pub const MH: u8 = 10;
+    pub const FO: u8 = 11;
+    pub const OVF: u8 = 12;
+}
+
+/// Forwarding methods, per real server as in IPVS (-g, -i, -m).
+pub mod forwarding {
+    pub const DR: u8 = 0;
+    pub const TUN: u8 = 1;
+    pub const NAT: u8 = 2;
+}
+
+/// [`Service::flags`].
+pub mod service_flag {
+    /// Port 0 in the config: the service matches every port of its VIP.
+    pub const ALL_PORTS: u16 = 1 << 0;
+    /// Schedule a TCP connection on any packet, not only on SYN.
+    pub const SLOPPY_TCP: u16 = 1 << 1;
+    pub const SH_FALLBACK: u16 = 1 << 2;
+    pub const SH_PORT: u16 = 1 << 3;
+    pub const MH_FALLBACK: u16 = 1 << 4;
+    pub const MH_PORT: u16 = 1 << 5;
+}
+
+/// [`Dest::flags`].
+pub mod dest_flag {
+    /// The real server takes new connections (it is in its service's list;
+    /// a removed server keeps its slot, without this flag, while connections
+    /// still point at it).
+    pub const AVAILABLE: u32 = 1 << 0;
+    /// Over its upper connection threshold (IPVS's IP_VS_DEST_F_OVERLOAD).
+    pub const OVERLOAD: u32 = 1 << 1;
+    /// Its existing connections go elsewhere on their next packet (a failed
+    /// server, IPVS's expire_nodest_conn).
+    pub const EXPIRE_CONNS: u32 = 1 << 2;
+}
+
+/// [`FlowKey::kind`].
+pub mod flow_kind {
+    pub const CONNECTION: u8 = 0;
+    /// A persistence template: source is the client address under the
+    /// service's netmask, source port 0.
+    pub const TEMPLATE: u8 = 1;
+}
+
+/// The director itself: array map with one entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Director {
+    /// Interface the program is attached to.
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub pad0: [u8; 2],
+    /// Outer source address of TUN packets.
+    pub tun_source: [u32; 4],
+    pub tun_source_family: u8,
+    pub pad1: [u8; 3],
+    /// Seconds an entry lives in each connection state, indexed by
+    /// [`crate::conn_state`] numbers (IPVS's per-protocol timeout tables).
+    pub state_timeouts: [u32; crate::conn_state::COUNT],
+}
+const _: () = assert!(core::mem::size_of::<Director>() == 32 + 4 * crate::conn_state::COUNT);
+
+/// Key of the service map: (VIP, port, protocol). Port 0 with
+/// `service_flag::ALL_PORTS` is the every-port service of that VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub protocol: u8,
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+
+/// A virtual service. Replaced as a whole by the controller, so the datapath
+/// always sees one consistent version (hash map updates are atomic).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Index into the per-service arrays (stats, scheduler state).
+    pub id: u32,
+    pub scheduler: u8,
+    pub pad0: u8,
+    pub flags: u16,
+    /// Region of `SCHED_TABLE` holding this service's sequence or lookup table.
+    pub table_start: u32,
+    pub table_len: u32,
+    /// Region of `DEST_LISTS` holding this service's real servers, IPVS order.
+    pub dests_start: u32,
+    pub dests_len: u32,
+    /// Seconds; 0 means not persistent.
+    pub persistence_timeout: u32,
+    pub pad1: u32,
+    /// Applied to the client address to form the persistence template key.
+    pub persistence_mask: [u32; 4],
+}
+const _: () = assert!(core::mem::size_of::<Service>() == 48);
+
+/// A real server of one service (IPVS's `ip_vs_dest`): the same address in
+/// two services is two dests, each with its own weight and counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dest {
+    pub addr: [u32; 4],
+    /// Network byte order; 0 means "the packet's own destination port".
+    pub port: u16,
+    pub family: u8,
+    pub forwarding: u8,
+    /// Where DR frames go: the real server's MAC on the director's segment.
+    pub mac: [u8; 6],
+    pub pad0: [u8; 2],
+    pub weight: u32,
+    pub flags: u32,
+    pub service_id: u32,
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+}
+const _: () = assert!(core::mem::size_of::<Dest>() == 48);
+
+/// Key of the connection table: the packet's 5-tuple as the client sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    pub family: u8,
+    /// `flow_kind`.
+    pub kind: u8,
+    pub pad0: u8,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// A connection-table entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    pub dest_id: u32,
+    pub service_id: u32,
+    /// `conn_state` number.
+    pub state: u8,
+    pub pad0: [u8; 3],
+    /// Seconds this entry lives after `last_seen_ns`, set with the state.
+    pub timeout: u32,
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC) of the last packet.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Conn>() == 24);
+
+/// Traffic counters, per CPU. `out_*` stay 0 in DR and TUN, where the
+/// director never sees replies (as in IPVS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub conns: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counters>() == 40);
+
+/// Scheduler position of one service (rr and wrr walk their sequence with it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedState {
+    pub position: u64,
+}
+const _: () = assert!(core::mem::size_of::<SchedState>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), have no implicit padding (asserted
+    // sizes) and every bit pattern is a valid value.
+    unsafe impl aya::Pod for Director {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Dest {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Conn {}
+    unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for SchedState {}
+}
+
+/// An IPv4 address as the maps store it.
+pub const fn ipv4_words(octets: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(octets), 0, 0, 0]
+}
+
+/// The octets of an IPv4 address stored with [`ipv4_words`].
+pub const fn ipv4_octets(words: [u32; 4]) -> [u8; 4] {
+    words[0].to_ne_bytes()
+}

@@ -1,0 +1,47 @@
+//! Why the datapath did what it did to a packet: one global per-CPU counter
+//! for every verdict reason, indexed by these numbers.
+
+pub const PASS_NOT_IP: u32 = 0;
+pub const PASS_IPV6: u32 = 1;
+pub const PASS_MALFORMED: u32 = 2;
+pub const PASS_FRAGMENT: u32 = 3;
+pub const PASS_OTHER_PROTOCOL: u32 = 4;
+pub const PASS_NO_SERVICE: u32 = 5;
+/// A TCP packet of no known connection that is not a SYN (IPVS passes these
+/// to the local stack too).
+pub const PASS_TCP_NOT_SYN: u32 = 6;
+pub const DROP_NO_DEST: u32 = 7;
+pub const DROP_CONN_TABLE_FULL: u32 = 8;
+pub const TX_DR: u32 = 9;
+pub const TX_TUN: u32 = 10;
+pub const DROP_INTERNAL: u32 = 11;
+pub const CONN_NEW: u32 = 12;
+pub const CONN_REUSED_EXPIRED: u32 = 13;
+pub const COUNT: u32 = 16;
+
+const NAMES: [&str; 14] = [
+    "pass_not_ip",
+    "pass_ipv6",
+    "pass_malformed",
+    "pass_fragment",
+    "pass_other_protocol",
+    "pass_no_service",
+    "pass_tcp_not_syn",
+    "drop_no_dest",
+    "drop_conn_table_full",
+    "tx_dr",
+    "tx_tun",
+    "drop_internal",
+    "conn_new",
+    "conn_reused_expired",
+];
+
+/// Counter name for display and JSON.
+pub fn name(reason: u32) -> Option<&'static str> {
+    NAMES.get(reason as usize).copied()
+}
+
+/// Every defined reason with its name.
+pub fn all() -> impl Iterator<Item = (u32, &'static str)> {
+    NAMES.iter().enumerate().map(|(i, n)| (i as u32, *n))
+}

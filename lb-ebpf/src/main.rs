@@ -1,0 +1,84 @@
+//! The XDP load balancer. The entry point reads as the pipeline: parse,
+//! find the service, find or schedule the connection, count, forward.
+//! Whatever is not for a virtual service passes to the kernel untouched.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod forward;
+mod lookup;
+mod maps;
+mod parse;
+mod schedule;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{forwarding, reason};
+
+use crate::maps::{DESTS, DIRECTOR};
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let (action, why) = match balance(&ctx) {
+        Ok(verdict) => verdict,
+        Err(pass_reason) => (xdp_action::XDP_PASS, pass_reason),
+    };
+    stats::count_reason(why);
+    action
+}
+
+/// `Ok((action, reason))` for packets the balancer handles, `Err(reason)`
+/// for packets it passes on untouched.
+#[inline(always)]
+fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
+    let pkt = parse::packet(ctx)?;
+    let svc = lookup::service(&pkt.flow).ok_or(reason::PASS_NO_SERVICE)?;
+    let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
+    let now = lookup::now_ns();
+
+    let (dest_id, new_conn) = match lookup::connection(&pkt.flow, pkt.tcp_flags, now) {
+        Some(conn) => {
+            // SAFETY: a live entry of the connection table.
+            let conn = unsafe { &mut *conn };
+            lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director);
+            (conn.dest_id, false)
+        }
+        None => {
+            if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
+                return Err(reason::PASS_TCP_NOT_SYN);
+            }
+            let Some(dest_id) = schedule::pick(svc) else {
+                return Ok((xdp_action::XDP_DROP, reason::DROP_NO_DEST));
+            };
+            if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director)
+                .is_err()
+            {
+                return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
+            }
+            stats::count_reason(reason::CONN_NEW);
+            (dest_id, true)
+        }
+    };
+
+    let Some(dest) = DESTS.get(dest_id) else {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
+    };
+    stats::account(svc.id, dest_id, pkt.ip_len, new_conn);
+    match dest.forwarding {
+        forwarding::DR => Ok(forward::direct_route(ctx, dest, director)),
+        _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program: any path to here would be an
+    // unbounded loop, which the verifier rejects at load time.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

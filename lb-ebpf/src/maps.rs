@@ -1,0 +1,46 @@
+//! Every map the datapath uses. The controller is the only writer of the
+//! configuration maps; the datapath writes the connection table, the
+//! scheduler positions and the counters.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Conn, Counters, DEFAULT_CONN_TABLE_SIZE, DEST_LIST_SLOTS, Dest, Director, FlowKey,
+    MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, reason,
+};
+
+#[map]
+pub static DIRECTOR: Array<Director> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static DESTS: Array<Dest> = Array::with_max_entries(MAX_DESTS, 0);
+
+/// Each service's real servers (dest ids) in IPVS order, one region each.
+#[map]
+pub static DEST_LISTS: Array<u32> = Array::with_max_entries(DEST_LIST_SLOTS, 0);
+
+/// Each service's scheduling table (dest ids), one region each.
+#[map]
+pub static SCHED_TABLE: Array<u32> = Array::with_max_entries(SCHED_TABLE_SLOTS, 0);
+
+#[map]
+pub static SCHED_STATE: Array<SchedState> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// Sized at load time from the config.
+#[map]
+pub static CONN_TABLE: LruHashMap<FlowKey, Conn> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static DEST_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
+
+#[map]
+pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);

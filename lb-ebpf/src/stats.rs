@@ -1,0 +1,33 @@
+//! Stage 5: counters. Per-CPU, so the hot path never shares a cache line.
+
+use lb_common::Counters;
+
+use crate::maps::{DEST_STATS, REASON_STATS, SERVICE_STATS};
+
+#[inline(always)]
+pub fn count_reason(reason: u32) {
+    if let Some(counter) = REASON_STATS.get_ptr_mut(reason) {
+        // SAFETY: this CPU's own slot.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn add(counters: Option<*mut Counters>, bytes: u32, new_conn: bool) {
+    if let Some(c) = counters {
+        // SAFETY: this CPU's own slot.
+        let c = unsafe { &mut *c };
+        c.in_packets += 1;
+        c.in_bytes += bytes as u64;
+        if new_conn {
+            c.conns += 1;
+        }
+    }
+}
+
+/// One packet of `bytes` forwarded for the service to the real server.
+#[inline(always)]
+pub fn account(service_id: u32, dest_id: u32, bytes: u32, new_conn: bool) {
+    add(SERVICE_STATS.get_ptr_mut(service_id), bytes, new_conn);
+    add(DEST_STATS.get_ptr_mut(dest_id), bytes, new_conn);
+}

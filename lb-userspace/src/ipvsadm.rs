@@ -1,0 +1,1 @@
+//! ipvsadm output formats (being written).

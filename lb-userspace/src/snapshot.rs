@@ -1,0 +1,113 @@
+//! The live state as lbd reports it over the control socket and lbctl prints
+//! it: what `ipvsadm -L` would show, in plain data.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// Forwarding method of a real server, as ipvsadm names it in `-L`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Direct routing, "Route", `-g`.
+    Dr,
+    /// IP-in-IP, "Tunnel", `-i`.
+    Tun,
+    /// Masquerading, "Masq", `-m`.
+    Nat,
+}
+
+/// Cumulative counters (ipvsadm `--stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub conns: u64,
+    pub in_packets: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+/// Estimated rates per second (ipvsadm `--rate`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rates {
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    pub in_bps: u64,
+    pub out_bps: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Real {
+    pub address: IpAddr,
+    /// The real server's port (for DR and TUN the VIP port; 0 for an
+    /// every-port service).
+    pub port: u16,
+    pub forwarding: Forwarding,
+    pub weight: u32,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    pub persistent_conns: u64,
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+    pub stats: Stats,
+    pub rates: Rates,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub protocol: Protocol,
+    pub vip: IpAddr,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+    pub scheduler: String,
+    /// Scheduler flags as ipvsadm names them (`sh-fallback`, `sh-port`, ...).
+    pub sched_flags: Vec<String>,
+    /// Seconds; `None` when not persistent.
+    pub persistence_timeout: Option<u32>,
+    pub persistence_netmask: Option<Ipv4Addr>,
+    pub stats: Stats,
+    pub rates: Rates,
+    /// In IPVS's own order (the last added first); formatters sort as
+    /// ipvsadm does.
+    pub reals: Vec<Real>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// Size of the connection table (`size=` in ipvsadm's header line).
+    pub conn_table_size: u32,
+    pub services: Vec<Service>,
+}
+
+/// One connection-table entry (ipvsadm `-L -c`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub protocol: Protocol,
+    /// Seconds until the entry expires.
+    pub expires_in: u32,
+    pub state: String,
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub vip: IpAddr,
+    pub vport: u16,
+    pub real: IpAddr,
+    pub real_port: u16,
+    /// A persistence template rather than a connection.
+    pub template: bool,
+}
+
+/// `ipvsadm --set` / `-L --timeout`, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    pub tcp: u32,
+    pub tcpfin: u32,
+    pub udp: u32,
+}
