@@ -138,23 +138,27 @@ pub struct WrrModel {
 }
 
 impl WrrModel {
+    /// A service given all these servers at once (as when its scheduler is
+    /// set to wrr: `ip_vs_wrr_init_svc`).
     pub fn new(dests: &[SchedDest]) -> Self {
         let (di, mw) = wrr_params(&weights(dests));
         Self { cl: None, cw: mw as i64, mw: mw as i64, di: di as i64 }
     }
 
+    /// A service created with no servers yet.
+    pub fn empty() -> Self {
+        Self { cl: None, cw: 0, mw: 0, di: 1 }
+    }
+
     /// The server set or a weight changed: back to the head, current weight
     /// kept where IPVS keeps it.
     pub fn changed(&mut self, dests: &[SchedDest]) {
-        let (di, mw) = wrr_params(&weights(dests));
+        let ws = weights(dests);
+        let (di, mw) = wrr_params(&ws);
         self.cl = None;
         self.di = di as i64;
         self.mw = mw as i64;
-        if self.cw > self.mw || self.cw == 0 {
-            self.cw = self.mw;
-        } else if self.di > 1 {
-            self.cw = (self.cw / self.di) * self.di + 1;
-        }
+        self.cw = wrr_changed_cw(self.cw, &ws);
     }
 
     pub fn current_weight(&self) -> i64 {
@@ -204,6 +208,30 @@ impl WrrModel {
 
 fn weights(dests: &[SchedDest]) -> Vec<u32> {
     dests.iter().map(|d| d.weight).collect()
+}
+
+/// The current weight IPVS's wrr keeps when the server set or a weight
+/// changes (`ip_vs_wrr_dest_changed`).
+pub fn wrr_changed_cw(cw: i64, weights: &[u32]) -> i64 {
+    let (di, mw) = wrr_params(weights);
+    let (di, mw) = (di as i64, mw as i64);
+    if cw > mw || cw == 0 {
+        mw
+    } else if di > 1 {
+        (cw / di) * di + 1
+    } else {
+        cw
+    }
+}
+
+/// The current weight of a wrr service created empty and then given its
+/// servers one by one (`ipvsadm -A` then `-a` for each, as keepalived does).
+/// `weights_in_ipvs_order` is the final list, newest first.
+pub fn wrr_cw_after_adding(weights_in_ipvs_order: &[u32]) -> i64 {
+    let n = weights_in_ipvs_order.len();
+    // An empty service starts with current weight 0; each addition applies
+    // the change rule to the list as it then is (the k oldest, newest first).
+    (1..=n).fold(0, |cw, k| wrr_changed_cw(cw, &weights_in_ipvs_order[n - k..]))
 }
 
 /// Where in a freshly built wrr table IPVS's walk continues after a change:

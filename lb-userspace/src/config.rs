@@ -1,0 +1,550 @@
+//! The TOML config: parsed and validated completely before anything touches
+//! the kernel. Every error names the file, the line and the key.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::{Forwarding, Protocol, Scheduler, Timeouts};
+
+pub const DEFAULT_PATH: &str = "/etc/lb/lb.toml";
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lb/lbd.sock";
+/// ipvsadm accepts weights 0..=65535.
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode if the NIC supports it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub director: DirectorConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectorConfig {
+    pub interface: String,
+    pub xdp_mode: XdpMode,
+    pub conn_table_size: u32,
+    /// bpffs directory the maps and the XDP link are pinned in; `None`
+    /// (config `pin_path = ""`) pins nothing.
+    pub pin_path: Option<PathBuf>,
+    pub control_socket: PathBuf,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    pub line: usize,
+    pub protocol: Protocol,
+    pub vip: Ipv4Addr,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+    pub scheduler: Scheduler,
+    pub forwarding: Forwarding,
+    pub reals: Vec<RealConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealConfig {
+    pub line: usize,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub forwarding: Forwarding,
+}
+
+/// One thing wrong with the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `service[1].real[0].weight`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Everything wrong with a config, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// The file as written, with spans for error messages.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    director: Spanned<RawDirector>,
+    #[serde(default)]
+    service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirector {
+    interface: Spanned<String>,
+    xdp_mode: Option<Spanned<String>>,
+    conn_table_size: Option<Spanned<i64>>,
+    pin_path: Option<Spanned<String>>,
+    control_socket: Option<Spanned<String>>,
+    timeout_tcp: Option<Spanned<i64>>,
+    timeout_tcpfin: Option<Spanned<i64>>,
+    timeout_udp: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    vip: Spanned<String>,
+    protocol: Option<Spanned<String>>,
+    scheduler: Option<Spanned<String>>,
+    forwarding: Option<Spanned<String>>,
+    #[serde(default)]
+    real: Vec<Spanned<RawReal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReal {
+    address: Spanned<String>,
+    weight: Option<Spanned<i64>>,
+    forwarding: Option<Spanned<String>>,
+}
+
+/// Byte offsets to line numbers.
+struct Lines {
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Self { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset)
+    }
+}
+
+/// Collects errors while validating.
+struct Checker<'a> {
+    file: &'a str,
+    lines: Lines,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: Some(self.lines.line(span.start)),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.lines.line(span.start)
+    }
+
+    /// A string value parsed with `FromStr`, or an error at its line.
+    fn parse<T: std::str::FromStr<Err = String>>(&mut self, value: &Spanned<String>, key: &str) -> Option<T> {
+        match value.get_ref().parse() {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(value.span(), key, message);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, value: &Option<Spanned<i64>>, key: &str, range: Range<i64>, default: i64) -> Option<i64> {
+        let Some(value) = value else { return Some(default) };
+        let v = *value.get_ref();
+        if range.contains(&v) {
+            Some(v)
+        } else {
+            self.error(value.span(), key, format!("{v} is out of range {}..={}", range.start, range.end - 1));
+            None
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.display().to_string(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let lines = Lines::new(text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| lines.line(s.start));
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                line,
+                key: String::new(),
+                message: e.message().trim_end().to_string(),
+            }])
+        })?;
+        let mut c = Checker { file: &file, lines, errors: Vec::new() };
+        let director = check_director(&mut c, &raw.director);
+        let mut services = Vec::new();
+        let mut seen: HashMap<(Protocol, Ipv4Addr, u16), usize> = HashMap::new();
+        if raw.service.len() > MAX_SERVICES as usize {
+            c.error(raw.service[MAX_SERVICES as usize].span(), "service", format!("more than {MAX_SERVICES} services"));
+        }
+        for (i, svc) in raw.service.iter().enumerate() {
+            if let Some(s) = check_service(&mut c, svc, i) {
+                if let Some(first) = seen.insert((s.protocol, s.vip, s.port), s.line) {
+                    c.error(
+                        svc.get_ref().vip.span(),
+                        format!("service[{i}].vip"),
+                        format!("{} {}:{} is already defined at line {first}", s.protocol.name(), s.vip, s.port),
+                    );
+                }
+                services.push(s);
+            }
+        }
+        match director {
+            Some(director) if c.errors.is_empty() => Ok(Config { path: path.to_path_buf(), director, services }),
+            _ => Err(ConfigErrors(c.errors)),
+        }
+    }
+}
+
+fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<DirectorConfig> {
+    let d = raw.get_ref();
+    let interface = d.interface.get_ref().trim().to_string();
+    if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
+        c.error(d.interface.span(), "director.interface", format!("\"{interface}\" is not an interface name"));
+    }
+    let xdp_mode = match d.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("auto") => XdpMode::Auto,
+        Some("native") => XdpMode::Native,
+        Some("generic") => XdpMode::Generic,
+        Some(other) => {
+            let span = d.xdp_mode.as_ref().map(|m| m.span()).unwrap_or(raw.span());
+            c.error(span, "director.xdp_mode", format!("\"{other}\" is not one of auto, native, generic"));
+            XdpMode::Auto
+        }
+    };
+    let conn_table_size = c.integer(
+        &d.conn_table_size,
+        "director.conn_table_size",
+        1024..(1 << 27) + 1,
+        lb_common::DEFAULT_CONN_TABLE_SIZE as i64,
+    );
+    let pin_path = match &d.pin_path {
+        None => Some(PathBuf::from(DEFAULT_PIN_PATH)),
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) if !p.get_ref().starts_with('/') => {
+            c.error(p.span(), "director.pin_path", "must be an absolute path (in a bpffs mount) or \"\"");
+            None
+        }
+        Some(p) => Some(PathBuf::from(p.get_ref())),
+    };
+    let control_socket = match &d.control_socket {
+        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        Some(p) if !p.get_ref().starts_with('/') => {
+            c.error(p.span(), "director.control_socket", "must be an absolute path");
+            PathBuf::new()
+        }
+        Some(p) => PathBuf::from(p.get_ref()),
+    };
+    let defaults = Timeouts::default();
+    let day = 86_400 * 365;
+    let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..day, defaults.tcp as i64);
+    let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..day, defaults.tcpfin as i64);
+    let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..day, defaults.udp as i64);
+    Some(DirectorConfig {
+        interface,
+        xdp_mode,
+        conn_table_size: conn_table_size? as u32,
+        pin_path,
+        control_socket,
+        timeouts: Timeouts { tcp: tcp? as u32, tcpfin: tcpfin? as u32, udp: udp? as u32 },
+    })
+}
+
+fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option<ServiceConfig> {
+    let s = raw.get_ref();
+    let key = |k: &str| format!("service[{i}].{k}");
+    let line = c.line(&raw.span());
+
+    let vip = match s.vip.get_ref().parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(v4)) => Some((*v4.ip(), v4.port())),
+        Ok(SocketAddr::V6(_)) => {
+            c.error(s.vip.span(), key("vip"), "IPv6 services are not supported yet");
+            None
+        }
+        Err(_) => {
+            let hint = if s.vip.get_ref().parse::<IpAddr>().is_ok() { " (add :PORT, or :0 for every port)" } else { "" };
+            c.error(s.vip.span(), key("vip"), format!("\"{}\" is not ADDRESS:PORT{hint}", s.vip.get_ref()));
+            None
+        }
+    };
+    if let Some((ip, _)) = vip {
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            c.error(s.vip.span(), key("vip"), format!("{ip} cannot be a virtual IP"));
+        }
+    }
+    let protocol = match &s.protocol {
+        None => Some(Protocol::Tcp),
+        Some(p) => c.parse::<Protocol>(p, &key("protocol")),
+    };
+    let scheduler = match &s.scheduler {
+        // ipvsadm's default.
+        None => Some(Scheduler::Wlc),
+        Some(v) => c.parse::<Scheduler>(v, &key("scheduler")),
+    };
+    if let Some(sched) = scheduler {
+        if !sched.is_implemented() {
+            let span = s.scheduler.as_ref().map_or(s.vip.span(), |v| v.span());
+            c.error(span, key("scheduler"), format!("scheduler \"{sched}\" is not implemented yet (rr, wrr)"));
+        }
+    }
+    let forwarding = match &s.forwarding {
+        None => Some(Forwarding::Dr),
+        Some(f) => check_forwarding(c, f, &key("forwarding")),
+    };
+
+    if s.real.len() > MAX_DESTS_PER_SERVICE as usize {
+        c.error(
+            s.real[MAX_DESTS_PER_SERVICE as usize].span(),
+            key("real"),
+            format!("more than {MAX_DESTS_PER_SERVICE} real servers"),
+        );
+    }
+    let mut reals: Vec<RealConfig> = Vec::new();
+    for (j, r) in s.real.iter().enumerate() {
+        let rkey = |k: &str| format!("service[{i}].real[{j}].{k}");
+        let rs = r.get_ref();
+        let address = match rs.address.get_ref().parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() => {
+                c.error(rs.address.span(), rkey("address"), format!("{a} cannot be a real server"));
+                None
+            }
+            Ok(IpAddr::V4(a)) => Some(a),
+            Ok(IpAddr::V6(_)) => {
+                c.error(rs.address.span(), rkey("address"), "IPv6 real servers are not supported yet");
+                None
+            }
+            Err(_) => {
+                let hint = if rs.address.get_ref().contains(':') {
+                    " (give the address alone: in DR and TUN the real server listens on the VIP's port)"
+                } else {
+                    ""
+                };
+                c.error(rs.address.span(), rkey("address"), format!("\"{}\" is not an IPv4 address{hint}", rs.address.get_ref()));
+                None
+            }
+        };
+        let weight = c.integer(&rs.weight, &rkey("weight"), 0..MAX_WEIGHT as i64 + 1, 1);
+        let real_forwarding = match &rs.forwarding {
+            None => forwarding,
+            Some(f) => check_forwarding(c, f, &rkey("forwarding")),
+        };
+        if let (Some(address), Some(weight), Some(fwd), Some((_, port))) = (address, weight, real_forwarding, vip) {
+            if let Some(first) = reals.iter().find(|r| r.address == address) {
+                c.error(
+                    rs.address.span(),
+                    rkey("address"),
+                    format!("{address} is already a real server of this service (line {})", first.line),
+                );
+            }
+            if Some(IpAddr::V4(address)) == vip.map(|(ip, _)| IpAddr::V4(ip)) {
+                c.error(rs.address.span(), rkey("address"), "a real server cannot be the VIP itself");
+            }
+            reals.push(RealConfig { line: c.line(&r.span()), address, port, weight: weight as u32, forwarding: fwd });
+        }
+    }
+    if scheduler == Some(Scheduler::Wrr) {
+        let weights: Vec<u32> = reals.iter().map(|r| r.weight).collect();
+        let period = lb_common::sched::wrr_period(&weights);
+        if period > MAX_SEQUENCE_LEN as u64 {
+            c.error(
+                raw.get_ref().vip.span(),
+                key("real"),
+                format!(
+                    "wrr weights give a sequence of {period} picks (sum of weights / their gcd); \
+                     the limit is {MAX_SEQUENCE_LEN}: use smaller weights or a common divisor"
+                ),
+            );
+        }
+    }
+
+    let (vip, port) = vip?;
+    Some(ServiceConfig {
+        line,
+        protocol: protocol?,
+        vip,
+        port,
+        scheduler: scheduler?,
+        forwarding: forwarding?,
+        reals,
+    })
+}
+
+fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
+    let f = c.parse::<Forwarding>(value, key)?;
+    if !f.is_implemented() {
+        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr)", value.get_ref()));
+        return None;
+    }
+    Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[director]
+interface = "eth0"
+xdp_mode = "auto"
+
+[[service]]
+vip = "172.16.100.1:80"
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "dr"
+
+[[service.real]]
+address = "172.16.100.7"
+weight = 2
+
+[[service.real]]
+address = "172.16.100.8"
+weight = 1
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("lb.toml")) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+        assert_eq!(c.director.interface, "eth0");
+        assert_eq!(c.services.len(), 1);
+        let s = &c.services[0];
+        assert_eq!((s.vip, s.port, s.scheduler), ("172.16.100.1".parse().unwrap(), 80, Scheduler::Wrr));
+        assert_eq!(s.reals.len(), 2);
+        assert_eq!(s.reals[0].weight, 2);
+        assert_eq!(s.reals[1].line, 16);
+        assert_eq!(c.director.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn each_mistake_names_line_and_key() {
+        let bad = GOOD.replace("172.16.100.8\"", "172.16.100.x\"");
+        assert_eq!(errors(&bad), ["lb.toml:17: service[0].real[1].address: \"172.16.100.x\" is not an IPv4 address"]);
+
+        let bad = GOOD.replace("weight = 2", "weight = 70000");
+        assert_eq!(errors(&bad), ["lb.toml:14: service[0].real[0].weight: 70000 is out of range 0..=65535"]);
+
+        let bad = GOOD.replace("\"wrr\"", "\"fastest\"");
+        assert!(errors(&bad)[0].starts_with("lb.toml:9: service[0].scheduler: unknown scheduler \"fastest\""));
+
+        let bad = GOOD.replace("172.16.100.1:80", "172.16.100.1");
+        assert_eq!(errors(&bad), ["lb.toml:7: service[0].vip: \"172.16.100.1\" is not ADDRESS:PORT (add :PORT, or :0 for every port)"]);
+
+        let bad = GOOD.replace("weight = 1", "weigth = 1");
+        let e = errors(&bad);
+        assert!(e[0].starts_with("lb.toml:18: unknown field `weigth`"), "{e:?}");
+
+        let bad = GOOD.replace("\"tcp\"", "\"sctp\"");
+        assert_eq!(errors(&bad), ["lb.toml:8: service[0].protocol: unknown protocol \"sctp\" (tcp or udp)"]);
+
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "xdp_mode = \"turbo\"");
+        assert_eq!(errors(&bad), ["lb.toml:4: director.xdp_mode: \"turbo\" is not one of auto, native, generic"]);
+
+        let bad = GOOD.replace("[director]\ninterface = \"eth0\"\n", "[director]\n");
+        assert!(errors(&bad)[0].contains("missing field `interface`"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let twice = format!("{GOOD}\n[[service]]\nvip = \"172.16.100.1:80\"\nscheduler = \"rr\"\n");
+        assert_eq!(
+            errors(&twice),
+            ["lb.toml:21: service[1].vip: tcp 172.16.100.1:80 is already defined at line 6"]
+        );
+        let same_real = GOOD.replace("172.16.100.8", "172.16.100.7");
+        assert_eq!(
+            errors(&same_real),
+            ["lb.toml:17: service[0].real[1].address: 172.16.100.7 is already a real server of this service (line 12)"]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let bad = GOOD.replace("172.16.100.8\"", "nope\"").replace("weight = 2", "weight = -1");
+        assert_eq!(errors(&bad).len(), 2);
+    }
+
+    #[test]
+    fn port_zero_is_every_port_and_udp_works() {
+        let text = GOOD.replace(":80", ":0").replace("\"tcp\"", "\"udp\"");
+        let c = Config::parse(&text, Path::new("x")).unwrap();
+        assert_eq!(c.services[0].port, 0);
+        assert_eq!(c.services[0].protocol, Protocol::Udp);
+    }
+}

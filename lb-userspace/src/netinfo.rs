@@ -1,0 +1,147 @@
+//! What the controller asks the kernel's network stack (rtnetlink, read
+//! only except for asking the kernel to resolve a neighbour): the director
+//! interface's index and MAC, the route to a real server, the real server's
+//! MAC from the neighbour table.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use futures_util::TryStreamExt as _;
+use netlink_packet_route::{
+    AddressFamily,
+    address::AddressAttribute,
+    link::LinkAttribute,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteType},
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+/// The director's NIC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    pub ipv4: Vec<Ipv4Addr>,
+}
+
+/// How the kernel would route to an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
+    /// The address is one of this host's own.
+    pub local: bool,
+}
+
+#[derive(Clone)]
+pub struct Net {
+    handle: Handle,
+}
+
+impl Net {
+    /// Opens an rtnetlink socket in the current network namespace. Needs a
+    /// tokio runtime.
+    pub fn open() -> Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection().context("open rtnetlink socket")?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn interface(&self, name: &str) -> Result<Interface> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) | Err(_) => bail!("no interface named \"{name}\""),
+        };
+        let index = link.header.index;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(bytes) if bytes.len() == 6 => Some(<[u8; 6]>::try_from(&bytes[..]).ok()?),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("interface \"{name}\" has no Ethernet address"))?;
+        let mut ipv4 = Vec::new();
+        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(msg) = addrs.try_next().await.context("list addresses")? {
+            for attr in msg.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) = attr {
+                    if !ipv4.contains(&a) {
+                        ipv4.push(a);
+                    }
+                }
+            }
+        }
+        Ok(Interface { name: name.to_string(), index, mac, ipv4 })
+    }
+
+    /// `ip route get ADDR`.
+    pub async fn route_to(&self, addr: Ipv4Addr) -> Result<Route> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(addr, 32).build();
+        let mut routes = self.handle.route().get(msg).execute();
+        let route = routes
+            .try_next()
+            .await
+            .with_context(|| format!("no route to {addr}"))?
+            .ok_or_else(|| anyhow!("no route to {addr}"))?;
+        let mut r = Route { oif: None, gateway: None, local: route.header.kind == RouteType::Local };
+        for attr in route.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => r.oif = Some(i),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(g),
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+
+    /// The MAC the kernel has for `addr` on interface `index`, if resolved.
+    pub async fn neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+        let mut neighbours = self.handle.neighbours().get().set_address_family(AddressFamily::Inet).execute();
+        while let Some(msg) = neighbours.try_next().await.context("list neighbours")? {
+            if msg.header.ifindex != index || msg.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let usable = matches!(
+                msg.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+                    | NeighbourState::Noarp
+            );
+            let mut dst = None;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => mac = <[u8; 6]>::try_from(&l[..]).ok(),
+                    _ => {}
+                }
+            }
+            if dst == Some(addr) && usable {
+                return Ok(mac);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Asks the kernel to (re)resolve `addr` on interface `index` (an ARP
+    /// request goes out, as `ip neigh replace ADDR dev IF use` does). The
+    /// director never sends to real servers through its own stack, so without
+    /// this their neighbour entries would never be created or refreshed.
+    pub async fn probe_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(addr))
+            .flags(NeighbourFlags::Use)
+            .state(NeighbourState::Reachable)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("ask the kernel to resolve {addr}"))
+    }
+}
