@@ -47,10 +47,12 @@ fn walk_sequence(svc: &Service) -> Option<u32> {
     let state = SCHED_STATE.get_ptr_mut(svc.id)?;
     for _ in 0..MAX_SKIPS {
         // SAFETY: an array element stays valid while the program runs; the
-        // position is only ever touched atomically (BPF atomic fetch-add; the
-        // BPF target has no compare-and-swap, so `AtomicU64` offers no RMW).
+        // position is only ever touched atomically. The intrinsic because the
+        // BPF target offers no `AtomicU64::fetch_add`; SeqCst because LLVM's
+        // BPF backend turns a relaxed add into the non-fetching `lock +=`,
+        // losing the old value we need.
         let step = unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).position, 1)
+            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).position, 1)
         };
         let slot = svc.table_start + (step % svc.table_len as u64) as u32;
         let dest_id = *SCHED_TABLE.get(slot)?;

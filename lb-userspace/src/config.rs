@@ -40,6 +40,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DirectorConfig {
     pub interface: String,
+    /// Where `interface` is set, for errors about the interface itself.
+    pub interface_line: usize,
     pub xdp_mode: XdpMode,
     pub conn_table_size: u32,
     /// bpffs directory the maps and the XDP link are pinned in; `None`
@@ -312,6 +314,7 @@ fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<Directo
     let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..day, defaults.udp as i64);
     Some(DirectorConfig {
         interface,
+        interface_line: c.line(&d.interface.span()),
         xdp_mode,
         conn_table_size: conn_table_size? as u32,
         pin_path,

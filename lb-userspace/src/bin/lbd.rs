@@ -1,5 +1,213 @@
-fn main() {
-    let mut ebpf = aya::EbpfLoader::new().verifier_log_level(aya::VerifierLogLevel::STATS).load(lb_userspace::EBPF_OBJECT).unwrap();
-    let prog: &mut aya::programs::Xdp = ebpf.program_mut("lb_xdp").unwrap().try_into().unwrap();
-    match prog.load() { Ok(()) => println!("loaded"), Err(e) => println!("{e:?}") }
+//! lbd: the director. Loads the XDP datapath, fills it from the config,
+//! keeps it in step with SIGHUP reloads and the network, serves lbctl.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use lb_userspace::{
+    config::{self, Config},
+    control::{self, Request, Response},
+    controller::Controller,
+    datapath::{Datapath, LoadOptions},
+    environment,
+    netinfo::Net,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(name = "lbd", version, about = "XDP layer-4 load balancer (LVS-compatible director)")]
+struct Args {
+    /// The config file.
+    #[arg(long, short = 'c', default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Only check the config (and that it fits this host), then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the config and checks it against the host.
+async fn load_checked(path: &std::path::Path, net: &Net) -> Result<(Config, lb_userspace::netinfo::Interface), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let interface = environment::check(&config, net).await.map_err(|e| e.to_string())?;
+    Ok((config, interface))
+}
+
+async fn run(args: Args) -> Result<ExitCode> {
+    let net = Net::open()?;
+    let (config, interface) = match load_checked(&args.config, &net).await {
+        Ok(ok) => ok,
+        Err(errors) => {
+            for line in errors.lines() {
+                error!("{line}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if args.check {
+        println!("{}: OK ({} services)", args.config.display(), config.services.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let datapath = Datapath::load(&LoadOptions {
+        conn_table_size: config.director.conn_table_size,
+        pin_path: config.director.pin_path.clone(),
+    })?;
+    let macs =
+        environment::resolve_macs(&net, interface.index, &environment::dr_addresses(&config), Duration::from_secs(2))
+            .await;
+    let ifname = config.director.interface.clone();
+    let xdp_mode = config.director.xdp_mode;
+    let socket = config.director.control_socket.clone();
+    // Fill the maps before attaching, so the first packet sees the whole table.
+    let mut controller = Controller::new(config, interface, datapath, macs)?;
+    controller.datapath.attach(&ifname, xdp_mode)?;
+    info!("attached to {ifname}; control socket {}", socket.display());
+    let shared = Arc::new(Mutex::new(controller));
+
+    let server = {
+        let shared = shared.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let result = control::serve(&socket, move |request| answer(&shared, request)).await;
+            if let Err(e) = result {
+                error!("control socket: {e:#}");
+            }
+        })
+    };
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let mut rates = tokio::time::interval(lb_userspace::rate::INTERVAL);
+    let mut neighbours = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&args.config, &net, &shared).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = sweep.tick() => {
+                if let Err(e) = lock(&shared).sweep() {
+                    warn!("connection sweep: {e:#}");
+                }
+            }
+            _ = rates.tick() => lock(&shared).sample_rates(),
+            _ = neighbours.tick() => {
+                ticks += 1;
+                refresh_neighbours(&net, &shared, ticks % 10 == 0).await;
+            }
+        }
+    }
+
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    let controller = Arc::try_unwrap(shared).map_err(|_| anyhow::anyhow!("controller still in use"))?;
+    let controller = controller.into_inner().unwrap_or_else(|e| e.into_inner());
+    controller.datapath.shut_down().context("detach")?;
+    info!("detached from {ifname}; exiting");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lock(shared: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn answer(shared: &Mutex<Controller>, request: Request) -> Response {
+    let c = lock(shared);
+    match request {
+        Request::Table => Response::Table { table: c.table_snapshot() },
+        Request::Connections => Response::Connections { connections: c.connections_snapshot() },
+        Request::Timeouts => Response::Timeouts { timeouts: c.config.director.timeouts },
+        Request::Counters => Response::Counters { counters: c.reason_counters() },
+    }
+}
+
+/// SIGHUP: re-read and re-check the config; apply only the difference, or
+/// keep everything as it is if the new file is wrong.
+async fn reload(path: &std::path::Path, net: &Net, shared: &Mutex<Controller>) {
+    info!("SIGHUP: reloading {}", path.display());
+    let (config, interface) = match load_checked(path, net).await {
+        Ok(ok) => ok,
+        Err(errors) => {
+            for line in errors.lines() {
+                error!("{line}");
+            }
+            error!("reload refused: the running configuration stays");
+            return;
+        }
+    };
+    {
+        let c = lock(shared);
+        let old = &c.config.director;
+        let new = &config.director;
+        if old.interface != new.interface {
+            error!("reload refused: director.interface changed ({} -> {}); restart lbd to move", old.interface, new.interface);
+            return;
+        }
+        if old.conn_table_size != new.conn_table_size || old.pin_path != new.pin_path || old.control_socket != new.control_socket {
+            warn!("conn_table_size, pin_path and control_socket take effect at the next start");
+        }
+    }
+    // Resolve new servers' MACs without holding the lock.
+    let wanted = environment::dr_addresses(&config);
+    let macs = environment::resolve_macs(net, interface.index, &wanted, Duration::from_secs(1)).await;
+    let mut c = lock(shared);
+    c.update_macs(macs);
+    match c.reload(config, interface) {
+        Ok(()) => info!("reload done"),
+        Err(e) => error!("reload refused: {e:#}; the running configuration stays"),
+    }
+}
+
+/// Learns MACs of servers that had none, and (every `all`) re-checks every
+/// server's, so a replaced real server's new MAC is picked up.
+async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
+    let (index, addrs) = {
+        let c = lock(shared);
+        let addrs = if all { environment::dr_addresses(&c.config) } else { c.unresolved() };
+        (c.interface.index, addrs)
+    };
+    if addrs.is_empty() {
+        return;
+    }
+    environment::refresh_neighbours(net, index, &addrs).await;
+    let mut found = std::collections::BTreeMap::new();
+    for a in addrs {
+        if let Ok(Some(mac)) = net.neighbour(index, a).await {
+            found.insert(a, mac);
+        }
+    }
+    let mut c = lock(shared);
+    if c.update_macs(found) {
+        if let Err(e) = c.apply() {
+            warn!("applying new MACs: {e:#}");
+        }
+    }
 }

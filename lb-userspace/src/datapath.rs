@@ -1,0 +1,395 @@
+//! The loaded XDP program and its maps: loading (or adopting what a previous
+//! lbd pinned), attaching, and the only code that writes the maps.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use lb_common::{
+    Conn, Counters, Dest, Director, FlowKey, SchedState, Service, ServiceKey, map_name, program_name, reason,
+};
+
+use crate::{config, tables::MapOp};
+
+/// Maps that outlive lbd when pinned: everything the datapath needs to keep
+/// forwarding, and the counters.
+const PINNED_MAPS: [&str; 10] = [
+    map_name::DIRECTOR,
+    map_name::SERVICES,
+    map_name::DESTS,
+    map_name::DEST_LISTS,
+    map_name::SCHED_TABLE,
+    map_name::SCHED_STATE,
+    map_name::CONN_TABLE,
+    map_name::SERVICE_STATS,
+    map_name::DEST_STATS,
+    map_name::REASON_STATS,
+];
+
+/// Bumped whenever a map's layout changes, so a new lbd never adopts maps
+/// with an old layout (they live in a different directory).
+const MAP_LAYOUT_VERSION: u32 = 1;
+/// The XDP link's pin, per interface (a config that moves to another
+/// interface detaches the old one).
+fn link_pin_name(interface: &str) -> String {
+    format!("xdp_link_{interface}")
+}
+
+pub struct LoadOptions {
+    pub conn_table_size: u32,
+    /// bpffs directory to pin in and adopt from; `None` pins nothing.
+    pub pin_path: Option<PathBuf>,
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    /// The maps already existed (a previous lbd's state was adopted).
+    adopted: bool,
+    link: Option<AttachedLink>,
+}
+
+enum AttachedLink {
+    Pinned(PinnedLink),
+    Owned(aya::programs::xdp::XdpLinkId),
+}
+
+impl Datapath {
+    /// Loads the program and creates its maps, or reuses the maps pinned
+    /// under `pin_path` by a previous lbd (connections and counters survive).
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let pin_dir = opts.pin_path.as_ref().map(|p| p.join(format!("v{MAP_LAYOUT_VERSION}")));
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(map_name::CONN_TABLE, opts.conn_table_size);
+        let mut adopted = false;
+        let pin_paths: Vec<(&str, PathBuf)> = match &pin_dir {
+            Some(dir) => {
+                ensure_bpffs(dir)?;
+                adopted = dir.join(map_name::SERVICES).exists();
+                PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).context("load the eBPF object")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(program_name::LB)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?
+            .try_into()?;
+        program.load().context("the kernel refused the XDP program")?;
+        Ok(Self { ebpf, pin_dir, adopted, link: None })
+    }
+
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf.program(program_name::LB).expect("loaded").try_into().expect("an XDP program")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf.program_mut(program_name::LB).expect("loaded").try_into().expect("an XDP program")
+    }
+
+    /// Attaches to `interface`. A link a previous lbd pinned is taken over
+    /// with an atomic program replacement, so forwarding never stops.
+    pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<()> {
+        let pinned_link = self.pin_dir.as_ref().map(|d| d.join(link_pin_name(interface)));
+        if let Some(dir) = &self.pin_dir {
+            remove_other_link_pins(dir, interface);
+        }
+        if let Some(path) = &pinned_link {
+            if path.exists() {
+                match self.take_over_link(path) {
+                    Ok(link) => {
+                        self.link = Some(AttachedLink::Pinned(link));
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot take over the pinned XDP link ({e:#}); attaching anew");
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+        }
+        let mode = match mode {
+            config::XdpMode::Auto => XdpMode::Default,
+            config::XdpMode::Native => XdpMode::Driver,
+            config::XdpMode::Generic => XdpMode::Skb,
+        };
+        let program = self.program_mut();
+        let id = program.attach(interface, mode).with_context(|| format!("attach XDP to {interface}"))?;
+        let Some(path) = pinned_link else {
+            self.link = Some(AttachedLink::Owned(id));
+            return Ok(());
+        };
+        let link = program.take_link(id)?;
+        match FdLink::try_from(link) {
+            Ok(fd_link) => {
+                let pinned = fd_link.pin(&path).with_context(|| format!("pin the XDP link at {}", path.display()))?;
+                self.link = Some(AttachedLink::Pinned(pinned));
+            }
+            Err(_) => bail!("the kernel attached XDP without a bpf link (too old for pinning); set pin_path = \"\""),
+        }
+        Ok(())
+    }
+
+    fn take_over_link(&mut self, path: &Path) -> Result<PinnedLink> {
+        let fd_link: FdLink = PinnedLink::from_pin(path)?.into();
+        let xdp_link = XdpLink::try_from(fd_link)?;
+        let program = self.program_mut();
+        let id = program.attach_to_link(xdp_link).context("replace the program on the pinned link")?;
+        let link = program.take_link(id)?;
+        let fd_link = FdLink::try_from(link).map_err(|_| anyhow!("not a bpf link"))?;
+        // Re-pinning over the same path: remove the old pin first.
+        std::fs::remove_file(path).ok();
+        Ok(fd_link.pin(path)?)
+    }
+
+    /// Detaches and removes every pin: nothing of the datapath stays.
+    pub fn shut_down(mut self) -> Result<()> {
+        match self.link.take() {
+            Some(AttachedLink::Pinned(link)) => drop(link.unpin()?),
+            Some(AttachedLink::Owned(id)) => self.program_mut().detach(id)?,
+            None => {}
+        }
+        if let Some(dir) = &self.pin_dir {
+            remove_other_link_pins(dir, "");
+            for name in PINNED_MAPS {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
+    /// Exits leaving the program attached and the maps pinned, for the next
+    /// lbd to adopt.
+    pub fn leave_running(mut self) {
+        if let Some(AttachedLink::Pinned(link)) = self.link.take() {
+            // Dropping a pinned link only closes our fd; the pin keeps it.
+            drop(link);
+        }
+        std::mem::forget(self.ebpf);
+    }
+
+    fn array<T: aya::Pod>(&mut self, name: &str) -> Result<Array<&mut MapData, T>> {
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        Ok(Array::try_from(map)?)
+    }
+
+    fn per_cpu_array<T: aya::Pod>(&mut self, name: &str) -> Result<PerCpuArray<&mut MapData, T>> {
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        Ok(PerCpuArray::try_from(map)?)
+    }
+
+    fn services_map(&mut self) -> Result<HashMap<&mut MapData, ServiceKey, Service>> {
+        let map = self.ebpf.map_mut(map_name::SERVICES).ok_or_else(|| anyhow!("map SERVICES missing"))?;
+        Ok(HashMap::try_from(map)?)
+    }
+
+    fn conn_map(&self) -> Result<HashMap<&MapData, FlowKey, Conn>> {
+        let map = self.ebpf.map(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
+        Ok(HashMap::try_from(map)?)
+    }
+
+    pub fn set_director(&mut self, director: &Director) -> Result<()> {
+        self.array::<Director>(map_name::DIRECTOR)?.set(0, director, 0)?;
+        Ok(())
+    }
+
+    pub fn director(&self) -> Result<Director> {
+        let map = self.ebpf.map(map_name::DIRECTOR).ok_or_else(|| anyhow!("map DIRECTOR missing"))?;
+        Ok(Array::<_, Director>::try_from(map)?.get(&0, 0)?)
+    }
+
+    /// Carries out planned writes, in order.
+    pub fn execute(&mut self, ops: &[MapOp]) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for op in ops {
+            match op {
+                MapOp::SetDest(id, dest) => self.array::<Dest>(map_name::DESTS)?.set(*id, dest, 0)?,
+                MapOp::ZeroDestStats(id) => {
+                    let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
+                    self.per_cpu_array::<Counters>(map_name::DEST_STATS)?.set(*id, zero, 0)?
+                }
+                MapOp::ZeroServiceStats(id) => {
+                    let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
+                    self.per_cpu_array::<Counters>(map_name::SERVICE_STATS)?.set(*id, zero, 0)?
+                }
+                MapOp::SetSchedTable { start, dest_ids } => {
+                    let mut table = self.array::<u32>(map_name::SCHED_TABLE)?;
+                    for (i, id) in dest_ids.iter().enumerate() {
+                        table.set(start + i as u32, id, 0)?;
+                    }
+                }
+                MapOp::SetDestList { start, dest_ids } => {
+                    let mut list = self.array::<u32>(map_name::DEST_LISTS)?;
+                    for (i, id) in dest_ids.iter().enumerate() {
+                        list.set(start + i as u32, id, 0)?;
+                    }
+                }
+                MapOp::SetService(key, value) => self.services_map()?.insert(key, value, 0)?,
+                MapOp::DeleteService(key) => self.services_map()?.remove(key)?,
+                MapOp::SetSchedPosition(id, position) => {
+                    self.array::<SchedState>(map_name::SCHED_STATE)?.set(*id, SchedState { position: *position }, 0)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sched_position(&self, service_id: u32) -> u64 {
+        let Some(map) = self.ebpf.map(map_name::SCHED_STATE) else { return 0 };
+        Array::<_, SchedState>::try_from(map).and_then(|a| Ok(a.get(&service_id, 0)?)).map_or(0, |s| s.position)
+    }
+
+    fn summed(&self, name: &str, index: u32) -> Counters {
+        let Some(map) = self.ebpf.map(name) else { return Counters::default() };
+        let Ok(array) = PerCpuArray::<_, Counters>::try_from(map) else { return Counters::default() };
+        let Ok(values) = array.get(&index, 0) else { return Counters::default() };
+        values.iter().fold(Counters::default(), |mut sum, c| {
+            sum.conns += c.conns;
+            sum.in_packets += c.in_packets;
+            sum.in_bytes += c.in_bytes;
+            sum.out_packets += c.out_packets;
+            sum.out_bytes += c.out_bytes;
+            sum
+        })
+    }
+
+    pub fn service_counters(&self, service_id: u32) -> Counters {
+        self.summed(map_name::SERVICE_STATS, service_id)
+    }
+
+    pub fn dest_counters(&self, dest_id: u32) -> Counters {
+        self.summed(map_name::DEST_STATS, dest_id)
+    }
+
+    /// Every verdict-reason counter, summed over CPUs, by name.
+    pub fn reason_counters(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        let Some(map) = self.ebpf.map(map_name::REASON_STATS) else { return out };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        for (i, name) in reason::all() {
+            let total = array.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
+            out.insert(name, total);
+        }
+        out
+    }
+
+    /// A snapshot of the connection table.
+    pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>> {
+        let map = self.conn_map()?;
+        // Entries can vanish while we walk (LRU eviction, the datapath);
+        // skip what cannot be read instead of failing.
+        Ok(map.iter().filter_map(|e| e.ok()).collect())
+    }
+
+    pub fn connection(&self, key: &FlowKey) -> Option<Conn> {
+        self.conn_map().ok()?.get(key, 0).ok()
+    }
+
+    pub fn remove_connection(&mut self, key: &FlowKey) -> Result<()> {
+        let map = self.ebpf.map_mut(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
+        let mut map: HashMap<_, FlowKey, Conn> = HashMap::try_from(map)?;
+        match map.remove(key) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What a previous lbd left in the maps, for [`crate::tables::Tables::adopt`].
+    pub fn read_back(&self) -> Result<Adopted> {
+        let services_map = self.ebpf.map(map_name::SERVICES).ok_or_else(|| anyhow!("map SERVICES missing"))?;
+        let services: Vec<(ServiceKey, Service)> =
+            HashMap::<_, ServiceKey, Service>::try_from(services_map)?.iter().filter_map(|e| e.ok()).collect();
+        let dests_map = Array::<_, Dest>::try_from(self.ebpf.map(map_name::DESTS).ok_or_else(|| anyhow!("DESTS"))?)?;
+        let lists = Array::<_, u32>::try_from(self.ebpf.map(map_name::DEST_LISTS).ok_or_else(|| anyhow!("DEST_LISTS"))?)?;
+        let mut dests = BTreeMap::new();
+        for id in 0..lb_common::MAX_DESTS {
+            let d = dests_map.get(&id, 0)?;
+            if d.family != 0 {
+                dests.insert(id, d);
+            }
+        }
+        let mut service_dests = BTreeMap::new();
+        let mut positions = BTreeMap::new();
+        for (key, svc) in &services {
+            let ids: Vec<u32> =
+                (svc.dests_start..svc.dests_start + svc.dests_len).map(|i| lists.get(&i, 0)).collect::<Result<_, _>>()?;
+            service_dests.insert(*key, ids);
+            positions.insert(svc.id, self.sched_position(svc.id));
+        }
+        Ok(Adopted { services, dests, service_dests, positions })
+    }
+}
+
+/// The maps' content as a previous lbd left it.
+pub struct Adopted {
+    pub services: Vec<(ServiceKey, Service)>,
+    pub dests: BTreeMap<u32, Dest>,
+    /// Each service's dest ids in IPVS order.
+    pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
+    pub positions: BTreeMap<u32, u64>,
+}
+
+/// Removes link pins for interfaces other than `keep` (which detaches them).
+fn remove_other_link_pins(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("xdp_link_") && name != link_pin_name(keep) {
+            tracing::info!("detaching the XDP program a previous lbd left on {}", &name["xdp_link_".len()..]);
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Makes sure `dir` is on a bpffs, mounting one at /sys/fs/bpf if nothing
+/// is mounted there (as in a fresh mount namespace).
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        std::fs::create_dir_all(root).ok();
+        let src = c"bpffs";
+        let fstype = c"bpf";
+        let target = c"/sys/fs/bpf";
+        // SAFETY: plain mount(2) with static C strings.
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            bail!("mount bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    if !is_bpffs(dir) {
+        bail!("{} is not on a bpf filesystem (mount -t bpf bpffs /sys/fs/bpf)", dir.display());
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}

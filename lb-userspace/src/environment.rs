@@ -1,0 +1,108 @@
+//! Checks a valid config against the host before anything is attached: the
+//! interface exists, every DR real server is on the interface's segment. And
+//! finds the real servers' MACs.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+
+use crate::{
+    config::{Config, ConfigError, ConfigErrors},
+    model::Forwarding,
+    netinfo::{Interface, Net},
+};
+
+/// The director interface, if the config fits this host.
+pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors> {
+    let file = config.path.display().to_string();
+    let error = |line: usize, key: String, message: String| ConfigError { file: file.clone(), line: Some(line), key, message };
+    let d = &config.director;
+    let interface = net.interface(&d.interface).await.map_err(|e| {
+        ConfigErrors(vec![error(d.interface_line, "director.interface".into(), format!("{e:#}"))])
+    })?;
+    let mut errors = Vec::new();
+    for (i, svc) in config.services.iter().enumerate() {
+        for (j, real) in svc.reals.iter().enumerate() {
+            if real.forwarding != Forwarding::Dr {
+                continue;
+            }
+            let key = format!("service[{i}].real[{j}].address");
+            let addr = real.address;
+            match net.route_to(addr).await {
+                Err(e) => errors.push(error(real.line, key, format!("{e:#}"))),
+                Ok(route) if route.local => {
+                    errors.push(error(real.line, key, format!("{addr} is an address of this director")))
+                }
+                Ok(route) if route.gateway.is_some() => errors.push(error(
+                    real.line,
+                    key,
+                    format!(
+                        "{addr} is reached through the gateway {}: direct routing needs the real server on {}'s \
+                         segment (use tun for real servers elsewhere)",
+                        route.gateway.expect("checked"),
+                        d.interface
+                    ),
+                )),
+                Ok(route) if route.oif != Some(interface.index) => errors.push(error(
+                    real.line,
+                    key,
+                    format!("{addr} is not on {}'s segment: direct routing needs it there", d.interface),
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    if errors.is_empty() { Ok(interface) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Every DR real server address of the config.
+pub fn dr_addresses(config: &Config) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = config
+        .services
+        .iter()
+        .flat_map(|s| s.reals.iter())
+        .filter(|r| r.forwarding == Forwarding::Dr)
+        .map(|r| r.address)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The MACs of `addrs` on interface `index`: what the neighbour table has,
+/// after asking the kernel to resolve the rest and waiting up to `wait`.
+pub async fn resolve_macs(net: &Net, index: u32, addrs: &[Ipv4Addr], wait: Duration) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+    let mut found = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut probed = false;
+    loop {
+        for &a in addrs {
+            if !found.contains_key(&a) {
+                if let Ok(Some(mac)) = net.neighbour(index, a).await {
+                    found.insert(a, mac);
+                }
+            }
+        }
+        if found.len() == addrs.len() || tokio::time::Instant::now() >= deadline {
+            return found;
+        }
+        if !probed {
+            for &a in addrs.iter().filter(|a| !found.contains_key(a)) {
+                if let Err(e) = net.probe_neighbour(index, a).await {
+                    tracing::debug!("{e:#}");
+                }
+            }
+            probed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keeps the real servers' neighbour entries fresh (the director never talks
+/// to them through its own stack, so the kernel would let them go stale and
+/// never notice a changed MAC).
+pub async fn refresh_neighbours(net: &Net, index: u32, addrs: &[Ipv4Addr]) {
+    for &a in addrs {
+        if let Err(e) = net.probe_neighbour(index, a).await {
+            tracing::debug!("{e:#}");
+        }
+    }
+}
