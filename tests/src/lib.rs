@@ -1,1 +1,15 @@
+//! Test support for the load balancer: the network-namespace lab that builds
+//! an LVS-DR cluster on one machine, and helpers to find built binaries.
 
+pub mod bins;
+pub mod lab;
+pub mod netns;
+
+pub use lab::{Host, Lab, LabSpec, LinkStats, ProcHandle};
+pub use netns::MacAddr;
+
+/// True when running as root (the lab needs CAP_NET_ADMIN and CAP_SYS_ADMIN).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
