@@ -1,0 +1,108 @@
+//! The real XDP program, loaded as lbd loads it (same object, same map
+//! writer), run on crafted packets with BPF_PROG_TEST_RUN.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{Director, conn_state};
+use lb_userspace::{
+    datapath::{Datapath, LoadOptions},
+    model::{Forwarding, Protocol, Scheduler},
+    tables::{Tables, WantedReal, WantedService},
+};
+
+use crate::packets::DIRECTOR_MAC;
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+/// The MAC the harness gives the real server with this address.
+pub fn real_mac(addr: Ipv4Addr) -> [u8; 6] {
+    let o = addr.octets();
+    [0x02, 0xee, o[0], o[1], o[2], o[3]]
+}
+
+/// A service with real servers (address, weight), MACs from [`real_mac`].
+pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Scheduler, reals: &[(Ipv4Addr, u32)]) -> WantedService {
+    WantedService {
+        protocol,
+        vip,
+        port,
+        scheduler,
+        reals: reals
+            .iter()
+            .map(|&(address, weight)| WantedReal {
+                address,
+                port: 0,
+                weight,
+                forwarding: Forwarding::Dr,
+                mac: Some(real_mac(address)),
+            })
+            .collect(),
+    }
+}
+
+pub struct Harness {
+    pub datapath: Datapath,
+    pub tables: Tables,
+}
+
+/// What the program did with one packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: u32,
+    pub output: Vec<u8>,
+}
+
+impl Harness {
+    /// Loads a fresh program with fresh maps (nothing pinned).
+    pub fn new() -> Result<Self> {
+        let datapath = Datapath::load(&LoadOptions { conn_table_size: 65536, pin_path: None })
+            .context("load the XDP program (root needed)")?;
+        let mut h = Self { datapath, tables: Tables::new() };
+        h.set_timeouts(conn_state::default_timeouts())?;
+        Ok(h)
+    }
+
+    pub fn set_timeouts(&mut self, state_timeouts: [u32; conn_state::COUNT]) -> Result<()> {
+        self.datapath.set_director(&Director { ifindex: 1, mac: DIRECTOR_MAC, state_timeouts, ..Director::default() })
+    }
+
+    /// Makes the maps hold exactly these services (the same planning and
+    /// map writes lbd does).
+    pub fn apply(&mut self, services: &[WantedService]) -> Result<()> {
+        let datapath = &self.datapath;
+        let ops = self.tables.plan(services, &|id| datapath.sched_position(id))?;
+        self.datapath.execute(&ops)
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn run(&self, frame: &[u8]) -> Result<Outcome> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let result = self.datapath.program().test_run(opts)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(Outcome { verdict: result.return_value, output: out })
+    }
+
+    /// The datapath's verdict-reason counters.
+    pub fn reasons(&self) -> BTreeMap<&'static str, u64> {
+        self.datapath.reason_counters()
+    }
+}
+
+/// Counter changes between two readings (only those that changed).
+pub fn delta(before: &BTreeMap<&'static str, u64>, after: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d != 0).then_some((*k, d))
+        })
+        .collect()
+}

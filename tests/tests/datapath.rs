@@ -1,0 +1,493 @@
+//! Datapath fixtures: crafted packets through the real XDP program
+//! (BPF_PROG_TEST_RUN), each with the expected verdict, output bytes and
+//! counter changes, Katran style. Needs root.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use lb_common::{conn_state, sched};
+use lb_tests::{
+    harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX, delta, real_mac, service},
+    is_root,
+    packets::{self, DIRECTOR_MAC, PacketSpec, dr_rewrite, tcp},
+};
+use lb_userspace::model::{Protocol, Scheduler};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP_ALL_PORTS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
+const RS1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 21);
+const RS2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 22);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+fn client(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(CLIENT, port)
+}
+
+fn vip(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, port)
+}
+
+/// What the output frame must be.
+enum Output {
+    /// Passed or dropped: the frame as it came.
+    Unchanged,
+    /// Sent by direct routing to this real server.
+    DirectRoutedTo(Ipv4Addr),
+}
+
+struct Fixture {
+    name: &'static str,
+    input: Vec<u8>,
+    verdict: u32,
+    output: Output,
+    /// Verdict-reason counters that must change, by how much (all others stay).
+    counters: &'static [(&'static str, u64)],
+}
+
+fn harness() -> Option<Harness> {
+    if !is_root() {
+        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+        return None;
+    }
+    let mut h = Harness::new().expect("load the XDP program");
+    h.apply(&[
+        service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]),
+        service(Protocol::Udp, VIP, 53, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]),
+        service(Protocol::Tcp, VIP_ALL_PORTS, 0, Scheduler::Rr, &[(RS1, 1)]),
+    ])
+    .expect("fill the maps");
+    Some(h)
+}
+
+fn check(h: &Harness, fixtures: Vec<Fixture>) {
+    for f in fixtures {
+        let before = h.reasons();
+        let got = h.run(&f.input).unwrap_or_else(|e| panic!("{}: test run failed: {e:#}", f.name));
+        let after = h.reasons();
+        assert_eq!(got.verdict, f.verdict, "{}: verdict", f.name);
+        let want = match f.output {
+            Output::Unchanged => f.input.clone(),
+            Output::DirectRoutedTo(real) => dr_rewrite(&f.input, real_mac(real), DIRECTOR_MAC),
+        };
+        assert_eq!(got.output, want, "{}: output bytes", f.name);
+        let changed = delta(&before, &after);
+        let expected: std::collections::BTreeMap<&str, u64> = f.counters.iter().copied().collect();
+        assert_eq!(changed, expected, "{}: counters", f.name);
+    }
+}
+
+#[test]
+fn fixtures_tcp_flow_and_what_passes() {
+    let Some(h) = harness() else { return };
+    // IPVS lists real servers newest first: rr starts with RS2.
+    let syn = PacketSpec::tcp(client(40000), vip(80), tcp::SYN).build();
+    let ack = PacketSpec::tcp(client(40000), vip(80), tcp::ACK).build();
+    let data = PacketSpec::tcp(client(40000), vip(80), tcp::ACK | tcp::PSH).payload(b"GET / HTTP/1.1\r\n\r\n").build();
+    let fin = PacketSpec::tcp(client(40000), vip(80), tcp::FIN | tcp::ACK).build();
+    let syn2 = PacketSpec::tcp(client(40001), vip(80), tcp::SYN).build();
+    let ack2 = PacketSpec::tcp(client(40001), vip(80), tcp::ACK).build();
+    // IPVS counts IP bytes (no Ethernet header).
+    let ip_len = |f: &Vec<u8>| (f.len() - 14) as u64;
+    let rs2_bytes = ip_len(&syn) + ip_len(&ack) + ip_len(&data) + ip_len(&fin);
+    let rs1_bytes = ip_len(&syn2) + ip_len(&ack2);
+    check(
+        &h,
+        vec![
+            Fixture {
+                name: "SYN to the VIP starts a connection on the first server",
+                input: syn,
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+            Fixture {
+                name: "its ACK follows it",
+                input: ack,
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("tx_dr", 1)],
+            },
+            Fixture {
+                name: "its data follows it",
+                input: data,
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("tx_dr", 1)],
+            },
+            Fixture {
+                name: "a second connection goes to the next server",
+                input: syn2,
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS1),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+            Fixture {
+                name: "and stays there",
+                input: ack2,
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS1),
+                counters: &[("tx_dr", 1)],
+            },
+            Fixture {
+                name: "the first one's FIN still goes to its server",
+                input: fin,
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("tx_dr", 1)],
+            },
+            Fixture {
+                name: "a non-SYN of an unknown connection passes to the kernel",
+                input: PacketSpec::tcp(client(40099), vip(80), tcp::ACK).build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_tcp_not_syn", 1)],
+            },
+            Fixture {
+                name: "a SYN-ACK is not a new connection",
+                input: PacketSpec::tcp(client(40098), vip(80), tcp::SYN | tcp::ACK).build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_tcp_not_syn", 1)],
+            },
+            Fixture {
+                name: "another port of the VIP is not a service",
+                input: PacketSpec::tcp(client(40002), vip(8080), tcp::SYN).build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_no_service", 1)],
+            },
+            Fixture {
+                name: "traffic to the director's own address passes",
+                input: PacketSpec::tcp(client(40003), SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 22), tcp::SYN)
+                    .build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_no_service", 1)],
+            },
+            Fixture {
+                name: "UDP to a TCP-only port passes",
+                input: PacketSpec::udp(client(40004), vip(80)).build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_no_service", 1)],
+            },
+            Fixture {
+                name: "an every-port service takes any port",
+                input: PacketSpec::tcp(client(40005), SocketAddrV4::new(VIP_ALL_PORTS, 4433), tcp::SYN).build(),
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS1),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+        ],
+    );
+    // Per service and per real server: connections, packets, bytes.
+    let key = lb_userspace::tables::service_key(Protocol::Tcp, VIP, 80);
+    let id = h.tables.service_id(&key).unwrap();
+    let svc = h.datapath.service_counters(id);
+    assert_eq!((svc.conns, svc.in_packets, svc.in_bytes), (2, 6, rs1_bytes + rs2_bytes));
+    let dests = h.tables.service_dests(&key);
+    let per_real: Vec<(u64, u64, u64)> = dests
+        .iter()
+        .map(|&d| {
+            let c = h.datapath.dest_counters(d);
+            (c.conns, c.in_packets, c.in_bytes)
+        })
+        .collect();
+    // IPVS order: RS2 (added last) first.
+    assert_eq!(per_real, vec![(1, 4, rs2_bytes), (1, 2, rs1_bytes)]);
+    assert_eq!((svc.out_packets, svc.out_bytes), (0, 0), "DR never sees replies");
+}
+
+#[test]
+fn fixtures_udp_vlan_and_ip_options() {
+    let Some(h) = harness() else { return };
+    let dns = PacketSpec::udp(client(5353), vip(53)).payload(b"\x12\x34query");
+    check(
+        &h,
+        vec![
+            Fixture {
+                name: "a UDP datagram starts a connection",
+                input: dns.build(),
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+            Fixture {
+                name: "the next datagram of the same flow follows it",
+                input: dns.clone().payload(b"\x12\x35again").build(),
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("tx_dr", 1)],
+            },
+            Fixture {
+                name: "a VLAN-tagged SYN is balanced and keeps its tag",
+                input: PacketSpec::tcp(client(41000), vip(80), tcp::SYN).vlan(100).build(),
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+            Fixture {
+                name: "a SYN with IP options (IHL 7) is balanced, options untouched",
+                // Record-route-like NOPs then end-of-list: 8 bytes.
+                input: PacketSpec::tcp(client(41001), vip(80), tcp::SYN)
+                    .ip_options(&[1, 1, 1, 1, 1, 1, 1, 0])
+                    .build(),
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS1),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+            Fixture {
+                name: "IP options at the maximum (IHL 15)",
+                input: PacketSpec::tcp(client(41002), vip(80), tcp::SYN).ip_options(&[1; 40]).build(),
+                verdict: XDP_TX,
+                output: Output::DirectRoutedTo(RS2),
+                counters: &[("conn_new", 1), ("tx_dr", 1)],
+            },
+        ],
+    );
+}
+
+#[test]
+fn fixtures_malformed_truncated_fragments_and_other_protocols() {
+    let Some(h) = harness() else { return };
+    let syn = PacketSpec::tcp(client(42000), vip(80), tcp::SYN).build();
+    let mut bad_version = syn.clone();
+    bad_version[14] = 0x65; // version 6 in an IPv4 frame
+    packets::fix_ipv4_checksum(&mut bad_version, 14);
+    let mut short_ihl = syn.clone();
+    short_ihl[14] = 0x44; // IHL 4 (16 bytes) is below the minimum
+    let mut long_total = syn.clone();
+    long_total[16..18].copy_from_slice(&1500u16.to_be_bytes()); // claims more than the frame holds
+    packets::fix_ipv4_checksum(&mut long_total, 14);
+    let mut short_doff = syn.clone();
+    short_doff[14 + 20 + 12] = 0x40; // TCP data offset 4
+    let mut icmp = PacketSpec::tcp(client(42001), vip(80), tcp::SYN).build();
+    icmp[14 + 9] = 1; // protocol ICMP
+    packets::fix_ipv4_checksum(&mut icmp, 14);
+    let mut ipv6 = packets::ethernet(DIRECTOR_MAC, packets::CLIENT_MAC, None, packets::ETH_P_IPV6);
+    ipv6.extend([0x60, 0, 0, 0, 0, 0, 6, 64]);
+    ipv6.extend([0u8; 32]);
+    let mut arp = packets::ethernet([0xff; 6], packets::CLIENT_MAC, None, packets::ETH_P_ARP);
+    arp.extend([0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend([0u8; 20]);
+    check(
+        &h,
+        vec![
+            Fixture {
+                name: "truncated in the TCP header",
+                input: syn[..14 + 20 + 10].to_vec(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_malformed", 1)],
+            },
+            Fixture {
+                name: "truncated in the IP header",
+                input: syn[..14 + 12].to_vec(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_malformed", 1)],
+            },
+            Fixture {
+                name: "a VLAN tag and nothing after it",
+                input: PacketSpec::tcp(client(42002), vip(80), tcp::SYN).vlan(7).build()[..16].to_vec(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_not_ip", 1)],
+            },
+            Fixture {
+                name: "IP version not 4",
+                input: bad_version,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_malformed", 1)],
+            },
+            Fixture {
+                name: "IHL below 5",
+                input: short_ihl,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_malformed", 1)],
+            },
+            Fixture {
+                name: "total length beyond the frame",
+                input: long_total,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_malformed", 1)],
+            },
+            Fixture {
+                name: "TCP data offset below 5",
+                input: short_doff,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_malformed", 1)],
+            },
+            Fixture {
+                name: "a first fragment",
+                input: PacketSpec::tcp(client(42003), vip(80), tcp::SYN).fragment(true, 0).build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_fragment", 1)],
+            },
+            Fixture {
+                name: "a later fragment",
+                input: PacketSpec::udp(client(42004), vip(53)).fragment(false, 185).build(),
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_fragment", 1)],
+            },
+            Fixture {
+                name: "ICMP to the VIP",
+                input: icmp,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_other_protocol", 1)],
+            },
+            Fixture {
+                name: "IPv6",
+                input: ipv6,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_ipv6", 1)],
+            },
+            Fixture {
+                name: "ARP",
+                input: arp,
+                verdict: XDP_PASS,
+                output: Output::Unchanged,
+                counters: &[("pass_not_ip", 1)],
+            },
+        ],
+    );
+}
+
+/// The real server a SYN from this client port lands on.
+fn schedule_one(h: &Harness, port: u16) -> Option<Ipv4Addr> {
+    let out = h.run(&PacketSpec::tcp(client(port), vip(80), tcp::SYN).build()).unwrap();
+    if out.verdict != XDP_TX {
+        return None;
+    }
+    let mac: [u8; 6] = out.output[0..6].try_into().unwrap();
+    Some(Ipv4Addr::new(mac[2], mac[3], mac[4], mac[5]))
+}
+
+#[test]
+fn existing_connections_keep_their_server_when_the_set_changes() {
+    let Some(mut h) = harness() else { return };
+    let first = schedule_one(&h, 43000).unwrap();
+    let other = if first == RS1 { RS2 } else { RS1 };
+    // The first server leaves the service; its connection stays on it.
+    h.apply(&[service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(other, 1)])]).unwrap();
+    let ack = PacketSpec::tcp(client(43000), vip(80), tcp::ACK).build();
+    let out = h.run(&ack).unwrap();
+    assert_eq!((out.verdict, &out.output[0..6]), (XDP_TX, &real_mac(first)[..]));
+    // New connections all go to the one left.
+    for port in 43001..43010 {
+        assert_eq!(schedule_one(&h, port), Some(other));
+    }
+    // Weight 0: no new connections, the open one continues.
+    h.apply(&[service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(other, 0)])]).unwrap();
+    let before = h.reasons();
+    assert_eq!(schedule_one(&h, 43100), None);
+    assert_eq!(delta(&before, &h.reasons()).get("drop_no_dest"), Some(&1));
+    let out = h.run(&PacketSpec::tcp(client(43001), vip(80), tcp::ACK).build()).unwrap();
+    assert_eq!((out.verdict, &out.output[0..6]), (XDP_TX, &real_mac(other)[..]));
+}
+
+#[test]
+fn a_no_server_service_drops_new_connections() {
+    let Some(mut h) = harness() else { return };
+    h.apply(&[service(Protocol::Tcp, VIP, 80, Scheduler::Wrr, &[])]).unwrap();
+    let out = h.run(&PacketSpec::tcp(client(44000), vip(80), tcp::SYN).build()).unwrap();
+    assert_eq!(out.verdict, XDP_DROP);
+}
+
+#[test]
+fn an_expired_entry_is_a_new_connection() {
+    let Some(mut h) = harness() else { return };
+    let mut timeouts = conn_state::default_timeouts();
+    timeouts[conn_state::SYN_RECV as usize] = 1;
+    h.set_timeouts(timeouts).unwrap();
+    let first = schedule_one(&h, 45000).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Its ACK now belongs to no connection: it passes.
+    let out = h.run(&PacketSpec::tcp(client(45000), vip(80), tcp::ACK).build()).unwrap();
+    assert_eq!(out.verdict, XDP_PASS);
+    // A new SYN from the same port is scheduled afresh (rr moves on).
+    let again = schedule_one(&h, 45000).unwrap();
+    assert_ne!(again, first);
+}
+
+#[test]
+fn a_new_syn_on_a_closing_entry_is_rescheduled() {
+    let Some(h) = harness() else { return };
+    let first = schedule_one(&h, 46000).unwrap();
+    for flags in [tcp::ACK, tcp::FIN | tcp::ACK] {
+        h.run(&PacketSpec::tcp(client(46000), vip(80), flags).build()).unwrap();
+    }
+    // The client reuses the port: IPVS schedules the new connection anew.
+    let second = schedule_one(&h, 46000).unwrap();
+    assert_ne!(second, first);
+}
+
+/// The XDP program's choices equal IPVS's (the reference models) over a
+/// long run of new connections, with weights changing and servers coming
+/// and going in between.
+#[test]
+fn rr_and_wrr_choose_exactly_as_ipvs_over_thousands_of_connections() {
+    let Some(mut h) = harness() else { return };
+    let addr = |i: u8| Ipv4Addr::new(10, 0, 1, i);
+    // Each step: the config's servers (oldest first) as (server, weight).
+    let steps: Vec<Vec<(u8, u32)>> = vec![
+        vec![(1, 5), (2, 3), (3, 1)],
+        vec![(1, 5), (2, 3), (3, 1), (4, 7)],
+        vec![(1, 5), (3, 1), (4, 7)],
+        vec![(1, 2), (3, 1), (4, 7), (5, 4), (6, 0)],
+        vec![(3, 6), (4, 7), (5, 4), (6, 3), (7, 9), (8, 1)],
+        vec![(7, 9)],
+        vec![(7, 9), (9, 2), (10, 2), (11, 4)],
+    ];
+    let mut port = 10000u16;
+    for scheduler in [Scheduler::Rr, Scheduler::Wrr] {
+        h.apply(&[]).unwrap();
+        let mut rr = sched::RrModel::default();
+        let mut wrr = sched::WrrModel::empty();
+        // The model's list in IPVS order (newest first).
+        let mut list: Vec<(u8, u32)> = Vec::new();
+        let dests = |list: &[(u8, u32)]| list.iter().map(|&(_, w)| sched::SchedDest::new(w)).collect::<Vec<_>>();
+        for (step, reals) in steps.iter().enumerate() {
+            // The same change as ipvsadm commands, one at a time.
+            for i in (0..list.len()).rev() {
+                if !reals.iter().any(|r| r.0 == list[i].0) {
+                    list.remove(i);
+                    rr.remove(i);
+                    wrr.changed(&dests(&list));
+                }
+            }
+            for &(s, w) in reals {
+                match list.iter().position(|e| e.0 == s) {
+                    Some(i) if list[i].1 != w => {
+                        list[i].1 = w;
+                        wrr.changed(&dests(&list));
+                    }
+                    Some(_) => {}
+                    None => {
+                        list.insert(0, (s, w));
+                        rr.add_front();
+                        wrr.changed(&dests(&list));
+                    }
+                }
+            }
+            let servers: Vec<(Ipv4Addr, u32)> = reals.iter().map(|&(s, w)| (addr(s), w)).collect();
+            h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
+            for pick in 0..700 {
+                let want = match scheduler {
+                    Scheduler::Wrr => wrr.schedule(&dests(&list)),
+                    _ => rr.schedule(&dests(&list)),
+                }
+                .map(|i| addr(list[i].0));
+                port = port.wrapping_add(1).max(10000);
+                assert_eq!(schedule_one(&h, port), want, "{scheduler} step {step} pick {pick}");
+            }
+        }
+    }
+}
