@@ -29,6 +29,9 @@ pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
 pub const DEST_LIST_SLOTS: u32 = 2 * MAX_DESTS;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 
+/// `BPF_F_MMAPABLE`: the array can be mapped into the controller's memory.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// Map names: the eBPF statics are named exactly so, and the controller opens
 /// them (and pins them in bpffs) by these names.
 pub mod map_name {
@@ -39,6 +42,7 @@ pub mod map_name {
     pub const SCHED_TABLE: &str = "SCHED_TABLE";
     pub const SCHED_STATE: &str = "SCHED_STATE";
     pub const CONN_TABLE: &str = "CONN_TABLE";
+    pub const DEST_CONNS: &str = "DEST_CONNS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
@@ -228,6 +232,23 @@ pub struct Counters {
 }
 const _: () = assert!(core::mem::size_of::<Counters>() == 40);
 
+/// Connection counts of one real server (IPVS's activeconns, inactconns,
+/// persistconns), kept by the datapath as connections come and change state,
+/// and by the controller as it removes expired entries. The array is
+/// memory-mapped so both sides update it with atomic adds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestConns {
+    pub active: i64,
+    pub inactive: i64,
+    pub persistent: i64,
+    /// Over its upper threshold, until it falls below the lower one
+    /// (IPVS's IP_VS_DEST_F_OVERLOAD hysteresis). 0 or 1.
+    pub overloaded: u32,
+    pub pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<DestConns>() == 32);
+
 /// Scheduler position of one service (rr and wrr walk their sequence with it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,6 +270,7 @@ mod pod {
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for SchedState {}
+    unsafe impl aya::Pod for DestConns {}
 }
 
 /// An IPv4 address as the maps store it.

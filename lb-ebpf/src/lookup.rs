@@ -1,9 +1,11 @@
 //! Stage 2: which virtual service the packet is for, and whether it belongs
 //! to a connection the director already knows.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use lb_common::{Conn, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag};
 
-use crate::maps::{CONN_TABLE, SERVICES};
+use crate::maps::{CONN_TABLE, DEST_CONNS, SERVICES};
 
 /// The service for (VIP, port, protocol), else the VIP's every-port service.
 #[inline(always)]
@@ -35,28 +37,60 @@ pub fn expired(conn: &Conn, now: u64) -> bool {
     now.wrapping_sub(conn.last_seen_ns) > conn.timeout as u64 * 1_000_000_000
 }
 
-/// The live connection entry of this flow, if any. An entry that timed out,
-/// or that a new SYN finds closing (IPVS's connection reuse for a client port
-/// used again), counts as none: the packet is scheduled afresh.
+/// What the connection table holds for a flow. A plain struct, fully
+/// initialised on every path: an enum with a payload would leave bytes
+/// undefined on some paths, and LLVM then stores stale registers the
+/// verifier refuses to let us read.
+pub struct Entry {
+    /// A live connection (null if none): later packets go where it went.
+    pub live: *mut Conn,
+    /// An entry that timed out, or that a new SYN finds closing (IPVS's
+    /// connection reuse for a client port used again): the packet is
+    /// scheduled afresh and this entry replaced.
+    pub stale: Conn,
+    pub has_stale: bool,
+}
+
 #[inline(always)]
-pub fn connection(flow: &FlowKey, tcp_flags: u8, now: u64) -> Option<*mut Conn> {
-    let ptr = CONN_TABLE.get_ptr_mut(flow)?;
+pub fn connection(flow: &FlowKey, tcp_flags: u8, now: u64) -> Entry {
+    let mut entry = Entry { live: core::ptr::null_mut(), stale: Conn::default(), has_stale: false };
+    let Some(ptr) = CONN_TABLE.get_ptr_mut(flow) else { return entry };
     // SAFETY: a pointer to a live element, valid for this program run.
     let conn = unsafe { &*ptr };
-    if expired(conn, now) {
-        return None;
-    }
     let new_syn = tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
-    if new_syn && matches!(conn.state, conn_state::FIN_WAIT | conn_state::TIME_WAIT | conn_state::CLOSE) {
-        return None;
+    if expired(conn, now)
+        || (new_syn && matches!(conn.state, conn_state::FIN_WAIT | conn_state::TIME_WAIT | conn_state::CLOSE))
+    {
+        entry.stale = *conn;
+        entry.has_stale = true;
+    } else {
+        entry.live = ptr;
     }
-    Some(ptr)
+    entry
 }
 
 /// How often (ns) an unchanged entry's last-seen stamp is refreshed: often
 /// enough for second-resolution expiry, rarely enough to keep the hot path
 /// from writing the entry on every packet.
 const REFRESH_NS: u64 = 250_000_000;
+
+/// Adds `delta` to the real server's count for a connection in `state`.
+#[inline(always)]
+pub fn count(dest_id: u32, state: u8, delta: i64) {
+    let Some(c) = DEST_CONNS.get_ptr_mut(dest_id) else { return };
+    // SAFETY: an array element, valid for this program run; shared with
+    // other CPUs and the controller, so only touched atomically.
+    unsafe {
+        let field = if state == conn_state::TEMPLATE_NONE || state == conn_state::TEMPLATE_ASSURED {
+            &raw mut (*c).persistent
+        } else if conn_state::is_active(state) {
+            &raw mut (*c).active
+        } else {
+            &raw mut (*c).inactive
+        };
+        atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(field, delta);
+    }
+}
 
 /// Advances the entry's state with this packet and keeps it alive.
 #[inline(always)]
@@ -67,6 +101,10 @@ pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &
         conn.state
     };
     if state != conn.state {
+        if conn_state::is_active(state) != conn_state::is_active(conn.state) {
+            count(conn.dest_id, conn.state, -1);
+            count(conn.dest_id, state, 1);
+        }
         conn.state = state;
         conn.timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
         conn.last_seen_ns = now;
@@ -75,7 +113,8 @@ pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &
     }
 }
 
-/// A new entry for a connection just scheduled to `dest_id`.
+/// A new entry for a connection just scheduled to `dest_id`, replacing a
+/// stale one if there was (whose count it takes back).
 #[inline(always)]
 pub fn insert_connection(
     flow: &FlowKey,
@@ -84,6 +123,7 @@ pub fn insert_connection(
     tcp_flags: u8,
     now: u64,
     director: &Director,
+    replaced: &Entry,
 ) -> Result<(), i32> {
     let state = if flow.protocol == lb_common::IPPROTO_TCP {
         conn_state::tcp_next(conn_state::NONE, tcp_flags)
@@ -98,5 +138,10 @@ pub fn insert_connection(
         timeout: director.state_timeouts[state as usize & (conn_state::COUNT - 1)],
         last_seen_ns: now,
     };
-    CONN_TABLE.insert(flow, &conn, 0)
+    CONN_TABLE.insert(flow, &conn, 0)?;
+    if replaced.has_stale {
+        count(replaced.stale.dest_id, replaced.stale.state, -1);
+    }
+    count(dest_id, state, 1);
+    Ok(())
 }

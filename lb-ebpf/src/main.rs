@@ -37,28 +37,24 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
     let now = lookup::now_ns();
 
-    let (dest_id, new_conn) = match lookup::connection(&pkt.flow, pkt.tcp_flags, now) {
-        Some(conn) => {
-            // SAFETY: a live entry of the connection table.
-            let conn = unsafe { &mut *conn };
-            lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director);
-            (conn.dest_id, false)
+    let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
+    let (dest_id, new_conn) = if !entry.live.is_null() {
+        // SAFETY: a live entry of the connection table.
+        let conn = unsafe { &mut *entry.live };
+        lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director);
+        (conn.dest_id, false)
+    } else {
+        if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
+            return Err(reason::PASS_TCP_NOT_SYN);
         }
-        None => {
-            if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
-                return Err(reason::PASS_TCP_NOT_SYN);
-            }
-            let Some(dest_id) = schedule::pick(svc) else {
-                return Ok((xdp_action::XDP_DROP, reason::DROP_NO_DEST));
-            };
-            if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director)
-                .is_err()
-            {
-                return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
-            }
-            stats::count_reason(reason::CONN_NEW);
-            (dest_id, true)
+        let Some(dest_id) = schedule::pick(svc) else {
+            return Ok((xdp_action::XDP_DROP, reason::DROP_NO_DEST));
+        };
+        if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director, &entry).is_err() {
+            return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
+        stats::count_reason(reason::CONN_NEW);
+        (dest_id, true)
     };
 
     let Some(dest) = DESTS.get(dest_id) else {

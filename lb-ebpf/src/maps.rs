@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Conn, Counters, DEFAULT_CONN_TABLE_SIZE, DEST_LIST_SLOTS, Dest, Director, FlowKey,
-    MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, reason,
+    BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, DEST_LIST_SLOTS, Dest, DestConns,
+    Director, FlowKey, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS, SchedState, Service,
+    ServiceKey, reason,
 };
 
 #[map]
@@ -35,6 +36,10 @@ pub static SCHED_STATE: Array<SchedState> = Array::with_max_entries(MAX_SERVICES
 #[map]
 pub static CONN_TABLE: LruHashMap<FlowKey, Conn> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// Connection counts per real server, shared with the controller (mmap).
+#[map]
+pub static DEST_CONNS: Array<DestConns> = Array::with_max_entries(MAX_DESTS, BPF_F_MMAPABLE);
 
 #[map]
 pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);

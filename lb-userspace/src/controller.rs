@@ -12,7 +12,7 @@ use lb_common::{Conn, Director, FlowKey, conn_state, flow_kind, ipv4_octets};
 
 use crate::{
     config::Config,
-    datapath::Datapath,
+    datapath::{CountField, Datapath},
     netinfo::Interface,
     rate::Estimator,
     snapshot::{self, Connection, Stats},
@@ -33,6 +33,7 @@ pub struct Controller {
     /// Real servers' MACs on the director's segment.
     macs: BTreeMap<Ipv4Addr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
+    drift: DriftFilter,
 }
 
 /// Seconds since boot on the clock the datapath stamps entries with.
@@ -68,7 +69,8 @@ impl Controller {
         } else {
             Tables::new()
         };
-        let mut c = Self { config, interface, datapath, tables, macs, estimators: BTreeMap::new() };
+        let mut c =
+            Self { config, interface, datapath, tables, macs, estimators: BTreeMap::new(), drift: DriftFilter::default() };
         c.apply()?;
         Ok(c)
     }
@@ -158,28 +160,49 @@ impl Controller {
         crate::environment::dr_addresses(&self.config).into_iter().filter(|a| !self.macs.contains_key(a)).collect()
     }
 
-    /// Removes expired entries and frees the slots of removed servers that
-    /// no connection uses any more.
+    /// Removes expired entries (taking them out of their server's counts),
+    /// corrects counts that drifted (entries the LRU table evicted), and
+    /// frees the slots of removed servers no connection uses any more.
     pub fn sweep(&mut self) -> Result<()> {
         let now = monotonic_ns();
         let mut used_dests = BTreeSet::new();
         let mut used_services = BTreeSet::new();
+        let mut exact: BTreeMap<(u32, CountField), i64> = BTreeMap::new();
         for (key, conn) in self.datapath.connections()? {
-            if is_expired(&conn, now) {
+            let conn = if is_expired(&conn, now) {
                 // Check again right before deleting: the datapath may have
                 // reused the entry for a new connection meanwhile.
                 match self.datapath.connection(&key) {
-                    Some(c) if is_expired(&c, monotonic_ns()) => self.datapath.remove_connection(&key)?,
-                    Some(c) => {
-                        used_dests.insert(c.dest_id);
-                        used_services.insert(c.service_id);
+                    Some(c) if is_expired(&c, monotonic_ns()) => {
+                        self.datapath.remove_connection(&key)?;
+                        self.datapath.add_dest_conns(c.dest_id, c.state, -1);
+                        continue;
                     }
-                    None => {}
+                    Some(c) => c,
+                    None => continue,
                 }
             } else {
-                used_dests.insert(conn.dest_id);
-                used_services.insert(conn.service_id);
+                conn
+            };
+            used_dests.insert(conn.dest_id);
+            used_services.insert(conn.service_id);
+            *exact.entry((conn.dest_id, count_field(&key, conn.state))).or_default() += 1;
+        }
+        // What the datapath counts against what the table holds. A gap seen
+        // by one sweep can be a connection that came or changed while we
+        // walked; a gap that stays is drift, and is closed.
+        let mut gaps = BTreeMap::new();
+        for id in self.tables.dest_ids() {
+            let kept = self.datapath.dest_conns(id);
+            for (field, value) in
+                [(CountField::Active, kept.active), (CountField::Inactive, kept.inactive), (CountField::Persistent, kept.persistent)]
+            {
+                gaps.insert((id, field), value - exact.get(&(id, field)).copied().unwrap_or(0));
             }
+        }
+        for ((id, field), correction) in self.drift.observe(gaps) {
+            tracing::debug!("connection count of dest {id} ({field:?}) corrected by {correction}");
+            self.datapath.correct_dest_conns(id, field, correction);
         }
         let ops = self.tables.release_unreferenced(&used_dests, &used_services);
         self.datapath.execute(&ops)
@@ -206,30 +229,8 @@ impl Controller {
         self.estimators.get(&what).map(|e| e.rates()).unwrap_or_default()
     }
 
-    /// ActiveConn, InActConn and PersistConn per dest id, counted from the
-    /// connection table itself, so they can never drift.
-    fn conn_counts(&self) -> BTreeMap<u32, (u64, u64, u64)> {
-        let now = monotonic_ns();
-        let mut counts: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
-        for (key, conn) in self.datapath.connections().unwrap_or_default() {
-            if is_expired(&conn, now) {
-                continue;
-            }
-            let c = counts.entry(conn.dest_id).or_default();
-            if key.kind == flow_kind::TEMPLATE {
-                c.2 += 1;
-            } else if conn_state::is_active(conn.state) {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
-            }
-        }
-        counts
-    }
-
     /// What `ipvsadm -L` shows.
     pub fn table_snapshot(&self) -> snapshot::Table {
-        let counts = self.conn_counts();
         let services = self
             .tables
             .wanted()
@@ -242,7 +243,9 @@ impl Controller {
                     .iter()
                     .filter_map(|&d| {
                         let dest = self.tables.dest(d)?;
-                        let (active, inactive, persistent) = counts.get(&d).copied().unwrap_or_default();
+                        let c = self.datapath.dest_conns(d);
+                        let (active, inactive, persistent) =
+                            (c.active.max(0) as u64, c.inactive.max(0) as u64, c.persistent.max(0) as u64);
                         Some(snapshot::Real {
                             address: IpAddr::V4(Ipv4Addr::from(ipv4_octets(dest.addr))),
                             port: u16::from_be(dest.port),
@@ -314,6 +317,52 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &lb_common::Dest, now: 
         real_port: if dest_port == 0 { vport } else { dest_port },
         template: key.kind == flow_kind::TEMPLATE,
     })
+}
+
+fn count_field(key: &FlowKey, state: u8) -> CountField {
+    if key.kind == flow_kind::TEMPLATE {
+        CountField::Persistent
+    } else if conn_state::is_active(state) {
+        CountField::Active
+    } else {
+        CountField::Inactive
+    }
+}
+
+/// Tells drift from noise in connection counts: a gap between the
+/// datapath's count and the table must show, with the same sign, in
+/// `CONFIRMATIONS` sweeps in a row before it is corrected, and then only by
+/// the smallest gap seen.
+#[derive(Default)]
+struct DriftFilter {
+    recent: BTreeMap<(u32, CountField), Vec<i64>>,
+}
+
+const CONFIRMATIONS: usize = 3;
+
+impl DriftFilter {
+    fn observe(&mut self, gaps: BTreeMap<(u32, CountField), i64>) -> Vec<((u32, CountField), i64)> {
+        self.recent.retain(|k, _| gaps.contains_key(k));
+        let mut corrections = Vec::new();
+        for (key, gap) in gaps {
+            let seen = self.recent.entry(key).or_default();
+            if gap == 0 {
+                seen.clear();
+                continue;
+            }
+            seen.push(gap);
+            if seen.len() > CONFIRMATIONS {
+                seen.remove(0);
+            }
+            let same_sign = seen.iter().all(|g| g.signum() == gap.signum());
+            if seen.len() == CONFIRMATIONS && same_sign {
+                let smallest = seen.iter().map(|g| g.abs()).min().unwrap_or(0);
+                corrections.push((key, -gap.signum() * smallest));
+                seen.clear();
+            }
+        }
+        corrections
+    }
 }
 
 fn to_stats(c: lb_common::Counters) -> Stats {
@@ -393,4 +442,37 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaps(v: &[(u32, i64)]) -> BTreeMap<(u32, CountField), i64> {
+        v.iter().map(|&(id, g)| ((id, CountField::Active), g)).collect()
+    }
+
+    #[test]
+    fn a_passing_gap_is_left_alone() {
+        let mut f = DriftFilter::default();
+        assert!(f.observe(gaps(&[(1, 1)])).is_empty());
+        assert!(f.observe(gaps(&[(1, 0)])).is_empty());
+        assert!(f.observe(gaps(&[(1, 1)])).is_empty());
+        assert!(f.observe(gaps(&[(1, -1)])).is_empty());
+        assert!(f.observe(gaps(&[(1, 1)])).is_empty());
+    }
+
+    #[test]
+    fn a_lasting_gap_is_closed_by_the_smallest_seen() {
+        let mut f = DriftFilter::default();
+        assert!(f.observe(gaps(&[(7, 5)])).is_empty());
+        assert!(f.observe(gaps(&[(7, 3)])).is_empty());
+        assert_eq!(f.observe(gaps(&[(7, 4)])), vec![((7, CountField::Active), -3)]);
+        // Counted too few (evicted entries never counted down is the other way).
+        let mut f = DriftFilter::default();
+        for _ in 0..2 {
+            assert!(f.observe(gaps(&[(2, -2)])).is_empty());
+        }
+        assert_eq!(f.observe(gaps(&[(2, -2)])), vec![((2, CountField::Active), 2)]);
+    }
 }

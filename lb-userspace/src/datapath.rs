@@ -17,14 +17,15 @@ use aya::{
     },
 };
 use lb_common::{
-    Conn, Counters, Dest, Director, FlowKey, SchedState, Service, ServiceKey, map_name, program_name, reason,
+    Conn, Counters, Dest, DestConns, Director, FlowKey, SchedState, Service, ServiceKey, conn_state, map_name,
+    program_name, reason,
 };
 
 use crate::{config, tables::MapOp};
 
 /// Maps that outlive lbd when pinned: everything the datapath needs to keep
 /// forwarding, and the counters.
-const PINNED_MAPS: [&str; 10] = [
+const PINNED_MAPS: [&str; 11] = [
     map_name::DIRECTOR,
     map_name::SERVICES,
     map_name::DESTS,
@@ -32,6 +33,7 @@ const PINNED_MAPS: [&str; 10] = [
     map_name::SCHED_TABLE,
     map_name::SCHED_STATE,
     map_name::CONN_TABLE,
+    map_name::DEST_CONNS,
     map_name::SERVICE_STATS,
     map_name::DEST_STATS,
     map_name::REASON_STATS,
@@ -54,6 +56,9 @@ pub struct LoadOptions {
 
 pub struct Datapath {
     ebpf: Ebpf,
+    /// `DEST_CONNS`, mapped into our memory so the controller can adjust
+    /// counts atomically alongside the datapath.
+    dest_conns: MappedArray<DestConns>,
     pin_dir: Option<PathBuf>,
     /// The maps already existed (a previous lbd's state was adopted).
     adopted: bool,
@@ -90,7 +95,12 @@ impl Datapath {
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?
             .try_into()?;
         program.load().context("the kernel refused the XDP program")?;
-        Ok(Self { ebpf, pin_dir, adopted, link: None })
+        let dest_conns = {
+            let map = ebpf.map(map_name::DEST_CONNS).ok_or_else(|| anyhow!("map DEST_CONNS missing"))?;
+            let aya::maps::Map::Array(data) = map else { bail!("DEST_CONNS is not an array") };
+            MappedArray::new(data, lb_common::MAX_DESTS as usize)?
+        };
+        Ok(Self { ebpf, dest_conns, pin_dir, adopted, link: None })
     }
 
     pub fn adopted(&self) -> bool {
@@ -225,7 +235,8 @@ impl Datapath {
                 MapOp::SetDest(id, dest) => self.array::<Dest>(map_name::DESTS)?.set(*id, dest, 0)?,
                 MapOp::ZeroDestStats(id) => {
                     let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
-                    self.per_cpu_array::<Counters>(map_name::DEST_STATS)?.set(*id, zero, 0)?
+                    self.per_cpu_array::<Counters>(map_name::DEST_STATS)?.set(*id, zero, 0)?;
+                    self.dest_conns.reset(*id as usize);
                 }
                 MapOp::ZeroServiceStats(id) => {
                     let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
@@ -292,6 +303,28 @@ impl Datapath {
         out
     }
 
+    /// The real server's connection counts as the datapath keeps them.
+    pub fn dest_conns(&self, dest_id: u32) -> DestConns {
+        self.dest_conns.load(dest_id as usize)
+    }
+
+    /// Adjusts a real server's count for a connection in `state` (an entry
+    /// the controller removed, or a correction).
+    pub fn add_dest_conns(&self, dest_id: u32, state: u8, delta: i64) {
+        let field = if state == conn_state::TEMPLATE_NONE || state == conn_state::TEMPLATE_ASSURED {
+            CountField::Persistent
+        } else if conn_state::is_active(state) {
+            CountField::Active
+        } else {
+            CountField::Inactive
+        };
+        self.dest_conns.add(dest_id as usize, field, delta);
+    }
+
+    pub fn correct_dest_conns(&self, dest_id: u32, field: CountField, delta: i64) {
+        self.dest_conns.add(dest_id as usize, field, delta);
+    }
+
     /// A snapshot of the connection table.
     pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>> {
         let map = self.conn_map()?;
@@ -337,6 +370,93 @@ impl Datapath {
             positions.insert(svc.id, self.sched_position(svc.id));
         }
         Ok(Adopted { services, dests, service_dests, positions })
+    }
+}
+
+/// Which count of a [`DestConns`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CountField {
+    Active,
+    Inactive,
+    Persistent,
+}
+
+/// A `BPF_F_MMAPABLE` array mapped into our memory; its `i64` fields are
+/// only ever accessed atomically (the datapath uses atomic adds too).
+struct MappedArray<T> {
+    ptr: *mut T,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics.
+unsafe impl<T> Send for MappedArray<T> {}
+unsafe impl<T> Sync for MappedArray<T> {}
+
+impl MappedArray<DestConns> {
+    fn new(map: &MapData, len: usize) -> Result<Self> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let page = 4096;
+        let bytes = (len * size_of::<DestConns>()).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: mapping a BPF array fd as the kernel documents for
+        // BPF_F_MMAPABLE maps; the length covers the whole array.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("mmap DEST_CONNS: {}", std::io::Error::last_os_error());
+        }
+        Ok(Self { ptr: ptr.cast(), len, bytes })
+    }
+
+    fn field(&self, index: usize, field: CountField) -> &std::sync::atomic::AtomicI64 {
+        assert!(index < self.len);
+        // SAFETY: in bounds of the mapping; i64 fields are 8-aligned (page
+        // aligned base, 32-byte elements).
+        unsafe {
+            let elem = self.ptr.add(index);
+            let p = match field {
+                CountField::Active => &raw mut (*elem).active,
+                CountField::Inactive => &raw mut (*elem).inactive,
+                CountField::Persistent => &raw mut (*elem).persistent,
+            };
+            std::sync::atomic::AtomicI64::from_ptr(p)
+        }
+    }
+
+    fn load(&self, index: usize) -> DestConns {
+        use std::sync::atomic::Ordering::Relaxed;
+        if index >= self.len {
+            return DestConns::default();
+        }
+        DestConns {
+            active: self.field(index, CountField::Active).load(Relaxed),
+            inactive: self.field(index, CountField::Inactive).load(Relaxed),
+            persistent: self.field(index, CountField::Persistent).load(Relaxed),
+            ..DestConns::default()
+        }
+    }
+
+    fn add(&self, index: usize, field: CountField, delta: i64) {
+        if index < self.len {
+            self.field(index, field).fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn reset(&self, index: usize) {
+        if index < self.len {
+            for f in [CountField::Active, CountField::Inactive, CountField::Persistent] {
+                self.field(index, f).store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<T> Drop for MappedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
     }
 }
 

@@ -491,3 +491,47 @@ fn rr_and_wrr_choose_exactly_as_ipvs_over_thousands_of_connections() {
         }
     }
 }
+
+/// ActiveConn/InActConn as IPVS defines them, kept by the datapath: a SYN
+/// makes an inactive (SYN_RECV) connection, its ACK an active one, a FIN an
+/// inactive one again; a UDP flow is always inactive.
+#[test]
+fn connection_counts_follow_the_states() {
+    let Some(mut h) = harness() else { return };
+    h.apply(&[
+        service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1)]),
+        service(Protocol::Udp, VIP, 53, Scheduler::Rr, &[(RS1, 1)]),
+    ])
+    .unwrap();
+    let key = lb_userspace::tables::service_key(Protocol::Tcp, VIP, 80);
+    let dest = h.tables.service_dests(&key)[0];
+    let counts = |h: &Harness| {
+        let c = h.datapath.dest_conns(dest);
+        (c.active, c.inactive)
+    };
+    let send = |h: &Harness, port: u16, flags: u8| {
+        assert_eq!(h.run(&PacketSpec::tcp(client(port), vip(80), flags).build()).unwrap().verdict, XDP_TX);
+    };
+    send(&h, 47000, tcp::SYN);
+    assert_eq!(counts(&h), (0, 1));
+    send(&h, 47000, tcp::ACK);
+    assert_eq!(counts(&h), (1, 0));
+    send(&h, 47001, tcp::SYN);
+    send(&h, 47001, tcp::ACK);
+    send(&h, 47001, tcp::ACK | tcp::PSH);
+    assert_eq!(counts(&h), (2, 0));
+    send(&h, 47000, tcp::FIN | tcp::ACK);
+    assert_eq!(counts(&h), (1, 1));
+    send(&h, 47001, tcp::RST);
+    assert_eq!(counts(&h), (0, 2));
+    // The client port comes back with a new connection: the closed entry
+    // is replaced and its count taken back.
+    send(&h, 47000, tcp::SYN);
+    assert_eq!(counts(&h), (0, 2));
+    let udp_key = lb_userspace::tables::service_key(Protocol::Udp, VIP, 53);
+    let udp_dest = h.tables.service_dests(&udp_key)[0];
+    h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
+    h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
+    let c = h.datapath.dest_conns(udp_dest);
+    assert_eq!((c.active, c.inactive), (0, 1));
+}
