@@ -4,12 +4,24 @@
 //! (see `lb_common::sched`): one atomic add on the service's position picks
 //! the next entry, so all CPUs share one walk, exactly as IPVS's single
 //! locked pointer does, without a lock.
+//!
+//! The least-connection family (lc, wlc, sed, nq, fo, ovf) scans the
+//! service's servers in IPVS order with the counts the datapath keeps, with
+//! each kernel scheduler's overhead, skip and tie rules.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
 
-use lb_common::{Dest, FlowKey, IPPROTO_TCP, Service, conn_state::tcp_flag, dest_flag, scheduler, service_flag};
+use aya_ebpf::helpers::bpf_loop;
 
-use crate::maps::{DESTS, SCHED_STATE, SCHED_TABLE};
+use lb_common::{
+    Dest, DestConns, FlowKey, IPPROTO_TCP, MAX_DESTS_PER_SERVICE, Service, conn_state::tcp_flag, dest_flag,
+    scheduler, service_flag,
+};
+
+use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, SCHED_STATE, SCHED_TABLE};
 
 /// How many overloaded servers a walk may skip before giving up.
 const MAX_SKIPS: u32 = 8;
@@ -29,14 +41,46 @@ pub fn starts_connection(flow: &FlowKey, tcp_flags: u8, svc: &Service) -> bool {
 pub fn pick(svc: &Service) -> Option<u32> {
     match svc.scheduler {
         scheduler::RR | scheduler::WRR => walk_sequence(svc),
+        scheduler::LC | scheduler::WLC | scheduler::SED | scheduler::NQ | scheduler::FO | scheduler::OVF => least(svc),
         _ => None,
     }
 }
 
+/// IPVS's overload flag with its thresholds: set once the server holds
+/// `upper_threshold` connections, cleared when it falls below
+/// `lower_threshold` (or 3/4 of the upper one when no lower is set).
 #[inline(always)]
-fn takes_new_connections(dest: &Dest) -> bool {
-    dest.flags & (dest_flag::AVAILABLE | dest_flag::OVERLOAD) == dest_flag::AVAILABLE
-        && dest.weight > 0
+fn overloaded(dest: &Dest, conns: *mut DestConns) -> bool {
+    // SAFETY: an element of DEST_CONNS, valid for this program run; the flag
+    // is a plain word both writers set to the same function of the counts.
+    unsafe {
+        let total = (*conns).active + (*conns).inactive;
+        let upper = dest.upper_threshold as i64;
+        let lower = dest.lower_threshold as i64;
+        if (*conns).overloaded != 0 {
+            let clear = if lower != 0 {
+                total < lower
+            } else if upper != 0 {
+                total * 4 < upper * 3
+            } else {
+                true
+            };
+            if clear {
+                (*conns).overloaded = 0;
+            }
+            !clear
+        } else if upper != 0 && total >= upper {
+            (*conns).overloaded = 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[inline(always)]
+fn takes_new_connections(dest: &Dest, conns: *mut DestConns) -> bool {
+    dest.flags & dest_flag::AVAILABLE != 0 && dest.weight > 0 && !overloaded(dest, conns)
 }
 
 #[inline(always)]
@@ -57,9 +101,104 @@ fn walk_sequence(svc: &Service) -> Option<u32> {
         let slot = svc.table_start + (step % svc.table_len as u64) as u32;
         let dest_id = *SCHED_TABLE.get(slot)?;
         let dest = DESTS.get(dest_id)?;
-        if takes_new_connections(dest) {
+        let conns = DEST_CONNS.get_ptr_mut(dest_id)?;
+        if takes_new_connections(dest, conns) {
             return Some(dest_id);
         }
     }
     None
+}
+
+/// State of a least-connection scan, on the stack, handed to each step.
+#[repr(C)]
+struct Scan {
+    scheduler: u8,
+    dests_start: u32,
+    /// The chosen dest id, `u32::MAX` while none.
+    best: u32,
+    best_overhead: u64,
+    best_weight: u64,
+}
+
+/// The least-connection family, one scan in IPVS list order. Ties keep the
+/// first found, as the kernel's strict comparisons do. The scan runs under
+/// `bpf_loop`, so the verifier checks one step instead of 256.
+#[inline(always)]
+fn least(svc: &Service) -> Option<u32> {
+    let mut scan = Scan {
+        scheduler: svc.scheduler,
+        dests_start: svc.dests_start,
+        best: u32::MAX,
+        best_overhead: 0,
+        best_weight: 0,
+    };
+    let n = if svc.dests_len > MAX_DESTS_PER_SERVICE { MAX_DESTS_PER_SERVICE } else { svc.dests_len };
+    // SAFETY: the callback only reads maps and writes the scan state on our
+    // stack, which outlives the call.
+    unsafe {
+        bpf_loop(n, scan_step as *mut c_void, (&raw mut scan).cast(), 0);
+    }
+    if scan.best == u32::MAX { None } else { Some(scan.best) }
+}
+
+/// Stop the scan (nq found an idle server).
+const STOP: i64 = 1;
+const NEXT: i64 = 0;
+
+#[inline(never)]
+extern "C" fn scan_step(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Scan` that `least` passed.
+    let scan = unsafe { &mut *(ctx as *mut Scan) };
+    let Some(&dest_id) = DEST_LISTS.get(scan.dests_start.wrapping_add(i)) else { return STOP };
+    let Some(dest) = DESTS.get(dest_id) else { return STOP };
+    let Some(conns) = DEST_CONNS.get_ptr_mut(dest_id) else { return STOP };
+    if dest.flags & dest_flag::AVAILABLE == 0 || overloaded(dest, conns) {
+        return NEXT;
+    }
+    // SAFETY: a valid element; aligned 64-bit loads are never torn.
+    let (active, inactive) = unsafe { ((*conns).active.max(0) as u64, (*conns).inactive.max(0) as u64) };
+    let weight = dest.weight as u64;
+    let none_yet = scan.best == u32::MAX;
+    let (overhead, better) = match scan.scheduler {
+        // ip_vs_lc.c: fewest (active << 8) + inactive among weight > 0.
+        scheduler::LC => {
+            let oh = (active << 8) + inactive;
+            (oh, weight > 0 && (none_yet || oh < scan.best_overhead))
+        }
+        // ip_vs_wlc.c, ip_vs_sed.c: the first server with weight > 0
+        // starts; a later one wins if best_overhead * w > overhead * best_w.
+        scheduler::WLC | scheduler::SED => {
+            let oh = if scan.scheduler == scheduler::WLC { (active << 8) + inactive } else { active + 1 };
+            let better = if none_yet { weight > 0 } else { scan.best_overhead * weight > oh * scan.best_weight };
+            (oh, better)
+        }
+        // ip_vs_nq.c: an idle server at once; otherwise as sed.
+        scheduler::NQ => {
+            if weight == 0 {
+                return NEXT;
+            }
+            if active == 0 {
+                scan.best = dest_id;
+                return STOP;
+            }
+            let oh = active + 1;
+            (oh, none_yet || scan.best_overhead * weight > oh * scan.best_weight)
+        }
+        // ip_vs_fo.c: the highest weight, the first of equals.
+        scheduler::FO => (0, weight > scan.best_weight),
+        // ip_vs_ovf.c: the highest weight among servers whose active
+        // connections do not exceed it.
+        _ => {
+            if weight == 0 || active > weight {
+                return NEXT;
+            }
+            (0, none_yet || weight > scan.best_weight)
+        }
+    };
+    if better {
+        scan.best = dest_id;
+        scan.best_overhead = overhead;
+        scan.best_weight = weight;
+    }
+    NEXT
 }
