@@ -17,7 +17,7 @@ use core::{
 use aya_ebpf::helpers::bpf_loop;
 
 use lb_common::{
-    Dest, DestConns, FlowKey, IPPROTO_TCP, MAX_DESTS_PER_SERVICE, Service, conn_state::tcp_flag, dest_flag,
+    Dest, DestConns, FlowKey, hash, IPPROTO_TCP, MAX_DESTS_PER_SERVICE, Service, conn_state::tcp_flag, dest_flag,
     scheduler, service_flag,
 };
 
@@ -38,11 +38,112 @@ pub fn starts_connection(flow: &FlowKey, tcp_flags: u8, svc: &Service) -> bool {
 
 /// The chosen real server's id, or `None` when no server can take it.
 #[inline(always)]
-pub fn pick(svc: &Service) -> Option<u32> {
+pub fn pick(svc: &Service, flow: &FlowKey) -> Option<u32> {
     match svc.scheduler {
         scheduler::RR | scheduler::WRR => walk_sequence(svc),
         scheduler::LC | scheduler::WLC | scheduler::SED | scheduler::NQ | scheduler::FO | scheduler::OVF => least(svc),
+        scheduler::SH | scheduler::DH | scheduler::MH => hashed(svc, flow),
         _ => None,
+    }
+}
+
+/// An empty slot of a hash table.
+const NO_DEST: u32 = u32::MAX;
+
+/// The dest in slot `index` of the service's table, if it takes new
+/// connections; `Err(())` for an empty slot (ends a fallback walk).
+#[inline(always)]
+fn table_slot(svc_table_start: u32, index: u32) -> Result<Option<u32>, ()> {
+    let Some(&dest_id) = SCHED_TABLE.get(svc_table_start.wrapping_add(index)) else { return Err(()) };
+    if dest_id == NO_DEST {
+        return Err(());
+    }
+    let (Some(dest), Some(conns)) = (DESTS.get(dest_id), DEST_CONNS.get_ptr_mut(dest_id)) else { return Err(()) };
+    Ok(takes_new_connections(dest, conns).then_some(dest_id))
+}
+
+/// sh, dh and mh: the slot the packet's address hashes to (ip_vs_sh.c,
+/// ip_vs_dh.c, ip_vs_mh.c), or with the fallback flag the first server
+/// that takes connections along IPVS's probe sequence.
+#[inline(always)]
+fn hashed(svc: &Service, flow: &FlowKey) -> Option<u32> {
+    let (port_flag, fallback_flag) = match svc.scheduler {
+        scheduler::SH => (service_flag::SH_PORT, service_flag::SH_FALLBACK),
+        scheduler::MH => (service_flag::MH_PORT, service_flag::MH_FALLBACK),
+        _ => (0, 0),
+    };
+    let use_port = svc.flags & port_flag != 0;
+    let first = match svc.scheduler {
+        scheduler::SH => hash::sh_bucket(flow.src, flow.sport, use_port, 0),
+        scheduler::DH => hash::dh_bucket(flow.dst),
+        _ => {
+            if svc.table_len == 0 {
+                return None;
+            }
+            hash::mh_index(flow.src, flow.sport, use_port, 0, svc.table_len)
+        }
+    };
+    if first >= svc.table_len {
+        return None;
+    }
+    match table_slot(svc.table_start, first) {
+        Ok(Some(dest)) => return Some(dest),
+        Err(()) => return None,
+        Ok(None) => {}
+    }
+    if svc.flags & fallback_flag == 0 {
+        return None;
+    }
+    let mut probe = Probe {
+        scheduler: svc.scheduler,
+        table_start: svc.table_start,
+        table_len: svc.table_len,
+        addr: flow.src,
+        port: flow.sport,
+        use_port: use_port as u8,
+        first,
+        found: NO_DEST,
+    };
+    // SAFETY: the callback only reads maps and writes `probe` on our stack.
+    unsafe {
+        bpf_loop(svc.table_len, probe_step as *mut c_void, (&raw mut probe).cast(), 0);
+    }
+    if probe.found == NO_DEST { None } else { Some(probe.found) }
+}
+
+/// State of a fallback walk, on the stack.
+#[repr(C)]
+struct Probe {
+    scheduler: u8,
+    use_port: u8,
+    port: u16,
+    table_start: u32,
+    table_len: u32,
+    first: u32,
+    found: u32,
+    addr: [u32; 4],
+}
+
+#[inline(never)]
+extern "C" fn probe_step(k: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Probe` that `hashed` passed.
+    let p = unsafe { &mut *(ctx as *mut Probe) };
+    let use_port = p.use_port != 0;
+    let index = if p.scheduler == scheduler::SH {
+        hash::sh_probe_bucket(p.addr, p.port, use_port, p.first, k)
+    } else {
+        hash::mh_probe_index(p.addr, p.port, use_port, p.first, k, p.table_len)
+    };
+    if index >= p.table_len {
+        return STOP;
+    }
+    match table_slot(p.table_start, index) {
+        Ok(Some(dest)) => {
+            p.found = dest;
+            STOP
+        }
+        Ok(None) => NEXT,
+        Err(()) => STOP,
     }
 }
 

@@ -96,6 +96,7 @@ impl Controller {
                 vip: s.vip,
                 port: s.port,
                 scheduler: s.scheduler,
+                options: s.options,
                 reals: s
                     .reals
                     .iter()
@@ -105,6 +106,8 @@ impl Controller {
                         weight: r.weight,
                         forwarding: r.forwarding,
                         mac: self.macs.get(&r.address).copied(),
+                        upper_threshold: r.upper_threshold,
+                        lower_threshold: r.lower_threshold,
                     })
                     .collect(),
             })
@@ -267,9 +270,12 @@ impl Controller {
                     vip: IpAddr::V4(w.vip),
                     port: w.port,
                     scheduler: w.scheduler.name().to_string(),
-                    sched_flags: Vec::new(),
-                    persistence_timeout: None,
-                    persistence_netmask: None,
+                    sched_flags: w.options.sched_flag_names(),
+                    persistence_timeout: w.options.persistence_timeout,
+                    persistence_netmask: w
+                        .options
+                        .persistence_timeout
+                        .map(|_| w.options.persistence_netmask),
                     stats: to_stats(self.datapath.service_counters(id)),
                     rates: self.rates(Counted::Service(id)),
                     reals,

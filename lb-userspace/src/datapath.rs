@@ -183,6 +183,10 @@ impl Datapath {
                 let _ = std::fs::remove_file(dir.join(name));
             }
             let _ = std::fs::remove_dir(dir);
+            // pin_path itself (created by load), if nothing else is in it.
+            if let Some(pin_path) = dir.parent() {
+                let _ = std::fs::remove_dir(pin_path);
+            }
         }
         Ok(())
     }
@@ -361,15 +365,20 @@ impl Datapath {
                 dests.insert(id, d);
             }
         }
+        let table = Array::<_, u32>::try_from(self.ebpf.map(map_name::SCHED_TABLE).ok_or_else(|| anyhow!("SCHED_TABLE"))?)?;
         let mut service_dests = BTreeMap::new();
+        let mut tables = BTreeMap::new();
         let mut positions = BTreeMap::new();
         for (key, svc) in &services {
             let ids: Vec<u32> =
                 (svc.dests_start..svc.dests_start + svc.dests_len).map(|i| lists.get(&i, 0)).collect::<Result<_, _>>()?;
             service_dests.insert(*key, ids);
+            let slots: Vec<u32> =
+                (svc.table_start..svc.table_start + svc.table_len).map(|i| table.get(&i, 0)).collect::<Result<_, _>>()?;
+            tables.insert(*key, slots);
             positions.insert(svc.id, self.sched_position(svc.id));
         }
-        Ok(Adopted { services, dests, service_dests, positions })
+        Ok(Adopted { services, dests, service_dests, tables, positions })
     }
 }
 
@@ -466,6 +475,8 @@ pub struct Adopted {
     pub dests: BTreeMap<u32, Dest>,
     /// Each service's dest ids in IPVS order.
     pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
+    /// Each service's scheduling table.
+    pub tables: BTreeMap<ServiceKey, Vec<u32>>,
     pub positions: BTreeMap<u32, u64>,
 }
 

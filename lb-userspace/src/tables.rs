@@ -16,7 +16,7 @@ use lb_common::{
     dest_flag, ipv4_words, sched, service_flag,
 };
 
-use crate::model::{Forwarding, Protocol, Scheduler};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
 
 /// A virtual service as it should be, with everything resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +25,7 @@ pub struct WantedService {
     pub vip: Ipv4Addr,
     pub port: u16,
     pub scheduler: Scheduler,
+    pub options: ServiceOptions,
     /// In the order they were added (oldest first); the datapath keeps
     /// IPVS's order, the newest first.
     pub reals: Vec<WantedReal>,
@@ -39,6 +40,9 @@ pub struct WantedReal {
     /// The real server's MAC on the director's segment, once resolved. A
     /// real server without one takes no new connections.
     pub mac: Option<[u8; 6]>,
+    /// Connection thresholds (ipvsadm -x, -y); 0 = none.
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
 }
 
 impl WantedService {
@@ -46,6 +50,9 @@ impl WantedService {
         service_key(self.protocol, self.vip, self.port)
     }
 }
+
+/// An empty slot of a hash table (sh, dh, mh).
+pub const NO_DEST: u32 = u32::MAX;
 
 pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
     ServiceKey { addr: ipv4_words(vip.octets()), port: port.to_be(), protocol: protocol.number(), family: AF_INET }
@@ -158,6 +165,8 @@ struct InstalledService {
     dests: Vec<u32>,
     /// The effective weights (same order) the table was built from.
     table_weights: Vec<u32>,
+    /// The table as written (dest ids, `NO_DEST` for an empty slot).
+    table_ids: Vec<u32>,
     table: Region,
     list: Region,
     resume: WalkResume,
@@ -169,6 +178,9 @@ struct InstalledService {
 struct InstalledDest {
     value: Dest,
     service: ServiceKey,
+    /// IPVS's `last_weight`: the latest non-zero weight (mh keeps a
+    /// quiesced server's slots with it).
+    last_weight: u32,
 }
 
 /// The datapath's configuration maps as the controller wrote them.
@@ -339,25 +351,56 @@ impl Tables {
 
         // Dest values.
         for &dest_id in &dests {
-            let value = dest_value(real_of[&dest_id], id, w.port);
+            let real = real_of[&dest_id];
+            let value = dest_value(real, id, w.port);
+            let newly_added = added.contains(&dest_id);
             let d = self.dests.get_mut(&dest_id).expect("allocated");
             d.service = key;
+            d.last_weight = sched::mh_last_weight(newly_added, d.last_weight, real.weight);
             if d.value != value {
                 d.value = value;
                 ops.push(MapOp::SetDest(dest_id, value));
             }
         }
 
-        // Scheduling table.
+        // Scheduling table: a walk (rr, wrr) or a hash table (sh, dh, mh);
+        // the others scan the list.
         let weights: Vec<u32> = dests.iter().map(|id| effective_weight(&self.dests[id].value)).collect();
-        let table_indices = match w.scheduler {
-            Scheduler::Wrr => sched::wrr_table(&weights),
-            _ => sched::rr_table(&weights),
+        let slot = |i: Option<u32>| i.map_or(NO_DEST, |i| dests[i as usize]);
+        let table_ids: Vec<u32> = match w.scheduler {
+            Scheduler::Wrr => sched::wrr_table(&weights).into_iter().map(|i| slot(Some(i))).collect(),
+            Scheduler::Rr => sched::rr_table(&weights).into_iter().map(|i| slot(Some(i))).collect(),
+            Scheduler::Sh => {
+                let weights: Vec<u32> = dests.iter().map(|id| self.dests[id].value.weight).collect();
+                sched::sh_table(&weights).into_iter().map(slot).collect()
+            }
+            Scheduler::Dh => sched::dh_table(dests.len()).into_iter().map(slot).collect(),
+            Scheduler::Mh => {
+                let mh: Vec<sched::MhDest> = dests
+                    .iter()
+                    .map(|id| {
+                        let d = &self.dests[id];
+                        sched::MhDest { addr: d.value.addr, port_be: d.value.port, weight: d.last_weight }
+                    })
+                    .collect();
+                let table = sched::mh_table(&mh, lb_common::hash::MH_DEFAULT_TAB_SIZE);
+                match (table.is_empty(), &existing) {
+                    // IPVS keeps its old table when it cannot build one.
+                    (true, Some(old)) => old.table_ids.clone(),
+                    _ => table.into_iter().map(slot).collect(),
+                }
+            }
+            _ => Vec::new(),
         };
-        let table_ids: Vec<u32> = table_indices.iter().map(|&i| dests[i as usize]).collect();
+        let is_walk = matches!(w.scheduler, Scheduler::Rr | Scheduler::Wrr);
 
         let (table, list, resume, position_op) = match existing {
-            Some(old) if old.dests == dests && old.table_weights == weights && old.wanted.scheduler == w.scheduler => {
+            Some(old)
+                if old.dests == dests
+                    && old.table_ids == table_ids
+                    && (!is_walk || old.table_weights == weights)
+                    && old.wanted.scheduler == w.scheduler =>
+            {
                 (old.table, old.list, old.resume, None)
             }
             old => {
@@ -387,14 +430,14 @@ impl Tables {
             id,
             scheduler: w.scheduler.code(),
             pad0: 0,
-            flags: if w.port == 0 { service_flag::ALL_PORTS } else { 0 },
+            flags: w.options.flags | if w.port == 0 { service_flag::ALL_PORTS } else { 0 },
             table_start: table.start,
             table_len: table.len,
             dests_start: list.start,
             dests_len: list.len,
-            persistence_timeout: 0,
+            persistence_timeout: w.options.persistence_timeout.unwrap_or(0),
             pad1: 0,
-            persistence_mask: [0; 4],
+            persistence_mask: ipv4_words(w.options.persistence_netmask.octets()),
         };
         // The position goes first when the service is new (nothing reads it
         // yet); otherwise after the swap, so the old table never sees it.
@@ -409,7 +452,7 @@ impl Tables {
         }
         self.services.insert(
             key,
-            InstalledService { wanted: w.clone(), id, dests, table_weights: weights, table, list, resume, value },
+            InstalledService { wanted: w.clone(), id, dests, table_weights: weights, table_ids, table, list, resume, value },
         );
         Ok(())
     }
@@ -428,7 +471,7 @@ impl Tables {
             return Ok(id);
         }
         let id = self.free_dest_ids.pop_first().ok_or(PlanError::TooManyDests)?;
-        self.dests.insert(id, InstalledDest { value: Dest::default(), service: *key });
+        self.dests.insert(id, InstalledDest { value: Dest::default(), service: *key, last_weight: real.weight });
         ops.push(MapOp::ZeroDestStats(id));
         Ok(id)
     }
@@ -455,8 +498,10 @@ impl Tables {
                     weight: d.weight,
                     forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
                     mac: (d.flags & dest_flag::AVAILABLE != 0).then_some(d.mac),
+                    upper_threshold: d.upper_threshold,
+                    lower_threshold: d.lower_threshold,
                 });
-                t.dests.insert(*id, InstalledDest { value: *d, service: *key });
+                t.dests.insert(*id, InstalledDest { value: *d, service: *key, last_weight: d.weight });
                 t.free_dest_ids.remove(id);
             }
             let weights: Vec<u32> = ids.iter().map(|id| adopted.dests.get(id).map_or(0, effective_weight)).collect();
@@ -471,16 +516,32 @@ impl Tables {
             let rr_last = (position > 0 && !rr_table.is_empty())
                 .then(|| ids[rr_table[((position - 1) % rr_table.len() as u64) as usize] as usize]);
             let resume = WalkResume { position, rr_last, wrr_cw: sched::wrr_current_weight_at(&weights, position) };
-            let wanted = WantedService { protocol, vip, port, scheduler, reals };
+            let options = ServiceOptions {
+                flags: value.flags & !service_flag::ALL_PORTS,
+                persistence_timeout: (value.persistence_timeout > 0).then_some(value.persistence_timeout),
+                persistence_netmask: Ipv4Addr::from(lb_common::ipv4_octets(value.persistence_mask)),
+            };
+            let table_ids = adopted.tables.get(key).cloned().unwrap_or_default();
+            let wanted = WantedService { protocol, vip, port, scheduler, options, reals };
             t.services.insert(
                 *key,
-                InstalledService { wanted, id: value.id, dests: ids, table_weights: weights, table, list, resume, value: *value },
+                InstalledService {
+                    wanted,
+                    id: value.id,
+                    dests: ids,
+                    table_weights: weights,
+                    table_ids,
+                    table,
+                    list,
+                    resume,
+                    value: *value,
+                },
             );
         }
         // Dests in no service's list were retired; connections may use them.
         for (id, d) in &adopted.dests {
             if !t.dests.contains_key(id) {
-                t.dests.insert(*id, InstalledDest { value: *d, service: ServiceKey::default() });
+                t.dests.insert(*id, InstalledDest { value: *d, service: ServiceKey::default(), last_weight: d.weight });
                 t.free_dest_ids.remove(id);
                 t.retired_dests.insert(*id);
             }
@@ -525,8 +586,8 @@ fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> Dest {
         weight: real.weight,
         flags,
         service_id,
-        upper_threshold: 0,
-        lower_threshold: 0,
+        upper_threshold: real.upper_threshold,
+        lower_threshold: real.lower_threshold,
     }
 }
 
@@ -605,11 +666,20 @@ mod tests {
             weight,
             forwarding: Forwarding::Dr,
             mac: Some([2, 0, 0, 0, 0, last_octet]),
+            upper_threshold: 0,
+            lower_threshold: 0,
         }
     }
 
     fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
-        WantedService { protocol: Protocol::Tcp, vip: Ipv4Addr::new(10, 0, 0, 100), port: 80, scheduler, reals }
+        WantedService {
+            protocol: Protocol::Tcp,
+            vip: Ipv4Addr::new(10, 0, 0, 100),
+            port: 80,
+            scheduler,
+            options: ServiceOptions::default(),
+            reals,
+        }
     }
 
     /// A fake datapath: applies ops to plain maps and walks the tables as

@@ -32,6 +32,7 @@ pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Schedule
         vip,
         port,
         scheduler,
+        options: Default::default(),
         reals: reals
             .iter()
             .map(|&(address, weight)| WantedReal {
@@ -40,6 +41,8 @@ pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Schedule
                 weight,
                 forwarding: Forwarding::Dr,
                 mac: Some(real_mac(address)),
+                upper_threshold: 0,
+                lower_threshold: 0,
             })
             .collect(),
     }
