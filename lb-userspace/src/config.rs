@@ -13,7 +13,7 @@ use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{Forwarding, Protocol, Scheduler, Timeouts};
+use crate::model::{Forwarding, Protocol, SCHED_FLAGS, Scheduler, ServiceOptions, Timeouts};
 
 pub const DEFAULT_PATH: &str = "/etc/lb/lb.toml";
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
@@ -59,17 +59,23 @@ pub struct ServiceConfig {
     /// 0 = every port of the VIP.
     pub port: u16,
     pub scheduler: Scheduler,
+    pub options: ServiceOptions,
     pub forwarding: Forwarding,
     pub reals: Vec<RealConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RealConfig {
+    /// Where its `[[service.real]]` table starts.
     pub line: usize,
+    /// Where `address` is set, for errors about the address itself.
+    pub address_line: usize,
     pub address: Ipv4Addr,
     pub port: u16,
     pub weight: u32,
     pub forwarding: Forwarding,
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
 }
 
 /// One thing wrong with the config.
@@ -142,7 +148,11 @@ struct RawService {
     vip: Spanned<String>,
     protocol: Option<Spanned<String>>,
     scheduler: Option<Spanned<String>>,
+    sched_flags: Option<Spanned<Vec<String>>>,
     forwarding: Option<Spanned<String>>,
+    persistence_timeout: Option<Spanned<i64>>,
+    persistence_netmask: Option<Spanned<String>>,
+    sloppy_tcp: Option<Spanned<bool>>,
     #[serde(default)]
     real: Vec<Spanned<RawReal>>,
 }
@@ -153,6 +163,8 @@ struct RawReal {
     address: Spanned<String>,
     weight: Option<Spanned<i64>>,
     forwarding: Option<Spanned<String>>,
+    upper_threshold: Option<Spanned<i64>>,
+    lower_threshold: Option<Spanned<i64>>,
 }
 
 /// Byte offsets to line numbers.
@@ -364,6 +376,44 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         None => Some(Forwarding::Dr),
         Some(f) => check_forwarding(c, f, &key("forwarding")),
     };
+    let mut options = ServiceOptions::default();
+    if let Some(flags) = &s.sched_flags {
+        for name in flags.get_ref() {
+            match SCHED_FLAGS.iter().find(|(n, _)| n == name) {
+                Some((_, bit)) => options.flags |= bit,
+                None => {
+                    let names: Vec<_> = SCHED_FLAGS.iter().map(|(n, _)| *n).collect();
+                    c.error(flags.span(), key("sched_flags"), format!("unknown flag \"{name}\" (one of {})", names.join(", ")));
+                }
+            }
+        }
+        let wants = |bits: u16| options.flags & bits != 0;
+        use lb_common::service_flag as f;
+        let for_sh = wants(f::SH_FALLBACK | f::SH_PORT);
+        let for_mh = wants(f::MH_FALLBACK | f::MH_PORT);
+        if (for_sh && scheduler != Some(Scheduler::Sh)) || (for_mh && scheduler != Some(Scheduler::Mh)) {
+            c.error(flags.span(), key("sched_flags"), "sh-* flags need scheduler sh, mh-* flags need scheduler mh");
+        }
+    }
+    if let Some(sloppy) = &s.sloppy_tcp {
+        if *sloppy.get_ref() {
+            options.flags |= lb_common::service_flag::SLOPPY_TCP;
+        }
+    }
+    if let Some(t) = &s.persistence_timeout {
+        options.persistence_timeout = c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..(1 << 31), 300).map(|v| v as u32);
+    }
+    if let Some(m) = &s.persistence_netmask {
+        match m.get_ref().parse::<Ipv4Addr>() {
+            Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() || u32::from(mask) == 0 => {
+                options.persistence_netmask = mask;
+                if s.persistence_timeout.is_none() {
+                    c.error(m.span(), key("persistence_netmask"), "needs persistence_timeout");
+                }
+            }
+            _ => c.error(m.span(), key("persistence_netmask"), format!("\"{}\" is not a netmask", m.get_ref())),
+        }
+    }
 
     if s.real.len() > MAX_DESTS_PER_SERVICE as usize {
         c.error(
@@ -397,6 +447,13 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
             }
         };
         let weight = c.integer(&rs.weight, &rkey("weight"), 0..MAX_WEIGHT as i64 + 1, 1);
+        let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..(1 << 31), 0);
+        let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..(1 << 31), 0);
+        if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span())) {
+            if u != 0 && l > u {
+                c.error(span, rkey("lower_threshold"), format!("{l} is above upper_threshold {u}"));
+            }
+        }
         let real_forwarding = match &rs.forwarding {
             None => forwarding,
             Some(f) => check_forwarding(c, f, &rkey("forwarding")),
@@ -412,7 +469,16 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
             if Some(IpAddr::V4(address)) == vip.map(|(ip, _)| IpAddr::V4(ip)) {
                 c.error(rs.address.span(), rkey("address"), "a real server cannot be the VIP itself");
             }
-            reals.push(RealConfig { line: c.line(&r.span()), address, port, weight: weight as u32, forwarding: fwd });
+            reals.push(RealConfig {
+                line: c.line(&r.span()),
+                address_line: c.line(&rs.address.span()),
+                address,
+                port,
+                weight: weight as u32,
+                forwarding: fwd,
+                upper_threshold: upper.unwrap_or(0) as u32,
+                lower_threshold: lower.unwrap_or(0) as u32,
+            });
         }
     }
     if scheduler == Some(Scheduler::Wrr) {
@@ -437,6 +503,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         vip,
         port,
         scheduler: scheduler?,
+        options,
         forwarding: forwarding?,
         reals,
     })

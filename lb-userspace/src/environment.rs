@@ -27,12 +27,12 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors
             let key = format!("service[{i}].real[{j}].address");
             let addr = real.address;
             match net.route_to(addr).await {
-                Err(e) => errors.push(error(real.line, key, format!("{e:#}"))),
+                Err(e) => errors.push(error(real.address_line, key, format!("{e:#}"))),
                 Ok(route) if route.local => {
-                    errors.push(error(real.line, key, format!("{addr} is an address of this director")))
+                    errors.push(error(real.address_line, key, format!("{addr} is an address of this director")))
                 }
                 Ok(route) if route.gateway.is_some() => errors.push(error(
-                    real.line,
+                    real.address_line,
                     key,
                     format!(
                         "{addr} is reached through the gateway {}: direct routing needs the real server on {}'s \
@@ -42,7 +42,7 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors
                     ),
                 )),
                 Ok(route) if route.oif != Some(interface.index) => errors.push(error(
-                    real.line,
+                    real.address_line,
                     key,
                     format!("{addr} is not on {}'s segment: direct routing needs it there", d.interface),
                 )),

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        // Logs go to stderr (stdout is for --check's verdict), coloured
+        // only on a terminal.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
@@ -127,8 +131,23 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
 
     server.abort();
+    // abort() only asks: the task (and the controller reference its handler
+    // holds) is dropped later, on a worker thread. Wait for that.
+    let _ = server.await;
     let _ = std::fs::remove_file(&socket);
-    let controller = Arc::try_unwrap(shared).map_err(|_| anyhow::anyhow!("controller still in use"))?;
+    // A request being answered right now still holds a reference briefly.
+    let mut shared = shared;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let controller = loop {
+        match Arc::try_unwrap(shared) {
+            Ok(controller) => break controller,
+            Err(still_shared) if tokio::time::Instant::now() < deadline => {
+                shared = still_shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => anyhow::bail!("controller still in use"),
+        }
+    };
     let controller = controller.into_inner().unwrap_or_else(|e| e.into_inner());
     controller.datapath.shut_down().context("detach")?;
     info!("detached from {ifname}; exiting");
