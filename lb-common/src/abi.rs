@@ -188,7 +188,7 @@ const _: () = assert!(core::mem::size_of::<Dest>() == 48);
 
 /// Key of the connection table: the packet's 5-tuple as the client sent it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub src: [u32; 4],
     pub dst: [u32; 4],

@@ -3,9 +3,12 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{Conn, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag};
+use lb_common::{
+    Conn, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag, dest_flag, flow_kind,
+    service_flag,
+};
 
-use crate::maps::{CONN_TABLE, DEST_CONNS, SERVICES};
+use crate::maps::{CONN_TABLE, DEST_CONNS, DESTS, SERVICES};
 
 /// The service for (VIP, port, protocol), else the VIP's every-port service.
 #[inline(always)]
@@ -144,4 +147,67 @@ pub fn insert_connection(
     }
     count(dest_id, state, 1);
     Ok(())
+}
+
+/// The persistence template of this client for the service: the client's
+/// address under the service's netmask, source port 0, and the service's
+/// port (0 for an every-port service, so one template covers every port).
+#[inline(always)]
+pub fn template_key(svc: &Service, flow: &FlowKey) -> FlowKey {
+    let m = svc.persistence_mask;
+    FlowKey {
+        src: [flow.src[0] & m[0], flow.src[1] & m[1], flow.src[2] & m[2], flow.src[3] & m[3]],
+        dst: flow.dst,
+        sport: 0,
+        dport: if svc.flags & service_flag::ALL_PORTS != 0 { 0 } else { flow.dport },
+        protocol: flow.protocol,
+        family: flow.family,
+        kind: flow_kind::TEMPLATE,
+        pad0: 0,
+    }
+}
+
+/// The real server a live template sends this client to, if that server is
+/// still in the service (IPVS's ip_vs_check_template: a quiesced server,
+/// weight 0, keeps its persistent clients). Using it restarts the template.
+#[inline(always)]
+pub fn persistent_dest(key: &FlowKey, now: u64) -> Option<u32> {
+    let t = CONN_TABLE.get_ptr_mut(key)?;
+    // SAFETY: a live element for this program run.
+    let t = unsafe { &mut *t };
+    if expired(t, now) {
+        return None;
+    }
+    let dest = DESTS.get(t.dest_id)?;
+    if dest.flags & dest_flag::AVAILABLE == 0 {
+        return None;
+    }
+    t.last_seen_ns = now;
+    Some(t.dest_id)
+}
+
+/// Points the client's template at `dest_id`, replacing an expired or
+/// invalid one (whose count it takes back).
+#[inline(always)]
+pub fn set_template(key: &FlowKey, svc: &Service, dest_id: u32, now: u64) {
+    let mut replaced = Entry { live: core::ptr::null_mut(), stale: Conn::default(), has_stale: false };
+    if let Some(old) = CONN_TABLE.get_ptr(key) {
+        // SAFETY: a live element for this program run.
+        replaced.stale = unsafe { *old };
+        replaced.has_stale = true;
+    }
+    let template = Conn {
+        dest_id,
+        service_id: svc.id,
+        state: conn_state::TEMPLATE_NONE,
+        pad0: [0; 3],
+        timeout: svc.persistence_timeout,
+        last_seen_ns: now,
+    };
+    if CONN_TABLE.insert(key, &template, 0).is_ok() {
+        if replaced.has_stale {
+            count(replaced.stale.dest_id, replaced.stale.state, -1);
+        }
+        count(dest_id, conn_state::TEMPLATE_NONE, 1);
+    }
 }

@@ -47,7 +47,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
             return Err(reason::PASS_TCP_NOT_SYN);
         }
-        let Some(dest_id) = schedule::pick(svc, &pkt.flow) else {
+        let Some(dest_id) = schedule::choose(svc, &pkt.flow, now) else {
             return Ok((xdp_action::XDP_DROP, reason::DROP_NO_DEST));
         };
         if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director, &entry).is_err() {

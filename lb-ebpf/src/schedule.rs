@@ -21,7 +21,10 @@ use lb_common::{
     scheduler, service_flag,
 };
 
-use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, SCHED_STATE, SCHED_TABLE};
+use crate::{
+    lookup,
+    maps::{DEST_CONNS, DEST_LISTS, DESTS, SCHED_STATE, SCHED_TABLE},
+};
 
 /// How many overloaded servers a walk may skip before giving up.
 const MAX_SKIPS: u32 = 8;
@@ -34,6 +37,23 @@ pub fn starts_connection(flow: &FlowKey, tcp_flags: u8, svc: &Service) -> bool {
         return true;
     }
     tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN
+}
+
+/// The real server for a new connection: the one a persistent service's
+/// template names for this client, else the scheduler's choice (which a
+/// persistent service then records in the client's template).
+#[inline(always)]
+pub fn choose(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
+    if svc.persistence_timeout == 0 {
+        return pick(svc, flow);
+    }
+    let key = lookup::template_key(svc, flow);
+    if let Some(dest) = lookup::persistent_dest(&key, now) {
+        return Some(dest);
+    }
+    let dest = pick(svc, flow)?;
+    lookup::set_template(&key, svc, dest, now);
+    Some(dest)
 }
 
 /// The chosen real server's id, or `None` when no server can take it.

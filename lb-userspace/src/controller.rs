@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Conn, Director, FlowKey, conn_state, flow_kind, ipv4_octets};
+use lb_common::{Conn, Director, FlowKey, Service, conn_state, flow_kind, ipv4_octets, service_flag};
 
 use crate::{
     config::Config,
@@ -171,6 +171,17 @@ impl Controller {
         let mut used_dests = BTreeSet::new();
         let mut used_services = BTreeSet::new();
         let mut exact: BTreeMap<(u32, CountField), i64> = BTreeMap::new();
+        // Persistent services by id: a template stays alive while any
+        // connection it placed does (IPVS re-arms a template that still
+        // controls connections).
+        let persistent: BTreeMap<u32, Service> = self
+            .tables
+            .installed_values()
+            .filter(|s| s.persistence_timeout > 0)
+            .map(|s| (s.id, *s))
+            .collect();
+        let mut controlling: BTreeMap<FlowKey, u32> = BTreeMap::new();
+        let mut templates: Vec<(FlowKey, Conn)> = Vec::new();
         for (key, conn) in self.datapath.connections()? {
             let conn = if is_expired(&conn, now) {
                 // Check again right before deleting: the datapath may have
@@ -190,6 +201,19 @@ impl Controller {
             used_dests.insert(conn.dest_id);
             used_services.insert(conn.service_id);
             *exact.entry((conn.dest_id, count_field(&key, conn.state))).or_default() += 1;
+            if key.kind == flow_kind::TEMPLATE {
+                templates.push((key, conn));
+            } else if let Some(svc) = persistent.get(&conn.service_id) {
+                controlling.insert(template_key(svc, &key), conn.dest_id);
+            }
+        }
+        for (key, mut template) in templates {
+            if controlling.get(&key) == Some(&template.dest_id) {
+                let assured = if template.state == conn_state::TEMPLATE_NONE { conn_state::TEMPLATE_ASSURED } else { template.state };
+                template.last_seen_ns = template.last_seen_ns.max(monotonic_ns());
+                template.state = assured;
+                self.datapath.set_connection(&key, &template)?;
+            }
         }
         // What the datapath counts against what the table holds. A gap seen
         // by one sweep can be a connection that came or changed while we
@@ -323,6 +347,22 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &lb_common::Dest, now: 
         real_port: if dest_port == 0 { vport } else { dest_port },
         template: key.kind == flow_kind::TEMPLATE,
     })
+}
+
+/// The persistence template a connection of this service belongs to (the
+/// datapath's `template_key`).
+fn template_key(svc: &Service, conn: &FlowKey) -> FlowKey {
+    let m = svc.persistence_mask;
+    FlowKey {
+        src: [conn.src[0] & m[0], conn.src[1] & m[1], conn.src[2] & m[2], conn.src[3] & m[3]],
+        dst: conn.dst,
+        sport: 0,
+        dport: if svc.flags & service_flag::ALL_PORTS != 0 { 0 } else { conn.dport },
+        protocol: conn.protocol,
+        family: conn.family,
+        kind: flow_kind::TEMPLATE,
+        pad0: 0,
+    }
 }
 
 fn count_field(key: &FlowKey, state: u8) -> CountField {

@@ -341,6 +341,13 @@ impl Datapath {
         self.conn_map().ok()?.get(key, 0).ok()
     }
 
+    /// Writes one entry (the controller keeps persistence templates alive).
+    pub fn set_connection(&mut self, key: &FlowKey, conn: &Conn) -> Result<()> {
+        let map = self.ebpf.map_mut(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
+        let mut map: HashMap<_, FlowKey, Conn> = HashMap::try_from(map)?;
+        Ok(map.insert(key, conn, 0)?)
+    }
+
     pub fn remove_connection(&mut self, key: &FlowKey) -> Result<()> {
         let map = self.ebpf.map_mut(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
         let mut map: HashMap<_, FlowKey, Conn> = HashMap::try_from(map)?;

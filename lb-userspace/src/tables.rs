@@ -241,6 +241,11 @@ impl Tables {
         self.services.values().map(|s| &s.wanted)
     }
 
+    /// The service values as written to the datapath.
+    pub fn installed_values(&self) -> impl Iterator<Item = &Service> {
+        self.services.values().map(|s| &s.value)
+    }
+
     pub fn service_id(&self, key: &ServiceKey) -> Option<u32> {
         self.services.get(key).map(|s| s.id)
     }

@@ -710,3 +710,74 @@ fn hashing_schedulers_choose_as_ipvs() {
         }
     }
 }
+
+/// Persistence (ipvsadm -p, -M): a client, or its whole network under the
+/// netmask, keeps its real server across connections; a port-0 service
+/// keeps it across every port; the template shows in the table as IPVS's.
+#[test]
+fn persistence_keeps_a_client_on_its_server() {
+    let Some(mut h) = harness() else { return };
+    let mut https = service(Protocol::Tcp, VIP, 443, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
+    https.options.persistence_timeout = Some(2);
+    https.options.persistence_netmask = Ipv4Addr::new(255, 255, 255, 0);
+    let mut any_port = service(Protocol::Tcp, VIP_ALL_PORTS, 0, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
+    any_port.options.persistence_timeout = Some(300);
+    h.apply(&[https, any_port]).unwrap();
+    let syn_from = |h: &Harness, src: Ipv4Addr, port: u16, to: SocketAddrV4| {
+        let out = h.run(&PacketSpec::tcp(SocketAddrV4::new(src, port), to, tcp::SYN).build()).unwrap();
+        assert_eq!(out.verdict, XDP_TX);
+        Ipv4Addr::new(out.output[2], out.output[3], out.output[4], out.output[5])
+    };
+    let a = Ipv4Addr::new(192, 0, 2, 10);
+    let a_neighbour = Ipv4Addr::new(192, 0, 2, 99);
+    let b = Ipv4Addr::new(198, 51, 100, 7);
+    let https_vip = SocketAddrV4::new(VIP, 443);
+    let first = syn_from(&h, a, 50000, https_vip);
+    for port in 50001..50010 {
+        assert_eq!(syn_from(&h, a, port, https_vip), first, "same client, new connection");
+    }
+    assert_eq!(syn_from(&h, a_neighbour, 50000, https_vip), first, "same /24");
+    let other = syn_from(&h, b, 50000, https_vip);
+    assert_ne!(other, first, "another network is scheduled (rr moves on)");
+    // The template: the client's network, port 0, the VIP port.
+    let key = lb_common::FlowKey {
+        src: lb_common::ipv4_words([192, 0, 2, 0]),
+        dst: lb_common::ipv4_words(VIP.octets()),
+        sport: 0,
+        dport: 443u16.to_be(),
+        protocol: 6,
+        family: lb_common::AF_INET,
+        kind: lb_common::flow_kind::TEMPLATE,
+        pad0: 0,
+    };
+    let template = h.datapath.connection(&key).expect("template");
+    assert_eq!(template.timeout, 2);
+    assert_eq!(template.state, conn_state::TEMPLATE_NONE);
+    // Persistent connection counts per server.
+    let persistent: i64 = h.tables.dest_ids().map(|d| h.datapath.dest_conns(d).persistent).sum();
+    assert_eq!(persistent, 2);
+    // After the timeout with no connection, the client is scheduled anew.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let before = syn_from(&h, b, 51000, https_vip); // b's template expired too: rr goes on
+    let again = syn_from(&h, a, 51001, https_vip);
+    assert_ne!(again, before, "a fresh choice for a");
+    // Every port of an every-port service follows the client.
+    let first = syn_from(&h, b, 52000, SocketAddrV4::new(VIP_ALL_PORTS, 22));
+    for (i, port) in [80u16, 443, 8080, 53].into_iter().enumerate() {
+        assert_eq!(syn_from(&h, b, 52001 + i as u16, SocketAddrV4::new(VIP_ALL_PORTS, port)), first);
+    }
+}
+
+/// A removed server's template no longer holds its clients.
+#[test]
+fn persistence_lets_go_of_a_removed_server() {
+    let Some(mut h) = harness() else { return };
+    let mut svc = service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
+    svc.options.persistence_timeout = Some(300);
+    h.apply(&[svc.clone()]).unwrap();
+    let first = schedule_one(&h, 53000).unwrap();
+    let other = if first == RS1 { RS2 } else { RS1 };
+    svc.reals.retain(|r| r.address == other);
+    h.apply(&[svc]).unwrap();
+    assert_eq!(schedule_one(&h, 53001), Some(other));
+}
