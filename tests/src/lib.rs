@@ -2,8 +2,11 @@
 //! an LVS-DR cluster on one machine, and helpers to find built binaries.
 
 pub mod bins;
+pub mod director;
+pub mod harness;
 pub mod lab;
 pub mod netns;
+pub mod packets;
 
 pub use lab::{Host, Lab, LabSpec, LinkStats, ProcHandle};
 pub use netns::MacAddr;

@@ -1,1 +1,136 @@
-fn main() {}
+//! `cargo xtask`: setting up a machine, building, testing, and a demo.
+//! Every command it runs is printed first (`$ ...`).
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::DemoArgs;
+use xtask::setup::{ensure_cargo_bin_in_path, setup};
+use xtask::util::{cargo, require_root, run, run_tests, step, target_dir};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build orchestration for the XDP load balancer: setup, build, test, demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need, only what is missing
+    /// (apt packages, nightly rust-src, bpf-linker, bpffs). Run as root.
+    Setup,
+    /// Release build of lbd and lbctl (with the eBPF object inside lbd) and
+    /// the test binaries.
+    Build,
+    /// Setup, build the binaries the tests run, then `cargo test --workspace`
+    /// (unit, fixture and namespace-lab tests). Run as root.
+    /// Arguments after `--` go to cargo test, e.g. `cargo xtask test -- --test lab`.
+    Test {
+        /// Passed on to cargo test (e.g. `--test lab`, `-p lb-tests`, `-- --nocapture`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO_TEST_ARGS"
+        )]
+        cargo_test_args: Vec<String>,
+    },
+    /// Setup, build, then show lbd balancing HTTP requests across real
+    /// servers in a namespace lab, and tear it all down. Run as root.
+    Demo(DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ensure_cargo_bin_in_path();
+    let result = match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::Build => build(),
+        Cmd::Test { cargo_test_args } => test(&cargo_test_args),
+        Cmd::Demo(args) => demo(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nerror: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build() -> Result<()> {
+    step(
+        "Release build: lbd, lbctl (lb-userspace; its build script builds the eBPF object) and the test binaries",
+    );
+    run(cargo().args(["build", "--release", "-p", "lb-userspace", "-p", "lb-tests"]))
+        .context("release build")?;
+    let release = target_dir().join("release");
+    println!("\nBuilt:");
+    for (name, what) in [
+        ("lbd", "the director daemon (XDP datapath embedded)"),
+        ("lbctl", "ipvsadm-style view of lbd's tables"),
+        ("lab-server", "test HTTP/UDP server for the namespace lab"),
+    ] {
+        let path = release.join(name);
+        let mark = if path.is_file() { "" } else { "  (missing!)" };
+        println!("  {:<60} {what}{mark}", path.display());
+    }
+    Ok(())
+}
+
+/// The binaries the integration tests start (lbd, lbctl, lab-server):
+/// `cargo test` builds only the binaries of the package under test.
+fn build_test_binaries() -> Result<()> {
+    step("Building the binaries the integration tests run: lbd, lbctl, lab-server");
+    run(cargo().args(["build", "-p", "lb-userspace", "-p", "lb-tests", "--bins"]))
+        .context("building the test binaries")
+}
+
+fn test(cargo_test_args: &[String]) -> Result<()> {
+    require_root("cargo xtask test")?;
+    setup()?;
+    build_test_binaries()?;
+    step("Running the tests");
+    // lb-ebpf only builds for the BPF target (nightly, no_std); its logic is
+    // tested through lb-common and the datapath fixtures in lb-tests.
+    // --no-fail-fast: one run reports every failing test binary, not the first.
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--no-fail-fast",
+    ])
+    .args(cargo_test_args);
+    let (result, totals) = run_tests(&mut cmd);
+    // One closing line over all test binaries (cargo's own last line is
+    // usually the doc-tests' "0 passed").
+    println!("\n{totals}");
+    result.context("tests failed")?;
+    Ok(())
+}
+
+fn demo(args: &DemoArgs) -> Result<()> {
+    require_root("cargo xtask demo")?;
+    setup()?;
+    build_test_binaries()?;
+    step("Building the demo driver (xtask's lb-demo, which reuses lb-tests' namespace lab)");
+    run(cargo().args([
+        "build",
+        "-p",
+        "xtask",
+        "--features",
+        "demo",
+        "--bin",
+        "lb-demo",
+    ]))
+    .context("building lb-demo")?;
+    let lb_demo = target_dir().join("debug").join("lb-demo");
+    run(Command::new(&lb_demo).args(args.to_args())).context("the demo failed")
+}
