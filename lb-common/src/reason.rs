@@ -17,9 +17,19 @@ pub const TX_TUN: u32 = 10;
 pub const DROP_INTERNAL: u32 = 11;
 pub const CONN_NEW: u32 = 12;
 pub const CONN_REUSED_EXPIRED: u32 = 13;
-pub const COUNT: u32 = 16;
+/// No real server available: answered with ICMP port unreachable.
+pub const TX_ICMP_UNREACHABLE: u32 = 14;
+/// A tunnelled packet too big for the path, DF set: answered with ICMP
+/// fragmentation needed.
+pub const TX_ICMP_FRAG_NEEDED: u32 = 15;
+/// A tunnelled packet too big for the path without DF (XDP cannot
+/// fragment): dropped.
+pub const DROP_TOO_BIG: u32 = 16;
+/// No route or no neighbour entry toward a TUN real server yet.
+pub const DROP_NO_ROUTE: u32 = 17;
+pub const COUNT: u32 = 24;
 
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 18] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -34,6 +44,10 @@ const NAMES: [&str; 14] = [
     "drop_internal",
     "conn_new",
     "conn_reused_expired",
+    "tx_icmp_unreachable",
+    "tx_icmp_frag_needed",
+    "drop_too_big",
+    "drop_no_route",
 ];
 
 /// Counter name for display and JSON.

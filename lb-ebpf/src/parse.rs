@@ -12,6 +12,7 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 /// Fragment offset and more-fragments bits of `frag_off`.
 const IP_FRAGMENT_MASK: u16 = 0x3FFF;
+const IP_DONT_FRAGMENT: u16 = 0x4000;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -73,8 +74,15 @@ pub struct Packet {
     pub flow: FlowKey,
     /// Offset of the IP header (after Ethernet and an optional VLAN tag).
     pub l3_off: usize,
+    /// IP header length in bytes (20..=60).
+    pub ihl: usize,
+    /// The whole frame's length.
+    pub frame_len: usize,
     /// IP total length, what IPVS counts as bytes.
     pub ip_len: u32,
+    pub tos: u8,
+    /// The Don't Fragment bit is set.
+    pub dont_fragment: bool,
     /// TCP flags byte, 0 for UDP.
     pub tcp_flags: u8,
 }
@@ -150,7 +158,11 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
             pad0: 0,
         },
         l3_off,
+        ihl,
+        frame_len: ctx.data_end() - ctx.data(),
         ip_len: ip_len as u32,
+        tos: ip.tos,
+        dont_fragment: u16::from_be(ip.frag_off) & IP_DONT_FRAGMENT != 0,
         tcp_flags,
     })
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use lb_common::{conn_state, sched};
 use lb_tests::{
-    harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX, delta, real_mac, service},
+    harness::{Harness, XDP_PASS, XDP_TX, delta, real_mac, service},
     is_root,
     packets::{self, DIRECTOR_MAC, PacketSpec, dr_rewrite, tcp},
 };
@@ -360,14 +360,16 @@ fn fixtures_malformed_truncated_fragments_and_other_protocols() {
     );
 }
 
+/// The real server a frame was direct-routed to (`None` if it was not
+/// forwarded, e.g. answered with ICMP).
+fn forwarded_to(out: &lb_tests::harness::Outcome) -> Option<Ipv4Addr> {
+    let forwarded = out.verdict == XDP_TX && out.output[6..12] == DIRECTOR_MAC && out.output[0..2] == [0x02, 0xee];
+    forwarded.then(|| Ipv4Addr::new(out.output[2], out.output[3], out.output[4], out.output[5]))
+}
+
 /// The real server a SYN from this client port lands on.
 fn schedule_one(h: &Harness, port: u16) -> Option<Ipv4Addr> {
-    let out = h.run(&PacketSpec::tcp(client(port), vip(80), tcp::SYN).build()).unwrap();
-    if out.verdict != XDP_TX {
-        return None;
-    }
-    let mac: [u8; 6] = out.output[0..6].try_into().unwrap();
-    Some(Ipv4Addr::new(mac[2], mac[3], mac[4], mac[5]))
+    forwarded_to(&h.run(&PacketSpec::tcp(client(port), vip(80), tcp::SYN).build()).unwrap())
 }
 
 #[test]
@@ -388,17 +390,64 @@ fn existing_connections_keep_their_server_when_the_set_changes() {
     h.apply(&[service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(other, 0)])]).unwrap();
     let before = h.reasons();
     assert_eq!(schedule_one(&h, 43100), None);
-    assert_eq!(delta(&before, &h.reasons()).get("drop_no_dest"), Some(&1));
+    assert_eq!(delta(&before, &h.reasons()).get("tx_icmp_unreachable"), Some(&1));
     let out = h.run(&PacketSpec::tcp(client(43001), vip(80), tcp::ACK).build()).unwrap();
     assert_eq!((out.verdict, &out.output[0..6]), (XDP_TX, &real_mac(other)[..]));
 }
 
+/// With no real server available, the client gets ICMP port unreachable
+/// from the VIP (as from IPVS: its connect fails at once), quoting its
+/// packet, with valid checksums; a VLAN tag is kept.
 #[test]
-fn a_no_server_service_drops_new_connections() {
+fn no_server_answers_icmp_port_unreachable() {
     let Some(mut h) = harness() else { return };
-    h.apply(&[service(Protocol::Tcp, VIP, 80, Scheduler::Wrr, &[])]).unwrap();
-    let out = h.run(&PacketSpec::tcp(client(44000), vip(80), tcp::SYN).build()).unwrap();
-    assert_eq!(out.verdict, XDP_DROP);
+    h.apply(&[
+        service(Protocol::Tcp, VIP, 80, Scheduler::Wrr, &[]),
+        service(Protocol::Udp, VIP, 53, Scheduler::Rr, &[(RS1, 0)]),
+    ])
+    .unwrap();
+    let cases = [
+        PacketSpec::tcp(client(44000), vip(80), tcp::SYN).payload(b"hello"),
+        PacketSpec::tcp(client(44001), vip(80), tcp::SYN).vlan(42).ip_options(&[1, 1, 1, 0]),
+        PacketSpec::udp(client(44002), vip(53)).payload(b"\x00\x01query"),
+    ];
+    for spec in cases {
+        let input = spec.build();
+        let before = h.reasons();
+        let out = h.run(&input).unwrap();
+        assert_eq!(out.verdict, XDP_TX);
+        assert_eq!(delta(&before, &h.reasons()), [("tx_icmp_unreachable", 1)].into_iter().collect());
+        let l3 = if spec.vlan.is_some() { 18 } else { 14 };
+        let o = &out.output;
+        // Ethernet: back to the client, tag and EtherType kept.
+        assert_eq!(&o[0..6], &packets::CLIENT_MAC);
+        assert_eq!(&o[6..12], &DIRECTOR_MAC);
+        assert_eq!(&o[12..l3], &input[12..l3]);
+        // IP: from the VIP to the client, ICMP, checksum valid.
+        let ip = &o[l3..l3 + 20];
+        assert_eq!(ip[0], 0x45);
+        assert_eq!(ip[9], 1);
+        assert_eq!(&ip[12..16], &VIP.octets());
+        assert_eq!(&ip[16..20], &CLIENT.octets());
+        assert_eq!(ones_complement(ip), 0, "IP header checksum");
+        // ICMP: destination unreachable, port; the quote is the original IP
+        // header and 8 bytes after it.
+        let ihl = ((input[l3] & 0x0f) as usize) * 4;
+        let icmp = &o[l3 + 20..];
+        assert_eq!((icmp[0], icmp[1]), (3, 3));
+        assert_eq!(&icmp[8..], &input[l3..l3 + ihl + 8]);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, 20 + icmp.len());
+        assert_eq!(ones_complement(icmp), 0, "ICMP checksum");
+    }
+}
+
+/// The one's complement sum of `bytes` (0 when a checksum inside is right).
+fn ones_complement(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 #[test]
@@ -701,8 +750,7 @@ fn hashing_schedulers_choose_as_ipvs() {
                 }
                 .map(|i| addr(list[i].0));
                 let out = h.run(&PacketSpec::tcp(SocketAddrV4::new(source, port), vip(80), tcp::SYN).build()).unwrap();
-                let got = (out.verdict == XDP_TX)
-                    .then(|| Ipv4Addr::new(out.output[2], out.output[3], out.output[4], out.output[5]));
+                let got = forwarded_to(&out);
                 assert_eq!(got, want, "{scheduler} flags {flags:#x} step {step} client {source}:{port}");
                 // Close it at once so every choice sees idle servers.
                 h.run(&PacketSpec::tcp(SocketAddrV4::new(source, port), vip(80), tcp::RST).build()).unwrap();
