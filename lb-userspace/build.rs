@@ -12,15 +12,18 @@ use std::{
 };
 
 const EBPF_PACKAGE: &str = "lb-ebpf";
+/// The load balancer, and the decapsulation program for TUN real servers.
+const EBPF_BINARIES: [&str; 2] = ["lb-ebpf", "lb-decap"];
 const TOOLCHAIN: &str = "nightly";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LB_SKIP_EBPF_BUILD");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let object = out_dir.join(EBPF_PACKAGE);
     if env::var_os("LB_SKIP_EBPF_BUILD").is_some() {
         // For tooling that only type-checks the host code.
-        std::fs::write(&object, b"").expect("write placeholder object");
+        for binary in EBPF_BINARIES {
+            std::fs::write(out_dir.join(binary), b"").expect("write placeholder object");
+        }
         return;
     }
 
@@ -66,9 +69,11 @@ fn main() {
             println!("cargo:warning=lb-ebpf: {line}");
         }
     }
-    let built = target_dir.join(target).join("release").join(EBPF_PACKAGE);
-    std::fs::copy(&built, &object)
-        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), object.display()));
+    for binary in EBPF_BINARIES {
+        let built = target_dir.join(target).join("release").join(binary);
+        let dest = out_dir.join(binary);
+        std::fs::copy(&built, &dest).unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), dest.display()));
+    }
 }
 
 fn which_bpf_linker() -> Result<PathBuf, ()> {

@@ -44,6 +44,7 @@ pub mod map_name {
     pub const CONN_TABLE: &str = "CONN_TABLE";
     pub const DEST_CONNS: &str = "DEST_CONNS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const LBLC_CACHE: &str = "LBLC_CACHE";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
 }
@@ -175,9 +176,12 @@ pub struct Dest {
     pub port: u16,
     pub family: u8,
     pub forwarding: u8,
-    /// Where DR frames go: the real server's MAC on the director's segment.
+    /// Where frames for this server go: for DR its own MAC, for TUN the
+    /// next hop's toward it (both on the director's segment).
     pub mac: [u8; 6],
-    pub pad0: [u8; 2],
+    /// TUN: the path MTU toward the server (outer packets above it do not
+    /// fit).
+    pub mtu: u16,
     pub weight: u32,
     pub flags: u32,
     pub service_id: u32,
@@ -249,6 +253,37 @@ pub struct DestConns {
 }
 const _: () = assert!(core::mem::size_of::<DestConns>() == 32);
 
+/// lblcr keeps at most this many servers per destination address.
+pub const LBLCR_MAX_SET: usize = 8;
+pub const LBLC_CACHE_SIZE: u32 = 65536;
+/// `lblc_expiration` / `lblcr_expiration`: 24 h.
+pub const LBLC_EXPIRATION_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+/// Key of the lblc/lblcr cache: a service and a destination address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LblcKey {
+    pub service_id: u32,
+    pub pad0: u32,
+    pub addr: [u32; 4],
+}
+const _: () = assert!(core::mem::size_of::<LblcKey>() == 24);
+
+/// The servers lblc (one) or lblcr (a set, the last added first) sends a
+/// destination address to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LblcEntry {
+    pub dests: [u32; LBLCR_MAX_SET],
+    pub len: u32,
+    pub pad0: u32,
+    pub lastuse_ns: u64,
+    /// Last change of the set (lblcr drops its most loaded member when the
+    /// set went unchanged for the expiration time).
+    pub lastmod_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<LblcEntry>() == 56);
+
 /// Scheduler position of one service (rr and wrr walk their sequence with it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -271,6 +306,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for SchedState {}
     unsafe impl aya::Pod for DestConns {}
+    unsafe impl aya::Pod for LblcKey {}
+    unsafe impl aya::Pod for LblcEntry {}
 }
 
 /// An IPv4 address as the maps store it.

@@ -11,6 +11,7 @@
 
 pub mod abi;
 pub mod conn_state;
+pub mod decap;
 pub mod hash;
 pub mod reason;
 

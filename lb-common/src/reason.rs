@@ -25,11 +25,9 @@ pub const TX_ICMP_FRAG_NEEDED: u32 = 15;
 /// A tunnelled packet too big for the path without DF (XDP cannot
 /// fragment): dropped.
 pub const DROP_TOO_BIG: u32 = 16;
-/// No route or no neighbour entry toward a TUN real server yet.
-pub const DROP_NO_ROUTE: u32 = 17;
 pub const COUNT: u32 = 24;
 
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 17] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -47,7 +45,6 @@ const NAMES: [&str; 18] = [
     "tx_icmp_unreachable",
     "tx_icmp_frag_needed",
     "drop_too_big",
-    "drop_no_route",
 ];
 
 /// Counter name for display and JSON.

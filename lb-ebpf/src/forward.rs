@@ -1,9 +1,12 @@
 //! Stage 4: send the packet to its real server.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{Dest, Director, reason};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{Dest, Director, IPPROTO_IPIP, reason};
 
-use crate::parse::{ETH_HLEN, EthHdr};
+use crate::{
+    parse::{ETH_HLEN, EthHdr, Packet},
+    reply,
+};
 
 /// Direct routing: the frame goes back out of the same NIC, addressed to
 /// the real server's MAC; the IP packet is untouched (the real server holds
@@ -21,4 +24,76 @@ pub fn direct_route(ctx: &XdpContext, dest: &Dest, director: &Director) -> (u32,
         (*eth).src = director.mac;
     }
     (xdp_action::XDP_TX, reason::TX_DR)
+}
+
+/// Outer IPv4 header of a tunnelled packet.
+const OUTER_LEN: usize = 20;
+
+/// IP-in-IP (TUN): the packet is wrapped in an outer IPv4 header from the
+/// director to the real server and sent to the next hop toward it (which
+/// the controller resolves from the kernel's routing and neighbour tables),
+/// so real servers may sit on other subnets. A packet that would not fit
+/// the path MTU gets "fragmentation needed" back if it forbids
+/// fragmentation (as IPVS does); XDP cannot fragment the others, so they
+/// are dropped and counted.
+#[inline(always)]
+pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director) -> (u32, u32) {
+    let outer_total = pkt.ip_len as usize + OUTER_LEN;
+    if outer_total > dest.mtu as usize {
+        if !pkt.dont_fragment {
+            return (xdp_action::XDP_DROP, reason::DROP_TOO_BIG);
+        }
+        let inner_mtu = (dest.mtu as usize).saturating_sub(OUTER_LEN) as u16;
+        return match reply::icmp_unreachable(ctx, pkt, reply::ICMP_FRAG_NEEDED, inner_mtu) {
+            Ok(()) => (xdp_action::XDP_TX, reason::TX_ICMP_FRAG_NEEDED),
+            Err(()) => (xdp_action::XDP_DROP, reason::DROP_TOO_BIG),
+        };
+    }
+
+    let l3 = pkt.l3_off;
+    if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    // SAFETY: growing the head keeps the old bytes where they were.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // The Ethernet header moves to the front: constant offsets below 18 + 20.
+    if start + ETH_HLEN + 4 + OUTER_LEN > end {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    // SAFETY: offsets below ETH_HLEN + 4 + OUTER_LEN, checked just above.
+    unsafe {
+        let old = (start + OUTER_LEN) as *const u8;
+        let new = start as *mut u8;
+        for i in 12..18 {
+            if i < l3 {
+                *new.add(i) = *old.add(i);
+            }
+        }
+        let eth = start as *mut EthHdr;
+        (*eth).dst = dest.mac;
+        (*eth).src = director.mac;
+    }
+    let mut ip = [0u16; 10];
+    ip[0] = (0x4500u16 | pkt.tos as u16).to_be();
+    ip[1] = (outer_total as u16).to_be();
+    ip[3] = if pkt.dont_fragment { 0x4000u16.to_be() } else { 0 };
+    ip[4] = (64u16 << 8 | IPPROTO_IPIP as u16).to_be();
+    let src = director.tun_source[0].to_ne_bytes();
+    let dst = dest.addr[0].to_ne_bytes();
+    ip[6] = u16::from_ne_bytes([src[0], src[1]]);
+    ip[7] = u16::from_ne_bytes([src[2], src[3]]);
+    ip[8] = u16::from_ne_bytes([dst[0], dst[1]]);
+    ip[9] = u16::from_ne_bytes([dst[2], dst[3]]);
+    ip[5] = reply::ipv4_header_checksum(&ip);
+    let ip_at = start + l3;
+    if ip_at + OUTER_LEN > end {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    // SAFETY: 20 bytes from `ip_at`, checked just above.
+    unsafe { core::ptr::write_unaligned(ip_at as *mut [u16; 10], ip) };
+    (xdp_action::XDP_TX, reason::TX_TUN)
 }

@@ -68,6 +68,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     stats::account(svc.id, dest_id, pkt.ip_len, new_conn);
     match dest.forwarding {
         forwarding::DR => Ok(forward::direct_route(ctx, dest, director)),
+        forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, dest, director)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
 }

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, DEST_LIST_SLOTS, Dest, DestConns,
-    Director, FlowKey, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS, SchedState, Service,
-    ServiceKey, reason,
+    Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS,
+    SchedState, Service, ServiceKey, reason,
 };
 
 #[map]
@@ -36,6 +36,10 @@ pub static SCHED_STATE: Array<SchedState> = Array::with_max_entries(MAX_SERVICES
 #[map]
 pub static CONN_TABLE: LruHashMap<FlowKey, Conn> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// lblc's and lblcr's destination-address caches.
+#[map]
+pub static LBLC_CACHE: LruHashMap<LblcKey, LblcEntry> = LruHashMap::with_max_entries(LBLC_CACHE_SIZE, 0);
 
 /// Connection counts per real server, shared with the controller (mmap).
 #[map]

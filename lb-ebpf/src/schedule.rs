@@ -17,13 +17,13 @@ use core::{
 use aya_ebpf::helpers::bpf_loop;
 
 use lb_common::{
-    Dest, DestConns, FlowKey, hash, IPPROTO_TCP, MAX_DESTS_PER_SERVICE, Service, conn_state::tcp_flag, dest_flag,
+    Dest, DestConns, FlowKey, LBLC_EXPIRATION_NS, LBLCR_MAX_SET, LblcEntry, LblcKey, hash, IPPROTO_TCP, MAX_DESTS_PER_SERVICE, Service, conn_state::tcp_flag, dest_flag,
     scheduler, service_flag,
 };
 
 use crate::{
     lookup,
-    maps::{DEST_CONNS, DEST_LISTS, DESTS, SCHED_STATE, SCHED_TABLE},
+    maps::{DEST_CONNS, DEST_LISTS, DESTS, LBLC_CACHE, SCHED_STATE, SCHED_TABLE},
 };
 
 /// How many overloaded servers a walk may skip before giving up.
@@ -61,8 +61,11 @@ pub fn choose(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
 pub fn pick(svc: &Service, flow: &FlowKey) -> Option<u32> {
     match svc.scheduler {
         scheduler::RR | scheduler::WRR => walk_sequence(svc),
-        scheduler::LC | scheduler::WLC | scheduler::SED | scheduler::NQ | scheduler::FO | scheduler::OVF => least(svc),
+        scheduler::LC | scheduler::WLC | scheduler::SED | scheduler::NQ | scheduler::FO | scheduler::OVF => {
+            least(svc, svc.scheduler)
+        }
         scheduler::SH | scheduler::DH | scheduler::MH => hashed(svc, flow),
+        scheduler::LBLC | scheduler::LBLCR => locality(svc, flow),
         _ => None,
     }
 }
@@ -245,9 +248,9 @@ struct Scan {
 /// first found, as the kernel's strict comparisons do. The scan runs under
 /// `bpf_loop`, so the verifier checks one step instead of 256.
 #[inline(always)]
-fn least(svc: &Service) -> Option<u32> {
+fn least(svc: &Service, rule: u8) -> Option<u32> {
     let mut scan = Scan {
-        scheduler: svc.scheduler,
+        scheduler: rule,
         dests_start: svc.dests_start,
         best: u32::MAX,
         best_overhead: 0,
@@ -322,4 +325,220 @@ extern "C" fn scan_step(i: u32, ctx: *mut c_void) -> i64 {
         scan.best_weight = weight;
     }
     NEXT
+}
+
+// lblc and lblcr (ip_vs_lblc.c, ip_vs_lblcr.c): a cache from destination
+// address to server (lblc) or server set (lblcr) in front of wlc.
+
+/// The real server's weight and active connections, and whether it is in
+/// its service's list now (not retired).
+#[inline(always)]
+fn member(dest_id: u32) -> Option<(u64, u64, bool, bool)> {
+    let dest = DESTS.get(dest_id)?;
+    let conns = DEST_CONNS.get_ptr_mut(dest_id)?;
+    // SAFETY: valid elements; aligned 64-bit loads are never torn.
+    let (active, inactive) = unsafe { ((*conns).active.max(0) as u64, (*conns).inactive.max(0) as u64) };
+    let _ = inactive;
+    let in_list = dest.flags & dest_flag::AVAILABLE != 0;
+    Some((dest.weight as u64, active, in_list, overloaded(dest, conns)))
+}
+
+/// wlc's overhead of a server.
+#[inline(always)]
+fn overhead(dest_id: u32) -> u64 {
+    let Some(conns) = DEST_CONNS.get_ptr_mut(dest_id) else { return 0 };
+    // SAFETY: a valid element; aligned 64-bit loads are never torn.
+    unsafe { (((*conns).active.max(0) as u64) << 8) + (*conns).inactive.max(0) as u64 }
+}
+
+/// State of the "is some server lightly loaded" scan, on the stack.
+#[repr(C)]
+struct LightScan {
+    dests_start: u32,
+    found: u32,
+}
+
+#[inline(never)]
+extern "C" fn light_step(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LightScan` that `lblc_overloaded` passed.
+    let scan = unsafe { &mut *(ctx as *mut LightScan) };
+    let Some(&dest_id) = DEST_LISTS.get(scan.dests_start.wrapping_add(i)) else { return STOP };
+    let Some((weight, active, _, _)) = member(dest_id) else { return STOP };
+    if active * 2 < weight {
+        scan.found = 1;
+        return STOP;
+    }
+    NEXT
+}
+
+/// lblc's and lblcr's `is_overloaded`: more active connections than its
+/// weight while some server of the list has fewer than half its weight.
+#[inline(always)]
+fn lblc_overloaded(svc: &Service, weight: u64, active: u64) -> bool {
+    if active <= weight {
+        return false;
+    }
+    let mut scan = LightScan { dests_start: svc.dests_start, found: 0 };
+    let n = if svc.dests_len > MAX_DESTS_PER_SERVICE { MAX_DESTS_PER_SERVICE } else { svc.dests_len };
+    // SAFETY: the callback only reads maps and writes `scan` on our stack.
+    unsafe {
+        bpf_loop(n, light_step as *mut c_void, (&raw mut scan).cast(), 0);
+    }
+    scan.found != 0
+}
+
+/// State of a walk over an lblcr set, on the stack: the set, and the best
+/// member found so far.
+#[repr(C)]
+struct SetScan {
+    set: LblcEntry,
+    /// Set position (set_max) or dest id (set_min) of the best; MAX = none.
+    best: u32,
+    best_overhead: u64,
+    best_weight: u64,
+}
+
+/// `ip_vs_dest_set_min`: in set order, skipping overloaded members, the
+/// first one in the list with weight > 0, then wlc's comparison over the
+/// members after it that are in the list. Returns a dest id or `u32::MAX`.
+#[inline(always)]
+fn set_min(set: &LblcEntry) -> u32 {
+    let mut scan = SetScan { set: *set, best: u32::MAX, best_overhead: 0, best_weight: 0 };
+    let n = if set.len as usize > LBLCR_MAX_SET { LBLCR_MAX_SET as u32 } else { set.len };
+    // SAFETY: the callback only reads maps and writes `scan` on our stack.
+    unsafe {
+        bpf_loop(n, set_min_step as *mut c_void, (&raw mut scan).cast(), 0);
+    }
+    scan.best
+}
+
+#[inline(never)]
+extern "C" fn set_min_step(k: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `SetScan` that `set_min` passed.
+    let scan = unsafe { &mut *(ctx as *mut SetScan) };
+    let Some(&id) = scan.set.dests.get(k as usize) else { return STOP };
+    let Some((weight, _, in_list, over)) = member(id) else { return NEXT };
+    if over {
+        return NEXT;
+    }
+    if scan.best == u32::MAX {
+        if weight > 0 && in_list {
+            scan.best = id;
+            scan.best_overhead = overhead(id);
+            scan.best_weight = weight;
+        }
+        return NEXT;
+    }
+    let oh = overhead(id);
+    if scan.best_overhead * weight > oh * scan.best_weight && in_list {
+        scan.best = id;
+        scan.best_overhead = oh;
+        scan.best_weight = weight;
+    }
+    NEXT
+}
+
+/// `ip_vs_dest_set_max`: in set order, the first member with weight > 0,
+/// then any later one with weight > 0 and a strictly higher
+/// overhead / weight. Returns its position in the set, or `u32::MAX`.
+#[inline(always)]
+fn set_max(set: &LblcEntry) -> u32 {
+    let mut scan = SetScan { set: *set, best: u32::MAX, best_overhead: 0, best_weight: 0 };
+    let n = if set.len as usize > LBLCR_MAX_SET { LBLCR_MAX_SET as u32 } else { set.len };
+    // SAFETY: the callback only reads maps and writes `scan` on our stack.
+    unsafe {
+        bpf_loop(n, set_max_step as *mut c_void, (&raw mut scan).cast(), 0);
+    }
+    scan.best
+}
+
+#[inline(never)]
+extern "C" fn set_max_step(k: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `SetScan` that `set_max` passed.
+    let scan = unsafe { &mut *(ctx as *mut SetScan) };
+    let Some(&id) = scan.set.dests.get(k as usize) else { return STOP };
+    let weight = DESTS.get(id).map_or(0, |d| d.weight as u64);
+    let oh = overhead(id);
+    let better = if scan.best == u32::MAX {
+        weight > 0
+    } else {
+        scan.best_overhead * weight < oh * scan.best_weight && weight > 0
+    };
+    if better {
+        scan.best = k;
+        scan.best_overhead = oh;
+        scan.best_weight = weight;
+    }
+    NEXT
+}
+
+#[inline(always)]
+fn locality(svc: &Service, flow: &FlowKey) -> Option<u32> {
+    let key = LblcKey { service_id: svc.id, pad0: 0, addr: flow.dst };
+    let now = lookup::now_ns();
+    let is_lblcr = svc.scheduler == scheduler::LBLCR;
+    if let Some(en) = LBLC_CACHE.get_ptr_mut(&key) {
+        // SAFETY: a live cache element for this program run.
+        let en = unsafe { &mut *en };
+        if now.wrapping_sub(en.lastuse_ns) < LBLC_EXPIRATION_NS {
+            en.lastuse_ns = now;
+            if !is_lblcr {
+                let id = en.dests[0];
+                if let Some((weight, active, in_list, _)) = member(id) {
+                    if in_list && weight > 0 && !lblc_overloaded(svc, weight, active) {
+                        return Some(id);
+                    }
+                }
+                let id = least(svc, scheduler::WLC)?;
+                en.dests[0] = id;
+                en.len = 1;
+                return Some(id);
+            }
+            let chosen = set_min(en);
+            // An old set sheds its most loaded member.
+            if en.len > 1 && now.wrapping_sub(en.lastmod_ns) > LBLC_EXPIRATION_NS {
+                let m = set_max(en) as usize;
+                if m < LBLCR_MAX_SET {
+                    for k in 0..LBLCR_MAX_SET - 1 {
+                        if k >= m && (k as u32) + 1 < en.len {
+                            en.dests[k] = en.dests[k + 1];
+                        }
+                    }
+                    en.len -= 1;
+                    en.lastmod_ns = now;
+                }
+            }
+            if chosen != u32::MAX {
+                if let Some((weight, active, _, _)) = member(chosen) {
+                    if !lblc_overloaded(svc, weight, active) {
+                        return Some(chosen);
+                    }
+                }
+            }
+            let id = least(svc, scheduler::WLC)?;
+            let mut present = false;
+            for k in 0..LBLCR_MAX_SET {
+                if (k as u32) < en.len && en.dests[k] == id {
+                    present = true;
+                }
+            }
+            // New members go in front; a full set forgets its oldest.
+            if !present {
+                for k in (1..LBLCR_MAX_SET).rev() {
+                    en.dests[k] = en.dests[k - 1];
+                }
+                en.dests[0] = id;
+                if (en.len as usize) < LBLCR_MAX_SET {
+                    en.len += 1;
+                }
+                en.lastmod_ns = now;
+            }
+            return Some(id);
+        }
+    }
+    let id = least(svc, scheduler::WLC)?;
+    let mut entry = LblcEntry { dests: [0; LBLCR_MAX_SET], len: 1, pad0: 0, lastuse_ns: now, lastmod_ns: now };
+    entry.dests[0] = id;
+    let _ = LBLC_CACHE.insert(&key, &entry, 0);
+    Some(id)
 }

@@ -49,6 +49,9 @@ pub struct DirectorConfig {
     pub pin_path: Option<PathBuf>,
     pub control_socket: PathBuf,
     pub timeouts: Timeouts,
+    /// Outer source address of TUN packets; default: the interface's own
+    /// (first non-VIP) address.
+    pub tun_source: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +143,7 @@ struct RawDirector {
     timeout_tcp: Option<Spanned<i64>>,
     timeout_tcpfin: Option<Spanned<i64>>,
     timeout_udp: Option<Spanned<i64>>,
+    tun_source: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -324,7 +328,18 @@ fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<Directo
     let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..day, defaults.tcp as i64);
     let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..day, defaults.tcpfin as i64);
     let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..day, defaults.udp as i64);
+    let tun_source = match &d.tun_source {
+        None => None,
+        Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
+            Ok(addr) if !addr.is_unspecified() && !addr.is_multicast() => Some(addr),
+            _ => {
+                c.error(a.span(), "director.tun_source", format!("\"{}\" is not a unicast IPv4 address", a.get_ref()));
+                None
+            }
+        },
+    };
     Some(DirectorConfig {
+        tun_source,
         interface,
         interface_line: c.line(&d.interface.span()),
         xdp_mode,
@@ -512,7 +527,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
 fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
     let f = c.parse::<Forwarding>(value, key)?;
     if !f.is_implemented() {
-        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr)", value.get_ref()));
+        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr, tun)", value.get_ref()));
         return None;
     }
     Some(f)

@@ -12,6 +12,7 @@ use lb_common::{Conn, Director, FlowKey, Service, conn_state, flow_kind, ipv4_oc
 
 use crate::{
     config::Config,
+    environment::{Paths, next_hop_addresses},
     datapath::{CountField, Datapath},
     netinfo::Interface,
     rate::Estimator,
@@ -30,7 +31,9 @@ pub struct Controller {
     pub interface: Interface,
     pub datapath: Datapath,
     tables: Tables,
-    /// Real servers' MACs on the director's segment.
+    /// Where each real server's frames go (next hop, path MTU).
+    paths: Paths,
+    /// Next hops' MACs on the director's segment.
     macs: BTreeMap<Ipv4Addr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
     drift: DriftFilter,
@@ -57,7 +60,13 @@ fn is_expired(conn: &Conn, now: u64) -> bool {
 impl Controller {
     /// Takes over a loaded datapath: adopts what a previous lbd left in its
     /// maps, then makes them hold `config`.
-    pub fn new(config: Config, interface: Interface, datapath: Datapath, macs: BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<Self> {
+    pub fn new(
+        config: Config,
+        interface: Interface,
+        datapath: Datapath,
+        paths: Paths,
+        macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+    ) -> Result<Self> {
         let tables = if datapath.adopted() {
             let adopted = datapath.read_back()?;
             tracing::info!(
@@ -70,7 +79,7 @@ impl Controller {
             Tables::new()
         };
         let mut c =
-            Self { config, interface, datapath, tables, macs, estimators: BTreeMap::new(), drift: DriftFilter::default() };
+            Self { config, interface, datapath, tables, paths, macs, estimators: BTreeMap::new(), drift: DriftFilter::default() };
         c.apply()?;
         Ok(c)
     }
@@ -78,12 +87,24 @@ impl Controller {
     /// The director entry of the datapath for the current config.
     fn director_value(&self) -> Director {
         let t = self.config.director.timeouts;
+        let tun_source = self.tun_source().map_or([0; 4], |a| lb_common::ipv4_words(a.octets()));
         Director {
             ifindex: self.interface.index,
             mac: self.interface.mac,
+            tun_source,
+            tun_source_family: lb_common::AF_INET,
             state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
             ..Director::default()
         }
+    }
+
+    /// The outer source of TUN packets: configured, or the interface's own
+    /// address (the first that is not a VIP).
+    pub fn tun_source(&self) -> Option<Ipv4Addr> {
+        self.config.director.tun_source.or_else(|| {
+            let vips: BTreeSet<Ipv4Addr> = self.config.services.iter().map(|s| s.vip).collect();
+            self.interface.ipv4.iter().copied().find(|a| !vips.contains(a))
+        })
     }
 
     /// The table the config asks for, with what is known of each server.
@@ -100,15 +121,18 @@ impl Controller {
                 reals: s
                     .reals
                     .iter()
-                    .map(|r| WantedReal {
+                    .map(|r| {
+                        let hop = self.paths.get(&(r.address, r.forwarding));
+                        WantedReal {
                         address: r.address,
                         port: r.port,
                         weight: r.weight,
                         forwarding: r.forwarding,
-                        mac: self.macs.get(&r.address).copied(),
+                        mac: hop.and_then(|h| self.macs.get(&h.address).copied()),
+                        mtu: hop.map_or(0, |h| h.mtu),
                         upper_threshold: r.upper_threshold,
                         lower_threshold: r.lower_threshold,
-                    })
+                    }})
                     .collect(),
             })
             .collect()
@@ -132,15 +156,31 @@ impl Controller {
     }
 
     /// Takes a new config (already checked against the host).
-    pub fn reload(&mut self, config: Config, interface: Interface) -> Result<()> {
+    pub fn reload(&mut self, config: Config, interface: Interface, paths: Paths) -> Result<()> {
         let old = std::mem::replace(&mut self.config, config);
         let old_interface = std::mem::replace(&mut self.interface, interface);
+        let old_paths = std::mem::replace(&mut self.paths, paths);
         if let Err(e) = self.apply() {
             self.config = old;
             self.interface = old_interface;
+            self.paths = old_paths;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// New routes toward the real servers; true if any next hop changed.
+    pub fn update_paths(&mut self, paths: Paths) -> bool {
+        if paths == self.paths {
+            return false;
+        }
+        for (key, hop) in &paths {
+            if self.paths.get(key).map(|h| h.address) != Some(hop.address) {
+                tracing::info!("{} is reached through {} now (path MTU {})", key.0, hop.address, hop.mtu);
+            }
+        }
+        self.paths = paths;
+        true
     }
 
     /// Records newly learned MACs; true if any changed.
@@ -159,8 +199,13 @@ impl Controller {
         changed
     }
 
+    /// Next hops whose MACs are not known yet.
     pub fn unresolved(&self) -> Vec<Ipv4Addr> {
-        crate::environment::dr_addresses(&self.config).into_iter().filter(|a| !self.macs.contains_key(a)).collect()
+        next_hop_addresses(&self.paths).into_iter().filter(|a| !self.macs.contains_key(a)).collect()
+    }
+
+    pub fn next_hops(&self) -> Vec<Ipv4Addr> {
+        next_hop_addresses(&self.paths)
     }
 
     /// Removes expired entries (taking them out of their server's counts),
@@ -475,7 +520,7 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
         if before.iter().all(|b| b.key() != s.key()) {
             for r in s.reals.iter().filter(|r| r.mac.is_none()) {
                 lines.push(format!(
-                    "service {}: real server {} does not answer ARP yet: no new connections for it until it does",
+                    "service {}: real server {} (or its next hop) does not answer ARP yet: no new connections for it until it does",
                     service_name(s),
                     r.address
                 ));

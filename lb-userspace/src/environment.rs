@@ -1,6 +1,7 @@
 //! Checks a valid config against the host before anything is attached: the
-//! interface exists, every DR real server is on the interface's segment. And
-//! finds the real servers' MACs.
+//! interface exists, every DR real server is on the interface's segment,
+//! every TUN real server is reached through it. And finds where frames for
+//! each real server go: the next hop's address, MAC and path MTU.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
@@ -21,11 +22,23 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors
     let mut errors = Vec::new();
     for (i, svc) in config.services.iter().enumerate() {
         for (j, real) in svc.reals.iter().enumerate() {
-            if real.forwarding != Forwarding::Dr {
-                continue;
-            }
             let key = format!("service[{i}].real[{j}].address");
             let addr = real.address;
+            if real.forwarding == Forwarding::Tun {
+                match net.route_to(addr).await {
+                    Err(e) => errors.push(error(real.address_line, key, format!("{e:#}"))),
+                    Ok(route) if route.local => {
+                        errors.push(error(real.address_line, key, format!("{addr} is an address of this director")))
+                    }
+                    Ok(route) if route.oif != Some(interface.index) => errors.push(error(
+                        real.address_line,
+                        key,
+                        format!("{addr} is not reached through {}: tunnelled packets leave by that interface", d.interface),
+                    )),
+                    Ok(_) => {}
+                }
+                continue;
+            }
             match net.route_to(addr).await {
                 Err(e) => errors.push(error(real.address_line, key, format!("{e:#}"))),
                 Ok(route) if route.local => {
@@ -53,15 +66,45 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors
     if errors.is_empty() { Ok(interface) } else { Err(ConfigErrors(errors)) }
 }
 
-/// Every DR real server address of the config.
-pub fn dr_addresses(config: &Config) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = config
-        .services
-        .iter()
-        .flat_map(|s| s.reals.iter())
-        .filter(|r| r.forwarding == Forwarding::Dr)
-        .map(|r| r.address)
-        .collect();
+/// Where frames for a real server go: the next hop on the director's
+/// segment (the server itself for DR, the kernel's next hop for TUN), and
+/// the path MTU toward it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    pub address: Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// Next hops by (real server, forwarding).
+pub type Paths = BTreeMap<(Ipv4Addr, Forwarding), NextHop>;
+
+/// The next hop of every real server of the config, from the kernel's
+/// routing table. A server without a route (yet) is left out.
+pub async fn paths(config: &Config, net: &Net, interface: &Interface) -> Paths {
+    let mut out = Paths::new();
+    for real in config.services.iter().flat_map(|s| s.reals.iter()) {
+        let key = (real.address, real.forwarding);
+        if out.contains_key(&key) {
+            continue;
+        }
+        match real.forwarding {
+            Forwarding::Tun => {
+                if let Ok(route) = net.route_to(real.address).await {
+                    let mtu = route.mtu.unwrap_or(interface.mtu).min(interface.mtu);
+                    out.insert(key, NextHop { address: route.gateway.unwrap_or(real.address), mtu });
+                }
+            }
+            _ => {
+                out.insert(key, NextHop { address: real.address, mtu: interface.mtu });
+            }
+        }
+    }
+    out
+}
+
+/// The next-hop addresses whose MACs are needed.
+pub fn next_hop_addresses(paths: &Paths) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = paths.values().map(|h| h.address).collect();
     out.sort();
     out.dedup();
     out

@@ -2,16 +2,22 @@
 //! drive the same code.
 
 pub mod ipvsadm;
+pub mod ipvsadm_cli;
 pub mod snapshot;
 
 /// The eBPF object built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// The decapsulation program for TUN real servers (`lbd decap`).
+pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 pub mod config;
 pub mod model;
 pub mod netinfo;
 pub mod tables;
 pub mod datapath;
+pub mod decap;
 pub mod rate;
 pub mod control;
 pub mod controller;
 pub mod environment;
+pub mod health;

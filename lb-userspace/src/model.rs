@@ -83,7 +83,7 @@ impl Scheduler {
 
     /// Whether the datapath implements this scheduler yet.
     pub fn is_implemented(self) -> bool {
-        !matches!(self, Self::Lblc | Self::Lblcr)
+        true
     }
 }
 
@@ -157,7 +157,7 @@ impl Forwarding {
     }
 
     pub fn is_implemented(self) -> bool {
-        matches!(self, Self::Dr)
+        matches!(self, Self::Dr | Self::Tun)
     }
 }
 

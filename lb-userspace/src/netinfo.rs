@@ -12,7 +12,7 @@ use netlink_packet_route::{
     address::AddressAttribute,
     link::LinkAttribute,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteType},
+    route::{RouteAddress, RouteAttribute, RouteMetric, RouteType},
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -22,6 +22,7 @@ pub struct Interface {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
+    pub mtu: u32,
     pub ipv4: Vec<Ipv4Addr>,
 }
 
@@ -32,6 +33,8 @@ pub struct Route {
     pub gateway: Option<Ipv4Addr>,
     /// The address is one of this host's own.
     pub local: bool,
+    /// A route MTU, when the route sets one (else the device's applies).
+    pub mtu: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -63,6 +66,14 @@ impl Net {
                 _ => None,
             })
             .ok_or_else(|| anyhow!("interface \"{name}\" has no Ethernet address"))?;
+        let mtu = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(1500);
         let mut ipv4 = Vec::new();
         let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(msg) = addrs.try_next().await.context("list addresses")? {
@@ -74,7 +85,7 @@ impl Net {
                 }
             }
         }
-        Ok(Interface { name: name.to_string(), index, mac, ipv4 })
+        Ok(Interface { name: name.to_string(), index, mac, mtu, ipv4 })
     }
 
     /// `ip route get ADDR`.
@@ -86,11 +97,18 @@ impl Net {
             .await
             .with_context(|| format!("no route to {addr}"))?
             .ok_or_else(|| anyhow!("no route to {addr}"))?;
-        let mut r = Route { oif: None, gateway: None, local: route.header.kind == RouteType::Local };
+        let mut r = Route { oif: None, gateway: None, local: route.header.kind == RouteType::Local, mtu: None };
         for attr in route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => r.oif = Some(i),
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(g),
+                RouteAttribute::Metrics(metrics) => {
+                    for m in metrics {
+                        if let RouteMetric::Mtu(mtu) = m {
+                            r.mtu = Some(mtu);
+                        }
+                    }
+                }
                 _ => {}
             }
         }

@@ -13,7 +13,7 @@ pub enum Protocol {
 }
 
 /// Forwarding method of a real server, as ipvsadm names it in `-L`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarding {
     /// Direct routing, "Route", `-g`.

@@ -40,6 +40,8 @@ pub struct WantedReal {
     /// The real server's MAC on the director's segment, once resolved. A
     /// real server without one takes no new connections.
     pub mac: Option<[u8; 6]>,
+    /// TUN: the path MTU toward the server.
+    pub mtu: u32,
     /// Connection thresholds (ipvsadm -x, -y); 0 = none.
     pub upper_threshold: u32,
     pub lower_threshold: u32,
@@ -503,6 +505,7 @@ impl Tables {
                     weight: d.weight,
                     forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
                     mac: (d.flags & dest_flag::AVAILABLE != 0).then_some(d.mac),
+                    mtu: d.mtu as u32,
                     upper_threshold: d.upper_threshold,
                     lower_threshold: d.lower_threshold,
                 });
@@ -577,17 +580,15 @@ impl Tables {
 
 /// The value the datapath holds for a real server.
 fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> Dest {
-    let mut flags = dest_flag::AVAILABLE;
-    if real.mac.is_none() {
-        flags &= !dest_flag::AVAILABLE;
-    }
+    // Without its next hop's MAC a server cannot be sent to.
+    let flags = if real.mac.is_some() { dest_flag::AVAILABLE } else { 0 };
     Dest {
         addr: ipv4_words(real.address.octets()),
         port: if real.port == 0 { vport.to_be() } else { real.port.to_be() },
         family: AF_INET,
         forwarding: real.forwarding.code(),
         mac: real.mac.unwrap_or([0; 6]),
-        pad0: [0; 2],
+        mtu: real.mtu.min(u16::MAX as u32) as u16,
         weight: real.weight,
         flags,
         service_id,
@@ -671,6 +672,7 @@ mod tests {
             weight,
             forwarding: Forwarding::Dr,
             mac: Some([2, 0, 0, 0, 0, last_octet]),
+            mtu: 1500,
             upper_threshold: 0,
             lower_threshold: 0,
         }

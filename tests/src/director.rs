@@ -45,8 +45,12 @@ pub struct ServiceSpec {
     pub vip: SocketAddrV4,
     /// "rr", "wrr", ...
     pub scheduler: String,
-    /// Real servers with their weights (forwarding dr).
+    /// Real servers with their weights.
     pub reals: Vec<(Ipv4Addr, u32)>,
+    /// "dr" or "tun", for every real server.
+    pub forwarding: String,
+    /// More `key = value` lines for the `[[service]]` table.
+    pub extra: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -57,7 +61,26 @@ impl ServiceSpec {
             vip,
             scheduler: scheduler.to_owned(),
             reals: Vec::new(),
+            forwarding: "dr".to_owned(),
+            extra: Vec::new(),
         }
+    }
+
+    /// A UDP service.
+    pub fn udp(vip: SocketAddrV4, scheduler: &str) -> Self {
+        ServiceSpec { protocol: "udp".to_owned(), ..Self::tcp(vip, scheduler) }
+    }
+
+    /// Forwarding for every real server ("dr", "tun").
+    pub fn forwarding(mut self, method: &str) -> Self {
+        self.forwarding = method.to_owned();
+        self
+    }
+
+    /// Another `key = value` line in the `[[service]]` table.
+    pub fn with(mut self, line: &str) -> Self {
+        self.extra.push(line.to_owned());
+        self
     }
 
     /// The lab's HTTP service: TCP VIP:80 over every real server, weight 1.
@@ -89,12 +112,14 @@ impl ServiceSpec {
         let _ = writeln!(out, "vip = \"{}\"", self.vip);
         let _ = writeln!(out, "protocol = \"{}\"", self.protocol);
         let _ = writeln!(out, "scheduler = \"{}\"", self.scheduler);
-        let _ = writeln!(out, "forwarding = \"dr\"");
+        let _ = writeln!(out, "forwarding = \"{}\"", self.forwarding);
+        for line in &self.extra {
+            let _ = writeln!(out, "{line}");
+        }
         for (address, weight) in &self.reals {
             let _ = writeln!(out, "\n[[service.real]]");
             let _ = writeln!(out, "address = \"{address}\"");
             let _ = writeln!(out, "weight = {weight}");
-            let _ = writeln!(out, "forwarding = \"dr\"");
         }
         out
     }

@@ -41,6 +41,7 @@ pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Schedule
                 weight,
                 forwarding: Forwarding::Dr,
                 mac: Some(real_mac(address)),
+                mtu: 1500,
                 upper_threshold: 0,
                 lower_threshold: 0,
             })

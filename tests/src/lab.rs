@@ -73,6 +73,9 @@ pub struct LabSpec {
     pub xdp_pass_on_director_port: bool,
     /// The XDP object for that (section `xdp`); default [`xdp_pass_object`].
     pub xdp_pass_object: Option<PathBuf>,
+    /// Put the real servers on their own subnet (10.k.1.0/24, bridge `br1`)
+    /// behind a router namespace (10.k.0.254 / 10.k.1.254), as for LVS-TUN.
+    pub remote_reals: bool,
 }
 
 impl LabSpec {
@@ -83,7 +86,14 @@ impl LabSpec {
             subnet_index: DEFAULT_SUBNET_INDEX,
             xdp_pass_on_director_port: true,
             xdp_pass_object: None,
+            remote_reals: false,
         }
+    }
+
+    /// Real servers on another subnet, behind a router.
+    pub fn remote_reals(mut self) -> Self {
+        self.remote_reals = true;
+        self
     }
 
     pub fn reals(mut self, reals: usize) -> Self {
@@ -114,15 +124,25 @@ pub struct Host {
 
 impl Host {
     fn new(id: &str, name: &str, subnet_index: u8, last_octet: u8) -> Host {
+        Self::on_segment(id, name, subnet_index, 0, last_octet)
+    }
+
+    /// A host on segment `segment` (third octet) of the lab's 10.k.x.0/24s.
+    fn on_segment(id: &str, name: &str, subnet_index: u8, segment: u8, last_octet: u8) -> Host {
         Host {
             name: name.to_owned(),
             ns: format!("{id}-{name}"),
-            ip: Ipv4Addr::new(10, subnet_index, 0, last_octet),
-            mac: MacAddr([0x02, 0x00, 10, subnet_index, 0, last_octet]),
+            ip: Ipv4Addr::new(10, subnet_index, segment, last_octet),
+            mac: MacAddr([0x02, segment, 10, subnet_index, 0, last_octet]),
             bridge_port: format!("p-{name}"),
         }
     }
 }
+
+/// The router between the lab's two segments.
+pub const ROUTER_LAST_OCTET: u8 = 254;
+/// The real servers' bridge when they are remote.
+pub const REMOTE_BRIDGE: &str = "br1";
 
 /// Packet counters of one interface (see [`Lab::link_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,6 +175,9 @@ pub struct Lab {
     client: Host,
     director: Host,
     reals: Vec<Host>,
+    /// With remote real servers: the router, eth0 on the client segment,
+    /// eth1 on the real servers' segment.
+    router: Option<Host>,
     vip: Ipv4Addr,
     /// Namespaces created so far, for teardown (also after a failed build).
     created: Vec<String>,
@@ -187,8 +210,9 @@ impl Lab {
             client: Host::new(&id, "client", k, 10),
             director: Host::new(&id, "director", k, 1),
             reals: (1..=spec.reals)
-                .map(|i| Host::new(&id, &format!("rs{i}"), k, 20 + i as u8))
+                .map(|i| Host::on_segment(&id, &format!("rs{i}"), k, spec.remote_reals as u8, 20 + i as u8))
                 .collect(),
+            router: spec.remote_reals.then(|| Host::new(&id, "router", k, ROUTER_LAST_OCTET)),
             vip: Ipv4Addr::new(10, k, 0, 100),
             created: Vec::new(),
             children: Mutex::new(Vec::new()),
@@ -209,8 +233,19 @@ impl Lab {
         netns::ip(&["-n", &switch, "link", "add", BRIDGE, "type", "bridge"])?;
         netns::ip(&["-n", &switch, "link", "set", BRIDGE, "up"])?;
 
-        for host in self.hosts().cloned().collect::<Vec<_>>() {
-            self.add_host(&host)?;
+        if self.spec.remote_reals {
+            netns::ip(&["-n", &switch, "link", "add", REMOTE_BRIDGE, "type", "bridge"])?;
+            netns::ip(&["-n", &switch, "link", "set", REMOTE_BRIDGE, "up"])?;
+        }
+        for host in [self.client.clone(), self.director.clone()] {
+            self.add_host(&host, BRIDGE)?;
+        }
+        let real_bridge = if self.spec.remote_reals { REMOTE_BRIDGE } else { BRIDGE };
+        for host in self.reals.clone() {
+            self.add_host(&host, real_bridge)?;
+        }
+        if let Some(router) = self.router.clone() {
+            self.add_router(&router)?;
         }
 
         // The director holds the VIP next to its own address, as an LVS director does.
@@ -272,7 +307,33 @@ impl Lab {
         Ok(())
     }
 
-    fn add_host(&mut self, host: &Host) -> Result<()> {
+    /// The router: eth0 on the client segment (already added as a host),
+    /// eth1 on the real servers' segment, forwarding between them; routes
+    /// both ways.
+    fn add_router(&mut self, router: &Host) -> Result<()> {
+        self.add_host(router, BRIDGE)?;
+        let k = self.spec.subnet_index;
+        let port = "p-router1";
+        netns::ip(&["link", "add", "eth1", "netns", &router.ns, "type", "veth", "peer", "name", port, "netns", &self.switch_ns])?;
+        netns::ip(&["-n", &self.switch_ns, "link", "set", port, "master", REMOTE_BRIDGE, "up"])?;
+        let eth1 = format!("{}/{PREFIX_LEN}", Ipv4Addr::new(10, k, 1, ROUTER_LAST_OCTET));
+        netns::ip(&["-n", &router.ns, "addr", "add", &eth1, "dev", "eth1"])?;
+        netns::ip(&["-n", &router.ns, "link", "set", "eth1", "up"])?;
+        self.run(&router.ns, &["ethtool", "-K", "eth1", "tx", "off", "tso", "off", "gso", "off", "gro", "off"])?;
+        set_sysctls(&router.ns, &[("net.ipv4.ip_forward", "1")])?;
+        let remote = format!("10.{k}.1.0/{PREFIX_LEN}");
+        let via_a = Ipv4Addr::new(10, k, 0, ROUTER_LAST_OCTET).to_string();
+        for ns in [self.client.ns.clone(), self.director.ns.clone()] {
+            netns::ip(&["-n", &ns, "route", "add", &remote, "via", &via_a])?;
+        }
+        let via_b = Ipv4Addr::new(10, k, 1, ROUTER_LAST_OCTET).to_string();
+        for real in self.reals.clone() {
+            netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &via_b])?;
+        }
+        Ok(())
+    }
+
+    fn add_host(&mut self, host: &Host, bridge: &str) -> Result<()> {
         self.add_namespace(&host.ns)?;
         let (ns, port, switch) = (
             host.ns.as_str(),
@@ -284,7 +345,7 @@ impl Lab {
             "link", "add", HOST_IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns",
             switch,
         ])?;
-        netns::ip(&["-n", switch, "link", "set", port, "master", BRIDGE, "up"])?;
+        netns::ip(&["-n", switch, "link", "set", port, "master", bridge, "up"])?;
         netns::ip(&[
             "-n",
             ns,
@@ -376,11 +437,17 @@ impl Lab {
     pub fn subnet(&self) -> (Ipv4Addr, u8) {
         (Ipv4Addr::new(10, self.spec.subnet_index, 0, 0), PREFIX_LEN)
     }
-    /// Client, director, then the real servers.
+    /// Client, director, then the real servers (and the router, if any).
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
         [&self.client, &self.director]
             .into_iter()
             .chain(&self.reals)
+            .chain(&self.router)
+    }
+
+    /// The router in front of remote real servers.
+    pub fn router(&self) -> Option<&Host> {
+        self.router.as_ref()
     }
     /// All namespaces of this lab, switch first.
     pub fn namespaces(&self) -> Vec<String> {

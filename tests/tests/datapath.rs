@@ -829,3 +829,149 @@ fn persistence_lets_go_of_a_removed_server() {
     h.apply(&[svc]).unwrap();
     assert_eq!(schedule_one(&h, 53001), Some(other));
 }
+
+/// lblc and lblcr choose as IPVS's code does, including their
+/// destination-address caches, as connections pile up on the cached server.
+#[test]
+fn locality_schedulers_choose_as_ipvs() {
+    let Some(mut h) = harness() else { return };
+    for (n, scheduler) in [Scheduler::Lblc, Scheduler::Lblcr].into_iter().enumerate() {
+        let addr = |i: u8| Ipv4Addr::new(10, 4, n as u8, i);
+        let servers = [(addr(1), 2u32), (addr(2), 3), (addr(3), 1)];
+        h.apply(&[]).unwrap();
+        h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
+        // IPVS order: newest first.
+        let list: Vec<(Ipv4Addr, u32)> = servers.iter().rev().copied().collect();
+        let id = |a: Ipv4Addr| u32::from(a);
+        let mut lblc = sched::LblcModel::new(u64::MAX / 4);
+        let mut lblcr = sched::LblcrModel::new(u64::MAX / 4);
+        let mut shadow = Shadow::default();
+        let daddr = lb_common::ipv4_words(VIP.octets());
+        let mut port = 60000 + n as u16 * 2000;
+        for pick in 0..80u64 {
+            let views: Vec<sched::LbDest> =
+                list.iter().map(|&(a, w)| sched::LbDest { id: id(a), view: shadow.view(a, w) }).collect();
+            let want = match scheduler {
+                Scheduler::Lblc => lblc.schedule(&views, daddr, pick),
+                _ => lblcr.schedule(&views, &[], daddr, pick),
+            }
+            .map(|i| list[i].0);
+            port += 1;
+            let got = schedule_one(&h, port);
+            assert_eq!(got, want, "{scheduler} pick {pick}");
+            let server = got.unwrap();
+            // Established, so the cached server fills up past its weight.
+            h.run(&PacketSpec::tcp(client(port), vip(80), tcp::ACK).build()).unwrap();
+            shadow.conns.insert(port, (server, true));
+            if pick % 7 == 6 {
+                let (&old, _) = shadow.conns.iter().find(|(_, c)| c.1).unwrap();
+                h.run(&PacketSpec::tcp(client(old), vip(80), tcp::RST).build()).unwrap();
+                shadow.conns.insert(old, (shadow.conns[&old].0, false));
+            }
+        }
+    }
+}
+
+/// Connection thresholds (ipvsadm -x/-y): a server with `upper` connections
+/// takes no more until it is down below `lower`.
+#[test]
+fn thresholds_take_a_full_server_out_and_back() {
+    let Some(mut h) = harness() else { return };
+    let mut svc = service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
+    for r in &mut svc.reals {
+        if r.address == RS1 {
+            r.upper_threshold = 2;
+            r.lower_threshold = 1;
+        }
+    }
+    h.apply(&[svc]).unwrap();
+    let picks: Vec<Ipv4Addr> = (0..6).map(|i| schedule_one(&h, 61000 + i).unwrap()).collect();
+    // rr starts with RS2 (newest first); RS1 takes two, then is full.
+    assert_eq!(picks, [RS2, RS1, RS2, RS1, RS2, RS2]);
+    // Its connections expire one by one (the controller's sweeper counts
+    // them down): at 1 it is not below lower (1), still out; at 0 it is back.
+    let key = lb_userspace::tables::service_key(Protocol::Tcp, VIP, 80);
+    let rs1 = *h
+        .tables
+        .service_dests(&key)
+        .iter()
+        .find(|&&d| h.tables.dest(d).unwrap().addr == lb_common::ipv4_words(RS1.octets()))
+        .unwrap();
+    h.datapath.add_dest_conns(rs1, conn_state::SYN_RECV, -1);
+    let picks: Vec<Ipv4Addr> = (0..3).map(|i| schedule_one(&h, 61100 + i).unwrap()).collect();
+    assert_eq!(picks, [RS2, RS2, RS2]);
+    h.datapath.add_dest_conns(rs1, conn_state::SYN_RECV, -1);
+    let picks: Vec<Ipv4Addr> = (0..2).map(|i| schedule_one(&h, 61200 + i).unwrap()).collect();
+    assert!(picks.contains(&RS1), "back after falling below its lower threshold: {picks:?}");
+}
+
+/// TUN: the packet wrapped in an outer IPv4 header (director → real
+/// server, protocol 4, the inner TOS and DF, TTL 64, valid checksum) and
+/// addressed to the next hop's MAC; too big for the path: ICMP
+/// fragmentation needed with the inner MTU if DF is set, else dropped.
+#[test]
+fn tun_wraps_the_packet_for_the_next_hop() {
+    let Some(mut h) = harness() else { return };
+    let next_hop_mac = [0x02, 0x77, 0, 0, 0, 1];
+    let tun_source = Ipv4Addr::new(10, 0, 0, 1);
+    let mut svc = service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1)]);
+    svc.reals[0].forwarding = lb_userspace::model::Forwarding::Tun;
+    svc.reals[0].mac = Some(next_hop_mac);
+    svc.reals[0].mtu = 1400;
+    h.apply(&[svc]).unwrap();
+    h.datapath
+        .set_director(&lb_common::Director {
+            ifindex: 1,
+            mac: DIRECTOR_MAC,
+            tun_source: lb_common::ipv4_words(tun_source.octets()),
+            tun_source_family: lb_common::AF_INET,
+            state_timeouts: conn_state::default_timeouts(),
+            ..Default::default()
+        })
+        .unwrap();
+    for vlan in [None, Some(7)] {
+        let mut spec = PacketSpec::tcp(client(48000 + vlan.unwrap_or(0)), vip(80), tcp::SYN).payload(b"tunnel me");
+        spec.vlan = vlan;
+        let input = spec.build();
+        let l3 = if vlan.is_some() { 18 } else { 14 };
+        let before = h.reasons();
+        let out = h.run(&input).unwrap();
+        assert_eq!(out.verdict, XDP_TX);
+        assert_eq!(delta(&before, &h.reasons()), [("conn_new", 1), ("tx_tun", 1)].into_iter().collect());
+        let o = &out.output;
+        assert_eq!(o.len(), input.len() + 20);
+        assert_eq!(&o[0..6], &next_hop_mac);
+        assert_eq!(&o[6..12], &DIRECTOR_MAC);
+        assert_eq!(&o[12..l3], &input[12..l3], "EtherType and tag kept");
+        let outer = &o[l3..l3 + 20];
+        assert_eq!(outer[0], 0x45);
+        assert_eq!(u16::from_be_bytes([outer[2], outer[3]]) as usize, input.len() - l3 + 20);
+        assert_eq!(outer[6] & 0x40, input[l3 + 6] & 0x40, "DF copied");
+        assert_eq!((outer[8], outer[9]), (64, 4), "TTL 64, IP-in-IP");
+        assert_eq!(&outer[12..16], &tun_source.octets());
+        assert_eq!(&outer[16..20], &RS1.octets());
+        assert_eq!(ones_complement(outer), 0, "outer checksum");
+        assert_eq!(&o[l3 + 20..], &input[l3..], "the inner packet untouched");
+    }
+    // 1400 - 20 = 1380 bytes of inner packet fit; one more does not.
+    let fits = PacketSpec::tcp(client(48100), vip(80), tcp::SYN).payload(&vec![0u8; 1380 - 40]).build();
+    assert_eq!(h.run(&fits).unwrap().verdict, XDP_TX);
+    let mut too_big = PacketSpec::tcp(client(48101), vip(80), tcp::SYN).payload(&vec![0u8; 1381 - 40]).build();
+    too_big[14 + 6] |= 0x40; // DF
+    packets::fix_ipv4_checksum(&mut too_big, 14);
+    let before = h.reasons();
+    let out = h.run(&too_big).unwrap();
+    assert_eq!(out.verdict, XDP_TX);
+    assert_eq!(delta(&before, &h.reasons()).get("tx_icmp_frag_needed"), Some(&1));
+    let icmp = &out.output[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1380, "the MTU left for the inner packet");
+    assert_eq!(ones_complement(icmp), 0);
+    let mut no_df = too_big.clone();
+    no_df[14 + 6] &= !0x40;
+    no_df[14 + 4] = 1; // another IP id, same flow
+    packets::fix_ipv4_checksum(&mut no_df, 14);
+    let before = h.reasons();
+    assert_eq!(h.run(&no_df).unwrap().verdict, lb_tests::harness::XDP_DROP);
+    assert_eq!(delta(&before, &h.reasons()).get("drop_too_big"), Some(&1));
+}

@@ -24,12 +24,29 @@ use tracing::{error, info, warn};
 #[derive(Parser)]
 #[command(name = "lbd", version, about = "XDP layer-4 load balancer (LVS-compatible director)")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// The config file.
     #[arg(long, short = 'c', default_value = config::DEFAULT_PATH)]
     config: PathBuf,
     /// Only check the config (and that it fits this host), then exit.
     #[arg(long)]
     check: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// On a TUN real server: strip the outer header of IP-in-IP packets to
+    /// this host (for hosts without the ipip module). Stays in the
+    /// foreground; detaches on SIGTERM or Ctrl-C.
+    Decap {
+        /// The interface tunnelled packets arrive on.
+        #[arg(long, short = 'i')]
+        interface: String,
+        /// Also accept tunnels to this address (besides the interface's own).
+        #[arg(long)]
+        address: Vec<std::net::Ipv4Addr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +80,10 @@ async fn load_checked(path: &std::path::Path, net: &Net) -> Result<(Config, lb_u
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(Sub::Decap { interface, address }) = &args.command {
+        lb_userspace::decap::run(interface, address).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let net = Net::open()?;
     let (config, interface) = match load_checked(&args.config, &net).await {
         Ok(ok) => ok,
@@ -82,14 +103,19 @@ async fn run(args: Args) -> Result<ExitCode> {
         conn_table_size: config.director.conn_table_size,
         pin_path: config.director.pin_path.clone(),
     })?;
-    let macs =
-        environment::resolve_macs(&net, interface.index, &environment::dr_addresses(&config), Duration::from_secs(2))
-            .await;
+    let paths = environment::paths(&config, &net, &interface).await;
+    let macs = environment::resolve_macs(
+        &net,
+        interface.index,
+        &environment::next_hop_addresses(&paths),
+        Duration::from_secs(2),
+    )
+    .await;
     let ifname = config.director.interface.clone();
     let xdp_mode = config.director.xdp_mode;
     let socket = config.director.control_socket.clone();
     // Fill the maps before attaching, so the first packet sees the whole table.
-    let mut controller = Controller::new(config, interface, datapath, macs)?;
+    let mut controller = Controller::new(config, interface, datapath, paths, macs)?;
     controller.datapath.attach(&ifname, xdp_mode)?;
     info!("attached to {ifname}; control socket {}", socket.display());
     let shared = Arc::new(Mutex::new(controller));
@@ -125,7 +151,9 @@ async fn run(args: Args) -> Result<ExitCode> {
             _ = rates.tick() => lock(&shared).sample_rates(),
             _ = neighbours.tick() => {
                 ticks += 1;
-                refresh_neighbours(&net, &shared, ticks % 10 == 0).await;
+                // Every server on the first tick and every tenth, the unresolved ones
+                // on the others.
+                refresh_neighbours(&net, &shared, ticks % 10 == 1).await;
             }
         }
     }
@@ -195,31 +223,45 @@ async fn reload(path: &std::path::Path, net: &Net, shared: &Mutex<Controller>) {
         }
     }
     // Resolve new servers' MACs without holding the lock.
-    let wanted = environment::dr_addresses(&config);
+    let paths = environment::paths(&config, net, &interface).await;
+    let wanted = environment::next_hop_addresses(&paths);
     let macs = environment::resolve_macs(net, interface.index, &wanted, Duration::from_secs(1)).await;
     let mut c = lock(shared);
     c.update_macs(macs);
-    match c.reload(config, interface) {
+    match c.reload(config, interface, paths) {
         Ok(()) => info!("reload done"),
         Err(e) => error!("reload refused: {e:#}; the running configuration stays"),
     }
 }
 
-/// Learns MACs of servers that had none, and (every `all`) re-checks every
-/// server's, so a replaced real server's new MAC is picked up.
+/// Learns the MACs of next hops that had none, and (every `all`) re-reads
+/// the routes and re-checks every next hop, so a moved route or a replaced
+/// server's new MAC is picked up.
 async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
-    let (index, addrs) = {
+    let (config, interface) = {
         let c = lock(shared);
-        let addrs = if all { environment::dr_addresses(&c.config) } else { c.unresolved() };
-        (c.interface.index, addrs)
+        (c.config.clone(), c.interface.clone())
+    };
+    if all {
+        let paths = environment::paths(&config, net, &interface).await;
+        let mut c = lock(shared);
+        if c.update_paths(paths) {
+            if let Err(e) = c.apply() {
+                warn!("applying new routes: {e:#}");
+            }
+        }
+    }
+    let addrs = {
+        let c = lock(shared);
+        if all { c.next_hops() } else { c.unresolved() }
     };
     if addrs.is_empty() {
         return;
     }
-    environment::refresh_neighbours(net, index, &addrs).await;
+    environment::refresh_neighbours(net, interface.index, &addrs).await;
     let mut found = std::collections::BTreeMap::new();
     for a in addrs {
-        if let Ok(Some(mac)) = net.neighbour(index, a).await {
+        if let Ok(Some(mac)) = net.neighbour(interface.index, a).await {
             found.insert(a, mac);
         }
     }

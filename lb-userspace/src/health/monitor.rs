@@ -1,0 +1,510 @@
+//! One tokio task per monitored real server: checks every interval, one
+//! log line per transition, notify commands, and the transitions sent to
+//! the controller on a channel.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{
+    config::HealthCheck,
+    notify::{self, DEFAULT_NOTIFY_TIMEOUT},
+    probe::{check_once, random_u64},
+    tracker::{CheckResult, Tracker, Transition},
+};
+use crate::model::Protocol;
+
+/// The most a server's first check is put off, spread at random so that a
+/// start or reload does not check everything at once (keepalived's
+/// `warmup`, which defaults to all of `delay_loop`; shorter here so that
+/// `alpha` servers come up soon).
+pub const DEFAULT_STARTUP_SPREAD: Duration = Duration::from_secs(1);
+
+/// A virtual service, as the monitor knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub protocol: Protocol,
+    pub vip: IpAddr,
+    /// 0 = every port.
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.protocol.name(), SocketAddr::new(self.vip, self.port))
+    }
+}
+
+/// A real server of a service to monitor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitoredReal {
+    pub service: ServiceKey,
+    /// The real server's address and port (the check may use another port).
+    pub real: SocketAddr,
+    pub check: HealthCheck,
+}
+
+/// A transition of one real server, as sent to the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthEvent {
+    pub service: ServiceKey,
+    pub real: SocketAddr,
+    pub transition: Transition,
+    /// The weight an exec check set; `None` = the configured weight.
+    pub dynamic_weight: Option<u32>,
+}
+
+/// What the monitor knows of a real server now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealStatus {
+    pub up: bool,
+    pub dynamic_weight: Option<u32>,
+    /// Why the last check failed; `None` when it passed or none ran yet.
+    pub last_failure: Option<String>,
+}
+
+/// What an [`HealthMonitor::update`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorChanges {
+    pub added: usize,
+    pub removed: usize,
+    /// Kept, with a changed check (restarted, keeping its up/down state).
+    pub replaced: usize,
+}
+
+/// The running checks. Dropping it stops them.
+pub struct HealthMonitor {
+    events: mpsc::Sender<HealthEvent>,
+    notify_timeout: Duration,
+    startup_spread: Duration,
+    reals: HashMap<(ServiceKey, SocketAddr), Monitored>,
+}
+
+struct Monitored {
+    check: HealthCheck,
+    shared: Arc<Mutex<Shared>>,
+    /// `None` for `kind = "none"`: nothing to run.
+    task: Option<JoinHandle<()>>,
+}
+
+/// Between a server's task and the monitor.
+struct Shared {
+    status: RealStatus,
+    /// Set when the task is dropped: from then on it changes nothing and
+    /// sends nothing (an abort takes effect only at its next await), so a
+    /// replacement can resume from a status no late result overwrites.
+    stopped: bool,
+}
+
+impl Monitored {
+    /// Stops the task; returns the last status it reported.
+    fn stop(&mut self) -> RealStatus {
+        let mut shared = self.shared.lock().unwrap();
+        shared.stopped = true;
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        shared.status.clone()
+    }
+}
+
+impl Drop for Monitored {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl HealthMonitor {
+    /// Transitions go to `events`. A task whose send finds the receiver
+    /// gone stops.
+    pub fn new(events: mpsc::Sender<HealthEvent>) -> Self {
+        Self {
+            events,
+            notify_timeout: DEFAULT_NOTIFY_TIMEOUT,
+            startup_spread: DEFAULT_STARTUP_SPREAD,
+            reals: HashMap::new(),
+        }
+    }
+
+    /// How long a notify command may run before it is killed.
+    pub fn with_notify_timeout(mut self, limit: Duration) -> Self {
+        self.notify_timeout = limit;
+        self
+    }
+
+    /// The most a first check is put off (0 = check at once).
+    pub fn with_startup_spread(mut self, spread: Duration) -> Self {
+        self.startup_spread = spread;
+        self
+    }
+
+    /// Monitors exactly `wanted` from now on: new servers start (down under
+    /// `alpha`, else up), gone ones stop, ones whose check changed restart
+    /// keeping their state, the rest carry on untouched. Must be called
+    /// within a tokio runtime.
+    ///
+    /// A state that changes here is not sent as an event (e.g. a new alpha
+    /// server is down, a server switched to `kind = "none"` is up): read
+    /// [`Self::status`] after an update.
+    pub fn update(&mut self, wanted: impl IntoIterator<Item = MonitoredReal>) -> MonitorChanges {
+        let mut changes = MonitorChanges::default();
+        let mut next = HashMap::new();
+        for MonitoredReal { service, real, check } in wanted {
+            let key = (service, real);
+            let monitored = match self.reals.remove(&key) {
+                Some(same) if same.check == check => same,
+                Some(mut changed) => {
+                    changes.replaced += 1;
+                    let before = changed.stop();
+                    self.start(service, real, check, Some(before))
+                }
+                None => {
+                    changes.added += 1;
+                    self.start(service, real, check, None)
+                }
+            };
+            next.insert(key, monitored);
+        }
+        changes.removed = self.reals.len();
+        self.reals = next;
+        changes
+    }
+
+    /// What is known of `real` in `service`, if monitored.
+    pub fn status(&self, service: &ServiceKey, real: SocketAddr) -> Option<RealStatus> {
+        self.reals.get(&(*service, real)).map(|m| m.shared.lock().unwrap().status.clone())
+    }
+
+    /// How many real servers are monitored (`kind = "none"` included).
+    pub fn len(&self) -> usize {
+        self.reals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reals.is_empty()
+    }
+
+    /// Stops every check and waits until their tasks are gone (an exec
+    /// check's command is killed). Notify commands already started run on.
+    pub async fn shutdown(&mut self) {
+        let tasks: Vec<_> = self
+            .reals
+            .drain()
+            .filter_map(|(_, mut m)| {
+                m.stop();
+                m.task.take()
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    fn start(
+        &self,
+        service: ServiceKey,
+        real: SocketAddr,
+        check: HealthCheck,
+        before: Option<RealStatus>,
+    ) -> Monitored {
+        if !check.is_active() {
+            let status = RealStatus { up: true, dynamic_weight: None, last_failure: None };
+            let shared = Arc::new(Mutex::new(Shared { status, stopped: false }));
+            return Monitored { check, shared, task: None };
+        }
+        let tracker = match &before {
+            Some(b) => Tracker::resume(&check, b.up, b.dynamic_weight),
+            None => Tracker::new(&check),
+        };
+        let status = RealStatus {
+            up: tracker.is_up(),
+            dynamic_weight: tracker.dynamic_weight(),
+            last_failure: before.and_then(|b| b.last_failure),
+        };
+        let shared = Arc::new(Mutex::new(Shared { status, stopped: false }));
+        let spread = self.startup_spread.min(check.interval);
+        let first_delay =
+            if spread.is_zero() { Duration::ZERO } else { spread.mul_f64((random_u64() % 1000) as f64 / 1000.0) };
+        let watch = Watch {
+            service,
+            real,
+            check: check.clone(),
+            tracker,
+            shared: shared.clone(),
+            events: self.events.clone(),
+            notify_timeout: self.notify_timeout,
+        };
+        let task = tokio::spawn(watch.run(first_delay));
+        Monitored { check, shared, task: Some(task) }
+    }
+}
+
+/// One real server's checking task.
+struct Watch {
+    service: ServiceKey,
+    real: SocketAddr,
+    check: HealthCheck,
+    tracker: Tracker,
+    shared: Arc<Mutex<Shared>>,
+    events: mpsc::Sender<HealthEvent>,
+    notify_timeout: Duration,
+}
+
+impl Watch {
+    async fn run(mut self, first_delay: Duration) {
+        tokio::time::sleep(first_delay).await;
+        loop {
+            let result = check_once(&self.check, self.real).await;
+            let transition = self.tracker.record(&result);
+            {
+                let mut shared = self.shared.lock().unwrap();
+                if shared.stopped {
+                    return;
+                }
+                shared.status = RealStatus {
+                    up: self.tracker.is_up(),
+                    dynamic_weight: self.tracker.dynamic_weight(),
+                    last_failure: match result {
+                        CheckResult::Down(reason) => Some(reason),
+                        _ => None,
+                    },
+                };
+            }
+            if let Some(transition) = transition {
+                self.announce(&transition);
+                let event = HealthEvent {
+                    service: self.service,
+                    real: self.real,
+                    transition,
+                    dynamic_weight: self.tracker.dynamic_weight(),
+                };
+                if self.events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(self.tracker.next_delay(&self.check)).await;
+        }
+    }
+
+    /// The transition's log line and notify command.
+    fn announce(&self, transition: &Transition) {
+        let (service, real) = (&self.service, self.real);
+        let command = match transition {
+            Transition::Down { reason } => {
+                tracing::warn!(service = %service, "{real} is gone: {reason}");
+                &self.check.notify_down
+            }
+            Transition::Up => {
+                tracing::info!(service = %service, "{real} is back");
+                &self.check.notify_up
+            }
+            Transition::WeightChanged => {
+                let weight = self.tracker.dynamic_weight().map_or("its configured weight".into(), |w| w.to_string());
+                tracing::info!(service = %service, "{real} weight set to {weight} by its check");
+                &None
+            }
+        };
+        if let Some(command) = command {
+            notify::spawn(
+                command,
+                notify_env(service, real, transition, self.tracker.dynamic_weight()),
+                self.notify_timeout,
+            );
+        }
+    }
+}
+
+/// What a notify_up/notify_down command is told, in its environment.
+fn notify_env(
+    service: &ServiceKey,
+    real: SocketAddr,
+    transition: &Transition,
+    weight: Option<u32>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("LB_EVENT", if matches!(transition, Transition::Down { .. }) { "down" } else { "up" }.to_string()),
+        ("LB_SERVICE", service.to_string()),
+        ("LB_PROTOCOL", service.protocol.name().to_string()),
+        ("LB_VIP", service.vip.to_string()),
+        ("LB_VPORT", service.port.to_string()),
+        ("LB_REAL_ADDRESS", real.ip().to_string()),
+        ("LB_REAL_PORT", real.port().to_string()),
+    ];
+    if let Transition::Down { reason } = transition {
+        env.push(("LB_REASON", reason.clone()));
+    }
+    if let Some(weight) = weight {
+        env.push(("LB_WEIGHT", weight.to_string()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{net::TcpListener, time::timeout};
+
+    use super::*;
+    use crate::health::config::CheckKind;
+
+    fn service() -> ServiceKey {
+        ServiceKey { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 }
+    }
+
+    fn fast_tcp() -> HealthCheck {
+        HealthCheck {
+            interval: Duration::from_millis(100),
+            delay_before_retry: Duration::from_millis(50),
+            connect_timeout: Duration::from_millis(500),
+            retry: 2,
+            ..HealthCheck::defaults(CheckKind::Tcp)
+        }
+    }
+
+    async fn next_event(rx: &mut mpsc::Receiver<HealthEvent>) -> HealthEvent {
+        timeout(Duration::from_secs(3), rx.recv()).await.expect("no event within 3 s").unwrap()
+    }
+
+    #[tokio::test]
+    async fn transitions_are_sent_logged_and_notified() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = listener.local_addr().unwrap();
+        let marker = std::env::temp_dir().join(format!("lb-health-notify-{}-{}", std::process::id(), real.port()));
+        let _ = std::fs::remove_file(&marker);
+        let check = HealthCheck {
+            alpha: true,
+            notify_down: Some(format!(
+                "echo \"$LB_EVENT $LB_SERVICE $LB_REAL_ADDRESS:$LB_REAL_PORT $LB_REASON\" > {}",
+                marker.display()
+            )),
+            ..fast_tcp()
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO);
+        let changes = monitor.update([MonitoredReal { service: service(), real, check: check.clone() }]);
+        assert_eq!(changes, MonitorChanges { added: 1, ..Default::default() });
+        assert!(!monitor.status(&service(), real).unwrap().up, "alpha starts down");
+
+        let up = next_event(&mut rx).await;
+        assert_eq!(up, HealthEvent { service: service(), real, transition: Transition::Up, dynamic_weight: None });
+        assert!(monitor.status(&service(), real).unwrap().up);
+
+        drop(listener);
+        let down = next_event(&mut rx).await;
+        assert_eq!(down.transition, Transition::Down { reason: "connection refused after 2 tries".into() });
+        assert!(!monitor.status(&service(), real).unwrap().up);
+
+        let mut written = String::new();
+        for _ in 0..50 {
+            written = std::fs::read_to_string(&marker).unwrap_or_default();
+            if !written.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(written.trim(), format!("down tcp 172.16.100.1:80 {real} connection refused after 2 tries"));
+        let _ = std::fs::remove_file(&marker);
+
+        // A changed check restarts from the state it had; an unchanged one
+        // is left alone.
+        let slower = HealthCheck { interval: Duration::from_millis(150), ..check.clone() };
+        let wanted = || MonitoredReal { service: service(), real, check: slower.clone() };
+        assert_eq!(monitor.update([wanted()]), MonitorChanges { replaced: 1, ..Default::default() });
+        assert_eq!(monitor.update([wanted()]), MonitorChanges::default());
+        assert!(!monitor.status(&service(), real).unwrap().up, "still down after the reload");
+
+        let listener = TcpListener::bind(real).await.unwrap();
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+
+        // Removed: no more checks, no more events.
+        assert_eq!(monitor.update([]), MonitorChanges { removed: 1, ..Default::default() });
+        assert!(monitor.is_empty());
+        drop(listener);
+        assert!(timeout(Duration::from_millis(600), rx.recv()).await.is_err(), "a removed server sent an event");
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn checks_do_not_wait_for_each_other() {
+        // One server never answers within its (long) timeout; the other,
+        // checked alongside, still comes up at once.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let mut held = Vec::new();
+        tokio::spawn(async move {
+            loop {
+                held.push(silent.accept().await.unwrap());
+            }
+        });
+        let ok = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ok_addr = ok.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = ok.accept().await.unwrap();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+                });
+            }
+        });
+        let http = HealthCheck {
+            alpha: true,
+            interval: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(10),
+            ..HealthCheck::defaults(CheckKind::Http)
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO);
+        monitor.update([
+            MonitoredReal { service: service(), real: silent_addr, check: http.clone() },
+            MonitoredReal { service: service(), real: ok_addr, check: http },
+        ]);
+        let event = next_event(&mut rx).await;
+        assert_eq!((event.real, event.transition), (ok_addr, Transition::Up));
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn exec_weights_and_none() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO);
+        let real: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let exec = HealthCheck {
+            probe: crate::health::config::Probe::Exec(crate::health::config::ExecProbe {
+                command: "exit 7".into(),
+                dynamic_weight: true,
+            }),
+            interval: Duration::from_millis(100),
+            ..HealthCheck::defaults(CheckKind::Exec)
+        };
+        let other = ServiceKey { port: 443, ..service() };
+        monitor.update([
+            MonitoredReal { service: service(), real, check: exec },
+            MonitoredReal { service: other, real, check: HealthCheck::default() },
+        ]);
+        let event = next_event(&mut rx).await;
+        assert_eq!((event.transition, event.dynamic_weight), (Transition::WeightChanged, Some(5)));
+        assert_eq!(monitor.status(&service(), real).unwrap().dynamic_weight, Some(5));
+        assert_eq!(
+            monitor.status(&other, real).unwrap(),
+            RealStatus { up: true, dynamic_weight: None, last_failure: None }
+        );
+        assert_eq!(monitor.len(), 2);
+        monitor.shutdown().await;
+        assert!(monitor.is_empty());
+    }
+
+    #[test]
+    fn service_keys_read_like_ipvsadm() {
+        assert_eq!(service().to_string(), "tcp 172.16.100.1:80");
+        let v6 = ServiceKey { protocol: Protocol::Udp, vip: "2001:db8::1".parse().unwrap(), port: 53 };
+        assert_eq!(v6.to_string(), "udp [2001:db8::1]:53");
+    }
+}

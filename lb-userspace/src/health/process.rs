@@ -1,0 +1,100 @@
+//! Running `sh -c COMMAND` with a time limit, for exec checks and notify
+//! commands.
+
+use std::{io, process::ExitStatus, process::Stdio, time::Duration};
+
+use tokio::process::{Child, Command};
+
+/// `sh -c command`, with no stdin/stdout/stderr: nobody reads them, and a
+/// pipe left open by a grandchild must not keep anything waiting.
+pub(crate) fn shell(command: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so that a timeout kills what it started
+        // too (`sh -c 'sleep 10'` may fork rather than exec).
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+#[derive(Debug)]
+pub(crate) enum RunError {
+    Spawn(io::Error),
+    Wait(io::Error),
+    /// Ran past the limit; its process group has been killed.
+    TimedOut,
+}
+
+/// Runs `cmd` (from [`shell`]) to its end or until `limit`, then kills its
+/// whole process group. Dropping the future kills the group too.
+pub(crate) async fn run(mut cmd: Command, limit: Duration) -> Result<ExitStatus, RunError> {
+    let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+    // Declared after `child`, so dropped (and the group killed) before the
+    // child is: the unreaped leader keeps the group id from being reused.
+    let mut group = GroupKiller(child.id());
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(status)) => {
+            group.0 = None;
+            Ok(status)
+        }
+        Ok(Err(e)) => Err(RunError::Wait(e)),
+        Err(_) => {
+            group.kill();
+            reap(&mut child).await;
+            Err(RunError::TimedOut)
+        }
+    }
+}
+
+async fn reap(child: &mut Child) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+/// Kills a process group when dropped, unless its leader exited normally.
+struct GroupKiller(Option<u32>);
+
+impl GroupKiller {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: kill(2) has no memory effects; the group is ours.
+            unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_command_past_its_limit_is_killed_with_its_children() {
+        let marker = std::env::temp_dir().join(format!("lb-health-process-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        // The subshell forks `sleep`; if the group were not killed, the
+        // marker would appear after 2 s.
+        let cmd = shell(&format!("(sleep 2; touch {}) & wait", marker.display()));
+        let start = Instant::now();
+        assert!(matches!(run(cmd, Duration::from_millis(300)).await, Err(RunError::TimedOut)));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "a child of the command outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn exit_codes_come_back() {
+        let status = run(shell("exit 3"), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
+}
