@@ -12,8 +12,9 @@ use std::{
 };
 
 const EBPF_PACKAGE: &str = "lb-ebpf";
-/// The load balancer, and the decapsulation program for TUN real servers.
-const EBPF_BINARIES: [&str; 2] = ["lb-ebpf", "lb-decap"];
+/// The load balancer, the decapsulation program for TUN real servers, and
+/// the benchmark's trivial XDP_TX program (`cargo xtask bench`).
+const EBPF_BINARIES: [&str; 3] = ["lb-ebpf", "lb-decap", "lb-bench-tx"];
 const TOOLCHAIN: &str = "nightly";
 
 fn main() {

@@ -4,7 +4,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    Conn, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag, dest_flag, flow_kind,
+    Conn, Dest, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag, dest_flag, flow_kind,
     service_flag,
 };
 
@@ -47,6 +47,8 @@ pub fn expired(conn: &Conn, now: u64) -> bool {
 pub struct Entry {
     /// A live connection (null if none): later packets go where it went.
     pub live: *mut Conn,
+    /// Its real server (valid when `live` is).
+    pub live_dest: *const Dest,
     /// An entry that timed out, or that a new SYN finds closing (IPVS's
     /// connection reuse for a client port used again): the packet is
     /// scheduled afresh and this entry replaced.
@@ -56,18 +58,29 @@ pub struct Entry {
 
 #[inline(always)]
 pub fn connection(flow: &FlowKey, tcp_flags: u8, now: u64) -> Entry {
-    let mut entry = Entry { live: core::ptr::null_mut(), stale: Conn::default(), has_stale: false };
+    let mut entry =
+        Entry { live: core::ptr::null_mut(), live_dest: core::ptr::null(), stale: Conn::default(), has_stale: false };
     let Some(ptr) = CONN_TABLE.get_ptr_mut(flow) else { return entry };
     // SAFETY: a pointer to a live element, valid for this program run.
     let conn = unsafe { &*ptr };
     let new_syn = tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
-    if expired(conn, now)
+    // A server whose health check failed hands its connections on (IPVS's
+    // expire_nodest_conn), unless its service drains them.
+    let dest = DESTS.get_ptr(conn.dest_id);
+    let dest_gone = match dest {
+        // SAFETY: an array element, valid for this program run.
+        Some(d) => (unsafe { (*d).flags } & dest_flag::EXPIRE_CONNS) != 0,
+        None => true,
+    };
+    if dest_gone
+        || expired(conn, now)
         || (new_syn && matches!(conn.state, conn_state::FIN_WAIT | conn_state::TIME_WAIT | conn_state::CLOSE))
     {
         entry.stale = *conn;
         entry.has_stale = true;
-    } else {
+    } else if let Some(d) = dest {
         entry.live = ptr;
+        entry.live_dest = d;
     }
     entry
 }
@@ -190,7 +203,8 @@ pub fn persistent_dest(key: &FlowKey, now: u64) -> Option<u32> {
 /// invalid one (whose count it takes back).
 #[inline(always)]
 pub fn set_template(key: &FlowKey, svc: &Service, dest_id: u32, now: u64) {
-    let mut replaced = Entry { live: core::ptr::null_mut(), stale: Conn::default(), has_stale: false };
+    let mut replaced =
+        Entry { live: core::ptr::null_mut(), live_dest: core::ptr::null(), stale: Conn::default(), has_stale: false };
     if let Some(old) = CONN_TABLE.get_ptr(key) {
         // SAFETY: a live element for this program run.
         replaced.stale = unsafe { *old };

@@ -39,11 +39,11 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let now = lookup::now_ns();
 
     let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
-    let (dest_id, new_conn) = if !entry.live.is_null() {
-        // SAFETY: a live entry of the connection table.
-        let conn = unsafe { &mut *entry.live };
+    let (dest_id, dest, new_conn) = if !entry.live.is_null() {
+        // SAFETY: a live entry of the connection table and its dest.
+        let (conn, dest) = unsafe { (&mut *entry.live, &*entry.live_dest) };
         lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director);
-        (conn.dest_id, false)
+        (conn.dest_id, dest, false)
     } else {
         if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
             return Err(reason::PASS_TCP_NOT_SYN);
@@ -59,12 +59,12 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
         stats::count_reason(reason::CONN_NEW);
-        (dest_id, true)
+        let Some(dest) = DESTS.get(dest_id) else {
+            return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
+        };
+        (dest_id, dest, true)
     };
 
-    let Some(dest) = DESTS.get(dest_id) else {
-        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
-    };
     stats::account(svc.id, dest_id, pkt.ip_len, new_conn);
     match dest.forwarding {
         forwarding::DR => Ok(forward::direct_route(ctx, dest, director)),

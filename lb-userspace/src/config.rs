@@ -13,7 +13,10 @@ use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{Forwarding, Protocol, SCHED_FLAGS, Scheduler, ServiceOptions, Timeouts};
+use crate::{
+    health::{HealthCheck, Quorum, RawHealthCheck, ResolveContext},
+    model::{Forwarding, Protocol, SCHED_FLAGS, Scheduler, ServiceOptions, Timeouts},
+};
 
 pub const DEFAULT_PATH: &str = "/etc/lb/lb.toml";
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
@@ -65,6 +68,15 @@ pub struct ServiceConfig {
     pub options: ServiceOptions,
     pub forwarding: Forwarding,
     pub reals: Vec<RealConfig>,
+    /// Takes the service's connections while every real server is down.
+    pub sorry_server: Option<Ipv4Addr>,
+    /// Live weight below which the service counts as down (keepalived).
+    pub quorum: Quorum,
+    pub quorum_up: Option<String>,
+    pub quorum_down: Option<String>,
+    /// A failed server keeps its open connections (default: they move to a
+    /// live server on their next packet, IPVS's expire_nodest_conn).
+    pub drain_on_failure: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +91,8 @@ pub struct RealConfig {
     pub forwarding: Forwarding,
     pub upper_threshold: u32,
     pub lower_threshold: u32,
+    /// The service's check with this server's overrides (kind none: always up).
+    pub health: HealthCheck,
 }
 
 /// One thing wrong with the config.
@@ -157,6 +171,13 @@ struct RawService {
     persistence_timeout: Option<Spanned<i64>>,
     persistence_netmask: Option<Spanned<String>>,
     sloppy_tcp: Option<Spanned<bool>>,
+    health_check: Option<Spanned<RawHealthCheck>>,
+    sorry_server: Option<Spanned<String>>,
+    quorum: Option<Spanned<i64>>,
+    hysteresis: Option<Spanned<i64>>,
+    quorum_up: Option<Spanned<String>>,
+    quorum_down: Option<Spanned<String>>,
+    drain_on_failure: Option<Spanned<bool>>,
     #[serde(default)]
     real: Vec<Spanned<RawReal>>,
 }
@@ -169,6 +190,7 @@ struct RawReal {
     forwarding: Option<Spanned<String>>,
     upper_threshold: Option<Spanned<i64>>,
     lower_threshold: Option<Spanned<i64>>,
+    health_check: Option<Spanned<RawHealthCheck>>,
 }
 
 /// Byte offsets to line numbers.
@@ -484,7 +506,34 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
             if Some(IpAddr::V4(address)) == vip.map(|(ip, _)| IpAddr::V4(ip)) {
                 c.error(rs.address.span(), rkey("address"), "a real server cannot be the VIP itself");
             }
+            let health = {
+                let service_key = format!("service[{i}].health_check");
+                let real_key = format!("service[{i}].real[{j}].health_check");
+                let ctx = ResolveContext {
+                    service_key: &service_key,
+                    real_key: &real_key,
+                    address: Some(IpAddr::V4(address)),
+                    port,
+                    span: rs.health_check.as_ref().map_or(r.span(), |h| h.span()),
+                };
+                let svc_check = s.health_check.as_ref().map(|h| h.get_ref());
+                let real_check = rs.health_check.as_ref().map(|h| h.get_ref());
+                match HealthCheck::resolve(svc_check, real_check, &ctx) {
+                    Ok(h) => h,
+                    Err(errors) => {
+                        // The service's own mistakes show once, at its first server.
+                        for e in errors {
+                            let own = e.key.starts_with(&real_key);
+                            if own || j == 0 {
+                                c.error(e.span, e.key, e.message);
+                            }
+                        }
+                        HealthCheck::default()
+                    }
+                }
+            };
             reals.push(RealConfig {
+                health,
                 line: c.line(&r.span()),
                 address_line: c.line(&rs.address.span()),
                 address,
@@ -511,8 +560,39 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         }
     }
 
+    // A service without servers still gets its check validated.
+    if s.real.is_empty() {
+        if let (Some(check), Some((ip, port))) = (&s.health_check, vip) {
+            let key = format!("service[{i}].health_check");
+            let ctx = ResolveContext { service_key: &key, real_key: &key, address: Some(IpAddr::V4(ip)), port, span: check.span() };
+            if let Err(errors) = HealthCheck::resolve(Some(check.get_ref()), None, &ctx) {
+                for e in errors {
+                    c.error(e.span, e.key, e.message);
+                }
+            }
+        }
+    }
+    let sorry_server = match &s.sorry_server {
+        None => None,
+        Some(v) => match v.get_ref().parse::<Ipv4Addr>() {
+            Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_loopback() => Some(a),
+            _ => {
+                c.error(v.span(), key("sorry_server"), format!("\"{}\" is not an IPv4 address", v.get_ref()));
+                None
+            }
+        },
+    };
+    let quorum = Quorum {
+        quorum: c.integer(&s.quorum, &key("quorum"), 1..(1 << 31), 1).unwrap_or(1) as u32,
+        hysteresis: c.integer(&s.hysteresis, &key("hysteresis"), 0..(1 << 31), 0).unwrap_or(0) as u32,
+    };
     let (vip, port) = vip?;
     Some(ServiceConfig {
+        sorry_server,
+        quorum,
+        quorum_up: s.quorum_up.as_ref().map(|v| v.get_ref().clone()),
+        quorum_down: s.quorum_down.as_ref().map(|v| v.get_ref().clone()),
+        drain_on_failure: s.drain_on_failure.as_ref().is_some_and(|v| *v.get_ref()),
         line,
         protocol: protocol?,
         vip,

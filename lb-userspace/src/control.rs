@@ -24,6 +24,8 @@ pub enum Request {
     Timeouts,
     /// The datapath's verdict counters.
     Counters,
+    /// ipvsadm commands (as arguments, numeric), carried out all or none.
+    Apply { commands: Vec<Vec<String>> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,11 @@ pub enum Response {
     Connections { connections: Vec<Connection> },
     Timeouts { timeouts: Timeouts },
     Counters { counters: BTreeMap<String, u64> },
+    /// The commands were carried out.
+    Done,
+    /// A command was refused and nothing changed: ipvsadm's message and
+    /// exit status.
+    Refused { message: String, exit_code: i32 },
     Error { message: String },
 }
 

@@ -10,8 +10,11 @@ use std::{
 use anyhow::Result;
 use lb_common::{Conn, Director, FlowKey, Service, conn_state, flow_kind, ipv4_octets, service_flag};
 
+use std::net::SocketAddr;
+
 use crate::{
-    config::Config,
+    config::{Config, ServiceConfig},
+    health::{self, HealthEvent, HealthMonitor, MonitoredReal, QuorumState, RealHealth, RealStatus},
     environment::{Paths, next_hop_addresses},
     datapath::{CountField, Datapath},
     netinfo::Interface,
@@ -28,6 +31,12 @@ enum Counted {
 
 pub struct Controller {
     pub config: Config,
+    /// The virtual-server table in force: the config's, as changed since by
+    /// lbctl's ipvsadm commands (a reload puts the config's back).
+    table: Vec<ServiceConfig>,
+    /// Health of the checked real servers (unchecked ones are always up).
+    health: BTreeMap<(health::ServiceKey, SocketAddr), RealStatus>,
+    quorums: BTreeMap<health::ServiceKey, QuorumState>,
     pub interface: Interface,
     pub datapath: Datapath,
     tables: Tables,
@@ -78,8 +87,20 @@ impl Controller {
         } else {
             Tables::new()
         };
-        let mut c =
-            Self { config, interface, datapath, tables, paths, macs, estimators: BTreeMap::new(), drift: DriftFilter::default() };
+        let table = config.services.clone();
+        let mut c = Self {
+            config,
+            table,
+            health: BTreeMap::new(),
+            quorums: BTreeMap::new(),
+            interface,
+            datapath,
+            tables,
+            paths,
+            macs,
+            estimators: BTreeMap::new(),
+            drift: DriftFilter::default(),
+        };
         c.apply()?;
         Ok(c)
     }
@@ -102,40 +123,179 @@ impl Controller {
     /// address (the first that is not a VIP).
     pub fn tun_source(&self) -> Option<Ipv4Addr> {
         self.config.director.tun_source.or_else(|| {
-            let vips: BTreeSet<Ipv4Addr> = self.config.services.iter().map(|s| s.vip).collect();
+            let vips: BTreeSet<Ipv4Addr> = self.table.iter().map(|s| s.vip).collect();
             self.interface.ipv4.iter().copied().find(|a| !vips.contains(a))
         })
     }
 
-    /// The table the config asks for, with what is known of each server.
+    /// The virtual-server table in force.
+    pub fn table(&self) -> &[ServiceConfig] {
+        &self.table
+    }
+
+    /// What the datapath should hold: the table, with each real server's
+    /// health (a failed one leaves its service, or gets weight 0 with
+    /// inhibit_on_failure; the sorry server stands in when none is up) and
+    /// where its frames go.
     pub fn wanted(&self) -> Vec<WantedService> {
-        self.config
-            .services
+        self.table
             .iter()
-            .map(|s| WantedService {
-                protocol: s.protocol,
-                vip: s.vip,
-                port: s.port,
-                scheduler: s.scheduler,
-                options: s.options,
-                reals: s
+            .map(|s| {
+                let key = health_key(s);
+                let states: Vec<RealHealth> = s
                     .reals
                     .iter()
                     .map(|r| {
-                        let hop = self.paths.get(&(r.address, r.forwarding));
-                        WantedReal {
-                        address: r.address,
-                        port: r.port,
-                        weight: r.weight,
-                        forwarding: r.forwarding,
-                        mac: hop.and_then(|h| self.macs.get(&h.address).copied()),
-                        mtu: hop.map_or(0, |h| h.mtu),
-                        upper_threshold: r.upper_threshold,
-                        lower_threshold: r.lower_threshold,
-                    }})
-                    .collect(),
+                        let status = self.health.get(&(key, real_addr(s, r)));
+                        RealHealth {
+                            weight: r.weight,
+                            up: status.is_none_or(|st| st.up),
+                            dynamic_weight: status.and_then(|st| st.dynamic_weight),
+                            inhibit_on_failure: r.health.inhibit_on_failure,
+                        }
+                    })
+                    .collect();
+                let pool = health::effective_pool(&states, s.sorry_server.is_some());
+                let mut reals: Vec<WantedReal> = s
+                    .reals
+                    .iter()
+                    .zip(&pool.weights)
+                    .map(|(r, weight)| self.wanted_real(r.address, r.port, weight.unwrap_or(0), r.forwarding, r.upper_threshold, r.lower_threshold, weight.is_some(), !s.drain_on_failure))
+                    .collect();
+                if let (true, Some(sorry)) = (pool.sorry_server, s.sorry_server) {
+                    reals.push(self.wanted_real(sorry, s.port, 1, s.forwarding, 0, 0, true, false));
+                }
+                WantedService {
+                    protocol: s.protocol,
+                    vip: s.vip,
+                    port: s.port,
+                    scheduler: s.scheduler,
+                    options: s.options,
+                    reals,
+                }
             })
             .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn wanted_real(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        weight: u32,
+        forwarding: crate::model::Forwarding,
+        upper_threshold: u32,
+        lower_threshold: u32,
+        in_service: bool,
+        expire_conns: bool,
+    ) -> WantedReal {
+        let hop = self.paths.get(&(address, forwarding));
+        WantedReal {
+            address,
+            port,
+            weight,
+            forwarding,
+            mac: hop.and_then(|h| self.macs.get(&h.address).copied()),
+            mtu: hop.map_or(0, |h| h.mtu),
+            upper_threshold,
+            lower_threshold,
+            in_service,
+            expire_conns,
+        }
+    }
+
+    /// The real servers to health-check, with their checks.
+    pub fn monitored(&self) -> Vec<MonitoredReal> {
+        self.table
+            .iter()
+            .flat_map(|s| {
+                s.reals.iter().filter(|r| r.health.is_active()).map(move |r| MonitoredReal {
+                    service: health_key(s),
+                    real: real_addr(s, r),
+                    check: r.health.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the monitor's view of every checked server (after it was
+    /// updated, or at start): servers it starts down (alpha) included.
+    pub fn sync_health(&mut self, monitor: &HealthMonitor) -> Result<()> {
+        let mut health = BTreeMap::new();
+        for m in self.monitored() {
+            if let Some(status) = monitor.status(&m.service, m.real) {
+                health.insert((m.service, m.real), status);
+            }
+        }
+        if health != self.health {
+            self.health = health;
+            self.update_quorums();
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    /// One health transition.
+    pub fn health_event(&mut self, event: &HealthEvent, monitor: &HealthMonitor) -> Result<()> {
+        if let Some(status) = monitor.status(&event.service, event.real) {
+            self.health.insert((event.service, event.real), status);
+        }
+        self.update_quorums();
+        self.apply()
+    }
+
+    /// keepalived's quorum: log (and run quorum_up/quorum_down) when a
+    /// service's live weight crosses it.
+    fn update_quorums(&mut self) {
+        let mut seen = BTreeSet::new();
+        for s in &self.table {
+            let key = health_key(s);
+            seen.insert(key);
+            let states: Vec<RealHealth> = s
+                .reals
+                .iter()
+                .map(|r| {
+                    let st = self.health.get(&(key, real_addr(s, r)));
+                    RealHealth {
+                        weight: r.weight,
+                        up: st.is_none_or(|st| st.up),
+                        dynamic_weight: st.and_then(|st| st.dynamic_weight),
+                        inhibit_on_failure: r.health.inhibit_on_failure,
+                    }
+                })
+                .collect();
+            let live = health::live_weight(&states);
+            match self.quorums.get_mut(&key) {
+                None => {
+                    self.quorums.insert(key, s.quorum.initial(live));
+                }
+                Some(state) => {
+                    if let Some(change) = state.update(&s.quorum, live) {
+                        let command = match change {
+                            health::QuorumChange::Gained => s.quorum_up.clone(),
+                            health::QuorumChange::Lost => s.quorum_down.clone(),
+                        };
+                        change.announce(&key, &s.quorum, live, command.as_deref(), health::DEFAULT_NOTIFY_TIMEOUT);
+                    }
+                }
+            }
+        }
+        self.quorums.retain(|k, _| seen.contains(k));
+    }
+
+    /// Makes `table` the one in force (already checked: commands and the
+    /// host), with the next hops toward its servers.
+    pub fn set_table(&mut self, table: Vec<ServiceConfig>, paths: Paths, macs: BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<()> {
+        let old = std::mem::replace(&mut self.table, table);
+        let old_paths = std::mem::replace(&mut self.paths, paths);
+        self.update_macs(macs);
+        if let Err(e) = self.apply() {
+            self.table = old;
+            self.paths = old_paths;
+            return Err(e);
+        }
+        self.update_quorums();
+        Ok(())
     }
 
     /// Writes the difference between the maps and the wanted table.
@@ -155,18 +315,62 @@ impl Controller {
         Ok(())
     }
 
-    /// Takes a new config (already checked against the host).
+    /// Takes a new config (already checked against the host). Its table
+    /// replaces the one in force, runtime changes included: the file is
+    /// the source of truth, as keepalived re-applies its config.
     pub fn reload(&mut self, config: Config, interface: Interface, paths: Paths) -> Result<()> {
+        if self.table != self.config.services {
+            tracing::warn!("reload: changes made with lbctl since the last load are replaced by the file's table");
+        }
+        let table = config.services.clone();
         let old = std::mem::replace(&mut self.config, config);
+        let old_table = std::mem::replace(&mut self.table, table);
         let old_interface = std::mem::replace(&mut self.interface, interface);
         let old_paths = std::mem::replace(&mut self.paths, paths);
         if let Err(e) = self.apply() {
             self.config = old;
+            self.table = old_table;
             self.interface = old_interface;
             self.paths = old_paths;
             return Err(e);
         }
+        self.update_quorums();
         Ok(())
+    }
+
+    /// `ipvsadm --set`: new timeouts for connections from now on.
+    pub fn set_timeouts(&mut self, t: crate::model::Timeouts) -> Result<()> {
+        let d = &mut self.config.director.timeouts;
+        if t.tcp != 0 {
+            d.tcp = t.tcp;
+        }
+        if t.tcpfin != 0 {
+            d.tcpfin = t.tcpfin;
+        }
+        if t.udp != 0 {
+            d.udp = t.udp;
+        }
+        self.apply()
+    }
+
+    /// `ipvsadm -Z`: zeroes the counters of one service (and its servers) or
+    /// of all.
+    pub fn zero(&mut self, service: Option<(crate::model::Protocol, Ipv4Addr, u16)>) -> Result<()> {
+        let mut ops = Vec::new();
+        for w in self.tables.wanted() {
+            if service.is_some_and(|(p, v, port)| (p, v, port) != (w.protocol, w.vip, w.port)) {
+                continue;
+            }
+            let key = w.key();
+            if let Some(id) = self.tables.service_id(&key) {
+                ops.push(crate::tables::MapOp::ZeroServiceStats(id));
+            }
+            for &d in self.tables.service_dests(&key) {
+                ops.push(crate::tables::MapOp::ZeroDestStats(d));
+            }
+        }
+        self.estimators.clear();
+        self.datapath.execute(&ops)
     }
 
     /// New routes toward the real servers; true if any next hop changed.
@@ -454,6 +658,18 @@ impl DriftFilter {
         }
         corrections
     }
+}
+
+/// The health monitor's name for a service.
+fn health_key(s: &ServiceConfig) -> health::ServiceKey {
+    health::ServiceKey { protocol: s.protocol, vip: IpAddr::V4(s.vip), port: s.port }
+}
+
+/// The address a real server is checked at (its port; for an every-port
+/// service the check's own port applies).
+fn real_addr(s: &ServiceConfig, r: &crate::config::RealConfig) -> SocketAddr {
+    let _ = s;
+    SocketAddr::new(IpAddr::V4(r.address), r.port)
 }
 
 fn to_stats(c: lb_common::Counters) -> Stats {

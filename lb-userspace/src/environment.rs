@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use crate::{
-    config::{Config, ConfigError, ConfigErrors},
+    config::{Config, ConfigError, ConfigErrors, ServiceConfig},
     model::Forwarding,
     netinfo::{Interface, Net},
 };
@@ -22,48 +22,39 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors
     let mut errors = Vec::new();
     for (i, svc) in config.services.iter().enumerate() {
         for (j, real) in svc.reals.iter().enumerate() {
-            let key = format!("service[{i}].real[{j}].address");
-            let addr = real.address;
-            if real.forwarding == Forwarding::Tun {
-                match net.route_to(addr).await {
-                    Err(e) => errors.push(error(real.address_line, key, format!("{e:#}"))),
-                    Ok(route) if route.local => {
-                        errors.push(error(real.address_line, key, format!("{addr} is an address of this director")))
-                    }
-                    Ok(route) if route.oif != Some(interface.index) => errors.push(error(
-                        real.address_line,
-                        key,
-                        format!("{addr} is not reached through {}: tunnelled packets leave by that interface", d.interface),
-                    )),
-                    Ok(_) => {}
-                }
-                continue;
-            }
-            match net.route_to(addr).await {
-                Err(e) => errors.push(error(real.address_line, key, format!("{e:#}"))),
-                Ok(route) if route.local => {
-                    errors.push(error(real.address_line, key, format!("{addr} is an address of this director")))
-                }
-                Ok(route) if route.gateway.is_some() => errors.push(error(
-                    real.address_line,
-                    key,
-                    format!(
-                        "{addr} is reached through the gateway {}: direct routing needs the real server on {}'s \
-                         segment (use tun for real servers elsewhere)",
-                        route.gateway.expect("checked"),
-                        d.interface
-                    ),
-                )),
-                Ok(route) if route.oif != Some(interface.index) => errors.push(error(
-                    real.address_line,
-                    key,
-                    format!("{addr} is not on {}'s segment: direct routing needs it there", d.interface),
-                )),
-                Ok(_) => {}
+            if let Err(message) = check_real(net, &interface, real.address, real.forwarding).await {
+                errors.push(error(real.address_line, format!("service[{i}].real[{j}].address"), message));
             }
         }
     }
     if errors.is_empty() { Ok(interface) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Whether a real server can be reached the way its forwarding needs: DR
+/// on the interface's own segment, TUN through that interface; never one
+/// of the director's own addresses.
+pub async fn check_real(net: &Net, interface: &Interface, addr: Ipv4Addr, forwarding: Forwarding) -> Result<(), String> {
+    let route = net.route_to(addr).await.map_err(|e| format!("{e:#}"))?;
+    let name = &interface.name;
+    if route.local {
+        return Err(format!("{addr} is an address of this director"));
+    }
+    match forwarding {
+        Forwarding::Tun if route.oif != Some(interface.index) => {
+            Err(format!("{addr} is not reached through {name}: tunnelled packets leave by that interface"))
+        }
+        Forwarding::Tun => Ok(()),
+        _ => match route.gateway {
+            Some(gateway) => Err(format!(
+                "{addr} is reached through the gateway {gateway}: direct routing needs the real server on \
+                 {name}'s segment (use tun for real servers elsewhere)"
+            )),
+            None if route.oif != Some(interface.index) => {
+                Err(format!("{addr} is not on {name}'s segment: direct routing needs it there"))
+            }
+            None => Ok(()),
+        },
+    }
 }
 
 /// Where frames for a real server go: the next hop on the director's
@@ -78,24 +69,28 @@ pub struct NextHop {
 /// Next hops by (real server, forwarding).
 pub type Paths = BTreeMap<(Ipv4Addr, Forwarding), NextHop>;
 
-/// The next hop of every real server of the config, from the kernel's
-/// routing table. A server without a route (yet) is left out.
-pub async fn paths(config: &Config, net: &Net, interface: &Interface) -> Paths {
+/// The next hop of every real server (and sorry server) of `services`,
+/// from the kernel's routing table. A server without a route (yet) is left
+/// out.
+pub async fn paths(services: &[ServiceConfig], net: &Net, interface: &Interface) -> Paths {
     let mut out = Paths::new();
-    for real in config.services.iter().flat_map(|s| s.reals.iter()) {
-        let key = (real.address, real.forwarding);
+    let servers = services.iter().flat_map(|s| {
+        s.reals.iter().map(|r| (r.address, r.forwarding)).chain(s.sorry_server.map(|a| (a, s.forwarding)))
+    });
+    for (address, forwarding) in servers {
+        let key = (address, forwarding);
         if out.contains_key(&key) {
             continue;
         }
-        match real.forwarding {
+        match forwarding {
             Forwarding::Tun => {
-                if let Ok(route) = net.route_to(real.address).await {
+                if let Ok(route) = net.route_to(address).await {
                     let mtu = route.mtu.unwrap_or(interface.mtu).min(interface.mtu);
-                    out.insert(key, NextHop { address: route.gateway.unwrap_or(real.address), mtu });
+                    out.insert(key, NextHop { address: route.gateway.unwrap_or(address), mtu });
                 }
             }
             _ => {
-                out.insert(key, NextHop { address: real.address, mtu: interface.mtu });
+                out.insert(key, NextHop { address, mtu: interface.mtu });
             }
         }
     }

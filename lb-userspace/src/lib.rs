@@ -10,6 +10,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// The decapsulation program for TUN real servers (`lbd decap`).
 pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
+/// The benchmark's yardstick, an XDP program that only returns XDP_TX (`lb-bench`).
+pub static BENCH_TX_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-bench-tx"));
+pub mod commands;
 pub mod config;
 pub mod model;
 pub mod netinfo;

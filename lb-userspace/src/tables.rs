@@ -45,6 +45,12 @@ pub struct WantedReal {
     /// Connection thresholds (ipvsadm -x, -y); 0 = none.
     pub upper_threshold: u32,
     pub lower_threshold: u32,
+    /// False for a server its health check took out of the service: it
+    /// leaves the list (as keepalived removes it from IPVS).
+    pub in_service: bool,
+    /// Out of service: its open connections move to a live server on their
+    /// next packet (IPVS's expire_nodest_conn) instead of draining.
+    pub expire_conns: bool,
 }
 
 impl WantedService {
@@ -292,7 +298,7 @@ impl Tables {
             let svc = self.services.remove(&key).expect("listed");
             ops.push(MapOp::DeleteService(key));
             for id in &svc.dests {
-                self.retire_dest(*id, &mut ops);
+                self.retire_dest(*id, false, &mut ops);
             }
             self.retired_services.insert(svc.id);
             self.pending_table_frees.push(svc.table);
@@ -305,9 +311,12 @@ impl Tables {
         Ok(ops)
     }
 
-    fn retire_dest(&mut self, id: u32, ops: &mut Vec<MapOp>) {
+    fn retire_dest(&mut self, id: u32, expire_conns: bool, ops: &mut Vec<MapOp>) {
         if let Some(d) = self.dests.get_mut(&id) {
             d.value.flags &= !dest_flag::AVAILABLE;
+            if expire_conns {
+                d.value.flags |= dest_flag::EXPIRE_CONNS;
+            }
             ops.push(MapOp::SetDest(id, d.value));
             self.retired_dests.insert(id);
         }
@@ -332,7 +341,13 @@ impl Tables {
         let mut kept = Vec::new();
         let mut added = Vec::new();
         let mut real_of: BTreeMap<u32, &WantedReal> = BTreeMap::new();
-        for real in &w.reals {
+        let expiring: BTreeSet<[u32; 4]> = w
+            .reals
+            .iter()
+            .filter(|r| !r.in_service && r.expire_conns)
+            .map(|r| ipv4_words(r.address.octets()))
+            .collect();
+        for real in w.reals.iter().filter(|r| r.in_service) {
             let found = old_dests.iter().copied().find(|id| self.dests[id].value.addr == ipv4_words(real.address.octets()));
             let id = match found {
                 Some(id) => {
@@ -349,7 +364,8 @@ impl Tables {
         }
         for id in &old_dests {
             if !kept.contains(id) {
-                self.retire_dest(*id, ops);
+                let expire = expiring.contains(&self.dests[id].value.addr);
+                self.retire_dest(*id, expire, ops);
             }
         }
         let kept_in_old_order: Vec<u32> = old_dests.iter().copied().filter(|id| kept.contains(id)).collect();
@@ -508,6 +524,8 @@ impl Tables {
                     mtu: d.mtu as u32,
                     upper_threshold: d.upper_threshold,
                     lower_threshold: d.lower_threshold,
+                    in_service: true,
+                    expire_conns: false,
                 });
                 t.dests.insert(*id, InstalledDest { value: *d, service: *key, last_weight: d.weight });
                 t.free_dest_ids.remove(id);
@@ -675,6 +693,8 @@ mod tests {
             mtu: 1500,
             upper_threshold: 0,
             lower_threshold: 0,
+            in_service: true,
+            expire_conns: false,
         }
     }
 

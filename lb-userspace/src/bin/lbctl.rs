@@ -1,70 +1,59 @@
-//! lbctl: the load balancer's tables with ipvsadm's vocabulary and output,
-//! read live from lbd's control socket.
+//! lbctl: the load balancer's tables with ipvsadm's commands, letters and
+//! output, so an LVS operator's habits and scripts carry over. It talks to
+//! lbd's control socket; the config file is never read.
+//!
+//! Besides ipvsadm's options: `--json` (listings for scripts), `--counters`
+//! (the datapath's per-reason packet counters), `--socket PATH` (or
+//! `LBCTL_SOCKET`; default /run/lb/lbd.sock).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
-use clap::Parser;
 use lb_userspace::{
     config,
     control::{self, Request, Response},
-    ipvsadm::{self, ListOptions},
+    ipvsadm::{self, PortNames},
+    ipvsadm_cli::{self, Command, ListTarget, Names},
+    snapshot::Table,
 };
 
-#[derive(Parser)]
-#[command(name = "lbctl", version, about = "Show the load balancer's tables, ipvsadm style", disable_help_flag = true)]
-struct Args {
-    /// List the table (the default).
-    #[arg(short = 'L', long = "list", visible_short_alias = 'l')]
-    list: bool,
-    /// Numeric addresses and ports.
-    #[arg(short = 'n', long = "numeric")]
-    numeric: bool,
-    /// List the connection table.
-    #[arg(short = 'c', long = "connection")]
-    connection: bool,
-    /// Cumulative counters.
-    #[arg(long)]
-    stats: bool,
-    /// Rates.
-    #[arg(long)]
-    rate: bool,
-    /// Exact numbers (no K/M/G).
-    #[arg(long)]
-    exact: bool,
-    /// Upper and lower connection thresholds.
-    #[arg(long)]
-    thresholds: bool,
-    /// Persistent connection counts.
-    #[arg(long = "persistent-conn")]
-    persistent_conn: bool,
-    /// Keep the datapath's own order of services and servers.
-    #[arg(long)]
-    nosort: bool,
-    /// Does nothing (ipvsadm compatibility).
-    #[arg(long)]
-    sort: bool,
-    /// The connection timeouts (tcp tcpfin udp).
-    #[arg(long)]
-    timeout: bool,
-    /// The datapath's per-reason packet counters.
-    #[arg(long)]
-    counters: bool,
-    /// Machine-readable output.
-    #[arg(long)]
+/// Options of ours, taken out before ipvsadm's grammar sees the rest.
+struct Own {
     json: bool,
-    /// lbd's control socket.
-    #[arg(long, env = "LBCTL_SOCKET", default_value = config::DEFAULT_CONTROL_SOCKET)]
+    counters: bool,
     socket: PathBuf,
-    /// Print help.
-    #[arg(short = 'h', long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
+}
+
+fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
+    let mut own = Own {
+        json: false,
+        counters: false,
+        socket: std::env::var_os("LBCTL_SOCKET").map_or(PathBuf::from(config::DEFAULT_CONTROL_SOCKET), PathBuf::from),
+    };
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => own.json = true,
+            "--counters" => own.counters = true,
+            "--socket" => own.socket = it.next().ok_or("--socket needs a path")?.into(),
+            _ if a.starts_with("--socket=") => own.socket = a["--socket=".len()..].into(),
+            _ => rest.push(a),
+        }
+    }
+    Ok((own, rest))
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let (own, args) = match split_own(std::env::args().skip(1).collect()) {
+        Ok(split) => split,
+        Err(e) => {
+            eprintln!("lbctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&own, &args) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("lbctl: {e:#}");
             ExitCode::FAILURE
@@ -72,40 +61,125 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<()> {
-    let _ = (args.list, args.sort);
-    if args.timeout {
-        let Response::Timeouts { timeouts } = control::ask(&args.socket, &Request::Timeouts)? else { bail!("unexpected answer") };
-        print_out(args.json, &timeouts, || ipvsadm::timeouts(&timeouts))
-    } else if args.counters {
-        let Response::Counters { counters } = control::ask(&args.socket, &Request::Counters)? else { bail!("unexpected answer") };
-        print_out(args.json, &counters, || counters.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect())
-    } else if args.connection {
-        let Response::Connections { connections } = control::ask(&args.socket, &Request::Connections)? else {
-            bail!("unexpected answer")
-        };
-        print_out(args.json, &connections, || ipvsadm::list_connections(&connections, args.numeric))
-    } else {
-        let Response::Table { table } = control::ask(&args.socket, &Request::Table)? else { bail!("unexpected answer") };
-        let opts = ListOptions {
-            numeric: args.numeric,
-            stats: args.stats,
-            rate: args.rate,
-            exact: args.exact,
-            thresholds: args.thresholds,
-            persistent_conn: args.persistent_conn,
-            sort: !args.nosort,
-            ..ListOptions::default()
-        };
-        print_out(args.json, &table, || ipvsadm::list(&table, &opts))
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
+    if own.counters {
+        let Response::Counters { counters } = control::ask(&own.socket, &Request::Counters)? else { bail!("unexpected answer") };
+        return print_out(own.json, &counters, || counters.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect());
+    }
+    let names = Names::system();
+    let command = match ipvsadm_cli::parse(args, &names) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.message.trim_end());
+            return Ok(exit(e.exit_code));
+        }
+    };
+    if let Some(reason) = command.unsupported_reason() {
+        eprintln!("{reason}");
+        return Ok(exit(ipvsadm_cli::EXIT_USAGE));
+    }
+    match &command {
+        Command::Help => {
+            print!("{}", ipvsadm_cli::usage("lbctl"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("lbctl {} (ipvsadm v1.31 compatible)", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List(list) => list_command(own, list),
+        Command::Save { numeric } => {
+            let table = table(own)?;
+            print!("{}", ipvsadm::save_with(&table, *numeric, &port_names(*numeric)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let commands = match ipvsadm_cli::parse_restore(&text, &names) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("line {}: {}", e.line, e.message.trim_end());
+                    return Ok(exit(e.exit_code));
+                }
+            };
+            apply(own, commands.iter().filter(|c| !matches!(c, Command::List(_) | Command::Save { .. })).collect())
+        }
+        _ => apply(own, vec![&command]),
     }
 }
 
-fn print_out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+/// Sends table changes to lbd, all or none.
+fn apply(own: &Own, commands: Vec<&Command>) -> Result<ExitCode> {
+    let request = Request::Apply { commands: commands.iter().map(|c| c.to_args()).collect() };
+    match control::ask(&own.socket, &request)? {
+        Response::Done => Ok(ExitCode::SUCCESS),
+        Response::Refused { message, exit_code } => {
+            eprintln!("{message}");
+            Ok(exit(exit_code))
+        }
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn table(own: &Own) -> Result<Table> {
+    match control::ask(&own.socket, &Request::Table)? {
+        Response::Table { table } => Ok(table),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn port_names(numeric: bool) -> PortNames {
+    if numeric { PortNames::default() } else { PortNames::system() }
+}
+
+fn list_command(own: &Own, list: &ipvsadm_cli::List) -> Result<ExitCode> {
+    let opts = list.list_options();
+    let ports = port_names(list.numeric);
+    match list.target {
+        ListTarget::All => {
+            let table = table(own)?;
+            print_out(own.json, &table, || ipvsadm::list_with(&table, &opts, &ports))
+        }
+        ListTarget::Service(vs) => {
+            let table = table(own)?;
+            let found = table.services.iter().find(|s| {
+                s.protocol == vs.protocol && s.vip == vs.addr && s.port == vs.port
+            });
+            match found {
+                Some(svc) => print_out(own.json, svc, || ipvsadm::list_service(svc, &opts)),
+                None => {
+                    eprintln!("{}", ipvsadm_cli::KernelError::NoSuchService.message());
+                    Ok(exit(ipvsadm_cli::EXIT_LIST))
+                }
+            }
+        }
+        ListTarget::Connections => {
+            let Response::Connections { connections } = control::ask(&own.socket, &Request::Connections)? else {
+                bail!("unexpected answer")
+            };
+            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, list.numeric, &ports))
+        }
+        ListTarget::Timeouts => {
+            let Response::Timeouts { timeouts } = control::ask(&own.socket, &Request::Timeouts)? else {
+                bail!("unexpected answer")
+            };
+            print_out(own.json, &timeouts, || ipvsadm::timeouts(&timeouts))
+        }
+        // No connection sync daemon in the ipvsadm sense: nothing to show.
+        ListTarget::Daemon => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
         print!("{}", text());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use lb_userspace::{
+    commands,
     config::{self, Config},
+    health::HealthMonitor,
+    ipvsadm_cli::{self, Command},
     control::{self, Request, Response},
     controller::Controller,
     datapath::{Datapath, LoadOptions},
@@ -103,7 +106,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         conn_table_size: config.director.conn_table_size,
         pin_path: config.director.pin_path.clone(),
     })?;
-    let paths = environment::paths(&config, &net, &interface).await;
+    let paths = environment::paths(&config.services, &net, &interface).await;
     let macs = environment::resolve_macs(
         &net,
         interface.index,
@@ -118,13 +121,21 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut controller = Controller::new(config, interface, datapath, paths, macs)?;
     controller.datapath.attach(&ifname, xdp_mode)?;
     info!("attached to {ifname}; control socket {}", socket.display());
+    // Health checks: one task per checked server, transitions on a channel.
+    let (health_tx, mut health_rx) = tokio::sync::mpsc::channel(256);
+    let mut monitor = HealthMonitor::new(health_tx);
+    monitor.update(controller.monitored());
+    controller.sync_health(&monitor)?;
     let shared = Arc::new(Mutex::new(controller));
 
+    // Changes from lbctl go through the main loop (they need the network
+    // for their checks); reads are answered directly.
+    let (change_tx, mut change_rx) = tokio::sync::mpsc::channel::<ChangeRequest>(16);
     let server = {
         let shared = shared.clone();
         let socket = socket.clone();
         tokio::spawn(async move {
-            let result = control::serve(&socket, move |request| answer(&shared, request)).await;
+            let result = control::serve(&socket, move |request| answer(&shared, &change_tx, request)).await;
             if let Err(e) = result {
                 error!("control socket: {e:#}");
             }
@@ -140,7 +151,20 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&args.config, &net, &shared).await,
+            _ = hup.recv() => {
+                reload(&args.config, &net, &shared).await;
+                refresh_monitor(&shared, &mut monitor);
+            }
+            Some((commands, reply)) = change_rx.recv() => {
+                let result = change(&commands, &net, &shared).await;
+                refresh_monitor(&shared, &mut monitor);
+                let _ = reply.send(result);
+            }
+            Some(event) = health_rx.recv() => {
+                if let Err(e) = lock(&shared).health_event(&event, &monitor) {
+                    warn!("applying a health change: {e:#}");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = sweep.tick() => {
@@ -158,6 +182,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
     }
 
+    monitor.shutdown().await;
     server.abort();
     // abort() only asks: the task (and the controller reference its handler
     // holds) is dropped later, on a worker thread. Wait for that.
@@ -186,13 +211,118 @@ fn lock(shared: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn answer(shared: &Mutex<Controller>, request: Request) -> Response {
-    let c = lock(shared);
+/// A batch of ipvsadm commands for the main loop, and where its verdict goes.
+type ChangeRequest = (Vec<Vec<String>>, tokio::sync::oneshot::Sender<Response>);
+
+fn answer(shared: &Mutex<Controller>, changes: &tokio::sync::mpsc::Sender<ChangeRequest>, request: Request) -> Response {
     match request {
-        Request::Table => Response::Table { table: c.table_snapshot() },
-        Request::Connections => Response::Connections { connections: c.connections_snapshot() },
-        Request::Timeouts => Response::Timeouts { timeouts: c.config.director.timeouts },
-        Request::Counters => Response::Counters { counters: c.reason_counters() },
+        Request::Table => Response::Table { table: lock(shared).table_snapshot() },
+        Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
+        Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
+        Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
+        Request::Apply { commands } => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if changes.blocking_send((commands, tx)).is_err() {
+                return Response::Error { message: "lbd is shutting down".into() };
+            }
+            rx.blocking_recv().unwrap_or(Response::Error { message: "lbd is shutting down".into() })
+        }
+    }
+}
+
+/// Carries out ipvsadm commands from lbctl, all or none: each is checked
+/// (ipvsadm's rules, then the host for new real servers) on a copy of the
+/// table, which replaces the live one only if every command passed.
+async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>) -> Response {
+    let refused = |message: String, exit_code: i32| Response::Refused { message, exit_code };
+    let (mut table, interface) = {
+        let c = lock(shared);
+        (c.table().to_vec(), c.interface.clone())
+    };
+    let before = table.clone();
+    let names = ipvsadm_cli::Names::default();
+    let mut zero = Vec::new();
+    let mut timeouts = None;
+    for args in commands {
+        let command = match ipvsadm_cli::parse(args, &names) {
+            Ok(c) => c,
+            Err(e) => return refused(e.message, e.exit_code),
+        };
+        match &command {
+            Command::Zero(service) => {
+                if let Some(vs) = service {
+                    let Some(vip) = (match vs.addr {
+                        std::net::IpAddr::V4(a) => Some(a),
+                        _ => None,
+                    }) else {
+                        return refused("IPv6 services are not supported yet".into(), 2);
+                    };
+                    if !table.iter().any(|s| s.protocol == vs.protocol && s.vip == vip && s.port == vs.port) {
+                        let e = ipvsadm_cli::KernelError::NoSuchService;
+                        return refused(e.message().into(), e.exit_code());
+                    }
+                    zero.push(Some((vs.protocol, vip, vs.port)));
+                } else {
+                    zero.push(None);
+                }
+            }
+            Command::SetTimeouts(t) => timeouts = Some(*t),
+            _ => {
+                if let Err(e) = commands::apply(&mut table, &command) {
+                    return refused(e.message, e.exit_code);
+                }
+            }
+        }
+    }
+    // New real servers must fit the host, as in a config file.
+    for svc in &table {
+        for real in &svc.reals {
+            let known = before.iter().any(|b| {
+                (b.protocol, b.vip, b.port) == (svc.protocol, svc.vip, svc.port)
+                    && b.reals.iter().any(|r| (r.address, r.forwarding) == (real.address, real.forwarding))
+            });
+            if !known {
+                if let Err(message) = environment::check_real(net, &interface, real.address, real.forwarding).await {
+                    return refused(message, 1);
+                }
+            }
+        }
+    }
+    let changed = table != before;
+    if changed {
+        let paths = environment::paths(&table, net, &interface).await;
+        let missing: Vec<_> = {
+            let c = lock(shared);
+            let unresolved: std::collections::BTreeSet<_> = c.unresolved().into_iter().collect();
+            environment::next_hop_addresses(&paths).into_iter().filter(|a| unresolved.contains(a) || !c.next_hops().contains(a)).collect()
+        };
+        let macs = environment::resolve_macs(net, interface.index, &missing, Duration::from_secs(1)).await;
+        if let Err(e) = lock(shared).set_table(table, paths, macs) {
+            return refused(format!("{e:#}"), 1);
+        }
+        info!("lbctl: {} command(s) applied", commands.len());
+    }
+    let mut c = lock(shared);
+    if let Some(t) = timeouts {
+        if let Err(e) = c.set_timeouts(t) {
+            return refused(format!("{e:#}"), 1);
+        }
+        info!("lbctl: timeouts now tcp {} tcpfin {} udp {}", c.config.director.timeouts.tcp, c.config.director.timeouts.tcpfin, c.config.director.timeouts.udp);
+    }
+    for service in zero {
+        if let Err(e) = c.zero(service) {
+            return refused(format!("{e:#}"), 1);
+        }
+    }
+    Response::Done
+}
+
+/// Points the health checks at the servers of the table in force.
+fn refresh_monitor(shared: &Mutex<Controller>, monitor: &mut HealthMonitor) {
+    let mut c = lock(shared);
+    monitor.update(c.monitored());
+    if let Err(e) = c.sync_health(monitor) {
+        warn!("applying health states: {e:#}");
     }
 }
 
@@ -223,7 +353,7 @@ async fn reload(path: &std::path::Path, net: &Net, shared: &Mutex<Controller>) {
         }
     }
     // Resolve new servers' MACs without holding the lock.
-    let paths = environment::paths(&config, net, &interface).await;
+    let paths = environment::paths(&config.services, net, &interface).await;
     let wanted = environment::next_hop_addresses(&paths);
     let macs = environment::resolve_macs(net, interface.index, &wanted, Duration::from_secs(1)).await;
     let mut c = lock(shared);
@@ -238,12 +368,12 @@ async fn reload(path: &std::path::Path, net: &Net, shared: &Mutex<Controller>) {
 /// the routes and re-checks every next hop, so a moved route or a replaced
 /// server's new MAC is picked up.
 async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
-    let (config, interface) = {
+    let (table, interface) = {
         let c = lock(shared);
-        (c.config.clone(), c.interface.clone())
+        (c.table().to_vec(), c.interface.clone())
     };
     if all {
-        let paths = environment::paths(&config, net, &interface).await;
+        let paths = environment::paths(&table, net, &interface).await;
         let mut c = lock(shared);
         if c.update_paths(paths) {
             if let Err(e) = c.apply() {

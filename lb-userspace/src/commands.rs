@@ -1,0 +1,245 @@
+//! ipvsadm's table commands (`-A -E -D -C -a -e -d`) applied to the
+//! virtual-server table, with the kernel's rules and ipvsadm's messages.
+//! Pure: the controller checks the result against the host and applies it
+//! to the datapath, or drops it and nothing has changed.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
+
+use crate::{
+    config::{RealConfig, ServiceConfig, MAX_WEIGHT},
+    health::{HealthCheck, Quorum},
+    ipvsadm_cli::{Command, KernelError, ServerConfig, VirtualService},
+    model::{Forwarding, Scheduler, ServiceOptions},
+};
+
+/// Why a command changes nothing: ipvsadm's message and exit status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl CommandError {
+    pub fn kernel(e: KernelError) -> Self {
+        Self { message: e.message().to_string(), exit_code: e.exit_code() }
+    }
+
+    /// Something ipvsadm would accept that this load balancer cannot do.
+    pub fn unsupported(what: &str) -> Self {
+        Self { message: what.to_string(), exit_code: 2 }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn ipv4(addr: IpAddr) -> Result<Ipv4Addr, CommandError> {
+    match addr {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(CommandError::unsupported("IPv6 services are not supported yet")),
+    }
+}
+
+fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
+    let vip = ipv4(vs.addr).ok()?;
+    table.iter().position(|s| s.protocol == vs.protocol && s.vip == vip && s.port == vs.port)
+}
+
+fn check_forwarding(f: Forwarding) -> Result<(), CommandError> {
+    if f.is_implemented() {
+        Ok(())
+    } else {
+        Err(CommandError::unsupported("masquerading (-m, NAT) is not supported yet: use -g (direct routing) or -i (tunnelling)"))
+    }
+}
+
+/// Carries out one table command on `table`. Other commands are not table
+/// changes and leave it alone.
+pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command) -> Result<(), CommandError> {
+    match command {
+        Command::AddService(c) => {
+            if find(table, &c.service).is_some() {
+                return Err(CommandError::kernel(KernelError::ServiceExists));
+            }
+            if table.len() >= MAX_SERVICES as usize {
+                return Err(CommandError::kernel(KernelError::MemoryAllocation));
+            }
+            let scheduler = c.ipvsadm_scheduler();
+            table.push(ServiceConfig {
+                line: 0,
+                protocol: c.service.protocol,
+                vip: ipv4(c.service.addr)?,
+                port: c.service.port,
+                scheduler,
+                options: c.service_options(scheduler),
+                forwarding: Forwarding::Dr,
+                reals: Vec::new(),
+                sorry_server: None,
+                quorum: Quorum::default(),
+                quorum_up: None,
+                quorum_down: None,
+                drain_on_failure: false,
+            });
+        }
+        Command::EditService(c) => {
+            let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::NoSuchService))?;
+            let svc = &mut table[i];
+            // Without -s the scheduler stays (ipvsadm would reset it to wlc).
+            let scheduler = c.scheduler.unwrap_or(svc.scheduler);
+            svc.scheduler = scheduler;
+            svc.options = ServiceOptions { flags: c.service_options(scheduler).flags | (svc.options.flags & lb_common::service_flag::SLOPPY_TCP), ..c.service_options(scheduler) };
+        }
+        Command::DeleteService(vs) => {
+            let i = find(table, vs).ok_or(CommandError::kernel(KernelError::NoSuchService))?;
+            table.remove(i);
+        }
+        Command::Clear => table.clear(),
+        Command::AddServer(c) => {
+            check_forwarding(c.forwarding)?;
+            let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
+            let real = real_from(c, &table[i])?;
+            let svc = &mut table[i];
+            if svc.reals.iter().any(|r| r.address == real.address) {
+                return Err(CommandError::kernel(KernelError::DestinationExists));
+            }
+            if svc.reals.len() >= MAX_DESTS_PER_SERVICE as usize {
+                return Err(CommandError::kernel(KernelError::MemoryAllocation));
+            }
+            svc.reals.push(real);
+        }
+        Command::EditServer(c) => {
+            check_forwarding(c.forwarding)?;
+            let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
+            let real = real_from(c, &table[i])?;
+            let svc = &mut table[i];
+            let r = svc
+                .reals
+                .iter_mut()
+                .find(|r| r.address == real.address)
+                .ok_or(CommandError::kernel(KernelError::NoSuchDestination))?;
+            // The health check, from the config, stays with the server.
+            let health = std::mem::take(&mut r.health);
+            *r = RealConfig { health, line: r.line, address_line: r.address_line, ..real };
+        }
+        Command::DeleteServer { service, server } => {
+            let i = find(table, service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
+            let address = ipv4(server.ip())?;
+            let svc = &mut table[i];
+            let before = svc.reals.len();
+            svc.reals.retain(|r| r.address != address);
+            if svc.reals.len() == before {
+                return Err(CommandError::kernel(KernelError::NoSuchDestination));
+            }
+        }
+        _ => {}
+    }
+    check_table(table)
+}
+
+/// A real server from `-a`/`-e`: for DR and TUN its port is the service's.
+fn real_from(c: &ServerConfig, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
+    let address = ipv4(c.server.ip())?;
+    if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+        return Err(CommandError::kernel(KernelError::InvalidOperation));
+    }
+    if c.weight > MAX_WEIGHT {
+        return Err(CommandError::kernel(KernelError::OutOfRange));
+    }
+    if c.upper_threshold != 0 && c.lower_threshold > c.upper_threshold
+        || c.upper_threshold == 0 && c.lower_threshold != 0
+    {
+        return Err(CommandError::kernel(KernelError::OutOfRange));
+    }
+    Ok(RealConfig {
+        line: 0,
+        address_line: 0,
+        address,
+        port: svc.port,
+        weight: c.weight,
+        forwarding: c.forwarding,
+        upper_threshold: c.upper_threshold,
+        lower_threshold: c.lower_threshold,
+        health: HealthCheck::default(),
+    })
+}
+
+/// What the config's validation would also refuse of a whole table.
+fn check_table(table: &[ServiceConfig]) -> Result<(), CommandError> {
+    for svc in table {
+        if svc.scheduler == Scheduler::Wrr {
+            let weights: Vec<u32> = svc.reals.iter().map(|r| r.weight).collect();
+            if lb_common::sched::wrr_period(&weights) > MAX_SEQUENCE_LEN as u64 {
+                return Err(CommandError {
+                    message: format!(
+                        "wrr weights of {} give a sequence over {MAX_SEQUENCE_LEN} picks: use smaller weights",
+                        svc.vip
+                    ),
+                    exit_code: 1,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvsadm_cli::{Names, parse};
+
+    fn run(table: &mut Vec<ServiceConfig>, line: &str) -> Result<(), CommandError> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let cmd = parse(&args, &Names::default()).map_err(|e| CommandError { message: e.message, exit_code: e.exit_code })?;
+        apply(table, &cmd)
+    }
+
+    #[test]
+    fn the_classic_director_script() {
+        let mut t = Vec::new();
+        for line in [
+            "-C",
+            "-A -t 10.0.0.100:80 -s wlc",
+            "-a -t 10.0.0.100:80 -r 10.0.0.21 -g -w 3",
+            "-a -t 10.0.0.100:80 -r 10.0.0.22:80 -g -w 2",
+            "-E -t 10.0.0.100:80 -s rr",
+            "-e -t 10.0.0.100:80 -r 10.0.0.21 -g -w 5",
+            "-d -t 10.0.0.100:80 -r 10.0.0.22",
+        ] {
+            run(&mut t, line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].scheduler, Scheduler::Rr);
+        assert_eq!(t[0].reals.len(), 1);
+        assert_eq!((t[0].reals[0].weight, t[0].reals[0].port), (5, 80));
+    }
+
+    #[test]
+    fn bad_commands_change_nothing_and_say_what_ipvsadm_says() {
+        let mut t = Vec::new();
+        run(&mut t, "-A -t 10.0.0.100:80 -s rr").unwrap();
+        run(&mut t, "-a -t 10.0.0.100:80 -r 10.0.0.21").unwrap();
+        let before = t.clone();
+        for (line, message) in [
+            ("-A -t 10.0.0.100:80", "Service already exists"),
+            ("-E -t 10.0.0.101:80 -s rr", "No such service"),
+            ("-D -t 10.0.0.101:80", "No such service"),
+            ("-a -t 10.0.0.101:80 -r 10.0.0.21", "Service not defined"),
+            ("-a -t 10.0.0.100:80 -r 10.0.0.21", "Destination already exists"),
+            ("-e -t 10.0.0.100:80 -r 10.0.0.99", "No such destination"),
+            ("-d -t 10.0.0.100:80 -r 10.0.0.99", "No such destination"),
+        ] {
+            let mut copy = t.clone();
+            let err = run(&mut copy, line).unwrap_err();
+            assert_eq!(err.message, message, "{line}");
+            assert_eq!(err.exit_code, 255, "{line}");
+        }
+        let err = run(&mut t.clone(), "-a -t 10.0.0.100:80 -r 10.0.0.30 -m").unwrap_err();
+        assert!(err.message.contains("NAT"), "{err}");
+        assert_eq!(t, before);
+    }
+}
