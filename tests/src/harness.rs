@@ -44,6 +44,8 @@ pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Schedule
                 mtu: 1500,
                 upper_threshold: 0,
                 lower_threshold: 0,
+                in_service: true,
+                expire_conns: false,
             })
             .collect(),
     }
