@@ -975,3 +975,30 @@ fn tun_wraps_the_packet_for_the_next_hop() {
     assert_eq!(h.run(&no_df).unwrap().verdict, lb_tests::harness::XDP_DROP);
     assert_eq!(delta(&before, &h.reasons()).get("drop_too_big"), Some(&1));
 }
+
+/// A server taken out by its health check hands its connections on at their
+/// next packet (IPVS's expire_nodest_conn); with drain_on_failure they stay.
+#[test]
+fn a_failed_server_hands_its_connections_on_unless_draining() {
+    let Some(mut h) = harness() else { return };
+    for drain in [false, true] {
+        let mut svc = service(Protocol::Udp, VIP, 53, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
+        h.apply(&[]).unwrap();
+        h.apply(&[svc.clone()]).unwrap();
+        let flow = PacketSpec::udp(client(7000 + drain as u16), vip(53)).build();
+        let first = forwarded_to(&h.run(&flow).unwrap()).unwrap();
+        for r in &mut svc.reals {
+            if r.address == first {
+                r.in_service = false;
+                r.expire_conns = !drain;
+            }
+        }
+        h.apply(&[svc]).unwrap();
+        let next = forwarded_to(&h.run(&flow).unwrap()).unwrap();
+        if drain {
+            assert_eq!(next, first, "drained: the flow stays");
+        } else {
+            assert_ne!(next, first, "expired: the flow moves on");
+        }
+    }
+}
