@@ -621,7 +621,7 @@ fn least_connection_family_chooses_as_ipvs() {
         h.apply(&[]).unwrap();
         let mut shadow = Shadow::default();
         // A distinct client port range per scheduler: no entry is reused.
-        let mut port = 20000 + n as u16 * 1000;
+        let mut port = 20000 + n as u16 * 1100;
         let mut list: Vec<(u8, u32)> = Vec::new();
         for (step, reals) in steps.iter().enumerate() {
             list.retain(|e| reals.iter().any(|r| r.0 == e.0));
@@ -633,7 +633,7 @@ fn least_connection_family_chooses_as_ipvs() {
             }
             let servers: Vec<(Ipv4Addr, u32)> = reals.iter().map(|&(s, w)| (addr(s), w)).collect();
             h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
-            for pick in 0..60 {
+            for pick in 0..250 {
                 let views: Vec<sched::ConnView> = list.iter().map(|&(s, w)| shadow.view(addr(s), w)).collect();
                 let choose = match scheduler {
                     Scheduler::Lc => sched::lc,
