@@ -108,9 +108,10 @@ pub fn count(dest_id: u32, state: u8, delta: i64) {
     }
 }
 
-/// Advances the entry's state with this packet and keeps it alive.
+/// Advances the entry's state with this packet and keeps it alive. True
+/// when the connection has just become established.
 #[inline(always)]
-pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &Director) {
+pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &Director) -> bool {
     let state = if protocol == lb_common::IPPROTO_TCP {
         conn_state::tcp_next(conn.state, tcp_flags)
     } else {
@@ -124,8 +125,24 @@ pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &
         conn.state = state;
         conn.timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
         conn.last_seen_ns = now;
+        return state == conn_state::ESTABLISHED;
     } else if now.wrapping_sub(conn.last_seen_ns) > REFRESH_NS {
         conn.last_seen_ns = now;
+    }
+    false
+}
+
+/// A connection a persistence template placed got established: the
+/// template becomes ASSURED (IPVS's ip_vs_control_assure_ct).
+#[inline(always)]
+pub fn assure_template(svc: &Service, flow: &FlowKey) {
+    if let Some(t) = CONN_TABLE.get_ptr_mut(template_key(svc, flow)) {
+        // SAFETY: a live element for this program run.
+        unsafe {
+            if (*t).state == conn_state::TEMPLATE_NONE {
+                (*t).state = conn_state::TEMPLATE_ASSURED;
+            }
+        }
     }
 }
 

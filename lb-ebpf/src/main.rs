@@ -42,7 +42,9 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let (dest_id, dest, new_conn) = if !entry.live.is_null() {
         // SAFETY: a live entry of the connection table and its dest.
         let (conn, dest) = unsafe { (&mut *entry.live, &*entry.live_dest) };
-        lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director);
+        if lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director) && svc.persistence_timeout != 0 {
+            lookup::assure_template(svc, &pkt.flow);
+        }
         (conn.dest_id, dest, false)
     } else {
         if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {

@@ -48,6 +48,10 @@ pub struct Controller {
     drift: DriftFilter,
 }
 
+/// How long IPVS re-arms a persistence template that outlived its timeout
+/// but still controls connections (`ip_vs_conn_expire`).
+const TEMPLATE_REARM_SECS: u32 = 60;
+
 /// Seconds since boot on the clock the datapath stamps entries with.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -430,17 +434,16 @@ impl Controller {
             .map(|s| (s.id, *s))
             .collect();
         let mut controlling: BTreeMap<FlowKey, u32> = BTreeMap::new();
-        let mut templates: Vec<(FlowKey, Conn)> = Vec::new();
+        // Expired templates wait until we know whether they still control
+        // a connection.
+        let mut expired_templates: Vec<FlowKey> = Vec::new();
         for (key, conn) in self.datapath.connections()? {
+            if is_expired(&conn, now) && key.kind == flow_kind::TEMPLATE {
+                expired_templates.push(key);
+                continue;
+            }
             let conn = if is_expired(&conn, now) {
-                // Check again right before deleting: the datapath may have
-                // reused the entry for a new connection meanwhile.
-                match self.datapath.connection(&key) {
-                    Some(c) if is_expired(&c, monotonic_ns()) => {
-                        self.datapath.remove_connection(&key)?;
-                        self.datapath.add_dest_conns(c.dest_id, c.state, -1);
-                        continue;
-                    }
+                match self.remove_if_expired(&key)? {
                     Some(c) => c,
                     None => continue,
                 }
@@ -450,19 +453,30 @@ impl Controller {
             used_dests.insert(conn.dest_id);
             used_services.insert(conn.service_id);
             *exact.entry((conn.dest_id, count_field(&key, conn.state))).or_default() += 1;
-            if key.kind == flow_kind::TEMPLATE {
-                templates.push((key, conn));
-            } else if let Some(svc) = persistent.get(&conn.service_id) {
-                controlling.insert(template_key(svc, &key), conn.dest_id);
+            if key.kind != flow_kind::TEMPLATE {
+                if let Some(svc) = persistent.get(&conn.service_id) {
+                    controlling.insert(template_key(svc, &key), conn.dest_id);
+                }
             }
         }
-        for (key, mut template) in templates {
+        // As IPVS: a template expires `persistence_timeout` after its last
+        // use, unless it still controls connections; then it is re-armed for
+        // another 60 s.
+        for key in expired_templates {
+            let Some(mut template) = self.datapath.connection(&key) else { continue };
             if controlling.get(&key) == Some(&template.dest_id) {
-                let assured = if template.state == conn_state::TEMPLATE_NONE { conn_state::TEMPLATE_ASSURED } else { template.state };
-                template.last_seen_ns = template.last_seen_ns.max(monotonic_ns());
-                template.state = assured;
+                template.last_seen_ns = monotonic_ns();
+                template.timeout = TEMPLATE_REARM_SECS;
                 self.datapath.set_connection(&key, &template)?;
+            } else {
+                match self.remove_if_expired(&key)? {
+                    Some(alive) => template = alive,
+                    None => continue,
+                }
             }
+            used_dests.insert(template.dest_id);
+            used_services.insert(template.service_id);
+            *exact.entry((template.dest_id, CountField::Persistent)).or_default() += 1;
         }
         // What the datapath counts against what the table holds. A gap seen
         // by one sweep can be a connection that came or changed while we
@@ -482,6 +496,20 @@ impl Controller {
         }
         let ops = self.tables.release_unreferenced(&used_dests, &used_services);
         self.datapath.execute(&ops)
+    }
+
+    /// Deletes an expired entry (taking it out of its server's counts),
+    /// checking again right before: the datapath may have reused it for a
+    /// new connection meanwhile. Returns the entry if it is alive after all.
+    fn remove_if_expired(&mut self, key: &FlowKey) -> Result<Option<Conn>> {
+        match self.datapath.connection(key) {
+            Some(c) if is_expired(&c, monotonic_ns()) => {
+                self.datapath.remove_connection(key)?;
+                self.datapath.add_dest_conns(c.dest_id, c.state, -1);
+                Ok(None)
+            }
+            other => Ok(other),
+        }
     }
 
     /// One estimator step for every service and real server.

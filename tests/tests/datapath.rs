@@ -801,6 +801,9 @@ fn persistence_keeps_a_client_on_its_server() {
     let template = h.datapath.connection(&key).expect("template");
     assert_eq!(template.timeout, 2);
     assert_eq!(template.state, conn_state::TEMPLATE_NONE);
+    // Once a connection it placed is established, the template is ASSURED.
+    h.run(&PacketSpec::tcp(SocketAddrV4::new(a, 50000), https_vip, tcp::ACK).build()).unwrap();
+    assert_eq!(h.datapath.connection(&key).unwrap().state, conn_state::TEMPLATE_ASSURED);
     // Persistent connection counts per server.
     let persistent: i64 = h.tables.dest_ids().map(|d| h.datapath.dest_conns(d).persistent).sum();
     assert_eq!(persistent, 2);
