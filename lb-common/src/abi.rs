@@ -88,6 +88,9 @@ pub mod service_flag {
     pub const SH_PORT: u16 = 1 << 3;
     pub const MH_FALLBACK: u16 = 1 << 4;
     pub const MH_PORT: u16 = 1 << 5;
+    /// This director is VRRP backup for the VIP: packets pass to the
+    /// kernel (the master forwards them; synced connections wait here).
+    pub const STANDBY: u16 = 1 << 6;
 }
 
 /// [`Dest::flags`].

@@ -25,9 +25,11 @@ pub const TX_ICMP_FRAG_NEEDED: u32 = 15;
 /// A tunnelled packet too big for the path without DF (XDP cannot
 /// fragment): dropped.
 pub const DROP_TOO_BIG: u32 = 16;
+/// For a VIP this director is VRRP backup of.
+pub const PASS_STANDBY: u32 = 17;
 pub const COUNT: u32 = 24;
 
-const NAMES: [&str; 17] = [
+const NAMES: [&str; 18] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -45,6 +47,7 @@ const NAMES: [&str; 17] = [
     "tx_icmp_unreachable",
     "tx_icmp_frag_needed",
     "drop_too_big",
+    "pass_standby",
 ];
 
 /// Counter name for display and JSON.

@@ -15,7 +15,7 @@ mod schedule;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{forwarding, reason};
+use lb_common::{forwarding, reason, service_flag};
 
 use crate::maps::{DESTS, DIRECTOR};
 
@@ -35,6 +35,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let pkt = parse::packet(ctx)?;
     let svc = lookup::service(&pkt.flow).ok_or(reason::PASS_NO_SERVICE)?;
+    if svc.flags & service_flag::STANDBY != 0 {
+        return Err(reason::PASS_STANDBY);
+    }
     let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
     let now = lookup::now_ns();
 

@@ -15,6 +15,8 @@ use toml::Spanned;
 
 use crate::{
     health::{HealthCheck, Quorum, RawHealthCheck, ResolveContext},
+    sync::config::{RawSync, SyncConfig},
+    vrrp::{RawVrrp, VrrpConfig},
     model::{Forwarding, Protocol, SCHED_FLAGS, Scheduler, ServiceOptions, Timeouts},
 };
 
@@ -38,6 +40,10 @@ pub struct Config {
     pub path: PathBuf,
     pub director: DirectorConfig,
     pub services: Vec<ServiceConfig>,
+    /// VRRP instances moving the VIPs between directors.
+    pub vrrp: Vec<VrrpConfig>,
+    /// Connection sync with the other director(s).
+    pub sync: Option<SyncConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -144,6 +150,9 @@ struct RawConfig {
     director: Spanned<RawDirector>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    vrrp: Vec<Spanned<RawVrrp>>,
+    sync: Option<Spanned<RawSync>>,
 }
 
 #[derive(Deserialize)]
@@ -299,8 +308,45 @@ impl Config {
                 services.push(s);
             }
         }
+        let vrrp = match crate::vrrp::resolve_all(&raw.vrrp, "vrrp") {
+            Ok(v) => v,
+            Err(errors) => {
+                for e in errors {
+                    c.error(e.span, e.key, e.message);
+                }
+                Vec::new()
+            }
+        };
+        // Tracked services must be services of this file.
+        for (i, (instance, raw_instance)) in vrrp.iter().zip(&raw.vrrp).enumerate() {
+            for (j, t) in instance.track_service.iter().enumerate() {
+                if !services.iter().any(|s| (s.protocol, s.vip, s.port) == (t.protocol, t.vip, t.port)) {
+                    let span = raw_instance
+                        .get_ref()
+                        .track_service
+                        .as_ref()
+                        .and_then(|l| l.get_ref().get(j).map(|e| e.span()))
+                        .unwrap_or(raw_instance.span());
+                    c.error(span, format!("vrrp[{i}].track_service[{j}]"), format!("{t} is not a service of this file"));
+                }
+            }
+        }
+        let sync = match &raw.sync {
+            None => None,
+            Some(raw_sync) => match SyncConfig::resolve(raw_sync, "sync") {
+                Ok(s) => s.enabled.then_some(s),
+                Err(errors) => {
+                    for e in errors {
+                        c.error(e.span, e.key, e.message);
+                    }
+                    None
+                }
+            },
+        };
         match director {
-            Some(director) if c.errors.is_empty() => Ok(Config { path: path.to_path_buf(), director, services }),
+            Some(director) if c.errors.is_empty() => {
+                Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync })
+            }
             _ => Err(ConfigErrors(c.errors)),
         }
     }

@@ -26,6 +26,8 @@ pub enum Request {
     Counters,
     /// ipvsadm commands (as arguments, numeric), carried out all or none.
     Apply { commands: Vec<Vec<String>> },
+    /// The VRRP instances.
+    Vrrp,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +39,7 @@ pub enum Response {
     Counters { counters: BTreeMap<String, u64> },
     /// The commands were carried out.
     Done,
+    Vrrp { instances: Vec<crate::vrrp::VrrpStatus> },
     /// A command was refused and nothing changed: ipvsadm's message and
     /// exit status.
     Refused { message: String, exit_code: i32 },

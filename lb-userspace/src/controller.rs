@@ -37,6 +37,9 @@ pub struct Controller {
     /// Health of the checked real servers (unchecked ones are always up).
     health: BTreeMap<(health::ServiceKey, SocketAddr), RealStatus>,
     quorums: BTreeMap<health::ServiceKey, QuorumState>,
+    /// VIPs this director is VRRP backup for: their services pass packets
+    /// to the kernel until it becomes master.
+    standby_vips: BTreeSet<Ipv4Addr>,
     pub interface: Interface,
     pub datapath: Datapath,
     tables: Tables,
@@ -97,6 +100,7 @@ impl Controller {
             table,
             health: BTreeMap::new(),
             quorums: BTreeMap::new(),
+            standby_vips: BTreeSet::new(),
             interface,
             datapath,
             tables,
@@ -169,14 +173,11 @@ impl Controller {
                 if let (true, Some(sorry)) = (pool.sorry_server, s.sorry_server) {
                     reals.push(self.wanted_real(sorry, s.port, 1, s.forwarding, 0, 0, true, false));
                 }
-                WantedService {
-                    protocol: s.protocol,
-                    vip: s.vip,
-                    port: s.port,
-                    scheduler: s.scheduler,
-                    options: s.options,
-                    reals,
+                let mut options = s.options;
+                if self.standby_vips.contains(&s.vip) {
+                    options.flags |= lb_common::service_flag::STANDBY;
                 }
+                WantedService { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, options, reals }
             })
             .collect()
     }
@@ -206,6 +207,94 @@ impl Controller {
             in_service,
             expire_conns,
         }
+    }
+
+    /// VRRP says which VIPs this director is backup for.
+    pub fn set_standby(&mut self, vips: BTreeSet<Ipv4Addr>) -> Result<()> {
+        if vips == self.standby_vips {
+            return Ok(());
+        }
+        for v in vips.difference(&self.standby_vips) {
+            tracing::info!("{v}: VRRP backup, its services stand by");
+        }
+        for v in self.standby_vips.difference(&vips) {
+            tracing::info!("{v}: VRRP master, forwarding its services");
+        }
+        self.standby_vips = vips;
+        self.apply()
+    }
+
+    /// Whether the service has a live real server (VRRP's track_service).
+    pub fn service_alive(&self, protocol: crate::model::Protocol, vip: Ipv4Addr, port: u16) -> bool {
+        self.wanted()
+            .iter()
+            .find(|w| (w.protocol, w.vip, w.port) == (protocol, vip, port))
+            .is_some_and(|w| w.reals.iter().any(|r| r.in_service && r.weight > 0 && r.mac.is_some()))
+    }
+
+    /// Connection sync, sending side: the entries new or changed since the
+    /// last scan, as records the other director can place in its own
+    /// tables.
+    pub fn sync_records(&self, tracker: &mut crate::sync::ChangeTracker) -> Vec<crate::sync::SyncRecord> {
+        let now = monotonic_ns();
+        let Ok(entries) = self.datapath.connections() else { return Vec::new() };
+        let ports: BTreeMap<u32, u16> =
+            self.tables.wanted().filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port))).collect();
+        tracker
+            .scan(entries, now)
+            .into_iter()
+            .filter_map(|(key, conn, _)| {
+                let port = *ports.get(&conn.service_id)?;
+                let dest = self.tables.dest(conn.dest_id)?;
+                let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ipv4_octets(dest.addr))), u16::from_be(dest.port));
+                crate::sync::SyncRecord::from_entry(&key, &conn, port, real, now)
+            })
+            .collect()
+    }
+
+    /// Connection sync, receiving side: installs the other director's
+    /// entries with this director's ids (so the connections continue to the
+    /// same real servers after a failover). Returns how many were installed
+    /// and how many name a service or server unknown here.
+    pub fn install_synced(&mut self, records: &[crate::sync::SyncRecord]) -> (usize, usize) {
+        let now = monotonic_ns();
+        let (mut installed, mut unknown) = (0, 0);
+        for r in records {
+            let key = r.service_key();
+            let Some(service_id) = self.tables.service_id(&key) else {
+                unknown += 1;
+                continue;
+            };
+            let real = match r.real.ip() {
+                IpAddr::V4(a) => lb_common::ipv4_words(a.octets()),
+                IpAddr::V6(_) => {
+                    unknown += 1;
+                    continue;
+                }
+            };
+            let Some(dest_id) = self.tables.service_dests(&key).iter().copied().find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == real))
+            else {
+                unknown += 1;
+                continue;
+            };
+            let flow = r.flow_key();
+            let conn = r.conn(dest_id, service_id, now);
+            if is_expired(&conn, now) {
+                continue;
+            }
+            let old = self.datapath.connection(&flow);
+            if self.datapath.set_connection(&flow, &conn).is_err() {
+                continue;
+            }
+            // The entry it replaces was counted until now (expired or not:
+            // the sweeper counts expired ones out when it removes them).
+            if let Some(old) = old {
+                self.datapath.add_dest_conns(old.dest_id, old.state, -1);
+            }
+            self.datapath.add_dest_conns(dest_id, conn.state, 1);
+            installed += 1;
+        }
+        (installed, unknown)
     }
 
     /// The real servers to health-check, with their checks.

@@ -24,3 +24,5 @@ pub mod control;
 pub mod controller;
 pub mod environment;
 pub mod health;
+pub mod vrrp;
+pub mod sync;

@@ -3,8 +3,9 @@
 //! lbd's control socket; the config file is never read.
 //!
 //! Besides ipvsadm's options: `--json` (listings for scripts), `--counters`
-//! (the datapath's per-reason packet counters), `--socket PATH` (or
-//! `LBCTL_SOCKET`; default /run/lb/lbd.sock).
+//! (the datapath's per-reason packet counters), `--vrrp` (the VRRP
+//! instances), `--socket PATH` (or `LBCTL_SOCKET`; default
+//! /run/lb/lbd.sock).
 
 use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
@@ -21,6 +22,7 @@ use lb_userspace::{
 struct Own {
     json: bool,
     counters: bool,
+    vrrp: bool,
     socket: PathBuf,
 }
 
@@ -28,6 +30,7 @@ fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
     let mut own = Own {
         json: false,
         counters: false,
+        vrrp: false,
         socket: std::env::var_os("LBCTL_SOCKET").map_or(PathBuf::from(config::DEFAULT_CONTROL_SOCKET), PathBuf::from),
     };
     let mut rest = Vec::new();
@@ -36,6 +39,7 @@ fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
         match a.as_str() {
             "--json" => own.json = true,
             "--counters" => own.counters = true,
+            "--vrrp" | "vrrp" if rest.is_empty() => own.vrrp = true,
             "--socket" => own.socket = it.next().ok_or("--socket needs a path")?.into(),
             _ if a.starts_with("--socket=") => own.socket = a["--socket=".len()..].into(),
             _ => rest.push(a),
@@ -69,6 +73,12 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
     if own.counters {
         let Response::Counters { counters } = control::ask(&own.socket, &Request::Counters)? else { bail!("unexpected answer") };
         return print_out(own.json, &counters, || counters.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect());
+    }
+    if own.vrrp {
+        let Response::Vrrp { instances } = control::ask(&own.socket, &Request::Vrrp)? else { bail!("unexpected answer") };
+        return print_out(own.json, &instances, || {
+            lb_userspace::vrrp::render_table(&instances, std::time::SystemTime::now())
+        });
     }
     let names = Names::system();
     let command = match ipvsadm_cli::parse(args, &names) {

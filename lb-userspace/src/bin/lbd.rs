@@ -10,7 +10,11 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
 use lb_userspace::{
+    sync::{ChangeTracker, ReceivedBatch, SyncConfig, SyncReceiver, SyncRecord, SyncSender},
+    vrrp::{State as VrrpState, VrrpInstance, VrrpStatus},
     commands,
     config::{self, Config},
     health::HealthMonitor,
@@ -117,6 +121,8 @@ async fn run(args: Args) -> Result<ExitCode> {
     let ifname = config.director.interface.clone();
     let xdp_mode = config.director.xdp_mode;
     let socket = config.director.control_socket.clone();
+    let vrrp_configs = config.vrrp.clone();
+    let sync_config = config.sync.clone();
     // Fill the maps before attaching, so the first packet sees the whole table.
     let mut controller = Controller::new(config, interface, datapath, paths, macs)?;
     controller.datapath.attach(&ifname, xdp_mode)?;
@@ -126,6 +132,35 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut monitor = HealthMonitor::new(health_tx);
     monitor.update(controller.monitored());
     controller.sync_health(&monitor)?;
+    // VRRP: until an instance is master, its VIPs' services stand by.
+    let mut instances = Vec::new();
+    for cfg in vrrp_configs {
+        let name = cfg.name.clone();
+        instances.push(VrrpInstance::start(cfg).await.with_context(|| format!("VRRP instance {name}"))?);
+    }
+    let (vrrp_tx, mut vrrp_rx) = tokio::sync::mpsc::channel::<()>(16);
+    for instance in &instances {
+        let mut watch = instance.watch();
+        let tx = vrrp_tx.clone();
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let _ = tx.send(()).await;
+            }
+        });
+    }
+    let vrrp_watches: Vec<_> = instances.iter().map(|i| i.watch()).collect();
+    controller.set_standby(standby_vips(&instances))?;
+    update_tracking(&instances, &controller);
+
+    // Connection sync: the VRRP master (or, without VRRP, every director)
+    // sends its new and changed entries; received ones are installed.
+    let mut sync = match &sync_config {
+        Some(cfg) => Some(Sync::start(cfg)?),
+        None => None,
+    };
+    let mut sync_tick = tokio::time::interval(sync_config.as_ref().map_or(Duration::from_secs(3600), |c| c.scan_interval));
+    let mut was_master = false;
+
     let shared = Arc::new(Mutex::new(controller));
 
     // Changes from lbctl go through the main loop (they need the network
@@ -135,7 +170,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         let shared = shared.clone();
         let socket = socket.clone();
         tokio::spawn(async move {
-            let result = control::serve(&socket, move |request| answer(&shared, &change_tx, request)).await;
+            let vrrp = Arc::new(vrrp_watches);
+            let result =
+                control::serve(&socket, move |request| answer(&shared, &change_tx, &vrrp, request)).await;
             if let Err(e) = result {
                 error!("control socket: {e:#}");
             }
@@ -154,16 +191,49 @@ async fn run(args: Args) -> Result<ExitCode> {
             _ = hup.recv() => {
                 reload(&args.config, &net, &shared).await;
                 refresh_monitor(&shared, &mut monitor);
+                update_tracking(&instances, &lock(&shared));
             }
             Some((commands, reply)) = change_rx.recv() => {
                 let result = change(&commands, &net, &shared).await;
                 refresh_monitor(&shared, &mut monitor);
+                update_tracking(&instances, &lock(&shared));
                 let _ = reply.send(result);
             }
             Some(event) = health_rx.recv() => {
-                if let Err(e) = lock(&shared).health_event(&event, &monitor) {
+                let mut c = lock(&shared);
+                if let Err(e) = c.health_event(&event, &monitor) {
                     warn!("applying a health change: {e:#}");
                 }
+                update_tracking(&instances, &c);
+            }
+            Some(()) = vrrp_rx.recv() => {
+                if let Err(e) = lock(&shared).set_standby(standby_vips(&instances)) {
+                    warn!("applying a VRRP change: {e:#}");
+                }
+                let master = instances.iter().any(|i| i.status().state == VrrpState::Master);
+                if master && !was_master {
+                    // A new master tells the other director everything.
+                    if let Some(sync) = &mut sync {
+                        sync.tracker.reset();
+                    }
+                }
+                was_master = master;
+            }
+            _ = sync_tick.tick(), if sync.is_some() => {
+                let sending = instances.is_empty() || instances.iter().any(|i| i.status().state == VrrpState::Master);
+                if let (true, Some(sync)) = (sending, &mut sync) {
+                    let records = lock(&shared).sync_records(&mut sync.tracker);
+                    if !records.is_empty() {
+                        let _ = sync.queue.try_send(records);
+                    }
+                }
+            }
+            Some(batch) = async { match &mut sync { Some(s) => s.received.recv().await, None => None } } => {
+                let (installed, unknown) = lock(&shared).install_synced(&batch.records);
+                if unknown > 0 {
+                    warn!("connection sync: {unknown} entries from {} name services or servers unknown here", batch.from);
+                }
+                tracing::debug!("connection sync: {installed} entries from {}", batch.from);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -183,6 +253,10 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
 
     monitor.shutdown().await;
+    // A clean stop: the backup takes over at once (priority 0).
+    for instance in instances {
+        instance.shutdown().await;
+    }
     server.abort();
     // abort() only asks: the task (and the controller reference its handler
     // holds) is dropped later, on a worker thread. Wait for that.
@@ -214,8 +288,14 @@ fn lock(shared: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 /// A batch of ipvsadm commands for the main loop, and where its verdict goes.
 type ChangeRequest = (Vec<Vec<String>>, tokio::sync::oneshot::Sender<Response>);
 
-fn answer(shared: &Mutex<Controller>, changes: &tokio::sync::mpsc::Sender<ChangeRequest>, request: Request) -> Response {
+fn answer(
+    shared: &Mutex<Controller>,
+    changes: &tokio::sync::mpsc::Sender<ChangeRequest>,
+    vrrp: &[tokio::sync::watch::Receiver<VrrpStatus>],
+    request: Request,
+) -> Response {
     match request {
+        Request::Vrrp => Response::Vrrp { instances: vrrp.iter().map(|w| w.borrow().clone()).collect() },
         Request::Table => Response::Table { table: lock(shared).table_snapshot() },
         Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
@@ -317,6 +397,49 @@ async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>)
     Response::Done
 }
 
+/// The VIPs of instances that are not master.
+fn standby_vips(instances: &[VrrpInstance]) -> BTreeSet<Ipv4Addr> {
+    let vips = |master: bool| -> BTreeSet<Ipv4Addr> {
+        instances
+            .iter()
+            .filter(|i| (i.status().state == VrrpState::Master) == master)
+            .flat_map(|i| i.config().virtual_ipaddress.iter().map(|v| v.address))
+            .collect()
+    };
+    let masters = vips(true);
+    vips(false).difference(&masters).copied().collect()
+}
+
+/// Tells each VRRP instance whether its tracked services have a live real
+/// server.
+fn update_tracking(instances: &[VrrpInstance], c: &Controller) {
+    for instance in instances {
+        for (i, t) in instance.tracked_services().iter().enumerate() {
+            instance.set_service_alive(i, c.service_alive(t.protocol, t.vip, t.port));
+        }
+    }
+}
+
+/// Connection sync's sockets and scan state.
+struct Sync {
+    tracker: ChangeTracker,
+    queue: tokio::sync::mpsc::Sender<Vec<SyncRecord>>,
+    received: tokio::sync::mpsc::Receiver<ReceivedBatch>,
+}
+
+impl Sync {
+    fn start(cfg: &SyncConfig) -> Result<Self> {
+        let sender = SyncSender::open(cfg).context("connection sync: open the sending socket")?;
+        let receiver = SyncReceiver::open(cfg).context("connection sync: open the receiving socket")?;
+        let (queue, to_send) = tokio::sync::mpsc::channel(64);
+        let (got, received) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(sender.run(to_send));
+        tokio::spawn(receiver.run(got));
+        info!("connection sync on {} ({:?}, sync id {})", cfg.interface, cfg.transport, cfg.sync_id);
+        Ok(Self { tracker: ChangeTracker::new(cfg.refresh_period), queue, received })
+    }
+}
+
 /// Points the health checks at the servers of the table in force.
 fn refresh_monitor(shared: &Mutex<Controller>, monitor: &mut HealthMonitor) {
     let mut c = lock(shared);
@@ -350,6 +473,9 @@ async fn reload(path: &std::path::Path, net: &Net, shared: &Mutex<Controller>) {
         }
         if old.conn_table_size != new.conn_table_size || old.pin_path != new.pin_path || old.control_socket != new.control_socket {
             warn!("conn_table_size, pin_path and control_socket take effect at the next start");
+        }
+        if c.config.vrrp != config.vrrp || c.config.sync != config.sync {
+            warn!("[[vrrp]] and [sync] changes take effect at the next start");
         }
     }
     // Resolve new servers' MACs without holding the lock.

@@ -1,0 +1,264 @@
+//! The `[sync]` table.
+//!
+//! ```toml
+//! [sync]
+//! enabled = true               # default true when the table is present
+//! interface = "eth0"           # required: where datagrams go out and come in
+//! sync_id = 0                  # 0..=255; a receiver with 0 takes any (ipvsadm's --syncid)
+//! transport = "multicast"      # multicast (to group:port) | unicast (to each peer:port)
+//! peers = ["172.16.100.3"]     # the other directors: only their datagrams are accepted
+//! group = "224.0.0.81"         # IPVS's sync group
+//! port = 8848                  # IPVS's sync port
+//! max_len = 1472               # UDP payload per datagram (IPVS's sync_maxlen)
+//! key = "a long shared secret" # HMAC-SHA256 key, at least 16 bytes; both directors the same
+//! scan_interval = "200ms"      # how often the master looks for new or changed entries
+//! refresh_period = "60s"       # an entry with traffic is sent again at least this often
+//! ```
+//!
+//! Either `peers` or `key` is required (else anything on the link could
+//! install connections); `transport = "unicast"` needs `peers`.
+
+use std::{fmt, net::Ipv4Addr, time::Duration};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::wire::{DEFAULT_MAX_LEN, MAX_MAX_LEN, MIN_MAX_LEN};
+use crate::{
+    health::config::RawDuration,
+    vrrp::config::{Errors, VrrpConfigError, interface_name_ok},
+};
+
+pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+pub const DEFAULT_PORT: u16 = 8848;
+pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_REFRESH_PERIOD: Duration = Duration::from_secs(60);
+pub const MIN_KEY_LEN: usize = 16;
+
+/// The `[sync]` table as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub enabled: Option<Spanned<bool>>,
+    pub interface: Spanned<String>,
+    pub sync_id: Option<Spanned<i64>>,
+    pub transport: Option<Spanned<String>>,
+    pub peers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub group: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub max_len: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
+    pub scan_interval: Option<Spanned<RawDuration>>,
+    pub refresh_period: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// To `group:port` with TTL 1 on the interface.
+    Multicast,
+    /// To every peer's `port`.
+    Unicast,
+}
+
+/// The shared key; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyncKey(pub Vec<u8>);
+
+impl fmt::Debug for SyncKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncKey(..)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub enabled: bool,
+    pub interface: String,
+    pub sync_id: u8,
+    pub transport: Transport,
+    /// Accepted sources (and unicast destinations). Empty: any source (a
+    /// key is then required).
+    pub peers: Vec<Ipv4Addr>,
+    pub group: Ipv4Addr,
+    pub port: u16,
+    pub max_len: usize,
+    pub key: Option<SyncKey>,
+    pub scan_interval: Duration,
+    pub refresh_period: Duration,
+}
+
+impl SyncConfig {
+    /// Defaults (multicast, no peers, no key: not valid as is).
+    pub fn new(interface: &str) -> Self {
+        Self {
+            enabled: true,
+            interface: interface.to_string(),
+            sync_id: 0,
+            transport: Transport::Multicast,
+            peers: Vec::new(),
+            group: DEFAULT_GROUP,
+            port: DEFAULT_PORT,
+            max_len: DEFAULT_MAX_LEN,
+            key: None,
+            scan_interval: DEFAULT_SCAN_INTERVAL,
+            refresh_period: DEFAULT_REFRESH_PERIOD,
+        }
+    }
+
+    pub fn key_bytes(&self) -> Option<&[u8]> {
+        self.key.as_ref().map(|k| k.0.as_slice())
+    }
+
+    /// Validates the table; `prefix` names it (`sync`).
+    pub fn resolve(raw: &Spanned<RawSync>, prefix: &str) -> Result<SyncConfig, Vec<VrrpConfigError>> {
+        let s = raw.get_ref();
+        let mut e = Errors { prefix: prefix.to_string(), errors: Vec::new() };
+        let interface = s.interface.get_ref().trim();
+        if !interface_name_ok(interface) {
+            e.add(s.interface.span(), "interface", format!("\"{interface}\" is not an interface name"));
+        }
+        let mut c = SyncConfig::new(interface);
+        c.enabled = s.enabled.as_ref().is_none_or(|v| *v.get_ref());
+        c.sync_id = e.integer(&s.sync_id, "sync_id", (0, 255), 0) as u8;
+        if let Some(t) = &s.transport {
+            match t.get_ref().as_str() {
+                "multicast" => c.transport = Transport::Multicast,
+                "unicast" => c.transport = Transport::Unicast,
+                other => e.add(t.span(), "transport", format!("\"{other}\" is not multicast or unicast")),
+            }
+        }
+        if let Some(peers) = &s.peers {
+            for p in peers.get_ref() {
+                match p.get_ref().trim().parse::<Ipv4Addr>() {
+                    Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() => {
+                        e.add(p.span(), "peers", format!("{a} cannot be a peer"))
+                    }
+                    Ok(a) if c.peers.contains(&a) => e.add(p.span(), "peers", format!("{a} is listed twice")),
+                    Ok(a) => c.peers.push(a),
+                    Err(_) => e.add(p.span(), "peers", format!("\"{}\" is not an IPv4 address", p.get_ref())),
+                }
+            }
+        }
+        if let Some(g) = &s.group {
+            match g.get_ref().trim().parse::<Ipv4Addr>() {
+                Ok(a) if a.is_multicast() => c.group = a,
+                _ => e.add(g.span(), "group", format!("\"{}\" is not an IPv4 multicast address", g.get_ref())),
+            }
+            if c.transport == Transport::Unicast {
+                e.add(g.span(), "group", "does not apply with transport = \"unicast\"");
+            }
+        }
+        c.port = e.integer(&s.port, "port", (1, 65535), i64::from(DEFAULT_PORT)) as u16;
+        c.max_len =
+            e.integer(&s.max_len, "max_len", (MIN_MAX_LEN as i64, MAX_MAX_LEN as i64), DEFAULT_MAX_LEN as i64) as usize;
+        if let Some(k) = &s.key {
+            if k.get_ref().len() < MIN_KEY_LEN {
+                e.add(k.span(), "key", format!("must be at least {MIN_KEY_LEN} bytes"));
+            } else {
+                c.key = Some(SyncKey(k.get_ref().as_bytes().to_vec()));
+            }
+        }
+        let range = (Duration::from_millis(10), Duration::from_secs(10));
+        c.scan_interval = e.duration(&s.scan_interval, "scan_interval", DEFAULT_SCAN_INTERVAL, range);
+        let range = (Duration::from_secs(1), Duration::from_secs(86_400));
+        c.refresh_period = e.duration(&s.refresh_period, "refresh_period", DEFAULT_REFRESH_PERIOD, range);
+
+        let none_given = s.peers.as_ref().is_none_or(|p| p.get_ref().is_empty());
+        if c.transport == Transport::Unicast && none_given {
+            let span = s.transport.as_ref().map_or(raw.span(), |t| t.span());
+            e.add(span, "peers", "transport = \"unicast\" needs peers");
+        } else if none_given && s.key.is_none() {
+            let span = s.peers.as_ref().map_or(raw.span(), |p| p.span());
+            e.add(span, "peers", "give peers, or a key, or both: else anything on the link could install connections");
+        }
+        if e.errors.is_empty() { Ok(c) } else { Err(e.errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        sync: Spanned<RawSync>,
+    }
+
+    fn resolve(text: &str) -> Result<SyncConfig, Vec<String>> {
+        let doc: Doc = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        SyncConfig::resolve(&doc.sync, "sync").map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("{}: {}: {}", text[..e.span.start].matches('\n').count() + 1, e.key, e.message))
+                .collect()
+        })
+    }
+
+    const BASE: &str = "[sync]\ninterface = \"eth0\"\npeers = [\"172.16.100.3\"]\n";
+
+    #[test]
+    fn defaults() {
+        let c = resolve(BASE).unwrap();
+        assert!(c.enabled);
+        assert_eq!(
+            (c.sync_id, c.transport, c.group, c.port, c.max_len),
+            (0, Transport::Multicast, DEFAULT_GROUP, 8848, 1472)
+        );
+        assert_eq!(c.peers, ["172.16.100.3".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            (c.key, c.scan_interval, c.refresh_period),
+            (None, Duration::from_millis(200), Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn every_key() {
+        let c = resolve(
+            "[sync]\nenabled = false\ninterface = \"eth1\"\nsync_id = 7\ntransport = \"unicast\"\npeers = [\"10.0.0.2\", \"10.0.0.3\"]\nport = 9000\nmax_len = 9000\nkey = \"0123456789abcdef\"\nscan_interval = \"100ms\"\nrefresh_period = \"30s\"\n",
+        )
+        .unwrap();
+        assert!(!c.enabled);
+        assert_eq!(
+            (c.interface.as_str(), c.sync_id, c.transport, c.port, c.max_len),
+            ("eth1", 7, Transport::Unicast, 9000, 9000)
+        );
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.key_bytes(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(format!("{:?}", c.key), "Some(SyncKey(..))");
+        assert_eq!((c.scan_interval, c.refresh_period), (Duration::from_millis(100), Duration::from_secs(30)));
+        // A key alone is enough (multicast, any source).
+        assert!(resolve("[sync]\ninterface = \"eth0\"\nkey = \"0123456789abcdef\"\n").is_ok());
+    }
+
+    #[test]
+    fn mistakes() {
+        let one = |extra: &str| {
+            let e = resolve(&format!("{BASE}{extra}\n")).unwrap_err();
+            assert_eq!(e.len(), 1, "{e:?}");
+            e[0].clone()
+        };
+        assert_eq!(one("sync_id = 256"), "4: sync.sync_id: 256 is out of range 0..=255");
+        assert_eq!(one("transport = \"tcp\""), "4: sync.transport: \"tcp\" is not multicast or unicast");
+        assert_eq!(one("group = \"10.0.0.1\""), "4: sync.group: \"10.0.0.1\" is not an IPv4 multicast address");
+        assert_eq!(one("port = 0"), "4: sync.port: 0 is out of range 1..=65535");
+        assert_eq!(one("max_len = 100"), "4: sync.max_len: 100 is out of range 124..=65507");
+        assert_eq!(one("key = \"short\""), "4: sync.key: must be at least 16 bytes");
+        assert_eq!(one("scan_interval = \"1ms\""), "4: sync.scan_interval: 1ms is out of range 10ms..=10s");
+        assert_eq!(
+            one("transport = \"unicast\"\ngroup = \"224.0.0.81\""),
+            "5: sync.group: does not apply with transport = \"unicast\""
+        );
+        let e = resolve("[sync]\ninterface = \"eth0\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            ["1: sync.peers: give peers, or a key, or both: else anything on the link could install connections"]
+        );
+        let e =
+            resolve("[sync]\ninterface = \"eth0\"\ntransport = \"unicast\"\nkey = \"0123456789abcdef\"\n").unwrap_err();
+        assert_eq!(e, ["3: sync.peers: transport = \"unicast\" needs peers"]);
+        let e = resolve("[sync]\ninterface = \"eth0\"\npeers = [\"x\", \"224.0.0.1\", \"10.0.0.1\", \"10.0.0.1\"]\n")
+            .unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(resolve("[sync]\ninterface = \"eth0\"\npeer = []\n").unwrap_err()[0].contains("unknown field `peer`"));
+    }
+}

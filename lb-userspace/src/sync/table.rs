@@ -1,0 +1,323 @@
+//! Between the connection table's entries ([`FlowKey`], [`Conn`]) and sync
+//! records, and what a master has to send after each scan of its table.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use lb_common::{AF_INET, AF_INET6, Conn, FlowKey, ServiceKey, flow_kind};
+
+use super::wire::{RecordKind, SyncRecord};
+
+/// An address as the maps store it (four words in network byte order, IPv4
+/// in the first) with its family tag.
+pub fn words_of(ip: IpAddr) -> ([u32; 4], u8) {
+    match ip {
+        IpAddr::V4(a) => (lb_common::ipv4_words(a.octets()), AF_INET),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], AF_INET6)
+        }
+    }
+}
+
+/// The address stored as `words` with family `family`.
+pub fn ip_of(words: [u32; 4], family: u8) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(lb_common::ipv4_octets(words)))),
+        AF_INET6 => {
+            let mut o = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
+}
+
+impl SyncRecord {
+    /// The record for a table entry. The caller looks up what the entry's
+    /// ids stand for: `service_port` (the service's port, 0 for an
+    /// every-port service) and `real` (the real server's address and port).
+    /// `now_ns` is CLOCK_MONOTONIC, as the entry's `last_seen_ns`. `None`
+    /// for an unknown family.
+    pub fn from_entry(key: &FlowKey, conn: &Conn, service_port: u16, real: SocketAddr, now_ns: u64) -> Option<Self> {
+        let idle_ms = now_ns.saturating_sub(conn.last_seen_ns) / 1_000_000;
+        Some(Self {
+            kind: if key.kind == flow_kind::TEMPLATE { RecordKind::Template } else { RecordKind::Connection },
+            protocol: key.protocol,
+            state: conn.state,
+            client: SocketAddr::new(ip_of(key.src, key.family)?, u16::from_be(key.sport)),
+            vip: SocketAddr::new(ip_of(key.dst, key.family)?, u16::from_be(key.dport)),
+            service_port,
+            real,
+            timeout: conn.timeout,
+            idle_ms: u32::try_from(idle_ms).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The connection-table key of this entry.
+    pub fn flow_key(&self) -> FlowKey {
+        let (src, family) = words_of(self.client.ip());
+        let (dst, _) = words_of(self.vip.ip());
+        FlowKey {
+            src,
+            dst,
+            sport: self.client.port().to_be(),
+            dport: self.vip.port().to_be(),
+            protocol: self.protocol,
+            family,
+            kind: match self.kind {
+                RecordKind::Connection => flow_kind::CONNECTION,
+                RecordKind::Template => flow_kind::TEMPLATE,
+            },
+            pad0: 0,
+        }
+    }
+
+    /// The key of the virtual service the entry belongs to, to find the
+    /// backup's own service id.
+    pub fn service_key(&self) -> ServiceKey {
+        let (addr, family) = words_of(self.vip.ip());
+        ServiceKey { addr, port: self.service_port.to_be(), protocol: self.protocol, family }
+    }
+
+    /// The entry to install on the backup, with the backup's own ids. Its
+    /// last packet was `idle_ms` before `now_ns` (CLOCK_MONOTONIC), so it
+    /// expires when it would have on the master.
+    pub fn conn(&self, dest_id: u32, service_id: u32, now_ns: u64) -> Conn {
+        Conn {
+            dest_id,
+            service_id,
+            state: self.state,
+            pad0: [0; 3],
+            timeout: self.timeout,
+            last_seen_ns: now_ns.saturating_sub(u64::from(self.idle_ms) * 1_000_000),
+        }
+    }
+}
+
+/// Why an entry is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// Not sent before.
+    New,
+    /// Its state, real server, service or timeout changed.
+    Changed,
+    /// Traffic since it was last sent, and `refresh_period` (or half its
+    /// timeout, if shorter) passed.
+    Refresh,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    state: u8,
+    dest_id: u32,
+    service_id: u32,
+    timeout: u32,
+    last_seen_ns: u64,
+    sent_ns: u64,
+    generation: u64,
+}
+
+/// What the master has sent, to find what to send after each scan of its
+/// connection table (IPVS's sync on state change, plus its periodic
+/// refresh of long-lived connections).
+#[derive(Debug)]
+pub struct ChangeTracker {
+    sent: HashMap<FlowKey, Sent>,
+    refresh_period: Duration,
+    generation: u64,
+}
+
+impl ChangeTracker {
+    pub fn new(refresh_period: Duration) -> Self {
+        Self { sent: HashMap::new(), refresh_period, generation: 0 }
+    }
+
+    /// Entries remembered as sent.
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
+    /// Forgets everything (the backup restarted, or we just became master):
+    /// the next scan sends every entry.
+    pub fn reset(&mut self) {
+        self.sent.clear();
+    }
+
+    /// Compares a whole snapshot of the table (at `now_ns`, CLOCK_MONOTONIC)
+    /// with what was sent; returns the entries to send, and remembers them
+    /// as sent. Expired entries are skipped; entries gone from the table are
+    /// forgotten (the backup's copies age out by themselves).
+    pub fn scan<I>(&mut self, snapshot: I, now_ns: u64) -> Vec<(FlowKey, Conn, Change)>
+    where
+        I: IntoIterator<Item = (FlowKey, Conn)>,
+    {
+        self.generation += 1;
+        let generation = self.generation;
+        let refresh_ns = self.refresh_period.as_nanos() as u64;
+        let mut out = Vec::new();
+        for (key, conn) in snapshot {
+            let expires_ns = conn.last_seen_ns.saturating_add(u64::from(conn.timeout) * 1_000_000_000);
+            if expires_ns <= now_ns {
+                continue;
+            }
+            let change = match self.sent.get_mut(&key) {
+                None => Some(Change::New),
+                Some(s) => {
+                    s.generation = generation;
+                    if (s.state, s.dest_id, s.service_id, s.timeout)
+                        != (conn.state, conn.dest_id, conn.service_id, conn.timeout)
+                    {
+                        Some(Change::Changed)
+                    } else {
+                        // With traffic since, resent every refresh period,
+                        // or every half timeout if shorter: the backup's
+                        // copy never expires while the master's lives.
+                        let active = conn.last_seen_ns > s.last_seen_ns;
+                        let period = refresh_ns.min(u64::from(s.timeout) * 1_000_000_000 / 2);
+                        let due = now_ns.saturating_sub(s.sent_ns) >= period;
+                        (active && due).then_some(Change::Refresh)
+                    }
+                }
+            };
+            if let Some(change) = change {
+                self.sent.insert(
+                    key,
+                    Sent {
+                        state: conn.state,
+                        dest_id: conn.dest_id,
+                        service_id: conn.service_id,
+                        timeout: conn.timeout,
+                        last_seen_ns: conn.last_seen_ns,
+                        sent_ns: now_ns,
+                        generation,
+                    },
+                );
+                out.push((key, conn, change));
+            }
+        }
+        self.sent.retain(|_, s| s.generation == generation);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::conn_state;
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            src: lb_common::ipv4_words([198, 51, 100, 7]),
+            dst: lb_common::ipv4_words([192, 0, 2, 100]),
+            sport: port.to_be(),
+            dport: 80u16.to_be(),
+            protocol: 6,
+            family: AF_INET,
+            kind: flow_kind::CONNECTION,
+            pad0: 0,
+        }
+    }
+
+    fn conn(state: u8, last_seen_ns: u64) -> Conn {
+        Conn { dest_id: 3, service_id: 1, state, pad0: [0; 3], timeout: 900, last_seen_ns }
+    }
+
+    #[test]
+    fn entries_become_records_and_back() {
+        let k = key(40_001);
+        let c = conn(conn_state::ESTABLISHED, 100 * S);
+        let real: SocketAddr = "192.0.2.10:8080".parse().unwrap();
+        let r = SyncRecord::from_entry(&k, &c, 80, real, 102 * S + 500_000_000).unwrap();
+        assert_eq!(r.kind, RecordKind::Connection);
+        assert_eq!(r.client, "198.51.100.7:40001".parse().unwrap());
+        assert_eq!(r.vip, "192.0.2.100:80".parse().unwrap());
+        assert_eq!((r.real, r.service_port, r.state, r.timeout, r.idle_ms), (real, 80, 1, 900, 2500));
+        assert_eq!(r.flow_key(), k);
+        let sk = r.service_key();
+        assert_eq!((sk.addr, u16::from_be(sk.port), sk.protocol, sk.family), (k.dst, 80, 6, AF_INET));
+        // On the backup, with its own ids and clock: the same age.
+        let installed = r.conn(9, 4, 5000 * S);
+        assert_eq!((installed.dest_id, installed.service_id, installed.state, installed.timeout), (9, 4, 1, 900));
+        assert_eq!(installed.last_seen_ns, 5000 * S - 2_500_000_000);
+
+        // A template of an every-port service.
+        let t = FlowKey { sport: 0, dport: 0, kind: flow_kind::TEMPLATE, ..k };
+        let r = SyncRecord::from_entry(&t, &conn(conn_state::TEMPLATE_NONE, 0), 0, real, 0).unwrap();
+        assert_eq!(r.kind, RecordKind::Template);
+        assert_eq!(r.flow_key(), t);
+
+        // IPv6 words.
+        let ip: IpAddr = "2001:db8::1:2".parse().unwrap();
+        let (words, family) = words_of(ip);
+        assert_eq!(family, AF_INET6);
+        assert_eq!(ip_of(words, family), Some(ip));
+        assert_eq!(ip_of(words, 99), None);
+    }
+
+    #[test]
+    fn scans_send_new_and_changed_entries_once() {
+        let mut t = ChangeTracker::new(Duration::from_secs(60));
+        let now = 1000 * S;
+        let table = vec![(key(1), conn(conn_state::SYN_RECV, now)), (key(2), conn(conn_state::ESTABLISHED, now))];
+        let sent = t.scan(table.clone(), now);
+        assert_eq!(sent.iter().map(|s| s.2).collect::<Vec<_>>(), [Change::New, Change::New]);
+        // Same table, a bit later, traffic on both: nothing (not due yet).
+        let later: Vec<_> = table.iter().map(|(k, c)| (*k, Conn { last_seen_ns: now + S, ..*c })).collect();
+        assert!(t.scan(later.clone(), now + S).is_empty());
+        // A state change goes out at once.
+        let mut changed = later.clone();
+        changed[0].1.state = conn_state::ESTABLISHED;
+        let sent = t.scan(changed.clone(), now + 2 * S);
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].0, sent[0].2), (key(1), Change::Changed));
+        // So does a new real server (the old one failed) or a new timeout.
+        let mut moved = changed.clone();
+        moved[1].1.dest_id = 4;
+        assert_eq!(t.scan(moved.clone(), now + 3 * S).len(), 1);
+        // Gone from the table: forgotten; back again: new.
+        assert!(t.scan(vec![moved[0]], now + 4 * S).is_empty());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.scan(moved.clone(), now + 5 * S)[0].2, Change::New);
+        // Expired entries are not sent.
+        let expired = (key(3), conn(conn_state::ESTABLISHED, now - 901 * S));
+        assert!(t.scan(vec![moved[0], moved[1], expired], now + 6 * S).is_empty());
+        t.reset();
+        assert_eq!(t.scan(moved, now + 7 * S).len(), 2);
+    }
+
+    #[test]
+    fn long_lived_entries_are_refreshed_while_they_have_traffic() {
+        let mut t = ChangeTracker::new(Duration::from_secs(60));
+        let start = 1000 * S;
+        t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start))], start);
+        // Idle: never resent (the backup's copy ages as the master's).
+        assert!(t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start))], start + 61 * S).is_empty());
+        // Traffic, and 60 s since it was sent: resent.
+        let sent = t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start + 62 * S))], start + 62 * S);
+        assert_eq!(sent[0].2, Change::Refresh);
+        // Not again before another period.
+        assert!(t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start + 90 * S))], start + 90 * S).is_empty());
+
+        // A timeout shorter than two periods: refreshed every half timeout,
+        // before the backup's copy expires.
+        let mut t = ChangeTracker::new(Duration::from_secs(60));
+        let short = |seen| Conn { timeout: 30, ..conn(conn_state::ESTABLISHED, seen) };
+        t.scan(vec![(key(1), short(start))], start);
+        assert!(t.scan(vec![(key(1), short(start + 14 * S))], start + 14 * S).is_empty());
+        assert_eq!(t.scan(vec![(key(1), short(start + 15 * S))], start + 15 * S)[0].2, Change::Refresh);
+    }
+}

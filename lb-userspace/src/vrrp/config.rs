@@ -1,0 +1,775 @@
+//! The `[[vrrp]]` tables: one VRRP instance (virtual router) each.
+//!
+//! ```toml
+//! [[vrrp]]
+//! name = "VI_1"                 # default "IFACE-VRID"; shown by lbctl
+//! interface = "eth0"            # required
+//! virtual_router_id = 51        # required, 1..=255
+//! priority = 100                # 1..=255, 255 = address owner; default 100
+//! version = 3                   # 2 | 3; default 2, as keepalived
+//! advert_interval = "1s"        # v2: whole seconds 1..=255; v3: 10ms..=40.95s in 10 ms steps
+//! preempt = true                # default true; false is keepalived's nopreempt
+//! preempt_delay = "0s"          # 0..=1000s, only with preempt
+//! virtual_ipaddress = ["172.16.100.1/24"]   # required; /32 if no prefix
+//! unicast_peer = ["172.16.100.3"]           # default: multicast to 224.0.0.18
+//! auth_pass = "secret"          # v2 only, 1 to 8 characters (simple text)
+//! notify_master = "/etc/lb/master.sh"       # run with sh -c on entering the state
+//! notify_backup = "..."
+//! notify_fault = "..."
+//! track_interface = ["eth1"]    # any of them down = FAULT (the instance's own interface always counts)
+//! track_service = [             # keepalived's track_script weights, for a service's real servers:
+//!   { service = "tcp 172.16.100.1:80", weight = -20 },  # < 0: added while it has no live real server
+//!   { service = "udp 172.16.100.1:53", weight = 10 },   # > 0: added while it has one
+//!   { service = "tcp 172.16.100.1:443" },               # 0 (default): FAULT while it has none
+//! ]
+//! garp_master_delay = "5s"      # second set of gratuitous ARPs after becoming master; 0 = none
+//! garp_master_repeat = 5        # gratuitous ARPs per address in each set, 1..=100
+//! garp_master_refresh = "0s"    # one gratuitous ARP per address this often while master; 0 = off
+//! ```
+//!
+//! Every mistake is reported with its span and dotted key (`vrrp[0].priority`),
+//! as the health-check tables do.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    ops::Range,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    packet::{Expect, MAX_V3_INTERVAL_CS, Version, simple_auth_data},
+    state::Params,
+};
+use crate::{
+    health::config::{RawDuration, parse_duration},
+    model::Protocol,
+};
+
+/// keepalived's defaults.
+pub const DEFAULT_PRIORITY: u8 = 100;
+pub const DEFAULT_GARP_MASTER_DELAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_GARP_MASTER_REPEAT: u32 = 5;
+/// keepalived's limit on `preempt_delay`.
+pub const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(1000);
+
+/// A `[[vrrp]]` table as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVrrp {
+    pub name: Option<Spanned<String>>,
+    pub interface: Spanned<String>,
+    pub virtual_router_id: Spanned<i64>,
+    pub priority: Option<Spanned<i64>>,
+    pub version: Option<Spanned<i64>>,
+    pub advert_interval: Option<Spanned<RawDuration>>,
+    pub preempt: Option<Spanned<bool>>,
+    pub preempt_delay: Option<Spanned<RawDuration>>,
+    pub virtual_ipaddress: Spanned<Vec<Spanned<String>>>,
+    pub unicast_peer: Option<Spanned<Vec<Spanned<String>>>>,
+    pub auth_pass: Option<Spanned<String>>,
+    pub notify_master: Option<Spanned<String>>,
+    pub notify_backup: Option<Spanned<String>>,
+    pub notify_fault: Option<Spanned<String>>,
+    pub track_interface: Option<Spanned<Vec<Spanned<String>>>>,
+    pub track_service: Option<Spanned<Vec<Spanned<RawTrackService>>>>,
+    pub garp_master_delay: Option<Spanned<RawDuration>>,
+    pub garp_master_repeat: Option<Spanned<i64>>,
+    pub garp_master_refresh: Option<Spanned<RawDuration>>,
+}
+
+/// One `track_service` entry as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrackService {
+    /// "PROTOCOL VIP:PORT", a `[[service]]` of this config.
+    pub service: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+}
+
+/// A virtual address and the prefix it is added with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vip {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// A virtual service whose real servers move the priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TrackService {
+    pub protocol: Protocol,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// < 0: added to the priority while the service has no live real server;
+    /// > 0: added while it has at least one; 0: FAULT while it has none.
+    pub weight: i32,
+}
+
+impl TrackService {
+    /// The priority change and whether it faults, for the service's state.
+    pub fn effect(&self, alive: bool) -> (i32, bool) {
+        match (self.weight, alive) {
+            (0, alive) => (0, !alive),
+            (w, false) if w < 0 => (w, false),
+            (w, true) if w > 0 => (w, false),
+            _ => (0, false),
+        }
+    }
+}
+
+impl fmt::Display for TrackService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:{}", self.protocol.name(), self.vip, self.port)
+    }
+}
+
+/// One validated VRRP instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: Version,
+    /// A multiple of 10 ms (v2: of 1 s).
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub virtual_ipaddress: Vec<Vip>,
+    /// Empty: multicast to 224.0.0.18.
+    pub unicast_peer: Vec<Ipv4Addr>,
+    pub auth_pass: Option<String>,
+    pub notify_master: Option<String>,
+    pub notify_backup: Option<String>,
+    pub notify_fault: Option<String>,
+    /// Besides `interface`, which is always tracked.
+    pub track_interface: Vec<String>,
+    pub track_service: Vec<TrackService>,
+    pub garp_master_delay: Duration,
+    pub garp_master_repeat: u32,
+    pub garp_master_refresh: Option<Duration>,
+}
+
+impl VrrpConfig {
+    /// A config with keepalived's defaults (but VRRPv3), for code and tests.
+    pub fn new(interface: &str, vrid: u8, vips: &[Vip]) -> Self {
+        Self {
+            name: format!("{interface}-{vrid}"),
+            interface: interface.to_string(),
+            vrid,
+            priority: DEFAULT_PRIORITY,
+            version: Version::V3,
+            advert_interval: Duration::from_secs(1),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            virtual_ipaddress: vips.to_vec(),
+            unicast_peer: Vec::new(),
+            auth_pass: None,
+            notify_master: None,
+            notify_backup: None,
+            notify_fault: None,
+            track_interface: Vec::new(),
+            track_service: Vec::new(),
+            garp_master_delay: DEFAULT_GARP_MASTER_DELAY,
+            garp_master_repeat: DEFAULT_GARP_MASTER_REPEAT,
+            garp_master_refresh: None,
+        }
+    }
+
+    pub fn advert_interval_cs(&self) -> u16 {
+        (self.advert_interval.as_millis() / 10) as u16
+    }
+
+    /// The state machine's settings.
+    pub fn params(&self) -> Params {
+        Params {
+            version: self.version,
+            priority: self.priority,
+            advert_interval_cs: self.advert_interval_cs(),
+            preempt: self.preempt,
+            preempt_delay: self.preempt_delay,
+            garp_master_delay: self.garp_master_delay,
+            garp_master_repeat: self.garp_master_repeat,
+            garp_master_refresh: self.garp_master_refresh,
+        }
+    }
+
+    /// What received adverts are checked against.
+    pub fn expect(&self) -> Expect {
+        Expect {
+            version: self.version,
+            vrid: self.vrid,
+            addresses: self.virtual_ipaddress.iter().map(|v| v.address).collect(),
+            interval_cs: self.advert_interval_cs(),
+            auth: self.auth_pass.as_deref().map(simple_auth_data),
+            peers: self.unicast_peer.clone(),
+        }
+    }
+
+    /// The interfaces whose link state matters: the instance's own first.
+    pub fn tracked_interfaces(&self) -> Vec<String> {
+        let mut all = vec![self.interface.clone()];
+        all.extend(self.track_interface.iter().filter(|i| **i != self.interface).cloned());
+        all
+    }
+}
+
+/// One mistake in a `[[vrrp]]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpConfigError {
+    pub span: Range<usize>,
+    /// Dotted key: `vrrp[0].priority`.
+    pub key: String,
+    pub message: String,
+}
+
+impl From<VrrpConfigError> for (Range<usize>, String, String) {
+    fn from(e: VrrpConfigError) -> Self {
+        (e.span, e.key, e.message)
+    }
+}
+
+pub(crate) struct Errors {
+    pub(crate) prefix: String,
+    pub(crate) errors: Vec<VrrpConfigError>,
+}
+
+impl Errors {
+    pub(crate) fn add(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        self.errors.push(VrrpConfigError { span, key: format!("{}.{key}", self.prefix), message: message.into() });
+    }
+
+    pub(crate) fn duration(
+        &mut self,
+        value: &Option<Spanned<RawDuration>>,
+        key: &str,
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match duration_value(v.get_ref()) {
+            Ok(d) if d < range.0 || d > range.1 => {
+                self.add(v.span(), key, format!("{} is out of range {}..={}", show(d), show(range.0), show(range.1)));
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                self.add(v.span(), key, message);
+                default
+            }
+        }
+    }
+
+    pub(crate) fn integer(&mut self, value: &Option<Spanned<i64>>, key: &str, range: (i64, i64), default: i64) -> i64 {
+        let Some(v) = value else { return default };
+        let n = *v.get_ref();
+        if (range.0..=range.1).contains(&n) {
+            n
+        } else {
+            self.add(v.span(), key, format!("{n} is out of range {}..={}", range.0, range.1));
+            default
+        }
+    }
+
+    pub(crate) fn text(&mut self, value: &Option<Spanned<String>>, key: &str) -> Option<String> {
+        let v = value.as_ref()?;
+        if v.get_ref().trim().is_empty() {
+            self.add(v.span(), key, "must not be empty");
+            return None;
+        }
+        Some(v.get_ref().clone())
+    }
+}
+
+/// A `RawDuration`'s value.
+pub(crate) fn duration_value(value: &RawDuration) -> Result<Duration, String> {
+    match value {
+        RawDuration::Seconds(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        RawDuration::FractionalSeconds(f) if f.is_finite() && *f >= 0.0 && *f < 1e9 => Ok(Duration::from_secs_f64(*f)),
+        RawDuration::Text(t) => parse_duration(t),
+        RawDuration::Seconds(n) => Err(format!("{n} is not a duration")),
+        RawDuration::FractionalSeconds(f) => Err(format!("{f} is not a duration")),
+    }
+}
+
+pub(crate) fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+pub(crate) fn interface_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ':']) && !name.contains(char::is_whitespace)
+}
+
+fn unicast(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+}
+
+/// Validates every `[[vrrp]]` table. `prefix` names the array (`vrrp`).
+pub fn resolve_all(raw: &[Spanned<RawVrrp>], prefix: &str) -> Result<Vec<VrrpConfig>, Vec<VrrpConfigError>> {
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen_vrid: HashMap<(String, u8), usize> = HashMap::new();
+    let mut seen_name: HashMap<String, usize> = HashMap::new();
+    for (i, table) in raw.iter().enumerate() {
+        let mut e = Errors { prefix: format!("{prefix}[{i}]"), errors: Vec::new() };
+        let config = resolve_one(table.get_ref(), &mut e);
+        if let Some(first) = seen_vrid.insert((config.interface.clone(), config.vrid), i) {
+            let v = &table.get_ref().virtual_router_id;
+            e.add(
+                v.span(),
+                "virtual_router_id",
+                format!("{prefix}[{first}] has VRID {} on {} already", config.vrid, config.interface),
+            );
+        }
+        if let Some(first) = seen_name.insert(config.name.clone(), i) {
+            let span = table.get_ref().name.as_ref().map_or(table.span(), |n| n.span());
+            e.add(span, "name", format!("{prefix}[{first}] is named \"{}\" already", config.name));
+        }
+        errors.extend(e.errors);
+        all.push(config);
+    }
+    if errors.is_empty() { Ok(all) } else { Err(errors) }
+}
+
+/// Validates one table; its mistakes go to `e`, and the returned config
+/// holds defaults in their place.
+pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
+    let interface = raw.interface.get_ref().trim().to_string();
+    if !interface_name_ok(&interface) {
+        e.add(raw.interface.span(), "interface", format!("\"{interface}\" is not an interface name"));
+    }
+    let vrid = e.integer(&Some(raw.virtual_router_id.clone()), "virtual_router_id", (1, 255), 1) as u8;
+    let mut c = VrrpConfig::new(&interface, vrid, &[]);
+    c.version = Version::V2;
+    if let Some(name) = e.text(&raw.name, "name") {
+        c.name = name.trim().to_string();
+    }
+    c.priority = e.integer(&raw.priority, "priority", (1, 255), i64::from(DEFAULT_PRIORITY)) as u8;
+    if let Some(v) = &raw.version {
+        match v.get_ref() {
+            2 => c.version = Version::V2,
+            3 => c.version = Version::V3,
+            n => e.add(v.span(), "version", format!("{n} is not a VRRP version (2 or 3)")),
+        }
+    }
+
+    // The advert interval: whole seconds in v2, centiseconds in v3.
+    if let Some(v) = &raw.advert_interval {
+        match duration_value(v.get_ref()) {
+            Err(message) => e.add(v.span(), "advert_interval", message),
+            Ok(d) => match c.version {
+                Version::V2 if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) => {
+                    let hint = if d < Duration::from_secs(1) { " (sub-second intervals need version = 3)" } else { "" };
+                    e.add(v.span(), "advert_interval", format!("{} is not 1s..=255s in whole seconds{hint}", show(d)))
+                }
+                Version::V3
+                    if d.as_nanos() % 10_000_000 != 0
+                        || d.is_zero()
+                        || d.as_millis() / 10 > u128::from(MAX_V3_INTERVAL_CS) =>
+                {
+                    e.add(v.span(), "advert_interval", format!("{} is not 10ms..=40950ms in steps of 10ms", show(d)))
+                }
+                _ => c.advert_interval = d,
+            },
+        }
+    }
+
+    c.preempt = raw.preempt.as_ref().is_none_or(|p| *p.get_ref());
+    c.preempt_delay =
+        e.duration(&raw.preempt_delay, "preempt_delay", Duration::ZERO, (Duration::ZERO, MAX_PREEMPT_DELAY));
+    if let Some(d) = &raw.preempt_delay
+        && !c.preempt
+    {
+        e.add(d.span(), "preempt_delay", "does not apply with preempt = false");
+    }
+
+    let vips = &raw.virtual_ipaddress;
+    if vips.get_ref().is_empty() {
+        e.add(vips.span(), "virtual_ipaddress", "needs at least one address");
+    }
+    if vips.get_ref().len() > 255 {
+        e.add(vips.span(), "virtual_ipaddress", "more than 255 addresses (an advert lists at most 255)");
+    }
+    for v in vips.get_ref() {
+        let text = v.get_ref().trim();
+        let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let address = addr.parse::<Ipv4Addr>().ok().filter(|a| unicast(*a));
+        let prefix_len = match prefix {
+            None => Some(32),
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= 32),
+        };
+        match (address, prefix_len) {
+            (Some(address), Some(prefix_len)) => {
+                if c.virtual_ipaddress.iter().any(|x| x.address == address) {
+                    e.add(v.span(), "virtual_ipaddress", format!("{address} is listed twice"));
+                } else {
+                    c.virtual_ipaddress.push(Vip { address, prefix_len });
+                }
+            }
+            _ => e.add(v.span(), "virtual_ipaddress", format!("\"{text}\" is not a unicast IPv4 ADDRESS[/PREFIX]")),
+        }
+    }
+
+    if let Some(peers) = &raw.unicast_peer {
+        if peers.get_ref().is_empty() {
+            e.add(peers.span(), "unicast_peer", "needs at least one address (or leave it out for multicast)");
+        }
+        for p in peers.get_ref() {
+            match p.get_ref().trim().parse::<Ipv4Addr>() {
+                Ok(a) if unicast(a) && !c.unicast_peer.contains(&a) => c.unicast_peer.push(a),
+                Ok(a) if unicast(a) => e.add(p.span(), "unicast_peer", format!("{a} is listed twice")),
+                _ => e.add(p.span(), "unicast_peer", format!("\"{}\" is not a unicast IPv4 address", p.get_ref())),
+            }
+        }
+    }
+
+    if let Some(pass) = &raw.auth_pass {
+        let text = pass.get_ref();
+        if c.version != Version::V2 {
+            e.add(pass.span(), "auth_pass", "VRRPv3 has no authentication (needs version = 2)");
+        } else if text.is_empty() || text.len() > 8 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            e.add(pass.span(), "auth_pass", "must be 1 to 8 printable ASCII characters");
+        } else {
+            c.auth_pass = Some(text.clone());
+        }
+    }
+
+    c.notify_master = e.text(&raw.notify_master, "notify_master");
+    c.notify_backup = e.text(&raw.notify_backup, "notify_backup");
+    c.notify_fault = e.text(&raw.notify_fault, "notify_fault");
+
+    if let Some(list) = &raw.track_interface {
+        for t in list.get_ref() {
+            let name = t.get_ref().trim();
+            if !interface_name_ok(name) {
+                e.add(t.span(), "track_interface", format!("\"{name}\" is not an interface name"));
+            } else if c.track_interface.iter().any(|x| x == name) {
+                e.add(t.span(), "track_interface", format!("\"{name}\" is listed twice"));
+            } else {
+                c.track_interface.push(name.to_string());
+            }
+        }
+    }
+
+    if let Some(list) = &raw.track_service {
+        for (j, t) in list.get_ref().iter().enumerate() {
+            let t = t.get_ref();
+            let key = format!("track_service[{j}]");
+            let weight = e.integer(&t.weight, &format!("{key}.weight"), (-253, 253), 0) as i32;
+            if weight != 0
+                && c.priority == 255
+                && let Some(w) = &t.weight
+            {
+                e.add(
+                    w.span(),
+                    &format!("{key}.weight"),
+                    "the address owner (priority 255) keeps its priority: only weight 0 applies",
+                );
+            }
+            match parse_service(t.service.get_ref()) {
+                Ok((protocol, vip, port)) => {
+                    let track = TrackService { protocol, vip, port, weight };
+                    if c.track_service.iter().any(|x| (x.protocol, x.vip, x.port) == (protocol, vip, port)) {
+                        e.add(t.service.span(), &format!("{key}.service"), format!("{track} is listed twice"));
+                    } else {
+                        c.track_service.push(track);
+                    }
+                }
+                Err(message) => e.add(t.service.span(), &format!("{key}.service"), message),
+            }
+        }
+    }
+
+    let max = (Duration::ZERO, MAX_PREEMPT_DELAY);
+    c.garp_master_delay = e.duration(&raw.garp_master_delay, "garp_master_delay", DEFAULT_GARP_MASTER_DELAY, max);
+    c.garp_master_repeat =
+        e.integer(&raw.garp_master_repeat, "garp_master_repeat", (1, 100), i64::from(DEFAULT_GARP_MASTER_REPEAT))
+            as u32;
+    let refresh = e.duration(
+        &raw.garp_master_refresh,
+        "garp_master_refresh",
+        Duration::ZERO,
+        (Duration::ZERO, Duration::from_secs(86_400)),
+    );
+    c.garp_master_refresh = (!refresh.is_zero()).then_some(refresh);
+    if let (Some(r), Some(v)) = (c.garp_master_refresh, &raw.garp_master_refresh)
+        && r < Duration::from_millis(100)
+    {
+        e.add(v.span(), "garp_master_refresh", "must be 0 (off) or at least 100ms");
+    }
+    c
+}
+
+/// "tcp 172.16.100.1:80" → (protocol, VIP, port).
+pub fn parse_service(text: &str) -> Result<(Protocol, Ipv4Addr, u16), String> {
+    let bad = || format!("\"{text}\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\")");
+    let mut words = text.split_whitespace();
+    let (Some(protocol), Some(addr), None) = (words.next(), words.next(), words.next()) else { return Err(bad()) };
+    let protocol: Protocol = protocol.to_ascii_lowercase().parse()?;
+    match addr.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(a)) => Ok((protocol, *a.ip(), a.port())),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        vrrp: Vec<Spanned<RawVrrp>>,
+    }
+
+    fn resolve(text: &str) -> Result<Vec<VrrpConfig>, Vec<String>> {
+        let doc: Doc = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        resolve_all(&doc.vrrp, "vrrp").map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let line = text[..e.span.start].matches('\n').count() + 1;
+                    format!("{line}: {}: {}", e.key, e.message)
+                })
+                .collect()
+        })
+    }
+
+    fn one(text: &str) -> VrrpConfig {
+        resolve(text).unwrap().remove(0)
+    }
+
+    fn error(text: &str) -> String {
+        let e = resolve(text).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        e[0].clone()
+    }
+
+    const MINIMAL: &str =
+        "[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"172.16.100.1/24\"]\n";
+
+    #[test]
+    fn the_issue_example() {
+        let c = one(r#"
+[[vrrp]]
+interface = "eth0"
+virtual_router_id = 51
+priority = 100
+version = 3                 # 2 | 3
+advert_interval = "1s"      # v3: down to 10ms
+preempt = true
+virtual_ipaddress = ["172.16.100.1/24"]
+"#);
+        assert_eq!(c.name, "eth0-51");
+        assert_eq!((c.vrid, c.priority, c.version), (51, 100, Version::V3));
+        assert_eq!(c.advert_interval, Duration::from_secs(1));
+        assert_eq!(c.virtual_ipaddress, [Vip { address: "172.16.100.1".parse().unwrap(), prefix_len: 24 }]);
+        assert_eq!(c.params().advert_interval_cs, 100);
+    }
+
+    #[test]
+    fn keepalived_defaults() {
+        let c = one(MINIMAL);
+        assert_eq!(c.version, Version::V2, "keepalived's default vrrp_version");
+        assert_eq!(c.priority, 100);
+        assert!(c.preempt);
+        assert_eq!(c.preempt_delay, Duration::ZERO);
+        assert_eq!(c.advert_interval, Duration::from_secs(1));
+        assert_eq!(
+            (c.garp_master_delay, c.garp_master_repeat, c.garp_master_refresh),
+            (Duration::from_secs(5), 5, None)
+        );
+        assert!(c.unicast_peer.is_empty() && c.auth_pass.is_none() && c.track_service.is_empty());
+        assert_eq!(c.tracked_interfaces(), ["eth0"]);
+    }
+
+    #[test]
+    fn every_key() {
+        let c = one(r#"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 7
+priority = 254
+version = 2
+advert_interval = 2
+preempt = true
+preempt_delay = "30s"
+virtual_ipaddress = ["172.16.100.1/24", "172.16.100.2"]
+unicast_peer = ["172.16.100.3", "172.16.100.4"]
+auth_pass = "secret"
+notify_master = "logger master"
+notify_backup = "logger backup"
+notify_fault = "logger fault"
+track_interface = ["eth1", "eth0"]
+track_service = [
+  { service = "tcp 172.16.100.1:80", weight = -20 },
+  { service = "UDP 172.16.100.1:53", weight = 10 },
+  { service = "tcp 172.16.100.1:443" },
+]
+garp_master_delay = "0s"
+garp_master_repeat = 3
+garp_master_refresh = "60s"
+"#);
+        assert_eq!(c.name, "VI_1");
+        assert_eq!(c.advert_interval, Duration::from_secs(2));
+        assert_eq!(c.preempt_delay, Duration::from_secs(30));
+        assert_eq!(c.virtual_ipaddress[1].to_string(), "172.16.100.2/32");
+        assert_eq!(c.unicast_peer.len(), 2);
+        assert_eq!(c.expect().auth, Some(*b"secret\0\0"));
+        assert_eq!(c.expect().peers, c.unicast_peer);
+        assert_eq!(c.notify_fault.as_deref(), Some("logger fault"));
+        assert_eq!(c.tracked_interfaces(), ["eth0", "eth1"]);
+        assert_eq!(c.track_service[0].to_string(), "tcp 172.16.100.1:80");
+        assert_eq!((c.track_service[1].protocol, c.track_service[1].weight), (Protocol::Udp, 10));
+        assert_eq!(c.track_service[2].weight, 0);
+        assert_eq!((c.garp_master_delay, c.garp_master_repeat), (Duration::ZERO, 3));
+        assert_eq!(c.garp_master_refresh, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn v3_takes_centiseconds() {
+        let v3 = |interval: &str| {
+            resolve(&format!("{MINIMAL}version = 3\nadvert_interval = {interval}\n"))
+                .map(|mut c| c.remove(0).advert_interval)
+        };
+        assert_eq!(v3("\"10ms\""), Ok(Duration::from_millis(10)));
+        assert_eq!(v3("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(v3("\"40950ms\""), Ok(Duration::from_millis(40_950)));
+        assert!(v3("\"5ms\"").is_err());
+        assert!(v3("\"15ms\"").is_err());
+        assert!(v3("\"41s\"").is_err());
+        assert!(v3("0").is_err());
+    }
+
+    #[test]
+    fn each_mistake_names_line_and_key() {
+        let with = |extra: &str| error(&format!("{MINIMAL}{extra}\n"));
+        assert_eq!(with("priority = 0"), "5: vrrp[0].priority: 0 is out of range 1..=255");
+        assert_eq!(with("version = 4"), "5: vrrp[0].version: 4 is not a VRRP version (2 or 3)");
+        assert_eq!(
+            with("advert_interval = \"500ms\""),
+            "5: vrrp[0].advert_interval: 500ms is not 1s..=255s in whole seconds (sub-second intervals need version = 3)"
+        );
+        assert_eq!(
+            with("advert_interval = \"1x\""),
+            "5: vrrp[0].advert_interval: \"1x\" is not a duration (like \"500ms\", \"5s\", \"1m\", or a number of seconds)"
+        );
+        assert_eq!(
+            with("version = 3\nauth_pass = \"x\""),
+            "6: vrrp[0].auth_pass: VRRPv3 has no authentication (needs version = 2)"
+        );
+        assert_eq!(
+            with("auth_pass = \"123456789\""),
+            "5: vrrp[0].auth_pass: must be 1 to 8 printable ASCII characters"
+        );
+        assert_eq!(
+            with("preempt = false\npreempt_delay = 5"),
+            "6: vrrp[0].preempt_delay: does not apply with preempt = false"
+        );
+        assert_eq!(with("preempt_delay = 1001"), "5: vrrp[0].preempt_delay: 1001s is out of range 0s..=1000s");
+        assert_eq!(
+            with("unicast_peer = [\"224.0.0.18\"]"),
+            "5: vrrp[0].unicast_peer: \"224.0.0.18\" is not a unicast IPv4 address"
+        );
+        assert_eq!(
+            with("unicast_peer = []"),
+            "5: vrrp[0].unicast_peer: needs at least one address (or leave it out for multicast)"
+        );
+        assert_eq!(with("notify_master = \" \""), "5: vrrp[0].notify_master: must not be empty");
+        assert_eq!(with("track_interface = [\"a/b\"]"), "5: vrrp[0].track_interface: \"a/b\" is not an interface name");
+        assert_eq!(
+            with("track_service = [{ service = \"tcp 172.16.100.1\" }]"),
+            "5: vrrp[0].track_service[0].service: \"tcp 172.16.100.1\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\")"
+        );
+        assert_eq!(
+            with("track_service = [{ service = \"sctp 172.16.100.1:80\" }]"),
+            "5: vrrp[0].track_service[0].service: unknown protocol \"sctp\" (tcp or udp)"
+        );
+        assert_eq!(
+            with("track_service = [{ service = \"tcp 172.16.100.1:80\", weight = -254 }]"),
+            "5: vrrp[0].track_service[0].weight: -254 is out of range -253..=253"
+        );
+        assert_eq!(
+            with("priority = 255\ntrack_service = [{ service = \"tcp 172.16.100.1:80\", weight = -10 }]"),
+            "6: vrrp[0].track_service[0].weight: the address owner (priority 255) keeps its priority: only weight 0 applies"
+        );
+        assert_eq!(with("garp_master_repeat = 0"), "5: vrrp[0].garp_master_repeat: 0 is out of range 1..=100");
+        assert_eq!(
+            with("garp_master_refresh = \"10ms\""),
+            "5: vrrp[0].garp_master_refresh: must be 0 (off) or at least 100ms"
+        );
+
+        let vips = |list: &str| {
+            error(&format!("[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 1\nvirtual_ipaddress = {list}\n"))
+        };
+        assert_eq!(vips("[]"), "4: vrrp[0].virtual_ipaddress: needs at least one address");
+        assert_eq!(
+            vips("[\"10.0.0.1/33\"]"),
+            "4: vrrp[0].virtual_ipaddress: \"10.0.0.1/33\" is not a unicast IPv4 ADDRESS[/PREFIX]"
+        );
+        assert_eq!(
+            vips("[\"2001:db8::1\"]"),
+            "4: vrrp[0].virtual_ipaddress: \"2001:db8::1\" is not a unicast IPv4 ADDRESS[/PREFIX]"
+        );
+        assert_eq!(vips("[\"10.0.0.1\", \"10.0.0.1/24\"]"), "4: vrrp[0].virtual_ipaddress: 10.0.0.1 is listed twice");
+
+        assert_eq!(
+            error("[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 0\nvirtual_ipaddress = [\"10.0.0.1\"]\n"),
+            "3: vrrp[0].virtual_router_id: 0 is out of range 1..=255"
+        );
+        let e = resolve(
+            "[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 1\nvirtual_ipaddress = [\"10.0.0.1\"]\nprioity = 3\n",
+        )
+        .unwrap_err();
+        assert!(e[0].contains("unknown field `prioity`"), "{e:?}");
+        let e = resolve("[[vrrp]]\ninterface = \"eth0\"\nvirtual_ipaddress = [\"10.0.0.1\"]\n").unwrap_err();
+        assert!(e[0].contains("missing field `virtual_router_id`"), "{e:?}");
+    }
+
+    #[test]
+    fn instances_must_differ() {
+        let e = resolve(&format!("{MINIMAL}{MINIMAL}")).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "7: vrrp[1].virtual_router_id: vrrp[0] has VRID 51 on eth0 already",
+                "5: vrrp[1].name: vrrp[0] is named \"eth0-51\" already",
+            ]
+        );
+        // Same VRID on another interface is another virtual router.
+        let other = MINIMAL.replace("eth0", "eth1");
+        assert_eq!(resolve(&format!("{MINIMAL}{other}")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn all_mistakes_at_once() {
+        let e = resolve(&format!("{MINIMAL}priority = 0\nversion = 9\ngarp_master_repeat = -1\n")).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn track_service_weights() {
+        let t = |weight| TrackService { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST, port: 80, weight };
+        assert_eq!(t(-20).effect(false), (-20, false));
+        assert_eq!(t(-20).effect(true), (0, false));
+        assert_eq!(t(10).effect(true), (10, false));
+        assert_eq!(t(10).effect(false), (0, false));
+        assert_eq!(t(0).effect(false), (0, true));
+        assert_eq!(t(0).effect(true), (0, false));
+    }
+}

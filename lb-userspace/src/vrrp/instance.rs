@@ -1,0 +1,523 @@
+//! One VRRP instance as a tokio task: the state machine of [`super::state`]
+//! driven by the adverts of [`super::net`], its timers and the link states,
+//! with its status readable from outside.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    config::{TrackService, VrrpConfig},
+    net::{AdvertSocket, GarpSender, Netlink},
+    packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, Version, simple_auth_data},
+    state::{Action, Event, GarpReason, Machine, NotifyKind, State},
+};
+
+/// How often tracked interfaces are looked at.
+pub const LINK_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// A `notify_*` command still running after this is killed.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `lbctl` shows of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VrrpStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    /// 2 or 3.
+    pub version: u8,
+    pub state: State,
+    /// Configured priority.
+    pub priority: u8,
+    /// With the tracked services' weights.
+    pub effective_priority: u8,
+    /// Our own address while master; the master's while backup, once heard.
+    pub master_address: Option<Ipv4Addr>,
+    /// Our address on the link (the source of our adverts).
+    pub source_address: Ipv4Addr,
+    /// When the state last changed.
+    pub since: SystemTime,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Received adverts that failed a check (TTL, version, checksum, auth,
+    /// addresses, interval, unknown unicast peer) and were ignored.
+    pub bad_adverts: u64,
+    /// Why the last bad advert was bad.
+    pub last_bad_advert: Option<String>,
+    /// The last I/O error (sending, addresses, ARPs), if any.
+    pub last_error: Option<String>,
+}
+
+impl VrrpStatus {
+    /// How long ago the state changed, at `now`.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.since).unwrap_or_default()
+    }
+}
+
+/// "45s", "5m12s", "3h04m", "2d05h".
+pub fn format_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The instances as `lbctl` lists them: name, interface, VRID, version,
+/// state, priority (effective), the master's address, time in the state.
+pub fn render_table(statuses: &[VrrpStatus], now: SystemTime) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "INTERFACE".into(),
+        "VRID".into(),
+        "VER".into(),
+        "STATE".into(),
+        "PRIORITY".into(),
+        "MASTER".into(),
+        "SINCE".into(),
+    ]];
+    for s in statuses {
+        let priority = if s.effective_priority == s.priority {
+            s.priority.to_string()
+        } else {
+            format!("{} ({})", s.priority, s.effective_priority)
+        };
+        rows.push([
+            s.name.clone(),
+            s.interface.clone(),
+            s.vrid.to_string(),
+            s.version.to_string(),
+            s.state.name().to_string(),
+            priority,
+            s.master_address.map_or("-".to_string(), |a| a.to_string()),
+            format_age(s.age(now)),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+enum Command {
+    ServiceAlive { index: usize, alive: bool },
+    Shutdown,
+}
+
+/// A running instance. Dropping it stops the instance cleanly in the
+/// background (priority 0 if master, addresses removed); [`Self::shutdown`]
+/// does the same and waits; [`Self::abort`] stops it dead, as a crash would.
+pub struct VrrpInstance {
+    config: VrrpConfig,
+    status: watch::Receiver<VrrpStatus>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl VrrpInstance {
+    /// Looks up the interface, opens the sockets and starts the task. Fails
+    /// when the interface does not exist or has no IPv4 address of its own
+    /// (the adverts' source), or without CAP_NET_RAW / CAP_NET_ADMIN.
+    pub async fn start(config: VrrpConfig) -> Result<Self> {
+        let netlink = Netlink::open()?;
+        let link = netlink
+            .link(&config.interface)
+            .await?
+            .ok_or_else(|| anyhow!("no interface named \"{}\"", config.interface))?;
+        // The address owner (priority 255) may have nothing but the virtual
+        // address: then that is its own, and it is never removed.
+        let owner_address = || (config.priority == 255).then(|| link.ipv4.first().map(|(a, _)| *a)).flatten();
+        let source = link.primary_address(&config.virtual_ipaddress).or_else(owner_address).ok_or_else(|| {
+            anyhow!("interface {} has no IPv4 address of its own to send VRRP adverts from", config.interface)
+        })?;
+        let socket = AdvertSocket::open(&config.interface, link.index, source, &config.unicast_peer)
+            .with_context(|| format!("open VRRP socket on {}", config.interface))?;
+        let garp = GarpSender::open(link.index, link.mac).context("open ARP socket")?;
+        let now = Instant::now();
+        let machine = Machine::new(config.params(), source, now);
+        let status = VrrpStatus {
+            name: config.name.clone(),
+            interface: config.interface.clone(),
+            vrid: config.vrid,
+            version: config.version.number(),
+            state: State::Init,
+            priority: config.priority,
+            effective_priority: machine.effective_priority(),
+            master_address: None,
+            source_address: source,
+            since: SystemTime::now(),
+            transitions: 0,
+            adverts_sent: 0,
+            adverts_received: 0,
+            bad_adverts: 0,
+            last_bad_advert: None,
+            last_error: None,
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_notifies(notify_rx));
+        let runner = Runner {
+            expect: config.expect(),
+            service_alive: vec![true; config.track_service.len()],
+            link_up: config.tracked_interfaces().into_iter().map(|i| (i, None)).collect(),
+            config: config.clone(),
+            machine,
+            socket,
+            garp,
+            netlink,
+            ifindex: link.index,
+            status: status_tx,
+            notify: notify_tx,
+        };
+        let task = tokio::spawn(runner.run(command_rx));
+        Ok(Self { config, status: status_rx, commands, task: Some(task) })
+    }
+
+    pub fn config(&self) -> &VrrpConfig {
+        &self.config
+    }
+
+    pub fn status(&self) -> VrrpStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change (state, priority, master).
+    pub fn watch(&self) -> watch::Receiver<VrrpStatus> {
+        self.status.clone()
+    }
+
+    /// The tracked services, in config order (the index for
+    /// [`Self::set_service_alive`]).
+    pub fn tracked_services(&self) -> &[TrackService] {
+        &self.config.track_service
+    }
+
+    /// Whether `track_service[index]` has a live real server. Every tracked
+    /// service starts alive.
+    pub fn set_service_alive(&self, index: usize, alive: bool) {
+        let _ = self.commands.send(Command::ServiceAlive { index, alive });
+    }
+
+    /// Stops cleanly (a master sends priority 0 and removes its addresses)
+    /// and waits for it.
+    pub async fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops at once, as a crash: no priority 0, the addresses stay.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for VrrpInstance {
+    fn drop(&mut self) {
+        // The command channel closes with us: the task stops cleanly.
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+struct Runner {
+    config: VrrpConfig,
+    expect: Expect,
+    machine: Machine,
+    socket: AdvertSocket,
+    garp: GarpSender,
+    netlink: Netlink,
+    ifindex: u32,
+    service_alive: Vec<bool>,
+    /// Tracked interfaces and their last known state.
+    link_up: Vec<(String, Option<bool>)>,
+    status: watch::Sender<VrrpStatus>,
+    notify: mpsc::UnboundedSender<NotifyJob>,
+}
+
+impl Runner {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.poll_links().await;
+        self.feed(Event::Startup).await;
+        let mut buf = vec![0u8; 4096];
+        let mut links = tokio::time::interval(LINK_POLL_INTERVAL);
+        links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.machine.next_deadline();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::ServiceAlive { index, alive }) => {
+                        if let Some(slot) = self.service_alive.get_mut(index) {
+                            *slot = alive;
+                            let event = self.tracking();
+                            self.feed(event).await;
+                        }
+                    }
+                    Some(Command::Shutdown) | None => break,
+                },
+                received = self.socket.recv(&mut buf) => match received {
+                    Ok(n) => self.packet(&buf[..n]).await,
+                    Err(e) => {
+                        self.error(format!("receive: {e}"));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = sleep_until(deadline) => self.feed(Event::Timer).await,
+                _ = links.tick() => self.poll_links().await,
+            }
+        }
+        self.feed(Event::Shutdown).await;
+        info!(instance = %self.config.name, "VRRP instance stopped");
+    }
+
+    fn tracking(&self) -> Event {
+        let mut priority_delta = 0;
+        let mut fault = false;
+        for (track, alive) in self.config.track_service.iter().zip(&self.service_alive) {
+            let (delta, faults) = track.effect(*alive);
+            priority_delta += delta;
+            fault |= faults;
+        }
+        Event::Tracking { priority_delta, fault }
+    }
+
+    async fn poll_links(&mut self) {
+        for i in 0..self.link_up.len() {
+            let name = self.link_up[i].0.clone();
+            let up = match self.netlink.link_up(&name).await {
+                Ok(up) => up,
+                Err(e) => {
+                    self.error(format!("link state of {name}: {e:#}"));
+                    continue;
+                }
+            };
+            if self.link_up[i].1 != Some(up) {
+                if self.link_up[i].1.is_some() {
+                    info!(instance = %self.config.name, interface = %name, up, "tracked interface changed");
+                }
+                self.link_up[i].1 = Some(up);
+                self.feed(Event::Link { interface: name, up }).await;
+            }
+        }
+    }
+
+    async fn packet(&mut self, packet: &[u8]) {
+        match self.expect.check_packet(packet) {
+            Ok((ip, _)) if ip.src == self.socket.source() => {}
+            Ok((ip, advert)) => {
+                self.status.send_modify(|s| s.adverts_received += 1);
+                self.feed(Event::Advert { from: ip.src, priority: advert.priority, interval_cs: advert.interval_cs })
+                    .await;
+            }
+            Err(e) if e.is_bad() => {
+                let from = super::packet::parse_ipv4(packet).map(|(ip, _)| ip.src.to_string()).unwrap_or_default();
+                let text = format!("from {from}: {e}");
+                if self.status.borrow().last_bad_advert.as_deref() != Some(text.as_str()) {
+                    warn!(instance = %self.config.name, "bad VRRP advert {text}");
+                }
+                self.status.send_modify(|s| {
+                    s.bad_adverts += 1;
+                    s.last_bad_advert = Some(text);
+                });
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn feed(&mut self, event: Event) {
+        let before = self.machine.state();
+        let actions = self.machine.handle(event, Instant::now());
+        let after = self.machine.state();
+        if before != after {
+            info!(instance = %self.config.name, vrid = self.config.vrid, "VRRP {before} -> {after}");
+        }
+        for action in actions {
+            self.act(action).await;
+        }
+        let m = &self.machine;
+        let since = SystemTime::now() - Instant::now().saturating_duration_since(m.since());
+        self.status.send_modify(|s| {
+            if s.state != after {
+                s.transitions += 1;
+            }
+            s.state = after;
+            s.effective_priority = m.effective_priority();
+            s.master_address = m.master_address();
+            s.since = since;
+        });
+    }
+
+    fn advert(&self, priority: u8) -> Advert {
+        let (auth_type, auth_data) = match (&self.config.auth_pass, self.config.version) {
+            (Some(pass), Version::V2) => (AUTH_SIMPLE, simple_auth_data(pass)),
+            _ => (AUTH_NONE, [0; 8]),
+        };
+        Advert {
+            version: self.config.version,
+            vrid: self.config.vrid,
+            priority,
+            interval_cs: self.config.advert_interval_cs(),
+            addresses: self.config.virtual_ipaddress.iter().map(|v| v.address).collect(),
+            auth_type,
+            auth_data,
+        }
+    }
+
+    async fn act(&mut self, action: Action) {
+        let name = self.config.name.clone();
+        match action {
+            Action::SendAdvert { priority } => match self.socket.send(&self.advert(priority)).await {
+                Ok(()) => self.status.send_modify(|s| s.adverts_sent += 1),
+                Err(e) => self.error(format!("send advert: {e}")),
+            },
+            Action::AddVips => {
+                for vip in self.config.virtual_ipaddress.clone() {
+                    match self.netlink.add_vip(self.ifindex, vip).await {
+                        Ok(added) => debug!(instance = %name, %vip, added, "virtual address on"),
+                        Err(e) => self.error(format!("{e:#}")),
+                    }
+                }
+            }
+            Action::RemoveVips => {
+                let own = self.socket.source();
+                for vip in self.config.virtual_ipaddress.clone().into_iter().filter(|v| v.address != own) {
+                    match self.netlink.remove_vip(self.ifindex, vip).await {
+                        Ok(removed) => debug!(instance = %name, %vip, removed, "virtual address off"),
+                        Err(e) => self.error(format!("{e:#}")),
+                    }
+                }
+            }
+            Action::SendGarps { count, reason } => {
+                let vips: Vec<_> = self.config.virtual_ipaddress.iter().map(|v| v.address).collect();
+                if reason == GarpReason::SplitBrain {
+                    info!(instance = %name, "another master with a lower priority: staying master, gratuitous ARPs again");
+                }
+                if let Err(e) = self.garp.send(&vips, count) {
+                    self.error(format!("send gratuitous ARPs: {e}"));
+                }
+            }
+            Action::Notify(kind) => {
+                let command = match kind {
+                    NotifyKind::Master => &self.config.notify_master,
+                    NotifyKind::Backup => &self.config.notify_backup,
+                    NotifyKind::Fault => &self.config.notify_fault,
+                };
+                if let Some(command) = command {
+                    let state = match kind {
+                        NotifyKind::Master => "MASTER",
+                        NotifyKind::Backup => "BACKUP",
+                        NotifyKind::Fault => "FAULT",
+                    };
+                    let env = vec![
+                        ("LB_VRRP_INSTANCE", self.config.name.clone()),
+                        ("LB_VRRP_STATE", state.to_string()),
+                        ("LB_VRRP_VRID", self.config.vrid.to_string()),
+                        ("LB_VRRP_INTERFACE", self.config.interface.clone()),
+                        ("LB_VRRP_PRIORITY", self.machine.effective_priority().to_string()),
+                    ];
+                    let _ = self.notify.send((kind, command.clone(), env));
+                }
+            }
+        }
+    }
+
+    /// Records an I/O error; logs it when it differs from the last one.
+    fn error(&self, message: String) {
+        if self.status.borrow().last_error.as_deref() != Some(message.as_str()) {
+            warn!(instance = %self.config.name, "{message}");
+        }
+        self.status.send_modify(|s| s.last_error = Some(message));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A notify command: its kind, the command, its environment.
+type NotifyJob = (NotifyKind, String, Vec<(&'static str, String)>);
+
+/// Runs notify commands one after the other (so they run in the order the
+/// states changed), each with `sh -c` and a time limit, apart from the
+/// instance so that a slow one never delays an advert.
+async fn run_notifies(mut queue: mpsc::UnboundedReceiver<NotifyJob>) {
+    while let Some((kind, command, env)) = queue.recv().await {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(&command).envs(env).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        match cmd.spawn() {
+            Ok(mut child) => match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait()).await {
+                Ok(Ok(status)) if status.success() => debug!(?kind, %command, "notify done"),
+                Ok(Ok(status)) => warn!(?kind, %command, %status, "notify command failed"),
+                Ok(Err(e)) => warn!(?kind, %command, "notify command: {e}"),
+                Err(_) => warn!(?kind, %command, "notify command killed after {NOTIFY_TIMEOUT:?}"),
+            },
+            Err(e) => warn!(?kind, %command, "cannot run notify command: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lbctl_table() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let status = |name: &str, state, effective, master: Option<&str>, age| VrrpStatus {
+            name: name.into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: 3,
+            state,
+            priority: 100,
+            effective_priority: effective,
+            master_address: master.map(|m| m.parse().unwrap()),
+            source_address: Ipv4Addr::new(172, 16, 100, 2),
+            since: now - Duration::from_secs(age),
+            transitions: 1,
+            adverts_sent: 0,
+            adverts_received: 0,
+            bad_adverts: 0,
+            last_bad_advert: None,
+            last_error: None,
+        };
+        let table = render_table(
+            &[
+                status("VI_1", State::Master, 100, Some("172.16.100.2"), 312),
+                status("VI_2", State::Backup, 80, Some("172.16.100.3"), 7),
+                status("VI_3", State::Fault, 100, None, 90_061),
+            ],
+            now,
+        );
+        assert_eq!(
+            table,
+            "NAME  INTERFACE  VRID  VER  STATE   PRIORITY  MASTER        SINCE\n\
+             VI_1  eth0       51    3    MASTER  100       172.16.100.2  5m12s\n\
+             VI_2  eth0       51    3    BACKUP  100 (80)  172.16.100.3  7s\n\
+             VI_3  eth0       51    3    FAULT   100       -             1d01h\n"
+        );
+        assert_eq!(format_age(Duration::from_secs(3 * 3600 + 4 * 60)), "3h04m");
+    }
+}

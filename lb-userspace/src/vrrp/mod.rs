@@ -1,0 +1,27 @@
+//! VRRP in lbd: moves the virtual addresses between two (or more) directors,
+//! interoperable with keepalived.
+//!
+//! - [`packet`]: VRRPv2 (RFC 3768, simple-text authentication) and VRRPv3
+//!   (RFC 5798, IPv4) adverts, and the receive checks.
+//! - [`state`]: the RFC state machine as pure logic (events and a clock in,
+//!   actions out), with keepalived's extras (fault, tracking, preempt delay,
+//!   gratuitous ARP sets) and the split-brain rule.
+//! - [`net`]: raw sockets, gratuitous ARPs, virtual addresses via rtnetlink.
+//! - [`instance`]: one tokio task per instance, its status readable outside.
+//! - [`config`]: the `[[vrrp]]` tables.
+
+pub mod config;
+pub mod instance;
+pub mod net;
+pub mod packet;
+pub mod state;
+
+#[cfg(test)]
+pub(crate) mod testns;
+#[cfg(test)]
+mod tests;
+
+pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, VrrpConfigError, resolve_all};
+pub use instance::{VrrpInstance, VrrpStatus, render_table};
+pub use packet::Version;
+pub use state::State;

@@ -1,0 +1,769 @@
+//! The VRRP state machine of RFC 5798 §6.4 (and RFC 3768's, which differs
+//! only in its timers), as pure logic: events and the time in, [`Action`]s
+//! out. No socket, no timer: the caller sleeps until [`Machine::next_deadline`]
+//! and then hands in [`Event::Timer`].
+//!
+//! Beyond the RFC, as keepalived does: a Fault state (a tracked interface is
+//! down, or a tracked service with weight 0 has no live real server), tracked
+//! services' weights added to the priority, `preempt_delay`, a priority-0
+//! advert when the master stops or faults, and gratuitous ARPs on becoming
+//! master (`garp_master_repeat` at once, as many again `garp_master_delay`
+//! later, one every `garp_master_refresh`). And one rule keepalived lacks by
+//! default: a master that hears a lower-priority master (both were master: a
+//! split brain healing) stays master, answers with an advert at once and
+//! sends its gratuitous ARPs again, so that the clients that followed the
+//! other director's ARPs come back now rather than when their ARP entries
+//! expire.
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use super::packet::{PRIORITY_OWNER, PRIORITY_STOP, Version};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not started, or stopped.
+    Init,
+    Backup,
+    Master,
+    /// A tracked interface is down (or a tracked service with weight 0 has
+    /// no live real server): neither master nor candidate.
+    Fault,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Init => "INIT",
+            Self::Backup => "BACKUP",
+            Self::Master => "MASTER",
+            Self::Fault => "FAULT",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which `notify_*` command to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotifyKind {
+    Master,
+    Backup,
+    Fault,
+}
+
+/// Why gratuitous ARPs go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GarpReason {
+    /// Just became master: the first set.
+    BecameMaster,
+    /// `garp_master_delay` after becoming master: the second set.
+    Repeat,
+    /// Every `garp_master_refresh` while master.
+    Refresh,
+    /// A lower-priority master was heard: both were master.
+    SplitBrain,
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advert with this priority (0: "I stop, take over now").
+    SendAdvert { priority: u8 },
+    /// Put the virtual addresses on the interface (and forward for them).
+    AddVips,
+    /// Take them off (and stop forwarding for them).
+    RemoveVips,
+    /// Send `count` gratuitous ARPs for each virtual address.
+    SendGarps { count: u32, reason: GarpReason },
+    /// Run the `notify_*` command of this kind.
+    Notify(NotifyKind),
+}
+
+/// The settings the state machine runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub version: Version,
+    /// Configured priority, 1..=255 (255: the address owner).
+    pub priority: u8,
+    /// Advertisement_Interval in centiseconds (v2: a multiple of 100).
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    /// A backup that could preempt waits this long after first hearing the
+    /// lower-priority master.
+    pub preempt_delay: Duration,
+    /// The second set of gratuitous ARPs this long after becoming master
+    /// (zero: no second set).
+    pub garp_master_delay: Duration,
+    /// Gratuitous ARPs per address in each set.
+    pub garp_master_repeat: u32,
+    /// One gratuitous ARP per address this often while master.
+    pub garp_master_refresh: Option<Duration>,
+}
+
+impl Default for Params {
+    /// keepalived's defaults (but VRRPv3).
+    fn default() -> Self {
+        Self {
+            version: Version::V3,
+            priority: 100,
+            advert_interval_cs: 100,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            garp_master_delay: Duration::from_secs(5),
+            garp_master_repeat: 5,
+            garp_master_refresh: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Leave Init: Backup (Master for the address owner, Fault if faulted).
+    Startup,
+    /// A valid advert of this virtual router from another router (checked
+    /// with [`super::packet::Expect`]; never one of our own).
+    Advert { from: Ipv4Addr, priority: u8, interval_cs: u16 },
+    /// The time came (see [`Machine::next_deadline`]); spurious calls are
+    /// harmless.
+    Timer,
+    /// A tracked interface (the instance's own included) changed.
+    Link { interface: String, up: bool },
+    /// Tracked services: the sum of the weights in force, and whether one
+    /// with weight 0 failed.
+    Tracking { priority_delta: i32, fault: bool },
+    /// Clean stop: a master sends priority 0 and removes its addresses.
+    Shutdown,
+}
+
+/// One virtual router's state.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    params: Params,
+    primary_ip: Ipv4Addr,
+    state: State,
+    since: Instant,
+    links_down: BTreeSet<String>,
+    tracking_fault: bool,
+    priority_delta: i32,
+    /// RFC 5798's Master_Adver_Interval: learned from the master's adverts (v3).
+    master_adver_interval_cs: u16,
+    master_address: Option<Ipv4Addr>,
+    advert_at: Option<Instant>,
+    master_down_at: Option<Instant>,
+    garp_repeat_at: Option<Instant>,
+    garp_refresh_at: Option<Instant>,
+    /// When a waiting preemption may happen (`preempt_delay`).
+    preempt_at: Option<Instant>,
+    /// Last gratuitous ARPs for a split brain (at most one set per
+    /// master-down interval, whatever the other router keeps sending).
+    split_brain_garps: Option<Instant>,
+}
+
+fn centis(cs: u16) -> Duration {
+    Duration::from_millis(u64::from(cs) * 10)
+}
+
+impl Machine {
+    /// A machine in Init. `primary_ip` is this router's address on the link
+    /// (the source of its adverts, and the tie-breaker between equal
+    /// priorities).
+    pub fn new(params: Params, primary_ip: Ipv4Addr, now: Instant) -> Self {
+        Self {
+            master_adver_interval_cs: params.advert_interval_cs,
+            params,
+            primary_ip,
+            state: State::Init,
+            since: now,
+            links_down: BTreeSet::new(),
+            tracking_fault: false,
+            priority_delta: 0,
+            master_address: None,
+            advert_at: None,
+            master_down_at: None,
+            garp_repeat_at: None,
+            garp_refresh_at: None,
+            preempt_at: None,
+            split_brain_garps: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// When the state last changed (or the machine was made).
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// The master's address as far as this router knows: its own while
+    /// master, the last accepted advert's source while backup.
+    pub fn master_address(&self) -> Option<Ipv4Addr> {
+        self.master_address
+    }
+
+    /// The configured priority plus the tracked services' weights, kept in
+    /// 1..=254; the address owner's stays 255.
+    pub fn effective_priority(&self) -> u8 {
+        if self.params.priority == PRIORITY_OWNER {
+            return PRIORITY_OWNER;
+        }
+        (i32::from(self.params.priority) + self.priority_delta).clamp(1, 254) as u8
+    }
+
+    pub fn primary_ip(&self) -> Ipv4Addr {
+        self.primary_ip
+    }
+
+    /// Master_Adver_Interval: the master's advert interval (v3 learns it).
+    pub fn master_adver_interval(&self) -> Duration {
+        centis(self.master_adver_interval_cs)
+    }
+
+    /// Skew_Time: v3 `((256 - Priority) * Master_Adver_Interval) / 256`,
+    /// v2 `(256 - Priority) / 256` seconds.
+    pub fn skew_time(&self) -> Duration {
+        let weight = 256 - u64::from(self.effective_priority());
+        let interval_us = match self.params.version {
+            Version::V3 => u64::from(self.master_adver_interval_cs) * 10_000,
+            Version::V2 => 1_000_000,
+        };
+        Duration::from_micros(weight * interval_us / 256)
+    }
+
+    /// Master_Down_Interval: `3 * Master_Adver_Interval + Skew_Time`.
+    pub fn master_down_interval(&self) -> Duration {
+        3 * self.master_adver_interval() + self.skew_time()
+    }
+
+    fn faulted(&self) -> bool {
+        self.tracking_fault || !self.links_down.is_empty()
+    }
+
+    /// The next time [`Event::Timer`] is due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.advert_at, self.master_down_at, self.garp_repeat_at, self.garp_refresh_at].into_iter().flatten().min()
+    }
+
+    /// Feeds one event at time `now`; returns what to do, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Startup => {
+                if self.state == State::Init {
+                    // Whatever a previous run left on the interface goes.
+                    out.push(Action::RemoveVips);
+                    self.start(now, &mut out);
+                }
+            }
+            Event::Link { interface, up } => {
+                if up {
+                    self.links_down.remove(&interface);
+                } else {
+                    self.links_down.insert(interface);
+                }
+                self.check_fault(now, &mut out);
+            }
+            Event::Tracking { priority_delta, fault } => {
+                self.priority_delta = priority_delta;
+                self.tracking_fault = fault;
+                self.check_fault(now, &mut out);
+            }
+            Event::Advert { from, priority, interval_cs } => self.advert(from, priority, interval_cs, now, &mut out),
+            Event::Timer => self.timer(now, &mut out),
+            Event::Shutdown => {
+                if self.state == State::Master {
+                    out.push(Action::SendAdvert { priority: PRIORITY_STOP });
+                    out.push(Action::RemoveVips);
+                }
+                self.clear_timers();
+                self.master_address = None;
+                self.set_state(State::Init, now);
+            }
+        }
+        out
+    }
+
+    fn set_state(&mut self, state: State, now: Instant) {
+        if self.state != state {
+            self.state = state;
+            self.since = now;
+        }
+    }
+
+    fn clear_timers(&mut self) {
+        self.advert_at = None;
+        self.master_down_at = None;
+        self.garp_repeat_at = None;
+        self.garp_refresh_at = None;
+        self.preempt_at = None;
+    }
+
+    /// Out of Init or Fault.
+    fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.faulted() {
+            self.enter_fault(now, out);
+        } else if self.params.priority == PRIORITY_OWNER {
+            self.become_master(now, out);
+        } else {
+            self.become_backup(now, out);
+        }
+    }
+
+    fn check_fault(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.state {
+            State::Backup | State::Master if self.faulted() => self.enter_fault(now, out),
+            State::Fault if !self.faulted() => self.start(now, out),
+            _ => {}
+        }
+    }
+
+    fn enter_fault(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state == State::Master {
+            // keepalived does the same: the backup need not wait for the
+            // master-down interval (if the link still carries it).
+            out.push(Action::SendAdvert { priority: PRIORITY_STOP });
+            out.push(Action::RemoveVips);
+        }
+        self.clear_timers();
+        self.master_address = None;
+        self.set_state(State::Fault, now);
+        out.push(Action::Notify(NotifyKind::Fault));
+    }
+
+    fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state == State::Master {
+            out.push(Action::RemoveVips);
+        }
+        if self.state != State::Master {
+            // RFC: Master_Adver_Interval starts as our own interval.
+            self.master_adver_interval_cs = self.params.advert_interval_cs;
+            self.master_address = None;
+        }
+        self.clear_timers();
+        self.set_state(State::Backup, now);
+        self.master_down_at = Some(now + self.master_down_interval());
+        out.push(Action::Notify(NotifyKind::Backup));
+    }
+
+    fn become_master(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.clear_timers();
+        self.set_state(State::Master, now);
+        self.master_address = Some(self.primary_ip);
+        self.split_brain_garps = None;
+        out.push(Action::SendAdvert { priority: self.effective_priority() });
+        out.push(Action::AddVips);
+        out.push(Action::SendGarps { count: self.params.garp_master_repeat, reason: GarpReason::BecameMaster });
+        out.push(Action::Notify(NotifyKind::Master));
+        self.advert_at = Some(now + centis(self.params.advert_interval_cs));
+        if !self.params.garp_master_delay.is_zero() {
+            self.garp_repeat_at = Some(now + self.params.garp_master_delay);
+        }
+        self.garp_refresh_at = self.params.garp_master_refresh.map(|r| now + r);
+    }
+
+    fn advert(&mut self, from: Ipv4Addr, priority: u8, interval_cs: u16, now: Instant, out: &mut Vec<Action>) {
+        if from == self.primary_ip {
+            return;
+        }
+        let ours = self.effective_priority();
+        match self.state {
+            State::Init | State::Fault => {}
+            State::Backup => {
+                if priority == PRIORITY_STOP {
+                    // The master stops: take over after the skew time only.
+                    self.master_down_at = Some(now + self.skew_time());
+                    return;
+                }
+                let accept = if !self.params.preempt || priority >= ours {
+                    self.preempt_at = None;
+                    true
+                } else if self.params.preempt_delay.is_zero() {
+                    false
+                } else {
+                    // A lower-priority master: keep it until preempt_delay
+                    // after we first heard it.
+                    let at = *self.preempt_at.get_or_insert(now + self.params.preempt_delay);
+                    now < at
+                };
+                if accept {
+                    if self.params.version == Version::V3 {
+                        self.master_adver_interval_cs = interval_cs;
+                    }
+                    self.master_address = Some(from);
+                    self.master_down_at = Some(now + self.master_down_interval());
+                }
+                // Else: discard, and the master-down timer makes us master.
+            }
+            State::Master => {
+                if priority == PRIORITY_STOP {
+                    // Someone stopped: make sure everyone knows the master.
+                    out.push(Action::SendAdvert { priority: ours });
+                    self.advert_at = Some(now + centis(self.params.advert_interval_cs));
+                } else if priority > ours || (priority == ours && u32::from(from) > u32::from(self.primary_ip)) {
+                    if self.params.version == Version::V3 {
+                        self.master_adver_interval_cs = interval_cs;
+                    }
+                    self.become_backup(now, out);
+                    self.master_address = Some(from);
+                } else {
+                    // Another master with a lower priority: both were master.
+                    // We stay; tell it at once, and win the clients back.
+                    out.push(Action::SendAdvert { priority: ours });
+                    self.advert_at = Some(now + centis(self.params.advert_interval_cs));
+                    let recent = self.split_brain_garps.is_some_and(|t| now < t + self.master_down_interval());
+                    if !recent {
+                        self.split_brain_garps = Some(now);
+                        out.push(Action::SendGarps {
+                            count: self.params.garp_master_repeat,
+                            reason: GarpReason::SplitBrain,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        match self.state {
+            State::Backup if due(self.master_down_at) => self.become_master(now, out),
+            State::Master => {
+                if due(self.advert_at) {
+                    out.push(Action::SendAdvert { priority: self.effective_priority() });
+                    self.advert_at = Some(now + centis(self.params.advert_interval_cs));
+                }
+                if due(self.garp_repeat_at) {
+                    self.garp_repeat_at = None;
+                    out.push(Action::SendGarps { count: self.params.garp_master_repeat, reason: GarpReason::Repeat });
+                }
+                if due(self.garp_refresh_at) {
+                    self.garp_refresh_at = self.params.garp_master_refresh.map(|r| now + r);
+                    out.push(Action::SendGarps { count: 1, reason: GarpReason::Refresh });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+    struct Clock(Instant);
+    impl Clock {
+        fn at(&self, ms: u64) -> Instant {
+            self.0 + Duration::from_millis(ms)
+        }
+    }
+
+    fn machine(params: Params) -> (Machine, Clock) {
+        let clock = Clock(Instant::now());
+        (Machine::new(params, ME, clock.0), clock)
+    }
+
+    fn v3(priority: u8) -> Params {
+        Params { priority, ..Params::default() }
+    }
+
+    fn advert(from: Ipv4Addr, priority: u8) -> Event {
+        Event::Advert { from, priority, interval_cs: 100 }
+    }
+
+    fn became_master(priority: u8) -> Vec<Action> {
+        vec![
+            Action::SendAdvert { priority },
+            Action::AddVips,
+            Action::SendGarps { count: 5, reason: GarpReason::BecameMaster },
+            Action::Notify(NotifyKind::Master),
+        ]
+    }
+
+    #[test]
+    fn timers_follow_the_rfc() {
+        // v3, priority 100, 1 s: skew (156 * 100 cs) / 256 = 60.9375 cs.
+        let (m, _) = machine(v3(100));
+        assert_eq!(m.skew_time(), Duration::from_micros(609_375));
+        assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
+        // v3 with 10 ms adverts.
+        let (m, _) = machine(Params { advert_interval_cs: 1, priority: 200, ..Params::default() });
+        assert_eq!(m.skew_time(), Duration::from_micros(56 * 10_000 / 256));
+        assert_eq!(m.master_down_interval(), Duration::from_micros(30_000 + 2_187));
+        // v2: (256 - priority) / 256 s whatever the interval.
+        let (m, _) =
+            machine(Params { version: Version::V2, advert_interval_cs: 300, priority: 100, ..Params::default() });
+        assert_eq!(m.skew_time(), Duration::from_micros(609_375));
+        assert_eq!(m.master_down_interval(), Duration::from_micros(9_609_375));
+    }
+
+    #[test]
+    fn backup_becomes_master_after_the_master_down_interval() {
+        let (mut m, c) = machine(v3(100));
+        assert_eq!(m.state(), State::Init);
+        assert_eq!(m.handle(Event::Startup, c.at(0)), [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]);
+        assert_eq!(m.state(), State::Backup);
+        let down = m.master_down_interval();
+        assert_eq!(m.next_deadline(), Some(c.at(0) + down));
+        // Too early: nothing.
+        assert_eq!(m.handle(Event::Timer, c.at(3000)), []);
+        assert_eq!(m.handle(Event::Timer, c.at(0) + down), became_master(100));
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(m.master_address(), Some(ME));
+        assert_eq!(m.since(), c.at(0) + down);
+    }
+
+    #[test]
+    fn a_master_adverts_every_interval_and_repeats_garps() {
+        let params = Params { garp_master_refresh: Some(Duration::from_secs(60)), ..v3(255) };
+        let (mut m, c) = machine(params);
+        let mut expected = vec![Action::RemoveVips];
+        expected.extend(became_master(255));
+        assert_eq!(m.handle(Event::Startup, c.at(0)), expected, "the owner is master at once");
+        assert_eq!(m.next_deadline(), Some(c.at(1000)));
+        assert_eq!(m.handle(Event::Timer, c.at(1000)), [Action::SendAdvert { priority: 255 }]);
+        for s in 2..5 {
+            m.handle(Event::Timer, c.at(s * 1000));
+        }
+        assert_eq!(
+            m.handle(Event::Timer, c.at(5000)),
+            [Action::SendAdvert { priority: 255 }, Action::SendGarps { count: 5, reason: GarpReason::Repeat }]
+        );
+        assert_eq!(m.handle(Event::Timer, c.at(6000)), [Action::SendAdvert { priority: 255 }]);
+        assert_eq!(
+            m.handle(Event::Timer, c.at(60_000)),
+            [Action::SendAdvert { priority: 255 }, Action::SendGarps { count: 1, reason: GarpReason::Refresh }]
+        );
+    }
+
+    #[test]
+    fn adverts_keep_a_backup_backup() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        for t in (0..10_000).step_by(1000) {
+            assert_eq!(m.handle(advert(HIGHER_IP, 150), c.at(t)), []);
+            assert_eq!(m.handle(Event::Timer, c.at(t + 999)), []);
+        }
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master_address(), Some(HIGHER_IP));
+    }
+
+    #[test]
+    fn v3_backup_learns_the_masters_interval() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 10 }, c.at(0));
+        assert_eq!(m.master_adver_interval(), Duration::from_millis(100));
+        // 3 * 100 ms + (156 * 100 ms) / 256.
+        assert_eq!(m.next_deadline(), Some(c.at(0) + Duration::from_micros(300_000 + 60_937)));
+        // v2 does not learn (mismatched adverts are refused before).
+        let (mut m, c) = machine(Params { version: Version::V2, ..v3(100) });
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 300 }, c.at(0));
+        assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn priority_zero_makes_the_backup_master_after_its_skew_time() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(advert(HIGHER_IP, 150), c.at(0));
+        assert_eq!(m.handle(advert(HIGHER_IP, 0), c.at(500)), []);
+        let at = c.at(500) + m.skew_time();
+        assert_eq!(m.next_deadline(), Some(at));
+        assert_eq!(m.handle(Event::Timer, at), became_master(100));
+    }
+
+    #[test]
+    fn preemption() {
+        // A backup with a higher priority ignores a lower master's adverts.
+        let (mut m, c) = machine(v3(200));
+        m.handle(Event::Startup, c.at(0));
+        let down = m.master_down_interval();
+        m.handle(advert(LOWER_IP, 100), c.at(1000));
+        assert_eq!(m.next_deadline(), Some(c.at(0) + down), "the advert did not reset the timer");
+        assert_eq!(m.handle(Event::Timer, c.at(0) + down), became_master(200));
+
+        // nopreempt: it accepts the lower master.
+        let (mut m, c) = machine(Params { preempt: false, ..v3(200) });
+        m.handle(Event::Startup, c.at(0));
+        for t in (0..10_000).step_by(1000) {
+            m.handle(advert(LOWER_IP, 100), c.at(t));
+            assert_eq!(m.handle(Event::Timer, c.at(t + 999)), []);
+        }
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master_address(), Some(LOWER_IP));
+    }
+
+    #[test]
+    fn preempt_delay_waits_before_preempting() {
+        let (mut m, c) = machine(Params { preempt_delay: Duration::from_secs(5), ..v3(200) });
+        m.handle(Event::Startup, c.at(0));
+        let down = m.master_down_interval();
+        // Accepted for 5 s after it was first heard (at 1 s)...
+        for t in (1000..6000).step_by(1000) {
+            m.handle(advert(LOWER_IP, 100), c.at(t));
+            assert_eq!(m.next_deadline(), Some(c.at(t) + down));
+        }
+        // ...then ignored: master one master-down interval after the last
+        // accepted advert.
+        m.handle(advert(LOWER_IP, 100), c.at(6000));
+        assert_eq!(m.next_deadline(), Some(c.at(5000) + down));
+        assert_eq!(m.handle(Event::Timer, c.at(5000) + down), became_master(200));
+    }
+
+    #[test]
+    fn master_yields_to_higher_priority_or_equal_priority_and_higher_address() {
+        for (from, priority) in [(LOWER_IP, 150), (HIGHER_IP, 100)] {
+            let (mut m, c) = machine(v3(100));
+            m.handle(Event::Startup, c.at(0));
+            m.handle(Event::Timer, c.at(10_000));
+            assert_eq!(m.state(), State::Master);
+            assert_eq!(
+                m.handle(advert(from, priority), c.at(11_000)),
+                [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]
+            );
+            assert_eq!(m.state(), State::Backup);
+            assert_eq!(m.master_address(), Some(from));
+            assert_eq!(m.next_deadline(), Some(c.at(11_000) + m.master_down_interval()));
+        }
+    }
+
+    #[test]
+    fn split_brain_heals_with_garps_from_the_master_that_stays() {
+        for (from, priority) in [(HIGHER_IP, 50), (LOWER_IP, 100)] {
+            let (mut m, c) = machine(v3(100));
+            m.handle(Event::Startup, c.at(0));
+            m.handle(Event::Timer, c.at(10_000));
+            assert_eq!(
+                m.handle(advert(from, priority), c.at(10_500)),
+                [Action::SendAdvert { priority: 100 }, Action::SendGarps { count: 5, reason: GarpReason::SplitBrain }]
+            );
+            assert_eq!(m.state(), State::Master);
+            assert_eq!(m.next_deadline(), Some(c.at(11_500)), "the advert timer restarted");
+            // Not again while the other one is still being told.
+            assert_eq!(m.handle(advert(from, priority), c.at(10_600)), [Action::SendAdvert { priority: 100 }]);
+            // But again for a later split brain.
+            let later = c.at(10_500) + m.master_down_interval();
+            assert_eq!(m.handle(advert(from, priority), later).len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_master_answers_priority_zero_with_an_advert() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Timer, c.at(10_000));
+        assert_eq!(m.handle(advert(HIGHER_IP, 0), c.at(10_200)), [Action::SendAdvert { priority: 100 }]);
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn clean_shutdown_sends_priority_zero() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Timer, c.at(10_000));
+        assert_eq!(m.handle(Event::Shutdown, c.at(12_000)), [Action::SendAdvert { priority: 0 }, Action::RemoveVips]);
+        assert_eq!(m.state(), State::Init);
+        assert_eq!(m.next_deadline(), None);
+        // A backup just stops.
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        assert_eq!(m.handle(Event::Shutdown, c.at(1000)), []);
+    }
+
+    #[test]
+    fn a_tracked_interface_down_is_a_fault() {
+        let (mut m, c) = machine(v3(100));
+        // Down before startup: Fault straight away.
+        m.handle(Event::Link { interface: "eth1".into(), up: false }, c.at(0));
+        assert_eq!(m.state(), State::Init);
+        assert_eq!(m.handle(Event::Startup, c.at(0)), [Action::RemoveVips, Action::Notify(NotifyKind::Fault)]);
+        assert_eq!(m.state(), State::Fault);
+        assert_eq!(m.next_deadline(), None);
+        assert_eq!(m.handle(advert(HIGHER_IP, 150), c.at(100)), [], "adverts are ignored in Fault");
+        // Up again: Backup, and Master after the down interval.
+        assert_eq!(
+            m.handle(Event::Link { interface: "eth1".into(), up: true }, c.at(1000)),
+            [Action::Notify(NotifyKind::Backup)]
+        );
+        m.handle(Event::Timer, c.at(5000));
+        assert_eq!(m.state(), State::Master);
+        // Down while master: priority 0, addresses off, Fault.
+        assert_eq!(
+            m.handle(Event::Link { interface: "eth0".into(), up: false }, c.at(6000)),
+            [Action::SendAdvert { priority: 0 }, Action::RemoveVips, Action::Notify(NotifyKind::Fault)]
+        );
+        // Two down, one back: still Fault.
+        m.handle(Event::Link { interface: "eth1".into(), up: false }, c.at(6100));
+        assert_eq!(m.handle(Event::Link { interface: "eth0".into(), up: true }, c.at(6200)), []);
+        assert_eq!(m.state(), State::Fault);
+        m.handle(Event::Link { interface: "eth1".into(), up: true }, c.at(6300));
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn tracked_services_move_the_priority() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Timer, c.at(10_000));
+        assert_eq!(m.handle(Event::Tracking { priority_delta: -20, fault: false }, c.at(10_100)), []);
+        assert_eq!(m.effective_priority(), 80);
+        assert_eq!(m.handle(Event::Timer, c.at(11_000)), [Action::SendAdvert { priority: 80 }]);
+        // A backup at 90 now wins: our master yields on its advert.
+        assert_eq!(m.handle(advert(LOWER_IP, 90), c.at(11_200)).len(), 2);
+        assert_eq!(m.state(), State::Backup);
+        // Clamped to 1..=254.
+        m.handle(Event::Tracking { priority_delta: -500, fault: false }, c.at(12_000));
+        assert_eq!(m.effective_priority(), 1);
+        m.handle(Event::Tracking { priority_delta: 500, fault: false }, c.at(12_000));
+        assert_eq!(m.effective_priority(), 254);
+        // The skew follows the effective priority.
+        assert_eq!(m.skew_time(), Duration::from_micros(2 * 1_000_000 / 256));
+        // Weight 0 failing: Fault.
+        assert_eq!(
+            m.handle(Event::Tracking { priority_delta: 0, fault: true }, c.at(13_000)),
+            [Action::Notify(NotifyKind::Fault)]
+        );
+        // The owner keeps 255.
+        let (mut m, c) = machine(v3(255));
+        m.handle(Event::Tracking { priority_delta: -50, fault: false }, c.at(0));
+        assert_eq!(m.effective_priority(), 255);
+    }
+
+    #[test]
+    fn own_adverts_are_ignored() {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Timer, c.at(10_000));
+        assert_eq!(m.handle(advert(ME, 100), c.at(10_100)), []);
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn no_second_garp_set_when_the_delay_is_zero() {
+        let (mut m, c) = machine(Params { garp_master_delay: Duration::ZERO, garp_master_repeat: 2, ..v3(255) });
+        let actions = m.handle(Event::Startup, c.at(0));
+        assert!(actions.contains(&Action::SendGarps { count: 2, reason: GarpReason::BecameMaster }));
+        for t in (1000..20_000).step_by(1000) {
+            assert_eq!(m.handle(Event::Timer, c.at(t)), [Action::SendAdvert { priority: 255 }]);
+        }
+    }
+}
