@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::bins::find_binary;
-use crate::lab::{HTTP_PORT, LAB_PREFIX, Lab, ProcHandle};
+use crate::lab::{HTTP_PORT, Host, LAB_PREFIX, Lab, ProcHandle};
 
 /// Where the bpffs is mounted; each director pins under `<BPFFS>/<lab id>`.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -51,6 +51,15 @@ pub struct ServiceSpec {
     pub forwarding: String,
     /// More `key = value` lines for the `[[service]]` table.
     pub extra: Vec<String>,
+    /// `key = value` lines of the service's `[service.health_check]` table
+    /// (written only when there are some).
+    pub health_check: Vec<String>,
+    /// More `key = value` lines for one real server's `[[service.real]]`
+    /// table, by address.
+    pub real_extra: Vec<(Ipv4Addr, String)>,
+    /// `key = value` lines of one real server's `[service.real.health_check]`
+    /// table, by address.
+    pub real_health_check: Vec<(Ipv4Addr, String)>,
 }
 
 impl ServiceSpec {
@@ -63,6 +72,9 @@ impl ServiceSpec {
             reals: Vec::new(),
             forwarding: "dr".to_owned(),
             extra: Vec::new(),
+            health_check: Vec::new(),
+            real_extra: Vec::new(),
+            real_health_check: Vec::new(),
         }
     }
 
@@ -80,6 +92,25 @@ impl ServiceSpec {
     /// Another `key = value` line in the `[[service]]` table.
     pub fn with(mut self, line: &str) -> Self {
         self.extra.push(line.to_owned());
+        self
+    }
+
+    /// Another `key = value` line in the service's `[service.health_check]` table.
+    pub fn check(mut self, line: &str) -> Self {
+        self.health_check.push(line.to_owned());
+        self
+    }
+
+    /// Another `key = value` line in real server `address`'s `[[service.real]]` table.
+    pub fn real_with(mut self, address: Ipv4Addr, line: &str) -> Self {
+        self.real_extra.push((address, line.to_owned()));
+        self
+    }
+
+    /// Another `key = value` line in real server `address`'s
+    /// `[service.real.health_check]` table (its overrides of the service's check).
+    pub fn real_check(mut self, address: Ipv4Addr, line: &str) -> Self {
+        self.real_health_check.push((address, line.to_owned()));
         self
     }
 
@@ -116,10 +147,28 @@ impl ServiceSpec {
         for line in &self.extra {
             let _ = writeln!(out, "{line}");
         }
+        // A sub-table of an array-of-tables element comes after its keys
+        // and before the next element (or the next array's first).
+        if !self.health_check.is_empty() {
+            let _ = writeln!(out, "\n[service.health_check]");
+            for line in &self.health_check {
+                let _ = writeln!(out, "{line}");
+            }
+        }
         for (address, weight) in &self.reals {
             let _ = writeln!(out, "\n[[service.real]]");
             let _ = writeln!(out, "address = \"{address}\"");
             let _ = writeln!(out, "weight = {weight}");
+            for (_, line) in self.real_extra.iter().filter(|(a, _)| a == address) {
+                let _ = writeln!(out, "{line}");
+            }
+            let mut checks = self.real_health_check.iter().filter(|(a, _)| a == address).peekable();
+            if checks.peek().is_some() {
+                let _ = writeln!(out, "\n[service.real.health_check]");
+                for (_, line) in checks {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
         }
         out
     }
@@ -138,6 +187,14 @@ pub struct Director<'a> {
     pub pin_path: PathBuf,
     /// `director.conn_table_size`.
     pub conn_table_size: u32,
+    /// More `key = value` lines for the `[director]` table (e.g. `timeout_udp = 10`).
+    pub director_extra: Vec<String>,
+    /// Top-level tables written after the services (`[[vrrp]]`, `[sync]`),
+    /// each as a whole TOML text.
+    pub extra_sections: Vec<String>,
+    /// The namespace lbd runs in: the lab's director, or another one of
+    /// [`Lab::directors`].
+    host: Host,
     process: Option<ProcHandle>,
     /// lbd's log once it has been stopped.
     last_log: Option<String>,
@@ -147,19 +204,35 @@ impl<'a> Director<'a> {
     /// Finds lbd and lbctl and picks the paths; starts nothing. Removes
     /// pin directories that crashed earlier runs left behind.
     pub fn new(lab: &'a Lab) -> Result<Self> {
+        Self::on_host(lab, lab.director())
+    }
+
+    /// Like [`Director::new`] for `host`, one of [`Lab::directors`]. The
+    /// lab's first director gets the same paths as with [`Director::new`];
+    /// any other one its own config, socket and pin dir, suffixed with its
+    /// name (`/sys/fs/bpf/<lab id>-director2`).
+    pub fn on_host(lab: &'a Lab, host: &Host) -> Result<Self> {
         let lbd = userspace_binary("lbd")?;
         let lbctl = userspace_binary("lbctl")?;
         if let Err(e) = cleanup_stale_pins() {
             eprintln!("director: cleaning up stale pin dirs failed: {e:#}");
         }
+        let suffix = if host.name == lab.director().name {
+            String::new()
+        } else {
+            format!("-{}", host.name)
+        };
         Ok(Director {
             lab,
             lbd,
             lbctl,
-            config_path: lab.log_dir().join("lbd.toml"),
-            socket: lab.log_dir().join("lbd.sock"),
-            pin_path: Path::new(BPFFS).join(lab.id()),
+            config_path: lab.log_dir().join(format!("lbd{suffix}.toml")),
+            socket: lab.log_dir().join(format!("lbd{suffix}.sock")),
+            pin_path: Path::new(BPFFS).join(format!("{}{suffix}", lab.id())),
             conn_table_size: 65536,
+            director_extra: Vec::new(),
+            extra_sections: Vec::new(),
+            host: host.clone(),
             process: None,
             last_log: None,
         })
@@ -169,10 +242,22 @@ impl<'a> Director<'a> {
         self.lab
     }
 
+    /// The director host lbd runs on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Adds a top-level table (e.g. a `[[vrrp]]` or `[sync]` text) to the
+    /// configs written from now on, after the services.
+    pub fn add_section(&mut self, toml: &str) -> &mut Self {
+        self.extra_sections.push(toml.to_owned());
+        self
+    }
+
     /// The `[director]` table: eth0 of the director namespace, this
     /// director's pin dir and socket.
     pub fn director_toml(&self) -> String {
-        format!(
+        let mut text = format!(
             "[director]\n\
              interface = \"{iface}\"\n\
              xdp_mode = \"auto\"\n\
@@ -183,7 +268,50 @@ impl<'a> Director<'a> {
             size = self.conn_table_size,
             pin = self.pin_path.display(),
             socket = self.socket.display(),
-        )
+        );
+        for line in &self.director_extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Adds a `key = value` line to the `[director]` table of configs
+    /// written from now on (e.g. `"timeout_tcpfin = 2"`).
+    pub fn director_setting(&mut self, line: &str) -> &mut Self {
+        self.director_extra.push(line.to_owned());
+        self
+    }
+
+    /// `lbctl -L -n`, parsed: every real server row of every service.
+    pub fn real_rows(&self) -> Result<Vec<RealRow>> {
+        let out = self.lbctl(&["-L", "-n"])?;
+        parse_real_rows(&out)
+    }
+
+    /// Every slot of the datapath's per-server connection counts
+    /// (`DEST_CONNS`), read from the pinned map; unlike `lbctl`, which shows
+    /// a negative count as 0, this shows the raw values.
+    pub fn raw_dest_conns(&self) -> Result<Vec<lb_common::DestConns>> {
+        let path = list_dir(&self.pin_path)
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == lb_common::map_name::DEST_CONNS)
+            })
+            .ok_or_else(|| anyhow!("no pinned DEST_CONNS under {}", self.pin_path.display()))?;
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let array: aya::maps::Array<_, lb_common::DestConns> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
+        array.iter().map(|v| v.map_err(Into::into)).collect()
+    }
+
+    /// `lbctl -L -n -c`, parsed.
+    pub fn connection_entries(&self) -> Result<Vec<ConnEntry>> {
+        let out = self.lbctl(&["-L", "-n", "-c"])?;
+        parse_connection_entries(&out)
     }
 
     /// A whole config: the `[director]` table and `services`.
@@ -192,6 +320,13 @@ impl<'a> Director<'a> {
         for s in services {
             text.push('\n');
             text.push_str(&s.to_toml());
+        }
+        for section in &self.extra_sections {
+            text.push('\n');
+            text.push_str(section);
+            if !section.ends_with('\n') {
+                text.push('\n');
+            }
         }
         text
     }
@@ -217,7 +352,7 @@ impl<'a> Director<'a> {
             "--config".to_owned(),
             config,
         ];
-        let handle = self.lab.spawn(&self.lab.director().ns, "lbd", &args)?;
+        let handle = self.lab.spawn(&self.host.ns, "lbd", &args)?;
         self.process = Some(handle.clone());
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -275,6 +410,56 @@ impl<'a> Director<'a> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills lbd with SIGKILL, as a crash would, and reaps it; its log stays
+    /// readable with [`Director::log`]. What lbd had set up stays: the XDP
+    /// program (its link is pinned), the pinned maps, the control socket
+    /// file and any address VRRP had added. See [`Director::remove_pins`].
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)?;
+        let handle = self
+            .process
+            .take()
+            .ok_or_else(|| anyhow!("lbd was not started"))?;
+        // Already dead: the lab's stop only reaps it.
+        self.lab.stop(&handle)?;
+        self.last_log = Some(strip_ansi(&self.lab.read_log(&handle)));
+        Ok(())
+    }
+
+    /// Removes the pin directory a killed lbd left; removing the pinned
+    /// link detaches its XDP program. Also removes a stale control socket.
+    pub fn remove_pins(&self) -> Result<()> {
+        ensure!(!self.is_running(), "lbd still runs");
+        if self.pin_path.exists() {
+            std::fs::remove_dir_all(&self.pin_path)
+                .with_context(|| format!("removing {}", self.pin_path.display()))?;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        Ok(())
+    }
+
+    /// `lbctl --vrrp --json`: the status of each VRRP instance (`name`,
+    /// `state` ("master", "backup", "fault", "init"), `priority`,
+    /// `effective_priority`, `master_address`, `adverts_sent`, ...).
+    pub fn vrrp_status(&self) -> Result<Vec<serde_json::Value>> {
+        let out = self.lbctl(&["--vrrp", "--json"])?;
+        let json: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("lbctl --vrrp --json is not JSON: {out}"))?;
+        json.as_array()
+            .cloned()
+            .ok_or_else(|| anyhow!("lbctl --vrrp --json is not a list: {out}"))
+    }
+
+    /// The state of the first VRRP instance ("master", "backup", ...).
+    pub fn vrrp_state(&self) -> Result<String> {
+        let instances = self.vrrp_status()?;
+        let first = instances.first().ok_or_else(|| anyhow!("lbd has no VRRP instance"))?;
+        first["state"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no state in {first}"))
     }
 
     /// Sends `signal` to lbd.
@@ -366,7 +551,7 @@ impl<'a> Director<'a> {
             self.socket.to_string_lossy().into_owned(),
         ];
         full.extend(args.iter().map(|a| a.to_string()));
-        self.lab.exec(&self.lab.director().ns, &full)
+        self.lab.exec(&self.host.ns, &full)
     }
 
     /// Runs lbctl and returns its stdout; fails unless it succeeds.
@@ -404,7 +589,7 @@ impl<'a> Director<'a> {
     pub fn run_lbd(&self, args: &[&str]) -> Result<LbdRun> {
         let mut full = vec![self.lbd.to_string_lossy().into_owned()];
         full.extend(args.iter().map(|a| a.to_string()));
-        let out = self.lab.exec(&self.lab.director().ns, &full)?;
+        let out = self.lab.exec(&self.host.ns, &full)?;
         Ok(LbdRun {
             status: out.status,
             stdout: strip_ansi(&String::from_utf8_lossy(&out.stdout)),
@@ -420,7 +605,7 @@ impl<'a> Director<'a> {
     /// `ip link show` of the director's interface (in its namespace).
     pub fn director_link(&self) -> Result<String> {
         self.lab.run(
-            &self.lab.director().ns,
+            &self.host.ns,
             &["ip", "link", "show", "dev", self.lab.director_iface()],
         )
     }
@@ -429,6 +614,94 @@ impl<'a> Director<'a> {
     pub fn xdp_attached(&self) -> Result<bool> {
         Ok(has_xdp(&self.director_link()?))
     }
+}
+
+/// One `  -> RemoteAddress:Port Forward Weight ActiveConn InActConn` row of
+/// `lbctl -L -n`, with the service line it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealRow {
+    /// The service line, e.g. `TCP  10.1.0.100:80 rr persistent 3`.
+    pub service: String,
+    pub real: SocketAddrV4,
+    pub forward: String,
+    pub weight: u32,
+    pub active: u64,
+    pub inactive: u64,
+}
+
+/// Parses the real server rows of `lbctl -L -n` (ipvsadm's listing).
+pub fn parse_real_rows(listing: &str) -> Result<Vec<RealRow>> {
+    let mut rows = Vec::new();
+    let mut service = None;
+    for line in listing.lines().skip(3) {
+        if let Some(rest) = line.strip_prefix("  -> ") {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            ensure!(f.len() == 5, "not a real server row: {line:?}\n{listing}");
+            let service: &String = service
+                .as_ref()
+                .ok_or_else(|| anyhow!("real server row before any service: {line:?}"))?;
+            rows.push(RealRow {
+                service: service.clone(),
+                real: f[0].parse().with_context(|| format!("in {line:?}"))?,
+                forward: f[1].to_owned(),
+                weight: f[2].parse().with_context(|| format!("in {line:?}"))?,
+                active: f[3].parse().with_context(|| format!("in {line:?}"))?,
+                inactive: f[4].parse().with_context(|| format!("in {line:?}"))?,
+            });
+        } else if !line.trim().is_empty() {
+            service = Some(line.trim_end().to_owned());
+        }
+    }
+    Ok(rows)
+}
+
+/// One entry of `lbctl -L -n -c`
+/// (`pro expire state source virtual destination`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// "TCP" or "UDP".
+    pub protocol: String,
+    /// Seconds left, from `mm:ss`.
+    pub expires_in: u32,
+    pub state: String,
+    pub source: SocketAddrV4,
+    pub virtual_: SocketAddrV4,
+    pub destination: SocketAddrV4,
+}
+
+impl ConnEntry {
+    /// A persistence template: source port 0.
+    pub fn is_template(&self) -> bool {
+        self.source.port() == 0
+    }
+}
+
+/// Parses `lbctl -L -n -c` (ipvsadm's connection listing).
+pub fn parse_connection_entries(listing: &str) -> Result<Vec<ConnEntry>> {
+    let mut lines = listing.lines();
+    ensure!(
+        lines.next() == Some("IPVS connection entries"),
+        "not a connection listing:\n{listing}"
+    );
+    let title = lines.next().unwrap_or_default();
+    ensure!(title.starts_with("pro expire state"), "no title line:\n{listing}");
+    let mut entries = Vec::new();
+    for line in lines {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        ensure!(f.len() == 6, "not a connection entry: {line:?}\n{listing}");
+        let (mm, ss) = f[1]
+            .split_once(':')
+            .ok_or_else(|| anyhow!("bad expiry in {line:?}"))?;
+        entries.push(ConnEntry {
+            protocol: f[0].to_owned(),
+            expires_in: mm.parse::<u32>()? * 60 + ss.parse::<u32>()?,
+            state: f[2].to_owned(),
+            source: f[3].parse().with_context(|| format!("in {line:?}"))?,
+            virtual_: f[4].parse().with_context(|| format!("in {line:?}"))?,
+            destination: f[5].parse().with_context(|| format!("in {line:?}"))?,
+        });
+    }
+    Ok(entries)
 }
 
 /// A finished lbd run.
@@ -572,6 +845,33 @@ mod tests {
         );
         assert!(
             text.contains("address = \"10.1.0.22\"\nweight = 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn health_check_tables_follow_their_keys() {
+        let (rs1, rs2) = ("10.1.0.21".parse().unwrap(), "10.1.0.22".parse().unwrap());
+        let s = ServiceSpec::tcp("10.1.0.100:80".parse().unwrap(), "rr")
+            .with("sorry_server = \"10.1.0.23\"")
+            .check("kind = \"tcp\"")
+            .check("interval = \"200ms\"")
+            .real(rs1, 1)
+            .real(rs2, 1)
+            .real_with(rs2, "upper_threshold = 5")
+            .real_check(rs2, "kind = \"exec\"")
+            .real_check(rs2, "command = \"true\"");
+        let text = s.to_toml();
+        assert!(
+            text.contains(
+                "sorry_server = \"10.1.0.23\"\n\n[service.health_check]\nkind = \"tcp\"\ninterval = \"200ms\"\n\n[[service.real]]\naddress = \"10.1.0.21\"\nweight = 1\n\n[[service.real]]"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "address = \"10.1.0.22\"\nweight = 1\nupper_threshold = 5\n\n[service.real.health_check]\nkind = \"exec\"\ncommand = \"true\"\n"
+            ),
             "{text}"
         );
     }

@@ -7,6 +7,7 @@
 //!   <id>-switch    br0, with one port per host: p-client, p-director, p-rs1..
 //!   <id>-client    eth0 10.k.0.10/24
 //!   <id>-director  eth0 10.k.0.1/24 + VIP 10.k.0.100/32   (XDP goes here)
+//!   <id>-directorN eth0 10.k.0.N/24 (N = 2..; only with `LabSpec::directors`)
 //!   <id>-rsI       eth0 10.k.0.(20+I)/24, VIP/32 on lo, arp_ignore=1, arp_announce=2
 //! ```
 //!
@@ -19,7 +20,8 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
@@ -54,6 +56,7 @@ const XDP_PASS_OBJ_CANDIDATES: &[&str] = &[
     "/usr/share/xdp-tools/xdpfilt_alw_all.o",
 ];
 const MAX_REALS: usize = 79; // .21 ..= .99, below the VIP at .100
+const MAX_DIRECTORS: usize = 9; // .1 ..= .9, below the client at .10
 
 /// Counter that makes lab ids unique within one process.
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -76,6 +79,13 @@ pub struct LabSpec {
     /// Put the real servers on their own subnet (10.k.1.0/24, bridge `br1`)
     /// behind a router namespace (10.k.0.254 / 10.k.1.254), as for LVS-TUN.
     pub remote_reals: bool,
+    /// Number of directors on the client segment (default 1): `director`
+    /// (10.k.0.1), then `director2` (10.k.0.2), ... Each gets the XDP pass
+    /// program on its bridge port (with `xdp_pass_on_director_port`).
+    pub directors: usize,
+    /// Put the VIP on the (first) director's eth0 at build time (default
+    /// true). Off for VRRP, which adds the VIP on whichever director is master.
+    pub static_vip: bool,
 }
 
 impl LabSpec {
@@ -87,7 +97,21 @@ impl LabSpec {
             xdp_pass_on_director_port: true,
             xdp_pass_object: None,
             remote_reals: false,
+            directors: 1,
+            static_vip: true,
         }
+    }
+
+    /// `n` directors on the client segment (see [`LabSpec::directors`]).
+    pub fn directors(mut self, n: usize) -> Self {
+        self.directors = n;
+        self
+    }
+
+    /// No VIP on any director at build time (VRRP adds it).
+    pub fn without_static_vip(mut self) -> Self {
+        self.static_vip = false;
+        self
     }
 
     /// Real servers on another subnet, behind a router.
@@ -174,6 +198,8 @@ pub struct Lab {
     switch_ns: String,
     client: Host,
     director: Host,
+    /// Every director, `director` first.
+    directors: Vec<Host>,
     reals: Vec<Host>,
     /// With remote real servers: the router, eth0 on the client segment,
     /// eth1 on the real servers' segment.
@@ -195,6 +221,11 @@ impl Lab {
             "reals must be between 1 and {MAX_REALS}, not {}",
             spec.reals
         );
+        ensure!(
+            (1..=MAX_DIRECTORS).contains(&spec.directors),
+            "directors must be between 1 and {MAX_DIRECTORS}, not {}",
+            spec.directors
+        );
         if let Err(e) = cleanup_stale_labs() {
             eprintln!("lab: cleaning up stale labs failed: {e:#}");
         }
@@ -209,6 +240,12 @@ impl Lab {
             switch_ns: format!("{id}-switch"),
             client: Host::new(&id, "client", k, 10),
             director: Host::new(&id, "director", k, 1),
+            directors: (1..=spec.directors)
+                .map(|n| {
+                    let name = if n == 1 { "director".to_owned() } else { format!("director{n}") };
+                    Host::new(&id, &name, k, n as u8)
+                })
+                .collect(),
             reals: (1..=spec.reals)
                 .map(|i| Host::on_segment(&id, &format!("rs{i}"), k, spec.remote_reals as u8, 20 + i as u8))
                 .collect(),
@@ -237,7 +274,9 @@ impl Lab {
             netns::ip(&["-n", &switch, "link", "add", REMOTE_BRIDGE, "type", "bridge"])?;
             netns::ip(&["-n", &switch, "link", "set", REMOTE_BRIDGE, "up"])?;
         }
-        for host in [self.client.clone(), self.director.clone()] {
+        let mut segment_hosts = vec![self.client.clone()];
+        segment_hosts.extend(self.directors.iter().cloned());
+        for host in segment_hosts {
             self.add_host(&host, BRIDGE)?;
         }
         let real_bridge = if self.spec.remote_reals { REMOTE_BRIDGE } else { BRIDGE };
@@ -248,17 +287,20 @@ impl Lab {
             self.add_router(&router)?;
         }
 
-        // The director holds the VIP next to its own address, as an LVS director does.
+        // The director holds the VIP next to its own address, as an LVS
+        // director does (unless VRRP is to add it).
         let vip32 = format!("{}/32", self.vip);
-        netns::ip(&[
-            "-n",
-            &self.director.ns,
-            "addr",
-            "add",
-            &vip32,
-            "dev",
-            HOST_IFACE,
-        ])?;
+        if self.spec.static_vip {
+            netns::ip(&[
+                "-n",
+                &self.director.ns,
+                "addr",
+                "add",
+                &vip32,
+                "dev",
+                HOST_IFACE,
+            ])?;
+        }
 
         // LVS-DR real servers: the VIP on lo so they accept packets for it,
         // but never answer ARP for it (arp_ignore=1: only for addresses on the
@@ -277,8 +319,9 @@ impl Lab {
         }
 
         if self.spec.xdp_pass_on_director_port {
-            let director = self.director.clone();
-            self.attach_xdp_pass_to_bridge_port(&director)?;
+            for director in self.directors.clone() {
+                self.attach_xdp_pass_to_bridge_port(&director)?;
+            }
         }
         Ok(())
     }
@@ -323,7 +366,9 @@ impl Lab {
         set_sysctls(&router.ns, &[("net.ipv4.ip_forward", "1")])?;
         let remote = format!("10.{k}.1.0/{PREFIX_LEN}");
         let via_a = Ipv4Addr::new(10, k, 0, ROUTER_LAST_OCTET).to_string();
-        for ns in [self.client.ns.clone(), self.director.ns.clone()] {
+        let mut segment_ns = vec![self.client.ns.clone()];
+        segment_ns.extend(self.directors.iter().map(|d| d.ns.clone()));
+        for ns in segment_ns {
             netns::ip(&["-n", &ns, "route", "add", &remote, "via", &via_a])?;
         }
         let via_b = Ipv4Addr::new(10, k, 1, ROUTER_LAST_OCTET).to_string();
@@ -419,6 +464,10 @@ impl Lab {
     pub fn director(&self) -> &Host {
         &self.director
     }
+    /// Every director, [`Lab::director`] first (see [`LabSpec::directors`]).
+    pub fn directors(&self) -> &[Host] {
+        &self.directors
+    }
     pub fn reals(&self) -> &[Host] {
         &self.reals
     }
@@ -437,10 +486,10 @@ impl Lab {
     pub fn subnet(&self) -> (Ipv4Addr, u8) {
         (Ipv4Addr::new(10, self.spec.subnet_index, 0, 0), PREFIX_LEN)
     }
-    /// Client, director, then the real servers (and the router, if any).
+    /// Client, the director(s), then the real servers (and the router, if any).
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
-        [&self.client, &self.director]
-            .into_iter()
+        std::iter::once(&self.client)
+            .chain(&self.directors)
             .chain(&self.reals)
             .chain(&self.router)
     }
@@ -597,6 +646,40 @@ impl Lab {
         })?
     }
 
+    /// Opens a TCP connection from namespace `ns` to `target` (an HTTP
+    /// server of the lab, usually through the VIP), asks `/whoami` on it
+    /// with keep-alive and keeps it open, idle and established, until the
+    /// returned [`HeldConnection`] is closed or dropped. The answer tells
+    /// which real server the connection reached.
+    pub fn hold_http_connection(&self, ns: &str, target: SocketAddrV4) -> Result<HeldConnection> {
+        netns::run_in_netns(ns, move || -> Result<HeldConnection> {
+            // The socket stays in `ns` after this thread ends.
+            let mut stream = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
+                .with_context(|| format!("connecting to {target}"))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.set_nodelay(true)?;
+            let local = match stream.local_addr()? {
+                SocketAddr::V4(a) => a,
+                other => bail!("unexpected local address {other}"),
+            };
+            let request =
+                format!("GET /whoami HTTP/1.1\r\nHost: {target}\r\nConnection: keep-alive\r\n\r\n");
+            stream.write_all(request.as_bytes())?;
+            let body = read_http_body(&mut stream)
+                .with_context(|| format!("reading the /whoami answer from {target}"))?;
+            let server = body
+                .split_whitespace()
+                .next()
+                .ok_or_else(|| anyhow!("empty /whoami answer from {target}"))?
+                .to_owned();
+            Ok(HeldConnection {
+                stream,
+                server,
+                local,
+            })
+        })?
+    }
+
     /// Who answers ARP for `target` on the client's segment (see [`netns::arp_probe`]).
     pub fn arp_probe_from_client(&self, target: Ipv4Addr) -> Result<Vec<MacAddr>> {
         let client = &self.client;
@@ -749,6 +832,54 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// An established, idle TCP connection held open by the test (see
+/// [`Lab::hold_http_connection`]). Dropping it closes it (FIN).
+#[derive(Debug)]
+pub struct HeldConnection {
+    pub stream: TcpStream,
+    /// The real server that answered ("rs1", ...).
+    pub server: String,
+    /// The client's end.
+    pub local: SocketAddrV4,
+}
+
+impl HeldConnection {
+    /// Closes the connection: the client sends its FIN.
+    pub fn close(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length from `stream` and
+/// returns its body (nothing more is read, so the connection can stay open).
+fn read_http_body(stream: &mut TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ensure!(head.len() < 64 * 1024, "response head too long");
+        let n = stream.read(&mut byte)?;
+        ensure!(n == 1, "connection closed inside the response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "not a 200 answer: {head:?}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .ok_or_else(|| anyhow!("no Content-Length in {head:?}"))?;
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// SIGTERM all, wait up to `grace` for them together, SIGKILL the rest; reaps

@@ -8,7 +8,7 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 
-pub use lab::{Host, Lab, LabSpec, LinkStats, ProcHandle};
+pub use lab::{HeldConnection, Host, Lab, LabSpec, LinkStats, ProcHandle};
 pub use netns::MacAddr;
 
 /// True when running as root (the lab needs CAP_NET_ADMIN and CAP_SYS_ADMIN).

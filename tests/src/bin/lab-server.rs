@@ -4,6 +4,8 @@
 //! server's name, so a test can see which real server a request reached.
 //! - `/whoami`           -> "NAME PEER LOCAL\n" (client address and the address it reached, e.g. the VIP)
 //! - `/slow?seconds=N`   -> "NAME\n" once a second for N seconds (long-lived connections)
+//! - `/health`           -> "NAME\n" with 200, or with 503 while the file given
+//!   with `--health-file` exists (a health check that fails on demand)
 //! - anything else       -> "NAME\n"
 //!
 //! UDP (`--udp ADDR:PORT`): answers each datagram with "NAME " + the payload.
@@ -30,7 +32,13 @@ struct Args {
     /// Answer UDP datagrams on this address (repeatable).
     #[arg(long = "udp", value_name = "ADDR:PORT")]
     udp: Vec<SocketAddr>,
+    /// While this file exists, `/health` answers 503 Service Unavailable.
+    #[arg(long = "health-file", value_name = "PATH")]
+    health_file: Option<std::path::PathBuf>,
 }
+
+/// `--health-file`: `/health` fails while it exists.
+static HEALTH_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Longest request head accepted; anything bigger is not a test request.
 const MAX_HEAD: usize = 64 * 1024;
@@ -44,6 +52,9 @@ async fn main() -> Result<()> {
         bail!("nothing to serve: give --http and/or --udp");
     }
     let name: &'static str = Box::leak(args.name.into_boxed_str());
+    if let Some(path) = args.health_file {
+        let _ = HEALTH_FILE.set(path);
+    }
 
     // Bind everything first so a bad address fails at once.
     for addr in &args.http {
@@ -166,9 +177,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, name: &'static st
                 } else {
                     format!("{name}\n")
                 };
+                let failing = path == "/health" && HEALTH_FILE.get().is_some_and(|f| f.exists());
+                let status = if failing { "503 Service Unavailable" } else { "200 OK" };
                 write_head(
                     &mut write,
-                    "200 OK",
+                    status,
                     body.len() as u64,
                     request.keep_alive,
                     name,
