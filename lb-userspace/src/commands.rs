@@ -58,9 +58,12 @@ fn check_forwarding(f: Forwarding) -> Result<(), CommandError> {
     }
 }
 
-/// Carries out one table command on `table`. Other commands are not table
+/// Carries out one table command on `table` (a copy: on an error it may be
+/// half changed). `file` is the config file's table: a service or server
+/// it has keeps the file's health check and failure settings when added
+/// again (so `-S | -C; -R` restores them too). Other commands are not table
 /// changes and leave it alone.
-pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command) -> Result<(), CommandError> {
+pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceConfig]) -> Result<(), CommandError> {
     match command {
         Command::AddService(c) => {
             if find(table, &c.service).is_some() {
@@ -70,21 +73,33 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command) -> Result<(), Co
                 return Err(CommandError::kernel(KernelError::MemoryAllocation));
             }
             let scheduler = c.ipvsadm_scheduler();
-            table.push(ServiceConfig {
+            let vip = ipv4(c.service.addr)?;
+            let mut svc = ServiceConfig {
                 line: 0,
                 protocol: c.service.protocol,
-                vip: ipv4(c.service.addr)?,
+                vip,
                 port: c.service.port,
                 scheduler,
                 options: c.service_options(scheduler),
                 forwarding: Forwarding::Dr,
                 reals: Vec::new(),
+                health: HealthCheck::default(),
                 sorry_server: None,
                 quorum: Quorum::default(),
                 quorum_up: None,
                 quorum_down: None,
                 drain_on_failure: false,
-            });
+            };
+            if let Some(f) = find(file, &c.service).map(|i| &file[i]) {
+                svc.health = f.health.clone();
+                svc.sorry_server = f.sorry_server;
+                svc.quorum = f.quorum;
+                svc.quorum_up = f.quorum_up.clone();
+                svc.quorum_down = f.quorum_down.clone();
+                svc.drain_on_failure = f.drain_on_failure;
+                svc.forwarding = f.forwarding;
+            }
+            table.push(svc);
         }
         Command::EditService(c) => {
             let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::NoSuchService))?;
@@ -102,7 +117,11 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command) -> Result<(), Co
         Command::AddServer(c) => {
             check_forwarding(c.forwarding)?;
             let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
-            let real = real_from(c, &table[i])?;
+            let mut real = real_from(c, &table[i])?;
+            // The file's check for this server, else its service's.
+            real.health = find(file, &c.service)
+                .and_then(|f| file[f].reals.iter().find(|r| r.address == real.address))
+                .map_or_else(|| table[i].health.clone(), |r| r.health.clone());
             let svc = &mut table[i];
             if svc.reals.iter().any(|r| r.address == real.address) {
                 return Err(CommandError::kernel(KernelError::DestinationExists));
@@ -195,7 +214,7 @@ mod tests {
     fn run(table: &mut Vec<ServiceConfig>, line: &str) -> Result<(), CommandError> {
         let args: Vec<&str> = line.split_whitespace().collect();
         let cmd = parse(&args, &Names::default()).map_err(|e| CommandError { message: e.message, exit_code: e.exit_code })?;
-        apply(table, &cmd)
+        apply(table, &cmd, &[])
     }
 
     #[test]

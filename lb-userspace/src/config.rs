@@ -74,6 +74,9 @@ pub struct ServiceConfig {
     pub options: ServiceOptions,
     pub forwarding: Forwarding,
     pub reals: Vec<RealConfig>,
+    /// The service's own health check (what a real server without
+    /// overrides gets; also given to servers added with lbctl).
+    pub health: HealthCheck,
     /// Takes the service's connections while every real server is down.
     pub sorry_server: Option<Ipv4Addr>,
     /// Live weight below which the service counts as down (keepalived).
@@ -606,16 +609,20 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         }
     }
 
-    // A service without servers still gets its check validated.
-    if s.real.is_empty() {
-        if let (Some(check), Some((ip, port))) = (&s.health_check, vip) {
-            let key = format!("service[{i}].health_check");
-            let ctx = ResolveContext { service_key: &key, real_key: &key, address: Some(IpAddr::V4(ip)), port, span: check.span() };
-            if let Err(errors) = HealthCheck::resolve(Some(check.get_ref()), None, &ctx) {
+    // The service's own check; a service without servers reports its
+    // mistakes here (with servers, they show at the first one).
+    let mut service_health = HealthCheck::default();
+    if let (Some(check), Some((ip, port))) = (&s.health_check, vip) {
+        let key = format!("service[{i}].health_check");
+        let ctx = ResolveContext { service_key: &key, real_key: &key, address: Some(IpAddr::V4(ip)), port, span: check.span() };
+        match HealthCheck::resolve(Some(check.get_ref()), None, &ctx) {
+            Ok(h) => service_health = h,
+            Err(errors) if s.real.is_empty() => {
                 for e in errors {
                     c.error(e.span, e.key, e.message);
                 }
             }
+            Err(_) => {}
         }
     }
     let sorry_server = match &s.sorry_server {
@@ -634,6 +641,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
     };
     let (vip, port) = vip?;
     Some(ServiceConfig {
+        health: service_health,
         sorry_server,
         quorum,
         quorum_up: s.quorum_up.as_ref().map(|v| v.get_ref().clone()),

@@ -40,6 +40,8 @@ pub struct Controller {
     /// VIPs this director is VRRP backup for: their services pass packets
     /// to the kernel until it becomes master.
     standby_vips: BTreeSet<Ipv4Addr>,
+    /// `lbctl --set` changed the timeouts since the file was loaded.
+    timeouts_changed: bool,
     pub interface: Interface,
     pub datapath: Datapath,
     tables: Tables,
@@ -101,6 +103,7 @@ impl Controller {
             health: BTreeMap::new(),
             quorums: BTreeMap::new(),
             standby_vips: BTreeSet::new(),
+            timeouts_changed: false,
             interface,
             datapath,
             tables,
@@ -415,6 +418,10 @@ impl Controller {
         if self.table != self.config.services {
             tracing::warn!("reload: changes made with lbctl since the last load are replaced by the file's table");
         }
+        if self.timeouts_changed {
+            tracing::warn!("reload: timeouts are the file's again (lbctl --set changes are replaced)");
+        }
+        self.timeouts_changed = false;
         let table = config.services.clone();
         let old = std::mem::replace(&mut self.config, config);
         let old_table = std::mem::replace(&mut self.table, table);
@@ -433,6 +440,7 @@ impl Controller {
 
     /// `ipvsadm --set`: new timeouts for connections from now on.
     pub fn set_timeouts(&mut self, t: crate::model::Timeouts) -> Result<()> {
+        self.timeouts_changed = true;
         let d = &mut self.config.director.timeouts;
         if t.tcp != 0 {
             d.tcp = t.tcp;

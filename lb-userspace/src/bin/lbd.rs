@@ -315,9 +315,9 @@ fn answer(
 /// table, which replaces the live one only if every command passed.
 async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>) -> Response {
     let refused = |message: String, exit_code: i32| Response::Refused { message, exit_code };
-    let (mut table, interface) = {
+    let (mut table, interface, file) = {
         let c = lock(shared);
-        (c.table().to_vec(), c.interface.clone())
+        (c.table().to_vec(), c.interface.clone(), c.config.services.clone())
     };
     let before = table.clone();
     let names = ipvsadm_cli::Names::default();
@@ -348,7 +348,7 @@ async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>)
             }
             Command::SetTimeouts(t) => timeouts = Some(*t),
             _ => {
-                if let Err(e) = commands::apply(&mut table, &command) {
+                if let Err(e) = commands::apply(&mut table, &command, &file) {
                     return refused(e.message, e.exit_code);
                 }
             }
