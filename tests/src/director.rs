@@ -455,7 +455,9 @@ impl<'a> Director<'a> {
     /// The state of the first VRRP instance ("master", "backup", ...).
     pub fn vrrp_state(&self) -> Result<String> {
         let instances = self.vrrp_status()?;
-        let first = instances.first().ok_or_else(|| anyhow!("lbd has no VRRP instance"))?;
+        let first = instances
+            .first()
+            .ok_or_else(|| anyhow!("lbd has no VRRP instance"))?;
         first["state"]
             .as_str()
             .map(str::to_owned)

@@ -242,7 +242,11 @@ impl Lab {
             director: Host::new(&id, "director", k, 1),
             directors: (1..=spec.directors)
                 .map(|n| {
-                    let name = if n == 1 { "director".to_owned() } else { format!("director{n}") };
+                    let name = if n == 1 {
+                        "director".to_owned()
+                    } else {
+                        format!("director{n}")
+                    };
                     Host::new(&id, &name, k, n as u8)
                 })
                 .collect(),
@@ -846,6 +850,15 @@ pub struct HeldConnection {
 }
 
 impl HeldConnection {
+    /// Asks `path` again on the held connection (keep-alive) and returns
+    /// the body of the answer; fails if the connection was reset, closed or
+    /// stays silent for the read timeout (5 s unless changed on `stream`).
+    pub fn ask(&mut self, path: &str) -> Result<String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n");
+        self.stream.write_all(request.as_bytes())?;
+        read_http_body(&mut self.stream)
+    }
+
     /// Closes the connection: the client sends its FIN.
     pub fn close(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);

@@ -378,3 +378,183 @@ fn arp_probe_here(
     }
     Ok(repliers)
 }
+
+/// One ARP packet an [`ArpWatch`] saw arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpSeen {
+    /// When it was read.
+    pub at: Instant,
+    /// 1 request, 2 reply.
+    pub op: u16,
+    /// The Ethernet source of the frame.
+    pub eth_source: MacAddr,
+    pub sender_mac: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpSeen {
+    /// A gratuitous ARP: the sender announces its own address (sender and
+    /// target IP are the same), as a new VRRP master does for its VIPs.
+    pub fn is_gratuitous(&self) -> bool {
+        self.sender_ip == self.target_ip
+    }
+}
+
+/// Records every ARP packet arriving on an interface of a namespace, from a
+/// thread of its own, until stopped or dropped (see [`watch_arp`]).
+pub struct ArpWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<ArpSeen>>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Starts recording the ARP packets that arrive on `iface` in `ns`; returns
+/// once the socket is open, so nothing sent afterwards is missed.
+pub fn watch_arp(ns: &str, iface: &str) -> Result<ArpWatch> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let file = File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
+    let c_iface = CString::new(iface)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let thread = {
+        let (stop, seen, ns) = (stop.clone(), seen.clone(), ns.to_owned());
+        std::thread::spawn(move || -> Result<()> {
+            let open = || -> Result<OwnedFd> {
+                // SAFETY: plain syscall on a valid fd; it moves only this thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error()).context(format!("setns into {ns}"));
+                }
+                // SAFETY: valid NUL-terminated string.
+                let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
+                if ifindex == 0 {
+                    return Err(io::Error::last_os_error())
+                        .context(format!("no interface {c_iface:?} in {ns}"));
+                }
+                // SAFETY: plain syscall; the fd is owned right after the check.
+                let raw = unsafe {
+                    libc::socket(
+                        libc::AF_PACKET,
+                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                        i32::from(ETH_P_ARP.to_be()),
+                    )
+                };
+                if raw < 0 {
+                    return Err(io::Error::last_os_error()).context("packet socket");
+                }
+                // SAFETY: `raw` is a fresh fd that nothing else owns.
+                let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+                // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+                let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = ETH_P_ARP.to_be();
+                addr.sll_ifindex = ifindex as i32;
+                let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                // SAFETY: addr is a valid sockaddr_ll of the given length.
+                if unsafe { libc::bind(sock.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
+                    return Err(io::Error::last_os_error()).context("binding packet socket");
+                }
+                Ok(sock)
+            };
+            let sock = match open() {
+                Ok(sock) => {
+                    let _ = ready_tx.send(Ok(()));
+                    sock
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let mut pollfd = libc::pollfd {
+                    fd: sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let ready = unsafe { libc::poll(&mut pollfd, 1, 50) };
+                if ready <= 0 {
+                    continue;
+                }
+                let mut buf = [0u8; 128];
+                // SAFETY: zeroed sockaddr_ll is valid; recvfrom fills at most `from_len` bytes.
+                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                let n = unsafe {
+                    libc::recvfrom(
+                        sock.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                        (&raw mut from).cast(),
+                        &mut from_len,
+                    )
+                };
+                if n < 28 || from.sll_pkttype == libc::PACKET_OUTGOING {
+                    continue;
+                }
+                let p = &buf[..n as usize];
+                let ip = |at: usize| Ipv4Addr::new(p[at], p[at + 1], p[at + 2], p[at + 3]);
+                let arp = ArpSeen {
+                    at: Instant::now(),
+                    op: u16::from_be_bytes([p[6], p[7]]),
+                    eth_source: MacAddr(from.sll_addr[..6].try_into().expect("6 bytes")),
+                    sender_mac: MacAddr(p[8..14].try_into().expect("6 bytes")),
+                    sender_ip: ip(14),
+                    target_ip: ip(24),
+                };
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push(arp);
+            }
+            Ok(())
+        })
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(ArpWatch {
+            stop,
+            seen,
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => bail!("the ARP watch thread ended before it was ready"),
+    }
+}
+
+impl ArpWatch {
+    /// Everything seen so far, oldest first.
+    pub fn seen(&self) -> Vec<ArpSeen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The gratuitous ARPs for `address` seen so far.
+    pub fn gratuitous_for(&self, address: Ipv4Addr) -> Vec<ArpSeen> {
+        self.seen()
+            .into_iter()
+            .filter(|a| a.is_gratuitous() && a.sender_ip == address)
+            .collect()
+    }
+
+    /// Stops recording; returns everything seen.
+    pub fn stop(mut self) -> Vec<ArpSeen> {
+        self.halt();
+        self.seen()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ArpWatch {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

@@ -211,10 +211,20 @@ async fn run(args: Args) -> Result<ExitCode> {
                     warn!("applying a VRRP change: {e:#}");
                 }
                 let master = instances.iter().any(|i| i.status().state == VrrpState::Master);
-                if master && !was_master {
-                    // A new master tells the other director everything.
-                    if let Some(sync) = &mut sync {
+                if let Some(sync) = &mut sync {
+                    if master && !was_master {
+                        // A new master tells the other director everything.
                         sync.tracker.reset();
+                    } else if was_master && !master {
+                        // Stepping down (the other preempted): hand the new
+                        // master the whole table at once, so the
+                        // connections it takes over keep their servers.
+                        let mut everything = ChangeTracker::new(Duration::from_secs(3600));
+                        let records = lock(&shared).sync_records(&mut everything);
+                        if !records.is_empty() {
+                            info!("connection sync: handing {} entries to the new master", records.len());
+                            let _ = sync.queue.try_send(records);
+                        }
                     }
                 }
                 was_master = master;
