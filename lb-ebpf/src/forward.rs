@@ -4,7 +4,7 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::Xdp
 use lb_common::{Dest, Director, IPPROTO_IPIP, reason};
 
 use crate::{
-    parse::{ETH_HLEN, EthHdr, Packet},
+    parse::{ETH_HLEN, Packet},
     reply,
 };
 
@@ -17,13 +17,30 @@ pub fn direct_route(ctx: &XdpContext, dest: &Dest, director: &Director) -> (u32,
     if start + ETH_HLEN > ctx.data_end() {
         return (xdp_action::XDP_ABORTED, reason::DROP_INTERNAL);
     }
-    let eth = start as *mut EthHdr;
     // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe {
-        (*eth).dst = dest.mac;
-        (*eth).src = director.mac;
-    }
+    unsafe { set_macs(start, dest, director) };
     (xdp_action::XDP_TX, reason::TX_DR)
+}
+
+/// Writes the destination MAC (the real server's or next hop's) and the
+/// source MAC (the director's) into the Ethernet header at `eth`, three
+/// 16-bit words each: a plain `[u8; 6]` assignment becomes a call to a
+/// byte-by-byte memmove on BPF.
+///
+/// # Safety
+/// The 12 bytes at `eth` must be in the packet, 2-byte aligned (as every
+/// frame start, see `parse::words`).
+#[inline(always)]
+unsafe fn set_macs(eth: usize, dest: &Dest, director: &Director) {
+    const _: () = assert!(core::mem::offset_of!(Dest, mac) % 2 == 0);
+    const _: () = assert!(core::mem::offset_of!(Director, mac) % 2 == 0);
+    // SAFETY: both MACs sit at even offsets of their (4-aligned) structs;
+    // the packet side is the caller's promise.
+    unsafe {
+        let dst = core::ptr::read((&raw const dest.mac).cast::<[u16; 3]>());
+        let src = core::ptr::read((&raw const director.mac).cast::<[u16; 3]>());
+        core::ptr::write(eth as *mut [u16; 6], [dst[0], dst[1], dst[2], src[0], src[1], src[2]]);
+    }
 }
 
 /// Outer IPv4 header of a tunnelled packet.
@@ -73,9 +90,7 @@ pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director) 
                 *new.add(i) = *old.add(i);
             }
         }
-        let eth = start as *mut EthHdr;
-        (*eth).dst = dest.mac;
-        (*eth).src = director.mac;
+        set_macs(start, dest, director);
     }
     let mut ip = [0u16; 10];
     ip[0] = (0x4500u16 | pkt.tos as u16).to_be();

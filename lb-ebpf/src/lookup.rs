@@ -146,6 +146,30 @@ pub fn assure_template(svc: &Service, flow: &FlowKey) {
     }
 }
 
+/// A connection-table entry, written field by field with the padding
+/// zeroed by volatile stores: a struct literal with `pad0: [0; 3]` (or any
+/// run of zero stores, which LLVM merges into a memset) becomes a call to a
+/// byte-by-byte memset subprogram on BPF, on every new connection.
+#[inline(always)]
+fn conn_entry(dest_id: u32, service_id: u32, state: u8, timeout: u32, last_seen_ns: u64) -> Conn {
+    let mut conn = core::mem::MaybeUninit::<Conn>::uninit();
+    let c = conn.as_mut_ptr();
+    // SAFETY: every field of the (padding-free, plain-integer) Conn is
+    // written before it is read.
+    unsafe {
+        (&raw mut (*c).dest_id).write(dest_id);
+        (&raw mut (*c).service_id).write(service_id);
+        (&raw mut (*c).state).write(state);
+        let pad = (&raw mut (*c).pad0).cast::<u8>();
+        pad.write_volatile(0);
+        pad.add(1).write_volatile(0);
+        pad.add(2).write_volatile(0);
+        (&raw mut (*c).timeout).write(timeout);
+        (&raw mut (*c).last_seen_ns).write(last_seen_ns);
+        conn.assume_init()
+    }
+}
+
 /// A new entry for a connection just scheduled to `dest_id`, replacing a
 /// stale one if there was (whose count it takes back).
 #[inline(always)]
@@ -163,14 +187,8 @@ pub fn insert_connection(
     } else {
         conn_state::UDP
     };
-    let conn = Conn {
-        dest_id,
-        service_id,
-        state,
-        pad0: [0; 3],
-        timeout: director.state_timeouts[state as usize & (conn_state::COUNT - 1)],
-        last_seen_ns: now,
-    };
+    let timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
+    let conn = conn_entry(dest_id, service_id, state, timeout, now);
     CONN_TABLE.insert(flow, &conn, 0)?;
     if replaced.has_stale {
         count(replaced.stale.dest_id, replaced.stale.state, -1);
@@ -227,14 +245,7 @@ pub fn set_template(key: &FlowKey, svc: &Service, dest_id: u32, now: u64) {
         replaced.stale = unsafe { *old };
         replaced.has_stale = true;
     }
-    let template = Conn {
-        dest_id,
-        service_id: svc.id,
-        state: conn_state::TEMPLATE_NONE,
-        pad0: [0; 3],
-        timeout: svc.persistence_timeout,
-        last_seen_ns: now,
-    };
+    let template = conn_entry(dest_id, svc.id, conn_state::TEMPLATE_NONE, svc.persistence_timeout, now);
     if CONN_TABLE.insert(key, &template, 0).is_ok() {
         if replaced.has_stale {
             count(replaced.stale.dest_id, replaced.stale.state, -1);

@@ -253,9 +253,17 @@ fn least(svc: &Service, rule: u8) -> Option<u32> {
         scheduler: rule,
         dests_start: svc.dests_start,
         best: u32::MAX,
-        best_overhead: 0,
-        best_weight: 0,
+        // Placeholders, zeroed just below.
+        best_overhead: 1,
+        best_weight: 1,
     };
+    // Zeroed by volatile stores: LLVM merges plain zero stores into a call
+    // to a byte-by-byte memset subprogram on BPF, on every new connection.
+    // SAFETY: plain stores to our own stack variable.
+    unsafe {
+        (&raw mut scan.best_overhead).write_volatile(0);
+        (&raw mut scan.best_weight).write_volatile(0);
+    }
     let n = if svc.dests_len > MAX_DESTS_PER_SERVICE { MAX_DESTS_PER_SERVICE } else { svc.dests_len };
     // SAFETY: the callback only reads maps and writes the scan state on our
     // stack, which outlives the call.

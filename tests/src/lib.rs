@@ -1,6 +1,7 @@
 //! Test support for the load balancer: the network-namespace lab that builds
 //! an LVS-DR cluster on one machine, and helpers to find built binaries.
 
+pub mod bench;
 pub mod bins;
 pub mod director;
 pub mod harness;

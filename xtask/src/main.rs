@@ -13,7 +13,7 @@ use xtask::util::{cargo, require_root, run, run_tests, step, target_dir};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Build orchestration for the XDP load balancer: setup, build, test, demo"
+    about = "Build orchestration for the XDP load balancer: setup, build, test, demo, bench"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +43,22 @@ enum Cmd {
     /// Setup, build, then show lbd balancing HTTP requests across real
     /// servers in a namespace lab, and tear it all down. Run as root.
     Demo(DemoArgs),
+    /// Setup, release build, then benchmark: the datapath's ns per packet
+    /// (BPF_PROG_TEST_RUN) next to a trivial XDP_TX program, and requests
+    /// and connections per second in the namespace lab through lbd (DR),
+    /// HAProxy and straight to a real server. Writes bench/results.json,
+    /// bench/results.md, bench/datapath.svg and README.md's table. Run as
+    /// root; takes a few minutes.
+    /// Arguments after `--` go to lb-bench, e.g. `cargo xtask bench -- --datapath-only`.
+    Bench {
+        /// Passed on to lb-bench (see `cargo xtask bench -- --help`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "LB_BENCH_ARGS"
+        )]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Build => build(),
         Cmd::Test { cargo_test_args } => test(&cargo_test_args),
         Cmd::Demo(args) => demo(&args),
+        Cmd::Bench { args } => bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,9 +101,12 @@ fn build() -> Result<()> {
 }
 
 /// The binaries the integration tests start (lbd, lbctl, lab-server):
-/// `cargo test` builds only the binaries of the package under test.
+/// `cargo test` builds only the binaries of the package under test. This
+/// also compiles lb-bench (the benchmark), which the tests never run.
 fn build_test_binaries() -> Result<()> {
-    step("Building the binaries the integration tests run: lbd, lbctl, lab-server");
+    step(
+        "Building the binaries the integration tests run: lbd, lbctl, lab-server (and lb-bench, built only)",
+    );
     run(cargo().args(["build", "-p", "lb-userspace", "-p", "lb-tests", "--bins"]))
         .context("building the test binaries")
 }
@@ -133,4 +153,28 @@ fn demo(args: &DemoArgs) -> Result<()> {
     .context("building lb-demo")?;
     let lb_demo = target_dir().join("debug").join("lb-demo");
     run(Command::new(&lb_demo).args(args.to_args())).context("the demo failed")
+}
+
+/// The benchmark is lb-tests' `lb-bench` binary (it reuses the datapath
+/// harness and the namespace lab), built in release mode with everything it
+/// starts (lbd, lbctl, lab-server): figures of debug builds are worthless.
+/// `cargo xtask test` builds it too (so CI keeps it compiling) but never
+/// runs it.
+fn bench(args: &[String]) -> Result<()> {
+    require_root("cargo xtask bench")?;
+    setup()?;
+    step("Release build: lbd, lbctl, lab-server and the benchmark (lb-bench)");
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))
+    .context("release build for the benchmark")?;
+    step("Benchmarking (a few minutes; keep the machine otherwise idle for steady figures)");
+    let lb_bench = target_dir().join("release").join("lb-bench");
+    run(Command::new(&lb_bench).args(args)).context("the benchmark failed")
 }
