@@ -29,6 +29,17 @@ pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
 pub const DEST_LIST_SLOTS: u32 = 2 * MAX_DESTS;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 
+/// The VIP pre-filter: a bit per hash of a VIP, so traffic for no VIP
+/// passes after one array read instead of two hash lookups.
+pub const VIP_FILTER_BITS: u32 = 4096;
+pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
+
+/// The filter bit of a VIP (its first address word, as stored).
+#[inline(always)]
+pub const fn vip_filter_bit(addr_word: u32) -> u32 {
+    addr_word.wrapping_mul(0x9E37_79B1) >> (32 - 12)
+}
+
 /// `BPF_F_MMAPABLE`: the array can be mapped into the controller's memory.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
@@ -45,6 +56,8 @@ pub mod map_name {
     pub const DEST_CONNS: &str = "DEST_CONNS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const LBLC_CACHE: &str = "LBLC_CACHE";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const SERVICE_FLAGS: &str = "SERVICE_FLAGS";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
 }

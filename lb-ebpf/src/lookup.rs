@@ -8,7 +8,24 @@ use lb_common::{
     service_flag,
 };
 
-use crate::maps::{CONN_TABLE, DEST_CONNS, DESTS, SERVICES};
+use crate::maps::{CONN_TABLE, DEST_CONNS, DESTS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
+
+/// Whether the destination may be a VIP (no: certainly not; yes: look it
+/// up). One array read.
+#[inline(always)]
+pub fn may_be_vip(flow: &FlowKey) -> bool {
+    let bit = lb_common::vip_filter_bit(flow.dst[0]);
+    match VIP_FILTER.get(bit >> 6) {
+        Some(word) => (*word >> (bit & 63)) & 1 != 0,
+        None => true,
+    }
+}
+
+/// The flags of a service by id (standby).
+#[inline(always)]
+pub fn service_flags(service_id: u32) -> u32 {
+    SERVICE_FLAGS.get(service_id).copied().unwrap_or(0)
+}
 
 /// The service for (VIP, port, protocol), else the VIP's every-port service.
 #[inline(always)]

@@ -1,5 +1,6 @@
 //! The XDP load balancer. The entry point reads as the pipeline: parse,
-//! find the service, find or schedule the connection, count, forward.
+//! find the connection (or the service, and schedule a new one), count,
+//! forward.
 //! Whatever is not for a virtual service passes to the kernel untouched.
 #![no_std]
 #![no_main]
@@ -34,22 +35,34 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let pkt = parse::packet(ctx)?;
-    let svc = lookup::service(&pkt.flow).ok_or(reason::PASS_NO_SERVICE)?;
-    if svc.flags & service_flag::STANDBY != 0 {
-        return Err(reason::PASS_STANDBY);
+    if !lookup::may_be_vip(&pkt.flow) {
+        return Err(reason::PASS_NO_SERVICE);
     }
     let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
     let now = lookup::now_ns();
 
+    // A known connection first, as IPVS does: its packets skip the service
+    // lookup.
     let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
-    let (dest_id, dest, new_conn) = if !entry.live.is_null() {
+    let (service_id, dest_id, dest, new_conn) = if !entry.live.is_null() {
         // SAFETY: a live entry of the connection table and its dest.
         let (conn, dest) = unsafe { (&mut *entry.live, &*entry.live_dest) };
-        if lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director) && svc.persistence_timeout != 0 {
-            lookup::assure_template(svc, &pkt.flow);
+        if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
+            return Err(reason::PASS_STANDBY);
         }
-        (conn.dest_id, dest, false)
+        if lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director) {
+            if let Some(svc) = lookup::service(&pkt.flow) {
+                if svc.persistence_timeout != 0 {
+                    lookup::assure_template(svc, &pkt.flow);
+                }
+            }
+        }
+        (conn.service_id, conn.dest_id, dest, false)
     } else {
+        let svc = lookup::service(&pkt.flow).ok_or(reason::PASS_NO_SERVICE)?;
+        if svc.flags & service_flag::STANDBY != 0 {
+            return Err(reason::PASS_STANDBY);
+        }
         if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
             return Err(reason::PASS_TCP_NOT_SYN);
         }
@@ -67,10 +80,10 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         let Some(dest) = DESTS.get(dest_id) else {
             return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
         };
-        (dest_id, dest, true)
+        (svc.id, dest_id, dest, true)
     };
 
-    stats::account(svc.id, dest_id, pkt.ip_len, new_conn);
+    stats::account(service_id, dest_id, pkt.ip_len, new_conn);
     match dest.forwarding {
         forwarding::DR => Ok(forward::direct_route(ctx, dest, director)),
         forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, dest, director)),

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use lb_common::{
     BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, DEST_LIST_SLOTS, Dest, DestConns,
     Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS,
-    SchedState, Service, ServiceKey, reason,
+    SchedState, Service, ServiceKey, VIP_FILTER_WORDS, reason,
 };
 
 #[map]
@@ -17,6 +17,16 @@ pub static DIRECTOR: Array<Director> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// A bit per VIP hash (`lb_common::vip_filter_bit`): most traffic for no
+/// VIP is recognised with one array read.
+#[map]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+
+/// Each service's flags by id, for packets of known connections (which
+/// skip the service lookup): standby.
+#[map]
+pub static SERVICE_FLAGS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
 pub static DESTS: Array<Dest> = Array::with_max_entries(MAX_DESTS, 0);

@@ -25,9 +25,11 @@ use crate::{config, tables::MapOp};
 
 /// Maps that outlive lbd when pinned: everything the datapath needs to keep
 /// forwarding, and the counters.
-const PINNED_MAPS: [&str; 11] = [
+const PINNED_MAPS: [&str; 13] = [
     map_name::DIRECTOR,
     map_name::SERVICES,
+    map_name::VIP_FILTER,
+    map_name::SERVICE_FLAGS,
     map_name::DESTS,
     map_name::DEST_LISTS,
     map_name::SCHED_TABLE,
@@ -41,7 +43,7 @@ const PINNED_MAPS: [&str; 11] = [
 
 /// Bumped whenever a map's layout changes, so a new lbd never adopts maps
 /// with an old layout (they live in a different directory).
-const MAP_LAYOUT_VERSION: u32 = 1;
+const MAP_LAYOUT_VERSION: u32 = 2;
 /// The XDP link's pin, per interface (a config that moves to another
 /// interface detaches the old one).
 fn link_pin_name(interface: &str) -> String {
@@ -260,6 +262,13 @@ impl Datapath {
                 }
                 MapOp::SetService(key, value) => self.services_map()?.insert(key, value, 0)?,
                 MapOp::DeleteService(key) => self.services_map()?.remove(key)?,
+                MapOp::SetVipFilter(words) => {
+                    let mut filter = self.array::<u64>(map_name::VIP_FILTER)?;
+                    for (i, w) in words.iter().enumerate() {
+                        filter.set(i as u32, w, 0)?;
+                    }
+                }
+                MapOp::SetServiceFlags(id, flags) => self.array::<u32>(map_name::SERVICE_FLAGS)?.set(*id, flags, 0)?,
                 MapOp::SetSchedPosition(id, position) => {
                     self.array::<SchedState>(map_name::SCHED_STATE)?.set(*id, SchedState { position: *position }, 0)?
                 }

@@ -79,6 +79,10 @@ pub enum MapOp {
     SetService(ServiceKey, Service),
     SetSchedPosition(u32, u64),
     DeleteService(ServiceKey),
+    /// The whole VIP pre-filter (`VIP_FILTER_WORDS` words).
+    SetVipFilter(Vec<u64>),
+    /// A service's flags by id, for packets of known connections.
+    SetServiceFlags(u32, u32),
 }
 
 /// A range of slots in one of the shared arrays.
@@ -209,6 +213,8 @@ pub struct Tables {
     /// no packet can still be reading them).
     pending_table_frees: Vec<Region>,
     pending_list_frees: Vec<Region>,
+    /// The VIP pre-filter as written (empty: not written yet).
+    vip_filter: Vec<u64>,
 }
 
 impl Default for Tables {
@@ -241,6 +247,7 @@ impl Tables {
             list_space: RegionPool::new(DEST_LIST_SLOTS),
             pending_table_frees: Vec::new(),
             pending_list_frees: Vec::new(),
+            vip_filter: Vec::new(),
         }
     }
 
@@ -290,6 +297,18 @@ impl Tables {
         }
         for r in std::mem::take(&mut self.pending_list_frees) {
             self.list_space.release(r);
+        }
+
+        // The filter first, so a new VIP's packets are not passed by it; a
+        // removed VIP's bit going early only passes what is being removed.
+        let mut filter = vec![0u64; lb_common::VIP_FILTER_WORDS as usize];
+        for w in wanted {
+            let bit = lb_common::vip_filter_bit(ipv4_words(w.vip.octets())[0]);
+            filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+        if filter != self.vip_filter {
+            ops.push(MapOp::SetVipFilter(filter.clone()));
+            self.vip_filter = filter;
         }
 
         let wanted_keys: BTreeSet<ServiceKey> = wanted.iter().map(|w| w.key()).collect();
@@ -466,6 +485,9 @@ impl Tables {
         // yet); otherwise after the swap, so the old table never sees it.
         if is_new {
             ops.extend(position_op.clone());
+        }
+        if previous_value.map(|v| v.flags) != Some(value.flags) {
+            ops.push(MapOp::SetServiceFlags(id, value.flags as u32));
         }
         if previous_value != Some(value) {
             ops.push(MapOp::SetService(key, value));
@@ -740,7 +762,11 @@ mod tests {
                     MapOp::SetSchedPosition(id, p) => {
                         self.positions.insert(*id, *p);
                     }
-                    MapOp::ZeroDestStats(_) | MapOp::ZeroServiceStats(_) | MapOp::SetDestList { .. } => {}
+                    MapOp::ZeroDestStats(_)
+                    | MapOp::ZeroServiceStats(_)
+                    | MapOp::SetDestList { .. }
+                    | MapOp::SetVipFilter(_)
+                    | MapOp::SetServiceFlags(..) => {}
                 }
             }
         }

@@ -1122,7 +1122,14 @@ fn sigterm_detaches_and_the_vip_falls_back_to_the_directors_stack() {
         "{names:?}"
     );
     assert!(director.xdp_attached().unwrap());
-    let pins: Vec<String> = std::fs::read_dir(director.pin_path.join("v1"))
+    // Pins live in a directory per map layout version (v1, v2, ...).
+    let layout_dir = std::fs::read_dir(&director.pin_path)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a layout directory under the pin path");
+    let pins: Vec<String> = std::fs::read_dir(layout_dir)
         .map(|e| {
             e.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
