@@ -182,6 +182,28 @@ pub struct Service {
 }
 const _: () = assert!(core::mem::size_of::<Service>() == 48);
 
+impl Service {
+    /// The persistence template of the client of `flow` for this service:
+    /// the client's address under the service's netmask, source port 0,
+    /// and the service's port (0 for an every-port service, so one template
+    /// covers every port). The datapath keys templates by it and the
+    /// controller finds a connection's template with it.
+    #[inline(always)]
+    pub const fn template_key(&self, flow: &FlowKey) -> FlowKey {
+        let m = self.persistence_mask;
+        FlowKey {
+            src: [flow.src[0] & m[0], flow.src[1] & m[1], flow.src[2] & m[2], flow.src[3] & m[3]],
+            dst: flow.dst,
+            sport: 0,
+            dport: if self.flags & service_flag::ALL_PORTS != 0 { 0 } else { flow.dport },
+            protocol: flow.protocol,
+            family: flow.family,
+            kind: flow_kind::TEMPLATE,
+            pad0: 0,
+        }
+    }
+}
+
 /// A real server of one service (IPVS's `ip_vs_dest`): the same address in
 /// two services is two dests, each with its own weight and counters.
 #[repr(C)]

@@ -153,7 +153,7 @@ pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &
 /// template becomes ASSURED (IPVS's ip_vs_control_assure_ct).
 #[inline(always)]
 pub fn assure_template(svc: &Service, flow: &FlowKey) {
-    if let Some(t) = CONN_TABLE.get_ptr_mut(template_key(svc, flow)) {
+    if let Some(t) = CONN_TABLE.get_ptr_mut(svc.template_key(flow)) {
         // SAFETY: a live element for this program run.
         unsafe {
             if (*t).state == conn_state::TEMPLATE_NONE {
@@ -212,24 +212,6 @@ pub fn insert_connection(
     }
     count(dest_id, state, 1);
     Ok(())
-}
-
-/// The persistence template of this client for the service: the client's
-/// address under the service's netmask, source port 0, and the service's
-/// port (0 for an every-port service, so one template covers every port).
-#[inline(always)]
-pub fn template_key(svc: &Service, flow: &FlowKey) -> FlowKey {
-    let m = svc.persistence_mask;
-    FlowKey {
-        src: [flow.src[0] & m[0], flow.src[1] & m[1], flow.src[2] & m[2], flow.src[3] & m[3]],
-        dst: flow.dst,
-        sport: 0,
-        dport: if svc.flags & service_flag::ALL_PORTS != 0 { 0 } else { flow.dport },
-        protocol: flow.protocol,
-        family: flow.family,
-        kind: flow_kind::TEMPLATE,
-        pad0: 0,
-    }
 }
 
 /// The real server a live template sends this client to, if that server is

@@ -47,7 +47,7 @@ pub fn choose(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
     if svc.persistence_timeout == 0 {
         return pick(svc, flow);
     }
-    let key = lookup::template_key(svc, flow);
+    let key = svc.template_key(flow);
     if let Some(dest) = lookup::persistent_dest(&key, now) {
         return Some(dest);
     }

@@ -552,7 +552,7 @@ impl Controller {
             *exact.entry((conn.dest_id, count_field(&key, conn.state))).or_default() += 1;
             if key.kind != flow_kind::TEMPLATE {
                 if let Some(svc) = persistent.get(&conn.service_id) {
-                    controlling.insert(template_key(svc, &key), conn.dest_id);
+                    controlling.insert(svc.template_key(&key), conn.dest_id);
                 }
             }
         }
@@ -721,22 +721,6 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &lb_common::Dest, now: 
         real_port: if dest_port == 0 { vport } else { dest_port },
         template: key.kind == flow_kind::TEMPLATE,
     })
-}
-
-/// The persistence template a connection of this service belongs to (the
-/// datapath's `template_key`).
-fn template_key(svc: &Service, conn: &FlowKey) -> FlowKey {
-    let m = svc.persistence_mask;
-    FlowKey {
-        src: [conn.src[0] & m[0], conn.src[1] & m[1], conn.src[2] & m[2], conn.src[3] & m[3]],
-        dst: conn.dst,
-        sport: 0,
-        dport: if svc.flags & service_flag::ALL_PORTS != 0 { 0 } else { conn.dport },
-        protocol: conn.protocol,
-        family: conn.family,
-        kind: flow_kind::TEMPLATE,
-        pad0: 0,
-    }
 }
 
 fn count_field(key: &FlowKey, state: u8) -> CountField {

@@ -396,10 +396,10 @@ fn xdp_tx_from_the_director_reaches_the_switch() {
     }
     let lab = Lab::build(LabSpec::new("lab-xdp-tx").reals(1).subnet_index(16)).unwrap();
     let (tx, errors, client_rx) = bounce_off_the_director(&lab, 5);
-    assert_eq!(
-        (tx, errors),
-        (5, 0),
-        "XDP_TX frames failed on the director's veth"
+    // At least ours: any other IPv4 frame that happens by is bounced too.
+    assert!(
+        tx >= 5 && errors == 0,
+        "XDP_TX frames failed on the director's veth: {tx} sent, {errors} errors"
     );
     assert!(
         client_rx >= 5,
