@@ -66,7 +66,12 @@ pub struct Outcome {
 impl Harness {
     /// Loads a fresh program with fresh maps (nothing pinned).
     pub fn new() -> Result<Self> {
-        let datapath = Datapath::load(&LoadOptions { conn_table_size: 65536, pin_path: None })
+        Self::with_conn_table_size(65536)
+    }
+
+    /// As [`Harness::new`], with a connection table of this many entries.
+    pub fn with_conn_table_size(entries: u32) -> Result<Self> {
+        let datapath = Datapath::load(&LoadOptions { conn_table_size: entries, pin_path: None })
             .context("load the XDP program (root needed)")?;
         let mut h = Self { datapath, tables: Tables::new() };
         h.set_timeouts(conn_state::default_timeouts())?;
