@@ -3,10 +3,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{
-    Conn, Dest, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag, dest_flag, flow_kind,
-    service_flag,
-};
+use lb_common::{Conn, Dest, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag, dest_flag};
 
 use crate::maps::{CONN_TABLE, DEST_CONNS, DESTS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Conn, Director, FlowKey, Service, conn_state, flow_kind, ipv4_octets, service_flag};
+use lb_common::{Conn, Director, FlowKey, Service, conn_state, flow_kind, ipv4_octets};
 
 use std::net::SocketAddr;
 
