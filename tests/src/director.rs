@@ -121,6 +121,13 @@ impl ServiceSpec {
         s
     }
 
+    /// A UDP service on VIP:`port` over every real server of the lab, weight 1.
+    pub fn lab_udp(lab: &Lab, port: u16, scheduler: &str) -> Self {
+        let mut s = Self::udp(SocketAddrV4::new(lab.vip(), port), scheduler);
+        s.reals = lab.reals().iter().map(|r| (r.ip, 1)).collect();
+        s
+    }
+
     pub fn real(mut self, address: Ipv4Addr, weight: u32) -> Self {
         self.reals.push((address, weight));
         self

@@ -928,7 +928,7 @@ fn terminate(children: &mut [Tracked], grace: Duration) -> Vec<Option<ExitStatus
 
 /// Writes sysctls of namespace `ns` through /proc/sys from a thread inside
 /// it (/proc/sys/net follows the thread's namespace), without a procps dependency.
-fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
+pub fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
     netns::run_in_netns(ns, || -> Result<()> {
         for (key, value) in settings {
             let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));

@@ -1,5 +1,6 @@
 //! Test support for the load balancer: the network-namespace lab that builds
-//! an LVS-DR cluster on one machine, and helpers to find built binaries.
+//! an LVS-DR cluster on one machine, helpers to find built binaries, and what
+//! the end-to-end tests share ([`scenario`]).
 
 pub mod bench;
 pub mod bins;
@@ -8,6 +9,7 @@ pub mod harness;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod scenario;
 
 pub use lab::{HeldConnection, Host, Lab, LabSpec, LinkStats, ProcHandle};
 pub use netns::MacAddr;

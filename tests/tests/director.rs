@@ -18,80 +18,19 @@
 //! Each test ends by stopping lbd with SIGTERM and checking that nothing is
 //! left: no XDP program on the director, no pin directory, no namespace.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lb_tests::director::{Director, ServiceSpec};
 use lb_tests::lab::HTTP_PORT;
-use lb_tests::netns::namespace_exists;
-use lb_tests::{Lab, LabSpec, is_root};
+use lb_tests::scenario::{
+    counts, curl_vip, finish, lab_with_servers, root_or_skip, start_director, tally, teardown,
+    vip_url, vip80, wait_until,
+};
+use lb_tests::{Lab, LabSpec};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
-
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
-
-/// A lab with `reals` real servers on subnet 10.k.0.0/24, lab-server
-/// answering HTTP on each.
-fn lab_with_servers(name: &str, k: u8, reals: usize) -> Lab {
-    let lab = Lab::build(LabSpec::new(name).reals(reals).subnet_index(k)).unwrap();
-    lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
-    lab
-}
-
-/// A director for `lab` with `services`, started.
-fn start_director<'a>(lab: &'a Lab, services: &[ServiceSpec]) -> Director<'a> {
-    let mut director = Director::new(lab).unwrap();
-    director.write_config(services).unwrap();
-    director.start().unwrap();
-    let log = director.log();
-    assert!(
-        !log.contains("does not answer ARP yet"),
-        "lbd started without every real server's MAC:\n{log}"
-    );
-    director
-}
-
-/// Ends a test's director: SIGTERM to lbd, which must exit 0 with XDP
-/// detached and its pin dir and socket gone.
-fn finish(mut director: Director<'_>) {
-    director.stop_and_check_clean().unwrap();
-}
-
-/// Drops the lab; none of its namespaces (nor the director's pin dir) may remain.
-fn teardown(lab: Lab) {
-    let namespaces = lab.namespaces();
-    let pin_path = Path::new(lb_tests::director::BPFFS).join(lab.id());
-    drop(lab);
-    for ns in &namespaces {
-        assert!(!namespace_exists(ns), "namespace {ns} left behind");
-    }
-    assert!(!pin_path.exists(), "{} left behind", pin_path.display());
-}
-
-fn vip_url(lab: &Lab, path: &str) -> String {
-    format!("http://{}:{HTTP_PORT}{path}", lab.vip())
-}
-
-/// `n` sequential curls (new connections) to the VIP; the name of the real
-/// server that answered each, in order.
-fn curl_vip(lab: &Lab, n: usize) -> Vec<String> {
-    let url = vip_url(lab, "/");
-    (0..n)
-        .map(|i| {
-            let body = lab
-                .curl(&url)
-                .unwrap_or_else(|e| panic!("curl {} of {n} to the VIP: {e:#}", i + 1));
-            body.trim_end().to_owned()
-        })
-        .collect()
-}
 
 /// Waits until `lbctl -L -n -c` lists exactly `n` entries, all in FIN_WAIT
 /// (each finished curl's FIN has reached the director); returns the listing.
@@ -109,19 +48,6 @@ fn wait_for_fin_wait(director: &Director<'_>, n: usize) -> String {
             (done, out)
         },
     )
-}
-
-/// How many of `names` are each name.
-fn tally(names: &[String]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for n in names {
-        *counts.entry(n.clone()).or_insert(0) += 1;
-    }
-    counts
-}
-
-fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 /// One `/whoami` answer: the real server's name and the client's port.
@@ -143,23 +69,6 @@ fn line_of(text: &str, needle: &str) -> usize {
         + 1
 }
 
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> (bool, T)) -> T
-where
-    T: std::fmt::Debug,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (done, value) = probe();
-        if done {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what} within {timeout:?}; last seen: {value:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 // ---- scheduling ------------------------------------------------------------
 
 #[test]
@@ -167,7 +76,7 @@ fn rr_splits_new_connections_exactly_evenly() {
     if !root_or_skip("rr") {
         return;
     }
-    let lab = lab_with_servers("dir-rr", 40, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-rr", 40, 2);
     let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "rr")]);
     assert!(
         director.xdp_attached().unwrap(),
@@ -197,8 +106,8 @@ fn wrr_weights_3_to_1_give_24_and_8() {
     if !root_or_skip("wrr") {
         return;
     }
-    let lab = lab_with_servers("dir-wrr", 41, 2);
-    let service = ServiceSpec::tcp(SocketAddrV4::new(lab.vip(), HTTP_PORT), "wrr")
+    let lab = lab_with_servers(LAB_SERVER, "dir-wrr", 41, 2);
+    let service = ServiceSpec::tcp(vip80(&lab), "wrr")
         .real(lab.real(0).ip, 3)
         .real(lab.real(1).ip, 1);
     let director = start_director(&lab, &[service]);
@@ -255,7 +164,7 @@ fn a_keep_alive_connection_stays_on_one_real_server() {
     if !root_or_skip("keep_alive") {
         return;
     }
-    let lab = lab_with_servers("dir-keepalive", 42, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-keepalive", 42, 2);
     let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "rr")]);
     let url = vip_url(&lab, "/whoami");
 
@@ -315,7 +224,7 @@ fn sighup_weight_zero_drains_a_server_and_keeps_its_open_connection() {
     if !root_or_skip("sighup_weight") {
         return;
     }
-    let lab = lab_with_servers("dir-hup-weight", 43, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-hup-weight", 43, 2);
     let mut service = ServiceSpec::lab_http(&lab, "rr");
     let director = start_director(&lab, std::slice::from_ref(&service));
 
@@ -416,7 +325,7 @@ fn an_invalid_file_on_sighup_is_refused_and_the_running_table_stays() {
     if !root_or_skip("sighup_invalid") {
         return;
     }
-    let lab = lab_with_servers("dir-hup-invalid", 44, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-hup-invalid", 44, 2);
     let service = ServiceSpec::lab_http(&lab, "rr");
     let director = start_director(&lab, std::slice::from_ref(&service));
     let names = curl_vip(&lab, 8);
@@ -477,7 +386,7 @@ fn traffic_to_the_directors_own_address_passes_untouched() {
     if !root_or_skip("own_address") {
         return;
     }
-    let lab = lab_with_servers("dir-own-addr", 45, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-own-addr", 45, 2);
     let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "rr")]);
     let d = lab.director();
 
@@ -678,7 +587,7 @@ fn lbctl_lists_the_table_stats_connections_and_json_like_ipvsadm() {
     if !root_or_skip("lbctl_listing") {
         return;
     }
-    let lab = lab_with_servers("dir-lbctl", 46, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-lbctl", 46, 2);
     let vip = lab.vip();
     let (rs1, rs2) = (lab.real(0).ip, lab.real(1).ip);
     // rr ignores weights (other than 0), but lists them.
@@ -1102,11 +1011,11 @@ fn sigterm_detaches_and_the_vip_falls_back_to_the_directors_stack() {
     if !root_or_skip("sigterm") {
         return;
     }
-    let lab = lab_with_servers("dir-sigterm", 48, 2);
+    let lab = lab_with_servers(LAB_SERVER, "dir-sigterm", 48, 2);
     let d = lab.director();
     // The director's own stack also listens on the VIP; while lbd runs it
     // never sees VIP traffic.
-    let listen = SocketAddrV4::new(lab.vip(), HTTP_PORT).to_string();
+    let listen = vip80(&lab).to_string();
     let server = lab
         .spawn(
             &d.ns,
@@ -1162,11 +1071,13 @@ fn sigterm_detaches_and_the_vip_falls_back_to_the_directors_stack() {
 
     // The VIP belongs to the director again: its own server answers, the
     // real servers see no VIP traffic.
-    let before: Vec<u64> = lab
-        .reals()
-        .iter()
-        .map(|r| lab.link_stats(&r.ns, "eth0").unwrap().rx_packets)
-        .collect();
+    let rx_packets = || -> Vec<u64> {
+        lab.reals()
+            .iter()
+            .map(|r| lab.link_stats(&r.ns, "eth0").unwrap().rx_packets)
+            .collect()
+    };
+    let before = rx_packets();
     for _ in 0..4 {
         assert_eq!(
             lab.curl(&vip_url(&lab, "/")).unwrap(),
@@ -1175,11 +1086,7 @@ fn sigterm_detaches_and_the_vip_falls_back_to_the_directors_stack() {
             lab.read_log(&server)
         );
     }
-    let after: Vec<u64> = lab
-        .reals()
-        .iter()
-        .map(|r| lab.link_stats(&r.ns, "eth0").unwrap().rx_packets)
-        .collect();
+    let after = rx_packets();
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
         // Four curls would be 20+ packets; allow a stray ARP broadcast or two.
         assert!(

@@ -32,9 +32,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use lb_tests::director::{Director, ServiceSpec};
-use lb_tests::lab::{HOST_IFACE, HTTP_PORT};
+use lb_tests::lab::HOST_IFACE;
 use lb_tests::netns::{self, ArpWatch, MacAddr, watch_arp};
-use lb_tests::{HeldConnection, Host, Lab, LabSpec, ProcHandle, is_root};
+use lb_tests::scenario::{finish, root_or_skip, vip_url, vip80};
+use lb_tests::{HeldConnection, Host, Lab, LabSpec, ProcHandle};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const VRID: u8 = 51;
@@ -53,13 +54,6 @@ const SYNC_KEY: &str = "failover test shared key 0123456789";
 const KEEPALIVED_STALLED: &str = "A thread timer expired";
 /// keepalived's VRRPv2 password in the interoperability tests.
 const AUTH_PASS: &str = "lbtest";
-
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
 
 // ---- VRRP settings --------------------------------------------------------
 
@@ -337,7 +331,7 @@ fn real_name(lab: &Lab, address: Ipv4Addr) -> String {
 /// curl through the VIP until it answers (new connections; a few tries over
 /// `timeout`); the server's name.
 fn curl_vip(lab: &Lab, timeout: Duration) -> String {
-    let url = format!("http://{}:{HTTP_PORT}/", lab.vip());
+    let url = vip_url(lab, "/");
     let start = Instant::now();
     loop {
         let out = lab.run(&lab.client().ns, &["curl", "-sS", "--max-time", "1", &url]);
@@ -384,6 +378,44 @@ fn start_master(d: &mut Director<'_>, vrrp: &Vrrp) -> Duration {
     start.elapsed()
 }
 
+/// Restarts the crashed lbd `d` with `vrrp`, which preempts: waits until
+/// it is master again and `other` backup. Returns how long `d` took to
+/// become master once its lbd answered.
+fn restart_and_preempt(d: &mut Director<'_>, other: &Director<'_>, vrrp: &Vrrp) -> Duration {
+    configure(d, vrrp, None);
+    d.start().unwrap();
+    let took = wait_state(d, "master", Duration::from_secs(2) + 2 * vrrp.master_down());
+    wait_state(other, "backup", Duration::from_secs(2));
+    took
+}
+
+/// Waits until lbd's first VRRP instance is backup and hears `master`'s adverts.
+fn wait_backup_of(d: &Director<'_>, master: &Host, what: &str, timeout: Duration) {
+    wait_for(what, timeout, || {
+        let s = vrrp_status(d);
+        (s["state"] == "backup" && s["master_address"] == master.ip.to_string()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}\n{}", vrrp_status(d), d.log()));
+}
+
+/// Waits (2 s at most) until `host` no longer has the VIP; `what` says so.
+fn wait_vip_gone(lab: &Lab, host: &Host, what: &str) {
+    wait_for(what, Duration::from_secs(2), || {
+        (!has_vip(lab, host)).then_some(())
+    })
+    .unwrap();
+}
+
+/// A request through the VIP is answered (see [`curl_vip`]) and lbd `d`
+/// forwarded it: its `conn_new` counter grew (else fails saying `what`).
+/// Returns the server that answered.
+fn assert_forwards(lab: &Lab, d: &Director<'_>, what: &str) -> String {
+    let before = counter(d, "conn_new");
+    let answer = curl_vip(lab, Duration::from_secs(3));
+    assert!(counter(d, "conn_new") > before, "{what}");
+    answer
+}
+
 /// Two lbd directors: `director` with priority 150 (master), `director2`
 /// with 100 (backup), started in that order; both agree on the master.
 fn start_pair<'a>(
@@ -397,15 +429,12 @@ fn start_pair<'a>(
     let mut d2 = lbd_on(lab, h2, low, sync.then_some(h1));
     start_master(&mut d1, high);
     d2.start().unwrap();
-    wait_for(
+    wait_backup_of(
+        &d2,
+        h1,
         "director2 hearing director1's adverts",
         Duration::from_secs(5),
-        || {
-            let s = vrrp_status(&d2);
-            (s["state"] == "backup" && s["master_address"] == h1.ip.to_string()).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}: {}\n{}", vrrp_status(&d2), d2.log()));
+    );
     // The backup joining did not disturb the master.
     let s1 = vrrp_status(&d1);
     assert_eq!(s1["state"], "master", "{s1}");
@@ -462,58 +491,32 @@ fn crash_and_return(name: &str, k: u8, preempt: bool) {
     let garps = wait_garps(&lab, &watch, &h2);
     eprintln!("{name}: {garps} gratuitous ARPs from director2");
     wait_client_moved_to(&lab, &h2, Duration::from_secs(2));
-    let before = counter(&d2, "conn_new");
-    let answer = curl_vip(&lab, Duration::from_secs(3));
+    let answer = assert_forwards(&lab, &d2, "director2 forwarded the request");
     assert!(answer == "rs1" || answer == "rs2", "{answer:?}");
-    assert!(
-        counter(&d2, "conn_new") > before,
-        "director2 forwarded the request"
-    );
     drop(watch);
 
     // The old master comes back.
     let watch = watch_arp(&lab.client().ns, HOST_IFACE).unwrap();
-    let back = if preempt { high } else { high.nopreempt() };
-    configure(&mut d1, &back, None);
-    d1.start().unwrap();
     if preempt {
-        let took = wait_state(
-            &d1,
-            "master",
-            Duration::from_secs(2) + 2 * high.master_down(),
-        );
-        wait_state(&d2, "backup", Duration::from_secs(2));
+        let took = restart_and_preempt(&mut d1, &d2, &high);
         eprintln!(
             "{name}: director1 master again {:.3} s after its lbd answered",
             took.as_secs_f64()
         );
-        wait_for(
-            "the VIP gone from director2",
-            Duration::from_secs(2),
-            || (!has_vip(&lab, &h2)).then_some(()),
-        )
-        .unwrap();
+        wait_vip_gone(&lab, &h2, "the VIP gone from director2");
         assert!(has_vip(&lab, &h1));
         wait_garps(&lab, &watch, &h1);
         wait_client_moved_to(&lab, &h1, Duration::from_secs(2));
         assert_eq!(lab.arp_probe_from_client(lab.vip()).unwrap(), vec![h1.mac]);
-        let before = counter(&d1, "conn_new");
-        curl_vip(&lab, Duration::from_secs(3));
-        assert!(
-            counter(&d1, "conn_new") > before,
-            "director1 forwards again"
-        );
+        assert_forwards(&lab, &d1, "director1 forwards again");
     } else {
+        configure(&mut d1, &high.nopreempt(), None);
+        d1.start().unwrap();
         // Long enough to have taken over several times.
         let observe = (4 * high.master_down()).max(Duration::from_secs(2));
         wait_state(&d1, "backup", Duration::from_secs(2));
         // It removed the address its crashed run left behind.
-        wait_for(
-            "the stale VIP gone from director1",
-            Duration::from_secs(2),
-            || (!has_vip(&lab, &h1)).then_some(()),
-        )
-        .unwrap();
+        wait_vip_gone(&lab, &h1, "the stale VIP gone from director1");
         let end = Instant::now() + observe;
         while Instant::now() < end {
             assert_eq!(
@@ -536,19 +539,14 @@ fn crash_and_return(name: &str, k: u8, preempt: bool) {
         );
         assert!(has_vip(&lab, &h2) && !has_vip(&lab, &h1));
         assert_eq!(lab.arp_probe_from_client(lab.vip()).unwrap(), vec![h2.mac]);
-        let before = counter(&d2, "conn_new");
-        curl_vip(&lab, Duration::from_secs(3));
-        assert!(
-            counter(&d2, "conn_new") > before,
-            "director2 still forwards"
-        );
+        assert_forwards(&lab, &d2, "director2 still forwards");
     }
     drop(watch);
 
     // Clean stops: the master's priority-0 advert hands over at once.
-    let (mut master, mut backup) = if preempt { (d1, d2) } else { (d2, d1) };
+    let (master, backup) = if preempt { (d1, d2) } else { (d2, d1) };
     let master_host = master.host().clone();
-    master.stop_and_check_clean().unwrap();
+    finish(master);
     let took = wait_state(&backup, "master", low.skew() + TAKEOVER_SLACK);
     eprintln!(
         "{name}: after {}'s clean stop the other was master in {:.3} s (skew time {:.3} s)",
@@ -557,7 +555,7 @@ fn crash_and_return(name: &str, k: u8, preempt: bool) {
         low.skew().as_secs_f64()
     );
     assert!(!has_vip(&lab, &master_host), "a clean stop removes the VIP");
-    backup.stop_and_check_clean().unwrap();
+    finish(backup);
     assert!(!has_vip(&lab, &lab.directors()[0]) && !has_vip(&lab, &lab.directors()[1]));
 }
 
@@ -615,12 +613,12 @@ fn ask_again(conn: &mut HeldConnection) -> After {
 /// slow download, opened through the VIP before the master is killed.
 fn long_lived_connections(name: &str, k: u8, sync: bool) {
     let lab = failover_lab(name, k);
-    let (h1, h2) = (lab.directors()[0].clone(), lab.directors()[1].clone());
+    let h2 = lab.directors()[1].clone();
     let high = Vrrp::v3(100, 150);
     let low = Vrrp::v3(100, 100);
     let (mut d1, d2) = start_pair(&lab, &high, &low, sync);
 
-    let target = SocketAddrV4::new(lab.vip(), HTTP_PORT);
+    let target = vip80(&lab);
     let mut held: Vec<HeldConnection> = (0..4)
         .map(|_| lab.hold_http_connection(&lab.client().ns, target).unwrap())
         .collect();
@@ -630,10 +628,7 @@ fn long_lived_connections(name: &str, k: u8, sync: bool) {
         "{servers:?}"
     );
     let slow_seconds: usize = 6;
-    let url = format!(
-        "http://{}:{HTTP_PORT}/slow?seconds={slow_seconds}",
-        lab.vip()
-    );
+    let url = vip_url(&lab, &format!("/slow?seconds={slow_seconds}"));
     let download = lab
         .spawn(
             &lab.client().ns,
@@ -759,9 +754,7 @@ fn long_lived_connections(name: &str, k: u8, sync: bool) {
         assert!(lines.len() < slow_seconds, "{output}");
     }
     drop(held);
-    let mut d2 = d2;
-    d2.stop_and_check_clean().unwrap();
-    let _ = h1;
+    finish(d2);
 }
 
 #[test]
@@ -802,7 +795,7 @@ fn get_once(target: SocketAddrV4, timeout: Duration) -> Result<String> {
 /// From the client: GETs through the VIP every 10 ms until one is answered;
 /// the time since `since` and the number of attempts.
 fn first_answer(lab: &Lab, since: Instant, timeout: Duration) -> Result<(Duration, u32)> {
-    let target = SocketAddrV4::new(lab.vip(), HTTP_PORT);
+    let target = vip80(lab);
     netns::run_in_netns(&lab.client().ns, move || {
         let mut attempts = 0;
         loop {
@@ -855,10 +848,10 @@ fn random_fraction(max: Duration) -> Duration {
 /// and preempts between runs.
 fn measure_failover(name: &str, k: u8, interval_ms: u64, runs: usize) {
     let lab = failover_lab(name, k);
-    let (h1, h2) = (lab.directors()[0].clone(), lab.directors()[1].clone());
+    let h1 = lab.directors()[0].clone();
     let high = Vrrp::v3(interval_ms, 150);
     let low = Vrrp::v3(interval_ms, 100);
-    let (mut d1, mut d2) = start_pair(&lab, &high, &low, false);
+    let (mut d1, d2) = start_pair(&lab, &high, &low, false);
     let label = if interval_ms >= 1000 {
         format!("{}s", interval_ms / 1000)
     } else {
@@ -904,14 +897,7 @@ fn measure_failover(name: &str, k: u8, interval_ms: u64, runs: usize) {
         times.push(took);
         if run < runs {
             // Back to the start: director1 master again, the client with it.
-            configure(&mut d1, &high, None);
-            d1.start().unwrap();
-            wait_state(
-                &d1,
-                "master",
-                Duration::from_secs(2) + 2 * high.master_down(),
-            );
-            wait_state(&d2, "backup", Duration::from_secs(2));
+            restart_and_preempt(&mut d1, &d2, &high);
             wait_client_moved_to(&lab, &h1, Duration::from_secs(3));
         }
     }
@@ -924,8 +910,7 @@ fn measure_failover(name: &str, k: u8, interval_ms: u64, runs: usize) {
             .map(|t| format!("{:.3}", t.as_secs_f64()))
             .collect::<Vec<_>>()
     );
-    d2.stop_and_check_clean().unwrap();
-    let _ = h2;
+    finish(d2);
 }
 
 #[test]
@@ -1099,7 +1084,11 @@ impl Drop for Keepalived<'_> {
     }
 }
 
-fn keepalived_available(test: &str) -> bool {
+/// True with root and keepalived installed; otherwise says that `test` is skipped.
+fn root_and_keepalived_or_skip(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
     let found = std::process::Command::new("keepalived")
         .arg("-v")
         .output()
@@ -1186,12 +1175,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
         );
     };
     let lbd_forwards = |lbd: &Director<'_>| {
-        let before = counter(lbd, "conn_new");
-        curl_vip(&lab, Duration::from_secs(3));
-        assert!(
-            counter(lbd, "conn_new") > before,
-            "lbd forwarded the request"
-        );
+        assert_forwards(&lab, lbd, "lbd forwarded the request");
     };
 
     // Election: the higher priority is master, the other joins as backup.
@@ -1205,16 +1189,12 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
             Duration::from_secs(5) + 2 * ka_vrrp.master_down(),
         );
         lbd.start().unwrap();
-        wait_for(
+        wait_backup_of(
+            &lbd,
+            ka_host,
             "lbd hearing keepalived",
             Duration::from_secs(5) + 2 * lbd_vrrp.master_down(),
-            || {
-                let s = vrrp_status(&lbd);
-                (s["state"] == "backup" && s["master_address"] == ka_host.ip.to_string())
-                    .then_some(())
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e:#}: {}\n{}", vrrp_status(&lbd), lbd.log()));
+        );
         // Well past lbd's master-down interval: it stays backup.
         std::thread::sleep(2 * lbd_vrrp.master_down());
         assert_eq!(lbd.vrrp_state().unwrap(), "backup");
@@ -1315,12 +1295,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
             Duration::from_secs(5) + 2 * ka_vrrp.master_down(),
         );
         wait_state(&lbd, "backup", Duration::from_secs(2));
-        wait_for(
-            "the VIP gone from lbd's director",
-            Duration::from_secs(2),
-            || (!has_vip(&lab, lbd_host)).then_some(()),
-        )
-        .unwrap();
+        wait_vip_gone(&lab, lbd_host, "the VIP gone from lbd's director");
     } else {
         configure(&mut lbd, &lbd_vrrp, None);
         start_master(&mut lbd, &lbd_vrrp);
@@ -1389,7 +1364,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
     // A clean stop of the master (priority 0): the backup takes over after its skew time.
     let stopped = Instant::now();
     if keepalived_master {
-        lbd.stop_and_check_clean().unwrap();
+        finish(lbd);
         assert!(!has_vip(&lab, lbd_host), "lbd removed the VIP on stopping");
         wait_keepalived(
             &lab,
@@ -1416,16 +1391,14 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
             "keepalived removed the VIP on stopping"
         );
         lbd_forwards(&lbd);
-        lbd.stop_and_check_clean().unwrap();
+        finish(lbd);
     }
     assert!(ka.vrrp_pid().is_none(), "keepalived's VRRP process is gone");
 }
 
 #[test]
 fn keepalived_master_lbd_backup_vrrp_v2() {
-    if !root_or_skip("keepalived_master_lbd_backup_vrrp_v2")
-        || !keepalived_available("keepalived_master_lbd_backup_vrrp_v2")
-    {
+    if !root_and_keepalived_or_skip("keepalived_master_lbd_backup_vrrp_v2") {
         return;
     }
     interop("ka_master_v2", 87, 2, true);
@@ -1433,9 +1406,7 @@ fn keepalived_master_lbd_backup_vrrp_v2() {
 
 #[test]
 fn keepalived_master_lbd_backup_vrrp_v3() {
-    if !root_or_skip("keepalived_master_lbd_backup_vrrp_v3")
-        || !keepalived_available("keepalived_master_lbd_backup_vrrp_v3")
-    {
+    if !root_and_keepalived_or_skip("keepalived_master_lbd_backup_vrrp_v3") {
         return;
     }
     interop("ka_master_v3", 88, 3, true);
@@ -1443,9 +1414,7 @@ fn keepalived_master_lbd_backup_vrrp_v3() {
 
 #[test]
 fn lbd_master_keepalived_backup_vrrp_v2() {
-    if !root_or_skip("lbd_master_keepalived_backup_vrrp_v2")
-        || !keepalived_available("lbd_master_keepalived_backup_vrrp_v2")
-    {
+    if !root_and_keepalived_or_skip("lbd_master_keepalived_backup_vrrp_v2") {
         return;
     }
     interop("lbd_master_v2", 89, 2, false);
@@ -1453,9 +1422,7 @@ fn lbd_master_keepalived_backup_vrrp_v2() {
 
 #[test]
 fn lbd_master_keepalived_backup_vrrp_v3() {
-    if !root_or_skip("lbd_master_keepalived_backup_vrrp_v3")
-        || !keepalived_available("lbd_master_keepalived_backup_vrrp_v3")
-    {
+    if !root_and_keepalived_or_skip("lbd_master_keepalived_backup_vrrp_v3") {
         return;
     }
     interop("lbd_master_v3", 90, 3, false);

@@ -19,14 +19,16 @@
 //! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
 //! (otherwise each test prints a message and passes).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lb_tests::director::{BPFFS, Director, RealRow, ServiceSpec};
+use lb_tests::director::{Director, RealRow, ServiceSpec};
 use lb_tests::lab::HTTP_PORT;
-use lb_tests::netns::{namespace_exists, run_in_netns};
-use lb_tests::{Host, Lab, LabSpec, ProcHandle, is_root};
+use lb_tests::scenario::{
+    UdpFlow, curl_vip, finish, lab_with_udp_servers, root_or_skip, start_director, teardown, vip80,
+};
+use lb_tests::{Host, Lab, LabSpec, ProcHandle};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 
@@ -42,13 +44,6 @@ const DELAY_BEFORE_RETRY: Duration = Duration::from_millis(300);
 const RISE: u32 = 3;
 /// Slack for lbd to apply a transition and for lbctl to show it.
 const MARGIN: Duration = Duration::from_millis(1500);
-
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
 
 /// `[service.health_check]` lines of `kind` with the timing above, and `more`.
 fn check_lines(kind: &str, more: &[&str]) -> Vec<String> {
@@ -113,44 +108,12 @@ fn start_http_server(lab: &Lab, real: &Host) -> ProcHandle {
     handle
 }
 
-/// A lab with `reals` real servers on 10.k.0.0/24, lab-server on each.
-fn lab_with_servers(name: &str, k: u8, reals: usize) -> (Lab, Vec<ProcHandle>) {
+/// A lab with `reals` real servers on 10.k.0.0/24, lab-server on each as
+/// [`start_http_server`] starts it; their handles.
+fn lab_with_health_servers(name: &str, k: u8, reals: usize) -> (Lab, Vec<ProcHandle>) {
     let lab = Lab::build(LabSpec::new(name).reals(reals).subnet_index(k)).unwrap();
     let handles = lab.reals().iter().map(|r| start_http_server(&lab, r)).collect();
     (lab, handles)
-}
-
-fn start_director<'a>(lab: &'a Lab, services: &[ServiceSpec]) -> Director<'a> {
-    let mut director = Director::new(lab).unwrap();
-    director.write_config(services).unwrap();
-    director.start().unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nconfig:\n{}",
-            std::fs::read_to_string(&director.config_path).unwrap_or_default()
-        )
-    });
-    let log = director.log();
-    assert!(
-        !log.contains("does not answer ARP yet"),
-        "lbd started without every real server's MAC:\n{log}"
-    );
-    director
-}
-
-/// SIGTERM to lbd: it must exit 0 with nothing left behind.
-fn finish(mut director: Director<'_>) {
-    director.stop_and_check_clean().unwrap();
-}
-
-/// Drops the lab; none of its namespaces (nor the director's pin dir) may remain.
-fn teardown(lab: Lab) {
-    let namespaces = lab.namespaces();
-    let pin_path = Path::new(BPFFS).join(lab.id());
-    drop(lab);
-    for ns in &namespaces {
-        assert!(!namespace_exists(ns), "namespace {ns} left behind");
-    }
-    assert!(!pin_path.exists(), "{} left behind", pin_path.display());
 }
 
 /// The real servers `lbctl -L -n` lists, as (address, weight), sorted.
@@ -197,19 +160,6 @@ fn wait_for_listing_since(
 /// [`wait_for_listing_since`] from now.
 fn wait_for_listing(director: &Director<'_>, want: &[(Ipv4Addr, u32)], timeout: Duration) -> Duration {
     wait_for_listing_since(director, want, Instant::now(), timeout)
-}
-
-/// `n` sequential curls (new connections) to the VIP; who answered each.
-fn curl_vip(lab: &Lab, n: usize) -> Vec<String> {
-    let url = format!("http://{}:{HTTP_PORT}/", lab.vip());
-    (0..n)
-        .map(|i| {
-            lab.curl(&url)
-                .unwrap_or_else(|e| panic!("curl {} of {n} to the VIP: {e:#}", i + 1))
-                .trim_end()
-                .to_owned()
-        })
-        .collect()
 }
 
 /// How long a failed server may take to leave the table: `retry` failed
@@ -264,7 +214,7 @@ fn down_and_back(
     failure: Failure,
     reason: &str,
 ) {
-    let (lab, mut servers) = lab_with_servers(name, k, 2);
+    let (lab, mut servers) = lab_with_health_servers(name, k, 2);
     let (rs1, rs2) = (lab.real(0).clone(), lab.real(1).clone());
     let service = with_checks(ServiceSpec::lab_http(&lab, "rr"), &checks(&lab));
     let director = start_director(&lab, &[service]);
@@ -400,7 +350,7 @@ fn inhibit_on_failure_keeps_a_failed_server_listed_with_weight_0() {
     if !root_or_skip("inhibit") {
         return;
     }
-    let (lab, mut servers) = lab_with_servers("health-inhibit", 94, 2);
+    let (lab, mut servers) = lab_with_health_servers("health-inhibit", 94, 2);
     let (rs1, rs2) = (lab.real(0).clone(), lab.real(1).clone());
     // A tcp check for both; only rs1's own table asks for inhibit_on_failure.
     let service = with_checks(ServiceSpec::lab_http(&lab, "rr"), &check_lines("tcp", &[]))
@@ -460,10 +410,10 @@ fn the_sorry_server_answers_while_every_real_server_is_down() {
         return;
     }
     // rs3 is the sorry server, not a real server of the service.
-    let (lab, mut servers) = lab_with_servers("health-sorry", 95, 3);
+    let (lab, mut servers) = lab_with_health_servers("health-sorry", 95, 3);
     let (rs1, rs2, rs3) = (lab.real(0).clone(), lab.real(1).clone(), lab.real(2).clone());
     let service = with_checks(
-        ServiceSpec::tcp(SocketAddrV4::new(lab.vip(), HTTP_PORT), "rr")
+        ServiceSpec::tcp(vip80(&lab), "rr")
             .real(rs1.ip, 1)
             .real(rs2.ip, 1)
             .with(&format!("sorry_server = \"{}\"", rs3.ip)),
@@ -507,57 +457,13 @@ fn the_sorry_server_answers_while_every_real_server_is_down() {
 
 const UDP_PORT: u16 = 5300;
 
-/// A UDP socket in the client's namespace, connected to VIP:UDP_PORT: one
-/// long-lived flow (the same source port for every datagram).
-struct Flow {
-    socket: UdpSocket,
-    seq: u32,
-}
-
-impl Flow {
-    fn open(lab: &Lab) -> Flow {
-        let target = SocketAddr::V4(SocketAddrV4::new(lab.vip(), UDP_PORT));
-        // The socket stays in the client's namespace after this thread ends.
-        let socket = run_in_netns(&lab.client().ns, move || {
-            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-            socket.connect(target).unwrap();
-            socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            socket
-        })
-        .unwrap();
-        Flow { socket, seq: 0 }
-    }
-
-    /// One datagram and its echo: the name of the server that answered.
-    fn exchange(&mut self) -> String {
-        self.seq += 1;
-        let payload = format!("datagram {}", self.seq);
-        self.socket.send(payload.as_bytes()).unwrap();
-        let mut buf = [0u8; 2048];
-        let n = self
-            .socket
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no answer to {payload:?}: {e}"));
-        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let (server, echoed) = answer
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("bad answer {answer:?}"));
-        assert_eq!(echoed, payload);
-        server.to_owned()
-    }
-}
-
 /// A UDP service over two real servers with an exec check (their flags);
 /// one flow; its server fails. The flow's next datagrams go to the live
 /// server, or with `drain` stay on the failed one; a new flow goes to the
 /// live server.
 fn udp_flow_when_its_server_fails(name: &str, k: u8, drain: bool) {
-    let lab = Lab::build(LabSpec::new(name).reals(2).subnet_index(k)).unwrap();
-    lab.start_udp_servers_with(Path::new(LAB_SERVER), UDP_PORT).unwrap();
-    let mut service = ServiceSpec::udp(SocketAddrV4::new(lab.vip(), UDP_PORT), "rr");
-    for real in lab.reals() {
-        service = service.real(real.ip, 1);
-    }
+    let lab = lab_with_udp_servers(LAB_SERVER, name, k, 2, UDP_PORT);
+    let mut service = ServiceSpec::lab_udp(&lab, UDP_PORT, "rr");
     if drain {
         service = service.with("drain_on_failure = true");
     }
@@ -566,7 +472,7 @@ fn udp_flow_when_its_server_fails(name: &str, k: u8, drain: bool) {
     let (rs1, rs2) = (lab.real(0).clone(), lab.real(1).clone());
     assert_eq!(listed(&director), [(rs1.ip, 1), (rs2.ip, 1)]);
 
-    let mut flow = Flow::open(&lab);
+    let mut flow = UdpFlow::open(&lab, UDP_PORT);
     let first = flow.exchange();
     for _ in 0..5 {
         assert_eq!(flow.exchange(), first, "a flow stays on its server");
@@ -591,15 +497,14 @@ fn udp_flow_when_its_server_fails(name: &str, k: u8, drain: bool) {
     );
     // The connection table agrees.
     let entries = director.connection_entries().unwrap();
-    let local = flow.socket.local_addr().unwrap();
     let entry = entries
         .iter()
-        .find(|e| e.source.port() == local.port())
+        .find(|e| e.source.port() == flow.port())
         .unwrap_or_else(|| panic!("no entry for the flow in {entries:#?}"));
     let expected_ip = if drain { failing.ip } else { other.ip };
     assert_eq!(*entry.destination.ip(), expected_ip, "{entries:#?}");
     // A new flow goes to the live server either way.
-    let mut fresh = Flow::open(&lab);
+    let mut fresh = UdpFlow::open(&lab, UDP_PORT);
     for _ in 0..3 {
         assert_eq!(fresh.exchange(), other.name);
     }

@@ -24,27 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use lb_tests::director::{BPFFS, Director, ServiceSpec, userspace_binary};
-use lb_tests::lab::HTTP_PORT;
-use lb_tests::netns::namespace_exists;
-use lb_tests::{Lab, LabSpec, is_root};
+use lb_tests::Lab;
+use lb_tests::director::{Director, ServiceSpec, userspace_binary};
+use lb_tests::scenario::{counts, curl_vip, finish, lab_with_servers, root_or_skip, tally, teardown, vip80};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
-
-/// A lab on 10.k.0.0/24 with `reals` real servers, lab-server on each.
-fn lab_with_servers(name: &str, k: u8, reals: usize) -> Lab {
-    let lab = Lab::build(LabSpec::new(name).reals(reals).subnet_index(k)).unwrap();
-    lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
-    lab
-}
-
+/// A director for `lab` with `services`, started. (lbctl makes most of
+/// these tests' tables; lbd's MAC lookups at start are not checked.)
 fn start_director<'a>(lab: &'a Lab, services: &[ServiceSpec]) -> Director<'a> {
     let mut director = Director::new(lab).unwrap();
     director.write_config(services).unwrap();
@@ -52,35 +39,9 @@ fn start_director<'a>(lab: &'a Lab, services: &[ServiceSpec]) -> Director<'a> {
     director
 }
 
-fn finish(mut director: Director<'_>) {
-    director.stop_and_check_clean().unwrap();
-}
-
-fn teardown(lab: Lab) {
-    let namespaces = lab.namespaces();
-    let pin_path = Path::new(BPFFS).join(lab.id());
-    drop(lab);
-    for ns in &namespaces {
-        assert!(!namespace_exists(ns), "namespace {ns} left behind");
-    }
-    assert!(!pin_path.exists(), "{} left behind", pin_path.display());
-}
-
 /// `n` sequential curls to the VIP; how many each real server answered.
 fn curl_tally(lab: &Lab, n: usize) -> BTreeMap<String, usize> {
-    let url = format!("http://{}:{HTTP_PORT}/", lab.vip());
-    let mut tally = BTreeMap::new();
-    for i in 0..n {
-        let body = lab
-            .curl(&url)
-            .unwrap_or_else(|e| panic!("curl {} of {n} to the VIP: {e:#}", i + 1));
-        *tally.entry(body.trim_end().to_owned()).or_insert(0) += 1;
-    }
-    tally
-}
-
-fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    tally(&curl_vip(lab, n))
 }
 
 /// A directory holding an `ipvsadm` that is lbctl talking to `director`'s
@@ -151,7 +112,47 @@ fn wait_for_output(director: &Director<'_>, args: &[&str], want: &str) {
 // each. The lab's subnet is 10.100.0.0/24: VIP 10.100.0.100, real servers
 // .21 .22 .23. ipvsadm sorts services (protocol, address, port) and real
 // servers (address, port); "-L -n" pads the real server rows
-// ("  -> %-28s %-7s %-6d %-10u %-10u"), so they end in blanks.
+// ("  -> %-28s %-7s %-6d %-10u %-10u"), so they end in blanks. The steps
+// change only the port 80 service: each listing below is written out as
+// that service's lines, between the head and the other two services.
+
+/// The head of every `-L -n` listing: all of it for an empty table.
+const LIST_HEAD: &str = "\
+IP Virtual Server version 1.2.1 (size=65536)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+";
+
+/// The services SETUP makes besides port 80 in `-L -n`: no step changes
+/// them or sends them traffic.
+const LIST_443_53: &str = "\
+TCP  10.100.0.100:443 wlc persistent 300
+  -> 10.100.0.21:443              Route   1      0          0         
+  -> 10.100.0.22:443              Route   1      0          0         
+UDP  10.100.0.100:53 rr
+  -> 10.100.0.21:53               Route   1      0          0         
+  -> 10.100.0.22:53               Route   1      0          0         
+";
+
+/// The same two services in `-S -n`.
+const SAVE_443_53: &str = "\
+-A -t 10.100.0.100:443 -s wlc -p 300
+-a -t 10.100.0.100:443 -r 10.100.0.21:443 -g -w 1
+-a -t 10.100.0.100:443 -r 10.100.0.22:443 -g -w 1
+-A -u 10.100.0.100:53 -s rr
+-a -u 10.100.0.100:53 -r 10.100.0.21:53 -g -w 1
+-a -u 10.100.0.100:53 -r 10.100.0.22:53 -g -w 1
+";
+
+/// `-L -n` with the port 80 service's lines `port80`.
+fn listing(port80: &str) -> String {
+    format!("{LIST_HEAD}{port80}{LIST_443_53}")
+}
+
+/// `-S -n` with the port 80 service's rules `port80`.
+fn saved(port80: &str) -> String {
+    format!("{port80}{SAVE_443_53}")
+}
 
 const SETUP: &str = "#!/bin/sh
 # Our director's virtual servers (LVS-DR).
@@ -169,72 +170,40 @@ ipvsadm -a -t $VIP:80 -r 10.100.0.22 -g -w 2
 ipvsadm -a -t $VIP:80 -r 10.100.0.23:80 -g -w 1
 ";
 
-/// `-L -n` after SETUP, before any traffic.
+/// Port 80 in `-L -n` after SETUP, before any traffic.
 const LIST_SETUP: &str = "\
-IP Virtual Server version 1.2.1 (size=65536)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  10.100.0.100:80 wlc
   -> 10.100.0.21:80               Route   3      0          0         
   -> 10.100.0.22:80               Route   2      0          0         
   -> 10.100.0.23:80               Route   1      0          0         
-TCP  10.100.0.100:443 wlc persistent 300
-  -> 10.100.0.21:443              Route   1      0          0         
-  -> 10.100.0.22:443              Route   1      0          0         
-UDP  10.100.0.100:53 rr
-  -> 10.100.0.21:53               Route   1      0          0         
-  -> 10.100.0.22:53               Route   1      0          0         
 ";
 
-/// `-L -n` after 12 requests to port 80 (wlc: 6, 4, 2), all finished.
+/// Port 80 in `-L -n` after 12 requests (wlc: 6, 4, 2), all finished.
 const LIST_SETUP_12: &str = "\
-IP Virtual Server version 1.2.1 (size=65536)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  10.100.0.100:80 wlc
   -> 10.100.0.21:80               Route   3      0          6         
   -> 10.100.0.22:80               Route   2      0          4         
   -> 10.100.0.23:80               Route   1      0          2         
-TCP  10.100.0.100:443 wlc persistent 300
-  -> 10.100.0.21:443              Route   1      0          0         
-  -> 10.100.0.22:443              Route   1      0          0         
-UDP  10.100.0.100:53 rr
-  -> 10.100.0.21:53               Route   1      0          0         
-  -> 10.100.0.22:53               Route   1      0          0         
 ";
 
+/// Port 80 in `-S -n` after SETUP.
 const SAVE_SETUP: &str = "\
 -A -t 10.100.0.100:80 -s wlc
 -a -t 10.100.0.100:80 -r 10.100.0.21:80 -g -w 3
 -a -t 10.100.0.100:80 -r 10.100.0.22:80 -g -w 2
 -a -t 10.100.0.100:80 -r 10.100.0.23:80 -g -w 1
--A -t 10.100.0.100:443 -s wlc -p 300
--a -t 10.100.0.100:443 -r 10.100.0.21:443 -g -w 1
--a -t 10.100.0.100:443 -r 10.100.0.22:443 -g -w 1
--A -u 10.100.0.100:53 -s rr
--a -u 10.100.0.100:53 -r 10.100.0.21:53 -g -w 1
--a -u 10.100.0.100:53 -r 10.100.0.22:53 -g -w 1
 ";
 
 const TO_RR: &str = "#!/bin/sh
 ipvsadm -E -t 10.100.0.100:80 -s rr
 ";
 
-/// After TO_RR and 6 more requests (rr: 2 each).
+/// Port 80 in `-L -n` after TO_RR and 6 more requests (rr: 2 each).
 const LIST_RR_18: &str = "\
-IP Virtual Server version 1.2.1 (size=65536)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  10.100.0.100:80 rr
   -> 10.100.0.21:80               Route   3      0          8         
   -> 10.100.0.22:80               Route   2      0          6         
   -> 10.100.0.23:80               Route   1      0          4         
-TCP  10.100.0.100:443 wlc persistent 300
-  -> 10.100.0.21:443              Route   1      0          0         
-  -> 10.100.0.22:443              Route   1      0          0         
-UDP  10.100.0.100:53 rr
-  -> 10.100.0.21:53               Route   1      0          0         
-  -> 10.100.0.22:53               Route   1      0          0         
 ";
 
 const REWEIGHT: &str = "#!/bin/sh
@@ -242,53 +211,30 @@ ipvsadm -e -t 10.100.0.100:80 -r 10.100.0.23:80 -g -w 4
 ipvsadm -E -t 10.100.0.100:80 -s wrr
 ";
 
-/// After REWEIGHT and 9 more requests (wrr 3:2:4, one whole round).
+/// Port 80 in `-L -n` after REWEIGHT and 9 more requests (wrr 3:2:4, one whole round).
 const LIST_WRR_27: &str = "\
-IP Virtual Server version 1.2.1 (size=65536)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  10.100.0.100:80 wrr
   -> 10.100.0.21:80               Route   3      0          11        
   -> 10.100.0.22:80               Route   2      0          8         
   -> 10.100.0.23:80               Route   4      0          8         
-TCP  10.100.0.100:443 wlc persistent 300
-  -> 10.100.0.21:443              Route   1      0          0         
-  -> 10.100.0.22:443              Route   1      0          0         
-UDP  10.100.0.100:53 rr
-  -> 10.100.0.21:53               Route   1      0          0         
-  -> 10.100.0.22:53               Route   1      0          0         
 ";
 
 const REMOVE: &str = "#!/bin/sh
 ipvsadm -d -t 10.100.0.100:80 -r 10.100.0.22:80
 ";
 
-/// After REMOVE and 7 more requests (wrr 3:4, one whole round).
+/// Port 80 in `-L -n` after REMOVE and 7 more requests (wrr 3:4, one whole round).
 const LIST_REMOVED_34: &str = "\
-IP Virtual Server version 1.2.1 (size=65536)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  10.100.0.100:80 wrr
   -> 10.100.0.21:80               Route   3      0          14        
   -> 10.100.0.23:80               Route   4      0          12        
-TCP  10.100.0.100:443 wlc persistent 300
-  -> 10.100.0.21:443              Route   1      0          0         
-  -> 10.100.0.22:443              Route   1      0          0         
-UDP  10.100.0.100:53 rr
-  -> 10.100.0.21:53               Route   1      0          0         
-  -> 10.100.0.22:53               Route   1      0          0         
 ";
 
+/// Port 80 in `-S -n` after REMOVE.
 const SAVE_REMOVED: &str = "\
 -A -t 10.100.0.100:80 -s wrr
 -a -t 10.100.0.100:80 -r 10.100.0.21:80 -g -w 3
 -a -t 10.100.0.100:80 -r 10.100.0.23:80 -g -w 4
--A -t 10.100.0.100:443 -s wlc -p 300
--a -t 10.100.0.100:443 -r 10.100.0.21:443 -g -w 1
--a -t 10.100.0.100:443 -r 10.100.0.22:443 -g -w 1
--A -u 10.100.0.100:53 -s rr
--a -u 10.100.0.100:53 -r 10.100.0.21:53 -g -w 1
--a -u 10.100.0.100:53 -r 10.100.0.22:53 -g -w 1
 ";
 
 /// Save and restore, as operators move a table (here onto itself). The
@@ -306,47 +252,42 @@ fn an_ipvsadm_director_script_runs_unchanged_with_lbctl() {
     if !root_or_skip("director_script") {
         return;
     }
-    let lab = lab_with_servers("ipvsadm-script", 100, 3);
+    let lab = lab_with_servers(LAB_SERVER, "ipvsadm-script", 100, 3);
     assert_eq!(lab.vip().to_string(), "10.100.0.100");
     // No services in the file: the script makes the table.
     let director = start_director(&lab, &[]);
-    assert_eq!(
-        director.lbctl(&["-L", "-n"]).unwrap(),
-        "IP Virtual Server version 1.2.1 (size=65536)\n\
-         Prot LocalAddress:Port Scheduler Flags\n  \
-         -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
-    );
+    assert_eq!(director.lbctl(&["-L", "-n"]).unwrap(), LIST_HEAD);
     let shim = ipvsadm_shim(&director);
 
     run_script(&director, &shim, "setup.sh", SETUP);
-    assert_eq!(director.lbctl(&["-L", "-n"]).unwrap(), LIST_SETUP);
-    assert_eq!(director.lbctl(&["-S", "-n"]).unwrap(), SAVE_SETUP);
+    assert_eq!(director.lbctl(&["-L", "-n"]).unwrap(), listing(LIST_SETUP));
+    assert_eq!(director.lbctl(&["-S", "-n"]).unwrap(), saved(SAVE_SETUP));
     // wlc 3:2:1 over 12 finished connections: 6, 4, 2.
     assert_eq!(
         curl_tally(&lab, 12),
         counts(&[("rs1", 6), ("rs2", 4), ("rs3", 2)])
     );
-    wait_for_output(&director, &["-L", "-n"], LIST_SETUP_12);
+    wait_for_output(&director, &["-L", "-n"], &listing(LIST_SETUP_12));
 
     run_script(&director, &shim, "to-rr.sh", TO_RR);
     assert_eq!(
         curl_tally(&lab, 6),
         counts(&[("rs1", 2), ("rs2", 2), ("rs3", 2)])
     );
-    wait_for_output(&director, &["-L", "-n"], LIST_RR_18);
+    wait_for_output(&director, &["-L", "-n"], &listing(LIST_RR_18));
 
     run_script(&director, &shim, "reweight.sh", REWEIGHT);
     assert_eq!(
         curl_tally(&lab, 9),
         counts(&[("rs1", 3), ("rs2", 2), ("rs3", 4)])
     );
-    wait_for_output(&director, &["-L", "-n"], LIST_WRR_27);
+    wait_for_output(&director, &["-L", "-n"], &listing(LIST_WRR_27));
 
     run_script(&director, &shim, "remove.sh", REMOVE);
     // Only the remaining servers answer.
     assert_eq!(curl_tally(&lab, 7), counts(&[("rs1", 3), ("rs3", 4)]));
-    wait_for_output(&director, &["-L", "-n"], LIST_REMOVED_34);
-    assert_eq!(director.lbctl(&["-S", "-n"]).unwrap(), SAVE_REMOVED);
+    wait_for_output(&director, &["-L", "-n"], &listing(LIST_REMOVED_34));
+    assert_eq!(director.lbctl(&["-S", "-n"]).unwrap(), saved(SAVE_REMOVED));
 
     // -S | (-C; -R): the same table again, and it serves.
     let dir = lab.log_dir().to_string_lossy().into_owned();
@@ -356,7 +297,7 @@ fn an_ipvsadm_director_script_runs_unchanged_with_lbctl() {
         "save-restore.sh",
         &SAVE_RESTORE.replace("saved.rules", &format!("{dir}/saved.rules")),
     );
-    assert_eq!(director.lbctl(&["-S", "-n"]).unwrap(), SAVE_REMOVED);
+    assert_eq!(director.lbctl(&["-S", "-n"]).unwrap(), saved(SAVE_REMOVED));
     assert_eq!(curl_tally(&lab, 7), counts(&[("rs1", 3), ("rs3", 4)]));
     let log = director.log();
     assert!(log.contains("lbctl: 1 command(s) applied"), "{log}");
@@ -380,7 +321,7 @@ fn bad_commands_exit_non_zero_with_ipvsadms_messages_and_change_nothing() {
     if !root_or_skip("bad_commands") {
         return;
     }
-    let lab = lab_with_servers("ipvsadm-bad", 101, 3);
+    let lab = lab_with_servers(LAB_SERVER, "ipvsadm-bad", 101, 3);
     let (vip, rs1, rs3) = (lab.vip(), lab.real(0).ip, lab.real(2).ip);
     let director = start_director(&lab, &[]);
     let svc = format!("{vip}:80");
@@ -525,11 +466,11 @@ fn sighup_and_restart_replace_runtime_changes_with_the_files_table() {
     if !root_or_skip("runtime_changes") {
         return;
     }
-    let lab = lab_with_servers("ipvsadm-hup", 102, 2);
+    let lab = lab_with_servers(LAB_SERVER, "ipvsadm-hup", 102, 2);
     let (rs1, rs2) = (lab.real(0).ip, lab.real(1).ip);
     let svc = format!("{}:80", lab.vip());
     // The file: rr over rs1 alone.
-    let file = [ServiceSpec::tcp(std::net::SocketAddrV4::new(lab.vip(), HTTP_PORT), "rr").real(rs1, 1)];
+    let file = [ServiceSpec::tcp(vip80(&lab), "rr").real(rs1, 1)];
     let mut director = start_director(&lab, &file);
     let from_file = director.lbctl(&["-S", "-n"]).unwrap();
     assert_eq!(

@@ -8,18 +8,12 @@ use std::time::Duration;
 
 use lb_tests::lab::{HTTP_PORT, cleanup_stale_labs, read_sysctl};
 use lb_tests::netns::{self, namespace_exists};
-use lb_tests::{Lab, LabSpec, is_root};
+use lb_tests::scenario::{lab_with_servers, root_or_skip};
+use lb_tests::{Lab, LabSpec};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 /// Bounces IPv4 frames back with XDP_TX after swapping the MACs (source in fixtures/).
 const XDP_SWAP_TX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/xdp_swap_tx.o");
-
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
 
 fn process_gone(pid: u32) -> bool {
     // Reaped children disappear from /proc; kill(pid, 0) would race with pid reuse as well.
@@ -225,8 +219,7 @@ fn slow_endpoint_streams_for_the_requested_time() {
     if !root_or_skip("slow_endpoint") {
         return;
     }
-    let lab = Lab::build(LabSpec::new("lab-slow").reals(1).subnet_index(12)).unwrap();
-    lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
+    let lab = lab_with_servers(LAB_SERVER, "lab-slow", 12, 1);
     let started = std::time::Instant::now();
     let body = lab
         .curl(&format!("http://{}/slow?seconds=2", lab.real(0).ip))

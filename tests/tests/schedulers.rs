@@ -21,69 +21,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lb_common::sched::{self, ConnView};
-use lb_tests::director::{ConnEntry, Director, RealRow, ServiceSpec};
+use lb_tests::director::{ConnEntry, Director, ServiceSpec};
 use lb_tests::lab::HTTP_PORT;
-use lb_tests::netns::namespace_exists;
-use lb_tests::{HeldConnection, Host, Lab, LabSpec, is_root};
+use lb_tests::scenario::{
+    counts, finish, lab_with_servers, root_or_skip, row_of, start_configured, start_director,
+    tally, teardown, vip_url, vip80, wait_until,
+};
+use lb_tests::{HeldConnection, Host, Lab};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
-
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
-
-/// A lab with `reals` real servers on 10.k.0.0/24, lab-server answering HTTP on each.
-fn lab_with_servers(name: &str, k: u8, reals: usize) -> Lab {
-    let lab = Lab::build(LabSpec::new(name).reals(reals).subnet_index(k)).unwrap();
-    lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
-    lab
-}
-
-/// A started director for `lab` with `services` and extra `[director]` lines.
-fn start_director<'a>(lab: &'a Lab, settings: &[&str], services: &[ServiceSpec]) -> Director<'a> {
-    let mut director = Director::new(lab).unwrap();
-    for line in settings {
-        director.director_setting(line);
-    }
-    director.write_config(services).unwrap();
-    director.start().unwrap();
-    let log = director.log();
-    assert!(
-        !log.contains("does not answer ARP yet"),
-        "lbd started without every real server's MAC:\n{log}"
-    );
-    director
-}
-
-/// Stops lbd, which must exit 0 and leave nothing behind.
-fn finish(mut director: Director<'_>) {
-    director.stop_and_check_clean().unwrap();
-}
-
-/// Drops the lab; none of its namespaces may remain.
-fn teardown(lab: Lab) {
-    let namespaces = lab.namespaces();
-    drop(lab);
-    for ns in &namespaces {
-        assert!(!namespace_exists(ns), "namespace {ns} left behind");
-    }
-}
-
-fn vip80(lab: &Lab) -> SocketAddrV4 {
-    SocketAddrV4::new(lab.vip(), HTTP_PORT)
-}
 
 /// One GET of the VIP from the client, from source address `from` (None:
 /// the client's own); the name of the real server that answered.
 fn curl_vip_from(lab: &Lab, from: Option<Ipv4Addr>) -> String {
-    let url = format!("http://{}/", vip80(lab));
+    let url = vip_url(lab, "/");
     let mut args = vec![
         "curl".to_owned(),
         "-sS".to_owned(),
@@ -101,46 +55,9 @@ fn curl_vip_from(lab: &Lab, from: Option<Ipv4Addr>) -> String {
         .to_owned()
 }
 
-fn tally<'a>(names: impl IntoIterator<Item = &'a String>) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for n in names {
-        *counts.entry(n.clone()).or_insert(0) += 1;
-    }
-    counts
-}
-
-fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-}
-
 /// The real servers in IPVS's list order: the last added first.
 fn ipvs_order(lab: &Lab) -> Vec<&Host> {
     lab.reals().iter().rev().collect()
-}
-
-/// The `lbctl -L -n` row of real server `real` (port 80).
-fn row_of<'r>(rows: &'r [RealRow], real: &Host) -> &'r RealRow {
-    rows.iter()
-        .find(|r| r.real == SocketAddrV4::new(real.ip, HTTP_PORT))
-        .unwrap_or_else(|| panic!("no row for {} in {rows:#?}", real.ip))
-}
-
-fn wait_until<T: std::fmt::Debug>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> (bool, T),
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (done, value) = probe();
-        if done {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what} within {timeout:?}; last seen: {value:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 // ---- sh --------------------------------------------------------------------
@@ -150,7 +67,7 @@ fn sh_keeps_each_client_address_on_its_hashed_server() {
     if !root_or_skip("sh") {
         return;
     }
-    let lab = lab_with_servers("sched-sh", 70, 3);
+    let lab = lab_with_servers(LAB_SERVER, "sched-sh", 70, 3);
     // More client addresses on the client's eth0; the real servers answer
     // them directly (same segment).
     let extra: Vec<Ipv4Addr> = (11..=18).map(|i| Ipv4Addr::new(10, 70, 0, i)).collect();
@@ -166,7 +83,7 @@ fn sh_keeps_each_client_address_on_its_hashed_server() {
         ])
         .unwrap();
     }
-    let director = start_director(&lab, &[], &[ServiceSpec::lab_http(&lab, "sh")]);
+    let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "sh")]);
 
     // IPVS's sh: 256 buckets filled in list order by weight, the source
     // address hashed into them (no sh-port: the port plays no part).
@@ -228,7 +145,7 @@ fn sh_keeps_each_client_address_on_its_hashed_server() {
     for real in lab.reals() {
         let want = names.iter().filter(|n| **n == real.name).count()
             + placed.values().filter(|n| **n == real.name).count() * 3;
-        let row = row_of(&rows, real);
+        let row = row_of(&rows, real, HTTP_PORT);
         assert_eq!(
             (row.active, row.inactive),
             (0, want as u64),
@@ -296,7 +213,7 @@ fn check_counts_then_close(director: &Director<'_>, lab: &Lab, held: Vec<HeldCon
         || {
             let rows = director.real_rows().unwrap();
             let done = lab.reals().iter().all(|r| {
-                let row = row_of(&rows, r);
+                let row = row_of(&rows, r, HTTP_PORT);
                 (row.active, row.inactive) == (of(r), 0)
             });
             (done, rows)
@@ -336,7 +253,7 @@ fn check_counts_then_close(director: &Director<'_>, lab: &Lab, held: Vec<HeldCon
         || {
             let rows = director.real_rows().unwrap();
             let done = lab.reals().iter().all(|r| {
-                let row = row_of(&rows, r);
+                let row = row_of(&rows, r, HTTP_PORT);
                 (row.active, row.inactive) == (0, of(r))
             });
             (done, rows)
@@ -354,8 +271,8 @@ fn lc_spreads_held_connections_evenly_in_ipvs_order() {
     if !root_or_skip("lc") {
         return;
     }
-    let lab = lab_with_servers("sched-lc", 71, 3);
-    let director = start_director(&lab, &[], &[ServiceSpec::lab_http(&lab, "lc")]);
+    let lab = lab_with_servers(LAB_SERVER, "sched-lc", 71, 3);
+    let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "lc")]);
     let held = hold_and_check(&lab, &[1, 1, 1], 6, sched::lc);
     let order: Vec<&str> = held.iter().map(|c| c.server.as_str()).collect();
     // Ties go to the first in IPVS order, the last configured: rs3 rs2 rs1, twice.
@@ -370,13 +287,13 @@ fn wlc_spreads_held_connections_by_weight() {
     if !root_or_skip("wlc") {
         return;
     }
-    let lab = lab_with_servers("sched-wlc", 72, 3);
+    let lab = lab_with_servers(LAB_SERVER, "sched-wlc", 72, 3);
     let weights = [3, 2, 1];
     let mut service = ServiceSpec::tcp(vip80(&lab), "wlc");
     for (real, w) in lab.reals().iter().zip(weights) {
         service = service.real(real.ip, w);
     }
-    let director = start_director(&lab, &[], &[service]);
+    let director = start_director(&lab, &[service]);
     let held = hold_and_check(&lab, &weights, 12, sched::wlc);
     eprintln!(
         "wlc order: {:?}",
@@ -405,9 +322,11 @@ fn persistence_keeps_a_client_until_its_template_expires() {
     if !root_or_skip("persistence") {
         return;
     }
-    let lab = lab_with_servers("sched-persist", 73, 2);
+    let lab = lab_with_servers(LAB_SERVER, "sched-persist", 73, 2);
     let service = ServiceSpec::lab_http(&lab, "rr").with("persistence_timeout = 3");
-    let director = start_director(&lab, &["timeout_tcpfin = 2"], &[service]);
+    let mut director = Director::new(&lab).unwrap();
+    director.director_setting("timeout_tcpfin = 2");
+    let director = start_configured(director, &[service]);
     let client = lab.client().ip;
 
     // rr alone would alternate; the template keeps all ten on one server.
@@ -520,7 +439,7 @@ fn persistence_keeps_a_client_until_its_template_expires() {
     );
     let rows = director.real_rows().unwrap();
     for real in lab.reals() {
-        let row = row_of(&rows, real);
+        let row = row_of(&rows, real, HTTP_PORT);
         assert_eq!((row.active, row.inactive), (0, 0), "{rows:#?}");
     }
 

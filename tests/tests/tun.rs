@@ -4,13 +4,12 @@
 //!
 //! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root.
 
-use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
 use lb_tests::director::{Director, ServiceSpec, userspace_binary};
-use lb_tests::lab::HTTP_PORT;
-use lb_tests::{Lab, LabSpec, is_root};
+use lb_tests::scenario::{curl_vip, finish, root_or_skip, vip_url};
+use lb_tests::{Lab, LabSpec};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 
@@ -31,8 +30,7 @@ fn tun_lab(name: &str, k: u8) -> Lab {
 
 #[test]
 fn tun_service_reaches_real_servers_on_another_subnet() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !root_or_skip("tun") {
         return;
     }
     let lab = tun_lab("tun", 61);
@@ -41,11 +39,7 @@ fn tun_service_reaches_real_servers_on_another_subnet() {
     director.write_config(&[service]).unwrap();
     director.start().unwrap();
 
-    let url = format!("http://{}:{HTTP_PORT}/", lab.vip());
-    let mut answers = Vec::new();
-    for _ in 0..16 {
-        answers.push(lab.curl(&url).unwrap().trim().to_owned());
-    }
+    let answers = curl_vip(&lab, 16);
     let rs1 = answers.iter().filter(|a| *a == "rs1").count();
     let rs2 = answers.iter().filter(|a| *a == "rs2").count();
     assert_eq!((rs1, rs2), (8, 8), "answers: {answers:?}\nlbd log:\n{}", director.log());
@@ -66,6 +60,7 @@ fn tun_service_reaches_real_servers_on_another_subnet() {
     let body = "x".repeat(200_000);
     let body_file = lab.log_dir().join("body");
     std::fs::write(&body_file, &body).unwrap();
+    let url = vip_url(&lab, "/");
     let out = lab
         .run(
             &lab.client().ns,
@@ -78,6 +73,5 @@ fn tun_service_reaches_real_servers_on_another_subnet() {
     let route = lab.run(&lab.client().ns, &["ip", "route", "get", &lab.vip().to_string()]).unwrap();
     assert!(route.contains("mtu 1480"), "the client learned the tunnel's MTU: {route}");
 
-    director.stop_and_check_clean().unwrap();
-    let _ = SocketAddrV4::new(lab.vip(), HTTP_PORT);
+    finish(director);
 }

@@ -14,37 +14,24 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lb_tests::director::{Director, RealRow, ServiceSpec};
-use lb_tests::netns::{namespace_exists, run_in_netns};
-use lb_tests::{Host, Lab, LabSpec, is_root};
+use lb_tests::Lab;
+use lb_tests::director::{Director, ServiceSpec};
+use lb_tests::netns::run_in_netns;
+use lb_tests::scenario::{
+    UdpFlow, finish, lab_with_udp_servers, root_or_skip, row_of, start_configured, teardown,
+    wait_until,
+};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const PORT: u16 = 5353;
 
-fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: the namespace lab needs root");
-    }
-    is_root()
-}
-
-/// A lab with two real servers on 10.k.0.0/24 answering UDP on PORT, and a
-/// started director with `settings` in `[director]` and UDP VIP:PORT rr.
-fn udp_lab(name: &str, k: u8) -> Lab {
-    let lab = Lab::build(LabSpec::new(name).reals(2).subnet_index(k)).unwrap();
-    lab.start_udp_servers_with(Path::new(LAB_SERVER), PORT)
-        .unwrap();
-    lab
-}
-
+/// A started director with `settings` in `[director]` (and a connection
+/// table of `table_size` entries, if given) and UDP VIP:PORT rr over both
+/// real servers.
 fn start_director<'a>(lab: &'a Lab, table_size: Option<u32>, settings: &[&str]) -> Director<'a> {
-    let mut service = ServiceSpec::udp(vip(lab), "rr");
-    for real in lab.reals() {
-        service = service.real(real.ip, 1);
-    }
+    let service = ServiceSpec::lab_udp(lab, PORT, "rr");
     let mut director = Director::new(lab).unwrap();
     if let Some(size) = table_size {
         director.conn_table_size = size;
@@ -52,27 +39,7 @@ fn start_director<'a>(lab: &'a Lab, table_size: Option<u32>, settings: &[&str]) 
     for line in settings {
         director.director_setting(line);
     }
-    director.write_config(&[service]).unwrap();
-    director.start().unwrap();
-    let log = director.log();
-    assert!(
-        !log.contains("does not answer ARP yet"),
-        "lbd started without every real server's MAC:\n{log}"
-    );
-    director
-}
-
-fn finish(mut director: Director<'_>) {
-    director.stop_and_check_clean().unwrap();
-}
-
-/// Drops the lab; none of its namespaces may remain.
-fn teardown(lab: Lab) {
-    let namespaces = lab.namespaces();
-    drop(lab);
-    for ns in &namespaces {
-        assert!(!namespace_exists(ns), "namespace {ns} left behind");
-    }
+    start_configured(director, &[service])
 }
 
 fn vip(lab: &Lab) -> SocketAddrV4 {
@@ -83,56 +50,9 @@ fn vip(lab: &Lab) -> SocketAddrV4 {
 /// waiting for its echo; the socket's port and the server named in each
 /// answer. The socket is connected: only answers from the VIP count.
 fn exchange(lab: &Lab, n: usize) -> (u16, Vec<String>) {
-    let target = SocketAddr::V4(vip(lab));
-    run_in_netns(&lab.client().ns, move || {
-        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-        socket.connect(target).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let mut servers = Vec::new();
-        for i in 0..n {
-            let payload = format!("datagram {i}");
-            socket.send(payload.as_bytes()).unwrap();
-            let mut buf = [0u8; 2048];
-            let len = socket
-                .recv(&mut buf)
-                .unwrap_or_else(|e| panic!("no answer to datagram {i} from port {port}: {e}"));
-            let answer = String::from_utf8_lossy(&buf[..len]).into_owned();
-            let (server, echoed) = answer
-                .split_once(' ')
-                .unwrap_or_else(|| panic!("bad answer {answer:?}"));
-            assert_eq!(echoed, payload);
-            servers.push(server.to_owned());
-        }
-        (port, servers)
-    })
-    .unwrap()
-}
-
-fn row_of<'r>(rows: &'r [RealRow], real: &Host) -> &'r RealRow {
-    rows.iter()
-        .find(|r| r.real == SocketAddrV4::new(real.ip, PORT))
-        .unwrap_or_else(|| panic!("no row for {} in {rows:#?}", real.ip))
-}
-
-fn wait_until<T: std::fmt::Debug>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> (bool, T),
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (done, value) = probe();
-        if done {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what} within {timeout:?}; last seen: {value:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut flow = UdpFlow::open(lab, PORT);
+    let servers = (0..n).map(|_| flow.exchange()).collect();
+    (flow.port(), servers)
 }
 
 #[test]
@@ -140,7 +60,7 @@ fn udp_flows_are_scheduled_per_source_port_and_listed_like_ipvs() {
     if !root_or_skip("udp") {
         return;
     }
-    let lab = udp_lab("udp-rr", 80);
+    let lab = lab_with_udp_servers(LAB_SERVER, "udp-rr", 80, 2, PORT);
     let director = start_director(&lab, None, &["timeout_udp = 10"]);
 
     // New source port, new flow: rr alternates.
@@ -211,7 +131,7 @@ fn udp_flows_are_scheduled_per_source_port_and_listed_like_ipvs() {
     let rows = lb_tests::director::parse_real_rows(&listing).unwrap();
     for real in lab.reals() {
         let want = flows.values().filter(|s| **s == real.name).count() as u64;
-        let row = row_of(&rows, real);
+        let row = row_of(&rows, real, PORT);
         assert_eq!(
             (row.active, row.inactive),
             (0, want),
@@ -237,7 +157,7 @@ fn counts_match_the_table_when_the_lru_table_overflows() {
     if !root_or_skip("udp lru") {
         return;
     }
-    let lab = udp_lab("udp-lru", 81);
+    let lab = lab_with_udp_servers(LAB_SERVER, "udp-lru", 81, 2, PORT);
     let timeout = format!("timeout_udp = {TIMEOUT_UDP}");
     let director = start_director(&lab, Some(TABLE), &[&timeout]);
     assert!(
@@ -285,7 +205,7 @@ fn counts_match_the_table_when_the_lru_table_overflows() {
             .reals()
             .iter()
             .map(|r| {
-                let row = row_of(&rows, r);
+                let row = row_of(&rows, r, PORT);
                 let listed = entries
                     .iter()
                     .filter(|e| e.destination == SocketAddrV4::new(r.ip, PORT))

@@ -23,13 +23,12 @@
 //! the director: on a small machine the client and the servers keep every
 //! CPU busy in every mode, so busy CPU per request only mirrors throughput.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
 use crate::director::{Director, ServiceSpec};
-use crate::lab::{HTTP_PORT, Lab, LabSpec, ProcHandle};
+use crate::lab::{HTTP_PORT, Lab, LabSpec, ProcHandle, set_sysctls};
 use crate::netns;
 
 #[derive(Clone, Debug)]
@@ -287,17 +286,6 @@ pub fn parse_wrk(out: &str) -> Result<WrkOutput> {
         "no result in wrk's output:\n{out}"
     );
     Ok(r)
-}
-
-fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
-    netns::run_in_netns(ns, || -> Result<()> {
-        for (key, value) in settings {
-            let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-            std::fs::write(&path, value)
-                .with_context(|| format!("setting {key}={value} in {ns}"))?;
-        }
-        Ok(())
-    })?
 }
 
 struct Runner<'a> {
