@@ -65,6 +65,10 @@ pub mod map_name {
 /// Program names in the object file.
 pub mod program_name {
     pub const LB: &str = "lb_xdp";
+    /// Writes the datapath's clock sources into the packet (the loader
+    /// reads them with a test run: to measure HZ, and to know what time it
+    /// is on the datapath's clock).
+    pub const CLOCK: &str = "lb_clock";
 }
 
 /// Schedulers, numbered as the controller stores them in [`Service::scheduler`].
@@ -139,11 +143,16 @@ pub struct Director {
     pub tun_source: [u32; 4],
     pub tun_source_family: u8,
     pub pad1: [u8; 3],
+    /// Nanoseconds per kernel tick (1e9 / HZ). The datapath's clock is
+    /// `jiffies × tick_ns`: reading jiffies is one load the verifier
+    /// inlines, where a clock helper is a call. Set by the loader, which
+    /// measured HZ.
+    pub tick_ns: u32,
     /// Seconds an entry lives in each connection state, indexed by
     /// [`crate::conn_state`] numbers (IPVS's per-protocol timeout tables).
     pub state_timeouts: [u32; crate::conn_state::COUNT],
 }
-const _: () = assert!(core::mem::size_of::<Director>() == 32 + 4 * crate::conn_state::COUNT);
+const _: () = assert!(core::mem::size_of::<Director>() == 36 + 4 * crate::conn_state::COUNT);
 
 /// Key of the service map: (VIP, port, protocol). Port 0 with
 /// `service_flag::ALL_PORTS` is the every-port service of that VIP.
@@ -256,7 +265,8 @@ pub struct Conn {
     pub pad0: [u8; 3],
     /// Seconds this entry lives after `last_seen_ns`, set with the state.
     pub timeout: u32,
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC) of the last packet.
+    /// The datapath's clock (`jiffies × Director::tick_ns`) at the last
+    /// packet: nanoseconds, in steps of a tick, from an epoch of its own.
     pub last_seen_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<Conn>() == 24);

@@ -42,13 +42,6 @@ pub fn service(flow: &FlowKey) -> Option<&'static Service> {
     unsafe { SERVICES.get(&key) }
 }
 
-/// Nanoseconds since boot, the clock connection entries are stamped with.
-#[inline(always)]
-pub fn now_ns() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
-}
-
 #[inline(always)]
 pub fn expired(conn: &Conn, now: u64) -> bool {
     now.wrapping_sub(conn.last_seen_ns) > conn.timeout as u64 * 1_000_000_000

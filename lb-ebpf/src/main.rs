@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod clock;
 mod forward;
 mod lookup;
 mod maps;
@@ -39,7 +40,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         return Err(reason::PASS_NO_SERVICE);
     }
     let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
-    let now = lookup::now_ns();
+    let now = clock::now_ns(director);
 
     // A known connection first, as IPVS does: its packets skip the service
     // lookup.

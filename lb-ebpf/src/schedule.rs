@@ -45,27 +45,27 @@ pub fn starts_connection(flow: &FlowKey, tcp_flags: u8, svc: &Service) -> bool {
 #[inline(always)]
 pub fn choose(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
     if svc.persistence_timeout == 0 {
-        return pick(svc, flow);
+        return pick(svc, flow, now);
     }
     let key = svc.template_key(flow);
     if let Some(dest) = lookup::persistent_dest(&key, now) {
         return Some(dest);
     }
-    let dest = pick(svc, flow)?;
+    let dest = pick(svc, flow, now)?;
     lookup::set_template(&key, svc, dest, now);
     Some(dest)
 }
 
 /// The chosen real server's id, or `None` when no server can take it.
 #[inline(always)]
-pub fn pick(svc: &Service, flow: &FlowKey) -> Option<u32> {
+pub fn pick(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
     match svc.scheduler {
         scheduler::RR | scheduler::WRR => walk_sequence(svc),
         scheduler::LC | scheduler::WLC | scheduler::SED | scheduler::NQ | scheduler::FO | scheduler::OVF => {
             least(svc, svc.scheduler)
         }
         scheduler::SH | scheduler::DH | scheduler::MH => hashed(svc, flow),
-        scheduler::LBLC | scheduler::LBLCR => locality(svc, flow),
+        scheduler::LBLC | scheduler::LBLCR => locality(svc, flow, now),
         _ => None,
     }
 }
@@ -481,9 +481,8 @@ extern "C" fn set_max_step(k: u32, ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn locality(svc: &Service, flow: &FlowKey) -> Option<u32> {
+fn locality(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
     let key = LblcKey { service_id: svc.id, pad0: 0, addr: flow.dst };
-    let now = lookup::now_ns();
     let is_lblcr = svc.scheduler == scheduler::LBLCR;
     if let Some(en) = LBLC_CACHE.get_ptr_mut(&key) {
         // SAFETY: a live cache element for this program run.

@@ -57,14 +57,6 @@ pub struct Controller {
 /// but still controls connections (`ip_vs_conn_expire`).
 const TEMPLATE_REARM_SECS: u32 = 60;
 
-/// Seconds since boot on the clock the datapath stamps entries with.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Seconds until the entry expires (0 if it has).
 fn expires_in(conn: &Conn, now: u64) -> u32 {
     let deadline = conn.last_seen_ns + conn.timeout as u64 * 1_000_000_000;
@@ -126,6 +118,7 @@ impl Controller {
             tun_source,
             tun_source_family: lb_common::AF_INET,
             state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
+            tick_ns: self.datapath.tick_ns(),
             ..Director::default()
         }
     }
@@ -239,7 +232,7 @@ impl Controller {
     /// last scan, as records the other director can place in its own
     /// tables.
     pub fn sync_records(&self, tracker: &mut crate::sync::ChangeTracker) -> Vec<crate::sync::SyncRecord> {
-        let now = monotonic_ns();
+        let now = self.datapath.now_ns();
         let Ok(entries) = self.datapath.connections() else { return Vec::new() };
         let ports: BTreeMap<u32, u16> =
             self.tables.wanted().filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port))).collect();
@@ -260,7 +253,7 @@ impl Controller {
     /// same real servers after a failover). Returns how many were installed
     /// and how many name a service or server unknown here.
     pub fn install_synced(&mut self, records: &[crate::sync::SyncRecord]) -> (usize, usize) {
-        let now = monotonic_ns();
+        let now = self.datapath.now_ns();
         let (mut installed, mut unknown) = (0, 0);
         for r in records {
             let key = r.service_key();
@@ -517,7 +510,7 @@ impl Controller {
     /// corrects counts that drifted (entries the LRU table evicted), and
     /// frees the slots of removed servers no connection uses any more.
     pub fn sweep(&mut self) -> Result<()> {
-        let now = monotonic_ns();
+        let now = self.datapath.now_ns();
         let mut used_dests = BTreeSet::new();
         let mut used_services = BTreeSet::new();
         let mut exact: BTreeMap<(u32, CountField), i64> = BTreeMap::new();
@@ -562,7 +555,7 @@ impl Controller {
         for key in expired_templates {
             let Some(mut template) = self.datapath.connection(&key) else { continue };
             if controlling.get(&key) == Some(&template.dest_id) {
-                template.last_seen_ns = monotonic_ns();
+                template.last_seen_ns = self.datapath.now_ns();
                 template.timeout = TEMPLATE_REARM_SECS;
                 self.datapath.set_connection(&key, &template)?;
             } else {
@@ -600,7 +593,7 @@ impl Controller {
     /// new connection meanwhile. Returns the entry if it is alive after all.
     fn remove_if_expired(&mut self, key: &FlowKey) -> Result<Option<Conn>> {
         match self.datapath.connection(key) {
-            Some(c) if is_expired(&c, monotonic_ns()) => {
+            Some(c) if is_expired(&c, self.datapath.now_ns()) => {
                 self.datapath.remove_connection(key)?;
                 self.datapath.add_dest_conns(c.dest_id, c.state, -1);
                 Ok(None)
@@ -685,7 +678,7 @@ impl Controller {
 
     /// What `ipvsadm -L -c` shows.
     pub fn connections_snapshot(&self) -> Vec<Connection> {
-        let now = monotonic_ns();
+        let now = self.datapath.now_ns();
         let mut out: Vec<Connection> = self
             .datapath
             .connections()

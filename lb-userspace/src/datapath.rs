@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        Xdp, XdpMode,
+        TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
@@ -22,6 +22,59 @@ use lb_common::{
 };
 
 use crate::{config, tables::MapOp};
+
+/// What the clock program returns (the kernel's `XDP_PASS`).
+const XDP_PASS: u32 = 2;
+
+/// One reading of the datapath's clock sources.
+struct ClockSample {
+    jiffies: u64,
+    /// CLOCK_MONOTONIC, ns.
+    monotonic_ns: u64,
+}
+
+fn read_clock(program: &Xdp) -> Result<ClockSample> {
+    let frame = [0u8; 64];
+    let mut out = [0u8; 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&frame);
+    opts.data_out = Some(&mut out);
+    let result = program.test_run(opts).context("run the clock program")?;
+    if result.return_value != XDP_PASS {
+        bail!("the clock program returned {}", result.return_value);
+    }
+    let word = |i: usize| u64::from_ne_bytes(out[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    Ok(ClockSample { jiffies: word(0), monotonic_ns: word(1) })
+}
+
+/// The kernel's tick in ns (1e9 / HZ), measured once per process: HZ is a
+/// build option of the kernel that no interface reports. Two readings
+/// 200 ms apart, rounded to the nearest HZ a kernel can be built with.
+fn tick_ns(clock: &Xdp) -> Result<u32> {
+    static TICK_NS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(t) = TICK_NS.get() {
+        return Ok(*t);
+    }
+    let first = read_clock(clock)?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let second = read_clock(clock)?;
+    let elapsed_ns = second.monotonic_ns.saturating_sub(first.monotonic_ns).max(1);
+    let ticks = second.jiffies.saturating_sub(first.jiffies);
+    let hz = nearest_hz(ticks as f64 * 1e9 / elapsed_ns as f64)
+        .ok_or_else(|| anyhow!("cannot tell the kernel's HZ: {ticks} jiffies in {elapsed_ns} ns"))?;
+    let tick = 1_000_000_000 / hz;
+    tracing::debug!("kernel HZ {hz}: the datapath clock advances {tick} ns a tick");
+    Ok(*TICK_NS.get_or_init(|| tick))
+}
+
+/// The kernel HZ (CONFIG_HZ) closest to a measured tick rate, if one is
+/// within 10%.
+fn nearest_hz(measured: f64) -> Option<u32> {
+    [100u32, 250, 300, 1000]
+        .into_iter()
+        .min_by(|a, b| (f64::from(*a) - measured).abs().total_cmp(&(f64::from(*b) - measured).abs()))
+        .filter(|hz| (f64::from(*hz) - measured).abs() <= f64::from(*hz) / 10.0)
+}
 
 /// Maps that outlive lbd when pinned: everything the datapath needs to keep
 /// forwarding, and the counters.
@@ -43,7 +96,7 @@ const PINNED_MAPS: [&str; 13] = [
 
 /// Bumped whenever a map's layout changes, so a new lbd never adopts maps
 /// with an old layout (they live in a different directory).
-const MAP_LAYOUT_VERSION: u32 = 2;
+const MAP_LAYOUT_VERSION: u32 = 3;
 /// The XDP link's pin, per interface (a config that moves to another
 /// interface detaches the old one).
 fn link_pin_name(interface: &str) -> String {
@@ -65,6 +118,8 @@ pub struct Datapath {
     /// The maps already existed (a previous lbd's state was adopted).
     adopted: bool,
     link: Option<AttachedLink>,
+    /// Nanoseconds per kernel tick, the unit of the datapath's clock.
+    tick_ns: u32,
 }
 
 enum AttachedLink {
@@ -97,12 +152,18 @@ impl Datapath {
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?
             .try_into()?;
         program.load().context("the kernel refused the XDP program")?;
+        let clock: &mut Xdp = ebpf
+            .program_mut(program_name::CLOCK)
+            .ok_or_else(|| anyhow!("program {} missing from the object", program_name::CLOCK))?
+            .try_into()?;
+        clock.load().context("the kernel refused the clock program")?;
+        let tick_ns = tick_ns(clock)?;
         let dest_conns = {
             let map = ebpf.map(map_name::DEST_CONNS).ok_or_else(|| anyhow!("map DEST_CONNS missing"))?;
             let aya::maps::Map::Array(data) = map else { bail!("DEST_CONNS is not an array") };
             MappedArray::new(data, lb_common::MAX_DESTS as usize)?
         };
-        Ok(Self { ebpf, dest_conns, pin_dir, adopted, link: None })
+        Ok(Self { ebpf, dest_conns, pin_dir, adopted, link: None, tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
@@ -223,9 +284,35 @@ impl Datapath {
         Ok(HashMap::try_from(map)?)
     }
 
+    /// Writes the director's settings, with the datapath clock's tick
+    /// (which only the loader knows) filled in.
     pub fn set_director(&mut self, director: &Director) -> Result<()> {
+        let director = Director { tick_ns: self.tick_ns, ..*director };
         self.array::<Director>(map_name::DIRECTOR)?.set(0, director, 0)?;
         Ok(())
+    }
+
+    pub fn tick_ns(&self) -> u32 {
+        self.tick_ns
+    }
+
+    /// Now on the datapath's clock (what connection entries are stamped
+    /// with). 0 if the clock cannot be read, which makes every entry look
+    /// fresh: the controller then expires nothing, and the datapath still
+    /// replaces expired entries itself.
+    pub fn now_ns(&self) -> u64 {
+        match self.clock_program().and_then(read_clock) {
+            Ok(sample) => sample.jiffies.wrapping_mul(u64::from(self.tick_ns)),
+            Err(e) => {
+                tracing::warn!("cannot read the datapath clock: {e:#}");
+                0
+            }
+        }
+    }
+
+    fn clock_program(&self) -> Result<&Xdp> {
+        let program = self.ebpf.program(program_name::CLOCK).ok_or_else(|| anyhow!("clock program missing"))?;
+        Ok(program.try_into()?)
     }
 
     pub fn director(&self) -> Result<Director> {
@@ -539,4 +626,19 @@ fn is_bpffs(path: &Path) -> bool {
     // SAFETY: valid C string and out pointer.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_hz;
+
+    #[test]
+    fn measured_tick_rates_round_to_a_kernel_hz() {
+        assert_eq!(nearest_hz(1000.0 * 201.0 / 200.3), Some(1000));
+        assert_eq!(nearest_hz(245.0), Some(250));
+        assert_eq!(nearest_hz(305.0), Some(300));
+        assert_eq!(nearest_hz(95.0), Some(100));
+        assert_eq!(nearest_hz(0.0), None);
+        assert_eq!(nearest_hz(600.0), None);
+    }
 }

@@ -43,7 +43,7 @@ impl SyncRecord {
     /// The record for a table entry. The caller looks up what the entry's
     /// ids stand for: `service_port` (the service's port, 0 for an
     /// every-port service) and `real` (the real server's address and port).
-    /// `now_ns` is CLOCK_MONOTONIC, as the entry's `last_seen_ns`. `None`
+    /// `now_ns` is on the datapath's clock, as the entry's `last_seen_ns`. `None`
     /// for an unknown family.
     pub fn from_entry(key: &FlowKey, conn: &Conn, service_port: u16, real: SocketAddr, now_ns: u64) -> Option<Self> {
         let idle_ms = now_ns.saturating_sub(conn.last_seen_ns) / 1_000_000;
@@ -87,7 +87,7 @@ impl SyncRecord {
     }
 
     /// The entry to install on the backup, with the backup's own ids. Its
-    /// last packet was `idle_ms` before `now_ns` (CLOCK_MONOTONIC), so it
+    /// last packet was `idle_ms` before `now_ns` (the datapath's clock), so it
     /// expires when it would have on the master.
     pub fn conn(&self, dest_id: u32, service_id: u32, now_ns: u64) -> Conn {
         Conn {
@@ -154,7 +154,7 @@ impl ChangeTracker {
         self.sent.clear();
     }
 
-    /// Compares a whole snapshot of the table (at `now_ns`, CLOCK_MONOTONIC)
+    /// Compares a whole snapshot of the table (at `now_ns`, the datapath's clock)
     /// with what was sent; returns the entries to send, and remembers them
     /// as sent. Expired entries are skipped; entries gone from the table are
     /// forgotten (the backup's copies age out by themselves).
