@@ -183,7 +183,6 @@ impl WrrModel {
         if self.mw == 0 {
             return None;
         }
-        let n = dests.len();
         let last = self.cl;
         let mut stop: Option<usize> = None;
         let mut last_pass = false;
@@ -192,8 +191,8 @@ impl WrrModel {
         loop {
             // Continue from the element after `pos` to the end of the list.
             let from = pos.map_or(0, |p| p + 1);
-            for i in from..n {
-                if !dests[i].overloaded && dests[i].weight as i64 >= self.cw {
+            for (i, d) in dests.iter().enumerate().skip(from) {
+                if !d.overloaded && d.weight as i64 >= self.cw {
                     self.cl = Some(i);
                     return Some(i);
                 }

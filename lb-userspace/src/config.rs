@@ -438,10 +438,10 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
             None
         }
     };
-    if let Some((ip, _)) = vip {
-        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
-            c.error(s.vip.span(), key("vip"), format!("{ip} cannot be a virtual IP"));
-        }
+    if let Some((ip, _)) = vip
+        && (ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback())
+    {
+        c.error(s.vip.span(), key("vip"), format!("{ip} cannot be a virtual IP"));
     }
     let protocol = match &s.protocol {
         None => Some(Protocol::Tcp),
@@ -452,11 +452,11 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         None => Some(Scheduler::Wlc),
         Some(v) => c.parse::<Scheduler>(v, &key("scheduler")),
     };
-    if let Some(sched) = scheduler {
-        if !sched.is_implemented() {
-            let span = s.scheduler.as_ref().map_or(s.vip.span(), |v| v.span());
-            c.error(span, key("scheduler"), format!("scheduler \"{sched}\" is not implemented yet (rr, wrr)"));
-        }
+    if let Some(sched) = scheduler
+        && !sched.is_implemented()
+    {
+        let span = s.scheduler.as_ref().map_or(s.vip.span(), |v| v.span());
+        c.error(span, key("scheduler"), format!("scheduler \"{sched}\" is not implemented yet (rr, wrr)"));
     }
     let forwarding = match &s.forwarding {
         None => Some(Forwarding::Dr),
@@ -481,10 +481,10 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
             c.error(flags.span(), key("sched_flags"), "sh-* flags need scheduler sh, mh-* flags need scheduler mh");
         }
     }
-    if let Some(sloppy) = &s.sloppy_tcp {
-        if *sloppy.get_ref() {
-            options.flags |= lb_common::service_flag::SLOPPY_TCP;
-        }
+    if let Some(sloppy) = &s.sloppy_tcp
+        && *sloppy.get_ref()
+    {
+        options.flags |= lb_common::service_flag::SLOPPY_TCP;
     }
     if let Some(t) = &s.persistence_timeout {
         options.persistence_timeout = c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..(1 << 31), 300).map(|v| v as u32);
@@ -535,10 +535,11 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         let weight = c.integer(&rs.weight, &rkey("weight"), 0..MAX_WEIGHT as i64 + 1, 1);
         let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..(1 << 31), 0);
         let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..(1 << 31), 0);
-        if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span())) {
-            if u != 0 && l > u {
-                c.error(span, rkey("lower_threshold"), format!("{l} is above upper_threshold {u}"));
-            }
+        if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span()))
+            && u != 0
+            && l > u
+        {
+            c.error(span, rkey("lower_threshold"), format!("{l} is above upper_threshold {u}"));
         }
         let real_forwarding = match &rs.forwarding {
             None => forwarding,

@@ -543,10 +543,10 @@ impl Controller {
             used_dests.insert(conn.dest_id);
             used_services.insert(conn.service_id);
             *exact.entry((conn.dest_id, count_field(&key, conn.state))).or_default() += 1;
-            if key.kind != flow_kind::TEMPLATE {
-                if let Some(svc) = persistent.get(&conn.service_id) {
-                    controlling.insert(svc.template_key(&key), conn.dest_id);
-                }
+            if key.kind != flow_kind::TEMPLATE
+                && let Some(svc) = persistent.get(&conn.service_id)
+            {
+                controlling.insert(svc.template_key(&key), conn.dest_id);
             }
         }
         // As IPVS: a template expires `persistence_timeout` after its last
@@ -689,7 +689,7 @@ impl Controller {
             .collect();
         // Soonest to expire last, like the kernel's hash walk has no order;
         // sort for stable output.
-        out.sort_by(|a, b| (a.vip, a.vport, a.client, a.client_port).cmp(&(b.vip, b.vport, b.client, b.client_port)));
+        out.sort_by_key(|c| (c.vip, c.vport, c.client, c.client_port));
         out
     }
 

@@ -185,17 +185,17 @@ impl Datapath {
         if let Some(dir) = &self.pin_dir {
             remove_other_link_pins(dir, interface);
         }
-        if let Some(path) = &pinned_link {
-            if path.exists() {
-                match self.take_over_link(path) {
-                    Ok(link) => {
-                        self.link = Some(AttachedLink::Pinned(link));
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot take over the pinned XDP link ({e:#}); attaching anew");
-                        let _ = std::fs::remove_file(path);
-                    }
+        if let Some(path) = &pinned_link
+            && path.exists()
+        {
+            match self.take_over_link(path) {
+                Ok(link) => {
+                    self.link = Some(AttachedLink::Pinned(link));
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!("cannot take over the pinned XDP link ({e:#}); attaching anew");
+                    let _ = std::fs::remove_file(path);
                 }
             }
         }
@@ -366,7 +366,7 @@ impl Datapath {
 
     pub fn sched_position(&self, service_id: u32) -> u64 {
         let Some(map) = self.ebpf.map(map_name::SCHED_STATE) else { return 0 };
-        Array::<_, SchedState>::try_from(map).and_then(|a| Ok(a.get(&service_id, 0)?)).map_or(0, |s| s.position)
+        Array::<_, SchedState>::try_from(map).and_then(|a| a.get(&service_id, 0)).map_or(0, |s| s.position)
     }
 
     fn summed(&self, name: &str, index: u32) -> Counters {

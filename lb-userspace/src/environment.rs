@@ -3,7 +3,11 @@
 //! every TUN real server is reached through it. And finds where frames for
 //! each real server go: the next hop's address, MAC and path MTU.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::{BTreeMap, btree_map},
+    net::Ipv4Addr,
+    time::Duration,
+};
 
 use crate::{
     config::{Config, ConfigError, ConfigErrors, ServiceConfig},
@@ -113,10 +117,10 @@ pub async fn resolve_macs(net: &Net, index: u32, addrs: &[Ipv4Addr], wait: Durat
     let mut probed = false;
     loop {
         for &a in addrs {
-            if !found.contains_key(&a) {
-                if let Ok(Some(mac)) = net.neighbour(index, a).await {
-                    found.insert(a, mac);
-                }
+            if let btree_map::Entry::Vacant(slot) = found.entry(a)
+                && let Ok(Some(mac)) = net.neighbour(index, a).await
+            {
+                slot.insert(mac);
             }
         }
         if found.len() == addrs.len() || tokio::time::Instant::now() >= deadline {

@@ -78,10 +78,10 @@ impl Net {
         let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(msg) = addrs.try_next().await.context("list addresses")? {
             for attr in msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) = attr {
-                    if !ipv4.contains(&a) {
-                        ipv4.push(a);
-                    }
+                if let AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) = attr
+                    && !ipv4.contains(&a)
+                {
+                    ipv4.push(a);
                 }
             }
         }

@@ -123,12 +123,12 @@ impl RegionPool {
         let mut start = r.start;
         let mut len = r.len;
         // Merge with the neighbours on both sides.
-        if let Some((&s, &l)) = self.free.range(..start).next_back() {
-            if s + l == start {
-                self.free.remove(&s);
-                start = s;
-                len += l;
-            }
+        if let Some((&s, &l)) = self.free.range(..start).next_back()
+            && s + l == start
+        {
+            self.free.remove(&s);
+            start = s;
+            len += l;
         }
         if let Some(&l) = self.free.get(&(r.start + r.len)) {
             self.free.remove(&(r.start + r.len));
@@ -839,7 +839,7 @@ mod tests {
                     }
                 }
                 let wanted = service(scheduler, reals.iter().map(|&(o, w)| real(o, w)).collect());
-                plan(&mut tables, &mut maps, &[wanted.clone()]);
+                plan(&mut tables, &mut maps, std::slice::from_ref(&wanted));
                 for pick in 0..(7 + step * 3) {
                     let d = model_dests(&list);
                     let want = match scheduler {
@@ -899,7 +899,7 @@ mod tests {
         let mut tables = Tables::new();
         let mut maps = FakeMaps::default();
         let s = service(Scheduler::Rr, vec![real(1, 1)]);
-        plan(&mut tables, &mut maps, &[s.clone()]);
+        plan(&mut tables, &mut maps, std::slice::from_ref(&s));
         assert!(maps.services.contains_key(&s.key()));
         plan(&mut tables, &mut maps, &[]);
         assert!(!maps.services.contains_key(&s.key()));

@@ -371,10 +371,10 @@ async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>)
                 (b.protocol, b.vip, b.port) == (svc.protocol, svc.vip, svc.port)
                     && b.reals.iter().any(|r| (r.address, r.forwarding) == (real.address, real.forwarding))
             });
-            if !known {
-                if let Err(message) = environment::check_real(net, &interface, real.address, real.forwarding).await {
-                    return refused(message, 1);
-                }
+            if !known
+                && let Err(message) = environment::check_real(net, &interface, real.address, real.forwarding).await
+            {
+                return refused(message, 1);
             }
         }
     }
@@ -511,10 +511,10 @@ async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
     if all {
         let paths = environment::paths(&table, net, &interface).await;
         let mut c = lock(shared);
-        if c.update_paths(paths) {
-            if let Err(e) = c.apply() {
-                warn!("applying new routes: {e:#}");
-            }
+        if c.update_paths(paths)
+            && let Err(e) = c.apply()
+        {
+            warn!("applying new routes: {e:#}");
         }
     }
     let addrs = {
@@ -532,9 +532,9 @@ async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
         }
     }
     let mut c = lock(shared);
-    if c.update_macs(found) {
-        if let Err(e) = c.apply() {
-            warn!("applying new MACs: {e:#}");
-        }
+    if c.update_macs(found)
+        && let Err(e) = c.apply()
+    {
+        warn!("applying new MACs: {e:#}");
     }
 }
