@@ -533,7 +533,7 @@ impl Controller {
                 continue;
             }
             let conn = if is_expired(&conn, now) {
-                match self.remove_if_expired(&key)? {
+                match self.remove_if_expired(&key, now)? {
                     Some(c) => c,
                     None => continue,
                 }
@@ -555,11 +555,11 @@ impl Controller {
         for key in expired_templates {
             let Some(mut template) = self.datapath.connection(&key) else { continue };
             if controlling.get(&key) == Some(&template.dest_id) {
-                template.last_seen_ns = self.datapath.now_ns();
+                template.last_seen_ns = now;
                 template.timeout = TEMPLATE_REARM_SECS;
                 self.datapath.set_connection(&key, &template)?;
             } else {
-                match self.remove_if_expired(&key)? {
+                match self.remove_if_expired(&key, now)? {
                     Some(alive) => template = alive,
                     None => continue,
                 }
@@ -590,10 +590,11 @@ impl Controller {
 
     /// Deletes an expired entry (taking it out of its server's counts),
     /// checking again right before: the datapath may have reused it for a
-    /// new connection meanwhile. Returns the entry if it is alive after all.
-    fn remove_if_expired(&mut self, key: &FlowKey) -> Result<Option<Conn>> {
+    /// new connection meanwhile (then it is stamped after the sweep's `now`,
+    /// and not expired). Returns the entry if it is alive after all.
+    fn remove_if_expired(&mut self, key: &FlowKey, now: u64) -> Result<Option<Conn>> {
         match self.datapath.connection(key) {
-            Some(c) if is_expired(&c, self.datapath.now_ns()) => {
+            Some(c) if is_expired(&c, now) => {
                 self.datapath.remove_connection(key)?;
                 self.datapath.add_dest_conns(c.dest_id, c.state, -1);
                 Ok(None)
