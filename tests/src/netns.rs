@@ -252,19 +252,16 @@ pub fn arp_probe(
     run_in_netns(ns, move || arp_probe_here(&iface, sender, target, wait))?
 }
 
-fn arp_probe_here(
-    iface: &str,
-    (sender_mac, sender_ip): (MacAddr, Ipv4Addr),
-    target: Ipv4Addr,
-    wait: Duration,
-) -> Result<Vec<MacAddr>> {
+/// A packet socket for ARP bound to `iface` of the calling thread's
+/// namespace, and the address it is bound to. SOCK_DGRAM: the kernel adds
+/// and strips the Ethernet header.
+fn arp_socket(iface: &str) -> Result<(OwnedFd, libc::sockaddr_ll)> {
     let c_iface = CString::new(iface)?;
     // SAFETY: valid NUL-terminated string.
     let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
     if ifindex == 0 {
         return Err(io::Error::last_os_error()).context(format!("no interface {iface}"));
     }
-    // A SOCK_DGRAM packet socket: the kernel adds/strips the Ethernet header.
     // SAFETY: plain syscall; the fd is owned right after the check.
     let raw = unsafe {
         libc::socket(
@@ -278,17 +275,27 @@ fn arp_probe_here(
     }
     // SAFETY: `raw` is a fresh fd that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = ETH_P_ARP.to_be();
     addr.sll_ifindex = ifindex as i32;
-    let addr_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
     // SAFETY: addr is a valid sockaddr_ll of the given length.
-    if unsafe { libc::bind(sock.as_raw_fd(), (&raw const addr).cast(), addr_len) } != 0 {
+    if unsafe { libc::bind(sock.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
         return Err(io::Error::last_os_error()).context("binding packet socket");
     }
+    Ok((sock, addr))
+}
+
+fn arp_probe_here(
+    iface: &str,
+    (sender_mac, sender_ip): (MacAddr, Ipv4Addr),
+    target: Ipv4Addr,
+    wait: Duration,
+) -> Result<Vec<MacAddr>> {
+    let (sock, addr) = arp_socket(iface)?;
+    let addr_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
     let mut broadcast = addr;
     broadcast.sll_halen = 6;
     broadcast.sll_addr[..6].copy_from_slice(&[0xff; 6]);
@@ -415,7 +422,7 @@ pub fn watch_arp(ns: &str, iface: &str) -> Result<ArpWatch> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let file = File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
-    let c_iface = CString::new(iface)?;
+    let iface = iface.to_owned();
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
@@ -427,35 +434,7 @@ pub fn watch_arp(ns: &str, iface: &str) -> Result<ArpWatch> {
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return Err(io::Error::last_os_error()).context(format!("setns into {ns}"));
                 }
-                // SAFETY: valid NUL-terminated string.
-                let ifindex = unsafe { libc::if_nametoindex(c_iface.as_ptr()) };
-                if ifindex == 0 {
-                    return Err(io::Error::last_os_error())
-                        .context(format!("no interface {c_iface:?} in {ns}"));
-                }
-                // SAFETY: plain syscall; the fd is owned right after the check.
-                let raw = unsafe {
-                    libc::socket(
-                        libc::AF_PACKET,
-                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                        i32::from(ETH_P_ARP.to_be()),
-                    )
-                };
-                if raw < 0 {
-                    return Err(io::Error::last_os_error()).context("packet socket");
-                }
-                // SAFETY: `raw` is a fresh fd that nothing else owns.
-                let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-                // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
-                let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                addr.sll_family = libc::AF_PACKET as u16;
-                addr.sll_protocol = ETH_P_ARP.to_be();
-                addr.sll_ifindex = ifindex as i32;
-                let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-                // SAFETY: addr is a valid sockaddr_ll of the given length.
-                if unsafe { libc::bind(sock.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
-                    return Err(io::Error::last_os_error()).context("binding packet socket");
-                }
+                let (sock, _) = arp_socket(&iface).with_context(|| format!("in {ns}"))?;
                 Ok(sock)
             };
             let sock = match open() {
