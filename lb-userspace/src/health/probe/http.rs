@@ -388,6 +388,19 @@ mod tests {
         assert!(dechunk(b"zz\r\n").is_err());
     }
 
+    /// Reads a request head, then writes `response`.
+    async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, response: &[u8]) {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.ends_with(b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s.write_all(response).await;
+    }
+
     /// Serves every connection `response`, once the request has arrived.
     async fn serve(response: &'static [u8]) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -395,17 +408,7 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !req.ends_with(b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = s.write_all(response).await;
-                });
+                tokio::spawn(async move { answer(&mut s, response).await });
             }
         });
         addr
@@ -564,15 +567,7 @@ mod tests {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let Ok(mut s) = acceptor.accept(s).await else { return };
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !req.ends_with(b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = s.write_all(response).await;
+                    answer(&mut s, response).await;
                     let _ = s.shutdown().await;
                 });
             }
