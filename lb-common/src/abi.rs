@@ -29,6 +29,10 @@ pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
 pub const DEST_LIST_SLOTS: u32 = 2 * MAX_DESTS;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 
+/// "No real server": an empty slot of a scheduling table, and what a
+/// scheduler returns when no server can take the connection.
+pub const NO_DEST: u32 = u32::MAX;
+
 /// The VIP pre-filter: a bit per hash of a VIP, so traffic for no VIP
 /// passes after one array read instead of two hash lookups.
 pub const VIP_FILTER_BITS: u32 = 4096;

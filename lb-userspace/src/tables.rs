@@ -59,8 +59,7 @@ impl WantedService {
     }
 }
 
-/// An empty slot of a hash table (sh, dh, mh).
-pub const NO_DEST: u32 = u32::MAX;
+use lb_common::NO_DEST;
 
 pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
     ServiceKey { addr: ipv4_words(vip.octets()), port: port.to_be(), protocol: protocol.number(), family: AF_INET }
