@@ -12,9 +12,10 @@ use std::{
 };
 
 const EBPF_PACKAGE: &str = "lb-ebpf";
-/// The load balancer, the decapsulation program for TUN real servers, and
-/// the benchmark's trivial XDP_TX program (`cargo xtask bench`).
-const EBPF_BINARIES: [&str; 3] = ["lb-ebpf", "lb-decap", "lb-bench-tx"];
+/// The load balancer, the decapsulation program for TUN real servers, the
+/// benchmark's trivial XDP_TX program (`cargo xtask bench`), lbd's kernel
+/// feature probes, and a program the verifier refuses (for a test).
+const EBPF_BINARIES: [&str; 5] = ["lb-ebpf", "lb-decap", "lb-bench-tx", "lb-probe", "lb-test-too-big"];
 const TOOLCHAIN: &str = "nightly";
 
 fn main() {

@@ -103,10 +103,14 @@ fn link_pin_name(interface: &str) -> String {
     format!("xdp_link_{interface}")
 }
 
+#[derive(Default)]
 pub struct LoadOptions {
     pub conn_table_size: u32,
     /// bpffs directory to pin in and adopt from; `None` pins nothing.
     pub pin_path: Option<PathBuf>,
+    /// An eBPF object file to load instead of the one built into lbd (a
+    /// test of how a refusal is reported; a datapath built otherwise).
+    pub object: Option<PathBuf>,
 }
 
 pub struct Datapath {
@@ -146,7 +150,10 @@ impl Datapath {
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(crate::EBPF_OBJECT).context("load the eBPF object")?;
+        let mut ebpf = match &opts.object {
+            Some(path) => loader.load_file(path).with_context(|| format!("load the eBPF object {}", path.display()))?,
+            None => loader.load(crate::EBPF_OBJECT).context("load the eBPF object")?,
+        };
         let program: &mut Xdp = ebpf
             .program_mut(program_name::LB)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?

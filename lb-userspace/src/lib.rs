@@ -12,6 +12,10 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 /// The benchmark's yardstick, an XDP program that only returns XDP_TX (`lb-bench`).
 pub static BENCH_TX_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-bench-tx"));
+/// Programs that each use one kernel feature the datapath needs (`kernel`).
+pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-probe"));
+/// Test-only: an object whose `lb_xdp` the verifier refuses for its size.
+pub static TOO_BIG_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-test-too-big"));
 pub mod commands;
 pub mod config;
 pub mod model;
@@ -23,6 +27,7 @@ pub mod rate;
 pub mod control;
 pub mod controller;
 pub mod environment;
+pub mod kernel;
 pub mod health;
 pub mod vrrp;
 pub mod sync;

@@ -71,7 +71,7 @@ impl Harness {
 
     /// As [`Harness::new`], with a connection table of this many entries.
     pub fn with_conn_table_size(entries: u32) -> Result<Self> {
-        let datapath = Datapath::load(&LoadOptions { conn_table_size: entries, pin_path: None })
+        let datapath = Datapath::load(&LoadOptions { conn_table_size: entries, ..Default::default() })
             .context("load the XDP program (root needed)")?;
         let mut h = Self { datapath, tables: Tables::new() };
         h.set_timeouts(conn_state::default_timeouts())?;

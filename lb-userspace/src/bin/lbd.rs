@@ -22,7 +22,7 @@ use lb_userspace::{
     control::{self, Request, Response},
     controller::Controller,
     datapath::{Datapath, LoadOptions},
-    environment,
+    environment, kernel,
     netinfo::Net,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,6 +39,9 @@ struct Args {
     /// Only check the config (and that it fits this host), then exit.
     #[arg(long)]
     check: bool,
+    /// Load this eBPF object instead of the built-in datapath (for tests).
+    #[arg(long, hide = true)]
+    datapath_object: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -101,14 +104,23 @@ async fn run(args: Args) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let missing = kernel::missing();
+    if !missing.is_empty() {
+        for line in kernel::explain_missing(&missing).lines() {
+            error!("{line}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
     if args.check {
         println!("{}: OK ({} services)", args.config.display(), config.services.len());
         return Ok(ExitCode::SUCCESS);
     }
 
+    info!("loading the XDP datapath into Linux {}", kernel::release());
     let datapath = Datapath::load(&LoadOptions {
         conn_table_size: config.director.conn_table_size,
         pin_path: config.director.pin_path.clone(),
+        object: args.datapath_object.clone(),
     })?;
     let paths = environment::paths(&config.services, &net, &interface).await;
     let macs = environment::resolve_macs(

@@ -260,7 +260,7 @@ struct Scenario {
 fn lb_harness() -> Result<Harness> {
     let datapath = Datapath::load(&LoadOptions {
         conn_table_size: DEFAULT_CONN_TABLE_SIZE,
-        pin_path: None,
+        ..Default::default()
     })
     .context("load the XDP program (root needed)")?;
     let mut h = Harness {
