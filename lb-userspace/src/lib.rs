@@ -26,3 +26,4 @@ pub mod environment;
 pub mod health;
 pub mod vrrp;
 pub mod sync;
+pub mod verifier;
