@@ -31,3 +31,4 @@ pub mod kernel;
 pub mod health;
 pub mod vrrp;
 pub mod sync;
+pub mod verifier;

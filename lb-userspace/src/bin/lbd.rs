@@ -24,6 +24,7 @@ use lb_userspace::{
     datapath::{Datapath, LoadOptions},
     environment, kernel,
     netinfo::Net,
+    verifier,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -42,6 +43,10 @@ struct Args {
     /// Load this eBPF object instead of the built-in datapath (for tests).
     #[arg(long, hide = true)]
     datapath_object: Option<PathBuf>,
+    /// With --check: also put the datapath's programs through this kernel's
+    /// verifier and print its figures; fails when it refuses one.
+    #[arg(long, requires = "check")]
+    verify: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -82,6 +87,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check --verify`: the datapath's programs through this kernel's
+/// verifier, one line each. lbd loads every program of the object, so any
+/// refusal fails the check; being over the budget is only a warning here.
+fn verify_datapath() -> bool {
+    println!("datapath on kernel {}:", kernel::release());
+    let reports = match verifier::verify_object(lb_userspace::EBPF_OBJECT) {
+        Ok(reports) => reports,
+        Err(e) => {
+            error!("cannot put the datapath through the verifier: {e:#}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for report in &reports {
+        println!("  {report}");
+        match report.check() {
+            Ok(()) => {}
+            Err(why) if report.outcome == verifier::Outcome::Accepted => warn!("{why}"),
+            Err(why) => {
+                error!("{why}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
 /// Reads the config and checks it against the host.
 async fn load_checked(path: &std::path::Path, net: &Net) -> Result<(Config, lb_userspace::netinfo::Interface), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
@@ -113,6 +145,9 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
     if args.check {
         println!("{}: OK ({} services)", args.config.display(), config.services.len());
+        if args.verify && !verify_datapath() {
+            return Ok(ExitCode::FAILURE);
+        }
         return Ok(ExitCode::SUCCESS);
     }
 

@@ -1,0 +1,44 @@
+//! The verifier's work as a budget: every program of every object we ship
+//! must be accepted by this kernel's verifier, and the main program must
+//! stay within `VERIFIER_BUDGET_INSNS` processed instructions and
+//! `VERIFIER_BUDGET_TIME` (see lb_userspace::verifier for why). Needs root.
+//!
+//! `cargo test -p lb-tests --test verifier_budget -- --nocapture` prints
+//! the figures; a failure's message carries them too.
+
+use lb_tests::is_root;
+use lb_userspace::verifier::{self, BUDGETED_PROGRAM, VERIFIER_BUDGET_INSNS, VERIFIER_BUDGET_TIME};
+
+#[test]
+fn every_program_verifies_within_budget() {
+    if !is_root() {
+        eprintln!("skipped: loading programs needs root");
+        return;
+    }
+    let objects = [
+        ("EBPF_OBJECT", lb_userspace::EBPF_OBJECT),
+        ("DECAP_OBJECT", lb_userspace::DECAP_OBJECT),
+        ("BENCH_TX_OBJECT", lb_userspace::BENCH_TX_OBJECT),
+    ];
+    let mut lines = vec![format!(
+        "kernel {}; budget for {BUDGETED_PROGRAM}: {VERIFIER_BUDGET_INSNS} insns processed, {VERIFIER_BUDGET_TIME:?}",
+        lb_userspace::kernel::release()
+    )];
+    let mut failures = Vec::new();
+    let mut budgeted_seen = false;
+    for (label, object) in objects {
+        let reports = verifier::verify_object(object).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+        assert!(!reports.is_empty(), "{label} has no programs");
+        for report in reports {
+            budgeted_seen |= report.name == BUDGETED_PROGRAM;
+            lines.push(format!("{label:<16} {report}"));
+            if let Err(failure) = report.check() {
+                failures.push(failure);
+            }
+        }
+    }
+    // Shown with --nocapture, and by a plain `cargo test` when this fails.
+    println!("{}", lines.join("\n"));
+    assert!(budgeted_seen, "{BUDGETED_PROGRAM} is in none of the objects:\n{}", lines.join("\n"));
+    assert!(failures.is_empty(), "\n{}\n\n{}", lines.join("\n"), failures.join("\n"));
+}
