@@ -8,10 +8,10 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        TestRun, TestRunOptions, Xdp, XdpMode,
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
@@ -45,6 +45,17 @@ fn read_clock(program: &Xdp) -> Result<ClockSample> {
     }
     let word = |i: usize| u64::from_ne_bytes(out[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     Ok(ClockSample { jiffies: word(0), monotonic_ns: word(1) })
+}
+
+/// The error for a program the kernel refused: the verifier's figures and
+/// last lines, and what to do.
+fn refused(program: &str, error: ProgramError) -> anyhow::Error {
+    match error {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            anyhow!(crate::verifier::explain_refusal(program, &io_error, &verifier_log.to_string()))
+        }
+        other => anyhow::Error::new(other).context(format!("load the program {program}")),
+    }
 }
 
 /// The kernel's tick in ns (1e9 / HZ), measured once per process: HZ is a
@@ -137,6 +148,10 @@ impl Datapath {
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let pin_dir = opts.pin_path.as_ref().map(|p| p.join(format!("v{MAP_LAYOUT_VERSION}")));
         let mut loader = EbpfLoader::new();
+        // A refusal then costs one more verification, with only the
+        // statistics and the error logged (not every instruction, which for
+        // a large program takes minutes and retries).
+        loader.verifier_log_level(VerifierLogLevel::STATS);
         loader.map_max_entries(map_name::CONN_TABLE, opts.conn_table_size);
         let mut adopted = false;
         let pin_paths: Vec<(&str, PathBuf)> = match &pin_dir {
@@ -158,12 +173,21 @@ impl Datapath {
             .program_mut(program_name::LB)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?
             .try_into()?;
-        program.load().context("the kernel refused the XDP program")?;
+        let started = std::time::Instant::now();
+        program.load().map_err(|e| refused(program_name::LB, e))?;
+        let processed = program.info().ok().and_then(|i| i.verified_instruction_count());
+        tracing::info!(
+            "the kernel verified {} in {:.0?}: {} instructions processed (budget {})",
+            program_name::LB,
+            started.elapsed(),
+            processed.map_or_else(|| "an unknown number of".into(), |n| n.to_string()),
+            crate::verifier::VERIFIER_BUDGET_INSNS,
+        );
         let clock: &mut Xdp = ebpf
             .program_mut(program_name::CLOCK)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::CLOCK))?
             .try_into()?;
-        clock.load().context("the kernel refused the clock program")?;
+        clock.load().map_err(|e| refused(program_name::CLOCK, e))?;
         let tick_ns = tick_ns(clock)?;
         let dest_conns = {
             let map = ebpf.map(map_name::DEST_CONNS).ok_or_else(|| anyhow!("map DEST_CONNS missing"))?;

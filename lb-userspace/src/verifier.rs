@@ -179,7 +179,7 @@ impl fmt::Display for ProgramReport {
         let s = &self.stats;
         write!(
             f,
-            "{:<12} {verdict:<9} {:>8} insns processed{budget}   {} states (peak {}, max {}/insn)   ",
+            "{:<21} {verdict:<9} {:>8} insns processed{budget}   {} states (peak {}, max {}/insn)   ",
             self.name,
             figure(s.processed_insns),
             figure(s.total_states),
@@ -200,6 +200,34 @@ impl fmt::Display for ProgramReport {
         }
         Ok(())
     }
+}
+
+/// What to tell the operator when the kernel refuses one of the
+/// datapath's programs: the program, the kernel, the verifier's count and
+/// last lines (lbd loads with `BPF_LOG_STATS`, so the log is short), and
+/// what to do.
+pub fn explain_refusal(program: &str, error: &io::Error, log: &str) -> String {
+    let stats = VerifierStats::parse(log);
+    let mut text = format!("the kernel (Linux {}) refused the XDP program {program}: {error}", crate::kernel::release());
+    if let Some(processed) = stats.processed_insns {
+        let limit = stats.insn_limit.map_or_else(String::new, |l| format!(", the kernel's limit {l}"));
+        text.push_str(&format!(
+            "\nthe verifier processed {processed} instructions (lb's budget {VERIFIER_BUDGET_INSNS}{limit})"
+        ));
+    }
+    let lines: Vec<&str> = log.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    if !lines.is_empty() {
+        text.push_str("\nthe verifier's last lines:");
+        for line in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
+            text.push_str(&format!("\n    {line}"));
+        }
+    }
+    text.push_str(&format!(
+        "\nwhat to do: lb needs Linux {} or newer; on such a kernel this is a bug of lb's datapath: \
+         report it with these lines and the output of `lbd --check --verify`",
+        crate::kernel::OLDEST_SUPPORTED
+    ));
+    text
 }
 
 fn millis(d: Duration) -> String {

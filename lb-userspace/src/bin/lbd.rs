@@ -81,7 +81,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            error!("{e:#}");
+            // One log line per line of the message (a refusal's carries
+            // the verifier's last lines).
+            for line in format!("{e:#}").lines() {
+                error!("{line}");
+            }
             ExitCode::FAILURE
         }
     }
