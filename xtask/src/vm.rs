@@ -125,6 +125,9 @@ const PASSED_VARIABLES: &[&str] = &[
 /// Every variable with this prefix is passed on too.
 const PASSED_PREFIX: &str = "LB_";
 
+/// Directories the guest mounts afresh (tmpfs, proc, ...) over the host's.
+const GUEST_OWN_DIRS: &[&str] = &["/tmp", "/run", "/dev", "/proc", "/sys"];
+
 /// What runs in the guest: argv, directory and the whole environment.
 #[derive(Clone, Debug)]
 pub struct GuestCommand {
@@ -221,6 +224,15 @@ pub fn run_command_in_kernel(
     config: &VmConfig,
 ) -> Result<i32> {
     qemu::check_tools()?;
+    if let Some(dir) = GUEST_OWN_DIRS
+        .iter()
+        .find(|dir| command.cwd.starts_with(dir))
+    {
+        eprintln!(
+            "warning: the guest mounts its own {dir}: the host's {} is not there",
+            command.cwd.display()
+        );
+    }
     let kernel = kernel::prepare(kernel)?;
     eprintln!(
         "kernel: {} (Debian package linux-image-{}-unsigned {})",

@@ -190,6 +190,14 @@ fn option_value(path: &Path) -> String {
 fn show_console_tail(console_log: &Path) {
     let text = fs::read_to_string(console_log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        eprintln!(
+            "the guest console ({}) is empty: the kernel stopped before its console \
+             started (too little --memory?), or it printed nothing (it boots with `quiet`)",
+            console_log.display()
+        );
+        return;
+    }
     let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
     eprintln!(
         "--- last {} lines of the guest console ({}) ---",
@@ -212,6 +220,7 @@ struct RunDir {
 impl RunDir {
     fn create() -> Result<Self> {
         static RUNS: AtomicU32 = AtomicU32::new(0);
+        Self::remove_abandoned();
         // Short: a socket path must fit in 108 bytes.
         let path = std::env::temp_dir().join(format!(
             "lb-vm-{}-{}",
@@ -221,6 +230,28 @@ impl RunDir {
         let _ = fs::remove_dir_all(&path);
         fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(RunDir { path })
+    }
+}
+
+impl RunDir {
+    /// Removes the run directories of xtask processes that are gone
+    /// (killed with SIGKILL, which leaves no chance to clean up).
+    fn remove_abandoned() {
+        let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("lb-vm-")
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
