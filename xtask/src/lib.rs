@@ -1,9 +1,10 @@
 //! Shared parts of `cargo xtask` (bin `xtask`) and the lab demo (bin
-//! `lb-demo`): running and printing commands, setting up the machine, and
-//! the demo's options.
+//! `lb-demo`): running and printing commands, setting up the machine, the
+//! demo's options, and running commands in other kernels under QEMU (`vm`).
 
 pub mod setup;
 pub mod util;
+pub mod vm;
 
 /// Options of `cargo xtask demo`, handed on to the `lb-demo` binary.
 #[derive(clap::Args, Clone, Debug)]

@@ -8,12 +8,13 @@ use clap::{Parser, Subcommand};
 use xtask::DemoArgs;
 use xtask::setup::{ensure_cargo_bin_in_path, setup};
 use xtask::util::{cargo, require_root, run, run_tests, step, target_dir};
+use xtask::vm::{VmArgs, VmError};
 
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Build orchestration for the XDP load balancer: setup, build, test, demo, bench"
+    about = "Build orchestration for the XDP load balancer: setup, build, test, demo, bench, vm"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +60,12 @@ enum Cmd {
         )]
         args: Vec<String>,
     },
+    /// Run a command as root inside one of Debian's kernels (6.1, 6.12, ...)
+    /// under QEMU, with this host's root filesystem (read-only, a tmpfs on
+    /// top) and the current directory; exits with the command's status.
+    /// The kernel is downloaded and cached on first use.
+    /// Example: `cargo xtask vm --kernel 6.1 -- target/debug/deps/datapath-HASH --test-threads=1`.
+    Vm(VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,12 +77,31 @@ fn main() -> ExitCode {
         Cmd::Test { cargo_test_args } => test(&cargo_test_args),
         Cmd::Demo(args) => demo(&args),
         Cmd::Bench { args } => bench(&args),
+        Cmd::Vm(args) => return vm(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\nerror: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exits with the guest command's status; with 124 on a timeout (as
+/// timeout(1)) and 128+N on signal N, like a shell.
+fn vm(args: &VmArgs) -> ExitCode {
+    match xtask::vm::vm(args) {
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("\nerror: {e:#}");
+            match e.downcast_ref::<VmError>() {
+                Some(VmError::TimedOut(_)) => ExitCode::from(124),
+                Some(VmError::Interrupted(signal)) => {
+                    ExitCode::from(u8::try_from(128 + signal).unwrap_or(255))
+                }
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

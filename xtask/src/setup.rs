@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: makes a fresh Debian machine (as root) able to build
 //! and test the project, doing only what is missing:
 //!
-//! 1. the apt packages the tests and the demo use;
+//! 1. the apt packages the tests and the demo use, and those `cargo xtask
+//!    vm` boots other kernels with;
 //! 2. `rust-src` for the nightly toolchain (lb-ebpf is built with
 //!    `-Z build-std=core` for the BPF target);
 //! 3. bpf-linker, built against the nightly's own libLLVM (so the LLVM that
@@ -33,6 +34,19 @@ pub const APT_PACKAGES: &[&str] = &[
     "keepalived",
     "haproxy",
     "wrk",
+];
+
+/// Debian packages `cargo xtask vm` needs: QEMU, a static busybox for the
+/// guest's initramfs, kmod (depmod for the unpacked kernels, modprobe in
+/// the guest), and the decompressors of Debian's kernels (xz for 6.1, zstd
+/// for 6.12) and modules (xz). Installed without their recommendations,
+/// which for QEMU are a desktop's worth of GUI libraries.
+pub const VM_APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
+    "zstd",
 ];
 
 /// The toolchain that builds lb-ebpf (see lb-userspace/build.rs).
@@ -96,14 +110,17 @@ pub fn ensure_cargo_bin_in_path() {
 // ---- apt ---------------------------------------------------------------
 
 fn apt_packages() -> Result<Outcome> {
-    let missing = missing_apt_packages()?;
-    if missing.is_empty() {
+    let missing = missing_apt_packages(APT_PACKAGES)?;
+    let missing_vm = missing_apt_packages(VM_APT_PACKAGES)?;
+    if missing.is_empty() && missing_vm.is_empty() {
         return Ok(Outcome::Present(format!(
-            "all installed ({})",
-            APT_PACKAGES.join(" ")
+            "all installed ({} {})",
+            APT_PACKAGES.join(" "),
+            VM_APT_PACKAGES.join(" ")
         )));
     }
-    println!("missing apt packages: {}", missing.join(" "));
+    let all_missing: Vec<&str> = missing.iter().chain(&missing_vm).copied().collect();
+    println!("missing apt packages: {}", all_missing.join(" "));
     require_root("installing apt packages")?;
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
@@ -111,29 +128,41 @@ fn apt_packages() -> Result<Outcome> {
         cmd
     };
     run(&mut apt(&["update"]))?;
-    let mut install = apt(&["install", "-y"]);
-    install.args(&missing);
-    run(&mut install)?;
-    let still = missing_apt_packages()?;
+    if !missing.is_empty() {
+        let mut install = apt(&["install", "-y"]);
+        install.args(&missing);
+        run(&mut install)?;
+    }
+    if !missing_vm.is_empty() {
+        let mut install = apt(&["install", "-y", "--no-install-recommends"]);
+        install.args(&missing_vm);
+        run(&mut install)?;
+    }
+    let still: Vec<&str> = missing_apt_packages(APT_PACKAGES)?
+        .into_iter()
+        .chain(missing_apt_packages(VM_APT_PACKAGES)?)
+        .collect();
     if !still.is_empty() {
         bail!(
             "still not installed after apt-get install: {}",
             still.join(" ")
         );
     }
-    Ok(Outcome::Done(format!("installed {}", missing.join(" "))))
+    Ok(Outcome::Done(format!(
+        "installed {}",
+        all_missing.join(" ")
+    )))
 }
 
-fn missing_apt_packages() -> Result<Vec<&'static str>> {
+fn missing_apt_packages(packages: &[&'static str]) -> Result<Vec<&'static str>> {
     let mut cmd = Command::new("dpkg-query");
-    cmd.args(["-W", "-f=${Package} ${Status}\n"])
-        .args(APT_PACKAGES);
+    cmd.args(["-W", "-f=${Package} ${Status}\n"]).args(packages);
     println!("$ {}", show(&cmd));
     // Exits 1 when some package is unknown; the others are still listed.
     let out = cmd.output().with_context(|| {
         format!(
             "cannot run dpkg-query: setup supports Debian-based machines; elsewhere install {} by hand",
-            APT_PACKAGES.join(" ")
+            packages.join(" ")
         )
     })?;
     let installed: HashSet<String> = String::from_utf8_lossy(&out.stdout)
@@ -142,7 +171,7 @@ fn missing_apt_packages() -> Result<Vec<&'static str>> {
         .filter_map(|line| line.split_whitespace().next())
         .map(|name| name.split(':').next().unwrap_or(name).to_owned())
         .collect();
-    Ok(APT_PACKAGES
+    Ok(packages
         .iter()
         .copied()
         .filter(|p| !installed.contains(*p))

@@ -120,6 +120,34 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Like [`run`], for `cargo xtask vm`, whose standard output is the guest
+/// command's alone: the command is shown on stderr and its stdout goes there.
+pub fn run_on_stderr(cmd: &mut Command) -> Result<()> {
+    use std::os::fd::AsFd;
+
+    let shown = show(cmd);
+    eprintln!("$ {shown}");
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stderr")?;
+    let status = cmd
+        .stdout(Stdio::from(stderr))
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Like [`output`], showing the command on stderr (see [`run_on_stderr`]).
+pub fn output_on_stderr(cmd: &mut Command) -> Result<String> {
+    let shown = show(cmd);
+    eprintln!("$ {shown}");
+    capture(cmd, &shown)
+}
+
 /// Prints and runs `cmd`, capturing its output; fails unless it succeeds
 /// (with its stderr in the error). Returns stdout.
 pub fn output(cmd: &mut Command) -> Result<String> {
