@@ -63,3 +63,25 @@ pub static DEST_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX
 
 #[map]
 pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
+
+/// Room for one `bpf_loop` scan's state: the largest is lblcr's set walk.
+#[repr(C, align(8))]
+pub struct ScanSlot(pub [u64; 10]);
+
+/// Slots of [`SCAN_SCRATCH`], one per kind of scan (none nests in another
+/// of its kind).
+pub mod scan_slot {
+    pub const LEAST: u32 = 0;
+    pub const LBLCR_SET: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// The state of the scans whose steps depend on what earlier steps found
+/// (the least-connection family, lblcr's set walks), per CPU. Not on the
+/// stack: verifiers before Linux 6.8 check a `bpf_loop` callback once, with
+/// the caller's state at the call, so a scan's start values on the stack
+/// (no server yet, overhead 0) were constants to them, and they hard-wired
+/// the branches those decide (on Debian 12's 6.1 every lc scan returned the
+/// last server). What a map value holds is unknown to every verifier.
+#[map]
+pub static SCAN_SCRATCH: PerCpuArray<ScanSlot> = PerCpuArray::with_max_entries(scan_slot::COUNT, 0);

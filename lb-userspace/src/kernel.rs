@@ -115,10 +115,16 @@ pub fn missing() -> Vec<Missing> {
     if let Err(e) = create_mmapable_array() {
         lacks(MMAPABLE_ARRAY, format!("creating one fails: {e}"));
     }
-    for (program, feature) in [("probe_atomic_fetch", ATOMIC_FETCH), ("probe_global_function", GLOBAL_FUNCTIONS)] {
-        if let Err(e) = load_probe(program) {
-            lacks(feature, format!("its probe program is refused: {e:#}"));
+    match Ebpf::load(crate::PROBE_OBJECT) {
+        Ok(mut probes) => {
+            for (program, feature) in [("probe_atomic_fetch", ATOMIC_FETCH), ("probe_global_function", GLOBAL_FUNCTIONS)]
+            {
+                if let Err(e) = load_probe(&mut probes, program) {
+                    lacks(feature, format!("its probe program is refused: {e:#}"));
+                }
+            }
         }
+        Err(e) => tracing::warn!("cannot load the kernel probes ({e:#}); the datapath's load will tell"),
     }
     if kernel_type_exists("bpf_xdp_link") == Some(false) {
         lacks(XDP_LINK, "the kernel has no struct bpf_xdp_link".into());
@@ -138,11 +144,10 @@ pub fn explain_missing(missing: &[Missing]) -> String {
     text
 }
 
-/// Loads one program of the probe object (with its one small map).
-fn load_probe(name: &str) -> anyhow::Result<()> {
-    let mut ebpf = Ebpf::load(crate::PROBE_OBJECT)?;
+/// Loads one program of the probe object.
+fn load_probe(probes: &mut Ebpf, name: &str) -> anyhow::Result<()> {
     let program: &mut Xdp =
-        ebpf.program_mut(name).ok_or_else(|| anyhow::anyhow!("{name} missing from the probe object"))?.try_into()?;
+        probes.program_mut(name).ok_or_else(|| anyhow::anyhow!("{name} missing from the probe object"))?.try_into()?;
     program.load()?;
     Ok(())
 }
@@ -178,11 +183,13 @@ fn create_mmapable_array() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the kernel's own BTF has a struct of this name (`None`: the
-/// kernel has no BTF to ask).
+/// Whether the kernel's own BTF names a type so (`None`: the kernel has no
+/// BTF to ask). A look for the name in its string table, not a parse of
+/// all of it: a parse costs seconds under emulation.
 fn kernel_type_exists(name: &str) -> Option<bool> {
-    let btf = aya::Btf::from_sys_fs().ok()?;
-    Some(btf.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Struct).is_ok())
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+    let needle = [b"\0", name.as_bytes(), b"\0"].concat();
+    Some(btf.windows(needle.len()).any(|w| w == needle))
 }
 
 #[cfg(test)]

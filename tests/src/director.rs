@@ -361,7 +361,8 @@ impl<'a> Director<'a> {
         ];
         let handle = self.lab.spawn(&self.host.ns, "lbd", &args)?;
         self.process = Some(handle.clone());
-        let deadline = Instant::now() + START_TIMEOUT;
+        let start_timeout = crate::scaled(START_TIMEOUT);
+        let deadline = Instant::now() + start_timeout;
         loop {
             if !self.lab.is_running(&handle) {
                 bail!("lbd exited during start; its log:\n{}", self.log());
@@ -369,7 +370,7 @@ impl<'a> Director<'a> {
             match self.lbctl_output(&["-L", "-n"]) {
                 Ok(out) if out.status.success() => return Ok(()),
                 Ok(out) if Instant::now() >= deadline => bail!(
-                    "lbctl got no answer from lbd within {START_TIMEOUT:?}: {}\nlbd's log:\n{}",
+                    "lbctl got no answer from lbd within {start_timeout:?}: {}\nlbd's log:\n{}",
                     String::from_utf8_lossy(&out.stderr).trim(),
                     self.log()
                 ),

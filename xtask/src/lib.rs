@@ -2,6 +2,7 @@
 //! `lb-demo`): running and printing commands, setting up the machine, the
 //! demo's options, and running commands in other kernels under QEMU (`vm`).
 
+pub mod matrix;
 pub mod setup;
 pub mod util;
 pub mod vm;

@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use xtask::DemoArgs;
+use xtask::{DemoArgs, matrix};
 use xtask::setup::{ensure_cargo_bin_in_path, setup};
 use xtask::util::{cargo, require_root, run, run_tests, step, target_dir};
 use xtask::vm::{VmArgs, VmError};
@@ -30,9 +30,20 @@ enum Cmd {
     /// the test binaries.
     Build,
     /// Setup, build the binaries the tests run, then `cargo test --workspace`
-    /// (unit, fixture and namespace-lab tests). Run as root.
-    /// Arguments after `--` go to cargo test, e.g. `cargo xtask test -- --test lab`.
+    /// (unit, fixture and namespace-lab tests), then the kernel matrix: the
+    /// verifier budget, datapath and DR lab tests again inside Debian's 6.1
+    /// and 6.12 under QEMU (skipped, and said so, where QEMU or the kernel
+    /// packages cannot be had). Run as root.
+    /// Arguments after `--` go to cargo test, e.g. `cargo xtask test -- --test lab`
+    /// (and then only those run: no kernel matrix).
     Test {
+        /// Only the kernel matrix, in this kernel (`6.1`, `6.12`, or a
+        /// Debian release such as `6.1.0-57-amd64`); repeatable.
+        #[arg(long, value_name = "KERNEL")]
+        kernel: Vec<String>,
+        /// Only the tests on this machine's kernel: no kernel matrix.
+        #[arg(long, conflicts_with = "kernel")]
+        host_only: bool,
         /// Passed on to cargo test (e.g. `--test lab`, `-p lb-tests`, `-- --nocapture`).
         #[arg(
             trailing_var_arg = true,
@@ -74,7 +85,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup(),
         Cmd::Build => build(),
-        Cmd::Test { cargo_test_args } => test(&cargo_test_args),
+        Cmd::Test { kernel, host_only, cargo_test_args } => test(&kernel, host_only, &cargo_test_args),
         Cmd::Demo(args) => demo(&args),
         Cmd::Bench { args } => bench(&args),
         Cmd::Vm(args) => return vm(&args),
@@ -137,10 +148,13 @@ fn build_test_binaries() -> Result<()> {
         .context("building the test binaries")
 }
 
-fn test(cargo_test_args: &[String]) -> Result<()> {
+fn test(kernels: &[String], host_only: bool, cargo_test_args: &[String]) -> Result<()> {
     require_root("cargo xtask test")?;
     setup()?;
     build_test_binaries()?;
+    if !kernels.is_empty() {
+        return matrix::report(&matrix::run(kernels)?);
+    }
     step("Running the tests");
     // lb-ebpf only builds for the BPF target (nightly, no_std); its logic is
     // tested through lb-common and the datapath fixtures in lb-tests.
@@ -158,8 +172,16 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
     // One closing line over all test binaries (cargo's own last line is
     // usually the doc-tests' "0 passed").
     println!("\n{totals}");
+    // The matrix belongs to the whole suite, not to a chosen subset.
+    let matrix = if host_only || !cargo_test_args.is_empty() {
+        println!("Kernel matrix: not run (--host-only or a chosen subset of tests)");
+        Ok(())
+    } else {
+        let kernels: Vec<String> = matrix::KERNELS.iter().map(|k| k.to_string()).collect();
+        matrix::run(&kernels).and_then(|outcomes| matrix::report(&outcomes))
+    };
     result.context("tests failed")?;
-    Ok(())
+    matrix
 }
 
 fn demo(args: &DemoArgs) -> Result<()> {

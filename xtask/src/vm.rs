@@ -16,6 +16,8 @@ pub mod initramfs;
 pub mod kernel;
 mod qemu;
 
+pub use qemu::check_tools;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;

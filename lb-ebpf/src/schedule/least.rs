@@ -12,8 +12,8 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_loop;
 use lb_common::{MAX_DESTS_PER_SERVICE, NO_DEST, Service, dest_flag, scheduler};
 
-use super::{NEXT, STOP, conn_counts, overloaded, wlc_overhead};
-use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS};
+use super::{NEXT, STOP, conn_counts, overloaded, scratch, wlc_overhead};
+use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, scan_slot};
 
 /// The server the scheduler `rule` (a `scheduler` number of this family)
 /// picks among the service's servers, or `NO_DEST`. A BPF global function
@@ -23,13 +23,16 @@ use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS};
 pub extern "C" fn lb_sched_least(svc: *const Service, rule: u32) -> u32 {
     // SAFETY: null or a service value the caller holds.
     let Some(svc) = (unsafe { svc.as_ref() }) else { return NO_DEST };
-    let mut scan = Scan { dests_start: svc.dests_start, best: NO_DEST, best_overhead: 1, best_weight: 1 };
+    let Some(scan) = scratch::<Scan>(scan_slot::LEAST) else { return NO_DEST };
     // Zeroed by volatile stores: LLVM merges plain zero stores into a call
     // to a byte-by-byte memset subprogram on BPF.
-    // SAFETY: plain stores to our own stack variable.
+    // SAFETY: this CPU's scratch slot, valid for this program run and ours
+    // alone while it runs.
     unsafe {
-        (&raw mut scan.best_overhead).write_volatile(0);
-        (&raw mut scan.best_weight).write_volatile(0);
+        (&raw mut (*scan).dests_start).write(svc.dests_start);
+        (&raw mut (*scan).best).write(NO_DEST);
+        (&raw mut (*scan).best_overhead).write_volatile(0);
+        (&raw mut (*scan).best_weight).write_volatile(0);
     }
     let n = svc.dests_len.min(MAX_DESTS_PER_SERVICE);
     let step = match rule as u8 {
@@ -41,15 +44,16 @@ pub extern "C" fn lb_sched_least(svc: *const Service, rule: u32) -> u32 {
         scheduler::OVF => scan_step::<{ scheduler::OVF }> as *mut c_void,
         _ => return NO_DEST,
     };
-    // SAFETY: the callback only reads maps and writes the scan state on our
-    // stack, which outlives the call.
+    let mut state = scan;
+    // SAFETY: the callback only reads maps and writes the scan state, whose
+    // pointer it finds in `state` on our stack, which outlives the call.
     unsafe {
-        bpf_loop(n, step, (&raw mut scan).cast(), 0);
+        bpf_loop(n, step, (&raw mut state).cast(), 0);
+        (*scan).best
     }
-    scan.best
 }
 
-/// State of a scan, on the stack, handed to each step.
+/// State of a scan, in a scratch slot, handed to each step.
 #[repr(C)]
 struct Scan {
     dests_start: u32,
@@ -61,8 +65,9 @@ struct Scan {
 
 #[inline(never)]
 extern "C" fn scan_step<const RULE: u8>(i: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Scan` that `lb_sched_least` passed.
-    let scan = unsafe { &mut *(ctx as *mut Scan) };
+    // SAFETY: `ctx` points to the pointer to the `Scan` that
+    // `lb_sched_least` passed.
+    let scan = unsafe { &mut **(ctx as *mut *mut Scan) };
     let Some(&dest_id) = DEST_LISTS.get(scan.dests_start.wrapping_add(i)) else { return STOP };
     let Some(dest) = DESTS.get(dest_id) else { return STOP };
     let Some(conns) = DEST_CONNS.get_ptr_mut(dest_id) else { return STOP };

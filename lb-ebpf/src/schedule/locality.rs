@@ -9,8 +9,8 @@ use lb_common::{
     scheduler,
 };
 
-use super::{Load, NEXT, STOP, conn_counts, least::lb_sched_least, load, wlc_overhead};
-use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, LBLC_CACHE};
+use super::{Load, NEXT, STOP, conn_counts, least::lb_sched_least, load, scratch, wlc_overhead};
+use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, LBLC_CACHE, scan_slot};
 
 /// lblc's choice for the flow's destination address, or `NO_DEST`. A BPF
 /// global function (see the module above).
@@ -168,8 +168,8 @@ extern "C" fn light_step(i: u32, ctx: *mut c_void) -> i64 {
     NEXT
 }
 
-/// State of a walk over an lblcr set, on the stack: the set, and the best
-/// member found so far.
+/// State of a walk over an lblcr set, in a scratch slot: the set, and the
+/// best member found so far.
 #[repr(C)]
 struct SetScan {
     set: LblcEntry,
@@ -183,13 +183,24 @@ struct SetScan {
 /// Runs `step` over the members of `set`; the best it found.
 #[inline(always)]
 fn walk_set(set: &LblcEntry, step: *mut c_void) -> u32 {
-    let mut scan = SetScan { set: *set, best: NO_DEST, pad0: 0, best_overhead: 0, best_weight: 0 };
-    let n = set.len.min(LBLCR_MAX_SET as u32);
-    // SAFETY: the callback only reads maps and writes `scan` on our stack.
+    let Some(scan) = scratch::<SetScan>(scan_slot::LBLCR_SET) else { return NO_DEST };
+    // SAFETY: this CPU's scratch slot, valid for this program run and ours
+    // alone while it runs. Zeroes by volatile stores (no memset subprogram).
     unsafe {
-        bpf_loop(n, step, (&raw mut scan).cast(), 0);
+        (&raw mut (*scan).set).write(*set);
+        (&raw mut (*scan).best).write(NO_DEST);
+        (&raw mut (*scan).pad0).write_volatile(0);
+        (&raw mut (*scan).best_overhead).write_volatile(0);
+        (&raw mut (*scan).best_weight).write_volatile(0);
     }
-    scan.best
+    let n = set.len.min(LBLCR_MAX_SET as u32);
+    let mut state = scan;
+    // SAFETY: the callback only reads maps and writes the scan state, whose
+    // pointer it finds in `state` on our stack.
+    unsafe {
+        bpf_loop(n, step, (&raw mut state).cast(), 0);
+        (*scan).best
+    }
 }
 
 /// `ip_vs_dest_set_min`: in set order, skipping overloaded members, the
@@ -205,8 +216,9 @@ pub extern "C" fn lb_sched_set_min(set: *const LblcEntry) -> u32 {
 
 #[inline(never)]
 extern "C" fn set_min_step(k: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `SetScan` that `walk_set` passed.
-    let scan = unsafe { &mut *(ctx as *mut SetScan) };
+    // SAFETY: `ctx` points to the pointer to the `SetScan` that `walk_set`
+    // passed.
+    let scan = unsafe { &mut **(ctx as *mut *mut SetScan) };
     let Some(&id) = scan.set.dests.get(k as usize) else { return STOP };
     let Some(l) = load(id) else { return NEXT };
     if l.overloaded {
@@ -238,8 +250,9 @@ pub extern "C" fn lb_sched_set_max(set: *const LblcEntry) -> u32 {
 
 #[inline(never)]
 extern "C" fn set_max_step(k: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `SetScan` that `walk_set` passed.
-    let scan = unsafe { &mut *(ctx as *mut SetScan) };
+    // SAFETY: `ctx` points to the pointer to the `SetScan` that `walk_set`
+    // passed.
+    let scan = unsafe { &mut **(ctx as *mut *mut SetScan) };
     let Some(&id) = scan.set.dests.get(k as usize) else { return STOP };
     let weight = DESTS.get(id).map_or(0, |d| d.weight as u64);
     let overhead = DEST_CONNS.get_ptr_mut(id).map_or(0, |c| {

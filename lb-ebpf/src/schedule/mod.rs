@@ -22,12 +22,22 @@ use lb_common::{
 
 use crate::{
     lookup,
-    maps::{DEST_CONNS, DESTS},
+    maps::{DEST_CONNS, DESTS, SCAN_SCRATCH, ScanSlot},
 };
 
 /// `bpf_loop` callback results.
 const STOP: i64 = 1;
 const NEXT: i64 = 0;
+
+/// This CPU's slot `slot` of `SCAN_SCRATCH`, as a scan state `T` (see there
+/// why a scan whose steps depend on each other keeps its state in a map).
+/// The callback gets a pointer to a stack variable holding this pointer:
+/// `bpf_loop` hands on only stack pointers.
+#[inline(always)]
+fn scratch<T>(slot: u32) -> Option<*mut T> {
+    const { assert!(size_of::<T>() <= size_of::<ScanSlot>() && align_of::<T>() <= align_of::<ScanSlot>()) };
+    SCAN_SCRATCH.get_ptr_mut(slot).map(|p| p.cast::<T>())
+}
 
 /// Whether this packet may start a connection: any UDP datagram; for TCP a
 /// SYN without ACK, unless the service schedules sloppily.
