@@ -33,7 +33,6 @@ pub mod monitor;
 pub mod notify;
 pub mod pool;
 pub mod probe;
-mod process;
 pub mod tracker;
 
 pub use config::{
