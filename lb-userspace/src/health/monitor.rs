@@ -1,6 +1,7 @@
-//! One tokio task per monitored real server: checks every interval, one
-//! log line per transition, notify commands, and the transitions sent to
-//! the controller on a channel.
+//! The running checks: one tokio task per monitored real server (see
+//! [`super::watch`]), started, restarted on a changed check and stopped as
+//! the configuration says, their transitions sent to the controller on a
+//! channel.
 
 use std::{
     collections::HashMap,
@@ -14,9 +15,10 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     config::HealthCheck,
-    notify::{self, DEFAULT_NOTIFY_TIMEOUT},
-    probe::{check_once, random_u64},
-    tracker::{CheckResult, Tracker, Transition},
+    notify::DEFAULT_NOTIFY_TIMEOUT,
+    probe::random_u64,
+    tracker::{Tracker, Transition},
+    watch::{Shared, Watch},
 };
 use crate::model::Protocol;
 
@@ -91,15 +93,6 @@ struct Monitored {
     shared: Arc<Mutex<Shared>>,
     /// `None` for `kind = "none"`: nothing to run.
     task: Option<JoinHandle<()>>,
-}
-
-/// Between a server's task and the monitor.
-struct Shared {
-    status: RealStatus,
-    /// Set when the task is dropped: from then on it changes nothing and
-    /// sends nothing (an abort takes effect only at its next await), so a
-    /// replacement can resume from a status no late result overwrites.
-    stopped: bool,
 }
 
 impl Monitored {
@@ -243,106 +236,6 @@ impl HealthMonitor {
         let task = tokio::spawn(watch.run(first_delay));
         Monitored { check, shared, task: Some(task) }
     }
-}
-
-/// One real server's checking task.
-struct Watch {
-    service: ServiceKey,
-    real: SocketAddr,
-    check: HealthCheck,
-    tracker: Tracker,
-    shared: Arc<Mutex<Shared>>,
-    events: mpsc::Sender<HealthEvent>,
-    notify_timeout: Duration,
-}
-
-impl Watch {
-    async fn run(mut self, first_delay: Duration) {
-        tokio::time::sleep(first_delay).await;
-        loop {
-            let result = check_once(&self.check, self.real).await;
-            let transition = self.tracker.record(&result);
-            {
-                let mut shared = self.shared.lock().unwrap();
-                if shared.stopped {
-                    return;
-                }
-                shared.status = RealStatus {
-                    up: self.tracker.is_up(),
-                    dynamic_weight: self.tracker.dynamic_weight(),
-                    last_failure: match result {
-                        CheckResult::Down(reason) => Some(reason),
-                        _ => None,
-                    },
-                };
-            }
-            if let Some(transition) = transition {
-                self.announce(&transition);
-                let event = HealthEvent {
-                    service: self.service,
-                    real: self.real,
-                    transition,
-                    dynamic_weight: self.tracker.dynamic_weight(),
-                };
-                if self.events.send(event).await.is_err() {
-                    return;
-                }
-            }
-            tokio::time::sleep(self.tracker.next_delay(&self.check)).await;
-        }
-    }
-
-    /// The transition's log line and notify command.
-    fn announce(&self, transition: &Transition) {
-        let (service, real) = (&self.service, self.real);
-        let command = match transition {
-            Transition::Down { reason } => {
-                tracing::warn!(service = %service, "{real} is gone: {reason}");
-                &self.check.notify_down
-            }
-            Transition::Up => {
-                tracing::info!(service = %service, "{real} is back");
-                &self.check.notify_up
-            }
-            Transition::WeightChanged => {
-                let weight = self.tracker.dynamic_weight().map_or("its configured weight".into(), |w| w.to_string());
-                tracing::info!(service = %service, "{real} weight set to {weight} by its check");
-                &None
-            }
-        };
-        if let Some(command) = command {
-            notify::spawn(
-                command,
-                notify_env(service, real, transition, self.tracker.dynamic_weight()),
-                self.notify_timeout,
-            );
-        }
-    }
-}
-
-/// What a notify_up/notify_down command is told, in its environment.
-fn notify_env(
-    service: &ServiceKey,
-    real: SocketAddr,
-    transition: &Transition,
-    weight: Option<u32>,
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("LB_EVENT", if matches!(transition, Transition::Down { .. }) { "down" } else { "up" }.to_string()),
-        ("LB_SERVICE", service.to_string()),
-        ("LB_PROTOCOL", service.protocol.name().to_string()),
-        ("LB_VIP", service.vip.to_string()),
-        ("LB_VPORT", service.port.to_string()),
-        ("LB_REAL_ADDRESS", real.ip().to_string()),
-        ("LB_REAL_PORT", real.port().to_string()),
-    ];
-    if let Transition::Down { reason } = transition {
-        env.push(("LB_REASON", reason.clone()));
-    }
-    if let Some(weight) = weight {
-        env.push(("LB_WEIGHT", weight.to_string()));
-    }
-    env
 }
 
 #[cfg(test)]
