@@ -8,7 +8,7 @@
 //! - [`monitor`]: the running checks, one tokio task per real server,
 //!   transitions on a channel.
 //! - [`watch`]: one server's task: its checks, log lines and notify
-//!   commands.
+//!   commands; restarted should it panic.
 //! - [`pool`]: what the service's real-server set becomes given the health
 //!   states (inhibit_on_failure, dynamic weights, sorry server) and the
 //!   service's quorum.

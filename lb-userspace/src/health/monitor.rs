@@ -18,7 +18,7 @@ use super::{
     notify::DEFAULT_NOTIFY_TIMEOUT,
     probe::random_u64,
     tracker::{Tracker, Transition},
-    watch::{Shared, Watch},
+    watch::{CheckFn, Shared, Watch, check_for_real, lock},
 };
 use crate::model::Protocol;
 
@@ -85,6 +85,7 @@ pub struct HealthMonitor {
     events: mpsc::Sender<HealthEvent>,
     notify_timeout: Duration,
     startup_spread: Duration,
+    check_fn: CheckFn,
     reals: HashMap<(ServiceKey, SocketAddr), Monitored>,
 }
 
@@ -98,7 +99,7 @@ struct Monitored {
 impl Monitored {
     /// Stops the task; returns the last status it reported.
     fn stop(&mut self) -> RealStatus {
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         shared.stopped = true;
         if let Some(task) = &self.task {
             task.abort();
@@ -121,6 +122,7 @@ impl HealthMonitor {
             events,
             notify_timeout: DEFAULT_NOTIFY_TIMEOUT,
             startup_spread: DEFAULT_STARTUP_SPREAD,
+            check_fn: check_for_real,
             reals: HashMap::new(),
         }
     }
@@ -134,6 +136,13 @@ impl HealthMonitor {
     /// The most a first check is put off (0 = check at once).
     pub fn with_startup_spread(mut self, spread: Duration) -> Self {
         self.startup_spread = spread;
+        self
+    }
+
+    /// Checks servers with `check_fn` instead of the real checks.
+    #[cfg(test)]
+    fn with_check_fn(mut self, check_fn: CheckFn) -> Self {
+        self.check_fn = check_fn;
         self
     }
 
@@ -171,7 +180,7 @@ impl HealthMonitor {
 
     /// What is known of `real` in `service`, if monitored.
     pub fn status(&self, service: &ServiceKey, real: SocketAddr) -> Option<RealStatus> {
-        self.reals.get(&(*service, real)).map(|m| m.shared.lock().unwrap().status.clone())
+        self.reals.get(&(*service, real)).map(|m| lock(&m.shared).status.clone())
     }
 
     /// How many real servers are monitored (`kind = "none"` included).
@@ -232,18 +241,25 @@ impl HealthMonitor {
             shared: shared.clone(),
             events: self.events.clone(),
             notify_timeout: self.notify_timeout,
+            check_fn: self.check_fn,
         };
-        let task = tokio::spawn(watch.run(first_delay));
+        let task = watch.spawn(first_delay);
         Monitored { check, shared, task: Some(task) }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::BoxFuture;
     use tokio::{net::TcpListener, time::timeout};
 
     use super::*;
-    use crate::health::config::CheckKind;
+    use crate::health::{
+        config::{CheckKind, Probe},
+        tracker::CheckResult,
+    };
 
     fn service() -> ServiceKey {
         ServiceKey { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 }
@@ -392,6 +408,60 @@ mod tests {
         assert_eq!(monitor.len(), 2);
         monitor.shutdown().await;
         assert!(monitor.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_check_task_that_panics_is_restarted() {
+        // A check that panics on its first run, as a bug would, then finds
+        // the server up.
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        fn panics_once(_: &HealthCheck, _: SocketAddr) -> BoxFuture<'_, CheckResult> {
+            Box::pin(async {
+                if RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug in a check");
+                }
+                CheckResult::Up
+            })
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO).with_check_fn(panics_once);
+        let real: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let check = HealthCheck { alpha: true, ..fast_tcp() };
+        monitor.update([MonitoredReal { service: service(), real, check }]);
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up, "checked again after the panic");
+        assert!(RUNS.load(Ordering::SeqCst) >= 2);
+        assert!(monitor.status(&service(), real).unwrap().up);
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_hostile_chunk_size_takes_the_server_down_and_the_checks_go_on() {
+        // The first two answers declare a chunk of u64::MAX bytes, which
+        // once panicked the task and left the server up for good.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const HOSTILE: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc";
+        const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answered in 0.. {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(if answered < 2 { HOSTILE } else { GOOD }).await;
+            }
+        });
+        let mut check = HealthCheck { connect_timeout: Duration::from_millis(500), ..fast_tcp() };
+        check.probe = HealthCheck::defaults(CheckKind::Http).probe;
+        let Probe::Http(probe) = &mut check.probe else { unreachable!() };
+        probe.body_contains = Some("OK".into());
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO);
+        monitor.update([MonitoredReal { service: service(), real, check }]);
+        let down = next_event(&mut rx).await.transition;
+        assert_eq!(down, Transition::Down { reason: "response body larger than 1 MiB after 2 tries".into() });
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+        monitor.shutdown().await;
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! One real server's checking task: a check every interval, its result
 //! through the server's [`Tracker`], and for each transition a log line, a
 //! notify command and an event to the controller.
+//!
+//! The task is supervised: nothing but a stop should end it, so a panic (a
+//! bug, such as an overflow on what a server sent) is logged and the check
+//! restarted from the state it had; otherwise the server would keep its
+//! last state for good, with nobody told.
 
 use std::{
+    any::Any,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
-use tokio::sync::mpsc;
+use futures_util::{FutureExt as _, future::BoxFuture};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     config::HealthCheck,
@@ -18,6 +26,14 @@ use super::{
     tracker::{CheckResult, Tracker, Transition},
 };
 
+/// How a server is checked once: [`check_once`], or a stand-in in tests.
+pub(super) type CheckFn = for<'a> fn(&'a HealthCheck, SocketAddr) -> BoxFuture<'a, CheckResult>;
+
+/// The [`CheckFn`] of lbd.
+pub(super) fn check_for_real(check: &HealthCheck, real: SocketAddr) -> BoxFuture<'_, CheckResult> {
+    Box::pin(check_once(check, real))
+}
+
 /// Between a server's task and the monitor.
 pub(super) struct Shared {
     pub(super) status: RealStatus,
@@ -25,6 +41,12 @@ pub(super) struct Shared {
     /// sends nothing (an abort takes effect only at its next await), so a
     /// replacement can resume from a status no late result overwrites.
     pub(super) stopped: bool,
+}
+
+/// Locks `shared`, also after a panic of the task that held it: what it
+/// holds is a plain value, whole at any time.
+pub(super) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One real server's checking task.
@@ -36,16 +58,43 @@ pub(super) struct Watch {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) events: mpsc::Sender<HealthEvent>,
     pub(super) notify_timeout: Duration,
+    pub(super) check_fn: CheckFn,
 }
 
 impl Watch {
-    pub(super) async fn run(mut self, first_delay: Duration) {
+    /// Starts the checks on a task of their own, the first after
+    /// `first_delay`.
+    pub(super) fn spawn(self, first_delay: Duration) -> JoinHandle<()> {
+        tokio::spawn(self.supervise(first_delay))
+    }
+
+    /// Runs the checks until they end as they should (stopped, or nobody
+    /// listens to their events any more). After a panic the check starts
+    /// again one interval later, its tracker resumed from the last status
+    /// it reported.
+    async fn supervise(mut self, first_delay: Duration) {
+        let mut delay = first_delay;
+        loop {
+            let Err(panic) = AssertUnwindSafe(self.run(delay)).catch_unwind().await else { return };
+            tracing::error!(
+                service = %self.service,
+                "the check of {} failed unexpectedly ({}); restarting it",
+                self.real,
+                panic_message(panic.as_ref())
+            );
+            let before = lock(&self.shared).status.clone();
+            self.tracker = Tracker::resume(&self.check, before.up, before.dynamic_weight);
+            delay = self.check.interval;
+        }
+    }
+
+    async fn run(&mut self, first_delay: Duration) {
         tokio::time::sleep(first_delay).await;
         loop {
-            let result = check_once(&self.check, self.real).await;
+            let result = (self.check_fn)(&self.check, self.real).await;
             let transition = self.tracker.record(&result);
             {
-                let mut shared = self.shared.lock().unwrap();
+                let mut shared = lock(&self.shared);
                 if shared.stopped {
                     return;
                 }
@@ -99,6 +148,15 @@ impl Watch {
                 self.notify_timeout,
             );
         }
+    }
+}
+
+/// What a panic said, if it said it with a string.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text,
+        (_, Some(text)) => text,
+        _ => "a panic",
     }
 }
 
