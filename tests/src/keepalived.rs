@@ -1,5 +1,6 @@
 //! Debian's keepalived, VRRP only, in a network namespace: the other end of
-//! the interoperability tests (`tests/failover.rs`). It forwards nothing;
+//! the interoperability tests (`tests/failover.rs` in the lab,
+//! `tests/vrrp.rs` on a [`crate::netns::VethPair`]). It forwards nothing;
 //! it only moves the VIP.
 
 use std::fs::OpenOptions;
