@@ -20,6 +20,10 @@ use lb_common::{
     Conn, Counters, Dest, DestConns, Director, FlowKey, SchedState, Service, ServiceKey, conn_state, map_name,
     program_name, reason,
 };
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
 
 use crate::{config, tables::MapOp};
 
@@ -626,22 +630,14 @@ fn remove_other_link_pins(dir: &Path, keep: &str) {
     }
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
 /// Makes sure `dir` is on a bpffs, mounting one at /sys/fs/bpf if nothing
 /// is mounted there (as in a fresh mount namespace).
 fn ensure_bpffs(dir: &Path) -> Result<()> {
     let root = Path::new("/sys/fs/bpf");
     if dir.starts_with(root) && !is_bpffs(root) {
         std::fs::create_dir_all(root).ok();
-        let src = c"bpffs";
-        let fstype = c"bpf";
-        let target = c"/sys/fs/bpf";
-        // SAFETY: plain mount(2) with static C strings.
-        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-        if rc != 0 {
-            bail!("mount bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
-        }
+        mount(Some("bpffs"), root, Some("bpf"), MsFlags::empty(), None::<&str>)
+            .map_err(|e| anyhow!("mount bpffs on /sys/fs/bpf: {}", std::io::Error::from(e)))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     if !is_bpffs(dir) {
@@ -651,12 +647,7 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! - [`probe`]: one check of one server ([`check_once`]): tcp, http, https,
 //!   ping, exec.
 //! - [`tracker`]: the per-server state machine (retry, rise, alpha).
-//! - [`monitor`]: one tokio task per real server, transitions on a channel,
-//!   log lines and notify commands.
+//! - [`monitor`]: the running checks, one tokio task per real server,
+//!   transitions on a channel.
+//! - [`watch`]: one server's task: its checks, log lines and notify
+//!   commands; restarted should it panic.
 //! - [`pool`]: what the service's real-server set becomes given the health
 //!   states (inhibit_on_failure, dynamic weights, sorry server) and the
 //!   service's quorum.
@@ -33,8 +35,8 @@ pub mod monitor;
 pub mod notify;
 pub mod pool;
 pub mod probe;
-mod process;
 pub mod tracker;
+mod watch;
 
 pub use config::{
     CheckKind, ExecProbe, HealthCheck, HealthCheckError, HttpProbe, Probe, RawHealthCheck, ResolveContext, StatusCodes,

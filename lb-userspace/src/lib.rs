@@ -29,6 +29,7 @@ pub mod controller;
 pub mod environment;
 pub mod kernel;
 pub mod health;
+mod process;
 pub mod vrrp;
 pub mod sync;
 pub mod verifier;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bins;
 pub mod director;
 pub mod harness;
+pub mod keepalived;
 pub mod lab;
 pub mod netns;
 pub mod packets;

@@ -1,6 +1,7 @@
 //! Low-level helpers for named network namespaces (`/run/netns/NAME`, as made by
 //! `ip netns add`): running commands and Rust code inside one, listing,
-//! deleting, and a raw ARP probe.
+//! deleting, a raw ARP probe, and two namespaces joined by a veth pair
+//! ([`VethPair`]).
 
 use std::ffi::{CString, OsStr};
 use std::fmt;
@@ -536,4 +537,103 @@ impl Drop for ArpWatch {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+// ---- two namespaces joined by a veth pair -------------------------------
+
+/// The address of `va` in a [`VethPair`]'s namespace `a`.
+pub const VETH_ADDR_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The address of `vb` in a [`VethPair`]'s namespace `b`.
+pub const VETH_ADDR_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+/// Two network namespaces joined by a veth pair, a link much lighter than
+/// a [`crate::Lab`], for the VRRP and sync tests: namespace `a` holds `va`
+/// with 192.0.2.1/24, namespace `b` holds `vb` with 192.0.2.2/24. Removed
+/// on drop, with any process left in them, also when a test fails.
+pub struct VethPair {
+    pub a: String,
+    pub b: String,
+}
+
+impl VethPair {
+    /// `None` (and a note on stderr) when namespaces cannot be made here.
+    /// `tag` tells the namespaces of one test from another's.
+    pub fn new(tag: &str) -> Option<Self> {
+        if !crate::is_root() {
+            eprintln!("skipped: needs root for network namespaces");
+            return None;
+        }
+        let id = std::process::id();
+        let pair = Self {
+            a: format!("lbt-{tag}-{id}-a"),
+            b: format!("lbt-{tag}-{id}-b"),
+        };
+        let setup = || -> Result<()> {
+            for ns in [&pair.a, &pair.b] {
+                delete_namespace(ns)?;
+                ip(&["netns", "add", ns])?;
+            }
+            ip(&[
+                "link", "add", "va", "netns", &pair.a, "type", "veth", "peer", "name", "vb",
+                "netns", &pair.b,
+            ])?;
+            for (ns, dev, addr) in [(&pair.a, "va", VETH_ADDR_A), (&pair.b, "vb", VETH_ADDR_B)] {
+                ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+                ip(&["-n", ns, "link", "set", dev, "up"])?;
+                ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            }
+            Ok(())
+        };
+        if let Err(e) = setup() {
+            eprintln!("skipped: cannot set up namespaces: {e:#}");
+            return None;
+        }
+        Some(pair)
+    }
+
+    /// `ip -n NS ARGS`; panics if it fails.
+    pub fn ip(&self, ns: &str, args: &[&str]) -> String {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        ip(&all).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Whether `addr` is on `dev` in `ns`.
+    pub fn has_address(&self, ns: &str, dev: &str, addr: &str) -> bool {
+        self.ip(ns, &["-4", "-o", "addr", "show", "dev", dev])
+            .split_whitespace()
+            .any(|w| w.split('/').next() == Some(addr))
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            if let Err(e) = delete_namespace(ns) {
+                eprintln!("deleting namespace {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+/// Runs the future `f` makes on a new thread inside namespace `ns`, on a
+/// current-thread tokio runtime of its own, and returns at once; sockets it
+/// opens belong to `ns`. Join the handle for its result.
+pub fn spawn_in_netns<T, F, Fut>(ns: &str, f: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let file = File::open(netns_path(ns)).unwrap_or_else(|e| panic!("opening namespace {ns}: {e}"));
+    std::thread::spawn(move || {
+        // SAFETY: plain syscall on a valid fd; it moves only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(f())
+    })
 }

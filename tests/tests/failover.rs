@@ -27,15 +27,16 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use lb_tests::director::{Director, ServiceSpec};
+use lb_tests::keepalived::{self, Keepalived};
 use lb_tests::lab::HOST_IFACE;
 use lb_tests::netns::{self, ArpWatch, MacAddr, watch_arp};
 use lb_tests::scenario::{finish, root_or_skip, vip_url, vip80};
-use lb_tests::{HeldConnection, Host, Lab, LabSpec, ProcHandle};
+use lb_tests::{HeldConnection, Host, Lab, LabSpec};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const VRID: u8 = 51;
@@ -257,7 +258,12 @@ fn vrrp_status(d: &Director<'_>) -> serde_json::Value {
 
 /// Whether `host` has the VIP on eth0.
 fn has_vip(lab: &Lab, host: &Host) -> bool {
-    let out = netns::ip(&["-n", &host.ns, "-j", "addr", "show", "dev", HOST_IFACE]).unwrap();
+    has_vip_in(lab, &host.ns)
+}
+
+/// Whether namespace `ns` has the VIP on eth0.
+fn has_vip_in(lab: &Lab, ns: &str) -> bool {
+    let out = netns::ip(&["-n", ns, "-j", "addr", "show", "dev", HOST_IFACE]).unwrap();
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let vip = lab.vip().to_string();
     json[0]["addr_info"].as_array().is_some_and(|addrs| {
@@ -931,179 +937,16 @@ fn failover_time_with_advert_interval_100ms() {
 
 // ---- keepalived ----------------------------------------------------------------
 
-/// Debian's keepalived (VRRP only) in a director namespace, with its config
-/// and pid files in the lab's log dir.
-struct Keepalived<'a> {
-    lab: &'a Lab,
-    host: Host,
-    conf: PathBuf,
-    pid_file: PathBuf,
-    vrrp_pid_file: PathBuf,
-    checker_pid_file: PathBuf,
-    process: Option<ProcHandle>,
-    /// Logs of earlier runs.
-    old_logs: String,
-}
-
-impl<'a> Keepalived<'a> {
-    fn new(lab: &'a Lab, host: &Host) -> Self {
-        let file = |what: &str| {
-            lab.log_dir()
-                .join(format!("keepalived-{}.{what}", host.name))
-        };
-        Keepalived {
-            lab,
-            host: host.clone(),
-            conf: file("conf"),
-            pid_file: file("pid"),
-            vrrp_pid_file: file("vrrp.pid"),
-            checker_pid_file: file("checkers.pid"),
-            process: None,
-            old_logs: String::new(),
-        }
-    }
-
-    /// Writes the config for `vrrp` and starts keepalived; returns once its
-    /// VRRP process runs.
-    fn start(&mut self, vrrp: &Vrrp) {
-        assert!(self.process.is_none(), "keepalived runs already");
-        std::fs::write(&self.conf, vrrp.keepalived_conf(self.lab, &self.host)).unwrap();
-        for f in [&self.pid_file, &self.vrrp_pid_file, &self.checker_pid_file] {
-            let _ = std::fs::remove_file(f);
-        }
-        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
-        let args = [
-            "keepalived".to_owned(),
-            "-n".into(), // foreground
-            "-l".into(), // log to the console (our log file)
-            "-D".into(),
-            "-G".into(), // not to syslog
-            "-P".into(), // VRRP only
-            "-R".into(), // no respawn: a killed VRRP process stays dead
-            "-f".into(),
-            path(&self.conf),
-            "-p".into(),
-            path(&self.pid_file),
-            "-r".into(),
-            path(&self.vrrp_pid_file),
-            "-c".into(),
-            path(&self.checker_pid_file),
-        ];
-        let handle = self
-            .lab
-            .spawn(
-                &self.host.ns,
-                &format!("keepalived-{}", self.host.name),
-                &args,
-            )
-            .unwrap();
-        self.process = Some(handle);
-        let started = wait_for("keepalived's VRRP process", Duration::from_secs(10), || {
-            self.vrrp_pid()
-        });
-        if let Err(e) = started {
-            panic!("{e:#}; keepalived's log:\n{}", self.log());
-        }
-    }
-
-    /// The VRRP child's pid, if it runs.
-    fn vrrp_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(&self.vrrp_pid_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "keepalived").then_some(pid)
-    }
-
-    fn log(&self) -> String {
-        let current = self
-            .process
-            .as_ref()
-            .map(|h| self.lab.read_log(h))
-            .unwrap_or_default();
-        format!("{}{current}", self.old_logs)
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    /// A crash: SIGKILL to the VRRP process (no priority-0 advert, the VIP
-    /// stays), then to the parent.
-    fn kill(&mut self) {
-        if let Some(pid) = self.vrrp_pid() {
-            // SAFETY: kill(2) on keepalived's VRRP process (checked by name above).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        if let Some(handle) = self.process.take() {
-            // SAFETY: kill(2) on our own child, not reaped yet.
-            unsafe { libc::kill(handle.pid as i32, libc::SIGKILL) };
-            let _ = self.lab.stop(&handle);
-            self.old_logs.push_str(&self.lab.read_log(&handle));
-        }
-    }
-
-    /// Sends SIGTERM (a clean stop: a master sends priority 0 and removes
-    /// the VIP) without waiting; [`Keepalived::stop`] reaps it.
-    fn terminate(&self) {
-        if let Some(handle) = &self.process {
-            // SAFETY: kill(2) on our own child, not reaped yet (stop() reaps it).
-            unsafe { libc::kill(handle.pid as i32, libc::SIGTERM) };
-        }
-    }
-
-    /// A clean stop (SIGTERM), waiting for keepalived to exit.
-    fn stop(&mut self) {
-        if let Some(handle) = self.process.take() {
-            let status = self.lab.stop(&handle);
-            self.old_logs.push_str(&self.lab.read_log(&handle));
-            if let Err(e) = status {
-                eprintln!("stopping keepalived: {e:#}");
-            }
-        }
-        // The VRRP process follows its parent; make sure.
-        let _ = wait_for(
-            "keepalived's VRRP process gone",
-            Duration::from_secs(5),
-            || self.vrrp_pid().is_none().then_some(()),
-        );
-        if let Some(pid) = self.vrrp_pid() {
-            // SAFETY: kill(2) on keepalived's VRRP process (checked by name).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-impl Drop for Keepalived<'_> {
-    fn drop(&mut self) {
-        if self.process.is_some() || self.vrrp_pid().is_some() {
-            self.kill();
-        }
-    }
-}
-
 /// True with root and keepalived installed; otherwise says that `test` is skipped.
 fn root_and_keepalived_or_skip(test: &str) -> bool {
-    if !root_or_skip(test) {
-        return false;
-    }
-    let found = std::process::Command::new("keepalived")
-        .arg("-v")
-        .output()
-        .is_ok();
-    if !found {
-        eprintln!("skipping {test}: keepalived is not installed");
-    }
-    found
+    root_or_skip(test) && keepalived::installed_or_skip(test)
 }
 
 /// Waits until keepalived holds the VIP (master) or not (backup): the
 /// address on its interface and the matching "Entering ... STATE" lines.
 fn wait_keepalived(
     lab: &Lab,
-    ka: &Keepalived<'_>,
+    ka: &Keepalived,
     master: bool,
     entered: usize,
     timeout: Duration,
@@ -1114,7 +957,7 @@ fn wait_keepalived(
         "Entering BACKUP STATE"
     };
     let result = wait_for(&format!("keepalived {state}"), timeout, || {
-        (has_vip(lab, &ka.host) == master && ka.count(state) >= entered).then_some(())
+        (has_vip_in(lab, ka.ns()) == master && ka.count(state) >= entered).then_some(())
     });
     match result {
         Ok(((), took)) => took,
@@ -1143,14 +986,14 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
     } else {
         (low, high)
     };
-    let mut ka = Keepalived::new(&lab, ka_host);
+    let mut ka = Keepalived::new(&ka_host.ns, lab.log_dir(), &ka_host.name);
     let mut lbd = lbd_on(&lab, lbd_host, &lbd_vrrp, None);
     let v = format!("VRRPv{version}");
     let lbd_bad_adverts = |lbd: &Director<'_>| {
         let s = vrrp_status(lbd);
         assert_eq!(s["bad_adverts"], 0, "lbd refused keepalived's adverts: {s}");
     };
-    let keepalived_complaints = |ka: &Keepalived<'_>| {
+    let keepalived_complaints = |ka: &Keepalived| {
         let log = ka.log();
         let bad: Vec<&str> = log
             .lines()
@@ -1180,7 +1023,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
 
     // Election: the higher priority is master, the other joins as backup.
     if keepalived_master {
-        ka.start(&ka_vrrp);
+        ka.start(&ka_vrrp.keepalived_conf(&lab, ka_host));
         wait_keepalived(
             &lab,
             &ka,
@@ -1201,7 +1044,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
         assert_eq!(ka.count("Entering MASTER STATE"), 1, "{}", ka.log());
     } else {
         start_master(&mut lbd, &lbd_vrrp);
-        ka.start(&ka_vrrp);
+        ka.start(&ka_vrrp.keepalived_conf(&lab, ka_host));
         wait_keepalived(&lab, &ka, false, 1, Duration::from_secs(5));
         std::thread::sleep(2 * ka_vrrp.master_down());
         assert_eq!(
@@ -1286,7 +1129,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
     // The crashed master returns and preempts.
     let restarted = Instant::now();
     if keepalived_master {
-        ka.start(&ka_vrrp);
+        ka.start(&ka_vrrp.keepalived_conf(&lab, ka_host));
         wait_keepalived(
             &lab,
             &ka,
@@ -1314,7 +1157,7 @@ fn interop(name: &str, k: u8, version: u8, keepalived_master: bool) {
     if keepalived_master {
         ka.kill();
         wait_state(&lbd, "master", low.master_down() + TAKEOVER_SLACK);
-        ka.start(&ka_vrrp.nopreempt());
+        ka.start(&ka_vrrp.nopreempt().keepalived_conf(&lab, ka_host));
         wait_keepalived(&lab, &ka, false, 3, Duration::from_secs(5));
     } else {
         crash(&mut lbd);

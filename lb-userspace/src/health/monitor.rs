@@ -1,6 +1,7 @@
-//! One tokio task per monitored real server: checks every interval, one
-//! log line per transition, notify commands, and the transitions sent to
-//! the controller on a channel.
+//! The running checks: one tokio task per monitored real server (see
+//! [`super::watch`]), started, restarted on a changed check and stopped as
+//! the configuration says, their transitions sent to the controller on a
+//! channel.
 
 use std::{
     collections::HashMap,
@@ -14,9 +15,10 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     config::HealthCheck,
-    notify::{self, DEFAULT_NOTIFY_TIMEOUT},
-    probe::{check_once, random_u64},
-    tracker::{CheckResult, Tracker, Transition},
+    notify::DEFAULT_NOTIFY_TIMEOUT,
+    probe::random_u64,
+    tracker::{Tracker, Transition},
+    watch::{CheckFn, Shared, Watch, check_for_real, lock},
 };
 use crate::model::Protocol;
 
@@ -83,6 +85,7 @@ pub struct HealthMonitor {
     events: mpsc::Sender<HealthEvent>,
     notify_timeout: Duration,
     startup_spread: Duration,
+    check_fn: CheckFn,
     reals: HashMap<(ServiceKey, SocketAddr), Monitored>,
 }
 
@@ -93,19 +96,10 @@ struct Monitored {
     task: Option<JoinHandle<()>>,
 }
 
-/// Between a server's task and the monitor.
-struct Shared {
-    status: RealStatus,
-    /// Set when the task is dropped: from then on it changes nothing and
-    /// sends nothing (an abort takes effect only at its next await), so a
-    /// replacement can resume from a status no late result overwrites.
-    stopped: bool,
-}
-
 impl Monitored {
     /// Stops the task; returns the last status it reported.
     fn stop(&mut self) -> RealStatus {
-        let mut shared = self.shared.lock().unwrap();
+        let mut shared = lock(&self.shared);
         shared.stopped = true;
         if let Some(task) = &self.task {
             task.abort();
@@ -128,6 +122,7 @@ impl HealthMonitor {
             events,
             notify_timeout: DEFAULT_NOTIFY_TIMEOUT,
             startup_spread: DEFAULT_STARTUP_SPREAD,
+            check_fn: check_for_real,
             reals: HashMap::new(),
         }
     }
@@ -141,6 +136,13 @@ impl HealthMonitor {
     /// The most a first check is put off (0 = check at once).
     pub fn with_startup_spread(mut self, spread: Duration) -> Self {
         self.startup_spread = spread;
+        self
+    }
+
+    /// Checks servers with `check_fn` instead of the real checks.
+    #[cfg(test)]
+    fn with_check_fn(mut self, check_fn: CheckFn) -> Self {
+        self.check_fn = check_fn;
         self
     }
 
@@ -178,7 +180,7 @@ impl HealthMonitor {
 
     /// What is known of `real` in `service`, if monitored.
     pub fn status(&self, service: &ServiceKey, real: SocketAddr) -> Option<RealStatus> {
-        self.reals.get(&(*service, real)).map(|m| m.shared.lock().unwrap().status.clone())
+        self.reals.get(&(*service, real)).map(|m| lock(&m.shared).status.clone())
     }
 
     /// How many real servers are monitored (`kind = "none"` included).
@@ -239,118 +241,25 @@ impl HealthMonitor {
             shared: shared.clone(),
             events: self.events.clone(),
             notify_timeout: self.notify_timeout,
+            check_fn: self.check_fn,
         };
-        let task = tokio::spawn(watch.run(first_delay));
+        let task = watch.spawn(first_delay);
         Monitored { check, shared, task: Some(task) }
     }
 }
 
-/// One real server's checking task.
-struct Watch {
-    service: ServiceKey,
-    real: SocketAddr,
-    check: HealthCheck,
-    tracker: Tracker,
-    shared: Arc<Mutex<Shared>>,
-    events: mpsc::Sender<HealthEvent>,
-    notify_timeout: Duration,
-}
-
-impl Watch {
-    async fn run(mut self, first_delay: Duration) {
-        tokio::time::sleep(first_delay).await;
-        loop {
-            let result = check_once(&self.check, self.real).await;
-            let transition = self.tracker.record(&result);
-            {
-                let mut shared = self.shared.lock().unwrap();
-                if shared.stopped {
-                    return;
-                }
-                shared.status = RealStatus {
-                    up: self.tracker.is_up(),
-                    dynamic_weight: self.tracker.dynamic_weight(),
-                    last_failure: match result {
-                        CheckResult::Down(reason) => Some(reason),
-                        _ => None,
-                    },
-                };
-            }
-            if let Some(transition) = transition {
-                self.announce(&transition);
-                let event = HealthEvent {
-                    service: self.service,
-                    real: self.real,
-                    transition,
-                    dynamic_weight: self.tracker.dynamic_weight(),
-                };
-                if self.events.send(event).await.is_err() {
-                    return;
-                }
-            }
-            tokio::time::sleep(self.tracker.next_delay(&self.check)).await;
-        }
-    }
-
-    /// The transition's log line and notify command.
-    fn announce(&self, transition: &Transition) {
-        let (service, real) = (&self.service, self.real);
-        let command = match transition {
-            Transition::Down { reason } => {
-                tracing::warn!(service = %service, "{real} is gone: {reason}");
-                &self.check.notify_down
-            }
-            Transition::Up => {
-                tracing::info!(service = %service, "{real} is back");
-                &self.check.notify_up
-            }
-            Transition::WeightChanged => {
-                let weight = self.tracker.dynamic_weight().map_or("its configured weight".into(), |w| w.to_string());
-                tracing::info!(service = %service, "{real} weight set to {weight} by its check");
-                &None
-            }
-        };
-        if let Some(command) = command {
-            notify::spawn(
-                command,
-                notify_env(service, real, transition, self.tracker.dynamic_weight()),
-                self.notify_timeout,
-            );
-        }
-    }
-}
-
-/// What a notify_up/notify_down command is told, in its environment.
-fn notify_env(
-    service: &ServiceKey,
-    real: SocketAddr,
-    transition: &Transition,
-    weight: Option<u32>,
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("LB_EVENT", if matches!(transition, Transition::Down { .. }) { "down" } else { "up" }.to_string()),
-        ("LB_SERVICE", service.to_string()),
-        ("LB_PROTOCOL", service.protocol.name().to_string()),
-        ("LB_VIP", service.vip.to_string()),
-        ("LB_VPORT", service.port.to_string()),
-        ("LB_REAL_ADDRESS", real.ip().to_string()),
-        ("LB_REAL_PORT", real.port().to_string()),
-    ];
-    if let Transition::Down { reason } = transition {
-        env.push(("LB_REASON", reason.clone()));
-    }
-    if let Some(weight) = weight {
-        env.push(("LB_WEIGHT", weight.to_string()));
-    }
-    env
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::BoxFuture;
     use tokio::{net::TcpListener, time::timeout};
 
     use super::*;
-    use crate::health::config::CheckKind;
+    use crate::health::{
+        config::{CheckKind, Probe},
+        tracker::CheckResult,
+    };
 
     fn service() -> ServiceKey {
         ServiceKey { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 }
@@ -499,6 +408,60 @@ mod tests {
         assert_eq!(monitor.len(), 2);
         monitor.shutdown().await;
         assert!(monitor.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_check_task_that_panics_is_restarted() {
+        // A check that panics on its first run, as a bug would, then finds
+        // the server up.
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        fn panics_once(_: &HealthCheck, _: SocketAddr) -> BoxFuture<'_, CheckResult> {
+            Box::pin(async {
+                if RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug in a check");
+                }
+                CheckResult::Up
+            })
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO).with_check_fn(panics_once);
+        let real: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let check = HealthCheck { alpha: true, ..fast_tcp() };
+        monitor.update([MonitoredReal { service: service(), real, check }]);
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up, "checked again after the panic");
+        assert!(RUNS.load(Ordering::SeqCst) >= 2);
+        assert!(monitor.status(&service(), real).unwrap().up);
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_hostile_chunk_size_takes_the_server_down_and_the_checks_go_on() {
+        // The first two answers declare a chunk of u64::MAX bytes, which
+        // once panicked the task and left the server up for good.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const HOSTILE: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc";
+        const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answered in 0.. {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(if answered < 2 { HOSTILE } else { GOOD }).await;
+            }
+        });
+        let mut check = HealthCheck { connect_timeout: Duration::from_millis(500), ..fast_tcp() };
+        check.probe = HealthCheck::defaults(CheckKind::Http).probe;
+        let Probe::Http(probe) = &mut check.probe else { unreachable!() };
+        probe.body_contains = Some("OK".into());
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO);
+        monitor.update([MonitoredReal { service: service(), real, check }]);
+        let down = next_event(&mut rx).await.transition;
+        assert_eq!(down, Transition::Down { reason: "response body larger than 1 MiB after 2 tries".into() });
+        assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+        monitor.shutdown().await;
     }
 
     #[test]

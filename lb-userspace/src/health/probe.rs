@@ -26,9 +26,9 @@ use tokio::{
 
 use super::{
     config::{ExecProbe, HealthCheck, Probe, fmt_duration},
-    process::{self, RunError},
     tracker::CheckResult,
 };
+use crate::process::{self, RunError};
 
 /// Checks the real server `real` (its address and port) once.
 pub async fn check_once(check: &HealthCheck, real: SocketAddr) -> CheckResult {

@@ -20,6 +20,7 @@ use super::{
     packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, Version, simple_auth_data},
     state::{Action, Event, GarpReason, Machine, NotifyKind, State},
 };
+use crate::process::{self, RunError};
 
 /// How often tracked interfaces are looked at.
 pub const LINK_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -460,20 +461,19 @@ async fn sleep_until(deadline: Option<Instant>) {
 type NotifyJob = (NotifyKind, String, Vec<(&'static str, String)>);
 
 /// Runs notify commands one after the other (so they run in the order the
-/// states changed), each with `sh -c` and a time limit, apart from the
-/// instance so that a slow one never delays an advert.
+/// states changed), each with `sh -c` and a time limit (past it, the
+/// command and everything it started are killed), apart from the instance
+/// so that a slow one never delays an advert.
 async fn run_notifies(mut queue: mpsc::UnboundedReceiver<NotifyJob>) {
     while let Some((kind, command, env)) = queue.recv().await {
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c").arg(&command).envs(env).stdin(std::process::Stdio::null()).kill_on_drop(true);
-        match cmd.spawn() {
-            Ok(mut child) => match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait()).await {
-                Ok(Ok(status)) if status.success() => debug!(?kind, %command, "notify done"),
-                Ok(Ok(status)) => warn!(?kind, %command, %status, "notify command failed"),
-                Ok(Err(e)) => warn!(?kind, %command, "notify command: {e}"),
-                Err(_) => warn!(?kind, %command, "notify command killed after {NOTIFY_TIMEOUT:?}"),
-            },
-            Err(e) => warn!(?kind, %command, "cannot run notify command: {e}"),
+        let mut cmd = process::shell(&command);
+        cmd.envs(env);
+        match process::run(cmd, NOTIFY_TIMEOUT).await {
+            Ok(status) if status.success() => debug!(?kind, %command, "notify done"),
+            Ok(status) => warn!(?kind, %command, %status, "notify command failed"),
+            Err(RunError::Wait(e)) => warn!(?kind, %command, "notify command: {e}"),
+            Err(RunError::TimedOut) => warn!(?kind, %command, "notify command killed after {NOTIFY_TIMEOUT:?}"),
+            Err(RunError::Spawn(e)) => warn!(?kind, %command, "cannot run notify command: {e}"),
         }
     }
 }

@@ -16,11 +16,6 @@ pub mod net;
 pub mod packet;
 pub mod state;
 
-#[cfg(test)]
-pub(crate) mod testns;
-#[cfg(test)]
-mod tests;
-
 pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, VrrpConfigError, resolve_all};
 pub use instance::{VrrpInstance, VrrpStatus, render_table};
 pub use packet::Version;

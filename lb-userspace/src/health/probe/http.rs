@@ -1,6 +1,9 @@
 //! HTTP_GET and SSL_GET: one `GET` over HTTP/1.0 (as keepalived), the
 //! status checked against the expected codes and, when asked, the body
-//! against a substring or an MD5 digest.
+//! against a substring or an MD5 digest. The response is read by
+//! [`response`].
+
+mod response;
 
 use std::{
     net::SocketAddr,
@@ -15,18 +18,14 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     time::{Instant, timeout_at},
 };
 use tokio_rustls::TlsConnector;
 
 use super::{connect, io_reason, load_ca_file};
 use crate::health::config::{HealthCheck, HttpProbe, TlsOptions};
-
-/// The most of a body read for `body_contains` or `digest`.
-pub const MAX_BODY: usize = 1 << 20;
-/// The most of a response's status line and headers read.
-const MAX_HEAD: usize = 64 << 10;
+use response::{Response, read_response};
 
 pub(super) async fn check(
     check: &HealthCheck,
@@ -96,21 +95,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     judge(probe, &response)
 }
 
-#[derive(Debug, PartialEq)]
-struct Response {
-    status: u16,
-    /// Read only when a body check needs it and the status is expected.
-    body: Vec<u8>,
-    /// False when the body was cut at [`MAX_BODY`].
-    complete: bool,
-}
-
 fn judge(probe: &HttpProbe, response: &Response) -> Result<(), String> {
     if !probe.status.contains(response.status) {
         return Err(format!("HTTP status {}, expected {}", response.status, probe.status));
-    }
-    if (probe.digest.is_some() || probe.body_contains.is_some()) && !response.complete {
-        return Err(format!("response body larger than {} MiB", MAX_BODY >> 20));
     }
     if let Some(want) = &probe.digest {
         let got: [u8; 16] = Md5::digest(&response.body).into();
@@ -132,147 +119,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// How the body ends.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-#[derive(Debug, PartialEq)]
-struct Head {
-    status: u16,
-    framing: Framing,
-    /// Bytes of the status line and headers, blank line included.
-    len: usize,
-}
-
-/// Reads the status line and headers, then the body if `wants_body` and
-/// the status is one of `expected`.
-async fn read_response<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    wants_body: bool,
-    expected: &crate::health::config::StatusCodes,
-) -> Result<Response, String> {
-    let mut buf = Vec::with_capacity(8192);
-    let mut head: Option<Head> = None;
-    loop {
-        if let Some(h) = &head {
-            let body = &buf[h.len..];
-            match h.framing {
-                Framing::Length(n) if body.len() >= n => {
-                    return Ok(Response { status: h.status, body: body[..n].to_vec(), complete: true });
-                }
-                Framing::Chunked => {
-                    if let Some(body) = dechunk(body)? {
-                        return Ok(Response { status: h.status, body, complete: true });
-                    }
-                }
-                _ => {}
-            }
-            if body.len() > MAX_BODY {
-                return Ok(Response { status: h.status, body: Vec::new(), complete: false });
-            }
-        }
-
-        let start = buf.len();
-        buf.resize(start + 16384, 0);
-        let n = match stream.read(&mut buf[start..]).await {
-            Ok(n) => n,
-            // A TLS peer closing without close_notify: the end, as for HTTP/1.0.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && head.is_some() => 0,
-            Err(e) => {
-                buf.truncate(start);
-                return Err(format!("reading the response: {}", io_reason(&e)));
-            }
-        };
-        buf.truncate(start + n);
-
-        if n == 0 {
-            let Some(h) = head else {
-                return Err(if buf.is_empty() {
-                    "empty response".into()
-                } else {
-                    "connection closed inside the response headers".into()
-                });
-            };
-            let body = &buf[h.len..];
-            return match h.framing {
-                Framing::UntilClose => Ok(Response { status: h.status, body: body.to_vec(), complete: true }),
-                Framing::Length(n) => Err(format!("connection closed after {} of {n} body bytes", body.len())),
-                Framing::Chunked => Err("connection closed inside the chunked body".into()),
-            };
-        }
-
-        if head.is_none() {
-            match parse_head(&buf)? {
-                Some(h) => {
-                    if !wants_body || !expected.contains(h.status) {
-                        return Ok(Response { status: h.status, body: Vec::new(), complete: true });
-                    }
-                    head = Some(h);
-                }
-                None if buf.len() > MAX_HEAD => {
-                    return Err(format!("response headers larger than {} KiB", MAX_HEAD >> 10));
-                }
-                None => {}
-            }
-        }
-    }
-}
-
-/// The head, once all of it has arrived.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
-    let text = String::from_utf8_lossy(&buf[..end]);
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut words = status_line.split(' ');
-    let status = match (words.next(), words.next().and_then(|c| c.parse::<u16>().ok())) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/") && (100..=999).contains(&code) => code,
-        _ => return Err(format!("not an HTTP response: \"{}\"", status_line.chars().take(40).collect::<String>())),
-    };
-    let mut framing = Framing::UntilClose;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().contains("chunked") {
-            framing = Framing::Chunked;
-        } else if name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked {
-            let n = value.parse().map_err(|_| format!("bad Content-Length \"{value}\""))?;
-            framing = Framing::Length(n);
-        }
-    }
-    // These never have a body.
-    if status == 204 || status == 304 || (100..200).contains(&status) {
-        framing = Framing::Length(0);
-    }
-    Ok(Some(Head { status, framing, len: end + 4 }))
-}
-
-/// The body of a chunked transfer, once its last chunk has arrived.
-fn dechunk(mut raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut body = Vec::new();
-    loop {
-        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-        let size_text = String::from_utf8_lossy(&raw[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size \"{size_text}\""))?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            // Trailers (usually none) end with a blank line; the body is
-            // complete whether or not they have arrived.
-            return Ok(Some(body));
-        }
-        if raw.len() < size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
 }
 
 /// The client config for `tls`: with verification against the system's
@@ -364,7 +210,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 mod tests {
     use std::time::Duration;
 
-    use tokio::net::TcpListener;
+    use tokio::{io::AsyncReadExt, net::TcpListener};
 
     use super::*;
     use crate::health::{
@@ -372,21 +218,6 @@ mod tests {
         config::{CheckKind, Probe, StatusCodes},
         tracker::CheckResult,
     };
-
-    #[test]
-    fn heads_and_chunks() {
-        let head = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
-        assert_eq!(head, Head { status: 200, framing: Framing::Length(5), len: 38 });
-        let head = parse_head(b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n").unwrap().unwrap();
-        assert_eq!((head.status, head.framing), (404, Framing::Chunked));
-        assert_eq!(parse_head(b"HTTP/1.0 200 OK\r\nServer: x\r\n").unwrap(), None);
-        assert!(parse_head(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").is_err());
-
-        assert_eq!(dechunk(b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n").unwrap(), Some(b"hello world".to_vec()));
-        assert_eq!(dechunk(b"5\r\nhel").unwrap(), None);
-        assert_eq!(dechunk(b"5\r\nhello\r\n").unwrap(), None);
-        assert!(dechunk(b"zz\r\n").is_err());
-    }
 
     /// Reads a request head, then writes `response`.
     async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, response: &[u8]) {
@@ -539,6 +370,20 @@ mod tests {
         });
         let body = http(5000, |p| p.body_contains = Some("y".into()));
         assert_eq!(check_once(&body, addr).await, CheckResult::Down("response body larger than 1 MiB".into()));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_size_past_any_bound_fails_the_check() {
+        // u64::MAX: adding the chunk's CRLF to it once overflowed, and
+        // the panic ended the server's check task for good.
+        let hostile = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc").await;
+        let digest = http(1000, |p| p.digest = Some(md5_of(b"abc")));
+        for _ in 0..2 {
+            assert_eq!(check_once(&digest, hostile).await, CheckResult::Down("response body larger than 1 MiB".into()));
+        }
+        let bad = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc").await;
+        let reason = "bad chunk size \"1ffffffffffffffff\"";
+        assert_eq!(check_once(&digest, bad).await, CheckResult::Down(reason.into()));
     }
 
     // HTTPS against a local rustls server with a self-signed certificate.

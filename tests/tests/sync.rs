@@ -1,19 +1,18 @@
-//! Sync over a veth pair between two network namespaces (root only;
-//! skipped otherwise).
+//! Connection sync over a veth pair between two network namespaces: lbd's
+//! sender and receiver, and strangers (root only; skipped otherwise).
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     time::Duration,
 };
 
-use tokio::sync::mpsc;
-
-use super::{
+use lb_tests::netns::{VETH_ADDR_A as ADDR_A, VETH_ADDR_B as ADDR_B, VethPair, spawn_in_netns};
+use lb_userspace::sync::{
     config::{SyncConfig, SyncKey, Transport},
     net::{ReceivedBatch, SyncReceiver, SyncSender, SyncStats},
     wire::{Encoder, RecordKind, SyncRecord},
 };
-use crate::vrrp::testns::{ADDR_A, ADDR_B, TestNet, spawn_in_netns};
+use tokio::sync::mpsc;
 
 fn record(i: u16) -> SyncRecord {
     SyncRecord {
@@ -42,7 +41,7 @@ fn config(interface: &str, peer: Ipv4Addr, transport: Transport) -> SyncConfig {
 /// Starts a receiver in namespace b; returns what it got within `wait`,
 /// and its counters.
 fn receive_in_b(
-    net: &TestNet,
+    net: &VethPair,
     c: SyncConfig,
     ready: std::sync::mpsc::Sender<()>,
     wait: Duration,
@@ -65,7 +64,7 @@ fn receive_in_b(
 }
 
 fn pass_records(transport: Transport, tag: &str) {
-    let Some(net) = TestNet::new(tag) else { return };
+    let Some(net) = VethPair::new(tag) else { return };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = receive_in_b(&net, config("vb", ADDR_A, transport), ready_tx, Duration::from_millis(1500));
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -105,7 +104,7 @@ fn records_pass_by_unicast() {
 
 #[test]
 fn strangers_and_wrong_keys_are_refused() {
-    let Some(net) = TestNet::new("sync3") else { return };
+    let Some(net) = VethPair::new("sync3") else { return };
     // A second address on a's side: not a peer.
     net.ip(&net.a, &["addr", "add", "192.0.2.3/24", "dev", "va"]);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -1,6 +1,6 @@
-//! VRRP over a real link: two network namespaces joined by a veth pair
-//! (root only; skipped otherwise), and keepalived on the other end when it
-//! is installed.
+//! VRRP over a real link: lbd's VRRP instances in two network namespaces
+//! joined by a veth pair (root only; skipped otherwise), and keepalived on
+//! the other end when it is installed.
 
 use std::{
     net::Ipv4Addr,
@@ -10,16 +10,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{oneshot, watch};
-
-use super::{
-    config::{Vip, VrrpConfig},
-    instance::{VrrpInstance, VrrpStatus},
-    net::{AdvertSocket, if_index},
-    packet::{AUTH_NONE, Advert, Version},
-    state::State,
-    testns::{ADDR_A, ADDR_B, TestNet, spawn_in_netns, wait_for},
+use lb_tests::{
+    keepalived::{self, Keepalived},
+    netns::{VETH_ADDR_A as ADDR_A, VETH_ADDR_B as ADDR_B, VethPair, spawn_in_netns},
 };
+use lb_userspace::{
+    model::Protocol,
+    vrrp::{
+        config::{TrackService, Vip, VrrpConfig},
+        instance::{VrrpInstance, VrrpStatus},
+        net::{AdvertSocket, if_index},
+        packet::{AUTH_NONE, Advert, Version},
+        state::State,
+    },
+};
+use tokio::sync::{oneshot, watch};
 
 enum Stop {
     Clean,
@@ -103,6 +108,21 @@ fn config(interface: &str, priority: u8, interval: Duration) -> VrrpConfig {
     c
 }
 
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns how
+/// long it took, or `None`.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Skew time of a v3 backup of this priority whose master adverts every
 /// `interval`.
 fn skew(priority: u8, interval: Duration) -> Duration {
@@ -111,7 +131,7 @@ fn skew(priority: u8, interval: Duration) -> Duration {
 
 #[test]
 fn two_instances_elect_a_master_and_fail_over_on_clean_shutdown() {
-    let Some(net) = TestNet::new("vrrp1") else { return };
+    let Some(net) = VethPair::new("vrrp1") else { return };
     let interval = Duration::from_millis(300);
     let notes = std::env::temp_dir().join(format!("lbt-vrrpnotify-{}", std::process::id()));
     let _ = std::fs::remove_file(&notes);
@@ -165,7 +185,7 @@ fn two_instances_elect_a_master_and_fail_over_on_clean_shutdown() {
 
 #[test]
 fn a_crashed_master_is_replaced_after_the_master_down_interval() {
-    let Some(net) = TestNet::new("vrrp2") else { return };
+    let Some(net) = VethPair::new("vrrp2") else { return };
     let interval = Duration::from_millis(200);
     let mut a = Running::start(&net.a, config("va", 200, interval));
     let b = Running::start(&net.b, config("vb", 100, interval));
@@ -184,7 +204,7 @@ fn a_crashed_master_is_replaced_after_the_master_down_interval() {
 
 #[test]
 fn a_tracked_interface_going_down_hands_over() {
-    let Some(net) = TestNet::new("vrrp5") else { return };
+    let Some(net) = VethPair::new("vrrp5") else { return };
     // d0's carrier is d1's state (no dummy driver here).
     net.ip(&net.a, &["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
     net.ip(&net.a, &["link", "set", "d0", "up"]);
@@ -208,11 +228,10 @@ fn a_tracked_interface_going_down_hands_over() {
 
 #[test]
 fn a_tracked_service_without_real_servers_lowers_the_priority() {
-    let Some(net) = TestNet::new("vrrp6") else { return };
+    let Some(net) = VethPair::new("vrrp6") else { return };
     let interval = Duration::from_millis(200);
     let mut ca = config("va", 200, interval);
-    ca.track_service =
-        vec![super::config::TrackService { protocol: crate::model::Protocol::Tcp, vip: VIP, port: 80, weight: -150 }];
+    ca.track_service = vec![TrackService { protocol: Protocol::Tcp, vip: VIP, port: 80, weight: -150 }];
     let a = Running::start(&net.a, ca);
     let b = Running::start(&net.b, config("vb", 100, interval));
     wait_for(Duration::from_secs(10), || a.state() == State::Master && b.state() == State::Backup).expect("election");
@@ -266,7 +285,7 @@ fn count_garps(dev: &str, vip: Ipv4Addr, wait: Duration) -> usize {
 
 #[test]
 fn a_master_hearing_a_lower_master_stays_and_sends_garps_again() {
-    let Some(net) = TestNet::new("vrrp3") else { return };
+    let Some(net) = VethPair::new("vrrp3") else { return };
     let interval = Duration::from_millis(200);
     let mut c = config("va", 200, interval);
     c.garp_master_delay = Duration::ZERO;
@@ -303,7 +322,7 @@ fn a_master_hearing_a_lower_master_stays_and_sends_garps_again() {
 
 #[test]
 fn bad_adverts_are_counted_and_ignored() {
-    let Some(net) = TestNet::new("vrrp4") else { return };
+    let Some(net) = VethPair::new("vrrp4") else { return };
     let interval = Duration::from_millis(200);
     let a = Running::start(&net.a, config("va", 100, interval));
     wait_for(Duration::from_secs(10), || a.state() == State::Master).expect("master");
@@ -334,14 +353,9 @@ fn bad_adverts_are_counted_and_ignored() {
 
 // keepalived on the other end.
 
-fn keepalived_installed() -> bool {
-    std::path::Path::new("/usr/sbin/keepalived").exists()
-}
-
 fn interop(version: Version, tag: &str) {
-    let Some(mut net) = TestNet::new(tag) else { return };
-    if !keepalived_installed() {
-        eprintln!("skipped: keepalived is not installed");
+    let Some(net) = VethPair::new(tag) else { return };
+    if !keepalived::installed_or_skip(tag) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("lbt-{tag}-{}", std::process::id()));
@@ -356,26 +370,8 @@ fn interop(version: Version, tag: &str) {
         "global_defs {{\n  router_id {tag}\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface va\n  virtual_router_id 42\n  priority 100\n  advert_int {advert_int}\n  version {}\n{auth}  virtual_ipaddress {{\n    192.0.2.100/24\n  }}\n}}\n",
         version.number()
     );
-    std::fs::write(dir.join("keepalived.conf"), conf).unwrap();
-    let arg = |name: &str| dir.join(name).display().to_string();
-    let log = dir.join("keepalived.log");
-    let pid = net.spawn_in(
-        &net.a.clone(),
-        &[
-            "keepalived",
-            "-n",
-            "-l",
-            "-D",
-            "--vrrp",
-            "-f",
-            &arg("keepalived.conf"),
-            "-p",
-            &arg("keepalived.pid"),
-            "-r",
-            &arg("vrrp.pid"),
-        ],
-        &log,
-    );
+    let mut keepalived = Keepalived::new(&net.a, &dir, tag);
+    keepalived.start(&conf);
     let ours = |priority| {
         let mut c = config("vb", priority, interval);
         c.version = version;
@@ -385,7 +381,7 @@ fn interop(version: Version, tag: &str) {
         c
     };
     let keepalived_has_vip = || net.has_address(&net.a, "va", "192.0.2.100");
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let log_text = || keepalived.log();
 
     // keepalived alone: master.
     wait_for(Duration::from_secs(15), keepalived_has_vip)
@@ -427,7 +423,7 @@ fn interop(version: Version, tag: &str) {
     assert_eq!(s.bad_adverts, 0, "{s:?}");
     assert!(keepalived_has_vip());
     drop(low);
-    net.terminate(pid);
+    keepalived.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,12 +1,19 @@
-//! Running `sh -c COMMAND` with a time limit, for exec checks and notify
-//! commands.
+//! Running `sh -c COMMAND` with a time limit: exec health checks, the
+//! health checks' notify and quorum commands, VRRP's notify scripts. Each
+//! runs in a process group of its own, killed whole past the limit or when
+//! the run is dropped, so nothing it started outlives it by accident.
 
 use std::{io, process::ExitStatus, process::Stdio, time::Duration};
 
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
 use tokio::process::{Child, Command};
 
-/// `sh -c command`, with no stdin/stdout/stderr: nobody reads them, and a
-/// pipe left open by a grandchild must not keep anything waiting.
+/// `sh -c command`, with stdin, stdout and stderr on /dev/null (as
+/// keepalived's `notify_exec`): nobody reads them, and a pipe left open by
+/// a grandchild must not keep anything waiting.
 pub(crate) fn shell(command: &str) -> Command {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
@@ -61,8 +68,8 @@ struct GroupKiller(Option<u32>);
 impl GroupKiller {
     fn kill(&mut self) {
         if let Some(pgid) = self.0.take() {
-            // SAFETY: kill(2) has no memory effects; the group is ours.
-            unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+            // The group may be gone already; nothing to do then.
+            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
         }
     }
 }
@@ -90,6 +97,17 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!marker.exists(), "a child of the command outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_group() {
+        let marker = std::env::temp_dir().join(format!("lb-process-dropped-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let cmd = shell(&format!("(sleep 1; touch {}) & wait", marker.display()));
+        let run = run(cmd, Duration::from_secs(10));
+        assert!(tokio::time::timeout(Duration::from_millis(300), run).await.is_err());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "a child of the command outlived its dropped run");
     }
 
     #[tokio::test]
