@@ -452,12 +452,6 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         None => Some(Scheduler::Wlc),
         Some(v) => c.parse::<Scheduler>(v, &key("scheduler")),
     };
-    if let Some(sched) = scheduler
-        && !sched.is_implemented()
-    {
-        let span = s.scheduler.as_ref().map_or(s.vip.span(), |v| v.span());
-        c.error(span, key("scheduler"), format!("scheduler \"{sched}\" is not implemented yet (rr, wrr)"));
-    }
     let forwarding = match &s.forwarding {
         None => Some(Forwarding::Dr),
         Some(f) => check_forwarding(c, f, &key("forwarding")),
