@@ -1,11 +1,11 @@
 //! The TOML config: parsed and validated completely before anything touches
 //! the kernel. Every error names the file, the line and the key.
 
+pub mod check;
+
 use std::{
     collections::HashMap,
-    fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    ops::Range,
     path::{Path, PathBuf},
 };
 
@@ -13,6 +13,8 @@ use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use self::check::{ConfigError, ConfigErrors};
+use self::check::{Checker, Source};
 use crate::{
     health::{HealthCheck, Quorum, RawHealthCheck, ResolveContext},
     sync::config::{RawSync, SyncConfig},
@@ -104,47 +106,6 @@ pub struct RealConfig {
     pub health: HealthCheck,
 }
 
-/// One thing wrong with the config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: Option<usize>,
-    /// Dotted path of the key, e.g. `service[1].real[0].weight`.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Everything wrong with a config, in file order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 // The file as written, with spans for error messages.
 
 #[derive(Deserialize)]
@@ -205,66 +166,6 @@ struct RawReal {
     health_check: Option<Spanned<RawHealthCheck>>,
 }
 
-/// Byte offsets to line numbers.
-struct Lines {
-    starts: Vec<usize>,
-}
-
-impl Lines {
-    fn new(text: &str) -> Self {
-        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Self { starts }
-    }
-
-    fn line(&self, offset: usize) -> usize {
-        self.starts.partition_point(|&s| s <= offset)
-    }
-}
-
-/// Collects errors while validating.
-struct Checker<'a> {
-    file: &'a str,
-    lines: Lines,
-    errors: Vec<ConfigError>,
-}
-
-impl Checker<'_> {
-    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            line: Some(self.lines.line(span.start)),
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    fn line(&self, span: &Range<usize>) -> usize {
-        self.lines.line(span.start)
-    }
-
-    /// A string value parsed with `FromStr`, or an error at its line.
-    fn parse<T: std::str::FromStr<Err = String>>(&mut self, value: &Spanned<String>, key: &str) -> Option<T> {
-        match value.get_ref().parse() {
-            Ok(v) => Some(v),
-            Err(message) => {
-                self.error(value.span(), key, message);
-                None
-            }
-        }
-    }
-
-    fn integer(&mut self, value: &Option<Spanned<i64>>, key: &str, range: Range<i64>, default: i64) -> Option<i64> {
-        let Some(value) = value else { return Some(default) };
-        let v = *value.get_ref();
-        if range.contains(&v) {
-            Some(v)
-        } else {
-            self.error(value.span(), key, format!("{v} is out of range {}..={}", range.start, range.end - 1));
-            None
-        }
-    }
-}
-
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -281,18 +182,16 @@ impl Config {
 
     /// Validates `text` as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
-        let lines = Lines::new(text);
+        let source = Source::new(path.display().to_string(), text);
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| lines.line(s.start));
             ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                line,
+                file: source.file().to_string(),
+                line: e.span().map(|s| source.line(s.start)),
                 key: String::new(),
                 message: e.message().trim_end().to_string(),
             }])
         })?;
-        let mut c = Checker { file: &file, lines, errors: Vec::new() };
+        let mut c = Checker::new(&source);
         let director = check_director(&mut c, &raw.director);
         let mut services = Vec::new();
         let mut seen: HashMap<(Protocol, Ipv4Addr, u16), usize> = HashMap::new();
@@ -347,10 +246,8 @@ impl Config {
             },
         };
         match director {
-            Some(director) if c.errors.is_empty() => {
-                Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync })
-            }
-            _ => Err(ConfigErrors(c.errors)),
+            Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync }),
+            _ => Err(ConfigErrors(c.into_errors())),
         }
     }
 }
@@ -374,7 +271,7 @@ fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<Directo
     let conn_table_size = c.integer(
         &d.conn_table_size,
         "director.conn_table_size",
-        1024..(1 << 27) + 1,
+        1024..=1 << 27,
         lb_common::DEFAULT_CONN_TABLE_SIZE as i64,
     );
     let pin_path = match &d.pin_path {
@@ -395,10 +292,11 @@ fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<Directo
         Some(p) => PathBuf::from(p.get_ref()),
     };
     let defaults = Timeouts::default();
-    let day = 86_400 * 365;
-    let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..day, defaults.tcp as i64);
-    let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..day, defaults.tcpfin as i64);
-    let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..day, defaults.udp as i64);
+    // Under a year.
+    let max = 86_400 * 365 - 1;
+    let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..=max, defaults.tcp as i64);
+    let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..=max, defaults.tcpfin as i64);
+    let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..=max, defaults.udp as i64);
     let tun_source = match &d.tun_source {
         None => None,
         Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
@@ -481,7 +379,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         options.flags |= lb_common::service_flag::SLOPPY_TCP;
     }
     if let Some(t) = &s.persistence_timeout {
-        options.persistence_timeout = c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..(1 << 31), 300).map(|v| v as u32);
+        options.persistence_timeout = c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..=i32::MAX as i64, 300).map(|v| v as u32);
     }
     if let Some(m) = &s.persistence_netmask {
         match m.get_ref().parse::<Ipv4Addr>() {
@@ -526,9 +424,9 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
                 None
             }
         };
-        let weight = c.integer(&rs.weight, &rkey("weight"), 0..MAX_WEIGHT as i64 + 1, 1);
-        let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..(1 << 31), 0);
-        let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..(1 << 31), 0);
+        let weight = c.integer(&rs.weight, &rkey("weight"), 0..=MAX_WEIGHT as i64, 1);
+        let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..=i32::MAX as i64, 0);
+        let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..=i32::MAX as i64, 0);
         if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span()))
             && u != 0
             && l > u
@@ -631,8 +529,8 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         },
     };
     let quorum = Quorum {
-        quorum: c.integer(&s.quorum, &key("quorum"), 1..(1 << 31), 1).unwrap_or(1) as u32,
-        hysteresis: c.integer(&s.hysteresis, &key("hysteresis"), 0..(1 << 31), 0).unwrap_or(0) as u32,
+        quorum: c.integer(&s.quorum, &key("quorum"), 1..=i32::MAX as i64, 1).unwrap_or(1) as u32,
+        hysteresis: c.integer(&s.hysteresis, &key("hysteresis"), 0..=i32::MAX as i64, 0).unwrap_or(0) as u32,
     };
     let (vip, port) = vip?;
     Some(ServiceConfig {
