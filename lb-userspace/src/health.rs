@@ -38,7 +38,7 @@ pub mod tracker;
 
 pub use config::{
     CheckKind, ExecProbe, HealthCheck, HealthCheckError, HttpProbe, Probe, RawHealthCheck, ResolveContext, StatusCodes,
-    TlsOptions, parse_duration,
+    TlsOptions,
 };
 pub use monitor::{HealthEvent, HealthMonitor, MonitorChanges, MonitoredReal, RealStatus, ServiceKey};
 pub use notify::DEFAULT_NOTIFY_TIMEOUT;

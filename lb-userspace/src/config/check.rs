@@ -7,8 +7,10 @@ use std::{
     fmt,
     ops::{Range, RangeInclusive},
     str::FromStr,
+    time::Duration,
 };
 
+use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 /// One thing wrong with the config.
@@ -147,6 +149,24 @@ impl<'s> Checker<'s> {
             }
         }
     }
+
+    /// A duration within `range`: `default` if not given, `None` if wrong.
+    pub fn duration(
+        &mut self,
+        value: &Option<Spanned<RawDuration>>,
+        key: &str,
+        range: DurationRange,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(value) = value else { return Some(default) };
+        match value.get_ref().check(range) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.error(value.span(), key, message);
+                None
+            }
+        }
+    }
 }
 
 /// `value` if within `range`, else the one wording of an integer out of range.
@@ -155,5 +175,172 @@ pub fn in_range(value: i64, range: &RangeInclusive<i64>) -> Result<i64, String> 
         Ok(value)
     } else {
         Err(format!("{value} is out of range {}..={}", range.start(), range.end()))
+    }
+}
+
+// Durations.
+
+/// The longest duration any key takes: a number of seconds above it is out
+/// of range for the health check's keys, and text above it is no duration.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration as written: seconds, or a string such as "500ms". Checked
+/// against its key's [`DurationRange`] with the table's other values, so a
+/// bad one is reported with the others.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawDuration {
+    Seconds(i64),
+    FractionalSeconds(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"5s\", \"1m\" or a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Seconds(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Seconds(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
+                Ok(RawDuration::FractionalSeconds(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The durations a key takes, and how a value outside them is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurationRange {
+    /// From this to [`MAX_DURATION`] (the `health_check` keys): "must be at
+    /// least 10ms", "90000 seconds is out of range 0..=86400".
+    AtLeast(Duration),
+    /// From the first to the second (the `[[vrrp]]` and `[sync]` keys),
+    /// both shown: "1001s is out of range 0s..=1000s"; a negative number
+    /// "is not a duration".
+    Within(Duration, Duration),
+}
+
+impl RawDuration {
+    /// The duration if `range` takes it, else what is wrong with it.
+    pub fn check(&self, range: DurationRange) -> Result<Duration, String> {
+        let beyond_max = |v: &dyn fmt::Display| format!("{v} seconds is out of range 0..={}", MAX_DURATION.as_secs());
+        let d = match (self, range) {
+            (Self::Text(t), _) => parse_duration(t)?,
+            (Self::Seconds(n), DurationRange::AtLeast(_)) => u64::try_from(*n)
+                .ok()
+                .map(Duration::from_secs)
+                .filter(|d| *d <= MAX_DURATION)
+                .ok_or_else(|| beyond_max(n))?,
+            (Self::FractionalSeconds(f), DurationRange::AtLeast(_)) => seconds(*f).ok_or_else(|| beyond_max(f))?,
+            (Self::Seconds(n), DurationRange::Within(..)) => {
+                u64::try_from(*n).map(Duration::from_secs).map_err(|_| format!("{n} is not a duration"))?
+            }
+            (Self::FractionalSeconds(f), DurationRange::Within(..)) => {
+                if !(f.is_finite() && *f >= 0.0 && *f < 1e9) {
+                    return Err(format!("{f} is not a duration"));
+                }
+                Duration::from_secs_f64(*f)
+            }
+        };
+        match range {
+            DurationRange::AtLeast(min) if d < min => Err(format!("must be at least {}", fmt_duration(min))),
+            DurationRange::Within(min, max) if d < min || d > max => {
+                Err(format!("{} is out of range {}..={}", fmt_duration(d), fmt_duration(min), fmt_duration(max)))
+            }
+            _ => Ok(d),
+        }
+    }
+}
+
+/// Parses "500ms", "5s", "1m", "2h", "1m30s", "1.5s", or a bare number of
+/// seconds ("5", "0.5"), up to [`MAX_DURATION`]. (Not `humantime`: it takes
+/// more units than these, "5sec" or "1d", and no bare numbers.)
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{text}\" is not a duration (like \"500ms\", \"5s\", \"1m\", or a number of seconds)");
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return seconds(secs).ok_or_else(bad);
+    }
+    let mut total = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let unit_len = rest[number_len..].find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len() - number_len);
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        let scale = match &rest[number_len..number_len + unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number * scale;
+        rest = rest[number_len + unit_len..].trim_start();
+    }
+    seconds(total).ok_or_else(bad)
+}
+
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0 && secs <= MAX_DURATION.as_secs_f64()).then(|| Duration::from_secs_f64(secs))
+}
+
+/// "5s", or "1500ms" for a duration with a fraction of a second.
+pub fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("5s"), Ok(ms(5000)));
+        assert_eq!(parse_duration("1m"), Ok(ms(60_000)));
+        assert_eq!(parse_duration("2h"), Ok(ms(7_200_000)));
+        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1m 30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("5"), Ok(ms(5000)));
+        assert_eq!(parse_duration("0.25"), Ok(ms(250)));
+        assert_eq!(parse_duration(" 3s "), Ok(ms(3000)));
+        for bad in ["", "s", "5x", "-1s", "5 s s", "1.2.3s", "ms5", "25h", "-3", "5sec"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+        let any = DurationRange::AtLeast(Duration::ZERO);
+        assert_eq!(RawDuration::Seconds(3).check(any), Ok(ms(3000)));
+        assert_eq!(RawDuration::FractionalSeconds(0.5).check(any), Ok(ms(500)));
+        assert!(RawDuration::Seconds(-1).check(any).is_err());
+    }
+
+    #[test]
+    fn each_range_reads_as_its_keys_always_have() {
+        let at_least = DurationRange::AtLeast(Duration::from_millis(10));
+        let within = DurationRange::Within(Duration::ZERO, Duration::from_secs(1000));
+        let check = |raw: RawDuration, range| raw.check(range).unwrap_err();
+        assert_eq!(check(RawDuration::Seconds(0), at_least), "must be at least 10ms");
+        assert_eq!(check(RawDuration::Seconds(90_000), at_least), "90000 seconds is out of range 0..=86400");
+        assert_eq!(check(RawDuration::Seconds(-1), at_least), "-1 seconds is out of range 0..=86400");
+        assert_eq!(check(RawDuration::Seconds(1001), within), "1001s is out of range 0s..=1000s");
+        assert_eq!(check(RawDuration::Text("1500s".into()), within), "1500s is out of range 0s..=1000s");
+        assert_eq!(check(RawDuration::Seconds(-1), within), "-1 is not a duration");
+        assert_eq!(check(RawDuration::FractionalSeconds(f64::NAN), within), "NaN is not a duration");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

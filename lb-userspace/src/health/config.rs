@@ -28,8 +28,8 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-/// The longest interval, timeout or delay accepted.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+use crate::config::check::{DurationRange, RawDuration};
+
 /// The most `retry` or `rise` accepted.
 pub const MAX_COUNT: i64 = 1000;
 
@@ -371,40 +371,6 @@ impl RawHealthCheck {
     }
 }
 
-/// A duration as written: seconds, or a string such as "500ms". Checked
-/// when resolving, so a bad one is reported with the others.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RawDuration {
-    Seconds(i64),
-    FractionalSeconds(f64),
-    Text(String),
-}
-
-impl<'de> Deserialize<'de> for RawDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = RawDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"500ms\", \"5s\", \"1m\" or a number of seconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
-                Ok(RawDuration::Seconds(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
-                Ok(RawDuration::Seconds(i64::try_from(v).unwrap_or(i64::MAX)))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
-                Ok(RawDuration::FractionalSeconds(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
-                Ok(RawDuration::Text(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// `status` as written: a code, a "lo-hi" range, or a list of those.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawStatus(pub Vec<RawStatusItem>);
@@ -466,57 +432,6 @@ impl<'de> Deserialize<'de> for RawStatus {
     }
 }
 
-/// Parses "500ms", "5s", "1m", "2h", "1m30s", "1.5s", or a bare number of
-/// seconds ("5", "0.5").
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("\"{text}\" is not a duration (like \"500ms\", \"5s\", \"1m\", or a number of seconds)");
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return seconds(secs).ok_or_else(bad);
-    }
-    let mut total = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let unit_len = rest[number_len..].find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len() - number_len);
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        let scale = match &rest[number_len..number_len + unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += number * scale;
-        rest = rest[number_len + unit_len..].trim_start();
-    }
-    seconds(total).ok_or_else(bad)
-}
-
-fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs <= MAX_DURATION.as_secs_f64()).then(|| Duration::from_secs_f64(secs))
-}
-
-fn raw_duration(value: &RawDuration) -> Result<Duration, String> {
-    let out_of_range = |v: &dyn fmt::Display| format!("{v} seconds is out of range 0..={}", MAX_DURATION.as_secs());
-    match value {
-        RawDuration::Seconds(n) => u64::try_from(*n)
-            .ok()
-            .map(Duration::from_secs)
-            .filter(|d| *d <= MAX_DURATION)
-            .ok_or_else(|| out_of_range(n)),
-        RawDuration::FractionalSeconds(f) => seconds(*f).ok_or_else(|| out_of_range(f)),
-        RawDuration::Text(t) => parse_duration(t),
-    }
-}
-
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
-}
-
 // Resolving.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -573,11 +488,7 @@ impl<'r> Resolver<'r> {
         min: Duration,
     ) -> Duration {
         let Some(field) = self.pick(name, get) else { return default };
-        match raw_duration(field.value) {
-            Ok(d) if d < min => {
-                self.error(&field, format!("must be at least {}", fmt_duration(min)));
-                default
-            }
+        match field.value.check(DurationRange::AtLeast(min)) {
             Ok(d) => d,
             Err(message) => {
                 self.error(&field, message);
@@ -844,27 +755,6 @@ fn parse_md5(text: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let ms = Duration::from_millis;
-        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
-        assert_eq!(parse_duration("5s"), Ok(ms(5000)));
-        assert_eq!(parse_duration("1m"), Ok(ms(60_000)));
-        assert_eq!(parse_duration("2h"), Ok(ms(7_200_000)));
-        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
-        assert_eq!(parse_duration("1m 30s"), Ok(ms(90_000)));
-        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
-        assert_eq!(parse_duration("5"), Ok(ms(5000)));
-        assert_eq!(parse_duration("0.25"), Ok(ms(250)));
-        assert_eq!(parse_duration(" 3s "), Ok(ms(3000)));
-        for bad in ["", "s", "5x", "-1s", "5 s s", "1.2.3s", "ms5", "25h", "-3", "5sec"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
-        }
-        assert_eq!(raw_duration(&RawDuration::Seconds(3)), Ok(ms(3000)));
-        assert_eq!(raw_duration(&RawDuration::FractionalSeconds(0.5)), Ok(ms(500)));
-        assert!(raw_duration(&RawDuration::Seconds(-1)).is_err());
-    }
 
     /// The two tables as a test writes them, with line numbers for spans.
     #[derive(Deserialize)]

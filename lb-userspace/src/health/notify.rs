@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use super::{
-    config::fmt_duration,
-    process::{self, RunError},
-};
+use super::process::{self, RunError};
+use crate::config::check::fmt_duration;
 
 /// How long a notify command may run before it is killed.
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);

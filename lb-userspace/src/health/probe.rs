@@ -25,10 +25,11 @@ use tokio::{
 };
 
 use super::{
-    config::{ExecProbe, HealthCheck, Probe, fmt_duration},
+    config::{ExecProbe, HealthCheck, Probe},
     process::{self, RunError},
     tracker::CheckResult,
 };
+use crate::config::check::fmt_duration;
 
 /// Checks the real server `real` (its address and port) once.
 pub async fn check_once(check: &HealthCheck, real: SocketAddr) -> CheckResult {

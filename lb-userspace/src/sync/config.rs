@@ -25,7 +25,7 @@ use toml::Spanned;
 
 use super::wire::{DEFAULT_MAX_LEN, MAX_MAX_LEN, MIN_MAX_LEN};
 use crate::{
-    health::config::RawDuration,
+    config::check::RawDuration,
     vrrp::config::{Errors, VrrpConfigError, interface_name_ok},
 };
 

@@ -46,7 +46,7 @@ use super::{
     state::Params,
 };
 use crate::{
-    health::config::{RawDuration, parse_duration},
+    config::check::{DurationRange, RawDuration, fmt_duration},
     model::Protocol,
 };
 
@@ -257,11 +257,7 @@ impl Errors {
         range: (Duration, Duration),
     ) -> Duration {
         let Some(v) = value else { return default };
-        match duration_value(v.get_ref()) {
-            Ok(d) if d < range.0 || d > range.1 => {
-                self.add(v.span(), key, format!("{} is out of range {}..={}", show(d), show(range.0), show(range.1)));
-                default
-            }
+        match v.get_ref().check(DurationRange::Within(range.0, range.1)) {
             Ok(d) => d,
             Err(message) => {
                 self.add(v.span(), key, message);
@@ -288,25 +284,6 @@ impl Errors {
             return None;
         }
         Some(v.get_ref().clone())
-    }
-}
-
-/// A `RawDuration`'s value.
-pub(crate) fn duration_value(value: &RawDuration) -> Result<Duration, String> {
-    match value {
-        RawDuration::Seconds(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        RawDuration::FractionalSeconds(f) if f.is_finite() && *f >= 0.0 && *f < 1e9 => Ok(Duration::from_secs_f64(*f)),
-        RawDuration::Text(t) => parse_duration(t),
-        RawDuration::Seconds(n) => Err(format!("{n} is not a duration")),
-        RawDuration::FractionalSeconds(f) => Err(format!("{f} is not a duration")),
-    }
-}
-
-pub(crate) fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 
@@ -369,19 +346,20 @@ pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
 
     // The advert interval: whole seconds in v2, centiseconds in v3.
     if let Some(v) = &raw.advert_interval {
-        match duration_value(v.get_ref()) {
+        // Any duration here; the version decides the range.
+        match v.get_ref().check(DurationRange::Within(Duration::ZERO, Duration::MAX)) {
             Err(message) => e.add(v.span(), "advert_interval", message),
             Ok(d) => match c.version {
                 Version::V2 if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) => {
                     let hint = if d < Duration::from_secs(1) { " (sub-second intervals need version = 3)" } else { "" };
-                    e.add(v.span(), "advert_interval", format!("{} is not 1s..=255s in whole seconds{hint}", show(d)))
+                    e.add(v.span(), "advert_interval", format!("{} is not 1s..=255s in whole seconds{hint}", fmt_duration(d)))
                 }
                 Version::V3
                     if d.as_nanos() % 10_000_000 != 0
                         || d.is_zero()
                         || d.as_millis() / 10 > u128::from(MAX_V3_INTERVAL_CS) =>
                 {
-                    e.add(v.span(), "advert_interval", format!("{} is not 10ms..=40950ms in steps of 10ms", show(d)))
+                    e.add(v.span(), "advert_interval", format!("{} is not 10ms..=40950ms in steps of 10ms", fmt_duration(d)))
                 }
                 _ => c.advert_interval = d,
             },
