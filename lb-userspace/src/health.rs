@@ -37,8 +37,7 @@ mod process;
 pub mod tracker;
 
 pub use config::{
-    CheckKind, ExecProbe, HealthCheck, HealthCheckError, HttpProbe, Probe, RawHealthCheck, ResolveContext, StatusCodes,
-    TlsOptions,
+    CheckKind, ExecProbe, HealthCheck, HttpProbe, Probe, RawHealthCheck, ResolveContext, StatusCodes, TlsOptions,
 };
 pub use monitor::{HealthEvent, HealthMonitor, MonitorChanges, MonitoredReal, RealStatus, ServiceKey};
 pub use notify::DEFAULT_NOTIFY_TIMEOUT;

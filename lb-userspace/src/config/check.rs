@@ -112,6 +112,14 @@ impl<'s> Checker<'s> {
         self.errors.is_empty()
     }
 
+    /// Runs `check`, which reports its mistakes here; its value only if it
+    /// found none.
+    pub fn if_clean<T>(&mut self, check: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        let before = self.errors.len();
+        let value = check(self);
+        (self.errors.len() == before).then_some(value)
+    }
+
     pub fn into_errors(self) -> Vec<ConfigError> {
         self.errors
     }
@@ -130,6 +138,16 @@ impl<'s> Checker<'s> {
                 None
             }
         }
+    }
+
+    /// A text that is not blank, `None` if not given or blank.
+    pub fn text(&mut self, value: &Option<Spanned<String>>, key: &str) -> Option<String> {
+        let value = value.as_ref()?;
+        if value.get_ref().trim().is_empty() {
+            self.error(value.span(), key, "must not be empty");
+            return None;
+        }
+        Some(value.get_ref().clone())
     }
 
     /// An integer within `range`: `default` if not given, `None` if wrong.
@@ -166,6 +184,14 @@ impl<'s> Checker<'s> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Checker<'_> {
+    /// "LINE: KEY: MESSAGE" for each mistake, as the tables' tests compare them.
+    pub fn line_key_messages(self) -> Vec<String> {
+        self.errors.into_iter().map(|e| format!("{}: {}: {}", e.line.unwrap_or(0), e.key, e.message)).collect()
     }
 }
 

@@ -210,15 +210,7 @@ impl Config {
                 services.push(s);
             }
         }
-        let vrrp = match crate::vrrp::resolve_all(&raw.vrrp, "vrrp") {
-            Ok(v) => v,
-            Err(errors) => {
-                for e in errors {
-                    c.error(e.span, e.key, e.message);
-                }
-                Vec::new()
-            }
-        };
+        let vrrp = crate::vrrp::resolve_all(&raw.vrrp, "vrrp", &mut c).unwrap_or_default();
         // Tracked services must be services of this file.
         for (i, (instance, raw_instance)) in vrrp.iter().zip(&raw.vrrp).enumerate() {
             for (j, t) in instance.track_service.iter().enumerate() {
@@ -233,18 +225,7 @@ impl Config {
                 }
             }
         }
-        let sync = match &raw.sync {
-            None => None,
-            Some(raw_sync) => match SyncConfig::resolve(raw_sync, "sync") {
-                Ok(s) => s.enabled.then_some(s),
-                Err(errors) => {
-                    for e in errors {
-                        c.error(e.span, e.key, e.message);
-                    }
-                    None
-                }
-            },
-        };
+        let sync = raw.sync.as_ref().and_then(|s| SyncConfig::resolve(s, "sync", &mut c)).filter(|s| s.enabled);
         match director {
             Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync }),
             _ => Err(ConfigErrors(c.into_errors())),
@@ -460,19 +441,11 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
                 };
                 let svc_check = s.health_check.as_ref().map(|h| h.get_ref());
                 let real_check = rs.health_check.as_ref().map(|h| h.get_ref());
-                match HealthCheck::resolve(svc_check, real_check, &ctx) {
-                    Ok(h) => h,
-                    Err(errors) => {
-                        // The service's own mistakes show once, at its first server.
-                        for e in errors {
-                            let own = e.key.starts_with(&real_key);
-                            if own || j == 0 {
-                                c.error(e.span, e.key, e.message);
-                            }
-                        }
-                        HealthCheck::default()
-                    }
-                }
+                let mut found = Checker::new(c.source());
+                let health = HealthCheck::resolve(svc_check, real_check, &ctx, &mut found);
+                // The service's own mistakes show once, at its first server.
+                c.extend(found.into_errors().into_iter().filter(|e| j == 0 || e.key.starts_with(&real_key)));
+                health.unwrap_or_default()
             };
             reals.push(RealConfig {
                 health,
@@ -508,14 +481,10 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
     if let (Some(check), Some((ip, port))) = (&s.health_check, vip) {
         let key = format!("service[{i}].health_check");
         let ctx = ResolveContext { service_key: &key, real_key: &key, address: Some(IpAddr::V4(ip)), port, span: check.span() };
-        match HealthCheck::resolve(Some(check.get_ref()), None, &ctx) {
-            Ok(h) => service_health = h,
-            Err(errors) if s.real.is_empty() => {
-                for e in errors {
-                    c.error(e.span, e.key, e.message);
-                }
-            }
-            Err(_) => {}
+        let mut found = Checker::new(c.source());
+        service_health = HealthCheck::resolve(Some(check.get_ref()), None, &ctx, &mut found).unwrap_or_default();
+        if s.real.is_empty() {
+            c.extend(found.into_errors());
         }
     }
     let sorry_server = match &s.sorry_server {

@@ -28,7 +28,7 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use crate::config::check::{DurationRange, RawDuration};
+use crate::config::check::{Checker, DurationRange, RawDuration, in_range};
 
 /// The most `retry` or `rise` accepted.
 pub const MAX_COUNT: i64 = 1000;
@@ -274,22 +274,6 @@ impl HealthCheck {
     }
 }
 
-/// One mistake in a `health_check` table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthCheckError {
-    /// Byte range in the config text, from the value's `Spanned`.
-    pub span: Range<usize>,
-    /// Dotted key, the context's prefix plus the field: `service[0].health_check.retry`.
-    pub key: String,
-    pub message: String,
-}
-
-impl From<HealthCheckError> for (Range<usize>, String, String) {
-    fn from(e: HealthCheckError) -> Self {
-        (e.span, e.key, e.message)
-    }
-}
-
 /// Where the tables being resolved sit in the config.
 #[derive(Clone, Debug)]
 pub struct ResolveContext<'a> {
@@ -448,14 +432,14 @@ struct Field<'r, T> {
     name: &'static str,
 }
 
-struct Resolver<'r> {
+struct Resolver<'r, 's> {
     service: Option<&'r RawHealthCheck>,
     real: Option<&'r RawHealthCheck>,
     ctx: &'r ResolveContext<'r>,
-    errors: Vec<HealthCheckError>,
+    c: &'r mut Checker<'s>,
 }
 
-impl<'r> Resolver<'r> {
+impl<'r> Resolver<'r, '_> {
     fn pick<T>(
         &self,
         name: &'static str,
@@ -477,7 +461,7 @@ impl<'r> Resolver<'r> {
 
     fn error<T>(&mut self, field: &Field<'_, T>, message: impl Into<String>) {
         let key = self.key(field.level, field.name);
-        self.errors.push(HealthCheckError { span: field.span.clone(), key, message: message.into() });
+        self.c.error(field.span.clone(), key, message);
     }
 
     fn duration(
@@ -505,12 +489,12 @@ impl<'r> Resolver<'r> {
         what: &str,
     ) -> u32 {
         let Some(field) = self.pick(name, get) else { return default };
-        let v = *field.value;
-        if (1..=MAX_COUNT).contains(&v) {
-            v as u32
-        } else {
-            self.error(&field, format!("{v} is out of range 1..={MAX_COUNT} ({what})"));
-            default
+        match in_range(*field.value, &(1..=MAX_COUNT)) {
+            Ok(v) => v as u32,
+            Err(message) => {
+                self.error(&field, format!("{message} ({what})"));
+                default
+            }
         }
     }
 
@@ -540,27 +524,36 @@ impl<'r> Resolver<'r> {
 impl HealthCheck {
     /// The check for one real server: the service's table overridden key by
     /// key by the real's. No table at all means no check (`kind = "none"`).
-    /// Every mistake is returned, each with its span and key.
+    /// Every mistake is reported to `c`, each with its line and key; `None`
+    /// if there was one.
     pub fn resolve(
         service: Option<&RawHealthCheck>,
         real: Option<&RawHealthCheck>,
         ctx: &ResolveContext,
-    ) -> Result<HealthCheck, Vec<HealthCheckError>> {
+        c: &mut Checker,
+    ) -> Option<HealthCheck> {
+        c.if_clean(|c| Self::resolve_tables(service, real, ctx, c))
+    }
+
+    /// [`Self::resolve`], with defaults in place of mistakes.
+    fn resolve_tables(
+        service: Option<&RawHealthCheck>,
+        real: Option<&RawHealthCheck>,
+        ctx: &ResolveContext,
+        c: &mut Checker,
+    ) -> HealthCheck {
         if service.is_none() && real.is_none() {
-            return Ok(HealthCheck::default());
+            return HealthCheck::default();
         }
-        let mut r = Resolver { service, real, ctx, errors: Vec::new() };
+        let mut r = Resolver { service, real, ctx, c };
 
         let kind_field = r.pick("kind", |h| &h.kind);
         let kind = match &kind_field {
             None => {
                 let level = if real.is_some() { Level::Real } else { Level::Service };
                 let names: Vec<_> = CheckKind::ALL.iter().map(|k| k.name()).collect();
-                r.errors.push(HealthCheckError {
-                    span: ctx.span.clone(),
-                    key: r.key(level, "kind"),
-                    message: format!("missing kind (one of {})", names.join(", ")),
-                });
+                let key = r.key(level, "kind");
+                r.c.error(ctx.span.clone(), key, format!("missing kind (one of {})", names.join(", ")));
                 None
             }
             Some(f) => match f.value.parse::<CheckKind>() {
@@ -586,7 +579,7 @@ impl HealthCheck {
                         } else {
                             format!("does not apply to kind \"{kind}\"")
                         };
-                        r.errors.push(HealthCheckError { span, key, message });
+                        r.c.error(span, key, message);
                     }
                 }
             }
@@ -622,18 +615,15 @@ impl HealthCheck {
         }
 
         if let Some(f) = r.pick("port", |h| &h.port) {
-            match u16::try_from(*f.value) {
-                Ok(p) if p != 0 => check.port = Some(p),
-                _ => r.error(&f, format!("{} is out of range 1..=65535", f.value)),
+            match in_range(*f.value, &(1..=65535)) {
+                Ok(p) => check.port = Some(p as u16),
+                Err(message) => r.error(&f, message),
             }
         } else if kind_known && ctx.port == 0 && matches!(kind, CheckKind::Tcp | CheckKind::Http | CheckKind::Https) {
             let level = if real.is_some() { Level::Real } else { Level::Service };
             let span = kind_field.as_ref().map_or(ctx.span.clone(), |f| f.span.clone());
-            r.errors.push(HealthCheckError {
-                span,
-                key: r.key(level, "port"),
-                message: format!("the service has port 0 (every port): a {kind} check needs a port"),
-            });
+            let key = r.key(level, "port");
+            r.c.error(span, key, format!("the service has port 0 (every port): a {kind} check needs a port"));
         }
 
         match &mut check.probe {
@@ -646,18 +636,15 @@ impl HealthCheck {
                 None if r.pick("command", |h| &h.command).is_none() => {
                     let span = kind_field.as_ref().map_or(ctx.span.clone(), |f| f.span.clone());
                     let level = kind_field.as_ref().map_or(Level::Service, |f| f.level);
-                    r.errors.push(HealthCheckError {
-                        span,
-                        key: r.key(level, "command"),
-                        message: "an exec check needs a command".into(),
-                    });
+                    let key = r.key(level, "command");
+                    r.c.error(span, key, "an exec check needs a command");
                 }
                 None => {}
             },
             Probe::None | Probe::Tcp | Probe::Ping | Probe::Exec(_) => {}
         }
 
-        if r.errors.is_empty() { Ok(check) } else { Err(r.errors) }
+        check
     }
 }
 
@@ -755,6 +742,7 @@ fn parse_md5(text: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::check::Source;
 
     /// The two tables as a test writes them, with line numbers for spans.
     #[derive(Deserialize)]
@@ -773,15 +761,9 @@ mod tests {
             port,
             span: 0..0,
         };
-        HealthCheck::resolve(doc.service.as_ref(), doc.real.as_ref(), &ctx).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| {
-                    let line = text[..e.span.start].matches('\n').count() + 1;
-                    format!("{line}: {}: {}", e.key, e.message)
-                })
-                .collect()
-        })
+        let source = Source::new("lb.toml", text);
+        let mut c = Checker::new(&source);
+        HealthCheck::resolve(doc.service.as_ref(), doc.real.as_ref(), &ctx, &mut c).ok_or_else(|| c.line_key_messages())
     }
 
     fn resolve(text: &str) -> Result<HealthCheck, Vec<String>> {

@@ -20,7 +20,6 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use crate::vrrp::config::VrrpConfigError as SyncConfigError;
 pub use config::{RawSync, SyncConfig, Transport};
 pub use net::{ReceivedBatch, SyncCounters, SyncReceiver, SyncSender, SyncStats};
 pub use table::{Change, ChangeTracker};

@@ -21,7 +21,7 @@ pub(crate) mod testns;
 #[cfg(test)]
 mod tests;
 
-pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, VrrpConfigError, resolve_all};
+pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, resolve_all};
 pub use instance::{VrrpInstance, VrrpStatus, render_table};
 pub use packet::Version;
 pub use state::State;
