@@ -5,6 +5,7 @@
 
 use std::{
     fmt,
+    net::Ipv4Addr,
     ops::{Range, RangeInclusive},
     str::FromStr,
     time::Duration,
@@ -150,6 +151,23 @@ impl<'s> Checker<'s> {
         Some(value.get_ref().clone())
     }
 
+    /// Whether `value`, trimmed, can name a network interface; an error if
+    /// not. The kernel's rules (`dev_valid_name`, net/core/dev.c): 1 to 15
+    /// bytes, not "." or "..", no '/', ':' or white space.
+    pub fn interface_name(&mut self, value: &Spanned<String>, key: &str) -> bool {
+        let name = value.get_ref().trim();
+        let valid = !name.is_empty()
+            && name.len() < IFNAMSIZ
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', ':'])
+            && !name.contains(char::is_whitespace);
+        if !valid {
+            self.error(value.span(), key, format!("\"{name}\" is not an interface name"));
+        }
+        valid
+    }
+
     /// An integer within `range`: `default` if not given, `None` if wrong.
     pub fn integer(
         &mut self,
@@ -195,6 +213,13 @@ impl Checker<'_> {
     }
 }
 
+/// Whether another host can reach `address` and be reached from it: not
+/// unspecified, multicast, broadcast or loopback. Real servers, virtual
+/// addresses, VRRP and sync peers, sorry servers and TUN sources must be.
+pub fn is_unicast(address: Ipv4Addr) -> bool {
+    !(address.is_unspecified() || address.is_multicast() || address.is_broadcast() || address.is_loopback())
+}
+
 /// `value` if within `range`, else the one wording of an integer out of range.
 pub fn in_range(value: i64, range: &RangeInclusive<i64>) -> Result<i64, String> {
     if range.contains(&value) {
@@ -203,6 +228,9 @@ pub fn in_range(value: i64, range: &RangeInclusive<i64>) -> Result<i64, String> 
         Err(format!("{value} is out of range {}..={}", range.start(), range.end()))
     }
 }
+
+/// The kernel's limit on an interface name, with its terminating NUL.
+const IFNAMSIZ: usize = 16;
 
 // Durations.
 
@@ -332,6 +360,31 @@ pub fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_follow_the_kernel() {
+        #[derive(Deserialize)]
+        struct Doc {
+            name: Vec<Spanned<String>>,
+        }
+        let text = r#"name = ["eth0", " br-lan ", "veth1234567890a", "veth1234567890ab", "", ".", "..", "a/b", "eth0:1", "a b"]"#;
+        let doc: Doc = toml::from_str(text).unwrap();
+        let source = Source::new("lb.toml", text);
+        let mut c = Checker::new(&source);
+        let valid: Vec<bool> = doc.name.iter().map(|n| c.interface_name(n, "name")).collect();
+        assert_eq!(valid, [true, true, true, false, false, false, false, false, false, false]);
+        assert_eq!(c.line_key_messages()[0], "1: name: \"veth1234567890ab\" is not an interface name");
+    }
+
+    #[test]
+    fn unicast_addresses() {
+        for a in ["10.0.0.1", "172.16.100.7", "192.168.1.255"] {
+            assert!(is_unicast(a.parse().unwrap()), "{a}");
+        }
+        for a in ["0.0.0.0", "224.0.0.18", "255.255.255.255", "127.0.0.1"] {
+            assert!(!is_unicast(a.parse().unwrap()), "{a}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use self::check::{ConfigError, ConfigErrors};
-use self::check::{Checker, Source};
+use self::check::{Checker, Source, is_unicast};
 use crate::{
     health::{HealthCheck, Quorum, RawHealthCheck, ResolveContext},
     sync::config::{RawSync, SyncConfig},
@@ -235,10 +235,8 @@ impl Config {
 
 fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<DirectorConfig> {
     let d = raw.get_ref();
+    c.interface_name(&d.interface, "director.interface");
     let interface = d.interface.get_ref().trim().to_string();
-    if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
-        c.error(d.interface.span(), "director.interface", format!("\"{interface}\" is not an interface name"));
-    }
     let xdp_mode = match d.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
         None | Some("auto") => XdpMode::Auto,
         Some("native") => XdpMode::Native,
@@ -281,7 +279,7 @@ fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<Directo
     let tun_source = match &d.tun_source {
         None => None,
         Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
-            Ok(addr) if !addr.is_unspecified() && !addr.is_multicast() => Some(addr),
+            Ok(addr) if is_unicast(addr) => Some(addr),
             _ => {
                 c.error(a.span(), "director.tun_source", format!("\"{}\" is not a unicast IPv4 address", a.get_ref()));
                 None
@@ -318,7 +316,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         }
     };
     if let Some((ip, _)) = vip
-        && (ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback())
+        && !is_unicast(ip)
     {
         c.error(s.vip.span(), key("vip"), format!("{ip} cannot be a virtual IP"));
     }
@@ -386,7 +384,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
         let rkey = |k: &str| format!("service[{i}].real[{j}].{k}");
         let rs = r.get_ref();
         let address = match rs.address.get_ref().parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() => {
+            Ok(IpAddr::V4(a)) if !is_unicast(a) => {
                 c.error(rs.address.span(), rkey("address"), format!("{a} cannot be a real server"));
                 None
             }
@@ -490,7 +488,7 @@ fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option
     let sorry_server = match &s.sorry_server {
         None => None,
         Some(v) => match v.get_ref().parse::<Ipv4Addr>() {
-            Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_loopback() => Some(a),
+            Ok(a) if is_unicast(a) => Some(a),
             _ => {
                 c.error(v.span(), key("sorry_server"), format!("\"{}\" is not an IPv4 address", v.get_ref()));
                 None
@@ -619,6 +617,16 @@ weight = 1
     fn all_errors_are_reported_at_once() {
         let bad = GOOD.replace("172.16.100.8\"", "nope\"").replace("weight = 2", "weight = -1");
         assert_eq!(errors(&bad).len(), 2);
+    }
+
+    #[test]
+    fn addresses_and_interfaces_are_checked_alike_in_every_table() {
+        let bad = GOOD.replace("interface = \"eth0\"", "interface = \"eth0:1\"");
+        assert_eq!(errors(&bad), ["lb.toml:3: director.interface: \"eth0:1\" is not an interface name"]);
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "tun_source = \"127.0.0.1\"");
+        assert_eq!(errors(&bad), ["lb.toml:4: director.tun_source: \"127.0.0.1\" is not a unicast IPv4 address"]);
+        let bad = GOOD.replace("forwarding = \"dr\"", "sorry_server = \"255.255.255.255\"");
+        assert_eq!(errors(&bad), ["lb.toml:10: service[0].sorry_server: \"255.255.255.255\" is not an IPv4 address"]);
     }
 
     #[test]

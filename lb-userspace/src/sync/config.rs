@@ -24,10 +24,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::wire::{DEFAULT_MAX_LEN, MAX_MAX_LEN, MIN_MAX_LEN};
-use crate::{
-    config::check::{Checker, DurationRange, RawDuration},
-    vrrp::config::interface_name_ok,
-};
+use crate::config::check::{Checker, DurationRange, RawDuration, is_unicast};
 
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
 pub const DEFAULT_PORT: u16 = 8848;
@@ -119,10 +116,8 @@ impl SyncConfig {
     fn resolve_table(raw: &Spanned<RawSync>, prefix: &str, e: &mut Checker) -> SyncConfig {
         let s = raw.get_ref();
         let key = |k: &str| format!("{prefix}.{k}");
+        e.interface_name(&s.interface, &key("interface"));
         let interface = s.interface.get_ref().trim();
-        if !interface_name_ok(interface) {
-            e.error(s.interface.span(), key("interface"), format!("\"{interface}\" is not an interface name"));
-        }
         let mut c = SyncConfig::new(interface);
         c.enabled = s.enabled.as_ref().is_none_or(|v| *v.get_ref());
         c.sync_id = e.integer(&s.sync_id, &key("sync_id"), 0..=255, 0).unwrap_or(0) as u8;
@@ -136,9 +131,7 @@ impl SyncConfig {
         if let Some(peers) = &s.peers {
             for p in peers.get_ref() {
                 match p.get_ref().trim().parse::<Ipv4Addr>() {
-                    Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() => {
-                        e.error(p.span(), key("peers"), format!("{a} cannot be a peer"))
-                    }
+                    Ok(a) if !is_unicast(a) => e.error(p.span(), key("peers"), format!("{a} cannot be a peer")),
                     Ok(a) if c.peers.contains(&a) => e.error(p.span(), key("peers"), format!("{a} is listed twice")),
                     Ok(a) => c.peers.push(a),
                     Err(_) => e.error(p.span(), key("peers"), format!("\"{}\" is not an IPv4 address", p.get_ref())),

@@ -45,7 +45,7 @@ use super::{
     state::Params,
 };
 use crate::{
-    config::check::{Checker, DurationRange, RawDuration, fmt_duration},
+    config::check::{Checker, DurationRange, RawDuration, fmt_duration, is_unicast},
     model::Protocol,
 };
 
@@ -223,14 +223,6 @@ impl VrrpConfig {
     }
 }
 
-pub(crate) fn interface_name_ok(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ':']) && !name.contains(char::is_whitespace)
-}
-
-fn unicast(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
-}
-
 /// Validates every `[[vrrp]]` table, reporting each mistake to `c`; `None`
 /// if there was one. `prefix` names the array (`vrrp`).
 pub fn resolve_all(raw: &[Spanned<RawVrrp>], prefix: &str, c: &mut Checker) -> Option<Vec<VrrpConfig>> {
@@ -266,10 +258,8 @@ fn resolve_tables(raw: &[Spanned<RawVrrp>], prefix: &str, e: &mut Checker) -> Ve
 /// `e`, and the returned config holds defaults in their place.
 fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
     let key = |k: &str| format!("{prefix}.{k}");
+    e.interface_name(&raw.interface, &key("interface"));
     let interface = raw.interface.get_ref().trim().to_string();
-    if !interface_name_ok(&interface) {
-        e.error(raw.interface.span(), key("interface"), format!("\"{interface}\" is not an interface name"));
-    }
     let vrid =
         e.integer(&Some(raw.virtual_router_id.clone()), &key("virtual_router_id"), 1..=255, 1).unwrap_or(1) as u8;
     let mut c = VrrpConfig::new(&interface, vrid, &[]);
@@ -337,7 +327,7 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
     for v in vips.get_ref() {
         let text = v.get_ref().trim();
         let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
-        let address = addr.parse::<Ipv4Addr>().ok().filter(|a| unicast(*a));
+        let address = addr.parse::<Ipv4Addr>().ok().filter(|a| is_unicast(*a));
         let prefix_len = match prefix {
             None => Some(32),
             Some(p) => p.parse::<u8>().ok().filter(|p| *p <= 32),
@@ -364,8 +354,8 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
         }
         for p in peers.get_ref() {
             match p.get_ref().trim().parse::<Ipv4Addr>() {
-                Ok(a) if unicast(a) && !c.unicast_peer.contains(&a) => c.unicast_peer.push(a),
-                Ok(a) if unicast(a) => e.error(p.span(), key("unicast_peer"), format!("{a} is listed twice")),
+                Ok(a) if is_unicast(a) && !c.unicast_peer.contains(&a) => c.unicast_peer.push(a),
+                Ok(a) if is_unicast(a) => e.error(p.span(), key("unicast_peer"), format!("{a} is listed twice")),
                 _ => {
                     e.error(p.span(), key("unicast_peer"), format!("\"{}\" is not a unicast IPv4 address", p.get_ref()))
                 }
@@ -391,9 +381,10 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
     if let Some(list) = &raw.track_interface {
         for t in list.get_ref() {
             let name = t.get_ref().trim();
-            if !interface_name_ok(name) {
-                e.error(t.span(), key("track_interface"), format!("\"{name}\" is not an interface name"));
-            } else if c.track_interface.iter().any(|x| x == name) {
+            if !e.interface_name(t, &key("track_interface")) {
+                continue;
+            }
+            if c.track_interface.iter().any(|x| x == name) {
                 e.error(t.span(), key("track_interface"), format!("\"{name}\" is listed twice"));
             } else {
                 c.track_interface.push(name.to_string());
