@@ -20,11 +20,12 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     ops::Range,
-    path::PathBuf,
+    path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
 };
 
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
@@ -687,13 +688,26 @@ fn resolve_http(r: &mut Resolver, http: &mut HttpProbe, kind: CheckKind) {
             } else if !tls.verify_certificate {
                 r.error(&f, "needs verify_certificate = true");
             } else {
-                match crate::health::probe::load_ca_file(&path) {
+                match load_ca_file(&path) {
                     Ok(_) => tls.ca_file = Some(path),
                     Err(message) => r.error(&f, message),
                 }
             }
         }
     }
+}
+
+/// PEM certificates from `path`, for `ca_file`: read when the config is
+/// checked, and by each https check.
+pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} has no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }
 
 fn status_codes(items: &[RawStatusItem]) -> Result<StatusCodes, String> {

@@ -14,11 +14,9 @@ use std::{
     io,
     net::SocketAddr,
     os::unix::process::ExitStatusExt,
-    path::Path,
     process::ExitStatus,
 };
 
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio::{
     net::{TcpSocket, TcpStream},
     time::{Instant, timeout_at},
@@ -107,18 +105,6 @@ fn io_reason(e: &io::Error) -> String {
         }
     };
     words.to_string()
-}
-
-/// PEM certificates from `path`, for `ca_file`.
-pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} has no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 /// Randomness enough for ICMP identifiers and start-up spreading.

@@ -20,8 +20,8 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::{connect, io_reason, load_ca_file};
-use crate::health::config::{HealthCheck, HttpProbe, TlsOptions};
+use super::{connect, io_reason};
+use crate::health::config::{HealthCheck, HttpProbe, TlsOptions, load_ca_file};
 
 /// The most of a body read for `body_contains` or `digest`.
 pub const MAX_BODY: usize = 1 << 20;
