@@ -1,25 +1,42 @@
 //! The TOML config: parsed and validated completely before anything touches
 //! the kernel. Every error names the file, the line and the key.
+//!
+//! - [`check`]: the checker every table reports through, the one error
+//!   type, and the values several tables share (durations, interface
+//!   names, unicast addresses).
+//! - `director`, `service` (with the service's `options`, `real` servers
+//!   and `health` settings): the tables of this file's own types; the
+//!   `health_check`, `[[vrrp]]` and `[sync]` tables are validated by
+//!   [`crate::health`], [`crate::vrrp`] and [`crate::sync`].
 
 pub mod check;
+mod director;
+mod health;
+mod options;
+mod real;
+mod service;
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
-use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
+use lb_common::MAX_SERVICES;
 use serde::Deserialize;
 use toml::Spanned;
 
 pub use self::check::{ConfigError, ConfigErrors};
-use self::check::{Checker, Source, is_unicast};
+use self::{
+    check::{Checker, Source},
+    director::{RawDirector, check_director},
+    service::{RawService, check_service},
+};
 use crate::{
-    health::{HealthCheck, Quorum, RawHealthCheck, ResolveContext},
+    health::{HealthCheck, Quorum},
+    model::{Forwarding, Protocol, Scheduler, ServiceOptions, Timeouts},
     sync::config::{RawSync, SyncConfig},
     vrrp::{RawVrrp, VrrpConfig},
-    model::{Forwarding, Protocol, SCHED_FLAGS, Scheduler, ServiceOptions, Timeouts},
 };
 
 pub const DEFAULT_PATH: &str = "/etc/lb/lb.toml";
@@ -119,53 +136,6 @@ struct RawConfig {
     sync: Option<Spanned<RawSync>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDirector {
-    interface: Spanned<String>,
-    xdp_mode: Option<Spanned<String>>,
-    conn_table_size: Option<Spanned<i64>>,
-    pin_path: Option<Spanned<String>>,
-    control_socket: Option<Spanned<String>>,
-    timeout_tcp: Option<Spanned<i64>>,
-    timeout_tcpfin: Option<Spanned<i64>>,
-    timeout_udp: Option<Spanned<i64>>,
-    tun_source: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    vip: Spanned<String>,
-    protocol: Option<Spanned<String>>,
-    scheduler: Option<Spanned<String>>,
-    sched_flags: Option<Spanned<Vec<String>>>,
-    forwarding: Option<Spanned<String>>,
-    persistence_timeout: Option<Spanned<i64>>,
-    persistence_netmask: Option<Spanned<String>>,
-    sloppy_tcp: Option<Spanned<bool>>,
-    health_check: Option<Spanned<RawHealthCheck>>,
-    sorry_server: Option<Spanned<String>>,
-    quorum: Option<Spanned<i64>>,
-    hysteresis: Option<Spanned<i64>>,
-    quorum_up: Option<Spanned<String>>,
-    quorum_down: Option<Spanned<String>>,
-    drain_on_failure: Option<Spanned<bool>>,
-    #[serde(default)]
-    real: Vec<Spanned<RawReal>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReal {
-    address: Spanned<String>,
-    weight: Option<Spanned<i64>>,
-    forwarding: Option<Spanned<String>>,
-    upper_threshold: Option<Spanned<i64>>,
-    lower_threshold: Option<Spanned<i64>>,
-    health_check: Option<Spanned<RawHealthCheck>>,
-}
-
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -231,300 +201,6 @@ impl Config {
             _ => Err(ConfigErrors(c.into_errors())),
         }
     }
-}
-
-fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<DirectorConfig> {
-    let d = raw.get_ref();
-    c.interface_name(&d.interface, "director.interface");
-    let interface = d.interface.get_ref().trim().to_string();
-    let xdp_mode = match d.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
-        None | Some("auto") => XdpMode::Auto,
-        Some("native") => XdpMode::Native,
-        Some("generic") => XdpMode::Generic,
-        Some(other) => {
-            let span = d.xdp_mode.as_ref().map(|m| m.span()).unwrap_or(raw.span());
-            c.error(span, "director.xdp_mode", format!("\"{other}\" is not one of auto, native, generic"));
-            XdpMode::Auto
-        }
-    };
-    let conn_table_size = c.integer(
-        &d.conn_table_size,
-        "director.conn_table_size",
-        1024..=1 << 27,
-        lb_common::DEFAULT_CONN_TABLE_SIZE as i64,
-    );
-    let pin_path = match &d.pin_path {
-        None => Some(PathBuf::from(DEFAULT_PIN_PATH)),
-        Some(p) if p.get_ref().is_empty() => None,
-        Some(p) if !p.get_ref().starts_with('/') => {
-            c.error(p.span(), "director.pin_path", "must be an absolute path (in a bpffs mount) or \"\"");
-            None
-        }
-        Some(p) => Some(PathBuf::from(p.get_ref())),
-    };
-    let control_socket = match &d.control_socket {
-        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
-        Some(p) if !p.get_ref().starts_with('/') => {
-            c.error(p.span(), "director.control_socket", "must be an absolute path");
-            PathBuf::new()
-        }
-        Some(p) => PathBuf::from(p.get_ref()),
-    };
-    let defaults = Timeouts::default();
-    // Under a year.
-    let max = 86_400 * 365 - 1;
-    let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..=max, defaults.tcp as i64);
-    let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..=max, defaults.tcpfin as i64);
-    let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..=max, defaults.udp as i64);
-    let tun_source = match &d.tun_source {
-        None => None,
-        Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
-            Ok(addr) if is_unicast(addr) => Some(addr),
-            _ => {
-                c.error(a.span(), "director.tun_source", format!("\"{}\" is not a unicast IPv4 address", a.get_ref()));
-                None
-            }
-        },
-    };
-    Some(DirectorConfig {
-        tun_source,
-        interface,
-        interface_line: c.line(&d.interface.span()),
-        xdp_mode,
-        conn_table_size: conn_table_size? as u32,
-        pin_path,
-        control_socket,
-        timeouts: Timeouts { tcp: tcp? as u32, tcpfin: tcpfin? as u32, udp: udp? as u32 },
-    })
-}
-
-fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize) -> Option<ServiceConfig> {
-    let s = raw.get_ref();
-    let key = |k: &str| format!("service[{i}].{k}");
-    let line = c.line(&raw.span());
-
-    let vip = match s.vip.get_ref().parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(v4)) => Some((*v4.ip(), v4.port())),
-        Ok(SocketAddr::V6(_)) => {
-            c.error(s.vip.span(), key("vip"), "IPv6 services are not supported yet");
-            None
-        }
-        Err(_) => {
-            let hint = if s.vip.get_ref().parse::<IpAddr>().is_ok() { " (add :PORT, or :0 for every port)" } else { "" };
-            c.error(s.vip.span(), key("vip"), format!("\"{}\" is not ADDRESS:PORT{hint}", s.vip.get_ref()));
-            None
-        }
-    };
-    if let Some((ip, _)) = vip
-        && !is_unicast(ip)
-    {
-        c.error(s.vip.span(), key("vip"), format!("{ip} cannot be a virtual IP"));
-    }
-    let protocol = match &s.protocol {
-        None => Some(Protocol::Tcp),
-        Some(p) => c.parse::<Protocol>(p, &key("protocol")),
-    };
-    let scheduler = match &s.scheduler {
-        // ipvsadm's default.
-        None => Some(Scheduler::Wlc),
-        Some(v) => c.parse::<Scheduler>(v, &key("scheduler")),
-    };
-    let forwarding = match &s.forwarding {
-        None => Some(Forwarding::Dr),
-        Some(f) => check_forwarding(c, f, &key("forwarding")),
-    };
-    let mut options = ServiceOptions::default();
-    if let Some(flags) = &s.sched_flags {
-        for name in flags.get_ref() {
-            match SCHED_FLAGS.iter().find(|(n, _)| n == name) {
-                Some((_, bit)) => options.flags |= bit,
-                None => {
-                    let names: Vec<_> = SCHED_FLAGS.iter().map(|(n, _)| *n).collect();
-                    c.error(flags.span(), key("sched_flags"), format!("unknown flag \"{name}\" (one of {})", names.join(", ")));
-                }
-            }
-        }
-        let wants = |bits: u16| options.flags & bits != 0;
-        use lb_common::service_flag as f;
-        let for_sh = wants(f::SH_FALLBACK | f::SH_PORT);
-        let for_mh = wants(f::MH_FALLBACK | f::MH_PORT);
-        if (for_sh && scheduler != Some(Scheduler::Sh)) || (for_mh && scheduler != Some(Scheduler::Mh)) {
-            c.error(flags.span(), key("sched_flags"), "sh-* flags need scheduler sh, mh-* flags need scheduler mh");
-        }
-    }
-    if let Some(sloppy) = &s.sloppy_tcp
-        && *sloppy.get_ref()
-    {
-        options.flags |= lb_common::service_flag::SLOPPY_TCP;
-    }
-    if let Some(t) = &s.persistence_timeout {
-        options.persistence_timeout = c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..=i32::MAX as i64, 300).map(|v| v as u32);
-    }
-    if let Some(m) = &s.persistence_netmask {
-        match m.get_ref().parse::<Ipv4Addr>() {
-            Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() || u32::from(mask) == 0 => {
-                options.persistence_netmask = mask;
-                if s.persistence_timeout.is_none() {
-                    c.error(m.span(), key("persistence_netmask"), "needs persistence_timeout");
-                }
-            }
-            _ => c.error(m.span(), key("persistence_netmask"), format!("\"{}\" is not a netmask", m.get_ref())),
-        }
-    }
-
-    if s.real.len() > MAX_DESTS_PER_SERVICE as usize {
-        c.error(
-            s.real[MAX_DESTS_PER_SERVICE as usize].span(),
-            key("real"),
-            format!("more than {MAX_DESTS_PER_SERVICE} real servers"),
-        );
-    }
-    let mut reals: Vec<RealConfig> = Vec::new();
-    for (j, r) in s.real.iter().enumerate() {
-        let rkey = |k: &str| format!("service[{i}].real[{j}].{k}");
-        let rs = r.get_ref();
-        let address = match rs.address.get_ref().parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) if !is_unicast(a) => {
-                c.error(rs.address.span(), rkey("address"), format!("{a} cannot be a real server"));
-                None
-            }
-            Ok(IpAddr::V4(a)) => Some(a),
-            Ok(IpAddr::V6(_)) => {
-                c.error(rs.address.span(), rkey("address"), "IPv6 real servers are not supported yet");
-                None
-            }
-            Err(_) => {
-                let hint = if rs.address.get_ref().contains(':') {
-                    " (give the address alone: in DR and TUN the real server listens on the VIP's port)"
-                } else {
-                    ""
-                };
-                c.error(rs.address.span(), rkey("address"), format!("\"{}\" is not an IPv4 address{hint}", rs.address.get_ref()));
-                None
-            }
-        };
-        let weight = c.integer(&rs.weight, &rkey("weight"), 0..=MAX_WEIGHT as i64, 1);
-        let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..=i32::MAX as i64, 0);
-        let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..=i32::MAX as i64, 0);
-        if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span()))
-            && u != 0
-            && l > u
-        {
-            c.error(span, rkey("lower_threshold"), format!("{l} is above upper_threshold {u}"));
-        }
-        let real_forwarding = match &rs.forwarding {
-            None => forwarding,
-            Some(f) => check_forwarding(c, f, &rkey("forwarding")),
-        };
-        if let (Some(address), Some(weight), Some(fwd), Some((_, port))) = (address, weight, real_forwarding, vip) {
-            if let Some(first) = reals.iter().find(|r| r.address == address) {
-                c.error(
-                    rs.address.span(),
-                    rkey("address"),
-                    format!("{address} is already a real server of this service (line {})", first.line),
-                );
-            }
-            if Some(IpAddr::V4(address)) == vip.map(|(ip, _)| IpAddr::V4(ip)) {
-                c.error(rs.address.span(), rkey("address"), "a real server cannot be the VIP itself");
-            }
-            let health = {
-                let service_key = format!("service[{i}].health_check");
-                let real_key = format!("service[{i}].real[{j}].health_check");
-                let ctx = ResolveContext {
-                    service_key: &service_key,
-                    real_key: &real_key,
-                    address: Some(IpAddr::V4(address)),
-                    port,
-                    span: rs.health_check.as_ref().map_or(r.span(), |h| h.span()),
-                };
-                let svc_check = s.health_check.as_ref().map(|h| h.get_ref());
-                let real_check = rs.health_check.as_ref().map(|h| h.get_ref());
-                let mut found = Checker::new(c.source());
-                let health = HealthCheck::resolve(svc_check, real_check, &ctx, &mut found);
-                // The service's own mistakes show once, at its first server.
-                c.extend(found.into_errors().into_iter().filter(|e| j == 0 || e.key.starts_with(&real_key)));
-                health.unwrap_or_default()
-            };
-            reals.push(RealConfig {
-                health,
-                line: c.line(&r.span()),
-                address_line: c.line(&rs.address.span()),
-                address,
-                port,
-                weight: weight as u32,
-                forwarding: fwd,
-                upper_threshold: upper.unwrap_or(0) as u32,
-                lower_threshold: lower.unwrap_or(0) as u32,
-            });
-        }
-    }
-    if scheduler == Some(Scheduler::Wrr) {
-        let weights: Vec<u32> = reals.iter().map(|r| r.weight).collect();
-        let period = lb_common::sched::wrr_period(&weights);
-        if period > MAX_SEQUENCE_LEN as u64 {
-            c.error(
-                raw.get_ref().vip.span(),
-                key("real"),
-                format!(
-                    "wrr weights give a sequence of {period} picks (sum of weights / their gcd); \
-                     the limit is {MAX_SEQUENCE_LEN}: use smaller weights or a common divisor"
-                ),
-            );
-        }
-    }
-
-    // The service's own check; a service without servers reports its
-    // mistakes here (with servers, they show at the first one).
-    let mut service_health = HealthCheck::default();
-    if let (Some(check), Some((ip, port))) = (&s.health_check, vip) {
-        let key = format!("service[{i}].health_check");
-        let ctx = ResolveContext { service_key: &key, real_key: &key, address: Some(IpAddr::V4(ip)), port, span: check.span() };
-        let mut found = Checker::new(c.source());
-        service_health = HealthCheck::resolve(Some(check.get_ref()), None, &ctx, &mut found).unwrap_or_default();
-        if s.real.is_empty() {
-            c.extend(found.into_errors());
-        }
-    }
-    let sorry_server = match &s.sorry_server {
-        None => None,
-        Some(v) => match v.get_ref().parse::<Ipv4Addr>() {
-            Ok(a) if is_unicast(a) => Some(a),
-            _ => {
-                c.error(v.span(), key("sorry_server"), format!("\"{}\" is not an IPv4 address", v.get_ref()));
-                None
-            }
-        },
-    };
-    let quorum = Quorum {
-        quorum: c.integer(&s.quorum, &key("quorum"), 1..=i32::MAX as i64, 1).unwrap_or(1) as u32,
-        hysteresis: c.integer(&s.hysteresis, &key("hysteresis"), 0..=i32::MAX as i64, 0).unwrap_or(0) as u32,
-    };
-    let (vip, port) = vip?;
-    Some(ServiceConfig {
-        health: service_health,
-        sorry_server,
-        quorum,
-        quorum_up: s.quorum_up.as_ref().map(|v| v.get_ref().clone()),
-        quorum_down: s.quorum_down.as_ref().map(|v| v.get_ref().clone()),
-        drain_on_failure: s.drain_on_failure.as_ref().is_some_and(|v| *v.get_ref()),
-        line,
-        protocol: protocol?,
-        vip,
-        port,
-        scheduler: scheduler?,
-        options,
-        forwarding: forwarding?,
-        reals,
-    })
-}
-
-fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
-    let f = c.parse::<Forwarding>(value, key)?;
-    if !f.is_implemented() {
-        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr, tun)", value.get_ref()));
-        return None;
-    }
-    Some(f)
 }
 
 #[cfg(test)]
