@@ -2,28 +2,14 @@
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
     DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH, DirectorConfig, XdpMode,
     check::{Checker, is_unicast},
+    raw::RawDirector,
 };
 use crate::model::Timeouts;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDirector {
-    interface: Spanned<String>,
-    xdp_mode: Option<Spanned<String>>,
-    conn_table_size: Option<Spanned<i64>>,
-    pin_path: Option<Spanned<String>>,
-    control_socket: Option<Spanned<String>>,
-    timeout_tcp: Option<Spanned<i64>>,
-    timeout_tcpfin: Option<Spanned<i64>>,
-    timeout_udp: Option<Spanned<i64>>,
-    tun_source: Option<Spanned<String>>,
-}
 
 pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<DirectorConfig> {
     let d = raw.get_ref();

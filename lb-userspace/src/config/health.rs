@@ -8,8 +8,7 @@ use toml::Spanned;
 
 use super::{
     check::{Checker, is_unicast},
-    real::RawReal,
-    service::RawService,
+    raw::{RawReal, RawService},
 };
 use crate::health::{HealthCheck, Quorum, ResolveContext};
 

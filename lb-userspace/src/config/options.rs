@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use lb_common::service_flag;
 
-use super::{check::Checker, service::RawService};
+use super::{check::Checker, raw::RawService};
 use crate::model::{SCHED_FLAGS, Scheduler, ServiceOptions};
 
 /// The options of the `i`th service, whose scheduler is `scheduler` (`None`

@@ -3,30 +3,15 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{MAX_DESTS_PER_SERVICE, sched::MAX_SEQUENCE_LEN};
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
     MAX_WEIGHT, RealConfig,
     check::{Checker, is_unicast},
     health,
-    service::{RawService, check_forwarding},
+    raw::RawService,
 };
-use crate::{
-    health::RawHealthCheck,
-    model::{Forwarding, Scheduler},
-};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawReal {
-    pub(super) address: Spanned<String>,
-    pub(super) weight: Option<Spanned<i64>>,
-    pub(super) forwarding: Option<Spanned<String>>,
-    pub(super) upper_threshold: Option<Spanned<i64>>,
-    pub(super) lower_threshold: Option<Spanned<i64>>,
-    pub(super) health_check: Option<Spanned<RawHealthCheck>>,
-}
+use crate::model::{Forwarding, Scheduler};
 
 /// The real servers of the `i`th service, given what was right of its VIP,
 /// forwarding and scheduler; a server with a mistake is left out.
@@ -126,4 +111,14 @@ pub(super) fn check_reals(
         }
     }
     reals
+}
+
+/// A service's or a real server's `forwarding`.
+pub(super) fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
+    let f = c.parse::<Forwarding>(value, key)?;
+    if !f.is_implemented() {
+        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr, tun)", value.get_ref()));
+        return None;
+    }
+    Some(f)
 }

@@ -1,44 +1,19 @@
 //! A `[[service]]` table: its address, protocol, scheduler and forwarding
 //! here; its scheduling options, real servers and health settings in
-//! [`super::options`], [`super::real`] and [`super::health`].
+//! `options`, `real` and `health`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
     ServiceConfig,
     check::{Checker, is_unicast},
     health, options,
-    real::{self, RawReal},
+    raw::RawService,
+    real::{self, check_forwarding},
 };
-use crate::{
-    health::RawHealthCheck,
-    model::{Forwarding, Protocol, Scheduler},
-};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawService {
-    pub(super) vip: Spanned<String>,
-    pub(super) protocol: Option<Spanned<String>>,
-    pub(super) scheduler: Option<Spanned<String>>,
-    pub(super) sched_flags: Option<Spanned<Vec<String>>>,
-    pub(super) forwarding: Option<Spanned<String>>,
-    pub(super) persistence_timeout: Option<Spanned<i64>>,
-    pub(super) persistence_netmask: Option<Spanned<String>>,
-    pub(super) sloppy_tcp: Option<Spanned<bool>>,
-    pub(super) health_check: Option<Spanned<RawHealthCheck>>,
-    pub(super) sorry_server: Option<Spanned<String>>,
-    pub(super) quorum: Option<Spanned<i64>>,
-    pub(super) hysteresis: Option<Spanned<i64>>,
-    pub(super) quorum_up: Option<Spanned<String>>,
-    pub(super) quorum_down: Option<Spanned<String>>,
-    pub(super) drain_on_failure: Option<Spanned<bool>>,
-    #[serde(default)]
-    pub(super) real: Vec<Spanned<RawReal>>,
-}
+use crate::model::{Forwarding, Protocol, Scheduler};
 
 /// The `i`th service, or `None` if it has a mistake too deep to go on with
 /// (every mistake is reported to `c`).
@@ -107,14 +82,4 @@ fn check_vip(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<(Ipv
         c.error(value.span(), key, format!("{ip} cannot be a virtual IP"));
     }
     vip
-}
-
-/// A service's or a real server's `forwarding`.
-pub(super) fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
-    let f = c.parse::<Forwarding>(value, key)?;
-    if !f.is_implemented() {
-        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr, tun)", value.get_ref()));
-        return None;
-    }
-    Some(f)
 }
