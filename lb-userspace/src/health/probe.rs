@@ -7,21 +7,15 @@
 //! down.
 
 mod http;
+mod net;
 mod ping;
 
-use std::{
-    hash::{BuildHasher, Hasher},
-    io,
-    net::SocketAddr,
-    os::unix::process::ExitStatusExt,
-    process::ExitStatus,
-};
+use std::{net::SocketAddr, os::unix::process::ExitStatusExt, process::ExitStatus};
 
-use tokio::{
-    net::{TcpSocket, TcpStream},
-    time::{Instant, timeout_at},
-};
+use tokio::time::Instant;
 
+pub(crate) use self::net::random_u64;
+use self::net::{connect, io_reason};
 use super::{
     config::{ExecProbe, HealthCheck, Probe},
     process::{self, RunError},
@@ -47,20 +41,6 @@ pub async fn check_once(check: &HealthCheck, real: SocketAddr) -> CheckResult {
     }
 }
 
-/// A TCP connection from the check's source address, by `deadline`.
-async fn connect(check: &HealthCheck, target: SocketAddr, deadline: Instant) -> Result<TcpStream, String> {
-    let socket = if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .map_err(|e| format!("cannot create a socket: {}", io_reason(&e)))?;
-    if let Some(source) = check.source_address {
-        socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("cannot bind to {source}: {}", io_reason(&e)))?;
-    }
-    match timeout_at(deadline, socket.connect(target)).await {
-        Err(_) => Err("connect timeout".into()),
-        Ok(Err(e)) => Err(io_reason(&e)),
-        Ok(Ok(stream)) => Ok(stream),
-    }
-}
-
 /// keepalived's MISC_CHECK: exit 0 up, 1 down, 2-255 up with weight
 /// code - 2 under `misc_dynamic` (else down). Returns the weight it set.
 async fn exec(check: &HealthCheck, probe: &ExecProbe, target: SocketAddr) -> Result<Option<u32>, String> {
@@ -83,42 +63,11 @@ fn exec_outcome(status: ExitStatus, dynamic_weight: bool) -> Result<Option<u32>,
     }
 }
 
-/// The few words of an I/O error, without "(os error N)".
-fn io_reason(e: &io::Error) -> String {
-    use io::ErrorKind::*;
-    let words = match e.kind() {
-        ConnectionRefused => "connection refused",
-        ConnectionReset => "connection reset",
-        ConnectionAborted => "connection aborted",
-        HostUnreachable => "host unreachable",
-        NetworkUnreachable => "network unreachable",
-        AddrNotAvailable => "address not available",
-        AddrInUse => "address in use",
-        UnexpectedEof => "connection closed",
-        PermissionDenied => "permission denied",
-        _ => {
-            let text = e.to_string();
-            return match text.find(" (os error") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            };
-        }
-    };
-    words.to_string()
-}
-
-/// Randomness enough for ICMP identifiers and start-up spreading.
-pub(crate) fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::health::config::CheckKind;

@@ -20,7 +20,7 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::{connect, io_reason};
+use super::net::{connect, io_reason};
 use crate::health::config::{HealthCheck, HttpProbe, TlsOptions, load_ca_file};
 
 /// The most of a body read for `body_contains` or `digest`.
