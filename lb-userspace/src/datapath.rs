@@ -25,7 +25,10 @@ use nix::{
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
 
-use crate::{config, tables::MapOp};
+use crate::{
+    config,
+    tables::{Adopted, MapOp},
+};
 
 /// What the clock program returns (the kernel's `XDP_PASS`).
 const XDP_PASS: u32 = 2;
@@ -605,17 +608,6 @@ impl<T> Drop for MappedArray<T> {
         // SAFETY: unmapping exactly what `new` mapped.
         unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
     }
-}
-
-/// The maps' content as a previous lbd left it.
-pub struct Adopted {
-    pub services: Vec<(ServiceKey, Service)>,
-    pub dests: BTreeMap<u32, Dest>,
-    /// Each service's dest ids in IPVS order.
-    pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
-    /// Each service's scheduling table.
-    pub tables: BTreeMap<ServiceKey, Vec<u32>>,
-    pub positions: BTreeMap<u32, u64>,
 }
 
 /// Removes link pins for interfaces other than `keep` (which detaches them).

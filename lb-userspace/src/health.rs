@@ -1,6 +1,7 @@
 //! Health checks of real servers, with keepalived's semantics.
 //!
-//! - [`config`]: the `health_check` table (service-wide, overridable per
+//! - [`config`]: what a check is ([`HealthCheck`]), keepalived's defaults.
+//! - [`table`]: the `health_check` table (service-wide, overridable per
 //!   real server), validated into a [`HealthCheck`].
 //! - [`probe`]: one check of one server ([`check_once`]): tcp, http, https,
 //!   ping, exec.
@@ -35,15 +36,14 @@ pub mod monitor;
 pub mod notify;
 pub mod pool;
 pub mod probe;
+pub mod table;
 pub mod tracker;
 mod watch;
 
-pub use config::{
-    CheckKind, ExecProbe, HealthCheck, HealthCheckError, HttpProbe, Probe, RawHealthCheck, ResolveContext, StatusCodes,
-    TlsOptions, parse_duration,
-};
+pub use config::{CheckKind, ExecProbe, HealthCheck, HttpProbe, Probe, StatusCodes, TlsOptions};
 pub use monitor::{HealthEvent, HealthMonitor, MonitorChanges, MonitoredReal, RealStatus, ServiceKey};
 pub use notify::DEFAULT_NOTIFY_TIMEOUT;
 pub use pool::{EffectivePool, Quorum, QuorumChange, QuorumState, RealHealth, effective_pool, live_weight};
 pub use probe::check_once;
+pub use table::{RawHealthCheck, ResolveContext};
 pub use tracker::{CheckResult, Tracker, Transition};

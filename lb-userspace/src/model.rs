@@ -80,11 +80,6 @@ impl Scheduler {
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.code() == code)
     }
-
-    /// Whether the datapath implements this scheduler yet.
-    pub fn is_implemented(self) -> bool {
-        true
-    }
 }
 
 impl fmt::Display for Scheduler {

@@ -84,6 +84,18 @@ pub enum MapOp {
     SetServiceFlags(u32, u32),
 }
 
+/// The maps' content as a previous lbd left it (`Datapath::read_back`), for
+/// [`Tables::adopt`].
+pub struct Adopted {
+    pub services: Vec<(ServiceKey, Service)>,
+    pub dests: BTreeMap<u32, Dest>,
+    /// Each service's dest ids in IPVS order.
+    pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
+    /// Each service's scheduling table.
+    pub tables: BTreeMap<ServiceKey, Vec<u32>>,
+    pub positions: BTreeMap<u32, u64>,
+}
+
 /// A range of slots in one of the shared arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Region {
@@ -522,7 +534,7 @@ impl Tables {
 
     /// Rebuilds the model from maps a previous lbd filled, so the next plan
     /// changes only what differs and every connection keeps its server.
-    pub fn adopt(adopted: &crate::datapath::Adopted) -> Self {
+    pub fn adopt(adopted: &Adopted) -> Self {
         let mut t = Self::new();
         for (key, value) in &adopted.services {
             let ids = adopted.service_dests.get(key).cloned().unwrap_or_default();

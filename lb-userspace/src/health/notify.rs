@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::config::fmt_duration;
+use crate::config::check::fmt_duration;
 use crate::process::{self, RunError};
 
 /// How long a notify command may run before it is killed.

@@ -7,27 +7,20 @@
 //! down.
 
 mod http;
+mod net;
 mod ping;
 
-use std::{
-    hash::{BuildHasher, Hasher},
-    io,
-    net::SocketAddr,
-    os::unix::process::ExitStatusExt,
-    path::Path,
-    process::ExitStatus,
-};
+use std::{net::SocketAddr, os::unix::process::ExitStatusExt, process::ExitStatus};
 
-use rustls::pki_types::{CertificateDer, pem::PemObject};
-use tokio::{
-    net::{TcpSocket, TcpStream},
-    time::{Instant, timeout_at},
-};
+use tokio::time::Instant;
 
+pub(crate) use self::net::random_u64;
+use self::net::{connect, io_reason};
 use super::{
-    config::{ExecProbe, HealthCheck, Probe, fmt_duration},
+    config::{ExecProbe, HealthCheck, Probe},
     tracker::CheckResult,
 };
+use crate::config::check::fmt_duration;
 use crate::process::{self, RunError};
 
 /// Checks the real server `real` (its address and port) once.
@@ -45,20 +38,6 @@ pub async fn check_once(check: &HealthCheck, real: SocketAddr) -> CheckResult {
         Ok(None) => CheckResult::Up,
         Ok(Some(weight)) => CheckResult::UpWithWeight(weight),
         Err(reason) => CheckResult::Down(reason),
-    }
-}
-
-/// A TCP connection from the check's source address, by `deadline`.
-async fn connect(check: &HealthCheck, target: SocketAddr, deadline: Instant) -> Result<TcpStream, String> {
-    let socket = if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .map_err(|e| format!("cannot create a socket: {}", io_reason(&e)))?;
-    if let Some(source) = check.source_address {
-        socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("cannot bind to {source}: {}", io_reason(&e)))?;
-    }
-    match timeout_at(deadline, socket.connect(target)).await {
-        Err(_) => Err("connect timeout".into()),
-        Ok(Err(e)) => Err(io_reason(&e)),
-        Ok(Ok(stream)) => Ok(stream),
     }
 }
 
@@ -84,54 +63,11 @@ fn exec_outcome(status: ExitStatus, dynamic_weight: bool) -> Result<Option<u32>,
     }
 }
 
-/// The few words of an I/O error, without "(os error N)".
-fn io_reason(e: &io::Error) -> String {
-    use io::ErrorKind::*;
-    let words = match e.kind() {
-        ConnectionRefused => "connection refused",
-        ConnectionReset => "connection reset",
-        ConnectionAborted => "connection aborted",
-        HostUnreachable => "host unreachable",
-        NetworkUnreachable => "network unreachable",
-        AddrNotAvailable => "address not available",
-        AddrInUse => "address in use",
-        UnexpectedEof => "connection closed",
-        PermissionDenied => "permission denied",
-        _ => {
-            let text = e.to_string();
-            return match text.find(" (os error") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            };
-        }
-    };
-    words.to_string()
-}
-
-/// PEM certificates from `path`, for `ca_file`.
-pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} has no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-/// Randomness enough for ICMP identifiers and start-up spreading.
-pub(crate) fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::health::config::CheckKind;

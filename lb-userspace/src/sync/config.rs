@@ -24,10 +24,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::wire::{DEFAULT_MAX_LEN, MAX_MAX_LEN, MIN_MAX_LEN};
-use crate::{
-    health::config::RawDuration,
-    vrrp::config::{Errors, VrrpConfigError, interface_name_ok},
-};
+use crate::config::check::{Checker, DurationRange, RawDuration, is_unicast};
 
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
 pub const DEFAULT_PORT: u16 = 8848;
@@ -109,75 +106,89 @@ impl SyncConfig {
         self.key.as_ref().map(|k| k.0.as_slice())
     }
 
-    /// Validates the table; `prefix` names it (`sync`).
-    pub fn resolve(raw: &Spanned<RawSync>, prefix: &str) -> Result<SyncConfig, Vec<VrrpConfigError>> {
+    /// Validates the table, reporting each mistake to `c`; `None` if there
+    /// was one. `prefix` names the table (`sync`).
+    pub fn resolve(raw: &Spanned<RawSync>, prefix: &str, c: &mut Checker) -> Option<SyncConfig> {
+        c.if_clean(|e| Self::resolve_table(raw, prefix, e))
+    }
+
+    /// The table with defaults in place of its mistakes.
+    fn resolve_table(raw: &Spanned<RawSync>, prefix: &str, e: &mut Checker) -> SyncConfig {
         let s = raw.get_ref();
-        let mut e = Errors { prefix: prefix.to_string(), errors: Vec::new() };
+        let key = |k: &str| format!("{prefix}.{k}");
+        e.interface_name(&s.interface, &key("interface"));
         let interface = s.interface.get_ref().trim();
-        if !interface_name_ok(interface) {
-            e.add(s.interface.span(), "interface", format!("\"{interface}\" is not an interface name"));
-        }
         let mut c = SyncConfig::new(interface);
         c.enabled = s.enabled.as_ref().is_none_or(|v| *v.get_ref());
-        c.sync_id = e.integer(&s.sync_id, "sync_id", (0, 255), 0) as u8;
+        c.sync_id = e.integer(&s.sync_id, &key("sync_id"), 0..=255, 0).unwrap_or(0) as u8;
         if let Some(t) = &s.transport {
             match t.get_ref().as_str() {
                 "multicast" => c.transport = Transport::Multicast,
                 "unicast" => c.transport = Transport::Unicast,
-                other => e.add(t.span(), "transport", format!("\"{other}\" is not multicast or unicast")),
+                other => e.error(t.span(), key("transport"), format!("\"{other}\" is not multicast or unicast")),
             }
         }
         if let Some(peers) = &s.peers {
             for p in peers.get_ref() {
                 match p.get_ref().trim().parse::<Ipv4Addr>() {
-                    Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() => {
-                        e.add(p.span(), "peers", format!("{a} cannot be a peer"))
-                    }
-                    Ok(a) if c.peers.contains(&a) => e.add(p.span(), "peers", format!("{a} is listed twice")),
+                    Ok(a) if !is_unicast(a) => e.error(p.span(), key("peers"), format!("{a} cannot be a peer")),
+                    Ok(a) if c.peers.contains(&a) => e.error(p.span(), key("peers"), format!("{a} is listed twice")),
                     Ok(a) => c.peers.push(a),
-                    Err(_) => e.add(p.span(), "peers", format!("\"{}\" is not an IPv4 address", p.get_ref())),
+                    Err(_) => e.error(p.span(), key("peers"), format!("\"{}\" is not an IPv4 address", p.get_ref())),
                 }
             }
         }
         if let Some(g) = &s.group {
             match g.get_ref().trim().parse::<Ipv4Addr>() {
                 Ok(a) if a.is_multicast() => c.group = a,
-                _ => e.add(g.span(), "group", format!("\"{}\" is not an IPv4 multicast address", g.get_ref())),
+                _ => e.error(g.span(), key("group"), format!("\"{}\" is not an IPv4 multicast address", g.get_ref())),
             }
             if c.transport == Transport::Unicast {
-                e.add(g.span(), "group", "does not apply with transport = \"unicast\"");
+                e.error(g.span(), key("group"), "does not apply with transport = \"unicast\"");
             }
         }
-        c.port = e.integer(&s.port, "port", (1, 65535), i64::from(DEFAULT_PORT)) as u16;
-        c.max_len =
-            e.integer(&s.max_len, "max_len", (MIN_MAX_LEN as i64, MAX_MAX_LEN as i64), DEFAULT_MAX_LEN as i64) as usize;
+        let default = i64::from(DEFAULT_PORT);
+        c.port = e.integer(&s.port, &key("port"), 1..=65535, default).unwrap_or(default) as u16;
+        let default = DEFAULT_MAX_LEN as i64;
+        c.max_len = e
+            .integer(&s.max_len, &key("max_len"), MIN_MAX_LEN as i64..=MAX_MAX_LEN as i64, default)
+            .unwrap_or(default) as usize;
         if let Some(k) = &s.key {
             if k.get_ref().len() < MIN_KEY_LEN {
-                e.add(k.span(), "key", format!("must be at least {MIN_KEY_LEN} bytes"));
+                e.error(k.span(), key("key"), format!("must be at least {MIN_KEY_LEN} bytes"));
             } else {
                 c.key = Some(SyncKey(k.get_ref().as_bytes().to_vec()));
             }
         }
-        let range = (Duration::from_millis(10), Duration::from_secs(10));
-        c.scan_interval = e.duration(&s.scan_interval, "scan_interval", DEFAULT_SCAN_INTERVAL, range);
-        let range = (Duration::from_secs(1), Duration::from_secs(86_400));
-        c.refresh_period = e.duration(&s.refresh_period, "refresh_period", DEFAULT_REFRESH_PERIOD, range);
+        let range = DurationRange::Within(Duration::from_millis(10), Duration::from_secs(10));
+        c.scan_interval = e
+            .duration(&s.scan_interval, &key("scan_interval"), range, DEFAULT_SCAN_INTERVAL)
+            .unwrap_or(DEFAULT_SCAN_INTERVAL);
+        let range = DurationRange::Within(Duration::from_secs(1), Duration::from_secs(86_400));
+        c.refresh_period = e
+            .duration(&s.refresh_period, &key("refresh_period"), range, DEFAULT_REFRESH_PERIOD)
+            .unwrap_or(DEFAULT_REFRESH_PERIOD);
 
         let none_given = s.peers.as_ref().is_none_or(|p| p.get_ref().is_empty());
         if c.transport == Transport::Unicast && none_given {
             let span = s.transport.as_ref().map_or(raw.span(), |t| t.span());
-            e.add(span, "peers", "transport = \"unicast\" needs peers");
+            e.error(span, key("peers"), "transport = \"unicast\" needs peers");
         } else if none_given && s.key.is_none() {
             let span = s.peers.as_ref().map_or(raw.span(), |p| p.span());
-            e.add(span, "peers", "give peers, or a key, or both: else anything on the link could install connections");
+            e.error(
+                span,
+                key("peers"),
+                "give peers, or a key, or both: else anything on the link could install connections",
+            );
         }
-        if e.errors.is_empty() { Ok(c) } else { Err(e.errors) }
+        c
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::check::Source;
 
     #[derive(Deserialize)]
     struct Doc {
@@ -186,12 +197,9 @@ mod tests {
 
     fn resolve(text: &str) -> Result<SyncConfig, Vec<String>> {
         let doc: Doc = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
-        SyncConfig::resolve(&doc.sync, "sync").map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| format!("{}: {}: {}", text[..e.span.start].matches('\n').count() + 1, e.key, e.message))
-                .collect()
-        })
+        let source = Source::new("lb.toml", text);
+        let mut c = Checker::new(&source);
+        SyncConfig::resolve(&doc.sync, "sync", &mut c).ok_or_else(|| c.line_key_messages())
     }
 
     const BASE: &str = "[sync]\ninterface = \"eth0\"\npeers = [\"172.16.100.3\"]\n";

@@ -17,7 +17,6 @@ pub mod net;
 pub mod table;
 pub mod wire;
 
-pub use crate::vrrp::config::VrrpConfigError as SyncConfigError;
 pub use config::{RawSync, SyncConfig, Transport};
 pub use net::{ReceivedBatch, SyncCounters, SyncReceiver, SyncSender, SyncStats};
 pub use table::{Change, ChangeTracker};

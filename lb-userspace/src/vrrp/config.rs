@@ -34,7 +34,6 @@ use std::{
     collections::HashMap,
     fmt,
     net::{Ipv4Addr, SocketAddr},
-    ops::Range,
     time::Duration,
 };
 
@@ -46,7 +45,7 @@ use super::{
     state::Params,
 };
 use crate::{
-    health::config::{RawDuration, parse_duration},
+    config::check::{Checker, DurationRange, RawDuration, fmt_duration, is_unicast},
     model::Protocol,
 };
 
@@ -224,164 +223,84 @@ impl VrrpConfig {
     }
 }
 
-/// One mistake in a `[[vrrp]]` table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VrrpConfigError {
-    pub span: Range<usize>,
-    /// Dotted key: `vrrp[0].priority`.
-    pub key: String,
-    pub message: String,
+/// Validates every `[[vrrp]]` table, reporting each mistake to `c`; `None`
+/// if there was one. `prefix` names the array (`vrrp`).
+pub fn resolve_all(raw: &[Spanned<RawVrrp>], prefix: &str, c: &mut Checker) -> Option<Vec<VrrpConfig>> {
+    c.if_clean(|e| resolve_tables(raw, prefix, e))
 }
 
-impl From<VrrpConfigError> for (Range<usize>, String, String) {
-    fn from(e: VrrpConfigError) -> Self {
-        (e.span, e.key, e.message)
-    }
-}
-
-pub(crate) struct Errors {
-    pub(crate) prefix: String,
-    pub(crate) errors: Vec<VrrpConfigError>,
-}
-
-impl Errors {
-    pub(crate) fn add(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
-        self.errors.push(VrrpConfigError { span, key: format!("{}.{key}", self.prefix), message: message.into() });
-    }
-
-    pub(crate) fn duration(
-        &mut self,
-        value: &Option<Spanned<RawDuration>>,
-        key: &str,
-        default: Duration,
-        range: (Duration, Duration),
-    ) -> Duration {
-        let Some(v) = value else { return default };
-        match duration_value(v.get_ref()) {
-            Ok(d) if d < range.0 || d > range.1 => {
-                self.add(v.span(), key, format!("{} is out of range {}..={}", show(d), show(range.0), show(range.1)));
-                default
-            }
-            Ok(d) => d,
-            Err(message) => {
-                self.add(v.span(), key, message);
-                default
-            }
-        }
-    }
-
-    pub(crate) fn integer(&mut self, value: &Option<Spanned<i64>>, key: &str, range: (i64, i64), default: i64) -> i64 {
-        let Some(v) = value else { return default };
-        let n = *v.get_ref();
-        if (range.0..=range.1).contains(&n) {
-            n
-        } else {
-            self.add(v.span(), key, format!("{n} is out of range {}..={}", range.0, range.1));
-            default
-        }
-    }
-
-    pub(crate) fn text(&mut self, value: &Option<Spanned<String>>, key: &str) -> Option<String> {
-        let v = value.as_ref()?;
-        if v.get_ref().trim().is_empty() {
-            self.add(v.span(), key, "must not be empty");
-            return None;
-        }
-        Some(v.get_ref().clone())
-    }
-}
-
-/// A `RawDuration`'s value.
-pub(crate) fn duration_value(value: &RawDuration) -> Result<Duration, String> {
-    match value {
-        RawDuration::Seconds(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        RawDuration::FractionalSeconds(f) if f.is_finite() && *f >= 0.0 && *f < 1e9 => Ok(Duration::from_secs_f64(*f)),
-        RawDuration::Text(t) => parse_duration(t),
-        RawDuration::Seconds(n) => Err(format!("{n} is not a duration")),
-        RawDuration::FractionalSeconds(f) => Err(format!("{f} is not a duration")),
-    }
-}
-
-pub(crate) fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-pub(crate) fn interface_name_ok(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ':']) && !name.contains(char::is_whitespace)
-}
-
-fn unicast(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
-}
-
-/// Validates every `[[vrrp]]` table. `prefix` names the array (`vrrp`).
-pub fn resolve_all(raw: &[Spanned<RawVrrp>], prefix: &str) -> Result<Vec<VrrpConfig>, Vec<VrrpConfigError>> {
+/// The tables with defaults in place of their mistakes.
+fn resolve_tables(raw: &[Spanned<RawVrrp>], prefix: &str, e: &mut Checker) -> Vec<VrrpConfig> {
     let mut all = Vec::new();
-    let mut errors = Vec::new();
     let mut seen_vrid: HashMap<(String, u8), usize> = HashMap::new();
     let mut seen_name: HashMap<String, usize> = HashMap::new();
     for (i, table) in raw.iter().enumerate() {
-        let mut e = Errors { prefix: format!("{prefix}[{i}]"), errors: Vec::new() };
-        let config = resolve_one(table.get_ref(), &mut e);
+        let key = |k: &str| format!("{prefix}[{i}].{k}");
+        let config = resolve_one(table.get_ref(), &format!("{prefix}[{i}]"), e);
         if let Some(first) = seen_vrid.insert((config.interface.clone(), config.vrid), i) {
             let v = &table.get_ref().virtual_router_id;
-            e.add(
+            e.error(
                 v.span(),
-                "virtual_router_id",
+                key("virtual_router_id"),
                 format!("{prefix}[{first}] has VRID {} on {} already", config.vrid, config.interface),
             );
         }
         if let Some(first) = seen_name.insert(config.name.clone(), i) {
             let span = table.get_ref().name.as_ref().map_or(table.span(), |n| n.span());
-            e.add(span, "name", format!("{prefix}[{first}] is named \"{}\" already", config.name));
+            e.error(span, key("name"), format!("{prefix}[{first}] is named \"{}\" already", config.name));
         }
-        errors.extend(e.errors);
         all.push(config);
     }
-    if errors.is_empty() { Ok(all) } else { Err(errors) }
+    all
 }
 
-/// Validates one table; its mistakes go to `e`, and the returned config
-/// holds defaults in their place.
-pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
+/// Validates one table, `prefix` its key (`vrrp[0]`); its mistakes go to
+/// `e`, and the returned config holds defaults in their place.
+fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
+    let key = |k: &str| format!("{prefix}.{k}");
+    e.interface_name(&raw.interface, &key("interface"));
     let interface = raw.interface.get_ref().trim().to_string();
-    if !interface_name_ok(&interface) {
-        e.add(raw.interface.span(), "interface", format!("\"{interface}\" is not an interface name"));
-    }
-    let vrid = e.integer(&Some(raw.virtual_router_id.clone()), "virtual_router_id", (1, 255), 1) as u8;
+    let vrid =
+        e.integer(&Some(raw.virtual_router_id.clone()), &key("virtual_router_id"), 1..=255, 1).unwrap_or(1) as u8;
     let mut c = VrrpConfig::new(&interface, vrid, &[]);
     c.version = Version::V2;
-    if let Some(name) = e.text(&raw.name, "name") {
+    if let Some(name) = e.text(&raw.name, &key("name")) {
         c.name = name.trim().to_string();
     }
-    c.priority = e.integer(&raw.priority, "priority", (1, 255), i64::from(DEFAULT_PRIORITY)) as u8;
+    let default = i64::from(DEFAULT_PRIORITY);
+    c.priority = e.integer(&raw.priority, &key("priority"), 1..=255, default).unwrap_or(default) as u8;
     if let Some(v) = &raw.version {
         match v.get_ref() {
             2 => c.version = Version::V2,
             3 => c.version = Version::V3,
-            n => e.add(v.span(), "version", format!("{n} is not a VRRP version (2 or 3)")),
+            n => e.error(v.span(), key("version"), format!("{n} is not a VRRP version (2 or 3)")),
         }
     }
 
     // The advert interval: whole seconds in v2, centiseconds in v3.
     if let Some(v) = &raw.advert_interval {
-        match duration_value(v.get_ref()) {
-            Err(message) => e.add(v.span(), "advert_interval", message),
+        // Any duration here; the version decides the range.
+        match v.get_ref().check(DurationRange::Within(Duration::ZERO, Duration::MAX)) {
+            Err(message) => e.error(v.span(), key("advert_interval"), message),
             Ok(d) => match c.version {
                 Version::V2 if d.subsec_nanos() != 0 || !(1..=255).contains(&d.as_secs()) => {
                     let hint = if d < Duration::from_secs(1) { " (sub-second intervals need version = 3)" } else { "" };
-                    e.add(v.span(), "advert_interval", format!("{} is not 1s..=255s in whole seconds{hint}", show(d)))
+                    e.error(
+                        v.span(),
+                        key("advert_interval"),
+                        format!("{} is not 1s..=255s in whole seconds{hint}", fmt_duration(d)),
+                    )
                 }
                 Version::V3
                     if d.as_nanos() % 10_000_000 != 0
                         || d.is_zero()
                         || d.as_millis() / 10 > u128::from(MAX_V3_INTERVAL_CS) =>
                 {
-                    e.add(v.span(), "advert_interval", format!("{} is not 10ms..=40950ms in steps of 10ms", show(d)))
+                    e.error(
+                        v.span(),
+                        key("advert_interval"),
+                        format!("{} is not 10ms..=40950ms in steps of 10ms", fmt_duration(d)),
+                    )
                 }
                 _ => c.advert_interval = d,
             },
@@ -389,25 +308,26 @@ pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
     }
 
     c.preempt = raw.preempt.as_ref().is_none_or(|p| *p.get_ref());
+    let delay_range = DurationRange::Within(Duration::ZERO, MAX_PREEMPT_DELAY);
     c.preempt_delay =
-        e.duration(&raw.preempt_delay, "preempt_delay", Duration::ZERO, (Duration::ZERO, MAX_PREEMPT_DELAY));
+        e.duration(&raw.preempt_delay, &key("preempt_delay"), delay_range, Duration::ZERO).unwrap_or_default();
     if let Some(d) = &raw.preempt_delay
         && !c.preempt
     {
-        e.add(d.span(), "preempt_delay", "does not apply with preempt = false");
+        e.error(d.span(), key("preempt_delay"), "does not apply with preempt = false");
     }
 
     let vips = &raw.virtual_ipaddress;
     if vips.get_ref().is_empty() {
-        e.add(vips.span(), "virtual_ipaddress", "needs at least one address");
+        e.error(vips.span(), key("virtual_ipaddress"), "needs at least one address");
     }
     if vips.get_ref().len() > 255 {
-        e.add(vips.span(), "virtual_ipaddress", "more than 255 addresses (an advert lists at most 255)");
+        e.error(vips.span(), key("virtual_ipaddress"), "more than 255 addresses (an advert lists at most 255)");
     }
     for v in vips.get_ref() {
         let text = v.get_ref().trim();
         let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
-        let address = addr.parse::<Ipv4Addr>().ok().filter(|a| unicast(*a));
+        let address = addr.parse::<Ipv4Addr>().ok().filter(|a| is_unicast(*a));
         let prefix_len = match prefix {
             None => Some(32),
             Some(p) => p.parse::<u8>().ok().filter(|p| *p <= 32),
@@ -415,24 +335,30 @@ pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
         match (address, prefix_len) {
             (Some(address), Some(prefix_len)) => {
                 if c.virtual_ipaddress.iter().any(|x| x.address == address) {
-                    e.add(v.span(), "virtual_ipaddress", format!("{address} is listed twice"));
+                    e.error(v.span(), key("virtual_ipaddress"), format!("{address} is listed twice"));
                 } else {
                     c.virtual_ipaddress.push(Vip { address, prefix_len });
                 }
             }
-            _ => e.add(v.span(), "virtual_ipaddress", format!("\"{text}\" is not a unicast IPv4 ADDRESS[/PREFIX]")),
+            _ => e.error(
+                v.span(),
+                key("virtual_ipaddress"),
+                format!("\"{text}\" is not a unicast IPv4 ADDRESS[/PREFIX]"),
+            ),
         }
     }
 
     if let Some(peers) = &raw.unicast_peer {
         if peers.get_ref().is_empty() {
-            e.add(peers.span(), "unicast_peer", "needs at least one address (or leave it out for multicast)");
+            e.error(peers.span(), key("unicast_peer"), "needs at least one address (or leave it out for multicast)");
         }
         for p in peers.get_ref() {
             match p.get_ref().trim().parse::<Ipv4Addr>() {
-                Ok(a) if unicast(a) && !c.unicast_peer.contains(&a) => c.unicast_peer.push(a),
-                Ok(a) if unicast(a) => e.add(p.span(), "unicast_peer", format!("{a} is listed twice")),
-                _ => e.add(p.span(), "unicast_peer", format!("\"{}\" is not a unicast IPv4 address", p.get_ref())),
+                Ok(a) if is_unicast(a) && !c.unicast_peer.contains(&a) => c.unicast_peer.push(a),
+                Ok(a) if is_unicast(a) => e.error(p.span(), key("unicast_peer"), format!("{a} is listed twice")),
+                _ => {
+                    e.error(p.span(), key("unicast_peer"), format!("\"{}\" is not a unicast IPv4 address", p.get_ref()))
+                }
             }
         }
     }
@@ -440,25 +366,26 @@ pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
     if let Some(pass) = &raw.auth_pass {
         let text = pass.get_ref();
         if c.version != Version::V2 {
-            e.add(pass.span(), "auth_pass", "VRRPv3 has no authentication (needs version = 2)");
+            e.error(pass.span(), key("auth_pass"), "VRRPv3 has no authentication (needs version = 2)");
         } else if text.is_empty() || text.len() > 8 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-            e.add(pass.span(), "auth_pass", "must be 1 to 8 printable ASCII characters");
+            e.error(pass.span(), key("auth_pass"), "must be 1 to 8 printable ASCII characters");
         } else {
             c.auth_pass = Some(text.clone());
         }
     }
 
-    c.notify_master = e.text(&raw.notify_master, "notify_master");
-    c.notify_backup = e.text(&raw.notify_backup, "notify_backup");
-    c.notify_fault = e.text(&raw.notify_fault, "notify_fault");
+    c.notify_master = e.text(&raw.notify_master, &key("notify_master"));
+    c.notify_backup = e.text(&raw.notify_backup, &key("notify_backup"));
+    c.notify_fault = e.text(&raw.notify_fault, &key("notify_fault"));
 
     if let Some(list) = &raw.track_interface {
         for t in list.get_ref() {
             let name = t.get_ref().trim();
-            if !interface_name_ok(name) {
-                e.add(t.span(), "track_interface", format!("\"{name}\" is not an interface name"));
-            } else if c.track_interface.iter().any(|x| x == name) {
-                e.add(t.span(), "track_interface", format!("\"{name}\" is listed twice"));
+            if !e.interface_name(t, &key("track_interface")) {
+                continue;
+            }
+            if c.track_interface.iter().any(|x| x == name) {
+                e.error(t.span(), key("track_interface"), format!("\"{name}\" is listed twice"));
             } else {
                 c.track_interface.push(name.to_string());
             }
@@ -468,15 +395,15 @@ pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
     if let Some(list) = &raw.track_service {
         for (j, t) in list.get_ref().iter().enumerate() {
             let t = t.get_ref();
-            let key = format!("track_service[{j}]");
-            let weight = e.integer(&t.weight, &format!("{key}.weight"), (-253, 253), 0) as i32;
+            let entry = |k: &str| key(&format!("track_service[{j}].{k}"));
+            let weight = e.integer(&t.weight, &entry("weight"), -253..=253, 0).unwrap_or(0) as i32;
             if weight != 0
                 && c.priority == 255
                 && let Some(w) = &t.weight
             {
-                e.add(
+                e.error(
                     w.span(),
-                    &format!("{key}.weight"),
+                    entry("weight"),
                     "the address owner (priority 255) keeps its priority: only weight 0 applies",
                 );
             }
@@ -484,32 +411,31 @@ pub(crate) fn resolve_one(raw: &RawVrrp, e: &mut Errors) -> VrrpConfig {
                 Ok((protocol, vip, port)) => {
                     let track = TrackService { protocol, vip, port, weight };
                     if c.track_service.iter().any(|x| (x.protocol, x.vip, x.port) == (protocol, vip, port)) {
-                        e.add(t.service.span(), &format!("{key}.service"), format!("{track} is listed twice"));
+                        e.error(t.service.span(), entry("service"), format!("{track} is listed twice"));
                     } else {
                         c.track_service.push(track);
                     }
                 }
-                Err(message) => e.add(t.service.span(), &format!("{key}.service"), message),
+                Err(message) => e.error(t.service.span(), entry("service"), message),
             }
         }
     }
 
-    let max = (Duration::ZERO, MAX_PREEMPT_DELAY);
-    c.garp_master_delay = e.duration(&raw.garp_master_delay, "garp_master_delay", DEFAULT_GARP_MASTER_DELAY, max);
+    c.garp_master_delay = e
+        .duration(&raw.garp_master_delay, &key("garp_master_delay"), delay_range, DEFAULT_GARP_MASTER_DELAY)
+        .unwrap_or(DEFAULT_GARP_MASTER_DELAY);
+    let default = i64::from(DEFAULT_GARP_MASTER_REPEAT);
     c.garp_master_repeat =
-        e.integer(&raw.garp_master_repeat, "garp_master_repeat", (1, 100), i64::from(DEFAULT_GARP_MASTER_REPEAT))
-            as u32;
-    let refresh = e.duration(
-        &raw.garp_master_refresh,
-        "garp_master_refresh",
-        Duration::ZERO,
-        (Duration::ZERO, Duration::from_secs(86_400)),
-    );
+        e.integer(&raw.garp_master_repeat, &key("garp_master_repeat"), 1..=100, default).unwrap_or(default) as u32;
+    let up_to_a_day = DurationRange::Within(Duration::ZERO, Duration::from_secs(86_400));
+    let refresh = e
+        .duration(&raw.garp_master_refresh, &key("garp_master_refresh"), up_to_a_day, Duration::ZERO)
+        .unwrap_or_default();
     c.garp_master_refresh = (!refresh.is_zero()).then_some(refresh);
     if let (Some(r), Some(v)) = (c.garp_master_refresh, &raw.garp_master_refresh)
         && r < Duration::from_millis(100)
     {
-        e.add(v.span(), "garp_master_refresh", "must be 0 (off) or at least 100ms");
+        e.error(v.span(), key("garp_master_refresh"), "must be 0 (off) or at least 100ms");
     }
     c
 }
@@ -529,6 +455,7 @@ pub fn parse_service(text: &str) -> Result<(Protocol, Ipv4Addr, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::check::Source;
 
     #[derive(Deserialize)]
     struct Doc {
@@ -538,15 +465,9 @@ mod tests {
 
     fn resolve(text: &str) -> Result<Vec<VrrpConfig>, Vec<String>> {
         let doc: Doc = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
-        resolve_all(&doc.vrrp, "vrrp").map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| {
-                    let line = text[..e.span.start].matches('\n').count() + 1;
-                    format!("{line}: {}: {}", e.key, e.message)
-                })
-                .collect()
-        })
+        let source = Source::new("lb.toml", text);
+        let mut c = Checker::new(&source);
+        resolve_all(&doc.vrrp, "vrrp", &mut c).ok_or_else(|| c.line_key_messages())
     }
 
     fn one(text: &str) -> VrrpConfig {

@@ -16,7 +16,7 @@ pub mod net;
 pub mod packet;
 pub mod state;
 
-pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, VrrpConfigError, resolve_all};
+pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, resolve_all};
 pub use instance::{VrrpInstance, VrrpStatus, render_table};
 pub use packet::Version;
 pub use state::State;

@@ -23,8 +23,8 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::{connect, io_reason, load_ca_file};
-use crate::health::config::{HealthCheck, HttpProbe, TlsOptions};
+use super::net::{connect, io_reason};
+use crate::health::config::{HealthCheck, HttpProbe, TlsOptions, load_ca_file};
 use response::{Response, read_response};
 
 pub(super) async fn check(

@@ -13,8 +13,8 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use super::{io_reason, random_u64};
-use crate::health::config::{HealthCheck, fmt_duration};
+use super::net::{io_reason, random_u64};
+use crate::{config::check::fmt_duration, health::config::HealthCheck};
 
 const ECHO_REQUEST_V4: u8 = 8;
 const ECHO_REPLY_V4: u8 = 0;

@@ -1,0 +1,77 @@
+//! The `[director]` table.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use toml::Spanned;
+
+use super::{
+    DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH, DirectorConfig, XdpMode,
+    check::{Checker, is_unicast},
+    raw::RawDirector,
+};
+use crate::model::Timeouts;
+
+pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Option<DirectorConfig> {
+    let d = raw.get_ref();
+    c.interface_name(&d.interface, "director.interface");
+    let interface = d.interface.get_ref().trim().to_string();
+    let xdp_mode = match d.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("auto") => XdpMode::Auto,
+        Some("native") => XdpMode::Native,
+        Some("generic") => XdpMode::Generic,
+        Some(other) => {
+            let span = d.xdp_mode.as_ref().map(|m| m.span()).unwrap_or(raw.span());
+            c.error(span, "director.xdp_mode", format!("\"{other}\" is not one of auto, native, generic"));
+            XdpMode::Auto
+        }
+    };
+    let conn_table_size = c.integer(
+        &d.conn_table_size,
+        "director.conn_table_size",
+        1024..=1 << 27,
+        lb_common::DEFAULT_CONN_TABLE_SIZE as i64,
+    );
+    let pin_path = match &d.pin_path {
+        None => Some(PathBuf::from(DEFAULT_PIN_PATH)),
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) if !p.get_ref().starts_with('/') => {
+            c.error(p.span(), "director.pin_path", "must be an absolute path (in a bpffs mount) or \"\"");
+            None
+        }
+        Some(p) => Some(PathBuf::from(p.get_ref())),
+    };
+    let control_socket = match &d.control_socket {
+        None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        Some(p) if !p.get_ref().starts_with('/') => {
+            c.error(p.span(), "director.control_socket", "must be an absolute path");
+            PathBuf::new()
+        }
+        Some(p) => PathBuf::from(p.get_ref()),
+    };
+    let defaults = Timeouts::default();
+    // Under a year.
+    let max = 86_400 * 365 - 1;
+    let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..=max, defaults.tcp as i64);
+    let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..=max, defaults.tcpfin as i64);
+    let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..=max, defaults.udp as i64);
+    let tun_source = match &d.tun_source {
+        None => None,
+        Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
+            Ok(addr) if is_unicast(addr) => Some(addr),
+            _ => {
+                c.error(a.span(), "director.tun_source", format!("\"{}\" is not a unicast IPv4 address", a.get_ref()));
+                None
+            }
+        },
+    };
+    Some(DirectorConfig {
+        tun_source,
+        interface,
+        interface_line: c.line(&d.interface.span()),
+        xdp_mode,
+        conn_table_size: conn_table_size? as u32,
+        pin_path,
+        control_socket,
+        timeouts: Timeouts { tcp: tcp? as u32, tcpfin: tcpfin? as u32, udp: udp? as u32 },
+    })
+}

@@ -1,0 +1,198 @@
+//! Reading the config and checking it, table by table, with every mistake
+//! reported at once.
+
+use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+
+use lb_common::MAX_SERVICES;
+
+use super::{
+    Config, ConfigError, ConfigErrors,
+    check::{Checker, Source},
+    director::check_director,
+    raw::RawConfig,
+    service::check_service,
+};
+use crate::{model::Protocol, sync::config::SyncConfig};
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.display().to_string(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let source = Source::new(path.display().to_string(), text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: source.file().to_string(),
+                line: e.span().map(|s| source.line(s.start)),
+                key: String::new(),
+                message: e.message().trim_end().to_string(),
+            }])
+        })?;
+        let mut c = Checker::new(&source);
+        let director = check_director(&mut c, &raw.director);
+        let mut services = Vec::new();
+        let mut seen: HashMap<(Protocol, Ipv4Addr, u16), usize> = HashMap::new();
+        if raw.service.len() > MAX_SERVICES as usize {
+            c.error(raw.service[MAX_SERVICES as usize].span(), "service", format!("more than {MAX_SERVICES} services"));
+        }
+        for (i, svc) in raw.service.iter().enumerate() {
+            if let Some(s) = check_service(&mut c, svc, i) {
+                if let Some(first) = seen.insert((s.protocol, s.vip, s.port), s.line) {
+                    c.error(
+                        svc.get_ref().vip.span(),
+                        format!("service[{i}].vip"),
+                        format!("{} {}:{} is already defined at line {first}", s.protocol.name(), s.vip, s.port),
+                    );
+                }
+                services.push(s);
+            }
+        }
+        let vrrp = crate::vrrp::resolve_all(&raw.vrrp, "vrrp", &mut c).unwrap_or_default();
+        // Tracked services must be services of this file.
+        for (i, (instance, raw_instance)) in vrrp.iter().zip(&raw.vrrp).enumerate() {
+            for (j, t) in instance.track_service.iter().enumerate() {
+                if !services.iter().any(|s| (s.protocol, s.vip, s.port) == (t.protocol, t.vip, t.port)) {
+                    let span = raw_instance
+                        .get_ref()
+                        .track_service
+                        .as_ref()
+                        .and_then(|l| l.get_ref().get(j).map(|e| e.span()))
+                        .unwrap_or(raw_instance.span());
+                    c.error(
+                        span,
+                        format!("vrrp[{i}].track_service[{j}]"),
+                        format!("{t} is not a service of this file"),
+                    );
+                }
+            }
+        }
+        let sync = raw.sync.as_ref().and_then(|s| SyncConfig::resolve(s, "sync", &mut c)).filter(|s| s.enabled);
+        match director {
+            Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync }),
+            _ => Err(ConfigErrors(c.into_errors())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Scheduler, Timeouts};
+
+    const GOOD: &str = r#"
+[director]
+interface = "eth0"
+xdp_mode = "auto"
+
+[[service]]
+vip = "172.16.100.1:80"
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "dr"
+
+[[service.real]]
+address = "172.16.100.7"
+weight = 2
+
+[[service.real]]
+address = "172.16.100.8"
+weight = 1
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("lb.toml")) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+        assert_eq!(c.director.interface, "eth0");
+        assert_eq!(c.services.len(), 1);
+        let s = &c.services[0];
+        assert_eq!((s.vip, s.port, s.scheduler), ("172.16.100.1".parse().unwrap(), 80, Scheduler::Wrr));
+        assert_eq!(s.reals.len(), 2);
+        assert_eq!(s.reals[0].weight, 2);
+        assert_eq!(s.reals[1].line, 16);
+        assert_eq!(c.director.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn each_mistake_names_line_and_key() {
+        let bad = GOOD.replace("172.16.100.8\"", "172.16.100.x\"");
+        assert_eq!(errors(&bad), ["lb.toml:17: service[0].real[1].address: \"172.16.100.x\" is not an IPv4 address"]);
+
+        let bad = GOOD.replace("weight = 2", "weight = 70000");
+        assert_eq!(errors(&bad), ["lb.toml:14: service[0].real[0].weight: 70000 is out of range 0..=65535"]);
+
+        let bad = GOOD.replace("\"wrr\"", "\"fastest\"");
+        assert!(errors(&bad)[0].starts_with("lb.toml:9: service[0].scheduler: unknown scheduler \"fastest\""));
+
+        let bad = GOOD.replace("172.16.100.1:80", "172.16.100.1");
+        assert_eq!(
+            errors(&bad),
+            ["lb.toml:7: service[0].vip: \"172.16.100.1\" is not ADDRESS:PORT (add :PORT, or :0 for every port)"]
+        );
+
+        let bad = GOOD.replace("weight = 1", "weigth = 1");
+        let e = errors(&bad);
+        assert!(e[0].starts_with("lb.toml:18: unknown field `weigth`"), "{e:?}");
+
+        let bad = GOOD.replace("\"tcp\"", "\"sctp\"");
+        assert_eq!(errors(&bad), ["lb.toml:8: service[0].protocol: unknown protocol \"sctp\" (tcp or udp)"]);
+
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "xdp_mode = \"turbo\"");
+        assert_eq!(errors(&bad), ["lb.toml:4: director.xdp_mode: \"turbo\" is not one of auto, native, generic"]);
+
+        let bad = GOOD.replace("[director]\ninterface = \"eth0\"\n", "[director]\n");
+        assert!(errors(&bad)[0].contains("missing field `interface`"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let twice = format!("{GOOD}\n[[service]]\nvip = \"172.16.100.1:80\"\nscheduler = \"rr\"\n");
+        assert_eq!(errors(&twice), ["lb.toml:21: service[1].vip: tcp 172.16.100.1:80 is already defined at line 6"]);
+        let same_real = GOOD.replace("172.16.100.8", "172.16.100.7");
+        assert_eq!(
+            errors(&same_real),
+            ["lb.toml:17: service[0].real[1].address: 172.16.100.7 is already a real server of this service (line 12)"]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let bad = GOOD.replace("172.16.100.8\"", "nope\"").replace("weight = 2", "weight = -1");
+        assert_eq!(errors(&bad).len(), 2);
+    }
+
+    #[test]
+    fn addresses_and_interfaces_are_checked_alike_in_every_table() {
+        let bad = GOOD.replace("interface = \"eth0\"", "interface = \"eth0:1\"");
+        assert_eq!(errors(&bad), ["lb.toml:3: director.interface: \"eth0:1\" is not an interface name"]);
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "tun_source = \"127.0.0.1\"");
+        assert_eq!(errors(&bad), ["lb.toml:4: director.tun_source: \"127.0.0.1\" is not a unicast IPv4 address"]);
+        let bad = GOOD.replace("forwarding = \"dr\"", "sorry_server = \"255.255.255.255\"");
+        assert_eq!(errors(&bad), ["lb.toml:10: service[0].sorry_server: \"255.255.255.255\" is not an IPv4 address"]);
+    }
+
+    #[test]
+    fn port_zero_is_every_port_and_udp_works() {
+        let text = GOOD.replace(":80", ":0").replace("\"tcp\"", "\"udp\"");
+        let c = Config::parse(&text, Path::new("x")).unwrap();
+        assert_eq!(c.services[0].port, 0);
+        assert_eq!(c.services[0].protocol, Protocol::Udp);
+    }
+}

@@ -1,0 +1,119 @@
+//! The TOML config: parsed and validated completely before anything touches
+//! the kernel. Every error names the file, the line and the key.
+//!
+//!
+//! This file holds the validated config's types; the rest, each on top of
+//! the one before:
+//!
+//! - [`check`]: the checker every table reports through, the one error
+//!   type, and the values several tables share (durations, interface
+//!   names, unicast addresses);
+//! - `raw`: the file as written, with spans;
+//! - `director`, and `service` with the service's `options`, `real`
+//!   servers and `health` settings: one check per table (the
+//!   `health_check`, `[[vrrp]]` and `[sync]` tables are checked by
+//!   [`crate::health`], [`crate::vrrp`] and [`crate::sync`]);
+//! - `load`: [`Config::load`] and [`Config::parse`].
+
+pub mod check;
+mod director;
+mod health;
+mod load;
+mod options;
+mod raw;
+mod real;
+mod service;
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+pub use self::check::{ConfigError, ConfigErrors};
+use crate::{
+    health::{HealthCheck, Quorum},
+    model::{Forwarding, Protocol, Scheduler, ServiceOptions, Timeouts},
+    sync::config::SyncConfig,
+    vrrp::VrrpConfig,
+};
+
+pub const DEFAULT_PATH: &str = "/etc/lb/lb.toml";
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lb/lbd.sock";
+/// ipvsadm accepts weights 0..=65535.
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode if the NIC supports it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub director: DirectorConfig,
+    pub services: Vec<ServiceConfig>,
+    /// VRRP instances moving the VIPs between directors.
+    pub vrrp: Vec<VrrpConfig>,
+    /// Connection sync with the other director(s).
+    pub sync: Option<SyncConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectorConfig {
+    pub interface: String,
+    /// Where `interface` is set, for errors about the interface itself.
+    pub interface_line: usize,
+    pub xdp_mode: XdpMode,
+    pub conn_table_size: u32,
+    /// bpffs directory the maps and the XDP link are pinned in; `None`
+    /// (config `pin_path = ""`) pins nothing.
+    pub pin_path: Option<PathBuf>,
+    pub control_socket: PathBuf,
+    pub timeouts: Timeouts,
+    /// Outer source address of TUN packets; default: the interface's own
+    /// (first non-VIP) address.
+    pub tun_source: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    pub line: usize,
+    pub protocol: Protocol,
+    pub vip: Ipv4Addr,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+    pub scheduler: Scheduler,
+    pub options: ServiceOptions,
+    pub forwarding: Forwarding,
+    pub reals: Vec<RealConfig>,
+    /// The service's own health check (what a real server without
+    /// overrides gets; also given to servers added with lbctl).
+    pub health: HealthCheck,
+    /// Takes the service's connections while every real server is down.
+    pub sorry_server: Option<Ipv4Addr>,
+    /// Live weight below which the service counts as down (keepalived).
+    pub quorum: Quorum,
+    pub quorum_up: Option<String>,
+    pub quorum_down: Option<String>,
+    /// A failed server keeps its open connections (default: they move to a
+    /// live server on their next packet, IPVS's expire_nodest_conn).
+    pub drain_on_failure: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealConfig {
+    /// Where its `[[service.real]]` table starts.
+    pub line: usize,
+    /// Where `address` is set, for errors about the address itself.
+    pub address_line: usize,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub forwarding: Forwarding,
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+    /// The service's check with this server's overrides (kind none: always up).
+    pub health: HealthCheck,
+}

@@ -1,0 +1,65 @@
+//! The config file as written, each value with its span for error
+//! messages; `load` checks it table by table.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{health::RawHealthCheck, sync::config::RawSync, vrrp::RawVrrp};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) director: Spanned<RawDirector>,
+    #[serde(default)]
+    pub(super) service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    pub(super) vrrp: Vec<Spanned<RawVrrp>>,
+    pub(super) sync: Option<Spanned<RawSync>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDirector {
+    pub(super) interface: Spanned<String>,
+    pub(super) xdp_mode: Option<Spanned<String>>,
+    pub(super) conn_table_size: Option<Spanned<i64>>,
+    pub(super) pin_path: Option<Spanned<String>>,
+    pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) timeout_tcp: Option<Spanned<i64>>,
+    pub(super) timeout_tcpfin: Option<Spanned<i64>>,
+    pub(super) timeout_udp: Option<Spanned<i64>>,
+    pub(super) tun_source: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub(super) vip: Spanned<String>,
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) scheduler: Option<Spanned<String>>,
+    pub(super) sched_flags: Option<Spanned<Vec<String>>>,
+    pub(super) forwarding: Option<Spanned<String>>,
+    pub(super) persistence_timeout: Option<Spanned<i64>>,
+    pub(super) persistence_netmask: Option<Spanned<String>>,
+    pub(super) sloppy_tcp: Option<Spanned<bool>>,
+    pub(super) health_check: Option<Spanned<RawHealthCheck>>,
+    pub(super) sorry_server: Option<Spanned<String>>,
+    pub(super) quorum: Option<Spanned<i64>>,
+    pub(super) hysteresis: Option<Spanned<i64>>,
+    pub(super) quorum_up: Option<Spanned<String>>,
+    pub(super) quorum_down: Option<Spanned<String>>,
+    pub(super) drain_on_failure: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) real: Vec<Spanned<RawReal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReal {
+    pub(super) address: Spanned<String>,
+    pub(super) weight: Option<Spanned<i64>>,
+    pub(super) forwarding: Option<Spanned<String>>,
+    pub(super) upper_threshold: Option<Spanned<i64>>,
+    pub(super) lower_threshold: Option<Spanned<i64>>,
+    pub(super) health_check: Option<Spanned<RawHealthCheck>>,
+}

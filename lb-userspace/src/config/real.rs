@@ -1,0 +1,124 @@
+//! A service's `[[service.real]]` tables.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::{MAX_DESTS_PER_SERVICE, sched::MAX_SEQUENCE_LEN};
+use toml::Spanned;
+
+use super::{
+    MAX_WEIGHT, RealConfig,
+    check::{Checker, is_unicast},
+    health,
+    raw::RawService,
+};
+use crate::model::{Forwarding, Scheduler};
+
+/// The real servers of the `i`th service, given what was right of its VIP,
+/// forwarding and scheduler; a server with a mistake is left out.
+pub(super) fn check_reals(
+    c: &mut Checker,
+    s: &RawService,
+    i: usize,
+    vip: Option<(Ipv4Addr, u16)>,
+    forwarding: Option<Forwarding>,
+    scheduler: Option<Scheduler>,
+) -> Vec<RealConfig> {
+    let key = |k: &str| format!("service[{i}].{k}");
+    if s.real.len() > MAX_DESTS_PER_SERVICE as usize {
+        c.error(
+            s.real[MAX_DESTS_PER_SERVICE as usize].span(),
+            key("real"),
+            format!("more than {MAX_DESTS_PER_SERVICE} real servers"),
+        );
+    }
+    let mut reals: Vec<RealConfig> = Vec::new();
+    for (j, r) in s.real.iter().enumerate() {
+        let rkey = |k: &str| format!("service[{i}].real[{j}].{k}");
+        let rs = r.get_ref();
+        let address = match rs.address.get_ref().parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) if !is_unicast(a) => {
+                c.error(rs.address.span(), rkey("address"), format!("{a} cannot be a real server"));
+                None
+            }
+            Ok(IpAddr::V4(a)) => Some(a),
+            Ok(IpAddr::V6(_)) => {
+                c.error(rs.address.span(), rkey("address"), "IPv6 real servers are not supported yet");
+                None
+            }
+            Err(_) => {
+                let hint = if rs.address.get_ref().contains(':') {
+                    " (give the address alone: in DR and TUN the real server listens on the VIP's port)"
+                } else {
+                    ""
+                };
+                c.error(
+                    rs.address.span(),
+                    rkey("address"),
+                    format!("\"{}\" is not an IPv4 address{hint}", rs.address.get_ref()),
+                );
+                None
+            }
+        };
+        let weight = c.integer(&rs.weight, &rkey("weight"), 0..=MAX_WEIGHT as i64, 1);
+        let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..=i32::MAX as i64, 0);
+        let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..=i32::MAX as i64, 0);
+        if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span()))
+            && u != 0
+            && l > u
+        {
+            c.error(span, rkey("lower_threshold"), format!("{l} is above upper_threshold {u}"));
+        }
+        let real_forwarding = match &rs.forwarding {
+            None => forwarding,
+            Some(f) => check_forwarding(c, f, &rkey("forwarding")),
+        };
+        if let (Some(address), Some(weight), Some(fwd), Some((_, port))) = (address, weight, real_forwarding, vip) {
+            if let Some(first) = reals.iter().find(|r| r.address == address) {
+                c.error(
+                    rs.address.span(),
+                    rkey("address"),
+                    format!("{address} is already a real server of this service (line {})", first.line),
+                );
+            }
+            if Some(IpAddr::V4(address)) == vip.map(|(ip, _)| IpAddr::V4(ip)) {
+                c.error(rs.address.span(), rkey("address"), "a real server cannot be the VIP itself");
+            }
+            reals.push(RealConfig {
+                health: health::real_health(c, s, r, i, j, address, port),
+                line: c.line(&r.span()),
+                address_line: c.line(&rs.address.span()),
+                address,
+                port,
+                weight: weight as u32,
+                forwarding: fwd,
+                upper_threshold: upper.unwrap_or(0) as u32,
+                lower_threshold: lower.unwrap_or(0) as u32,
+            });
+        }
+    }
+    if scheduler == Some(Scheduler::Wrr) {
+        let weights: Vec<u32> = reals.iter().map(|r| r.weight).collect();
+        let period = lb_common::sched::wrr_period(&weights);
+        if period > MAX_SEQUENCE_LEN as u64 {
+            c.error(
+                s.vip.span(),
+                key("real"),
+                format!(
+                    "wrr weights give a sequence of {period} picks (sum of weights / their gcd); \
+                     the limit is {MAX_SEQUENCE_LEN}: use smaller weights or a common divisor"
+                ),
+            );
+        }
+    }
+    reals
+}
+
+/// A service's or a real server's `forwarding`.
+pub(super) fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
+    let f = c.parse::<Forwarding>(value, key)?;
+    if !f.is_implemented() {
+        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr, tun)", value.get_ref()));
+        return None;
+    }
+    Some(f)
+}
