@@ -5,24 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-/// Forwarding method of a real server, as ipvsadm names it in `-L`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Forwarding {
-    /// Direct routing, "Route", `-g`.
-    Dr,
-    /// IP-in-IP, "Tunnel", `-i`.
-    Tun,
-    /// Masquerading, "Masq", `-m`.
-    Nat,
-}
+pub use lb_common::{Forwarding, Protocol};
 
 /// Cumulative counters (ipvsadm `--stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
