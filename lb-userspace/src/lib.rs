@@ -1,9 +1,6 @@
 //! The controller (`lbd`) and the CLI (`lbctl`), as a library so the tests
 //! drive the same code.
 
-pub mod ipvsadm;
-pub mod ipvsadm_cli;
-pub mod snapshot;
 
 /// The eBPF object built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));

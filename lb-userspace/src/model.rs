@@ -4,13 +4,7 @@
 pub use lb_common::{Forwarding, Protocol, Scheduler};
 
 /// `ipvsadm --set tcp tcpfin udp`, seconds.
-pub use crate::snapshot::Timeouts;
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self { tcp: 900, tcpfin: 120, udp: 300 }
-    }
-}
+pub use lb_ipvsadm::snapshot::Timeouts;
 
 /// Per-service options beyond the scheduler (ipvsadm -p, -M, -b).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,12 +10,14 @@
 use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
+use lb_ipvsadm::{
+    format::{self as ipvsadm, PortNames},
+    grammar::{self as ipvsadm_cli, Command, ListTarget, Names},
+    snapshot::Table,
+};
 use lb_userspace::{
     config,
     control::{self, Request, Response},
-    ipvsadm::{self, PortNames},
-    ipvsadm_cli::{self, Command, ListTarget, Names},
-    snapshot::Table,
 };
 
 /// Options of ours, taken out before ipvsadm's grammar sees the rest.

@@ -18,7 +18,6 @@ use lb_userspace::{
     commands,
     config::{self, Config},
     health::HealthMonitor,
-    ipvsadm_cli::{self, Command},
     control::{self, Request, Response},
     controller::Controller,
     datapath::{Datapath, LoadOptions},
@@ -26,6 +25,7 @@ use lb_userspace::{
     netinfo::Net,
     verifier,
 };
+use lb_ipvsadm::grammar::{self as ipvsadm_cli, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 

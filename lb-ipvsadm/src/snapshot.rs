@@ -3,9 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use lb_common::{Forwarding, Protocol};
 use serde::{Deserialize, Serialize};
-
-pub use lb_common::{Forwarding, Protocol};
 
 /// Cumulative counters (ipvsadm `--stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,4 +92,11 @@ pub struct Timeouts {
     pub tcp: u32,
     pub tcpfin: u32,
     pub udp: u32,
+}
+
+impl Default for Timeouts {
+    /// IPVS's own.
+    fn default() -> Self {
+        Self { tcp: 900, tcpfin: 120, udp: 300 }
+    }
 }

@@ -74,9 +74,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::ipvsadm::ListOptions;
-use crate::model::{SCHED_FLAGS, Scheduler, ServiceOptions};
-use crate::snapshot::{Forwarding, Protocol, Timeouts};
+use lb_common::{Forwarding, Protocol, Scheduler};
+
+use crate::format::ListOptions;
+use crate::snapshot::Timeouts;
 
 /// Exit status of ipvsadm's `fail(2, ...)`: malformed or illegal options.
 pub const EXIT_USAGE: i32 = 2;
@@ -355,16 +356,6 @@ impl SchedFlags {
         };
         (0..3).filter(|i| self.0 & (1 << i) != 0).map(|i| names[i]).collect()
     }
-
-    /// The datapath's `lb_common::service_flag` bits for these flags under
-    /// `scheduler` (flags another scheduler would read are dropped, as IPVS
-    /// ignores them).
-    pub fn model_bits(self, scheduler: Scheduler) -> u16 {
-        self.names(scheduler.name())
-            .iter()
-            .filter_map(|name| SCHED_FLAGS.iter().find(|(n, _)| n == name).map(|(_, bit)| *bit))
-            .fold(0, |acc, bit| acc | bit)
-    }
 }
 
 /// `-A`/`-E`: a virtual service and its whole configuration. As in ipvsadm,
@@ -389,20 +380,6 @@ impl ServiceConfig {
     /// The scheduler ipvsadm 1.31 would set: the given one, else wlc.
     pub fn ipvsadm_scheduler(&self) -> Scheduler {
         self.scheduler.unwrap_or(Scheduler::Wlc)
-    }
-
-    /// The model's options for this service under `scheduler` (the flags'
-    /// meaning depends on it). An IPv6 prefix is not representable there
-    /// and becomes the host mask.
-    pub fn service_options(&self, scheduler: Scheduler) -> ServiceOptions {
-        ServiceOptions {
-            flags: self.sched_flags.model_bits(scheduler),
-            persistence_timeout: self.persistence_timeout,
-            persistence_netmask: match self.netmask {
-                Netmask::V4(mask) => mask,
-                Netmask::V6(_) => Ipv4Addr::BROADCAST,
-            },
-        }
     }
 }
 
@@ -2500,20 +2477,6 @@ tproxy          8081/tcp                        # Transparent Proxy
             fails("-A -t 10.0.0.1:80 -p -M 255.255.255.256"),
             usage_error("illegal virtual server persistent mask specified")
         );
-        let config = match ok("-A -t 10.0.0.1:80 -s sh -b sh-port,flag-1 -p 30 -M 255.255.0.0") {
-            Command::AddService(c) => c,
-            c => panic!("{c:?}"),
-        };
-        assert_eq!(
-            config.service_options(Scheduler::Sh),
-            ServiceOptions {
-                flags: lb_common::service_flag::SH_FALLBACK | lb_common::service_flag::SH_PORT,
-                persistence_timeout: Some(30),
-                persistence_netmask: Ipv4Addr::new(255, 255, 0, 0),
-            }
-        );
-        // The flags mean nothing to another scheduler.
-        assert_eq!(config.service_options(Scheduler::Rr).flags, 0);
     }
 
     #[test]
@@ -2538,10 +2501,6 @@ tproxy          8081/tcp                        # Transparent Proxy
         assert_eq!(c.to_string(), "-A -t 10.0.0.1:80 -s sh -b sh-fallback,sh-port,flag-3");
         assert_round_trip(&c);
         assert_eq!(SchedFlags(7).names("rr"), ["flag-1", "flag-2", "flag-3"]);
-        assert_eq!(
-            SchedFlags(3).model_bits(Scheduler::Mh),
-            lb_common::service_flag::MH_FALLBACK | lb_common::service_flag::MH_PORT
-        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::snapshot::{Connection, Forwarding, Protocol, Real, Service, Table, Timeouts};
+use lb_common::{Forwarding, Protocol};
+
+use crate::snapshot::{Connection, Real, Service, Table, Timeouts};
 
 /// IPVS version in the header line; what the reference kernel reports.
 const IPVS_VERSION: &str = "1.2.1";

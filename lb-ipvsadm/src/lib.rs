@@ -1,0 +1,10 @@
+//! ipvsadm's language, shared by lbctl (which speaks it) and lbd (which
+//! carries out its commands): the command line parsed into typed commands,
+//! ipvsadm's output formats, and the live state they are printed from.
+//!
+//! No datapath, no kernel: this crate builds without aya or the eBPF
+//! object, so lbctl stays small.
+
+pub mod format;
+pub mod grammar;
+pub mod snapshot;
