@@ -5,6 +5,12 @@
 //! No datapath, no kernel: this crate builds without aya or the eBPF
 //! object, so lbctl stays small.
 
+mod c_compat;
+pub mod command;
+pub mod error;
 pub mod format;
 pub mod grammar;
+pub mod names;
+mod popt;
 pub mod snapshot;
+pub mod usage;

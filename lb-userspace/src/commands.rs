@@ -6,8 +6,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
-use lb_ipvsadm::grammar::{
-    Command, KernelError, Netmask, SchedFlags, ServerConfig, ServiceConfig as ServiceArgs, VirtualService,
+use lb_ipvsadm::{
+    command::{Command, Netmask, SchedFlags, ServerConfig, ServiceConfig as ServiceArgs, VirtualService},
+    error::KernelError,
 };
 
 use crate::{
@@ -236,7 +237,7 @@ fn check_table(table: &[ServiceConfig]) -> Result<(), CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_ipvsadm::grammar::{Names, parse};
+    use lb_ipvsadm::{grammar::parse, names::Names};
 
     fn run(table: &mut Vec<ServiceConfig>, line: &str) -> Result<(), CommandError> {
         let args: Vec<&str> = line.split_whitespace().collect();

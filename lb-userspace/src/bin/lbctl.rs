@@ -12,7 +12,11 @@ use std::{io::Read as _, path::PathBuf, process::ExitCode};
 use anyhow::{Result, bail};
 use lb_ipvsadm::{
     format::{self as ipvsadm, PortNames},
-    grammar::{self as ipvsadm_cli, Command, ListTarget, Names},
+    command::{Command, List, ListTarget},
+    error::{EXIT_LIST, EXIT_USAGE, KernelError},
+    grammar,
+    names::Names,
+    usage::usage,
     snapshot::Table,
 };
 use lb_userspace::{
@@ -83,7 +87,7 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
         });
     }
     let names = Names::system();
-    let command = match ipvsadm_cli::parse(args, &names) {
+    let command = match grammar::parse(args, &names) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}", e.message.trim_end());
@@ -92,11 +96,11 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
     };
     if let Some(reason) = command.unsupported_reason() {
         eprintln!("{reason}");
-        return Ok(exit(ipvsadm_cli::EXIT_USAGE));
+        return Ok(exit(EXIT_USAGE));
     }
     match &command {
         Command::Help => {
-            print!("{}", ipvsadm_cli::usage("lbctl"));
+            print!("{}", usage("lbctl"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
@@ -112,7 +116,7 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
         Command::Restore => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            let commands = match ipvsadm_cli::parse_restore(&text, &names) {
+            let commands = match grammar::parse_restore(&text, &names) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("line {}: {}", e.line, e.message.trim_end());
@@ -149,7 +153,7 @@ fn port_names(numeric: bool) -> PortNames {
     if numeric { PortNames::default() } else { PortNames::system() }
 }
 
-fn list_command(own: &Own, list: &ipvsadm_cli::List) -> Result<ExitCode> {
+fn list_command(own: &Own, list: &List) -> Result<ExitCode> {
     let opts = list.list_options();
     let ports = port_names(list.numeric);
     match list.target {
@@ -165,8 +169,8 @@ fn list_command(own: &Own, list: &ipvsadm_cli::List) -> Result<ExitCode> {
             match found {
                 Some(svc) => print_out(own.json, svc, || ipvsadm::list_service(svc, &opts)),
                 None => {
-                    eprintln!("{}", ipvsadm_cli::KernelError::NoSuchService.message());
-                    Ok(exit(ipvsadm_cli::EXIT_LIST))
+                    eprintln!("{}", KernelError::NoSuchService.message());
+                    Ok(exit(EXIT_LIST))
                 }
             }
         }

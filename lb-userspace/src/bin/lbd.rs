@@ -25,7 +25,7 @@ use lb_userspace::{
     netinfo::Net,
     verifier,
 };
-use lb_ipvsadm::grammar::{self as ipvsadm_cli, Command};
+use lb_ipvsadm::{command::Command, error::KernelError, grammar, names::Names};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -381,11 +381,11 @@ async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>)
         (c.table().to_vec(), c.interface.clone(), c.config.services.clone())
     };
     let before = table.clone();
-    let names = ipvsadm_cli::Names::default();
+    let names = Names::default();
     let mut zero = Vec::new();
     let mut timeouts = None;
     for args in commands {
-        let command = match ipvsadm_cli::parse(args, &names) {
+        let command = match grammar::parse(args, &names) {
             Ok(c) => c,
             Err(e) => return refused(e.message, e.exit_code),
         };
@@ -399,7 +399,7 @@ async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>)
                         return refused("IPv6 services are not supported yet".into(), 2);
                     };
                     if !table.iter().any(|s| s.protocol == vs.protocol && s.vip == vip && s.port == vs.port) {
-                        let e = ipvsadm_cli::KernelError::NoSuchService;
+                        let e = KernelError::NoSuchService;
                         return refused(e.message().into(), e.exit_code());
                     }
                     zero.push(Some((vs.protocol, vip, vs.port)));
