@@ -16,12 +16,12 @@
 //! - There are no firewall-mark services, persistence engines or one-packet
 //!   scheduling in the snapshot, so `FWM`, `pe` and `ops` never appear.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{Forwarding, Protocol};
 
+use crate::names::Services;
 use crate::snapshot::{Connection, Real, Service, Table, Timeouts};
 
 /// IPVS version in the header line; what the reference kernel reports.
@@ -29,9 +29,6 @@ const IPVS_VERSION: &str = "1.2.1";
 
 /// ipvsadm's default scheduler, shown when a service names none.
 const DEFAULT_SCHEDULER: &str = "wlc";
-
-/// Where ipvsadm (through libc) looks up port names.
-const SERVICES_FILE: &str = "/etc/services";
 
 /// ipvsadm cuts IPv4 "Prot Address:Port" to this many bytes in listings.
 const SERVICE_NAME_WIDTH: usize = 33;
@@ -79,52 +76,6 @@ impl Default for ListOptions {
     }
 }
 
-/// Port names by protocol, as `getservbyport` finds them in `/etc/services`
-/// (the first entry for a port wins).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PortNames {
-    names: HashMap<(Protocol, u16), String>,
-}
-
-impl PortNames {
-    /// Parses `/etc/services` syntax: `name port/proto [aliases] [# comment]`.
-    /// Malformed lines and other protocols are skipped.
-    pub fn parse(text: &str) -> Self {
-        let mut names = HashMap::new();
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or_default();
-            let mut fields = line.split_whitespace();
-            let (Some(name), Some(port_proto)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let Some((port, proto)) = port_proto.split_once('/') else {
-                continue;
-            };
-            let Ok(port) = port.parse::<u16>() else {
-                continue;
-            };
-            let protocol = match proto {
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                _ => continue,
-            };
-            names.entry((protocol, port)).or_insert_with(|| name.to_owned());
-        }
-        Self { names }
-    }
-
-    /// The system's `/etc/services`; empty (every port numeric) if it cannot
-    /// be read.
-    pub fn system() -> Self {
-        std::fs::read_to_string(SERVICES_FILE).map(|text| Self::parse(&text)).unwrap_or_default()
-    }
-
-    /// The name of `port` for `protocol`, if it has one.
-    pub fn name(&self, port: u16, protocol: Protocol) -> Option<&str> {
-        self.names.get(&(protocol, port)).map(String::as_str)
-    }
-}
-
 /// `ipvsadm -L`: header line, column titles, then every service with its
 /// real servers. Without `opts.numeric` ports are named from `/etc/services`.
 pub fn list(table: &Table, opts: &ListOptions) -> String {
@@ -133,7 +84,7 @@ pub fn list(table: &Table, opts: &ListOptions) -> String {
 
 /// [`list`] with the port names given rather than read from `/etc/services`
 /// (they are only used without `opts.numeric`).
-pub fn list_with(table: &Table, opts: &ListOptions, ports: &PortNames) -> String {
+pub fn list_with(table: &Table, opts: &ListOptions, ports: &Services) -> String {
     let mut out = format!("IP Virtual Server version {IPVS_VERSION} (size={})\n", table.conn_table_size);
     out.push_str(title(opts));
     let namer = Namer::new(opts.numeric, ports);
@@ -159,7 +110,7 @@ pub fn list_connections(conns: &[Connection], numeric: bool) -> String {
 }
 
 /// [`list_connections`] with the port names given.
-pub fn list_connections_with(conns: &[Connection], numeric: bool, ports: &PortNames) -> String {
+pub fn list_connections_with(conns: &[Connection], numeric: bool, ports: &Services) -> String {
     let namer = Namer::new(numeric, ports);
     // ipvsadm's "pro expire %-11s %-18s %-18s %s" title, written out.
     let mut out = String::from(
@@ -189,7 +140,7 @@ pub fn save(table: &Table, numeric: bool) -> String {
 }
 
 /// [`save`] with the port names given.
-pub fn save_with(table: &Table, numeric: bool, ports: &PortNames) -> String {
+pub fn save_with(table: &Table, numeric: bool, ports: &Services) -> String {
     let namer = Namer::new(numeric, ports);
     let mut out = String::new();
     for service in ordered_services(&table.services, true) {
@@ -471,18 +422,18 @@ fn truncate_ascii(s: &mut String, len: usize) {
     }
 }
 
-fn port_names_for(numeric: bool) -> PortNames {
-    if numeric { PortNames::default() } else { PortNames::system() }
+fn port_names_for(numeric: bool) -> Services {
+    if numeric { Services::default() } else { Services::system() }
 }
 
 /// ipvsadm's addrport_to_anyname: `addr:port`, IPv6 in brackets, the port
 /// named unless numeric.
 struct Namer<'a> {
-    ports: Option<&'a PortNames>,
+    ports: Option<&'a Services>,
 }
 
 impl<'a> Namer<'a> {
-    fn new(numeric: bool, ports: &'a PortNames) -> Self {
+    fn new(numeric: bool, ports: &'a Services) -> Self {
         Self { ports: (!numeric).then_some(ports) }
     }
 
@@ -786,7 +737,7 @@ tproxy          8081/tcp                        # Transparent Proxy
 
     #[test]
     fn save_with_port_names_matches_ipvsadm() {
-        let ports = PortNames::parse(REFERENCE_SERVICES);
+        let ports = Services::parse(REFERENCE_SERVICES);
         let mut table = reference_table();
         for service in &mut table.services {
             for real in &mut service.reals {
@@ -798,7 +749,7 @@ tproxy          8081/tcp                        # Transparent Proxy
 
     #[test]
     fn list_with_port_names() {
-        let ports = PortNames::parse(REFERENCE_SERVICES);
+        let ports = Services::parse(REFERENCE_SERVICES);
         let out = list_with(&reference_table(), &ListOptions::default(), &ports);
         assert!(out.contains("TCP  10.200.1.100:http wlc\n"), "{out}");
         assert!(out.contains("  -> 10.200.1.21:tproxy           Masq    1      0          0         \n"), "{out}");
@@ -978,13 +929,6 @@ tproxy          8081/tcp                        # Transparent Proxy
              -> 10.200.1.21:53               Route   1      0          3         \n  \
              -> 10.200.1.22:53               Route   1      0          3         \n"
         );
-    }
-
-    #[test]
-    fn port_names_first_entry_wins_and_comments_are_ignored() {
-        let ports = PortNames::parse("# comment\nwww 80/tcp http\nhttp-alt 80/tcp\nbad line\nx 99999/tcp\n");
-        assert_eq!(ports.name(80, Tcp), Some("www"));
-        assert_eq!(ports.name(80, Udp), None);
     }
 
     #[test]

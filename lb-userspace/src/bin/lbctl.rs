@@ -11,7 +11,7 @@ use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
 use lb_ipvsadm::{
-    format::{self as ipvsadm, PortNames},
+    format as ipvsadm,
     command::{Command, List, ListTarget},
     error::{EXIT_LIST, EXIT_USAGE, KernelError},
     grammar,
@@ -107,10 +107,10 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
             println!("lbctl {} (ipvsadm v1.31 compatible)", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::List(list) => list_command(own, list),
+        Command::List(list) => list_command(own, list, &names),
         Command::Save { numeric } => {
             let table = table(own)?;
-            print!("{}", ipvsadm::save_with(&table, *numeric, &port_names(*numeric)));
+            print!("{}", ipvsadm::save_with(&table, *numeric, names.services()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => {
@@ -149,17 +149,14 @@ fn table(own: &Own) -> Result<Table> {
     }
 }
 
-fn port_names(numeric: bool) -> PortNames {
-    if numeric { PortNames::default() } else { PortNames::system() }
-}
-
-fn list_command(own: &Own, list: &List) -> Result<ExitCode> {
+/// Listings name ports from `names` unless numeric.
+fn list_command(own: &Own, list: &List, names: &Names) -> Result<ExitCode> {
     let opts = list.list_options();
-    let ports = port_names(list.numeric);
+    let ports = names.services();
     match list.target {
         ListTarget::All => {
             let table = table(own)?;
-            print_out(own.json, &table, || ipvsadm::list_with(&table, &opts, &ports))
+            print_out(own.json, &table, || ipvsadm::list_with(&table, &opts, ports))
         }
         ListTarget::Service(vs) => {
             let table = table(own)?;
@@ -178,7 +175,7 @@ fn list_command(own: &Own, list: &List) -> Result<ExitCode> {
             let Response::Connections { connections } = control::ask(&own.socket, &Request::Connections)? else {
                 bail!("unexpected answer")
             };
-            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, list.numeric, &ports))
+            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, list.numeric, ports))
         }
         ListTarget::Timeouts => {
             let Response::Timeouts { timeouts } = control::ask(&own.socket, &Request::Timeouts)? else {
