@@ -91,7 +91,7 @@ impl SchedFlags {
 /// `-E` replaces the configuration: what it does not give is reset to the
 /// default (not persistent, host mask, no flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceConfig {
+pub struct ServiceArgs {
     pub service: VirtualService,
     /// `-s`. Always set for `-A` (wlc by default). For `-E`, `None` when
     /// `-s` was not given: ipvsadm 1.31 then sets wlc; keeping the current
@@ -105,7 +105,7 @@ pub struct ServiceConfig {
     pub sched_flags: SchedFlags,
 }
 
-impl ServiceConfig {
+impl ServiceArgs {
     /// The scheduler ipvsadm 1.31 would set: the given one, else wlc.
     pub fn ipvsadm_scheduler(&self) -> Scheduler {
         self.scheduler.unwrap_or(Scheduler::Wlc)
@@ -116,7 +116,7 @@ impl ServiceConfig {
 /// configuration (as in ipvsadm, `-e` resets what it does not give: weight
 /// 1, direct routing, no thresholds).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
+pub struct ServerArgs {
     pub service: VirtualService,
     /// `-r host[:port]`. With direct routing and tunnelling ipvsadm sets the
     /// port to the service's, whatever was given; with NAT a missing port is
@@ -218,7 +218,7 @@ impl DaemonState {
 
 /// `--start-daemon` and its options.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DaemonConfig {
+pub struct DaemonArgs {
     pub state: DaemonState,
     /// `--mcast-interface` (15 bytes at most, as ipvsadm cuts it), eth0 by
     /// default.
@@ -239,9 +239,9 @@ pub struct DaemonConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// `-A`.
-    AddService(ServiceConfig),
+    AddService(ServiceArgs),
     /// `-E`.
-    EditService(ServiceConfig),
+    EditService(ServiceArgs),
     /// `-D`.
     DeleteService(VirtualService),
     /// `-C`.
@@ -251,9 +251,9 @@ pub enum Command {
     /// `-S [-n]`.
     Save { numeric: bool },
     /// `-a`.
-    AddServer(ServerConfig),
+    AddServer(ServerArgs),
     /// `-e`.
-    EditServer(ServerConfig),
+    EditServer(ServerArgs),
     /// `-d`: the real server's port is the one given, else the service's.
     DeleteServer { service: VirtualService, server: SocketAddr },
     /// `-L`/`-l`, or no arguments.
@@ -263,7 +263,7 @@ pub enum Command {
     /// `--set tcp tcpfin udp` (0 leaves a timeout unchanged).
     SetTimeouts(Timeouts),
     /// `--start-daemon` (parsed; see [`Command::unsupported_reason`]).
-    StartDaemon(DaemonConfig),
+    StartDaemon(DaemonArgs),
     /// `--stop-daemon` (parsed; see [`Command::unsupported_reason`]).
     StopDaemon { state: DaemonState, syncid: Option<u8> },
     /// `-h`: print [`usage`](crate::usage::usage) on stdout, exit 0.

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use lb_ipvsadm::{
-    command::{Command, Netmask, SchedFlags, ServerConfig, ServiceConfig as ServiceArgs, VirtualService},
+    command::{Command, Netmask, SchedFlags, ServerArgs, ServiceArgs, VirtualService},
     error::KernelError,
 };
 
@@ -189,7 +189,7 @@ fn sched_flag_bits(flags: SchedFlags, scheduler: Scheduler) -> u16 {
 }
 
 /// A real server from `-a`/`-e`: for DR and TUN its port is the service's.
-fn real_from(c: &ServerConfig, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
+fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
     let address = ipv4(c.server.ip())?;
     if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
         return Err(CommandError::kernel(KernelError::InvalidOperation));

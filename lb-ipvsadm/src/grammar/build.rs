@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use lb_common::{Protocol, Scheduler};
 
 use crate::command::{
-    Command, DaemonConfig, List, ListTarget, Netmask, SchedFlags, ServerConfig, ServiceConfig, VirtualService,
+    Command, DaemonArgs, List, ListTarget, Netmask, SchedFlags, ServerArgs, ServiceArgs, VirtualService,
 };
 use crate::error::{KernelError, ParseError};
 use crate::names::Proto;
@@ -43,7 +43,7 @@ pub(super) fn build(ce: &Entry) -> Result<Command, ParseError> {
             } else {
                 Some(ce.sched_name.parse().map_err(|_| ParseError::kernel(KernelError::SchedulerNotFound))?)
             };
-            let config = ServiceConfig {
+            let config = ServiceArgs {
                 service,
                 scheduler,
                 persistence_timeout: ce.persistent.then_some(ce.timeout),
@@ -87,7 +87,7 @@ pub(super) fn build(ce: &Entry) -> Result<Command, ParseError> {
                     TUN_NAMES[ce.tun_type]
                 )));
             }
-            let config = ServerConfig {
+            let config = ServerArgs {
                 service,
                 server: SocketAddr::new(ce.dest_addr.expect("a real server was parsed"), ce.dest_port),
                 forwarding: ce.forwarding,
@@ -102,7 +102,7 @@ pub(super) fn build(ce: &Entry) -> Result<Command, ParseError> {
             server: SocketAddr::new(ce.dest_addr.expect("a real server was parsed"), ce.dest_port),
         },
         Cmd::Timeout => Command::SetTimeouts(ce.timeouts),
-        Cmd::StartDaemon => Command::StartDaemon(DaemonConfig {
+        Cmd::StartDaemon => Command::StartDaemon(DaemonArgs {
             state: ce.daemon_state,
             mcast_interface: if ce.mcast_interface.is_empty() {
                 DEFAULT_MCAST_INTERFACE.to_owned()

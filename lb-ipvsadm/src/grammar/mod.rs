@@ -53,7 +53,7 @@
 //!   in DNS; port names in `/etc/services` syntax, as `getservbyname` does.
 //! - `-E` without `-s` gives `scheduler: None`. ipvsadm 1.31 sends wlc then
 //!   (it fills in the default for `-E` as for `-A`); the controller decides
-//!   (see [`ServiceConfig::scheduler`](crate::command::ServiceConfig::scheduler)).
+//!   (see [`ServiceArgs::scheduler`](crate::command::ServiceArgs::scheduler)).
 //! - `-R` input: a word starting with `#` starts a comment to the end of the
 //!   line (ipvsadm 1.31 would pass it on as an argument and stop with the
 //!   try-help line). Words are otherwise split at blanks, tabs and carriage

@@ -70,8 +70,8 @@ fn sock(addr: &str, port: u16) -> SocketAddr {
     SocketAddr::new(v4(addr), port)
 }
 
-fn service(svc: VirtualService, scheduler: Option<Scheduler>) -> ServiceConfig {
-    ServiceConfig {
+fn service(svc: VirtualService, scheduler: Option<Scheduler>) -> ServiceArgs {
+    ServiceArgs {
         service: svc,
         scheduler,
         persistence_timeout: None,
@@ -80,8 +80,8 @@ fn service(svc: VirtualService, scheduler: Option<Scheduler>) -> ServiceConfig {
     }
 }
 
-fn server(svc: VirtualService, addr: &str, port: u16, forwarding: Forwarding, weight: u32) -> ServerConfig {
-    ServerConfig {
+fn server(svc: VirtualService, addr: &str, port: u16, forwarding: Forwarding, weight: u32) -> ServerArgs {
+    ServerArgs {
         service: svc,
         server: sock(addr, port),
         forwarding,
@@ -144,7 +144,7 @@ fn save_lines_have_the_expected_meaning() {
     let svc81 = tcp(VIP, 81);
     assert_eq!(
         ok("-A -t 10.200.1.100:81 -s sh -b sh-fallback,sh-port"),
-        Command::AddService(ServiceConfig {
+        Command::AddService(ServiceArgs {
             sched_flags: SchedFlags(SchedFlags::FLAG_1 | SchedFlags::FLAG_2),
             ..service(svc81, Some(Scheduler::Sh))
         })
@@ -160,7 +160,7 @@ fn save_lines_have_the_expected_meaning() {
     );
     assert_eq!(
         ok("-A -t 10.200.1.100:https -s rr -p 300"),
-        Command::AddService(ServiceConfig {
+        Command::AddService(ServiceArgs {
             persistence_timeout: Some(300),
             ..service(tcp(VIP, 443), Some(Scheduler::Rr))
         })
@@ -174,7 +174,7 @@ fn save_lines_have_the_expected_meaning() {
     // Every scheduler of the table.
     for s in Scheduler::ALL {
         let c = ok(&format!("-A -t 10.200.1.100:80 -s {}", s.name()));
-        assert!(matches!(c, Command::AddService(ServiceConfig { scheduler: Some(x), .. }) if x == s));
+        assert!(matches!(c, Command::AddService(ServiceArgs { scheduler: Some(x), .. }) if x == s));
     }
 }
 
@@ -392,7 +392,7 @@ fn thresholds_are_only_range_checked() {
     // Lower above upper is the kernel's ERANGE, not a parse error.
     assert_eq!(
         ok("-a -t 10.0.0.1:80 -r 10.0.0.2 -x 10 -y 20"),
-        Command::AddServer(ServerConfig {
+        Command::AddServer(ServerArgs {
             upper_threshold: 10,
             lower_threshold: 20,
             ..server(svc, "10.0.0.2", 80, Forwarding::Dr, 1)
@@ -480,7 +480,7 @@ fn ipv6_is_parsed_and_flagged() {
     let c = ok("-A -t [2001:db8::1]:80 -s rr -p 60 -M 64");
     assert_eq!(
         c,
-        Command::AddService(ServiceConfig {
+        Command::AddService(ServiceArgs {
             persistence_timeout: Some(60),
             netmask: Netmask::V6(64),
             ..service(svc, Some(Scheduler::Rr))
@@ -652,7 +652,7 @@ fn daemons_are_parsed_and_marked_unsupported() {
     let c = ok("--start-daemon master");
     assert_eq!(
         c,
-        Command::StartDaemon(DaemonConfig {
+        Command::StartDaemon(DaemonArgs {
             state: DaemonState::Master,
             mcast_interface: "eth0".into(),
             syncid: None,
