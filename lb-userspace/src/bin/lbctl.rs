@@ -13,16 +13,15 @@ use anyhow::{Result, bail};
 use lb_ipvsadm::{
     format as ipvsadm,
     command::{Command, List, ListTarget},
+    control::{self, DEFAULT_SOCKET, Request, Response},
     error::{EXIT_LIST, EXIT_USAGE, KernelError},
     grammar,
     names::Names,
     usage::usage,
+    vrrp::render_table,
     snapshot::Table,
 };
-use lb_userspace::{
-    config,
-    control::{self, Request, Response},
-};
+
 
 /// Options of ours, taken out before ipvsadm's grammar sees the rest.
 struct Own {
@@ -37,7 +36,7 @@ fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
         json: false,
         counters: false,
         vrrp: false,
-        socket: std::env::var_os("LBCTL_SOCKET").map_or(PathBuf::from(config::DEFAULT_CONTROL_SOCKET), PathBuf::from),
+        socket: std::env::var_os("LBCTL_SOCKET").map_or(PathBuf::from(DEFAULT_SOCKET), PathBuf::from),
     };
     let mut rest = Vec::new();
     let mut it = args.into_iter();
@@ -83,7 +82,7 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
     if own.vrrp {
         let Response::Vrrp { instances } = control::ask(&own.socket, &Request::Vrrp)? else { bail!("unexpected answer") };
         return print_out(own.json, &instances, || {
-            lb_userspace::vrrp::render_table(&instances, std::time::SystemTime::now())
+            render_table(&instances, std::time::SystemTime::now())
         });
     }
     let names = Names::system();

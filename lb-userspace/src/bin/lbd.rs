@@ -14,18 +14,25 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use lb_userspace::{
     sync::{ChangeTracker, ReceivedBatch, SyncConfig, SyncReceiver, SyncRecord, SyncSender},
-    vrrp::{State as VrrpState, VrrpInstance, VrrpStatus},
+    vrrp::{State as VrrpState, VrrpInstance},
     commands,
     config::{self, Config},
     health::HealthMonitor,
-    control::{self, Request, Response},
+    control,
     controller::Controller,
     datapath::{Datapath, LoadOptions},
     environment, kernel,
     netinfo::Net,
     verifier,
 };
-use lb_ipvsadm::{command::Command, error::KernelError, grammar, names::Names};
+use lb_ipvsadm::{
+    command::Command,
+    control::{Request, Response},
+    error::KernelError,
+    grammar,
+    names::Names,
+    vrrp::VrrpStatus,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 

@@ -22,6 +22,6 @@ pub(crate) mod testns;
 mod tests;
 
 pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, VrrpConfigError, resolve_all};
-pub use instance::{VrrpInstance, VrrpStatus, render_table};
+pub use instance::VrrpInstance;
 pub use packet::Version;
 pub use state::State;

@@ -10,11 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_ipvsadm::vrrp::VrrpStatus;
 use tokio::sync::{oneshot, watch};
 
 use super::{
     config::{Vip, VrrpConfig},
-    instance::{VrrpInstance, VrrpStatus},
+    instance::VrrpInstance,
     net::{AdvertSocket, if_index},
     packet::{AUTH_NONE, Advert, Version},
     state::State,
