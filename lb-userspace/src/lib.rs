@@ -1,5 +1,6 @@
-//! The controller (`lbd`) and the CLI (`lbctl`), as a library so the tests
-//! drive the same code.
+//! The controller (`lbd`), as a library so the tests drive the same code.
+//! lbctl is its own crate; what it shares with lbd (ipvsadm's language, the
+//! control protocol) is lb-ipvsadm.
 
 
 /// The eBPF object built by build.rs.

@@ -15,7 +15,7 @@
 //!   SIGHUP replaces the table with the file's (lbd logs that lbctl's
 //!   changes are dropped); a restart starts from the file too.
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root
 //! (otherwise each test prints a message and passes).
 
 use std::collections::BTreeMap;

@@ -11,17 +11,16 @@ use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
 use lb_ipvsadm::{
-    format as ipvsadm,
     command::{Command, List, ListTarget},
     control::{self, DEFAULT_SOCKET, Request, Response},
     error::{EXIT_LIST, EXIT_USAGE, KernelError},
+    format as ipvsadm,
     grammar,
     names::Names,
+    snapshot::Table,
     usage::usage,
     vrrp::render_table,
-    snapshot::Table,
 };
-
 
 /// Options of ours, taken out before ipvsadm's grammar sees the rest.
 struct Own {
