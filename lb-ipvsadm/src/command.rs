@@ -1,17 +1,18 @@
 //! ipvsadm's commands as typed values: what a command line means, what
-//! lbctl sends lbd (serde), and the canonical command line back
-//! ([`Command::to_args`]).
+//! lbctl sends lbd (serde, in [`crate::control::Request::Apply`]), and the
+//! canonical command line back ([`Command::to_args`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use lb_common::{Forwarding, Protocol, Scheduler};
+use serde::{Deserialize, Serialize};
 
 use crate::format::ListOptions;
 use crate::snapshot::Timeouts;
 
 /// A virtual service given by `-t|-u host[:port]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VirtualService {
     pub protocol: Protocol,
     /// IPv4, or IPv6 (`[addr]:port`): check [`Self::is_ipv6`].
@@ -46,7 +47,8 @@ impl VirtualService {
 
 /// The persistence granularity (`-M`): a mask for IPv4 services, a prefix
 /// length for IPv6 ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Netmask {
     V4(Ipv4Addr),
     V6(u8),
@@ -62,7 +64,7 @@ impl Netmask {
 /// The scheduler flags of `-b`, as IPVS keeps them: three bits whose names
 /// depend on the scheduler (`sh-fallback`/`mh-fallback` are flag-1,
 /// `sh-port`/`mh-port` flag-2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SchedFlags(pub u8);
 
 impl SchedFlags {
@@ -90,7 +92,7 @@ impl SchedFlags {
 /// `-A`/`-E`: a virtual service and its whole configuration. As in ipvsadm,
 /// `-E` replaces the configuration: what it does not give is reset to the
 /// default (not persistent, host mask, no flags).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceArgs {
     pub service: VirtualService,
     /// `-s`. Always set for `-A` (wlc by default). For `-E`, `None` when
@@ -115,7 +117,7 @@ impl ServiceArgs {
 /// `-a`/`-e`: a real server of a virtual service and its whole
 /// configuration (as in ipvsadm, `-e` resets what it does not give: weight
 /// 1, direct routing, no thresholds).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerArgs {
     pub service: VirtualService,
     /// `-r host[:port]`. With direct routing and tunnelling ipvsadm sets the
@@ -133,7 +135,8 @@ pub struct ServerArgs {
 }
 
 /// What `-L` shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ListTarget {
     /// Every service (`-L`, or no arguments at all).
     All,
@@ -148,7 +151,7 @@ pub enum ListTarget {
 }
 
 /// `-L|-l` and its options.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct List {
     pub target: ListTarget,
     /// `-n`.
@@ -201,7 +204,8 @@ impl List {
 }
 
 /// `--start-daemon`/`--stop-daemon`'s argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DaemonState {
     Master,
     Backup,
@@ -217,7 +221,7 @@ impl DaemonState {
 }
 
 /// `--start-daemon` and its options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonArgs {
     pub state: DaemonState,
     /// `--mcast-interface` (15 bytes at most, as ipvsadm cuts it), eth0 by
@@ -236,7 +240,8 @@ pub struct DaemonArgs {
 }
 
 /// One ipvsadm command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// `-A`.
     AddService(ServiceArgs),

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::command::Command;
 use crate::snapshot::{Connection, Table, Timeouts};
 use crate::vrrp::VrrpStatus;
 
@@ -29,8 +30,8 @@ pub enum Request {
     Timeouts,
     /// The datapath's verdict counters.
     Counters,
-    /// ipvsadm commands (as arguments, numeric), carried out all or none.
-    Apply { commands: Vec<Vec<String>> },
+    /// ipvsadm commands, carried out all or none.
+    Apply { commands: Vec<Command> },
     /// The VRRP instances.
     Vrrp,
 }
@@ -70,4 +71,41 @@ pub fn ask(socket: &Path, request: &Request) -> Result<Response> {
         bail!("{message}");
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{grammar::parse, names::Names};
+
+    /// Every kind of command crosses the socket as it was parsed.
+    #[test]
+    fn apply_carries_typed_commands() {
+        let lines = [
+            "-A -t 10.0.0.1:80 -s sh -b sh-port -p 100 -M 255.255.0.0",
+            "-A -t [2001:db8::1]:80 -s rr -p 60 -M 64",
+            "-E -t 10.0.0.1:80",
+            "-D -u 10.0.0.1:53",
+            "-C",
+            "-a -t 10.0.0.1:80 -r 10.0.0.2 -i -w 3 -x 10 -y 5",
+            "-e -t 10.0.0.1:80 -r 10.0.0.2:8080 -m -w 0",
+            "-d -t 10.0.0.1:80 -r 10.0.0.2",
+            "-Z",
+            "-Z -t 10.0.0.1:80",
+            "--set 900 120 300",
+            "-L -n -t 10.0.0.1:80 --stats",
+            "-S -n",
+            "--start-daemon backup --syncid 7 --mcast-group 224.0.0.81",
+            "--stop-daemon master",
+            "-h",
+        ];
+        let commands: Vec<Command> = lines
+            .iter()
+            .map(|l| parse(&l.split_whitespace().collect::<Vec<_>>(), &Names::default()).unwrap())
+            .collect();
+        let request = Request::Apply { commands };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+        assert!(json.starts_with(r#"{"request":"apply","commands":[{"add_service":{"service":{"protocol":"tcp""#), "{json}");
+    }
 }

@@ -121,15 +121,15 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
                     return Ok(exit(e.exit_code));
                 }
             };
-            apply(own, commands.iter().filter(|c| !matches!(c, Command::List(_) | Command::Save { .. })).collect())
+            apply(own, commands.into_iter().filter(|c| !matches!(c, Command::List(_) | Command::Save { .. })).collect())
         }
-        _ => apply(own, vec![&command]),
+        _ => apply(own, vec![command]),
     }
 }
 
 /// Sends table changes to lbd, all or none.
-fn apply(own: &Own, commands: Vec<&Command>) -> Result<ExitCode> {
-    let request = Request::Apply { commands: commands.iter().map(|c| c.to_args()).collect() };
+fn apply(own: &Own, commands: Vec<Command>) -> Result<ExitCode> {
+    let request = Request::Apply { commands };
     match control::ask(&own.socket, &request)? {
         Response::Done => Ok(ExitCode::SUCCESS),
         Response::Refused { message, exit_code } => {

@@ -29,8 +29,6 @@ use lb_ipvsadm::{
     command::Command,
     control::{Request, Response},
     error::KernelError,
-    grammar,
-    names::Names,
     vrrp::VrrpStatus,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -354,7 +352,7 @@ fn lock(shared: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 }
 
 /// A batch of ipvsadm commands for the main loop, and where its verdict goes.
-type ChangeRequest = (Vec<Vec<String>>, tokio::sync::oneshot::Sender<Response>);
+type ChangeRequest = (Vec<Command>, tokio::sync::oneshot::Sender<Response>);
 
 fn answer(
     shared: &Mutex<Controller>,
@@ -381,22 +379,17 @@ fn answer(
 /// Carries out ipvsadm commands from lbctl, all or none: each is checked
 /// (ipvsadm's rules, then the host for new real servers) on a copy of the
 /// table, which replaces the live one only if every command passed.
-async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>) -> Response {
+async fn change(commands: &[Command], net: &Net, shared: &Mutex<Controller>) -> Response {
     let refused = |message: String, exit_code: i32| Response::Refused { message, exit_code };
     let (mut table, interface, file) = {
         let c = lock(shared);
         (c.table().to_vec(), c.interface.clone(), c.config.services.clone())
     };
     let before = table.clone();
-    let names = Names::default();
     let mut zero = Vec::new();
     let mut timeouts = None;
-    for args in commands {
-        let command = match grammar::parse(args, &names) {
-            Ok(c) => c,
-            Err(e) => return refused(e.message, e.exit_code),
-        };
-        match &command {
+    for command in commands {
+        match command {
             Command::Zero(service) => {
                 if let Some(vs) = service {
                     let Some(vip) = (match vs.addr {
@@ -416,7 +409,7 @@ async fn change(commands: &[Vec<String>], net: &Net, shared: &Mutex<Controller>)
             }
             Command::SetTimeouts(t) => timeouts = Some(*t),
             _ => {
-                if let Err(e) = commands::apply(&mut table, &command, &file) {
+                if let Err(e) = commands::apply(&mut table, command, &file) {
                     return refused(e.message, e.exit_code);
                 }
             }
