@@ -24,6 +24,7 @@ pub mod decap;
 pub mod rate;
 pub mod control;
 pub mod controller;
+pub mod daemon;
 pub mod environment;
 pub mod kernel;
 pub mod health;
