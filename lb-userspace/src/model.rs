@@ -1,6 +1,8 @@
-//! Vocabulary shared by the config, the controller and the CLI.
+//! lbd's vocabulary, shared by the config, the controller and the tables.
+//! The enums and the timeouts are defined where lbctl shares them without
+//! the datapath's crates (lb-common's `model`, lb-ipvsadm's `snapshot`);
+//! they are re-exported here so lbd's modules name them in one place.
 
-/// Defined in lb-common (lbctl shares them without the datapath's crates).
 pub use lb_common::{Forwarding, Protocol, Scheduler};
 
 /// `ipvsadm --set tcp tcpfin udp`, seconds.
