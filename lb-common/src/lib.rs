@@ -7,7 +7,7 @@
 //! field, a compile-time size assertion, and only plain integers and byte
 //! arrays (no `bool`, `Option` or enums, whose invalid bit patterns would be
 //! undefined behaviour when the kernel hands them over).
-#![cfg_attr(not(feature = "user"), no_std)]
+#![cfg_attr(not(feature = "host"), no_std)]
 
 pub mod abi;
 pub mod conn_state;
@@ -15,7 +15,11 @@ pub mod decap;
 pub mod hash;
 pub mod reason;
 
+#[cfg(feature = "host")]
+pub mod model;
 #[cfg(feature = "user")]
 pub mod sched;
 
 pub use abi::*;
+#[cfg(feature = "host")]
+pub use model::{Forwarding, Protocol, Scheduler};

@@ -6,12 +6,15 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
+use lb_ipvsadm::{
+    command::{Command, Netmask, SchedFlags, ServerArgs, ServiceArgs, VirtualService},
+    error::KernelError,
+};
 
 use crate::{
     config::{RealConfig, ServiceConfig, MAX_WEIGHT},
     health::{HealthCheck, Quorum},
-    ipvsadm_cli::{Command, KernelError, ServerConfig, VirtualService},
-    model::{Forwarding, Scheduler, ServiceOptions},
+    model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceOptions},
 };
 
 /// Why a command changes nothing: ipvsadm's message and exit status.
@@ -80,7 +83,7 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
                 vip,
                 port: c.service.port,
                 scheduler,
-                options: c.service_options(scheduler),
+                options: service_options(c, scheduler),
                 forwarding: Forwarding::Dr,
                 reals: Vec::new(),
                 health: HealthCheck::default(),
@@ -107,7 +110,7 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             // Without -s the scheduler stays (ipvsadm would reset it to wlc).
             let scheduler = c.scheduler.unwrap_or(svc.scheduler);
             svc.scheduler = scheduler;
-            svc.options = ServiceOptions { flags: c.service_options(scheduler).flags | (svc.options.flags & lb_common::service_flag::SLOPPY_TCP), ..c.service_options(scheduler) };
+            svc.options = ServiceOptions { flags: service_options(c, scheduler).flags | (svc.options.flags & lb_common::service_flag::SLOPPY_TCP), ..service_options(c, scheduler) };
         }
         Command::DeleteService(vs) => {
             let i = find(table, vs).ok_or(CommandError::kernel(KernelError::NoSuchService))?;
@@ -160,8 +163,33 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
     check_table(table)
 }
 
+/// The model's options for a service of `-A`/`-E` under `scheduler` (the
+/// flags' meaning depends on it). An IPv6 prefix is not representable there
+/// and becomes the host mask.
+fn service_options(c: &ServiceArgs, scheduler: Scheduler) -> ServiceOptions {
+    ServiceOptions {
+        flags: sched_flag_bits(c.sched_flags, scheduler),
+        persistence_timeout: c.persistence_timeout,
+        persistence_netmask: match c.netmask {
+            Netmask::V4(mask) => mask,
+            Netmask::V6(_) => Ipv4Addr::BROADCAST,
+        },
+    }
+}
+
+/// The datapath's `lb_common::service_flag` bits for `-b` flags under
+/// `scheduler` (flags another scheduler would read are dropped, as IPVS
+/// ignores them).
+fn sched_flag_bits(flags: SchedFlags, scheduler: Scheduler) -> u16 {
+    flags
+        .names(scheduler.name())
+        .iter()
+        .filter_map(|name| SCHED_FLAGS.iter().find(|(n, _)| n == name).map(|(_, bit)| *bit))
+        .fold(0, |acc, bit| acc | bit)
+}
+
 /// A real server from `-a`/`-e`: for DR and TUN its port is the service's.
-fn real_from(c: &ServerConfig, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
+fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
     let address = ipv4(c.server.ip())?;
     if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
         return Err(CommandError::kernel(KernelError::InvalidOperation));
@@ -209,7 +237,7 @@ fn check_table(table: &[ServiceConfig]) -> Result<(), CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipvsadm_cli::{Names, parse};
+    use lb_ipvsadm::{grammar::parse, names::Names};
 
     fn run(table: &mut Vec<ServiceConfig>, line: &str) -> Result<(), CommandError> {
         let args: Vec<&str> = line.split_whitespace().collect();
@@ -235,6 +263,29 @@ mod tests {
         assert_eq!(t[0].scheduler, Scheduler::Rr);
         assert_eq!(t[0].reals.len(), 1);
         assert_eq!((t[0].reals[0].weight, t[0].reals[0].port), (5, 80));
+    }
+
+    #[test]
+    fn service_options_follow_the_scheduler() {
+        let line = "-A -t 10.0.0.1:80 -s sh -b sh-port,flag-1 -p 30 -M 255.255.0.0";
+        let args = match parse(&line.split_whitespace().collect::<Vec<_>>(), &Names::default()) {
+            Ok(Command::AddService(c)) => c,
+            c => panic!("{c:?}"),
+        };
+        assert_eq!(
+            service_options(&args, Scheduler::Sh),
+            ServiceOptions {
+                flags: lb_common::service_flag::SH_FALLBACK | lb_common::service_flag::SH_PORT,
+                persistence_timeout: Some(30),
+                persistence_netmask: Ipv4Addr::new(255, 255, 0, 0),
+            }
+        );
+        // The flags mean nothing to another scheduler.
+        assert_eq!(service_options(&args, Scheduler::Rr).flags, 0);
+        assert_eq!(
+            sched_flag_bits(SchedFlags(3), Scheduler::Mh),
+            lb_common::service_flag::MH_FALLBACK | lb_common::service_flag::MH_PORT
+        );
     }
 
     #[test]

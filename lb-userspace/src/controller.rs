@@ -12,6 +12,8 @@ use lb_common::{Conn, Director, FlowKey, Service, conn_state, flow_kind, ipv4_oc
 
 use std::net::SocketAddr;
 
+use lb_ipvsadm::snapshot::{self, Connection, Stats};
+
 use crate::{
     config::{Config, ServiceConfig},
     health::{self, HealthEvent, HealthMonitor, MonitoredReal, QuorumState, RealHealth, RealStatus},
@@ -19,7 +21,6 @@ use crate::{
     datapath::{CountField, Datapath},
     netinfo::Interface,
     rate::Estimator,
-    snapshot::{self, Connection, Stats},
     tables::{Tables, WantedReal, WantedService},
 };
 

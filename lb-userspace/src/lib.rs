@@ -1,9 +1,7 @@
-//! The controller (`lbd`) and the CLI (`lbctl`), as a library so the tests
-//! drive the same code.
+//! The controller (`lbd`), as a library so the tests drive the same code.
+//! lbctl is its own crate; what it shares with lbd (ipvsadm's language, the
+//! control protocol) is lb-ipvsadm.
 
-pub mod ipvsadm;
-pub mod ipvsadm_cli;
-pub mod snapshot;
 
 /// The eBPF object built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -26,6 +24,7 @@ pub mod decap;
 pub mod rate;
 pub mod control;
 pub mod controller;
+pub mod daemon;
 pub mod environment;
 pub mod kernel;
 pub mod health;

@@ -2,7 +2,7 @@
 //! growth feeds an exponentially weighted average with weight 1/4, kept in
 //! fixed point, so `lbctl --rate` shows what `ipvsadm --rate` would.
 
-use crate::snapshot::{Rates, Stats};
+use lb_ipvsadm::snapshot::{Rates, Stats};
 
 /// How often [`Estimator::sample`] must be called.
 pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);

@@ -8,8 +8,9 @@
 //! still runs and removes that directory (pins are global, not per
 //! namespace, so the lab's teardown alone would leave them behind).
 //!
-//! lbd and lbctl belong to the `lb-userspace` package and are not built by
-//! `cargo test -p lb-tests`: build them first with `cargo build -p lb-userspace`.
+//! lbd and lbctl belong to the `lb-userspace` and `lbctl` packages and are not
+//! built by `cargo test -p lb-tests`: build them first with
+//! `cargo build -p lb-userspace -p lbctl`.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -27,11 +28,11 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// How long [`Director::start`] waits for lbctl to get an answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The path of a built lb-userspace binary, or an error saying how to build it.
+/// The path of a built lbd or lbctl, or an error saying how to build it.
 pub fn userspace_binary(name: &str) -> Result<PathBuf> {
     find_binary(name).map_err(|e| {
         anyhow!(
-            "{name} is not built: run `cargo build -p lb-userspace` before these tests \
+            "{name} is not built: run `cargo build -p lb-userspace -p lbctl` before these tests \
              (cargo test -p lb-tests does not build other packages' binaries)\n({e:#})"
         )
     })

@@ -2,11 +2,11 @@
 //! way an LVS operator tests a DR cluster (curl to the VIP, ipvsadm-style
 //! listings with lbctl, SIGHUP reloads, SIGTERM).
 //!
-//! lbd and lbctl belong to the lb-userspace package; `cargo test` does not
-//! build them for this one. Build them first:
+//! lbd and lbctl belong to the lb-userspace and lbctl packages; `cargo test`
+//! does not build them for this one. Build them first:
 //!
 //! ```text
-//! cargo build -p lb-userspace && cargo test -p lb-tests --test director
+//! cargo build -p lb-userspace -p lbctl && cargo test -p lb-tests --test director
 //! ```
 //!
 //! `LB_BIN_DIR=DIR` takes lbd and lbctl from DIR instead (see

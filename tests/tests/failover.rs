@@ -21,7 +21,7 @@
 //! program. keepalived is run only for the VRRP part (`-P`): it moves the
 //! VIP and forwards nothing; lbd on the other director forwards.
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root
 //! (otherwise each test prints a message and passes) and, for the
 //! interoperability tests, keepalived (skipped with a message if missing).
 

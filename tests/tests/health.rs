@@ -16,7 +16,7 @@
 //!
 //! Checks run every 100 ms here, so each test takes a few seconds.
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root
 //! (otherwise each test prints a message and passes).
 
 use std::net::Ipv4Addr;

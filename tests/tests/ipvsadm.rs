@@ -6,7 +6,7 @@
 //!   a server) runs unchanged with an `ipvsadm` on its PATH that is lbctl;
 //!   `-L -n` and `-S -n` print exactly what ipvsadm 1.31 prints for that
 //!   table (written out by hand below, in the layout of
-//!   `lb-userspace/tests/fixtures/ipvsadm/`), and requests through the VIP
+//!   `lb-ipvsadm/tests/fixtures/ipvsadm/`), and requests through the VIP
 //!   follow the table. `ipvsadm -S -n | (ipvsadm -C; ipvsadm -R)` gives the
 //!   same table back.
 //! * Bad commands exit non-zero with ipvsadm's messages and change nothing;
@@ -15,7 +15,7 @@
 //!   SIGHUP replaces the table with the file's (lbd logs that lbctl's
 //!   changes are dropped); a restart starts from the file too.
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root
 //! (otherwise each test prints a message and passes).
 
 use std::collections::BTreeMap;

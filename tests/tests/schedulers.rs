@@ -16,7 +16,7 @@
 //!
 //! (rr, wrr: tests/director.rs; rr over TUN: tests/tun.rs.)
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root
 //! (otherwise each test prints a message and passes).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! director wrapping packets in IP-in-IP toward them, and `lbd decap` on the
 //! real servers (this kernel has no ipip module) unwrapping them.
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root.
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root.
 
 use std::path::Path;
 use std::time::Duration;

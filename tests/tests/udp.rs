@@ -9,7 +9,7 @@
 //!   more flows than that), the per-server counts end up equal to what the
 //!   table holds, and drop to 0 once the flows expire.
 //!
-//! Build lbd and lbctl first: `cargo build -p lb-userspace`. Needs root
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root
 //! (otherwise each test prints a message and passes).
 
 use std::collections::BTreeMap;

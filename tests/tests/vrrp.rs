@@ -14,11 +14,12 @@ use lb_tests::{
     keepalived::{self, Keepalived},
     netns::{VETH_ADDR_A as ADDR_A, VETH_ADDR_B as ADDR_B, VethPair, spawn_in_netns},
 };
+use lb_ipvsadm::vrrp::VrrpStatus;
 use lb_userspace::{
     model::Protocol,
     vrrp::{
         config::{TrackService, Vip, VrrpConfig},
-        instance::{VrrpInstance, VrrpStatus},
+        instance::VrrpInstance,
         net::{AdvertSocket, if_index},
         packet::{AUTH_NONE, Advert, Version},
         state::State,

@@ -119,9 +119,9 @@ fn vm(args: &VmArgs) -> ExitCode {
 
 fn build() -> Result<()> {
     step(
-        "Release build: lbd, lbctl (lb-userspace; its build script builds the eBPF object) and the test binaries",
+        "Release build: lbd (lb-userspace; its build script builds the eBPF object), lbctl and the test binaries",
     );
-    run(cargo().args(["build", "--release", "-p", "lb-userspace", "-p", "lb-tests"]))
+    run(cargo().args(["build", "--release", "-p", "lb-userspace", "-p", "lbctl", "-p", "lb-tests"]))
         .context("release build")?;
     let release = target_dir().join("release");
     println!("\nBuilt:");
@@ -144,7 +144,7 @@ fn build_test_binaries() -> Result<()> {
     step(
         "Building the binaries the integration tests run: lbd, lbctl, lab-server (and lb-bench, built only)",
     );
-    run(cargo().args(["build", "-p", "lb-userspace", "-p", "lb-tests", "--bins"]))
+    run(cargo().args(["build", "-p", "lb-userspace", "-p", "lbctl", "-p", "lb-tests", "--bins"]))
         .context("building the test binaries")
 }
 
@@ -217,6 +217,8 @@ fn bench(args: &[String]) -> Result<()> {
         "--release",
         "-p",
         "lb-userspace",
+        "-p",
+        "lbctl",
         "-p",
         "lb-tests",
         "--bins",

@@ -36,7 +36,7 @@ use crate::{
 
 pub const DEFAULT_PATH: &str = "/etc/lb/lb.toml";
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lb/lbd.sock";
+pub const DEFAULT_CONTROL_SOCKET: &str = lb_ipvsadm::control::DEFAULT_SOCKET;
 /// ipvsadm accepts weights 0..=65535.
 pub const MAX_WEIGHT: u32 = 65535;
 

@@ -17,6 +17,6 @@ pub mod packet;
 pub mod state;
 
 pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, resolve_all};
-pub use instance::{VrrpInstance, VrrpStatus, render_table};
+pub use instance::VrrpInstance;
 pub use packet::Version;
 pub use state::State;

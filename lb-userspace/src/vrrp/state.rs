@@ -23,34 +23,8 @@ use std::{
 
 use super::packet::{PRIORITY_OWNER, PRIORITY_STOP, Version};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Not started, or stopped.
-    Init,
-    Backup,
-    Master,
-    /// A tracked interface is down (or a tracked service with weight 0 has
-    /// no live real server): neither master nor candidate.
-    Fault,
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Init => "INIT",
-            Self::Backup => "BACKUP",
-            Self::Master => "MASTER",
-            Self::Fault => "FAULT",
-        }
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// Defined with the status lbctl shows (lb-ipvsadm's `vrrp`).
+pub use lb_ipvsadm::vrrp::State;
 
 /// Which `notify_*` command to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

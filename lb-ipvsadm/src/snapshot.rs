@@ -3,26 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use lb_common::{Forwarding, Protocol};
 use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-/// Forwarding method of a real server, as ipvsadm names it in `-L`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Forwarding {
-    /// Direct routing, "Route", `-g`.
-    Dr,
-    /// IP-in-IP, "Tunnel", `-i`.
-    Tun,
-    /// Masquerading, "Masq", `-m`.
-    Nat,
-}
 
 /// Cumulative counters (ipvsadm `--stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,4 +92,11 @@ pub struct Timeouts {
     pub tcp: u32,
     pub tcpfin: u32,
     pub udp: u32,
+}
+
+impl Default for Timeouts {
+    /// IPVS's own.
+    fn default() -> Self {
+        Self { tcp: 900, tcpfin: 120, udp: 300 }
+    }
 }

@@ -10,12 +10,16 @@
 use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
-use lb_userspace::{
-    config,
-    control::{self, Request, Response},
-    ipvsadm::{self, PortNames},
-    ipvsadm_cli::{self, Command, ListTarget, Names},
+use lb_ipvsadm::{
+    command::{Command, List, ListTarget},
+    control::{self, DEFAULT_SOCKET, Request, Response},
+    error::{EXIT_LIST, EXIT_USAGE, KernelError},
+    format as ipvsadm,
+    grammar,
+    names::Names,
     snapshot::Table,
+    usage::usage,
+    vrrp::render_table,
 };
 
 /// Options of ours, taken out before ipvsadm's grammar sees the rest.
@@ -31,7 +35,7 @@ fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
         json: false,
         counters: false,
         vrrp: false,
-        socket: std::env::var_os("LBCTL_SOCKET").map_or(PathBuf::from(config::DEFAULT_CONTROL_SOCKET), PathBuf::from),
+        socket: std::env::var_os("LBCTL_SOCKET").map_or(PathBuf::from(DEFAULT_SOCKET), PathBuf::from),
     };
     let mut rest = Vec::new();
     let mut it = args.into_iter();
@@ -77,11 +81,11 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
     if own.vrrp {
         let Response::Vrrp { instances } = control::ask(&own.socket, &Request::Vrrp)? else { bail!("unexpected answer") };
         return print_out(own.json, &instances, || {
-            lb_userspace::vrrp::render_table(&instances, std::time::SystemTime::now())
+            render_table(&instances, std::time::SystemTime::now())
         });
     }
     let names = Names::system();
-    let command = match ipvsadm_cli::parse(args, &names) {
+    let command = match grammar::parse(args, &names) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}", e.message.trim_end());
@@ -90,42 +94,42 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
     };
     if let Some(reason) = command.unsupported_reason() {
         eprintln!("{reason}");
-        return Ok(exit(ipvsadm_cli::EXIT_USAGE));
+        return Ok(exit(EXIT_USAGE));
     }
     match &command {
         Command::Help => {
-            print!("{}", ipvsadm_cli::usage("lbctl"));
+            print!("{}", usage("lbctl"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
             println!("lbctl {} (ipvsadm v1.31 compatible)", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::List(list) => list_command(own, list),
+        Command::List(list) => list_command(own, list, &names),
         Command::Save { numeric } => {
             let table = table(own)?;
-            print!("{}", ipvsadm::save_with(&table, *numeric, &port_names(*numeric)));
+            print!("{}", ipvsadm::save_with(&table, *numeric, names.services()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            let commands = match ipvsadm_cli::parse_restore(&text, &names) {
+            let commands = match grammar::parse_restore(&text, &names) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("line {}: {}", e.line, e.message.trim_end());
                     return Ok(exit(e.exit_code));
                 }
             };
-            apply(own, commands.iter().filter(|c| !matches!(c, Command::List(_) | Command::Save { .. })).collect())
+            apply(own, commands.into_iter().filter(|c| !matches!(c, Command::List(_) | Command::Save { .. })).collect())
         }
-        _ => apply(own, vec![&command]),
+        _ => apply(own, vec![command]),
     }
 }
 
 /// Sends table changes to lbd, all or none.
-fn apply(own: &Own, commands: Vec<&Command>) -> Result<ExitCode> {
-    let request = Request::Apply { commands: commands.iter().map(|c| c.to_args()).collect() };
+fn apply(own: &Own, commands: Vec<Command>) -> Result<ExitCode> {
+    let request = Request::Apply { commands };
     match control::ask(&own.socket, &request)? {
         Response::Done => Ok(ExitCode::SUCCESS),
         Response::Refused { message, exit_code } => {
@@ -143,17 +147,14 @@ fn table(own: &Own) -> Result<Table> {
     }
 }
 
-fn port_names(numeric: bool) -> PortNames {
-    if numeric { PortNames::default() } else { PortNames::system() }
-}
-
-fn list_command(own: &Own, list: &ipvsadm_cli::List) -> Result<ExitCode> {
+/// Listings name ports from `names` unless numeric.
+fn list_command(own: &Own, list: &List, names: &Names) -> Result<ExitCode> {
     let opts = list.list_options();
-    let ports = port_names(list.numeric);
+    let ports = names.services();
     match list.target {
         ListTarget::All => {
             let table = table(own)?;
-            print_out(own.json, &table, || ipvsadm::list_with(&table, &opts, &ports))
+            print_out(own.json, &table, || ipvsadm::list_with(&table, &opts, ports))
         }
         ListTarget::Service(vs) => {
             let table = table(own)?;
@@ -163,8 +164,8 @@ fn list_command(own: &Own, list: &ipvsadm_cli::List) -> Result<ExitCode> {
             match found {
                 Some(svc) => print_out(own.json, svc, || ipvsadm::list_service(svc, &opts)),
                 None => {
-                    eprintln!("{}", ipvsadm_cli::KernelError::NoSuchService.message());
-                    Ok(exit(ipvsadm_cli::EXIT_LIST))
+                    eprintln!("{}", KernelError::NoSuchService.message());
+                    Ok(exit(EXIT_LIST))
                 }
             }
         }
@@ -172,7 +173,7 @@ fn list_command(own: &Own, list: &ipvsadm_cli::List) -> Result<ExitCode> {
             let Response::Connections { connections } = control::ask(&own.socket, &Request::Connections)? else {
                 bail!("unexpected answer")
             };
-            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, list.numeric, &ports))
+            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, list.numeric, ports))
         }
         ListTarget::Timeouts => {
             let Response::Timeouts { timeouts } = control::ask(&own.socket, &Request::Timeouts)? else {

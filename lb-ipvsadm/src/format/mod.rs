@@ -1,0 +1,453 @@
+//! ipvsadm 1.31's text formats, produced from the plain data in
+//! [`crate::snapshot`], so that scripts written against `ipvsadm -L -n`,
+//! `-L -c`, `-S` and `--timeout` read `lbctl`'s output unchanged.
+//!
+//! The layouts (field widths, trailing blanks, K/M/G/T suffixes, sort order)
+//! follow ipvsadm.c and libipvs.c of ipvsadm 1.31 and are tested byte for
+//! byte against its literal output in `tests/fixtures/ipvsadm/`.
+//!
+//! Deviations, all deliberate:
+//! - Without `numeric`, addresses stay numeric (ipvsadm does reverse DNS);
+//!   ports are named from `/etc/services` as ipvsadm's `getservbyport` does.
+//! - Sorting compares addresses as unsigned numbers. ipvsadm subtracts them
+//!   into an `int`, which misorders addresses 2^31 or more apart.
+//! - `save` also writes `-x`/`-y` when a threshold is set (ipvsadm drops
+//!   them), because `lbctl -R` reads them back.
+//! - There are no firewall-mark services, persistence engines or one-packet
+//!   scheduling in the snapshot, so `FWM`, `pe` and `ops` never appear.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::{Forwarding, Protocol};
+
+use crate::names::Services;
+use crate::snapshot::{Connection, Real, Service, Table, Timeouts};
+
+/// IPVS version in the header line; what the reference kernel reports.
+const IPVS_VERSION: &str = "1.2.1";
+
+/// ipvsadm's default scheduler, shown when a service names none.
+const DEFAULT_SCHEDULER: &str = "wlc";
+
+/// ipvsadm cuts IPv4 "Prot Address:Port" to this many bytes in listings.
+const SERVICE_NAME_WIDTH: usize = 33;
+/// ...and IPv4 real-server "Address:Port" to this many.
+const REAL_NAME_WIDTH: usize = 28;
+
+/// The `-L` options that change the listing. Only one column set is shown;
+/// when several are set the first of stats, rate, thresholds,
+/// persistent_conn, tun_info wins, as in ipvsadm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListOptions {
+    /// `-n`: numeric ports (addresses are always numeric here).
+    pub numeric: bool,
+    /// `--stats`: cumulative counters.
+    pub stats: bool,
+    /// `--rate`: per-second rates.
+    pub rate: bool,
+    /// `--exact`: counters and rates without K/M/G/T rounding.
+    pub exact: bool,
+    /// `--thresholds`: upper/lower connection thresholds.
+    pub thresholds: bool,
+    /// `--persistent-conn`: persistent connection counts.
+    pub persistent_conn: bool,
+    /// `--tun-info`: tunnel type column.
+    pub tun_info: bool,
+    /// Sort services and real servers as ipvsadm does by default;
+    /// `false` (`--nosort`) keeps the snapshot's (IPVS's) order.
+    pub sort: bool,
+}
+
+impl Default for ListOptions {
+    /// Plain `ipvsadm -L`: everything off except sorting; callers set
+    /// `numeric` for `-n`.
+    fn default() -> Self {
+        Self {
+            numeric: false,
+            stats: false,
+            rate: false,
+            exact: false,
+            thresholds: false,
+            persistent_conn: false,
+            tun_info: false,
+            sort: true,
+        }
+    }
+}
+
+/// `ipvsadm -L`: header line, column titles, then every service with its
+/// real servers. Without `opts.numeric` ports are named from `/etc/services`.
+pub fn list(table: &Table, opts: &ListOptions) -> String {
+    list_with(table, opts, &port_names_for(opts.numeric))
+}
+
+/// [`list`] with the port names given rather than read from `/etc/services`
+/// (they are only used without `opts.numeric`).
+pub fn list_with(table: &Table, opts: &ListOptions, ports: &Services) -> String {
+    let mut out = format!("IP Virtual Server version {IPVS_VERSION} (size={})\n", table.conn_table_size);
+    out.push_str(title(opts));
+    let namer = Namer::new(opts.numeric, ports);
+    for service in ordered_services(&table.services, opts.sort) {
+        write_service(&mut out, service, opts, &namer);
+    }
+    out
+}
+
+/// `ipvsadm -L -t|-u VIP:PORT`: one service, with the column titles but no
+/// header line (ipvsadm prints that only for the whole table).
+pub fn list_service(service: &Service, opts: &ListOptions) -> String {
+    let ports = port_names_for(opts.numeric);
+    let mut out = title(opts).to_owned();
+    write_service(&mut out, service, opts, &Namer::new(opts.numeric, &ports));
+    out
+}
+
+/// `ipvsadm -L -c`: the connection table, in the order given (ipvsadm keeps
+/// the kernel's order). Without `numeric` ports are named.
+pub fn list_connections(conns: &[Connection], numeric: bool) -> String {
+    list_connections_with(conns, numeric, &port_names_for(numeric))
+}
+
+/// [`list_connections`] with the port names given.
+pub fn list_connections_with(conns: &[Connection], numeric: bool, ports: &Services) -> String {
+    let namer = Namer::new(numeric, ports);
+    // ipvsadm's "pro expire %-11s %-18s %-18s %s" title, written out.
+    let mut out = String::from(
+        "IPVS connection entries\npro expire state       source             virtual            destination\n",
+    );
+    for conn in conns {
+        let expire = format!("{:02}:{:02}", conn.expires_in / 60, conn.expires_in % 60);
+        let _ = writeln!(
+            out,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            protocol_name(conn.protocol),
+            expire,
+            conn.state,
+            namer.addr_port(conn.client, conn.client_port, conn.protocol),
+            namer.addr_port(conn.vip, conn.vport, conn.protocol),
+            namer.addr_port(conn.real, conn.real_port, conn.protocol),
+        );
+    }
+    out
+}
+
+/// `ipvsadm -S`: the table as `-A`/`-a` rules that `-R` restores, sorted as
+/// ipvsadm sorts. Without `numeric` ports are named. Unlike ipvsadm, real
+/// servers with thresholds get `-x N`/`-y N` after `-w N`.
+pub fn save(table: &Table, numeric: bool) -> String {
+    save_with(table, numeric, &port_names_for(numeric))
+}
+
+/// [`save`] with the port names given.
+pub fn save_with(table: &Table, numeric: bool, ports: &Services) -> String {
+    let namer = Namer::new(numeric, ports);
+    let mut out = String::new();
+    for service in ordered_services(&table.services, true) {
+        let svc_name = format!(
+            "{} {}",
+            protocol_option(service.protocol),
+            namer.addr_port(service.vip, service.port, service.protocol)
+        );
+        let _ = write!(out, "-A {svc_name} -s {}", scheduler_name(service));
+        if let Some(timeout) = service.persistence_timeout {
+            let _ = write!(out, " -p {timeout}");
+            if let Some(mask) = shown_netmask(service) {
+                let _ = write!(out, " -M {mask}");
+            }
+        }
+        if let Some(flags) = sched_flags_text(service) {
+            let _ = write!(out, " -b {flags}");
+        }
+        out.push('\n');
+
+        for real in ordered_reals(&service.reals, true) {
+            let dname = namer.addr_port(real.address, real.port, service.protocol);
+            let _ = write!(out, "-a {svc_name} -r {dname} {} -w {}", forwarding_option(real.forwarding), real.weight);
+            if real.upper_threshold != 0 {
+                let _ = write!(out, " -x {}", real.upper_threshold);
+            }
+            if real.lower_threshold != 0 {
+                let _ = write!(out, " -y {}", real.lower_threshold);
+            }
+            if real.forwarding == Forwarding::Tun {
+                // Our tunnels are always IP-in-IP.
+                out.push_str(" --tun-type ipip");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `ipvsadm -L --timeout`.
+pub fn timeouts(t: &Timeouts) -> String {
+    format!("Timeout (tcp tcpfin udp): {} {} {}\n", t.tcp, t.tcpfin, t.udp)
+}
+
+/// A counter as ipvsadm's `print_largenum` prints it: right-aligned in 9
+/// columns with a leading blank; from 10^8 on, rounded down to K/M/G/T in 8
+/// columns plus the suffix. With `exact`, the full number, still with at
+/// least one leading blank.
+pub fn format_largenum(n: u64, exact: bool) -> String {
+    if exact {
+        let digits = n.to_string();
+        return format!("{digits:>width$}", width = (digits.len() + 1).max(9));
+    }
+    match n {
+        0..100_000_000 => format!("{n:>9}"),
+        100_000_000..1_000_000_000 => format!("{:>8}K", n / 1_000),
+        1_000_000_000..100_000_000_000 => format!("{:>8}M", n / 1_000_000),
+        100_000_000_000..100_000_000_000_000 => format!("{:>8}G", n / 1_000_000_000),
+        _ => format!("{:>8}T", n / 1_000_000_000_000),
+    }
+}
+
+/// The column-title lines for the chosen options.
+fn title(opts: &ListOptions) -> &'static str {
+    // Literal text of ipvsadm's print_title; the padded variants are
+    // "%-33s %8s ..." and "%-33s %-10s ..." written out.
+    if opts.stats {
+        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n"
+    } else if opts.rate {
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n  -> RemoteAddress:Port\n"
+    } else if opts.thresholds {
+        "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn \n  -> RemoteAddress:Port\n"
+    } else if opts.persistent_conn {
+        "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n  -> RemoteAddress:Port\n"
+    } else if opts.tun_info {
+        "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n"
+    } else {
+        "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+    }
+}
+
+/// One service line and its real-server lines in `-L` layout.
+fn write_service(out: &mut String, service: &Service, opts: &ListOptions, namer: &Namer) {
+    let mut svc_name = format!(
+        "{:<4} {}",
+        protocol_name(service.protocol),
+        namer.addr_port(service.vip, service.port, service.protocol)
+    );
+    if service.vip.is_ipv4() {
+        truncate_ascii(&mut svc_name, SERVICE_NAME_WIDTH);
+    }
+
+    if opts.stats {
+        let _ = write!(out, "{svc_name:<33}");
+        push_stats(out, &service.stats, opts.exact);
+    } else if opts.rate {
+        let _ = write!(out, "{svc_name:<33}");
+        let r = &service.rates;
+        for n in [r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps] {
+            out.push_str(&format_largenum(n, opts.exact));
+        }
+    } else {
+        let _ = write!(out, "{svc_name} {}", scheduler_name(service));
+        if let Some(flags) = sched_flags_text(service) {
+            let _ = write!(out, " ({flags})");
+        }
+        if let Some(timeout) = service.persistence_timeout {
+            let _ = write!(out, " persistent {timeout}");
+            if let Some(mask) = shown_netmask(service) {
+                let _ = write!(out, " mask {mask}");
+            }
+        }
+    }
+    out.push('\n');
+
+    for real in ordered_reals(&service.reals, opts.sort) {
+        write_real(out, real, service.protocol, opts, namer);
+    }
+}
+
+/// One `  -> ` real-server line in `-L` layout.
+fn write_real(out: &mut String, real: &Real, protocol: Protocol, opts: &ListOptions, namer: &Namer) {
+    let mut dname = namer.addr_port(real.address, real.port, protocol);
+    if real.address.is_ipv4() {
+        truncate_ascii(&mut dname, REAL_NAME_WIDTH);
+    }
+    let fwd = forwarding_name(real.forwarding);
+
+    if opts.stats {
+        let _ = write!(out, "  -> {dname:<28}");
+        push_stats(out, &real.stats, opts.exact);
+        out.push('\n');
+    } else if opts.rate {
+        // ipvsadm prints a real server's CPS and packet rates plainly
+        // ("%8llu", never K/M) and only its byte rates as large numbers.
+        let r = &real.rates;
+        let _ = write!(out, "  -> {dname:<28} {:>8} {:>8} {:>8}", r.cps, r.in_pps, r.out_pps);
+        out.push_str(&format_largenum(r.in_bps, opts.exact));
+        out.push_str(&format_largenum(r.out_bps, opts.exact));
+        out.push('\n');
+    } else if opts.thresholds {
+        let _ = writeln!(
+            out,
+            "  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}",
+            real.upper_threshold, real.lower_threshold, real.active_conns, real.inactive_conns
+        );
+    } else if opts.persistent_conn {
+        let _ = writeln!(
+            out,
+            "  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}",
+            real.weight, real.persistent_conns, real.active_conns, real.inactive_conns
+        );
+    } else if opts.tun_info {
+        let tunnel = if real.forwarding == Forwarding::Tun { "ipip" } else { "n/a" };
+        let _ = writeln!(
+            out,
+            "  -> {dname:<28} {fwd:<7} {tunnel:<13} {:<6} {:<10} {:<10}",
+            real.weight, real.active_conns, real.inactive_conns
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  -> {dname:<28} {fwd:<7} {:<6} {:<10} {:<10}",
+            real.weight, real.active_conns, real.inactive_conns
+        );
+    }
+}
+
+fn push_stats(out: &mut String, s: &crate::snapshot::Stats, exact: bool) {
+    for n in [s.conns, s.in_packets, s.out_packets, s.in_bytes, s.out_bytes] {
+        out.push_str(&format_largenum(n, exact));
+    }
+}
+
+/// Services in listing order: libipvs's ipvs_cmp_services compares
+/// (fwmark,) address family, protocol number, address, port.
+fn ordered_services(services: &[Service], sort: bool) -> Vec<&Service> {
+    let mut ordered: Vec<&Service> = services.iter().collect();
+    if sort {
+        ordered.sort_by_key(|s| (s.vip.is_ipv6(), protocol_number(s.protocol), s.vip, s.port));
+    }
+    ordered
+}
+
+/// Real servers in listing order: libipvs's ipvs_cmp_dests compares
+/// address, then port.
+fn ordered_reals(reals: &[Real], sort: bool) -> Vec<&Real> {
+    let mut ordered: Vec<&Real> = reals.iter().collect();
+    if sort {
+        ordered.sort_by_key(|r| (r.address, r.port));
+    }
+    ordered
+}
+
+fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+fn protocol_option(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "-t",
+        Protocol::Udp => "-u",
+    }
+}
+
+fn forwarding_name(forwarding: Forwarding) -> &'static str {
+    match forwarding {
+        Forwarding::Dr => "Route",
+        Forwarding::Tun => "Tunnel",
+        Forwarding::Nat => "Masq",
+    }
+}
+
+fn forwarding_option(forwarding: Forwarding) -> &'static str {
+    match forwarding {
+        Forwarding::Dr => "-g",
+        Forwarding::Tun => "-i",
+        Forwarding::Nat => "-m",
+    }
+}
+
+fn scheduler_name(service: &Service) -> &str {
+    if service.scheduler.is_empty() { DEFAULT_SCHEDULER } else { &service.scheduler }
+}
+
+/// The persistence netmask as ipvsadm shows it: only for IPv4 services and
+/// only when it is not the default /32.
+fn shown_netmask(service: &Service) -> Option<Ipv4Addr> {
+    service.persistence_netmask.filter(|mask| service.vip.is_ipv4() && *mask != Ipv4Addr::BROADCAST)
+}
+
+/// Scheduler flags, comma-separated, or `None` if there are none.
+///
+/// IPVS stores three flag bits whose names depend on the scheduler
+/// (`sh-fallback` and `mh-fallback` are both bit 1); ipvsadm prints the set
+/// bits in bit order under the scheduler's names. Doing the same makes the
+/// output independent of the order and naming the snapshot uses. Names that
+/// are not flag names are kept, after the known ones.
+fn sched_flags_text(service: &Service) -> Option<String> {
+    let mut bits = [false; 3];
+    let mut unknown = Vec::new();
+    for flag in &service.sched_flags {
+        match flag.as_str() {
+            "sh-fallback" | "mh-fallback" | "flag-1" => bits[0] = true,
+            "sh-port" | "mh-port" | "flag-2" => bits[1] = true,
+            "flag-3" => bits[2] = true,
+            other => unknown.push(other),
+        }
+    }
+    let bit_names: [&str; 3] = match scheduler_name(service) {
+        "sh" => ["sh-fallback", "sh-port", "flag-3"],
+        "mh" => ["mh-fallback", "mh-port", "flag-3"],
+        _ => ["flag-1", "flag-2", "flag-3"],
+    };
+    let names: Vec<&str> =
+        bits.iter().zip(bit_names).filter_map(|(set, name)| set.then_some(name)).chain(unknown).collect();
+    (!names.is_empty()).then(|| names.join(","))
+}
+
+/// Cuts an ASCII string to at most `len` bytes, as ipvsadm does by writing
+/// a NUL into its buffer (on a char boundary, to stay valid UTF-8).
+fn truncate_ascii(s: &mut String, len: usize) {
+    if s.len() > len {
+        let mut end = len;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+fn port_names_for(numeric: bool) -> Services {
+    if numeric { Services::default() } else { Services::system() }
+}
+
+/// ipvsadm's addrport_to_anyname: `addr:port`, IPv6 in brackets, the port
+/// named unless numeric.
+struct Namer<'a> {
+    ports: Option<&'a Services>,
+}
+
+impl<'a> Namer<'a> {
+    fn new(numeric: bool, ports: &'a Services) -> Self {
+        Self { ports: (!numeric).then_some(ports) }
+    }
+
+    fn addr_port(&self, addr: IpAddr, port: u16, protocol: Protocol) -> String {
+        let host = match addr {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        match self.ports.and_then(|p| p.name(port, protocol)) {
+            Some(name) => format!("{host}:{name}"),
+            None => format!("{host}:{port}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,373 @@
+//! What lbd does about each thing that happens to it: an lbctl request, a
+//! SIGHUP, a health transition, a VRRP state change, a connection-sync
+//! batch, a timer. Each is an [`Event`]; [`Daemon::handle`] carries it out
+//! on the controller. `bin/lbd.rs` keeps the wiring: arguments, the startup
+//! order, the tasks, sockets and signals that produce the events.
+
+mod change;
+
+pub use change::{Change, new_reals, plan};
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use lb_ipvsadm::{
+    command::Command,
+    control::{Request, Response},
+    vrrp::{State as VrrpState, VrrpStatus},
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::Config,
+    controller::Controller,
+    environment,
+    health::{HealthEvent, HealthMonitor},
+    netinfo::{Interface, Net},
+    sync::{ChangeTracker, ReceivedBatch, SyncRecord},
+    vrrp::VrrpInstance,
+};
+
+/// A batch of lbctl's ipvsadm commands for the main loop, and where its
+/// verdict goes.
+pub struct ChangeRequest {
+    pub commands: Vec<Command>,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Something lbd acts on.
+pub enum Event {
+    /// lbctl's commands, carried out all or none (see [`plan`]).
+    Change(ChangeRequest),
+    /// SIGHUP: the config file again.
+    Reload,
+    /// A checked real server went down or came back.
+    Health(HealthEvent),
+    /// A VRRP instance changed state.
+    VrrpChanged,
+    /// Time to send the connection table's new and changed entries.
+    SyncScan,
+    /// Entries from another director.
+    SyncBatch(ReceivedBatch),
+    /// Time to sweep the connection table (every second).
+    Sweep,
+    /// Time to sample the rate estimators.
+    SampleRates,
+    /// Time to look at the next hops' MACs again (every second).
+    RefreshNeighbours,
+}
+
+/// Connection sync's sending side: what was sent, and the queue to the
+/// sending socket's task.
+pub struct SyncLink {
+    tracker: ChangeTracker,
+    queue: mpsc::Sender<Vec<SyncRecord>>,
+}
+
+impl SyncLink {
+    /// Long-lived entries are sent again every `refresh_period`.
+    pub fn new(refresh_period: Duration, queue: mpsc::Sender<Vec<SyncRecord>>) -> Self {
+        Self { tracker: ChangeTracker::new(refresh_period), queue }
+    }
+}
+
+/// lbd's running state, past its startup.
+pub struct Daemon {
+    config_path: PathBuf,
+    net: Net,
+    /// Shared with the control socket, which answers reads directly.
+    shared: Arc<Mutex<Controller>>,
+    monitor: HealthMonitor,
+    instances: Vec<VrrpInstance>,
+    sync: Option<SyncLink>,
+    /// Some VRRP instance was master at the last VRRP change.
+    was_master: bool,
+    neighbour_ticks: u64,
+}
+
+impl Daemon {
+    /// Takes over the started parts: the controller (maps filled, program
+    /// attached), its health checks and VRRP instances, and sync's sending
+    /// side if there is sync.
+    pub fn new(
+        config_path: PathBuf,
+        net: Net,
+        controller: Controller,
+        monitor: HealthMonitor,
+        instances: Vec<VrrpInstance>,
+        sync: Option<SyncLink>,
+    ) -> Self {
+        Self {
+            config_path,
+            net,
+            shared: Arc::new(Mutex::new(controller)),
+            monitor,
+            instances,
+            sync,
+            was_master: false,
+            neighbour_ticks: 0,
+        }
+    }
+
+    /// The controller, for the control socket's reads.
+    pub fn controller(&self) -> Arc<Mutex<Controller>> {
+        self.shared.clone()
+    }
+
+    pub async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Reload => {
+                reload(&self.config_path, &self.net, &self.shared).await;
+                refresh_monitor(&self.shared, &mut self.monitor);
+                update_tracking(&self.instances, &lock(&self.shared));
+            }
+            Event::Change(ChangeRequest { commands, reply }) => {
+                let result = change::change(&commands, &self.net, &self.shared).await;
+                refresh_monitor(&self.shared, &mut self.monitor);
+                update_tracking(&self.instances, &lock(&self.shared));
+                let _ = reply.send(result);
+            }
+            Event::Health(event) => {
+                let mut c = lock(&self.shared);
+                if let Err(e) = c.health_event(&event, &self.monitor) {
+                    warn!("applying a health change: {e:#}");
+                }
+                update_tracking(&self.instances, &c);
+            }
+            Event::VrrpChanged => self.vrrp_changed(),
+            Event::SyncScan => {
+                let sending = self.instances.is_empty() || self.any_master();
+                if let (true, Some(sync)) = (sending, &mut self.sync) {
+                    let records = lock(&self.shared).sync_records(&mut sync.tracker);
+                    if !records.is_empty() {
+                        let _ = sync.queue.try_send(records);
+                    }
+                }
+            }
+            Event::SyncBatch(batch) => {
+                let (installed, unknown) = lock(&self.shared).install_synced(&batch.records);
+                if unknown > 0 {
+                    warn!(
+                        "connection sync: {unknown} entries from {} name services or servers unknown here",
+                        batch.from
+                    );
+                }
+                tracing::debug!("connection sync: {installed} entries from {}", batch.from);
+            }
+            Event::Sweep => {
+                if let Err(e) = lock(&self.shared).sweep() {
+                    warn!("connection sweep: {e:#}");
+                }
+            }
+            Event::SampleRates => lock(&self.shared).sample_rates(),
+            Event::RefreshNeighbours => {
+                self.neighbour_ticks += 1;
+                // Every server on the first tick and every tenth, the
+                // unresolved ones on the others.
+                refresh_neighbours(&self.net, &self.shared, self.neighbour_ticks % 10 == 1).await;
+            }
+        }
+    }
+
+    fn any_master(&self) -> bool {
+        self.instances.iter().any(|i| i.status().state == VrrpState::Master)
+    }
+
+    /// The VIPs of instances that are not master stand by; sync follows
+    /// who is master.
+    fn vrrp_changed(&mut self) {
+        if let Err(e) = lock(&self.shared).set_standby(standby_vips(&self.instances)) {
+            warn!("applying a VRRP change: {e:#}");
+        }
+        let master = self.any_master();
+        if let Some(sync) = &mut self.sync {
+            if master && !self.was_master {
+                // A new master tells the other director everything.
+                sync.tracker.reset();
+            } else if self.was_master && !master {
+                // Stepping down (the other preempted): hand the new master
+                // the whole table at once, so the connections it takes over
+                // keep their servers.
+                let mut everything = ChangeTracker::new(Duration::from_secs(3600));
+                let records = lock(&self.shared).sync_records(&mut everything);
+                if !records.is_empty() {
+                    info!("connection sync: handing {} entries to the new master", records.len());
+                    let _ = sync.queue.try_send(records);
+                }
+            }
+        }
+        self.was_master = master;
+    }
+
+    /// Stops the health checks and the VRRP instances (a clean stop: a
+    /// master's backup takes over at once, priority 0). The controller is
+    /// left to the caller, to detach once nothing else holds it.
+    pub async fn stop(mut self) -> Arc<Mutex<Controller>> {
+        self.monitor.shutdown().await;
+        for instance in self.instances {
+            instance.shutdown().await;
+        }
+        self.shared
+    }
+}
+
+/// The controller, even if a panic poisoned its lock.
+pub fn lock(shared: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Answers a control request (on the socket's blocking thread): reads from
+/// the controller at once; changes through the main loop (`changes`), as
+/// they need the network for their checks.
+pub fn answer(
+    shared: &Mutex<Controller>,
+    changes: &mpsc::Sender<ChangeRequest>,
+    vrrp: &[watch::Receiver<VrrpStatus>],
+    request: Request,
+) -> Response {
+    match request {
+        Request::Vrrp => Response::Vrrp { instances: vrrp.iter().map(|w| w.borrow().clone()).collect() },
+        Request::Table => Response::Table { table: lock(shared).table_snapshot() },
+        Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
+        Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
+        Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
+        Request::Apply { commands } => {
+            let (reply, verdict) = oneshot::channel();
+            if changes.blocking_send(ChangeRequest { commands, reply }).is_err() {
+                return Response::Error { message: "lbd is shutting down".into() };
+            }
+            verdict.blocking_recv().unwrap_or(Response::Error { message: "lbd is shutting down".into() })
+        }
+    }
+}
+
+/// The VIPs of instances that are not master.
+pub fn standby_vips(instances: &[VrrpInstance]) -> BTreeSet<Ipv4Addr> {
+    let vips = |master: bool| -> BTreeSet<Ipv4Addr> {
+        instances
+            .iter()
+            .filter(|i| (i.status().state == VrrpState::Master) == master)
+            .flat_map(|i| i.config().virtual_ipaddress.iter().map(|v| v.address))
+            .collect()
+    };
+    let masters = vips(true);
+    vips(false).difference(&masters).copied().collect()
+}
+
+/// Tells each VRRP instance whether its tracked services have a live real
+/// server.
+pub fn update_tracking(instances: &[VrrpInstance], c: &Controller) {
+    for instance in instances {
+        for (i, t) in instance.tracked_services().iter().enumerate() {
+            instance.set_service_alive(i, c.service_alive(t.protocol, t.vip, t.port));
+        }
+    }
+}
+
+/// Reads the config and checks it against the host.
+pub async fn load_checked(path: &Path, net: &Net) -> Result<(Config, Interface), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let interface = environment::check(&config, net).await.map_err(|e| e.to_string())?;
+    Ok((config, interface))
+}
+
+/// Points the health checks at the servers of the table in force.
+fn refresh_monitor(shared: &Mutex<Controller>, monitor: &mut HealthMonitor) {
+    let mut c = lock(shared);
+    monitor.update(c.monitored());
+    if let Err(e) = c.sync_health(monitor) {
+        warn!("applying health states: {e:#}");
+    }
+}
+
+/// SIGHUP: re-read and re-check the config; apply only the difference, or
+/// keep everything as it is if the new file is wrong.
+async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
+    info!("SIGHUP: reloading {}", path.display());
+    let (config, interface) = match load_checked(path, net).await {
+        Ok(ok) => ok,
+        Err(errors) => {
+            for line in errors.lines() {
+                error!("{line}");
+            }
+            error!("reload refused: the running configuration stays");
+            return;
+        }
+    };
+    {
+        let c = lock(shared);
+        let old = &c.config.director;
+        let new = &config.director;
+        if old.interface != new.interface {
+            error!(
+                "reload refused: director.interface changed ({} -> {}); restart lbd to move",
+                old.interface, new.interface
+            );
+            return;
+        }
+        if old.conn_table_size != new.conn_table_size
+            || old.pin_path != new.pin_path
+            || old.control_socket != new.control_socket
+        {
+            warn!("conn_table_size, pin_path and control_socket take effect at the next start");
+        }
+        if c.config.vrrp != config.vrrp || c.config.sync != config.sync {
+            warn!("[[vrrp]] and [sync] changes take effect at the next start");
+        }
+    }
+    // Resolve new servers' MACs without holding the lock.
+    let paths = environment::paths(&config.services, net, &interface).await;
+    let wanted = environment::next_hop_addresses(&paths);
+    let macs = environment::resolve_macs(net, interface.index, &wanted, Duration::from_secs(1)).await;
+    let mut c = lock(shared);
+    c.update_macs(macs);
+    match c.reload(config, interface, paths) {
+        Ok(()) => info!("reload done"),
+        Err(e) => error!("reload refused: {e:#}; the running configuration stays"),
+    }
+}
+
+/// Learns the MACs of next hops that had none, and (every `all`) re-reads
+/// the routes and re-checks every next hop, so a moved route or a replaced
+/// server's new MAC is picked up.
+async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
+    let (table, interface) = {
+        let c = lock(shared);
+        (c.table().to_vec(), c.interface.clone())
+    };
+    if all {
+        let paths = environment::paths(&table, net, &interface).await;
+        let mut c = lock(shared);
+        if c.update_paths(paths)
+            && let Err(e) = c.apply()
+        {
+            warn!("applying new routes: {e:#}");
+        }
+    }
+    let addrs = {
+        let c = lock(shared);
+        if all { c.next_hops() } else { c.unresolved() }
+    };
+    if addrs.is_empty() {
+        return;
+    }
+    environment::refresh_neighbours(net, interface.index, &addrs).await;
+    let mut found = BTreeMap::new();
+    for a in addrs {
+        if let Ok(Some(mac)) = net.neighbour(interface.index, a).await {
+            found.insert(a, mac);
+        }
+    }
+    let mut c = lock(shared);
+    if c.update_macs(found)
+        && let Err(e) = c.apply()
+    {
+        warn!("applying new MACs: {e:#}");
+    }
+}
