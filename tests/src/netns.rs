@@ -45,8 +45,10 @@ pub fn command_in<S: AsRef<OsStr>>(ns: &str, args: &[S]) -> Command {
 }
 
 /// Runs `cmd` to completion, capturing stdout and stderr, and kills it if it
-/// takes longer than `timeout` (so a hung command cannot hang a test).
+/// takes longer than `timeout` (so a hung command cannot hang a test),
+/// scaled for a slow machine ([`crate::scaled`]).
 pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
+    let timeout = crate::scaled(timeout);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
