@@ -19,6 +19,7 @@ use crate::{
     health::{self, HealthEvent, HealthMonitor, MonitoredReal, QuorumState, RealHealth, RealStatus},
     environment::{Paths, next_hop_addresses},
     datapath::{CountField, Datapath},
+    model::ServiceId,
     netinfo::Interface,
     rate::Estimator,
     tables::{Tables, WantedReal, WantedService},
@@ -36,8 +37,8 @@ pub struct Controller {
     /// lbctl's ipvsadm commands (a reload puts the config's back).
     table: Vec<ServiceConfig>,
     /// Health of the checked real servers (unchecked ones are always up).
-    health: BTreeMap<(health::ServiceKey, SocketAddr), RealStatus>,
-    quorums: BTreeMap<health::ServiceKey, QuorumState>,
+    health: BTreeMap<(ServiceId, SocketAddr), RealStatus>,
+    quorums: BTreeMap<ServiceId, QuorumState>,
     /// VIPs this director is VRRP backup for: their services pass packets
     /// to the kernel until it becomes master.
     standby_vips: BTreeSet<Ipv4Addr>,
@@ -146,7 +147,7 @@ impl Controller {
         self.table
             .iter()
             .map(|s| {
-                let key = health_key(s);
+                let key = s.id();
                 let states: Vec<RealHealth> = s
                     .reals
                     .iter()
@@ -222,10 +223,10 @@ impl Controller {
     }
 
     /// Whether the service has a live real server (VRRP's track_service).
-    pub fn service_alive(&self, protocol: crate::model::Protocol, vip: Ipv4Addr, port: u16) -> bool {
+    pub fn service_alive(&self, service: ServiceId) -> bool {
         self.wanted()
             .iter()
-            .find(|w| (w.protocol, w.vip, w.port) == (protocol, vip, port))
+            .find(|w| w.id() == service)
             .is_some_and(|w| w.reals.iter().any(|r| r.in_service && r.weight > 0 && r.mac.is_some()))
     }
 
@@ -300,7 +301,7 @@ impl Controller {
             .iter()
             .flat_map(|s| {
                 s.reals.iter().filter(|r| r.health.is_active()).map(move |r| MonitoredReal {
-                    service: health_key(s),
+                    service: s.id(),
                     real: real_addr(s, r),
                     check: r.health.clone(),
                 })
@@ -339,7 +340,7 @@ impl Controller {
     fn update_quorums(&mut self) {
         let mut seen = BTreeSet::new();
         for s in &self.table {
-            let key = health_key(s);
+            let key = s.id();
             seen.insert(key);
             let states: Vec<RealHealth> = s
                 .reals
@@ -450,10 +451,10 @@ impl Controller {
 
     /// `ipvsadm -Z`: zeroes the counters of one service (and its servers) or
     /// of all.
-    pub fn zero(&mut self, service: Option<(crate::model::Protocol, Ipv4Addr, u16)>) -> Result<()> {
+    pub fn zero(&mut self, service: Option<ServiceId>) -> Result<()> {
         let mut ops = Vec::new();
         for w in self.tables.wanted() {
-            if service.is_some_and(|(p, v, port)| (p, v, port) != (w.protocol, w.vip, w.port)) {
+            if service.is_some_and(|id| id != w.id()) {
                 continue;
             }
             let key = w.key();
@@ -764,11 +765,6 @@ impl DriftFilter {
     }
 }
 
-/// The health monitor's name for a service.
-fn health_key(s: &ServiceConfig) -> health::ServiceKey {
-    health::ServiceKey { protocol: s.protocol, vip: IpAddr::V4(s.vip), port: s.port }
-}
-
 /// The address a real server is checked at (its port; for an every-port
 /// service the check's own port applies).
 fn real_addr(s: &ServiceConfig, r: &crate::config::RealConfig) -> SocketAddr {
@@ -797,7 +793,7 @@ fn service_name(s: &WantedService) -> String {
 /// One log line per change an operator would care about.
 pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Vec<String> {
     let mut lines = Vec::new();
-    let find = |list: &[WantedService], s: &WantedService| list.iter().find(|x| x.key() == s.key()).cloned();
+    let find = |list: &[WantedService], s: &WantedService| list.iter().find(|x| x.id() == s.id()).cloned();
     for s in after {
         match find(before, s) {
             None => lines.push(format!(
@@ -837,7 +833,7 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
                 }
             }
         }
-        if before.iter().all(|b| b.key() != s.key()) {
+        if before.iter().all(|b| b.id() != s.id()) {
             for r in s.reals.iter().filter(|r| r.mac.is_none()) {
                 lines.push(format!(
                     "service {}: real server {} (or its next hop) does not answer ARP yet: no new connections for it until it does",

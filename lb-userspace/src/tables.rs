@@ -16,7 +16,7 @@ use lb_common::{
     dest_flag, ipv4_words, sched, service_flag,
 };
 
-use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions};
 
 /// A virtual service as it should be, with everything resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +54,11 @@ pub struct WantedReal {
 }
 
 impl WantedService {
+    pub fn id(&self) -> ServiceId {
+        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port }
+    }
+
+    /// Its key in the `SERVICES` map.
     pub fn key(&self) -> ServiceKey {
         service_key(self.protocol, self.vip, self.port)
     }
