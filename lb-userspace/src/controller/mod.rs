@@ -15,19 +15,19 @@ mod wanted;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
 };
 
 use anyhow::Result;
 use lb_common::{Director, conn_state};
 
 pub use self::wanted::describe_changes;
-use self::{conns::DriftFilter, report::Counted};
+use self::{conns::DriftFilter, report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},
     datapath::Datapath,
     environment::{Paths, next_hop_addresses},
-    health::{QuorumState, RealStatus},
+    health::QuorumState,
     model::ServiceId,
     netinfo::Interface,
     rate::Estimator,
@@ -40,7 +40,7 @@ pub struct Controller {
     /// lbctl's ipvsadm commands (a reload puts the config's back).
     table: Vec<ServiceConfig>,
     /// Health of the checked real servers (unchecked ones are always up).
-    health: BTreeMap<(ServiceId, SocketAddr), RealStatus>,
+    health: HealthView,
     quorums: BTreeMap<ServiceId, QuorumState>,
     /// VIPs this director is VRRP backup for: their services pass packets
     /// to the kernel until it becomes master.

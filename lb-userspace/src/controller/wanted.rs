@@ -12,78 +12,103 @@ use anyhow::Result;
 use super::Controller;
 use crate::{
     config::ServiceConfig,
-    health::{self, HealthEvent, HealthMonitor, MonitoredReal, RealHealth},
-    model::ServiceId,
+    environment::Paths,
+    health::{self, HealthEvent, HealthMonitor, MonitoredReal, RealHealth, RealStatus},
+    model::{Forwarding, ServiceId},
     tables::{WantedReal, WantedService},
 };
 
-impl Controller {
-    /// What the datapath should hold: the table, with each real server's
-    /// health (a failed one leaves its service, or gets weight 0 with
-    /// inhibit_on_failure; the sorry server stands in when none is up) and
-    /// where its frames go.
-    pub fn wanted(&self) -> Vec<WantedService> {
-        self.table
-            .iter()
-            .map(|s| {
-                let key = s.id();
-                let states: Vec<RealHealth> = s
-                    .reals
-                    .iter()
-                    .map(|r| {
-                        let status = self.health.get(&(key, real_addr(s, r)));
-                        RealHealth {
-                            weight: r.weight,
-                            up: status.is_none_or(|st| st.up),
-                            dynamic_weight: status.and_then(|st| st.dynamic_weight),
-                            inhibit_on_failure: r.health.inhibit_on_failure,
-                        }
-                    })
-                    .collect();
-                let pool = health::effective_pool(&states, s.sorry_server.is_some());
-                let mut reals: Vec<WantedReal> = s
-                    .reals
-                    .iter()
-                    .zip(&pool.weights)
-                    .map(|(r, weight)| self.wanted_real(r.address, r.port, weight.unwrap_or(0), r.forwarding, r.upper_threshold, r.lower_threshold, weight.is_some(), !s.drain_on_failure))
-                    .collect();
-                if let (true, Some(sorry)) = (pool.sorry_server, s.sorry_server) {
-                    reals.push(self.wanted_real(sorry, s.port, 1, s.forwarding, 0, 0, true, false));
-                }
-                let mut options = s.options;
-                if self.standby_vips.contains(&s.vip) {
-                    options.flags |= lb_common::service_flag::STANDBY;
-                }
-                WantedService { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, options, reals }
-            })
-            .collect()
-    }
+/// What the health checks say of the checked real servers, by service and
+/// the address each is checked at. A server it does not name is up.
+pub(super) type HealthView = BTreeMap<(ServiceId, SocketAddr), RealStatus>;
 
-    #[allow(clippy::too_many_arguments)]
-    fn wanted_real(
-        &self,
-        address: Ipv4Addr,
-        port: u16,
-        weight: u32,
-        forwarding: crate::model::Forwarding,
-        upper_threshold: u32,
-        lower_threshold: u32,
-        in_service: bool,
-        expire_conns: bool,
-    ) -> WantedReal {
-        let hop = self.paths.get(&(address, forwarding));
-        WantedReal {
-            address,
-            port,
-            weight,
-            forwarding,
-            mac: hop.and_then(|h| self.macs.get(&h.address).copied()),
-            mtu: hop.map_or(0, |h| h.mtu),
-            upper_threshold,
-            lower_threshold,
-            in_service,
-            expire_conns,
-        }
+/// The table to install, the one place it is made: `table` (the one in
+/// force) with `health` applied (a failed server leaves its service, or
+/// gets weight 0 with inhibit_on_failure; the sorry server stands in when
+/// none is up), the services of the VIPs this director is VRRP backup for
+/// (`standby`) flagged to stand by, and each server's next hop (`paths`)
+/// and that hop's MAC (`macs`).
+pub(super) fn wanted_table(
+    table: &[ServiceConfig],
+    health: &HealthView,
+    standby: &BTreeSet<Ipv4Addr>,
+    paths: &Paths,
+    macs: &BTreeMap<Ipv4Addr, [u8; 6]>,
+) -> Vec<WantedService> {
+    // Where a server's frames go: its next hop's MAC and the path MTU.
+    let reach = |address: Ipv4Addr, forwarding: Forwarding| {
+        let hop = paths.get(&(address, forwarding));
+        (hop.and_then(|h| macs.get(&h.address).copied()), hop.map_or(0, |h| h.mtu))
+    };
+    table
+        .iter()
+        .map(|s| {
+            let pool = health::effective_pool(&real_health(s, health), s.sorry_server.is_some());
+            let mut reals: Vec<WantedReal> = s
+                .reals
+                .iter()
+                .zip(&pool.weights)
+                .map(|(r, weight)| {
+                    let (mac, mtu) = reach(r.address, r.forwarding);
+                    WantedReal {
+                        address: r.address,
+                        port: r.port,
+                        weight: weight.unwrap_or(0),
+                        forwarding: r.forwarding,
+                        mac,
+                        mtu,
+                        upper_threshold: r.upper_threshold,
+                        lower_threshold: r.lower_threshold,
+                        in_service: weight.is_some(),
+                        expire_conns: !s.drain_on_failure,
+                    }
+                })
+                .collect();
+            if let (true, Some(sorry)) = (pool.sorry_server, s.sorry_server) {
+                let (mac, mtu) = reach(sorry, s.forwarding);
+                reals.push(WantedReal {
+                    address: sorry,
+                    port: s.port,
+                    weight: 1,
+                    forwarding: s.forwarding,
+                    mac,
+                    mtu,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                    in_service: true,
+                    expire_conns: false,
+                });
+            }
+            let mut options = s.options;
+            if standby.contains(&s.vip) {
+                options.flags |= lb_common::service_flag::STANDBY;
+            }
+            WantedService { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, options, reals }
+        })
+        .collect()
+}
+
+/// Each real server of `s` with its configured weight and what `health`
+/// says of it: what keepalived's pool and quorum are computed from.
+fn real_health(s: &ServiceConfig, health: &HealthView) -> Vec<RealHealth> {
+    s.reals
+        .iter()
+        .map(|r| {
+            let status = health.get(&(s.id(), real_addr(s, r)));
+            RealHealth {
+                weight: r.weight,
+                up: status.is_none_or(|st| st.up),
+                dynamic_weight: status.and_then(|st| st.dynamic_weight),
+                inhibit_on_failure: r.health.inhibit_on_failure,
+            }
+        })
+        .collect()
+}
+
+impl Controller {
+    /// What the datapath should hold now ([`wanted_table`]).
+    pub fn wanted(&self) -> Vec<WantedService> {
+        wanted_table(&self.table, &self.health, &self.standby_vips, &self.paths, &self.macs)
     }
 
     /// VRRP says which VIPs this director is backup for.
@@ -156,20 +181,7 @@ impl Controller {
         for s in &self.table {
             let key = s.id();
             seen.insert(key);
-            let states: Vec<RealHealth> = s
-                .reals
-                .iter()
-                .map(|r| {
-                    let st = self.health.get(&(key, real_addr(s, r)));
-                    RealHealth {
-                        weight: r.weight,
-                        up: st.is_none_or(|st| st.up),
-                        dynamic_weight: st.and_then(|st| st.dynamic_weight),
-                        inhibit_on_failure: r.health.inhibit_on_failure,
-                    }
-                })
-                .collect();
-            let live = health::live_weight(&states);
+            let live = health::live_weight(&real_health(s, &self.health));
             match self.quorums.get_mut(&key) {
                 None => {
                     self.quorums.insert(key, s.quorum.initial(live));
@@ -259,4 +271,67 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use lb_common::service_flag::STANDBY;
+
+    use super::*;
+    use crate::{config::Config, environment::NextHop};
+
+    const FILE: &str = r#"
+[director]
+interface = "eth0"
+
+[[service]]
+vip = "10.0.0.100:80"
+scheduler = "wrr"
+sorry_server = "10.0.0.99"
+
+[service.health_check]
+kind = "tcp"
+
+[[service.real]]
+address = "10.0.0.21"
+weight = 3
+
+[[service.real]]
+address = "10.0.0.22"
+weight = 1
+"#;
+
+    #[test]
+    fn the_wanted_table_has_health_standby_and_next_hops_applied() {
+        let table = Config::parse(FILE, Path::new("lb.toml")).unwrap().services;
+        let id = table[0].id();
+        let [a, b, sorry] = [21, 22, 99].map(|last| Ipv4Addr::new(10, 0, 0, last));
+        let paths: Paths =
+            [a, b, sorry].into_iter().map(|r| ((r, Forwarding::Dr), NextHop { address: r, mtu: 1500 })).collect();
+        // b's and the sorry server's MACs are not known yet.
+        let macs = BTreeMap::from([(a, [2, 0, 0, 0, 0, 21])]);
+        let down = |real: Ipv4Addr| {
+            ((id, SocketAddr::new(IpAddr::V4(real), 80)), RealStatus { up: false, dynamic_weight: None, last_failure: None })
+        };
+
+        let master = BTreeSet::new();
+        let w = &wanted_table(&table, &HealthView::new(), &master, &paths, &macs)[0];
+        assert_eq!((w.id(), w.options.flags & STANDBY), (id, 0));
+        let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.mac.is_some(), r.mtu)).collect();
+        assert_eq!(reals, [(a, 3, true, true, 1500), (b, 1, true, false, 1500)]);
+
+        // a failed; this director is VRRP backup for the VIP.
+        let backup = BTreeSet::from([id.vip]);
+        let w = &wanted_table(&table, &HealthView::from([down(a)]), &backup, &paths, &macs)[0];
+        assert_eq!(w.options.flags & STANDBY, STANDBY);
+        let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.expire_conns)).collect();
+        assert_eq!(reals, [(a, 0, false, true), (b, 1, true, true)]);
+
+        // Every real server failed: the sorry server stands in.
+        let w = &wanted_table(&table, &HealthView::from([down(a), down(b)]), &master, &paths, &macs)[0];
+        let listed: Vec<_> = w.reals.iter().filter(|r| r.in_service).map(|r| (r.address, r.port, r.weight)).collect();
+        assert_eq!(listed, [(sorry, 80, 1)]);
+    }
 }
