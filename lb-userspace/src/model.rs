@@ -2,6 +2,7 @@
 //! The enums and the timeouts are defined where lbctl shares them without
 //! the datapath's crates (lb-common's `model`, lb-ipvsadm's `snapshot`);
 //! they are re-exported here so lbd's modules name them in one place.
+//! [`ServiceId`] and [`ServiceOptions`] are lbd's own.
 
 use std::{
     fmt,
