@@ -14,7 +14,7 @@ use lb_ipvsadm::{
 use crate::{
     config::{RealConfig, ServiceConfig, MAX_WEIGHT},
     health::{HealthCheck, Quorum},
-    model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceOptions},
+    model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceId, ServiceOptions},
 };
 
 /// Why a command changes nothing: ipvsadm's message and exit status.
@@ -48,9 +48,14 @@ fn ipv4(addr: IpAddr) -> Result<Ipv4Addr, CommandError> {
     }
 }
 
+/// The service lbctl names, if lbd can have it (IPv4).
+pub fn service_id(vs: &VirtualService) -> Result<ServiceId, CommandError> {
+    Ok(ServiceId { protocol: vs.protocol, vip: ipv4(vs.addr)?, port: vs.port })
+}
+
 fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
-    let vip = ipv4(vs.addr).ok()?;
-    table.iter().position(|s| s.protocol == vs.protocol && s.vip == vip && s.port == vs.port)
+    let id = service_id(vs).ok()?;
+    table.iter().position(|s| s.id() == id)
 }
 
 fn check_forwarding(f: Forwarding) -> Result<(), CommandError> {

@@ -2,11 +2,54 @@
 //! The enums and the timeouts are defined where lbctl shares them without
 //! the datapath's crates (lb-common's `model`, lb-ipvsadm's `snapshot`);
 //! they are re-exported here so lbd's modules name them in one place.
+//! [`ServiceId`] and [`ServiceOptions`] are lbd's own.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    str::FromStr,
+};
 
 pub use lb_common::{Forwarding, Protocol, Scheduler};
 
 /// `ipvsadm --set tcp tcpfin udp`, seconds.
 pub use lb_ipvsadm::snapshot::Timeouts;
+
+/// A virtual service, as ipvsadm names one: protocol, VIP and port. The
+/// config's services, the table in force, health checks, VRRP's tracked
+/// services and lbctl's `-Z` all name services by it. lbctl's own
+/// `VirtualService` (lb-ipvsadm) may hold an IPv6 address, which lbd
+/// refuses when it turns one into this (`commands::service_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId {
+    pub protocol: Protocol,
+    pub vip: Ipv4Addr,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+}
+
+/// "tcp 172.16.100.1:80", as keepalived's logs and `track_service` write it.
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:{}", self.protocol.name(), self.vip, self.port)
+    }
+}
+
+/// "PROTOCOL VIP:PORT", the protocol in either case.
+impl FromStr for ServiceId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("\"{text}\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\")");
+        let mut words = text.split_whitespace();
+        let (Some(protocol), Some(addr), None) = (words.next(), words.next(), words.next()) else { return Err(bad()) };
+        let protocol: Protocol = protocol.to_ascii_lowercase().parse()?;
+        match addr.parse::<SocketAddr>() {
+            Ok(SocketAddr::V4(a)) => Ok(Self { protocol, vip: *a.ip(), port: a.port() }),
+            _ => Err(bad()),
+        }
+    }
+}
 
 /// Per-service options beyond the scheduler (ipvsadm -p, -M, -b).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +65,7 @@ pub struct ServiceOptions {
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        Self { flags: 0, persistence_timeout: None, persistence_netmask: std::net::Ipv4Addr::BROADCAST }
+        Self { flags: 0, persistence_timeout: None, persistence_netmask: Ipv4Addr::BROADCAST }
     }
 }
 
@@ -38,5 +81,22 @@ impl ServiceOptions {
     /// The scheduler flags set, by ipvsadm name, in ipvsadm's order.
     pub fn sched_flag_names(&self) -> Vec<String> {
         SCHED_FLAGS.iter().filter(|(_, bit)| self.flags & bit != 0).map(|(n, _)| n.to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ids_read_like_ipvsadm() {
+        let id = ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::new(172, 16, 100, 1), port: 80 };
+        assert_eq!(id.to_string(), "tcp 172.16.100.1:80");
+        assert_eq!("TCP 172.16.100.1:80".parse(), Ok(id));
+        assert_eq!(
+            "tcp 172.16.100.1".parse::<ServiceId>(),
+            Err("\"tcp 172.16.100.1\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\")".into())
+        );
+        assert_eq!("sctp 172.16.100.1:80".parse::<ServiceId>(), Err("unknown protocol \"sctp\" (tcp or udp)".into()));
     }
 }

@@ -1,7 +1,7 @@
 //! Reading the config and checking it, table by table, with every mistake
 //! reported at once.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+use std::{collections::HashMap, path::Path};
 
 use lb_common::MAX_SERVICES;
 
@@ -12,7 +12,7 @@ use super::{
     raw::RawConfig,
     service::check_service,
 };
-use crate::{model::Protocol, sync::config::SyncConfig};
+use crate::{model::ServiceId, sync::config::SyncConfig};
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -42,17 +42,17 @@ impl Config {
         let mut c = Checker::new(&source);
         let director = check_director(&mut c, &raw.director);
         let mut services = Vec::new();
-        let mut seen: HashMap<(Protocol, Ipv4Addr, u16), usize> = HashMap::new();
+        let mut seen: HashMap<ServiceId, usize> = HashMap::new();
         if raw.service.len() > MAX_SERVICES as usize {
             c.error(raw.service[MAX_SERVICES as usize].span(), "service", format!("more than {MAX_SERVICES} services"));
         }
         for (i, svc) in raw.service.iter().enumerate() {
             if let Some(s) = check_service(&mut c, svc, i) {
-                if let Some(first) = seen.insert((s.protocol, s.vip, s.port), s.line) {
+                if let Some(first) = seen.insert(s.id(), s.line) {
                     c.error(
                         svc.get_ref().vip.span(),
                         format!("service[{i}].vip"),
-                        format!("{} {}:{} is already defined at line {first}", s.protocol.name(), s.vip, s.port),
+                        format!("{} is already defined at line {first}", s.id()),
                     );
                 }
                 services.push(s);
@@ -62,7 +62,7 @@ impl Config {
         // Tracked services must be services of this file.
         for (i, (instance, raw_instance)) in vrrp.iter().zip(&raw.vrrp).enumerate() {
             for (j, t) in instance.track_service.iter().enumerate() {
-                if !services.iter().any(|s| (s.protocol, s.vip, s.port) == (t.protocol, t.vip, t.port)) {
+                if !services.iter().any(|s| s.id() == t.service) {
                     let span = raw_instance
                         .get_ref()
                         .track_service
@@ -88,7 +88,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Scheduler, Timeouts};
+    use crate::model::{Protocol, Scheduler, Timeouts};
 
     const GOOD: &str = r#"
 [director]

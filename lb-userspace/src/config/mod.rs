@@ -29,7 +29,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 pub use self::check::{ConfigError, ConfigErrors};
 use crate::{
     health::{HealthCheck, Quorum},
-    model::{Forwarding, Protocol, Scheduler, ServiceOptions, Timeouts},
+    model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions, Timeouts},
     sync::config::SyncConfig,
     vrrp::VrrpConfig,
 };
@@ -100,6 +100,12 @@ pub struct ServiceConfig {
     /// A failed server keeps its open connections (default: they move to a
     /// live server on their next packet, IPVS's expire_nodest_conn).
     pub drain_on_failure: bool,
+}
+
+impl ServiceConfig {
+    pub fn id(&self) -> ServiceId {
+        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     sync::Mutex,
     time::Duration,
 };
@@ -20,7 +20,7 @@ use crate::{
     config::ServiceConfig,
     controller::Controller,
     environment,
-    model::{Forwarding, Protocol},
+    model::{Forwarding, ServiceId},
     netinfo::Net,
 };
 
@@ -30,7 +30,7 @@ pub struct Change {
     /// The table after the table commands (`-A -E -D -C -a -e -d`).
     pub table: Vec<ServiceConfig>,
     /// `-Z`: whose counters to zero, in order (`None`: every service's).
-    pub zero: Vec<Option<(Protocol, Ipv4Addr, u16)>>,
+    pub zero: Vec<Option<ServiceId>>,
     /// `--set`: the last timeouts given.
     pub timeouts: Option<Timeouts>,
 }
@@ -43,13 +43,11 @@ pub fn plan(table: &[ServiceConfig], file: &[ServiceConfig], commands: &[Command
     for command in commands {
         match command {
             Command::Zero(Some(vs)) => {
-                let IpAddr::V4(vip) = vs.addr else {
-                    return Err(CommandError::unsupported("IPv6 services are not supported yet"));
-                };
-                if !change.table.iter().any(|s| s.protocol == vs.protocol && s.vip == vip && s.port == vs.port) {
+                let id = commands::service_id(vs)?;
+                if !change.table.iter().any(|s| s.id() == id) {
                     return Err(CommandError::kernel(KernelError::NoSuchService));
                 }
-                change.zero.push(Some((vs.protocol, vip, vs.port)));
+                change.zero.push(Some(id));
             }
             Command::Zero(None) => change.zero.push(None),
             Command::SetTimeouts(t) => change.timeouts = Some(*t),
@@ -67,8 +65,7 @@ pub fn new_reals(before: &[ServiceConfig], after: &[ServiceConfig]) -> Vec<(Ipv4
     for svc in after {
         for real in &svc.reals {
             let known = before.iter().any(|b| {
-                (b.protocol, b.vip, b.port) == (svc.protocol, svc.vip, svc.port)
-                    && b.reals.iter().any(|r| (r.address, r.forwarding) == (real.address, real.forwarding))
+                b.id() == svc.id() && b.reals.iter().any(|r| (r.address, r.forwarding) == (real.address, real.forwarding))
             });
             if !known {
                 new.push((real.address, real.forwarding));
@@ -136,7 +133,11 @@ mod tests {
     use lb_ipvsadm::{grammar::parse, names::Names};
 
     use super::*;
-    use crate::{config::Config, health::HealthCheck, model::Scheduler};
+    use crate::{
+        config::Config,
+        health::HealthCheck,
+        model::{Protocol, Scheduler},
+    };
 
     /// The config file's table: one service with a health check, and one
     /// real server with its own.
@@ -198,7 +199,7 @@ port = 8081
             reals,
             [(Ipv4Addr::new(10, 0, 0, 21), 5, Forwarding::Dr), (Ipv4Addr::new(10, 0, 0, 22), 1, Forwarding::Tun)]
         );
-        assert_eq!(change.zero, [Some((Protocol::Tcp, vip(), 80)), None]);
+        assert_eq!(change.zero, [Some(ServiceId { protocol: Protocol::Tcp, vip: vip(), port: 80 }), None]);
         // The last --set counts (0 keeps a timeout: the controller's to apply).
         assert_eq!(change.timeouts, Some(Timeouts { tcp: 0, tcpfin: 60, udp: 0 }));
         // Only what is new must be checked against the host.

@@ -265,7 +265,7 @@ pub fn standby_vips(instances: &[VrrpInstance]) -> BTreeSet<Ipv4Addr> {
 pub fn update_tracking(instances: &[VrrpInstance], c: &Controller) {
     for instance in instances {
         for (i, t) in instance.tracked_services().iter().enumerate() {
-            instance.set_service_alive(i, c.service_alive(t.protocol, t.vip, t.port));
+            instance.set_service_alive(i, c.service_alive(t.service));
         }
     }
 }

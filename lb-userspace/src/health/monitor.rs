@@ -5,8 +5,7 @@
 
 use std::{
     collections::HashMap,
-    fmt,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,7 +19,7 @@ use super::{
     tracker::{Tracker, Transition},
     watch::{CheckFn, Shared, Watch, check_for_real, lock},
 };
-use crate::model::Protocol;
+use crate::model::ServiceId;
 
 /// The most a server's first check is put off, spread at random so that a
 /// start or reload does not check everything at once (keepalived's
@@ -28,25 +27,10 @@ use crate::model::Protocol;
 /// `alpha` servers come up soon).
 pub const DEFAULT_STARTUP_SPREAD: Duration = Duration::from_secs(1);
 
-/// A virtual service, as the monitor knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    pub protocol: Protocol,
-    pub vip: IpAddr,
-    /// 0 = every port.
-    pub port: u16,
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.protocol.name(), SocketAddr::new(self.vip, self.port))
-    }
-}
-
 /// A real server of a service to monitor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MonitoredReal {
-    pub service: ServiceKey,
+    pub service: ServiceId,
     /// The real server's address and port (the check may use another port).
     pub real: SocketAddr,
     pub check: HealthCheck,
@@ -55,7 +39,7 @@ pub struct MonitoredReal {
 /// A transition of one real server, as sent to the controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthEvent {
-    pub service: ServiceKey,
+    pub service: ServiceId,
     pub real: SocketAddr,
     pub transition: Transition,
     /// The weight an exec check set; `None` = the configured weight.
@@ -86,7 +70,7 @@ pub struct HealthMonitor {
     notify_timeout: Duration,
     startup_spread: Duration,
     check_fn: CheckFn,
-    reals: HashMap<(ServiceKey, SocketAddr), Monitored>,
+    reals: HashMap<(ServiceId, SocketAddr), Monitored>,
 }
 
 struct Monitored {
@@ -179,7 +163,7 @@ impl HealthMonitor {
     }
 
     /// What is known of `real` in `service`, if monitored.
-    pub fn status(&self, service: &ServiceKey, real: SocketAddr) -> Option<RealStatus> {
+    pub fn status(&self, service: &ServiceId, real: SocketAddr) -> Option<RealStatus> {
         self.reals.get(&(*service, real)).map(|m| lock(&m.shared).status.clone())
     }
 
@@ -210,7 +194,7 @@ impl HealthMonitor {
 
     fn start(
         &self,
-        service: ServiceKey,
+        service: ServiceId,
         real: SocketAddr,
         check: HealthCheck,
         before: Option<RealStatus>,
@@ -256,13 +240,16 @@ mod tests {
     use tokio::{net::TcpListener, time::timeout};
 
     use super::*;
-    use crate::health::{
-        config::{CheckKind, Probe},
-        tracker::CheckResult,
+    use crate::{
+        health::{
+            config::{CheckKind, Probe},
+            tracker::CheckResult,
+        },
+        model::Protocol,
     };
 
-    fn service() -> ServiceKey {
-        ServiceKey { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 }
+    fn service() -> ServiceId {
+        ServiceId { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 }
     }
 
     fn fast_tcp() -> HealthCheck {
@@ -393,7 +380,7 @@ mod tests {
             interval: Duration::from_millis(100),
             ..HealthCheck::defaults(CheckKind::Exec)
         };
-        let other = ServiceKey { port: 443, ..service() };
+        let other = ServiceId { port: 443, ..service() };
         monitor.update([
             MonitoredReal { service: service(), real, check: exec },
             MonitoredReal { service: other, real, check: HealthCheck::default() },
@@ -462,12 +449,5 @@ mod tests {
         assert_eq!(down, Transition::Down { reason: "response body larger than 1 MiB after 2 tries".into() });
         assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
         monitor.shutdown().await;
-    }
-
-    #[test]
-    fn service_keys_read_like_ipvsadm() {
-        assert_eq!(service().to_string(), "tcp 172.16.100.1:80");
-        let v6 = ServiceKey { protocol: Protocol::Udp, vip: "2001:db8::1".parse().unwrap(), port: 53 };
-        assert_eq!(v6.to_string(), "udp [2001:db8::1]:53");
     }
 }

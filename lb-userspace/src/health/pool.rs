@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{monitor::ServiceKey, notify};
+use super::notify;
+use crate::model::ServiceId;
 
 /// One real server's configured weight and health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +129,7 @@ impl QuorumState {
 
 impl QuorumChange {
     /// The log line for it.
-    pub fn describe(self, service: &ServiceKey, quorum: &Quorum, live_weight: u64) -> String {
+    pub fn describe(self, service: &ServiceId, quorum: &Quorum, live_weight: u64) -> String {
         let (q, h) = (quorum.quorum, quorum.hysteresis);
         match self {
             Self::Gained => format!("{service} has its quorum: live weight {live_weight} >= {q}+{h}"),
@@ -141,7 +142,7 @@ impl QuorumChange {
     /// Must be called within a tokio runtime when there is a command.
     pub fn announce(
         self,
-        service: &ServiceKey,
+        service: &ServiceId,
         quorum: &Quorum,
         live_weight: u64,
         command: Option<&str>,
@@ -230,7 +231,7 @@ mod tests {
 
     #[test]
     fn quorum_log_lines() {
-        let service = ServiceKey { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 };
+        let service = ServiceId { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 };
         let q = Quorum { quorum: 3, hysteresis: 1 };
         assert_eq!(
             QuorumChange::Lost.describe(&service, &q, 1),

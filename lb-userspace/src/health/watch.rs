@@ -20,11 +20,12 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     config::HealthCheck,
-    monitor::{HealthEvent, RealStatus, ServiceKey},
+    monitor::{HealthEvent, RealStatus},
     notify,
     probe::check_once,
     tracker::{CheckResult, Tracker, Transition},
 };
+use crate::model::ServiceId;
 
 /// How a server is checked once: [`check_once`], or a stand-in in tests.
 pub(super) type CheckFn = for<'a> fn(&'a HealthCheck, SocketAddr) -> BoxFuture<'a, CheckResult>;
@@ -51,7 +52,7 @@ pub(super) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 /// One real server's checking task.
 pub(super) struct Watch {
-    pub(super) service: ServiceKey,
+    pub(super) service: ServiceId,
     pub(super) real: SocketAddr,
     pub(super) check: HealthCheck,
     pub(super) tracker: Tracker,
@@ -162,7 +163,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 /// What a notify_up/notify_down command is told, in its environment.
 fn notify_env(
-    service: &ServiceKey,
+    service: &ServiceId,
     real: SocketAddr,
     transition: &Transition,
     weight: Option<u32>,

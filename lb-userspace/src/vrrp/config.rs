@@ -33,7 +33,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    net::{Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
     time::Duration,
 };
 
@@ -46,7 +46,7 @@ use super::{
 };
 use crate::{
     config::check::{Checker, DurationRange, RawDuration, fmt_duration, is_unicast},
-    model::Protocol,
+    model::ServiceId,
 };
 
 /// keepalived's defaults.
@@ -106,9 +106,7 @@ impl fmt::Display for Vip {
 /// A virtual service whose real servers move the priority.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TrackService {
-    pub protocol: Protocol,
-    pub vip: Ipv4Addr,
-    pub port: u16,
+    pub service: ServiceId,
     /// < 0: added to the priority while the service has no live real server;
     /// > 0: added while it has at least one; 0: FAULT while it has none.
     pub weight: i32,
@@ -128,7 +126,7 @@ impl TrackService {
 
 impl fmt::Display for TrackService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}:{}", self.protocol.name(), self.vip, self.port)
+        self.service.fmt(f)
     }
 }
 
@@ -407,10 +405,10 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
                     "the address owner (priority 255) keeps its priority: only weight 0 applies",
                 );
             }
-            match parse_service(t.service.get_ref()) {
-                Ok((protocol, vip, port)) => {
-                    let track = TrackService { protocol, vip, port, weight };
-                    if c.track_service.iter().any(|x| (x.protocol, x.vip, x.port) == (protocol, vip, port)) {
+            match t.service.get_ref().parse::<ServiceId>() {
+                Ok(service) => {
+                    let track = TrackService { service, weight };
+                    if c.track_service.iter().any(|x| x.service == service) {
                         e.error(t.service.span(), entry("service"), format!("{track} is listed twice"));
                     } else {
                         c.track_service.push(track);
@@ -440,22 +438,10 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
     c
 }
 
-/// "tcp 172.16.100.1:80" → (protocol, VIP, port).
-pub fn parse_service(text: &str) -> Result<(Protocol, Ipv4Addr, u16), String> {
-    let bad = || format!("\"{text}\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\")");
-    let mut words = text.split_whitespace();
-    let (Some(protocol), Some(addr), None) = (words.next(), words.next(), words.next()) else { return Err(bad()) };
-    let protocol: Protocol = protocol.to_ascii_lowercase().parse()?;
-    match addr.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(a)) => Ok((protocol, *a.ip(), a.port())),
-        _ => Err(bad()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::check::Source;
+    use crate::{config::check::Source, model::Protocol};
 
     #[derive(Deserialize)]
     struct Doc {
@@ -556,7 +542,7 @@ garp_master_refresh = "60s"
         assert_eq!(c.notify_fault.as_deref(), Some("logger fault"));
         assert_eq!(c.tracked_interfaces(), ["eth0", "eth1"]);
         assert_eq!(c.track_service[0].to_string(), "tcp 172.16.100.1:80");
-        assert_eq!((c.track_service[1].protocol, c.track_service[1].weight), (Protocol::Udp, 10));
+        assert_eq!((c.track_service[1].service.protocol, c.track_service[1].weight), (Protocol::Udp, 10));
         assert_eq!(c.track_service[2].weight, 0);
         assert_eq!((c.garp_master_delay, c.garp_master_repeat), (Duration::ZERO, 3));
         assert_eq!(c.garp_master_refresh, Some(Duration::from_secs(60)));
@@ -685,7 +671,7 @@ garp_master_refresh = "60s"
 
     #[test]
     fn track_service_weights() {
-        let t = |weight| TrackService { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST, port: 80, weight };
+        let t = |weight| TrackService { service: ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST, port: 80 }, weight };
         assert_eq!(t(-20).effect(false), (-20, false));
         assert_eq!(t(-20).effect(true), (0, false));
         assert_eq!(t(10).effect(true), (10, false));

@@ -5,6 +5,15 @@
 //!
 //! Planning is pure (it yields [`MapOp`]s); `datapath` executes them. That
 //! keeps all id and region bookkeeping unit-testable without a kernel.
+//!
+//! This file holds the vocabulary ([`WantedService`], [`MapOp`]) and the
+//! planner; `region` allocates the shared arrays' slot ranges, `walk`
+//! continues rr and wrr walks across a rebuilt table, `adopt` takes over
+//! the maps a previous lbd filled.
+
+mod adopt;
+mod region;
+mod walk;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +25,12 @@ use lb_common::{
     dest_flag, ipv4_words, sched, service_flag,
 };
 
-use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
+pub use self::adopt::Adopted;
+use self::{
+    region::{Region, RegionPool},
+    walk::{WalkResume, fresh_walk, resume_walk},
+};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions};
 
 /// A virtual service as it should be, with everything resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +68,11 @@ pub struct WantedReal {
 }
 
 impl WantedService {
+    pub fn id(&self) -> ServiceId {
+        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port }
+    }
+
+    /// Its key in the `SERVICES` map.
     pub fn key(&self) -> ServiceKey {
         service_key(self.protocol, self.vip, self.port)
     }
@@ -82,102 +101,6 @@ pub enum MapOp {
     SetVipFilter(Vec<u64>),
     /// A service's flags by id, for packets of known connections.
     SetServiceFlags(u32, u32),
-}
-
-/// The maps' content as a previous lbd left it (`Datapath::read_back`), for
-/// [`Tables::adopt`].
-pub struct Adopted {
-    pub services: Vec<(ServiceKey, Service)>,
-    pub dests: BTreeMap<u32, Dest>,
-    /// Each service's dest ids in IPVS order.
-    pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
-    /// Each service's scheduling table.
-    pub tables: BTreeMap<ServiceKey, Vec<u32>>,
-    pub positions: BTreeMap<u32, u64>,
-}
-
-/// A range of slots in one of the shared arrays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Region {
-    start: u32,
-    len: u32,
-}
-
-/// First-fit allocator of slot ranges.
-#[derive(Clone, Debug)]
-struct RegionPool {
-    /// Free ranges by start.
-    free: BTreeMap<u32, u32>,
-}
-
-impl RegionPool {
-    fn new(size: u32) -> Self {
-        Self { free: BTreeMap::from([(0, size)]) }
-    }
-
-    fn alloc(&mut self, len: u32) -> Option<Region> {
-        if len == 0 {
-            return Some(Region { start: 0, len: 0 });
-        }
-        let (&start, &free_len) = self.free.iter().find(|&(_, &l)| l >= len)?;
-        self.free.remove(&start);
-        if free_len > len {
-            self.free.insert(start + len, free_len - len);
-        }
-        Some(Region { start, len })
-    }
-
-    fn release(&mut self, r: Region) {
-        if r.len == 0 {
-            return;
-        }
-        let mut start = r.start;
-        let mut len = r.len;
-        // Merge with the neighbours on both sides.
-        if let Some((&s, &l)) = self.free.range(..start).next_back()
-            && s + l == start
-        {
-            self.free.remove(&s);
-            start = s;
-            len += l;
-        }
-        if let Some(&l) = self.free.get(&(r.start + r.len)) {
-            self.free.remove(&(r.start + r.len));
-            len += l;
-        }
-        self.free.insert(start, len);
-    }
-
-    /// Marks a region as used (when adopting maps a previous lbd filled).
-    fn take(&mut self, r: Region) -> bool {
-        if r.len == 0 {
-            return true;
-        }
-        let Some((&s, &l)) = self.free.range(..=r.start).next_back() else { return false };
-        if s + l < r.start + r.len {
-            return false;
-        }
-        self.free.remove(&s);
-        if r.start > s {
-            self.free.insert(s, r.start - s);
-        }
-        if s + l > r.start + r.len {
-            self.free.insert(r.start + r.len, s + l - r.start - r.len);
-        }
-        true
-    }
-}
-
-/// Where a scheduler walk stands, to continue it as IPVS would after the
-/// table is rebuilt.
-#[derive(Clone, Debug, PartialEq)]
-struct WalkResume {
-    /// The position the current table was entered at.
-    position: u64,
-    /// rr: the dest the walk stood on then (`None` = the list head).
-    rr_last: Option<u32>,
-    /// wrr: the current weight then.
-    wrr_cw: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -532,82 +455,6 @@ impl Tables {
         Ok(id)
     }
 
-    /// Rebuilds the model from maps a previous lbd filled, so the next plan
-    /// changes only what differs and every connection keeps its server.
-    pub fn adopt(adopted: &Adopted) -> Self {
-        let mut t = Self::new();
-        for (key, value) in &adopted.services {
-            let ids = adopted.service_dests.get(key).cloned().unwrap_or_default();
-            let (Some(protocol), Some(scheduler)) =
-                (Protocol::from_number(key.protocol), Scheduler::from_code(value.scheduler))
-            else {
-                continue;
-            };
-            let vip = Ipv4Addr::from(lb_common::ipv4_octets(key.addr));
-            let port = u16::from_be(key.port);
-            let mut reals = Vec::new();
-            for id in ids.iter().rev() {
-                let Some(d) = adopted.dests.get(id) else { continue };
-                reals.push(WantedReal {
-                    address: Ipv4Addr::from(lb_common::ipv4_octets(d.addr)),
-                    port: if port == 0 { 0 } else { u16::from_be(d.port) },
-                    weight: d.weight,
-                    forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
-                    mac: (d.flags & dest_flag::AVAILABLE != 0).then_some(d.mac),
-                    mtu: d.mtu as u32,
-                    upper_threshold: d.upper_threshold,
-                    lower_threshold: d.lower_threshold,
-                    in_service: true,
-                    expire_conns: false,
-                });
-                t.dests.insert(*id, InstalledDest { value: *d, service: *key, last_weight: d.weight });
-                t.free_dest_ids.remove(id);
-            }
-            let weights: Vec<u32> = ids.iter().map(|id| adopted.dests.get(id).map_or(0, effective_weight)).collect();
-            let table = Region { start: value.table_start, len: value.table_len };
-            let list = Region { start: value.dests_start, len: value.dests_len };
-            t.table_space.take(table);
-            t.list_space.take(list);
-            t.free_service_ids.remove(&value.id);
-            // Where the walk stands, as well as the position tells.
-            let position = adopted.positions.get(&value.id).copied().unwrap_or(0);
-            let rr_table = sched::rr_table(&weights);
-            let rr_last = (position > 0 && !rr_table.is_empty())
-                .then(|| ids[rr_table[((position - 1) % rr_table.len() as u64) as usize] as usize]);
-            let resume = WalkResume { position, rr_last, wrr_cw: sched::wrr_current_weight_at(&weights, position) };
-            let options = ServiceOptions {
-                flags: value.flags & !service_flag::ALL_PORTS,
-                persistence_timeout: (value.persistence_timeout > 0).then_some(value.persistence_timeout),
-                persistence_netmask: Ipv4Addr::from(lb_common::ipv4_octets(value.persistence_mask)),
-            };
-            let table_ids = adopted.tables.get(key).cloned().unwrap_or_default();
-            let wanted = WantedService { protocol, vip, port, scheduler, options, reals };
-            t.services.insert(
-                *key,
-                InstalledService {
-                    wanted,
-                    id: value.id,
-                    dests: ids,
-                    table_weights: weights,
-                    table_ids,
-                    table,
-                    list,
-                    resume,
-                    value: *value,
-                },
-            );
-        }
-        // Dests in no service's list were retired; connections may use them.
-        for (id, d) in &adopted.dests {
-            if !t.dests.contains_key(id) {
-                t.dests.insert(*id, InstalledDest { value: *d, service: ServiceKey::default(), last_weight: d.weight });
-                t.free_dest_ids.remove(id);
-                t.retired_dests.insert(*id);
-            }
-        }
-        t
-    }
-
     /// Frees retired dests and services that no connection refers to any
     /// more (`referenced` holds the dest and service ids found in the
     /// connection table). Returns the ops that clear their slots.
@@ -654,280 +501,5 @@ fn effective_weight(d: &Dest) -> u32 {
     if d.flags & dest_flag::AVAILABLE == 0 { 0 } else { d.weight }
 }
 
-/// Where a new service's walk starts: rr at the list head; wrr at IPVS's
-/// current weight after its servers were added one by one, or (a scheduler
-/// change) all at once.
-fn fresh_walk(scheduler: Scheduler, weights: &[u32], one_by_one: bool) -> WalkResume {
-    match scheduler {
-        Scheduler::Wrr => {
-            let cw = if one_by_one {
-                sched::wrr_cw_after_adding(weights)
-            } else {
-                sched::wrr_changed_cw(0, weights)
-            };
-            WalkResume { position: sched::wrr_resume_position(weights, cw), rr_last: None, wrr_cw: cw }
-        }
-        _ => WalkResume { position: 0, rr_last: None, wrr_cw: 0 },
-    }
-}
-
-/// Where the walk continues in the rebuilt table so the choices go on as
-/// IPVS's would after the same change. `position` is the datapath's current
-/// position in the old table.
-fn resume_walk(scheduler: Scheduler, old: &InstalledService, position: u64, dests: &[u32], weights: &[u32]) -> WalkResume {
-    let untouched = position == old.resume.position;
-    match scheduler {
-        Scheduler::Wrr => {
-            let cw = if untouched { old.resume.wrr_cw } else { sched::wrr_current_weight_at(&old.table_weights, position) };
-            let cw = sched::wrr_changed_cw(cw, weights);
-            WalkResume { position: sched::wrr_resume_position(weights, cw), rr_last: None, wrr_cw: cw }
-        }
-        _ => {
-            let old_table = sched::rr_table(&old.table_weights);
-            let last = if untouched || old_table.is_empty() {
-                old.resume.rr_last
-            } else {
-                let i = old_table[((position - 1) % old_table.len() as u64) as usize];
-                Some(old.dests[i as usize])
-            };
-            // A removed server hands the pointer to its predecessor (IPVS's
-            // rr del_dest), repeatedly if that one went too.
-            let mut pointer = last;
-            while let Some(p) = pointer {
-                if dests.contains(&p) {
-                    break;
-                }
-                let i = old.dests.iter().position(|&d| d == p).unwrap_or(0);
-                pointer = if i == 0 { None } else { Some(old.dests[i - 1]) };
-            }
-            let start = pointer.map_or(0, |p| dests.iter().position(|&d| d == p).map_or(0, |i| i + 1));
-            let n = dests.len();
-            let next = (0..n).map(|k| (start + k) % n).find(|&i| weights[i] > 0);
-            // The table lists eligible servers in list order: the next one's
-            // index there is how many eligible servers precede it.
-            let position = next.map_or(0, |i| weights[..i].iter().filter(|&&w| w > 0).count() as u64);
-            WalkResume { position, rr_last: pointer, wrr_cw: 0 }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use lb_common::sched::{RrModel, SchedDest, WrrModel};
-
-    fn real(last_octet: u8, weight: u32) -> WantedReal {
-        WantedReal {
-            address: Ipv4Addr::new(10, 0, 0, last_octet),
-            port: 0,
-            weight,
-            forwarding: Forwarding::Dr,
-            mac: Some([2, 0, 0, 0, 0, last_octet]),
-            mtu: 1500,
-            upper_threshold: 0,
-            lower_threshold: 0,
-            in_service: true,
-            expire_conns: false,
-        }
-    }
-
-    fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
-        WantedService {
-            protocol: Protocol::Tcp,
-            vip: Ipv4Addr::new(10, 0, 0, 100),
-            port: 80,
-            scheduler,
-            options: ServiceOptions::default(),
-            reals,
-        }
-    }
-
-    /// A fake datapath: applies ops to plain maps and walks the tables as
-    /// the XDP program does.
-    #[derive(Default)]
-    struct FakeMaps {
-        dests: BTreeMap<u32, Dest>,
-        table: BTreeMap<u32, u32>,
-        services: BTreeMap<ServiceKey, Service>,
-        positions: BTreeMap<u32, u64>,
-    }
-
-    impl FakeMaps {
-        fn apply(&mut self, ops: &[MapOp]) {
-            for op in ops {
-                match op {
-                    MapOp::SetDest(id, d) => {
-                        self.dests.insert(*id, *d);
-                    }
-                    MapOp::SetSchedTable { start, dest_ids } => {
-                        for (i, id) in dest_ids.iter().enumerate() {
-                            self.table.insert(start + i as u32, *id);
-                        }
-                    }
-                    MapOp::SetService(k, v) => {
-                        self.services.insert(*k, *v);
-                    }
-                    MapOp::DeleteService(k) => {
-                        self.services.remove(k);
-                    }
-                    MapOp::SetSchedPosition(id, p) => {
-                        self.positions.insert(*id, *p);
-                    }
-                    MapOp::ZeroDestStats(_)
-                    | MapOp::ZeroServiceStats(_)
-                    | MapOp::SetDestList { .. }
-                    | MapOp::SetVipFilter(_)
-                    | MapOp::SetServiceFlags(..) => {}
-                }
-            }
-        }
-
-        /// The last octet of the address the datapath would pick.
-        fn pick(&mut self, key: &ServiceKey) -> Option<u8> {
-            let svc = self.services[key];
-            if svc.table_len == 0 {
-                return None;
-            }
-            let pos = self.positions.entry(svc.id).or_default();
-            let slot = svc.table_start + (*pos % svc.table_len as u64) as u32;
-            *pos += 1;
-            let d = self.dests[&self.table[&slot]];
-            Some(lb_common::ipv4_octets(d.addr)[3])
-        }
-    }
-
-    fn plan(tables: &mut Tables, maps: &mut FakeMaps, wanted: &[WantedService]) {
-        let positions = maps.positions.clone();
-        let ops = tables.plan(wanted, &|id| positions.get(&id).copied().unwrap_or(0)).unwrap();
-        maps.apply(&ops);
-    }
-
-    fn model_dests(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedDest> {
-        reals_ipvs_order.iter().map(|&(_, w)| SchedDest::new(w)).collect()
-    }
-
-    #[test]
-    fn rr_and_wrr_follow_ipvs_across_changes() {
-        // Each step is the config's reals (oldest first); between steps the
-        // datapath makes some picks. The model gets the same changes as
-        // IPVS would see them (ipvsadm -a adds in front, -d removes, -e edits).
-        let steps: Vec<Vec<(u8, u32)>> = vec![
-            vec![(1, 3), (2, 1)],
-            vec![(1, 3), (2, 1), (3, 2)],
-            vec![(1, 3), (3, 2)],
-            vec![(1, 1), (3, 2)],
-            vec![(1, 1), (3, 2), (4, 4), (5, 0)],
-            vec![(3, 2), (4, 4), (5, 5)],
-        ];
-        for scheduler in [Scheduler::Rr, Scheduler::Wrr] {
-            let mut tables = Tables::new();
-            let mut maps = FakeMaps::default();
-            let mut rr = RrModel::default();
-            let mut wrr = WrrModel::empty();
-            // IPVS order of the model's list: newest first.
-            let mut list: Vec<(u8, u32)> = Vec::new();
-            for (step, reals) in steps.iter().enumerate() {
-                // Replay the change on the model one ipvsadm command at a time.
-                for (i, entry) in list.clone().iter().enumerate().rev() {
-                    if !reals.iter().any(|r| r.0 == entry.0) {
-                        list.remove(i);
-                        rr.remove(i);
-                        wrr.changed(&model_dests(&list));
-                    }
-                }
-                for &(octet, weight) in reals {
-                    match list.iter().position(|e| e.0 == octet) {
-                        Some(i) if list[i].1 != weight => {
-                            list[i].1 = weight;
-                            wrr.changed(&model_dests(&list));
-                        }
-                        Some(_) => {}
-                        None => {
-                            list.insert(0, (octet, weight));
-                            rr.add_front();
-                            wrr.changed(&model_dests(&list));
-                        }
-                    }
-                }
-                let wanted = service(scheduler, reals.iter().map(|&(o, w)| real(o, w)).collect());
-                plan(&mut tables, &mut maps, std::slice::from_ref(&wanted));
-                for pick in 0..(7 + step * 3) {
-                    let d = model_dests(&list);
-                    let want = match scheduler {
-                        Scheduler::Wrr => wrr.schedule(&d),
-                        _ => rr.schedule(&d),
-                    }
-                    .map(|i| list[i].0);
-                    assert_eq!(maps.pick(&wanted.key()), want, "{scheduler} step {step} pick {pick}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn unchanged_config_writes_nothing() {
-        let mut tables = Tables::new();
-        let mut maps = FakeMaps::default();
-        let w = vec![service(Scheduler::Wrr, vec![real(1, 3), real(2, 1)])];
-        plan(&mut tables, &mut maps, &w);
-        let ops = tables.plan(&w, &|_| 0).unwrap();
-        assert!(ops.is_empty(), "{ops:?}");
-    }
-
-    #[test]
-    fn a_removed_server_keeps_its_slot_until_released() {
-        let mut tables = Tables::new();
-        let mut maps = FakeMaps::default();
-        plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
-        let ids: Vec<u32> = tables.dest_ids().collect();
-        plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
-        let gone = ids.iter().copied().find(|id| lb_common::ipv4_octets(maps.dests[id].addr)[3] == 2).unwrap();
-        assert_eq!(maps.dests[&gone].flags & dest_flag::AVAILABLE, 0, "retired, not available");
-        assert_eq!(maps.dests[&gone].mac, [2, 0, 0, 0, 0, 2], "still forwards its connections");
-        // Still referenced: kept.
-        assert!(tables.release_unreferenced(&BTreeSet::from([gone]), &BTreeSet::new()).is_empty());
-        let ops = tables.release_unreferenced(&BTreeSet::new(), &BTreeSet::new());
-        assert_eq!(ops, vec![MapOp::SetDest(gone, Dest::default())]);
-        // Back again: a fresh slot.
-        plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
-        assert_eq!(tables.dest_ids().count(), 2);
-    }
-
-    #[test]
-    fn a_server_back_before_release_gets_its_old_slot() {
-        let mut tables = Tables::new();
-        let mut maps = FakeMaps::default();
-        let both = [service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])];
-        plan(&mut tables, &mut maps, &both);
-        let before: BTreeSet<u32> = tables.dest_ids().collect();
-        plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
-        plan(&mut tables, &mut maps, &both);
-        assert_eq!(tables.dest_ids().collect::<BTreeSet<_>>(), before);
-    }
-
-    #[test]
-    fn removing_a_service_deletes_it() {
-        let mut tables = Tables::new();
-        let mut maps = FakeMaps::default();
-        let s = service(Scheduler::Rr, vec![real(1, 1)]);
-        plan(&mut tables, &mut maps, std::slice::from_ref(&s));
-        assert!(maps.services.contains_key(&s.key()));
-        plan(&mut tables, &mut maps, &[]);
-        assert!(!maps.services.contains_key(&s.key()));
-    }
-
-    #[test]
-    fn regions_are_reused_after_release() {
-        let mut pool = RegionPool::new(100);
-        let a = pool.alloc(30).unwrap();
-        let b = pool.alloc(30).unwrap();
-        pool.release(a);
-        pool.release(b);
-        assert_eq!(pool.alloc(100), Some(Region { start: 0, len: 100 }));
-        let mut pool = RegionPool::new(100);
-        assert!(pool.take(Region { start: 10, len: 20 }));
-        assert!(!pool.take(Region { start: 15, len: 2 }));
-        assert_eq!(pool.alloc(10), Some(Region { start: 0, len: 10 }));
-        assert_eq!(pool.alloc(10), Some(Region { start: 30, len: 10 }));
-    }
-}
+mod tests;

@@ -1,0 +1,248 @@
+//! lbd's state and what it does with it: turn the config into the wanted
+//! table, apply it to the datapath, answer the control socket, sweep the
+//! connection table, estimate rates.
+//!
+//! This file holds the [`Controller`] and what changes the table in force
+//! (a new table from lbctl, a reload, new routes and MACs, timeouts);
+//! `wanted` makes the table to install from it, the health checks' view
+//! and VRRP's standby VIPs; `conns` tends the connection table (sweeps,
+//! persistence templates, count drift, connection sync); `report` answers
+//! with snapshots, rates and counters.
+
+mod conns;
+mod report;
+mod wanted;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::Result;
+use lb_common::{Director, conn_state};
+
+pub use self::wanted::describe_changes;
+use self::{conns::DriftFilter, report::Counted, wanted::HealthView};
+use crate::{
+    config::{Config, ServiceConfig},
+    datapath::Datapath,
+    environment::{Paths, next_hop_addresses},
+    health::QuorumState,
+    model::ServiceId,
+    netinfo::Interface,
+    rate::Estimator,
+    tables::{Tables, WantedService},
+};
+
+pub struct Controller {
+    pub config: Config,
+    /// The virtual-server table in force: the config's, as changed since by
+    /// lbctl's ipvsadm commands (a reload puts the config's back).
+    table: Vec<ServiceConfig>,
+    /// Health of the checked real servers (unchecked ones are always up).
+    health: HealthView,
+    quorums: BTreeMap<ServiceId, QuorumState>,
+    /// VIPs this director is VRRP backup for: their services pass packets
+    /// to the kernel until it becomes master.
+    standby_vips: BTreeSet<Ipv4Addr>,
+    /// `lbctl --set` changed the timeouts since the file was loaded.
+    timeouts_changed: bool,
+    pub interface: Interface,
+    pub datapath: Datapath,
+    tables: Tables,
+    /// Where each real server's frames go (next hop, path MTU).
+    paths: Paths,
+    /// Next hops' MACs on the director's segment.
+    macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+    estimators: BTreeMap<Counted, Estimator>,
+    drift: DriftFilter,
+}
+
+impl Controller {
+    /// Takes over a loaded datapath: adopts what a previous lbd left in its
+    /// maps, then makes them hold `config`.
+    pub fn new(
+        config: Config,
+        interface: Interface,
+        datapath: Datapath,
+        paths: Paths,
+        macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+    ) -> Result<Self> {
+        let tables = if datapath.adopted() {
+            let adopted = datapath.read_back()?;
+            tracing::info!(
+                "adopting the running datapath: {} services, {} connections kept",
+                adopted.services.len(),
+                datapath.connections().map_or(0, |c| c.len())
+            );
+            Tables::adopt(&adopted)
+        } else {
+            Tables::new()
+        };
+        let table = config.services.clone();
+        let mut c = Self {
+            config,
+            table,
+            health: BTreeMap::new(),
+            quorums: BTreeMap::new(),
+            standby_vips: BTreeSet::new(),
+            timeouts_changed: false,
+            interface,
+            datapath,
+            tables,
+            paths,
+            macs,
+            estimators: BTreeMap::new(),
+            drift: DriftFilter::default(),
+        };
+        c.apply()?;
+        Ok(c)
+    }
+
+    /// The director entry of the datapath for the current config.
+    fn director_value(&self) -> Director {
+        let t = self.config.director.timeouts;
+        let tun_source = self.tun_source().map_or([0; 4], |a| lb_common::ipv4_words(a.octets()));
+        Director {
+            ifindex: self.interface.index,
+            mac: self.interface.mac,
+            tun_source,
+            tun_source_family: lb_common::AF_INET,
+            state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
+            tick_ns: self.datapath.tick_ns(),
+            ..Director::default()
+        }
+    }
+
+    /// The outer source of TUN packets: configured, or the interface's own
+    /// address (the first that is not a VIP).
+    pub fn tun_source(&self) -> Option<Ipv4Addr> {
+        self.config.director.tun_source.or_else(|| {
+            let vips: BTreeSet<Ipv4Addr> = self.table.iter().map(|s| s.vip).collect();
+            self.interface.ipv4.iter().copied().find(|a| !vips.contains(a))
+        })
+    }
+
+    /// The virtual-server table in force.
+    pub fn table(&self) -> &[ServiceConfig] {
+        &self.table
+    }
+
+    /// Makes `table` the one in force (already checked: commands and the
+    /// host), with the next hops toward its servers.
+    pub fn set_table(&mut self, table: Vec<ServiceConfig>, paths: Paths, macs: BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<()> {
+        let old = std::mem::replace(&mut self.table, table);
+        let old_paths = std::mem::replace(&mut self.paths, paths);
+        self.update_macs(macs);
+        if let Err(e) = self.apply() {
+            self.table = old;
+            self.paths = old_paths;
+            return Err(e);
+        }
+        self.update_quorums();
+        Ok(())
+    }
+
+    /// Writes the difference between the maps and the wanted table.
+    pub fn apply(&mut self) -> Result<()> {
+        let director = self.director_value();
+        if self.datapath.director().ok() != Some(director) {
+            self.datapath.set_director(&director)?;
+        }
+        let wanted = self.wanted();
+        let before: Vec<WantedService> = self.tables.wanted().cloned().collect();
+        let datapath = &self.datapath;
+        let ops = self.tables.plan(&wanted, &|id| datapath.sched_position(id))?;
+        self.datapath.execute(&ops)?;
+        for line in describe_changes(&before, &wanted) {
+            tracing::info!("{line}");
+        }
+        Ok(())
+    }
+
+    /// Takes a new config (already checked against the host). Its table
+    /// replaces the one in force, runtime changes included: the file is
+    /// the source of truth, as keepalived re-applies its config.
+    pub fn reload(&mut self, config: Config, interface: Interface, paths: Paths) -> Result<()> {
+        if self.table != self.config.services {
+            tracing::warn!("reload: changes made with lbctl since the last load are replaced by the file's table");
+        }
+        if self.timeouts_changed {
+            tracing::warn!("reload: timeouts are the file's again (lbctl --set changes are replaced)");
+        }
+        self.timeouts_changed = false;
+        let table = config.services.clone();
+        let old = std::mem::replace(&mut self.config, config);
+        let old_table = std::mem::replace(&mut self.table, table);
+        let old_interface = std::mem::replace(&mut self.interface, interface);
+        let old_paths = std::mem::replace(&mut self.paths, paths);
+        if let Err(e) = self.apply() {
+            self.config = old;
+            self.table = old_table;
+            self.interface = old_interface;
+            self.paths = old_paths;
+            return Err(e);
+        }
+        self.update_quorums();
+        Ok(())
+    }
+
+    /// `ipvsadm --set`: new timeouts for connections from now on.
+    pub fn set_timeouts(&mut self, t: crate::model::Timeouts) -> Result<()> {
+        self.timeouts_changed = true;
+        let d = &mut self.config.director.timeouts;
+        if t.tcp != 0 {
+            d.tcp = t.tcp;
+        }
+        if t.tcpfin != 0 {
+            d.tcpfin = t.tcpfin;
+        }
+        if t.udp != 0 {
+            d.udp = t.udp;
+        }
+        self.apply()
+    }
+
+    /// New routes toward the real servers; true if any next hop changed.
+    pub fn update_paths(&mut self, paths: Paths) -> bool {
+        if paths == self.paths {
+            return false;
+        }
+        for (key, hop) in &paths {
+            if self.paths.get(key).map(|h| h.address) != Some(hop.address) {
+                tracing::info!("{} is reached through {} now (path MTU {})", key.0, hop.address, hop.mtu);
+            }
+        }
+        self.paths = paths;
+        true
+    }
+
+    /// Records newly learned MACs; true if any changed.
+    pub fn update_macs(&mut self, macs: BTreeMap<Ipv4Addr, [u8; 6]>) -> bool {
+        let mut changed = false;
+        for (addr, mac) in macs {
+            let old = self.macs.insert(addr, mac);
+            if old != Some(mac) {
+                changed = true;
+                match old {
+                    None => tracing::info!("{addr} resolved to {}", fmt_mac(&mac)),
+                    Some(o) => tracing::warn!("{addr} moved from {} to {}", fmt_mac(&o), fmt_mac(&mac)),
+                }
+            }
+        }
+        changed
+    }
+
+    /// Next hops whose MACs are not known yet.
+    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
+        next_hop_addresses(&self.paths).into_iter().filter(|a| !self.macs.contains_key(a)).collect()
+    }
+
+    pub fn next_hops(&self) -> Vec<Ipv4Addr> {
+        next_hop_addresses(&self.paths)
+    }
+}
+
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

@@ -1,0 +1,169 @@
+//! What the controller reports: ipvsadm's table and connection listings,
+//! the rate estimators behind them, the datapath's reason counters, and
+//! `ipvsadm -Z`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use anyhow::Result;
+use lb_common::{Conn, FlowKey, conn_state, flow_kind, ipv4_octets};
+use lb_ipvsadm::snapshot::{self, Connection, Stats};
+
+use super::{
+    Controller,
+    conns::{expires_in, is_expired},
+};
+use crate::{model::ServiceId, rate::Estimator, tables::MapOp};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Counted {
+    Service(u32),
+    Dest(u32),
+}
+
+impl Controller {
+    /// `ipvsadm -Z`: zeroes the counters of one service (and its servers) or
+    /// of all.
+    pub fn zero(&mut self, service: Option<ServiceId>) -> Result<()> {
+        let mut ops = Vec::new();
+        for w in self.tables.wanted() {
+            if service.is_some_and(|id| id != w.id()) {
+                continue;
+            }
+            let key = w.key();
+            if let Some(id) = self.tables.service_id(&key) {
+                ops.push(MapOp::ZeroServiceStats(id));
+            }
+            for &d in self.tables.service_dests(&key) {
+                ops.push(MapOp::ZeroDestStats(d));
+            }
+        }
+        self.estimators.clear();
+        self.datapath.execute(&ops)
+    }
+
+    /// One estimator step for every service and real server.
+    pub fn sample_rates(&mut self) {
+        let mut seen = BTreeSet::new();
+        for svc in self.tables.wanted().map(|w| w.key()).collect::<Vec<_>>() {
+            let Some(id) = self.tables.service_id(&svc) else { continue };
+            let stats = to_stats(self.datapath.service_counters(id));
+            seen.insert(Counted::Service(id));
+            self.estimators.entry(Counted::Service(id)).or_insert_with(|| Estimator::new(stats)).sample(stats);
+            for &d in self.tables.service_dests(&svc) {
+                let stats = to_stats(self.datapath.dest_counters(d));
+                seen.insert(Counted::Dest(d));
+                self.estimators.entry(Counted::Dest(d)).or_insert_with(|| Estimator::new(stats)).sample(stats);
+            }
+        }
+        self.estimators.retain(|k, _| seen.contains(k));
+    }
+
+    fn rates(&self, what: Counted) -> snapshot::Rates {
+        self.estimators.get(&what).map(|e| e.rates()).unwrap_or_default()
+    }
+
+    /// What `ipvsadm -L` shows.
+    pub fn table_snapshot(&self) -> snapshot::Table {
+        let services = self
+            .tables
+            .wanted()
+            .map(|w| {
+                let key = w.key();
+                let id = self.tables.service_id(&key).unwrap_or(0);
+                let reals = self
+                    .tables
+                    .service_dests(&key)
+                    .iter()
+                    .filter_map(|&d| {
+                        let dest = self.tables.dest(d)?;
+                        let c = self.datapath.dest_conns(d);
+                        let (active, inactive, persistent) =
+                            (c.active.max(0) as u64, c.inactive.max(0) as u64, c.persistent.max(0) as u64);
+                        Some(snapshot::Real {
+                            address: IpAddr::V4(Ipv4Addr::from(ipv4_octets(dest.addr))),
+                            port: u16::from_be(dest.port),
+                            forwarding: crate::model::Forwarding::from_code(dest.forwarding)
+                                .unwrap_or(crate::model::Forwarding::Dr),
+                            weight: dest.weight,
+                            active_conns: active,
+                            inactive_conns: inactive,
+                            persistent_conns: persistent,
+                            upper_threshold: dest.upper_threshold,
+                            lower_threshold: dest.lower_threshold,
+                            stats: to_stats(self.datapath.dest_counters(d)),
+                            rates: self.rates(Counted::Dest(d)),
+                        })
+                    })
+                    .collect();
+                snapshot::Service {
+                    protocol: w.protocol,
+                    vip: IpAddr::V4(w.vip),
+                    port: w.port,
+                    scheduler: w.scheduler.name().to_string(),
+                    sched_flags: w.options.sched_flag_names(),
+                    persistence_timeout: w.options.persistence_timeout,
+                    persistence_netmask: w
+                        .options
+                        .persistence_timeout
+                        .map(|_| w.options.persistence_netmask),
+                    stats: to_stats(self.datapath.service_counters(id)),
+                    rates: self.rates(Counted::Service(id)),
+                    reals,
+                }
+            })
+            .collect();
+        snapshot::Table { conn_table_size: self.config.director.conn_table_size, services }
+    }
+
+    /// What `ipvsadm -L -c` shows.
+    pub fn connections_snapshot(&self) -> Vec<Connection> {
+        let now = self.datapath.now_ns();
+        let mut out: Vec<Connection> = self
+            .datapath
+            .connections()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, c)| !is_expired(c, now))
+            .filter_map(|(key, conn)| connection_snapshot(&key, &conn, self.tables.dest(conn.dest_id)?, now))
+            .collect();
+        // Soonest to expire last, like the kernel's hash walk has no order;
+        // sort for stable output.
+        out.sort_by_key(|c| (c.vip, c.vport, c.client, c.client_port));
+        out
+    }
+
+    pub fn reason_counters(&self) -> BTreeMap<String, u64> {
+        self.datapath.reason_counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &lb_common::Dest, now: u64) -> Option<Connection> {
+    let ip = |w: [u32; 4]| IpAddr::V4(Ipv4Addr::from(ipv4_octets(w)));
+    let vport = u16::from_be(key.dport);
+    let dest_port = u16::from_be(dest.port);
+    Some(Connection {
+        protocol: crate::model::Protocol::from_number(key.protocol)?,
+        expires_in: expires_in(conn, now),
+        state: conn_state::name(conn.state).to_string(),
+        client: ip(key.src),
+        client_port: u16::from_be(key.sport),
+        vip: ip(key.dst),
+        vport,
+        real: ip(dest.addr),
+        real_port: if dest_port == 0 { vport } else { dest_port },
+        template: key.kind == flow_kind::TEMPLATE,
+    })
+}
+
+fn to_stats(c: lb_common::Counters) -> Stats {
+    Stats {
+        conns: c.conns,
+        in_packets: c.in_packets,
+        out_packets: c.out_packets,
+        in_bytes: c.in_bytes,
+        out_bytes: c.out_bytes,
+    }
+}

@@ -1,0 +1,337 @@
+//! The table to install: the table in force with the health checks' view
+//! and VRRP's standby VIPs applied, and the health side of the controller
+//! (what to check, the monitor's states, keepalived's quorums).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
+
+use anyhow::Result;
+
+use super::Controller;
+use crate::{
+    config::ServiceConfig,
+    environment::Paths,
+    health::{self, HealthEvent, HealthMonitor, MonitoredReal, RealHealth, RealStatus},
+    model::{Forwarding, ServiceId},
+    tables::{WantedReal, WantedService},
+};
+
+/// What the health checks say of the checked real servers, by service and
+/// the address each is checked at. A server it does not name is up.
+pub(super) type HealthView = BTreeMap<(ServiceId, SocketAddr), RealStatus>;
+
+/// The table to install, the one place it is made: `table` (the one in
+/// force) with `health` applied (a failed server leaves its service, or
+/// gets weight 0 with inhibit_on_failure; the sorry server stands in when
+/// none is up), the services of the VIPs this director is VRRP backup for
+/// (`standby`) flagged to stand by, and each server's next hop (`paths`)
+/// and that hop's MAC (`macs`).
+pub(super) fn wanted_table(
+    table: &[ServiceConfig],
+    health: &HealthView,
+    standby: &BTreeSet<Ipv4Addr>,
+    paths: &Paths,
+    macs: &BTreeMap<Ipv4Addr, [u8; 6]>,
+) -> Vec<WantedService> {
+    // Where a server's frames go: its next hop's MAC and the path MTU.
+    let reach = |address: Ipv4Addr, forwarding: Forwarding| {
+        let hop = paths.get(&(address, forwarding));
+        (hop.and_then(|h| macs.get(&h.address).copied()), hop.map_or(0, |h| h.mtu))
+    };
+    table
+        .iter()
+        .map(|s| {
+            let pool = health::effective_pool(&real_health(s, health), s.sorry_server.is_some());
+            let mut reals: Vec<WantedReal> = s
+                .reals
+                .iter()
+                .zip(&pool.weights)
+                .map(|(r, weight)| {
+                    let (mac, mtu) = reach(r.address, r.forwarding);
+                    WantedReal {
+                        address: r.address,
+                        port: r.port,
+                        weight: weight.unwrap_or(0),
+                        forwarding: r.forwarding,
+                        mac,
+                        mtu,
+                        upper_threshold: r.upper_threshold,
+                        lower_threshold: r.lower_threshold,
+                        in_service: weight.is_some(),
+                        expire_conns: !s.drain_on_failure,
+                    }
+                })
+                .collect();
+            if let (true, Some(sorry)) = (pool.sorry_server, s.sorry_server) {
+                let (mac, mtu) = reach(sorry, s.forwarding);
+                reals.push(WantedReal {
+                    address: sorry,
+                    port: s.port,
+                    weight: 1,
+                    forwarding: s.forwarding,
+                    mac,
+                    mtu,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                    in_service: true,
+                    expire_conns: false,
+                });
+            }
+            let mut options = s.options;
+            if standby.contains(&s.vip) {
+                options.flags |= lb_common::service_flag::STANDBY;
+            }
+            WantedService { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, options, reals }
+        })
+        .collect()
+}
+
+/// Each real server of `s` with its configured weight and what `health`
+/// says of it: what keepalived's pool and quorum are computed from.
+fn real_health(s: &ServiceConfig, health: &HealthView) -> Vec<RealHealth> {
+    s.reals
+        .iter()
+        .map(|r| {
+            let status = health.get(&(s.id(), real_addr(s, r)));
+            RealHealth {
+                weight: r.weight,
+                up: status.is_none_or(|st| st.up),
+                dynamic_weight: status.and_then(|st| st.dynamic_weight),
+                inhibit_on_failure: r.health.inhibit_on_failure,
+            }
+        })
+        .collect()
+}
+
+impl Controller {
+    /// What the datapath should hold now ([`wanted_table`]).
+    pub fn wanted(&self) -> Vec<WantedService> {
+        wanted_table(&self.table, &self.health, &self.standby_vips, &self.paths, &self.macs)
+    }
+
+    /// VRRP says which VIPs this director is backup for.
+    pub fn set_standby(&mut self, vips: BTreeSet<Ipv4Addr>) -> Result<()> {
+        if vips == self.standby_vips {
+            return Ok(());
+        }
+        for v in vips.difference(&self.standby_vips) {
+            tracing::info!("{v}: VRRP backup, its services stand by");
+        }
+        for v in self.standby_vips.difference(&vips) {
+            tracing::info!("{v}: VRRP master, forwarding its services");
+        }
+        self.standby_vips = vips;
+        self.apply()
+    }
+
+    /// Whether the service has a live real server (VRRP's track_service).
+    pub fn service_alive(&self, service: ServiceId) -> bool {
+        self.wanted()
+            .iter()
+            .find(|w| w.id() == service)
+            .is_some_and(|w| w.reals.iter().any(|r| r.in_service && r.weight > 0 && r.mac.is_some()))
+    }
+
+    /// The real servers to health-check, with their checks.
+    pub fn monitored(&self) -> Vec<MonitoredReal> {
+        self.table
+            .iter()
+            .flat_map(|s| {
+                s.reals.iter().filter(|r| r.health.is_active()).map(move |r| MonitoredReal {
+                    service: s.id(),
+                    real: real_addr(s, r),
+                    check: r.health.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the monitor's view of every checked server (after it was
+    /// updated, or at start): servers it starts down (alpha) included.
+    pub fn sync_health(&mut self, monitor: &HealthMonitor) -> Result<()> {
+        let mut health = BTreeMap::new();
+        for m in self.monitored() {
+            if let Some(status) = monitor.status(&m.service, m.real) {
+                health.insert((m.service, m.real), status);
+            }
+        }
+        if health != self.health {
+            self.health = health;
+            self.update_quorums();
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    /// One health transition.
+    pub fn health_event(&mut self, event: &HealthEvent, monitor: &HealthMonitor) -> Result<()> {
+        if let Some(status) = monitor.status(&event.service, event.real) {
+            self.health.insert((event.service, event.real), status);
+        }
+        self.update_quorums();
+        self.apply()
+    }
+
+    /// keepalived's quorum: log (and run quorum_up/quorum_down) when a
+    /// service's live weight crosses it.
+    pub(super) fn update_quorums(&mut self) {
+        let mut seen = BTreeSet::new();
+        for s in &self.table {
+            let key = s.id();
+            seen.insert(key);
+            let live = health::live_weight(&real_health(s, &self.health));
+            match self.quorums.get_mut(&key) {
+                None => {
+                    self.quorums.insert(key, s.quorum.initial(live));
+                }
+                Some(state) => {
+                    if let Some(change) = state.update(&s.quorum, live) {
+                        let command = match change {
+                            health::QuorumChange::Gained => s.quorum_up.clone(),
+                            health::QuorumChange::Lost => s.quorum_down.clone(),
+                        };
+                        change.announce(&key, &s.quorum, live, command.as_deref(), health::DEFAULT_NOTIFY_TIMEOUT);
+                    }
+                }
+            }
+        }
+        self.quorums.retain(|k, _| seen.contains(k));
+    }
+}
+
+/// The address a real server is checked at (its port; for an every-port
+/// service the check's own port applies).
+fn real_addr(s: &ServiceConfig, r: &crate::config::RealConfig) -> SocketAddr {
+    let _ = s;
+    SocketAddr::new(IpAddr::V4(r.address), r.port)
+}
+
+fn service_name(s: &WantedService) -> String {
+    format!("{} {}:{}", s.protocol.name().to_uppercase(), s.vip, s.port)
+}
+
+/// One log line per change an operator would care about.
+pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let find = |list: &[WantedService], s: &WantedService| list.iter().find(|x| x.id() == s.id()).cloned();
+    for s in after {
+        match find(before, s) {
+            None => lines.push(format!(
+                "service {} added ({}, {} real servers)",
+                service_name(s),
+                s.scheduler,
+                s.reals.len()
+            )),
+            Some(old) => {
+                if old.scheduler != s.scheduler {
+                    lines.push(format!("service {}: scheduler {} -> {}", service_name(s), old.scheduler, s.scheduler));
+                }
+                for r in &s.reals {
+                    match old.reals.iter().find(|o| o.address == r.address) {
+                        None => lines.push(format!("service {}: real server {} added, weight {}", service_name(s), r.address, r.weight)),
+                        Some(o) if o.weight != r.weight => lines.push(format!(
+                            "service {}: real server {} weight {} -> {}",
+                            service_name(s),
+                            r.address,
+                            o.weight,
+                            r.weight
+                        )),
+                        Some(o) if o.mac.is_none() && r.mac.is_some() => {
+                            lines.push(format!("service {}: real server {} is reachable now", service_name(s), r.address))
+                        }
+                        _ => {}
+                    }
+                }
+                for o in &old.reals {
+                    if !s.reals.iter().any(|r| r.address == o.address) {
+                        lines.push(format!(
+                            "service {}: real server {} removed (its connections continue until they expire)",
+                            service_name(s),
+                            o.address
+                        ));
+                    }
+                }
+            }
+        }
+        if before.iter().all(|b| b.id() != s.id()) {
+            for r in s.reals.iter().filter(|r| r.mac.is_none()) {
+                lines.push(format!(
+                    "service {}: real server {} (or its next hop) does not answer ARP yet: no new connections for it until it does",
+                    service_name(s),
+                    r.address
+                ));
+            }
+        }
+    }
+    for s in before {
+        if find(after, s).is_none() {
+            lines.push(format!("service {} removed", service_name(s)));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use lb_common::service_flag::STANDBY;
+
+    use super::*;
+    use crate::{config::Config, environment::NextHop};
+
+    const FILE: &str = r#"
+[director]
+interface = "eth0"
+
+[[service]]
+vip = "10.0.0.100:80"
+scheduler = "wrr"
+sorry_server = "10.0.0.99"
+
+[service.health_check]
+kind = "tcp"
+
+[[service.real]]
+address = "10.0.0.21"
+weight = 3
+
+[[service.real]]
+address = "10.0.0.22"
+weight = 1
+"#;
+
+    #[test]
+    fn the_wanted_table_has_health_standby_and_next_hops_applied() {
+        let table = Config::parse(FILE, Path::new("lb.toml")).unwrap().services;
+        let id = table[0].id();
+        let [a, b, sorry] = [21, 22, 99].map(|last| Ipv4Addr::new(10, 0, 0, last));
+        let paths: Paths =
+            [a, b, sorry].into_iter().map(|r| ((r, Forwarding::Dr), NextHop { address: r, mtu: 1500 })).collect();
+        // b's and the sorry server's MACs are not known yet.
+        let macs = BTreeMap::from([(a, [2, 0, 0, 0, 0, 21])]);
+        let down = |real: Ipv4Addr| {
+            ((id, SocketAddr::new(IpAddr::V4(real), 80)), RealStatus { up: false, dynamic_weight: None, last_failure: None })
+        };
+
+        let master = BTreeSet::new();
+        let w = &wanted_table(&table, &HealthView::new(), &master, &paths, &macs)[0];
+        assert_eq!((w.id(), w.options.flags & STANDBY), (id, 0));
+        let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.mac.is_some(), r.mtu)).collect();
+        assert_eq!(reals, [(a, 3, true, true, 1500), (b, 1, true, false, 1500)]);
+
+        // a failed; this director is VRRP backup for the VIP.
+        let backup = BTreeSet::from([id.vip]);
+        let w = &wanted_table(&table, &HealthView::from([down(a)]), &backup, &paths, &macs)[0];
+        assert_eq!(w.options.flags & STANDBY, STANDBY);
+        let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.expire_conns)).collect();
+        assert_eq!(reals, [(a, 0, false, true), (b, 1, true, true)]);
+
+        // Every real server failed: the sorry server stands in.
+        let w = &wanted_table(&table, &HealthView::from([down(a), down(b)]), &master, &paths, &macs)[0];
+        let listed: Vec<_> = w.reals.iter().filter(|r| r.in_service).map(|r| (r.address, r.port, r.weight)).collect();
+        assert_eq!(listed, [(sorry, 80, 1)]);
+    }
+}

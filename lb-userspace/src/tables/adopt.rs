@@ -1,0 +1,101 @@
+//! Taking over the maps a previous lbd filled.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use lb_common::{Dest, Service, ServiceKey, dest_flag, sched, service_flag};
+
+use super::{
+    InstalledDest, InstalledService, Tables, WantedReal, WantedService, effective_weight, region::Region,
+    walk::WalkResume,
+};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
+
+/// The maps' content as a previous lbd left it (`Datapath::read_back`), for
+/// [`Tables::adopt`].
+pub struct Adopted {
+    pub services: Vec<(ServiceKey, Service)>,
+    pub dests: BTreeMap<u32, Dest>,
+    /// Each service's dest ids in IPVS order.
+    pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
+    /// Each service's scheduling table.
+    pub tables: BTreeMap<ServiceKey, Vec<u32>>,
+    pub positions: BTreeMap<u32, u64>,
+}
+
+impl Tables {
+    /// Rebuilds the model from maps a previous lbd filled, so the next plan
+    /// changes only what differs and every connection keeps its server.
+    pub fn adopt(adopted: &Adopted) -> Self {
+        let mut t = Self::new();
+        for (key, value) in &adopted.services {
+            let ids = adopted.service_dests.get(key).cloned().unwrap_or_default();
+            let (Some(protocol), Some(scheduler)) =
+                (Protocol::from_number(key.protocol), Scheduler::from_code(value.scheduler))
+            else {
+                continue;
+            };
+            let vip = Ipv4Addr::from(lb_common::ipv4_octets(key.addr));
+            let port = u16::from_be(key.port);
+            let mut reals = Vec::new();
+            for id in ids.iter().rev() {
+                let Some(d) = adopted.dests.get(id) else { continue };
+                reals.push(WantedReal {
+                    address: Ipv4Addr::from(lb_common::ipv4_octets(d.addr)),
+                    port: if port == 0 { 0 } else { u16::from_be(d.port) },
+                    weight: d.weight,
+                    forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
+                    mac: (d.flags & dest_flag::AVAILABLE != 0).then_some(d.mac),
+                    mtu: d.mtu as u32,
+                    upper_threshold: d.upper_threshold,
+                    lower_threshold: d.lower_threshold,
+                    in_service: true,
+                    expire_conns: false,
+                });
+                t.dests.insert(*id, InstalledDest { value: *d, service: *key, last_weight: d.weight });
+                t.free_dest_ids.remove(id);
+            }
+            let weights: Vec<u32> = ids.iter().map(|id| adopted.dests.get(id).map_or(0, effective_weight)).collect();
+            let table = Region { start: value.table_start, len: value.table_len };
+            let list = Region { start: value.dests_start, len: value.dests_len };
+            t.table_space.take(table);
+            t.list_space.take(list);
+            t.free_service_ids.remove(&value.id);
+            // Where the walk stands, as well as the position tells.
+            let position = adopted.positions.get(&value.id).copied().unwrap_or(0);
+            let rr_table = sched::rr_table(&weights);
+            let rr_last = (position > 0 && !rr_table.is_empty())
+                .then(|| ids[rr_table[((position - 1) % rr_table.len() as u64) as usize] as usize]);
+            let resume = WalkResume { position, rr_last, wrr_cw: sched::wrr_current_weight_at(&weights, position) };
+            let options = ServiceOptions {
+                flags: value.flags & !service_flag::ALL_PORTS,
+                persistence_timeout: (value.persistence_timeout > 0).then_some(value.persistence_timeout),
+                persistence_netmask: Ipv4Addr::from(lb_common::ipv4_octets(value.persistence_mask)),
+            };
+            let table_ids = adopted.tables.get(key).cloned().unwrap_or_default();
+            let wanted = WantedService { protocol, vip, port, scheduler, options, reals };
+            t.services.insert(
+                *key,
+                InstalledService {
+                    wanted,
+                    id: value.id,
+                    dests: ids,
+                    table_weights: weights,
+                    table_ids,
+                    table,
+                    list,
+                    resume,
+                    value: *value,
+                },
+            );
+        }
+        // Dests in no service's list were retired; connections may use them.
+        for (id, d) in &adopted.dests {
+            if !t.dests.contains_key(id) {
+                t.dests.insert(*id, InstalledDest { value: *d, service: ServiceKey::default(), last_weight: d.weight });
+                t.free_dest_ids.remove(id);
+                t.retired_dests.insert(*id);
+            }
+        }
+        t
+    }
+}

@@ -1,0 +1,204 @@
+//! The planner against IPVS's reference models and a fake datapath.
+
+use super::*;
+use lb_common::sched::{RrModel, SchedDest, WrrModel};
+
+fn real(last_octet: u8, weight: u32) -> WantedReal {
+    WantedReal {
+        address: Ipv4Addr::new(10, 0, 0, last_octet),
+        port: 0,
+        weight,
+        forwarding: Forwarding::Dr,
+        mac: Some([2, 0, 0, 0, 0, last_octet]),
+        mtu: 1500,
+        upper_threshold: 0,
+        lower_threshold: 0,
+        in_service: true,
+        expire_conns: false,
+    }
+}
+
+fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
+    WantedService {
+        protocol: Protocol::Tcp,
+        vip: Ipv4Addr::new(10, 0, 0, 100),
+        port: 80,
+        scheduler,
+        options: ServiceOptions::default(),
+        reals,
+    }
+}
+
+/// A fake datapath: applies ops to plain maps and walks the tables as
+/// the XDP program does.
+#[derive(Default)]
+struct FakeMaps {
+    dests: BTreeMap<u32, Dest>,
+    table: BTreeMap<u32, u32>,
+    services: BTreeMap<ServiceKey, Service>,
+    positions: BTreeMap<u32, u64>,
+}
+
+impl FakeMaps {
+    fn apply(&mut self, ops: &[MapOp]) {
+        for op in ops {
+            match op {
+                MapOp::SetDest(id, d) => {
+                    self.dests.insert(*id, *d);
+                }
+                MapOp::SetSchedTable { start, dest_ids } => {
+                    for (i, id) in dest_ids.iter().enumerate() {
+                        self.table.insert(start + i as u32, *id);
+                    }
+                }
+                MapOp::SetService(k, v) => {
+                    self.services.insert(*k, *v);
+                }
+                MapOp::DeleteService(k) => {
+                    self.services.remove(k);
+                }
+                MapOp::SetSchedPosition(id, p) => {
+                    self.positions.insert(*id, *p);
+                }
+                MapOp::ZeroDestStats(_)
+                | MapOp::ZeroServiceStats(_)
+                | MapOp::SetDestList { .. }
+                | MapOp::SetVipFilter(_)
+                | MapOp::SetServiceFlags(..) => {}
+            }
+        }
+    }
+
+    /// The last octet of the address the datapath would pick.
+    fn pick(&mut self, key: &ServiceKey) -> Option<u8> {
+        let svc = self.services[key];
+        if svc.table_len == 0 {
+            return None;
+        }
+        let pos = self.positions.entry(svc.id).or_default();
+        let slot = svc.table_start + (*pos % svc.table_len as u64) as u32;
+        *pos += 1;
+        let d = self.dests[&self.table[&slot]];
+        Some(lb_common::ipv4_octets(d.addr)[3])
+    }
+}
+
+fn plan(tables: &mut Tables, maps: &mut FakeMaps, wanted: &[WantedService]) {
+    let positions = maps.positions.clone();
+    let ops = tables.plan(wanted, &|id| positions.get(&id).copied().unwrap_or(0)).unwrap();
+    maps.apply(&ops);
+}
+
+fn model_dests(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedDest> {
+    reals_ipvs_order.iter().map(|&(_, w)| SchedDest::new(w)).collect()
+}
+
+#[test]
+fn rr_and_wrr_follow_ipvs_across_changes() {
+    // Each step is the config's reals (oldest first); between steps the
+    // datapath makes some picks. The model gets the same changes as
+    // IPVS would see them (ipvsadm -a adds in front, -d removes, -e edits).
+    let steps: Vec<Vec<(u8, u32)>> = vec![
+        vec![(1, 3), (2, 1)],
+        vec![(1, 3), (2, 1), (3, 2)],
+        vec![(1, 3), (3, 2)],
+        vec![(1, 1), (3, 2)],
+        vec![(1, 1), (3, 2), (4, 4), (5, 0)],
+        vec![(3, 2), (4, 4), (5, 5)],
+    ];
+    for scheduler in [Scheduler::Rr, Scheduler::Wrr] {
+        let mut tables = Tables::new();
+        let mut maps = FakeMaps::default();
+        let mut rr = RrModel::default();
+        let mut wrr = WrrModel::empty();
+        // IPVS order of the model's list: newest first.
+        let mut list: Vec<(u8, u32)> = Vec::new();
+        for (step, reals) in steps.iter().enumerate() {
+            // Replay the change on the model one ipvsadm command at a time.
+            for (i, entry) in list.clone().iter().enumerate().rev() {
+                if !reals.iter().any(|r| r.0 == entry.0) {
+                    list.remove(i);
+                    rr.remove(i);
+                    wrr.changed(&model_dests(&list));
+                }
+            }
+            for &(octet, weight) in reals {
+                match list.iter().position(|e| e.0 == octet) {
+                    Some(i) if list[i].1 != weight => {
+                        list[i].1 = weight;
+                        wrr.changed(&model_dests(&list));
+                    }
+                    Some(_) => {}
+                    None => {
+                        list.insert(0, (octet, weight));
+                        rr.add_front();
+                        wrr.changed(&model_dests(&list));
+                    }
+                }
+            }
+            let wanted = service(scheduler, reals.iter().map(|&(o, w)| real(o, w)).collect());
+            plan(&mut tables, &mut maps, std::slice::from_ref(&wanted));
+            for pick in 0..(7 + step * 3) {
+                let d = model_dests(&list);
+                let want = match scheduler {
+                    Scheduler::Wrr => wrr.schedule(&d),
+                    _ => rr.schedule(&d),
+                }
+                .map(|i| list[i].0);
+                assert_eq!(maps.pick(&wanted.key()), want, "{scheduler} step {step} pick {pick}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unchanged_config_writes_nothing() {
+    let mut tables = Tables::new();
+    let mut maps = FakeMaps::default();
+    let w = vec![service(Scheduler::Wrr, vec![real(1, 3), real(2, 1)])];
+    plan(&mut tables, &mut maps, &w);
+    let ops = tables.plan(&w, &|_| 0).unwrap();
+    assert!(ops.is_empty(), "{ops:?}");
+}
+
+#[test]
+fn a_removed_server_keeps_its_slot_until_released() {
+    let mut tables = Tables::new();
+    let mut maps = FakeMaps::default();
+    plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
+    let ids: Vec<u32> = tables.dest_ids().collect();
+    plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
+    let gone = ids.iter().copied().find(|id| lb_common::ipv4_octets(maps.dests[id].addr)[3] == 2).unwrap();
+    assert_eq!(maps.dests[&gone].flags & dest_flag::AVAILABLE, 0, "retired, not available");
+    assert_eq!(maps.dests[&gone].mac, [2, 0, 0, 0, 0, 2], "still forwards its connections");
+    // Still referenced: kept.
+    assert!(tables.release_unreferenced(&BTreeSet::from([gone]), &BTreeSet::new()).is_empty());
+    let ops = tables.release_unreferenced(&BTreeSet::new(), &BTreeSet::new());
+    assert_eq!(ops, vec![MapOp::SetDest(gone, Dest::default())]);
+    // Back again: a fresh slot.
+    plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
+    assert_eq!(tables.dest_ids().count(), 2);
+}
+
+#[test]
+fn a_server_back_before_release_gets_its_old_slot() {
+    let mut tables = Tables::new();
+    let mut maps = FakeMaps::default();
+    let both = [service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])];
+    plan(&mut tables, &mut maps, &both);
+    let before: BTreeSet<u32> = tables.dest_ids().collect();
+    plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
+    plan(&mut tables, &mut maps, &both);
+    assert_eq!(tables.dest_ids().collect::<BTreeSet<_>>(), before);
+}
+
+#[test]
+fn removing_a_service_deletes_it() {
+    let mut tables = Tables::new();
+    let mut maps = FakeMaps::default();
+    let s = service(Scheduler::Rr, vec![real(1, 1)]);
+    plan(&mut tables, &mut maps, std::slice::from_ref(&s));
+    assert!(maps.services.contains_key(&s.key()));
+    plan(&mut tables, &mut maps, &[]);
+    assert!(!maps.services.contains_key(&s.key()));
+}
