@@ -30,6 +30,10 @@ use crate::{
     tables::{Adopted, MapOp},
 };
 
+mod conn_table;
+
+pub use self::conn_table::{ConnTable, Cursor, Entries};
+
 /// What the clock program returns (the kernel's `XDP_PASS`).
 const XDP_PASS: u32 = 2;
 
@@ -159,6 +163,8 @@ pub struct Datapath {
     /// `DEST_CONNS`, mapped into our memory so the controller can adjust
     /// counts atomically alongside the datapath.
     dest_conns: MappedArray<DestConns>,
+    /// `CONN_TABLE`, read in batches (see [`ConnTable`]).
+    conns: ConnTable,
     pin_dir: Option<PathBuf>,
     /// The maps already existed (a previous lbd's state was adopted).
     adopted: bool,
@@ -224,7 +230,11 @@ impl Datapath {
             let aya::maps::Map::Array(data) = map else { bail!("DEST_CONNS is not an array") };
             MappedArray::new(data, lb_common::MAX_DESTS as usize)?
         };
-        Ok(Self { ebpf, dest_conns, pin_dir, adopted, link: None, tick_ns })
+        let conns = match ebpf.map(map_name::CONN_TABLE) {
+            Some(aya::maps::Map::LruHashMap(data)) => ConnTable::new(data)?,
+            _ => bail!("map CONN_TABLE missing or not an LRU hash"),
+        };
+        Ok(Self { ebpf, dest_conns, conns, pin_dir, adopted, link: None, tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
@@ -337,11 +347,6 @@ impl Datapath {
 
     fn services_map(&mut self) -> Result<HashMap<&mut MapData, ServiceKey, Service>> {
         let map = self.ebpf.map_mut(map_name::SERVICES).ok_or_else(|| anyhow!("map SERVICES missing"))?;
-        Ok(HashMap::try_from(map)?)
-    }
-
-    fn conn_map(&self) -> Result<HashMap<&MapData, FlowKey, Conn>> {
-        let map = self.ebpf.map(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
         Ok(HashMap::try_from(map)?)
     }
 
@@ -486,16 +491,19 @@ impl Datapath {
         self.dest_conns.add(dest_id as usize, field, delta);
     }
 
-    /// A snapshot of the connection table.
+    /// The connection table, to walk without the controller (see
+    /// [`ConnTable`]).
+    pub fn conn_table(&self) -> ConnTable {
+        self.conns.clone()
+    }
+
+    /// Every entry of the connection table, in one walk.
     pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>> {
-        let map = self.conn_map()?;
-        // Entries can vanish while we walk (LRU eviction, the datapath);
-        // skip what cannot be read instead of failing.
-        Ok(map.iter().filter_map(|e| e.ok()).collect())
+        self.conns.entries()
     }
 
     pub fn connection(&self, key: &FlowKey) -> Option<Conn> {
-        self.conn_map().ok()?.get(key, 0).ok()
+        self.conns.get(key)
     }
 
     /// Writes one entry (the controller keeps persistence templates alive).
