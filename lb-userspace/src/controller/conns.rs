@@ -98,6 +98,7 @@ impl Controller {
     /// frees the slots of removed servers no connection uses any more.
     pub fn sweep(&mut self) -> Result<()> {
         let now = self.datapath.now_ns();
+        let retired = self.tables.retired();
         let mut used_dests = BTreeSet::new();
         let mut used_services = BTreeSet::new();
         let mut exact: BTreeMap<(u32, CountField), i64> = BTreeMap::new();
@@ -171,8 +172,8 @@ impl Controller {
             tracing::debug!("connection count of dest {id} ({field:?}) corrected by {correction}");
             self.datapath.correct_dest_conns(id, field, correction);
         }
-        let ops = self.tables.release_unreferenced(&used_dests, &used_services);
-        self.datapath.execute(&ops)
+        let planned = self.tables.release_unreferenced(&retired, &used_dests, &used_services);
+        self.execute(planned)
     }
 
     /// Deletes an expired entry (taking it out of its server's counts),

@@ -31,7 +31,7 @@ use crate::{
     model::ServiceId,
     netinfo::Interface,
     rate::Estimator,
-    tables::{Tables, WantedService},
+    tables::{Planned, Tables, WantedService},
 };
 
 pub struct Controller {
@@ -152,12 +152,34 @@ impl Controller {
         let wanted = self.wanted();
         let before: Vec<WantedService> = self.tables.wanted().cloned().collect();
         let datapath = &self.datapath;
-        let ops = self.tables.plan(&wanted, &|id| datapath.sched_position(id))?;
-        self.datapath.execute(&ops)?;
+        let planned = self.tables.plan(&wanted, &|id| datapath.sched_position(id))?;
+        self.execute(planned)?;
         for line in describe_changes(&before, &wanted) {
             tracing::info!("{line}");
         }
         Ok(())
+    }
+
+    /// Writes a plan and commits it to the model once the maps took it.
+    /// When a write fails the datapath undoes the ones before it and the
+    /// model stays as it was; if even that failed, the model is read back
+    /// from the maps, so the next plan starts from what they hold.
+    fn execute(&mut self, planned: Planned) -> Result<()> {
+        match self.datapath.execute(&planned.ops) {
+            Ok(()) => {
+                self.tables.commit(planned);
+                Ok(())
+            }
+            Err(e) => {
+                if !e.rolled_back {
+                    match self.datapath.read_back() {
+                        Ok(held) => self.tables = Tables::adopt(&held),
+                        Err(read) => tracing::warn!("cannot read the maps back after a failed write: {read:#}"),
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Takes a new config (already checked against the host). Its table

@@ -41,7 +41,7 @@ impl Controller {
             }
         }
         self.estimators.clear();
-        self.datapath.execute(&ops)
+        Ok(self.datapath.execute(&ops)?)
     }
 
     /// One estimator step for every service and real server.
