@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bins;
 pub mod director;
+pub mod flood;
 pub mod harness;
 pub mod keepalived;
 pub mod lab;

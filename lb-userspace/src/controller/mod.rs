@@ -5,12 +5,17 @@
 //! This file holds the [`Controller`] and what changes the table in force
 //! (a new table from lbctl, a reload, new routes and MACs, timeouts);
 //! `wanted` makes the table to install from it, the health checks' view
-//! and VRRP's standby VIPs; `conns` tends the connection table (sweeps,
-//! persistence templates, count drift, connection sync); `report` answers
-//! with snapshots, rates and counters.
+//! and VRRP's standby VIPs; `sweep` tends the connection table (expiry,
+//! persistence templates, count drift), a stretch a tick; `conns` its
+//! entries' expiry and connection sync's records; `report` answers with
+//! snapshots, rates and counters. Walks of the connection table never
+//! hold the controller's lock: what they need is taken under it
+//! ([`SyncView`], [`ConnListing`], the sweep's view) and the walk done
+//! without it.
 
 mod conns;
 mod report;
+mod sweep;
 mod wanted;
 
 use std::{
@@ -21,8 +26,13 @@ use std::{
 use anyhow::Result;
 use lb_common::{Director, conn_state};
 
-pub use self::wanted::describe_changes;
-use self::{conns::DriftFilter, report::Counted, wanted::HealthView};
+pub use self::{
+    conns::SyncView,
+    report::ConnListing,
+    sweep::{ENTRIES_PER_TICK as SWEEP_ENTRIES_PER_TICK, Sweeper},
+    wanted::describe_changes,
+};
+use self::{report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},
     datapath::Datapath,
@@ -55,7 +65,6 @@ pub struct Controller {
     /// Next hops' MACs on the director's segment.
     macs: BTreeMap<Ipv4Addr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
-    drift: DriftFilter,
 }
 
 impl Controller {
@@ -93,7 +102,6 @@ impl Controller {
             paths,
             macs,
             estimators: BTreeMap::new(),
-            drift: DriftFilter::default(),
         };
         c.apply()?;
         Ok(c)

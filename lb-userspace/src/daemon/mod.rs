@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    controller::Controller,
+    controller::{Controller, Sweeper},
     environment,
     health::{HealthEvent, HealthMonitor},
     netinfo::{Interface, Net},
@@ -89,6 +89,8 @@ pub struct Daemon {
     /// Some VRRP instance was master at the last VRRP change.
     was_master: bool,
     neighbour_ticks: u64,
+    /// The sweep of the connection table, a stretch each tick.
+    sweeper: Sweeper,
 }
 
 impl Daemon {
@@ -112,6 +114,7 @@ impl Daemon {
             sync,
             was_master: false,
             neighbour_ticks: 0,
+            sweeper: Sweeper::default(),
         }
     }
 
@@ -144,7 +147,9 @@ impl Daemon {
             Event::SyncScan => {
                 let sending = self.instances.is_empty() || self.any_master();
                 if let (true, Some(sync)) = (sending, &mut self.sync) {
-                    let records = lock(&self.shared).sync_records(&mut sync.tracker);
+                    // The table is walked without the controller's lock.
+                    let view = lock(&self.shared).sync_view();
+                    let records = view.records(&mut sync.tracker);
                     if !records.is_empty() {
                         let _ = sync.queue.try_send(records);
                     }
@@ -161,7 +166,8 @@ impl Daemon {
                 tracing::debug!("connection sync: {installed} entries from {}", batch.from);
             }
             Event::Sweep => {
-                if let Err(e) = lock(&self.shared).sweep() {
+                let shared = &self.shared;
+                if let Err(e) = self.sweeper.tick(|| lock(shared)) {
                     warn!("connection sweep: {e:#}");
                 }
             }
@@ -195,7 +201,8 @@ impl Daemon {
                 // the whole table at once, so the connections it takes over
                 // keep their servers.
                 let mut everything = ChangeTracker::new(Duration::from_secs(3600));
-                let records = lock(&self.shared).sync_records(&mut everything);
+                let view = lock(&self.shared).sync_view();
+                let records = view.records(&mut everything);
                 if !records.is_empty() {
                     info!("connection sync: handing {} entries to the new master", records.len());
                     let _ = sync.queue.try_send(records);
@@ -234,7 +241,14 @@ pub fn answer(
     match request {
         Request::Vrrp => Response::Vrrp { instances: vrrp.iter().map(|w| w.borrow().clone()).collect() },
         Request::Table => Response::Table { table: lock(shared).table_snapshot() },
-        Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
+        Request::Connections => {
+            // The table is walked without the controller's lock.
+            let listing = lock(shared).conn_listing();
+            match listing.connections() {
+                Ok(connections) => Response::Connections { connections },
+                Err(e) => Response::Error { message: format!("reading the connection table: {e:#}") },
+            }
+        }
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
         Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
         Request::Apply { commands } => {
