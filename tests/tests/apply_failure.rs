@@ -153,7 +153,10 @@ fn a_map_write_failing_halfway_leaves_maps_and_model_as_they_were() {
         "the writes before the failure were not undone"
     );
     assert_eq!(model(&h), model_before, "the model went ahead of the maps");
-    assert_eq!(h.tables.wanted().cloned().collect::<Vec<_>>(), [a.clone()]);
+    assert_eq!(
+        h.tables.wanted().cloned().collect::<Vec<_>>(),
+        std::slice::from_ref(&a)
+    );
     assert_eq!(syn_verdict(&h, VIP_B).0, XDP_PASS, "B is not a service yet");
 
     // The next apply (room again) installs B, and the maps are the model.
