@@ -714,7 +714,7 @@ fn resume_walk(scheduler: Scheduler, old: &InstalledService, position: u64, dest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_common::sched::{RrModel, SchedDest, WrrModel};
+    use lb_common::sched::models::{RrModel, SchedDest, WrrModel};
 
     fn real(last_octet: u8, weight: u32) -> WantedReal {
         WantedReal {

@@ -4,7 +4,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use lb_common::{conn_state, sched};
+use lb_common::conn_state;
+use lb_common::sched::{self, models};
 use lb_tests::{
     harness::{Harness, XDP_PASS, XDP_TX, delta, real_mac, service},
     is_root,
@@ -498,11 +499,11 @@ fn rr_and_wrr_choose_exactly_as_ipvs_over_thousands_of_connections() {
     let mut port = 10000u16;
     for scheduler in [Scheduler::Rr, Scheduler::Wrr] {
         h.apply(&[]).unwrap();
-        let mut rr = sched::RrModel::default();
-        let mut wrr = sched::WrrModel::empty();
+        let mut rr = models::RrModel::default();
+        let mut wrr = models::WrrModel::empty();
         // The model's list in IPVS order (newest first).
         let mut list: Vec<(u8, u32)> = Vec::new();
-        let dests = |list: &[(u8, u32)]| list.iter().map(|&(_, w)| sched::SchedDest::new(w)).collect::<Vec<_>>();
+        let dests = |list: &[(u8, u32)]| list.iter().map(|&(_, w)| models::SchedDest::new(w)).collect::<Vec<_>>();
         for (step, reals) in steps.iter().enumerate() {
             // The same change as ipvsadm commands, one at a time.
             for i in (0..list.len()).rev() {
@@ -594,10 +595,10 @@ struct Shadow {
 }
 
 impl Shadow {
-    fn view(&self, server: Ipv4Addr, weight: u32) -> sched::ConnView {
+    fn view(&self, server: Ipv4Addr, weight: u32) -> models::ConnView {
         let active = self.conns.values().filter(|c| c.0 == server && c.1).count() as u64;
         let inactive = self.conns.values().filter(|c| c.0 == server && !c.1).count() as u64;
-        sched::ConnView::new(weight, active, inactive)
+        models::ConnView::new(weight, active, inactive)
     }
 }
 
@@ -634,14 +635,14 @@ fn least_connection_family_chooses_as_ipvs() {
             let servers: Vec<(Ipv4Addr, u32)> = reals.iter().map(|&(s, w)| (addr(s), w)).collect();
             h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
             for pick in 0..250 {
-                let views: Vec<sched::ConnView> = list.iter().map(|&(s, w)| shadow.view(addr(s), w)).collect();
+                let views: Vec<models::ConnView> = list.iter().map(|&(s, w)| shadow.view(addr(s), w)).collect();
                 let choose = match scheduler {
-                    Scheduler::Lc => sched::lc,
-                    Scheduler::Wlc => sched::wlc,
-                    Scheduler::Sed => sched::sed,
-                    Scheduler::Nq => sched::nq,
-                    Scheduler::Fo => sched::fo,
-                    _ => sched::ovf,
+                    Scheduler::Lc => models::lc,
+                    Scheduler::Wlc => models::wlc,
+                    Scheduler::Sed => models::sed,
+                    Scheduler::Nq => models::nq,
+                    Scheduler::Fo => models::fo,
+                    _ => models::ovf,
                 };
                 let want = choose(&views).map(|i| addr(list[i].0));
                 port += 1;
@@ -725,12 +726,12 @@ fn hashing_schedulers_choose_as_ipvs() {
                 ),
             };
             // No connections are established here: all servers are idle.
-            let views: Vec<sched::ConnView> = list.iter().map(|e| sched::ConnView::new(e.1, 0, 0)).collect();
+            let views: Vec<models::ConnView> = list.iter().map(|e| models::ConnView::new(e.1, 0, 0)).collect();
             for c in 0..300u32 {
                 let source = Ipv4Addr::from(0xC6_12_00_00 + c * 7919);
                 port = port.wrapping_add(1).max(30000);
                 let want = match scheduler {
-                    Scheduler::Sh => sched::sh_pick(
+                    Scheduler::Sh => models::sh_pick(
                         &table,
                         &views,
                         words(source),
@@ -738,8 +739,8 @@ fn hashing_schedulers_choose_as_ipvs() {
                         flags & f::SH_FALLBACK != 0,
                         flags & f::SH_PORT != 0,
                     ),
-                    Scheduler::Dh => sched::dh_pick(&table, &views, words(VIP)),
-                    _ => sched::mh_pick(
+                    Scheduler::Dh => models::dh_pick(&table, &views, words(VIP)),
+                    _ => models::mh_pick(
                         &table,
                         &views,
                         words(source),
@@ -846,14 +847,14 @@ fn locality_schedulers_choose_as_ipvs() {
         // IPVS order: newest first.
         let list: Vec<(Ipv4Addr, u32)> = servers.iter().rev().copied().collect();
         let id = |a: Ipv4Addr| u32::from(a);
-        let mut lblc = sched::LblcModel::new(u64::MAX / 4);
-        let mut lblcr = sched::LblcrModel::new(u64::MAX / 4);
+        let mut lblc = models::LblcModel::new(u64::MAX / 4);
+        let mut lblcr = models::LblcrModel::new(u64::MAX / 4);
         let mut shadow = Shadow::default();
         let daddr = lb_common::ipv4_words(VIP.octets());
         let mut port = 60000 + n as u16 * 2000;
         for pick in 0..80u64 {
-            let views: Vec<sched::LbDest> =
-                list.iter().map(|&(a, w)| sched::LbDest { id: id(a), view: shadow.view(a, w) }).collect();
+            let views: Vec<models::LbDest> =
+                list.iter().map(|&(a, w)| models::LbDest { id: id(a), view: shadow.view(a, w) }).collect();
             let want = match scheduler {
                 Scheduler::Lblc => lblc.schedule(&views, daddr, pick),
                 _ => lblcr.schedule(&views, &[], daddr, pick),
