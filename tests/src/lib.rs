@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod datapath_setup;
 pub mod director;
 pub mod harness;
 pub mod keepalived;
