@@ -20,9 +20,18 @@ pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 /// The test files of lb-tests run in each kernel: the verifier budget; the
 /// kernel probes and how a refusal is reported; the datapath fixtures
 /// (`datapath`) and the schedulers' equivalence runs
-/// (`datapath_schedulers`); the DR lab (rr split, keep-alive, SIGHUP
-/// changes, lbctl, SIGTERM cleanup).
-pub const TESTS: [&str; 5] = ["verifier_budget", "kernel_support", "datapath", "datapath_schedulers", "director"];
+/// (`datapath_schedulers`); the DR lab (`director`: rr split, keep-alive,
+/// SIGHUP changes, SIGTERM cleanup; `director_lbctl`: lbctl's listings;
+/// `director_config`: config mistakes refused).
+pub const TESTS: [&str; 7] = [
+    "verifier_budget",
+    "kernel_support",
+    "datapath",
+    "datapath_schedulers",
+    "director",
+    "director_lbctl",
+    "director_config",
+];
 
 /// Under emulation the datapath tests run several times slower than here.
 const TIMEOUT: Duration = Duration::from_secs(40 * 60);
