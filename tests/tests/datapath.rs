@@ -8,7 +8,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use lb_common::conn_state;
-use lb_tests::datapath_setup::{CLIENT, RS1, RS2, VIP, VIP_ALL_PORTS, client, forwarded_to, harness, schedule_one, vip};
+use lb_tests::datapath_setup::{
+    CLIENT, RS1, RS2, VIP, VIP_ALL_PORTS, client, forwarded_to, harness, schedule_one, vip,
+};
 use lb_tests::{
     harness::{Harness, XDP_PASS, XDP_TX, delta, real_mac, service},
     packets::{self, DIRECTOR_MAC, PacketSpec, dr_rewrite, tcp},

@@ -24,13 +24,13 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use lb_tests::Lab;
 use lb_tests::director::ServiceSpec;
 use lb_tests::lab::HTTP_PORT;
 use lb_tests::scenario::{
     counts, curl_vip, finish, lab_with_servers, line_of, root_or_skip, start_director, tally, teardown,
     vip_url, vip80, wait_for_fin_wait, wait_until, whoami,
 };
-use lb_tests::Lab;
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use lb_tests::Lab;
 use lb_tests::director::Director;
 use lb_tests::failover::{
     TAKEOVER_SLACK, Vrrp, assert_forwards, configure, crash, detach_dead, failover_lab, has_vip, has_vip_in,
@@ -21,7 +22,6 @@ use lb_tests::keepalived::{self, Keepalived};
 use lb_tests::lab::HOST_IFACE;
 use lb_tests::netns::watch_arp;
 use lb_tests::scenario::{finish, root_or_skip};
-use lb_tests::Lab;
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 /// What keepalived logs when its event loop ran late (it was not scheduled).
