@@ -4,7 +4,9 @@
 
 pub mod bench;
 pub mod bins;
+pub mod datapath_setup;
 pub mod director;
+pub mod failover;
 pub mod harness;
 pub mod keepalived;
 pub mod lab;

@@ -1,6 +1,7 @@
 //! What the end-to-end tests in `tests/` share: skipping without root, a lab
 //! with lab-server answering on its real servers, a started director and its
-//! clean end, requests through the VIP and their tally, polling.
+//! clean end, requests through the VIP and their tally, `/whoami` answers,
+//! polling (for lbctl's listings too), a line's number in a text.
 //!
 //! Unlike the rest of this crate these helpers panic on failure, as the
 //! tests themselves do. The lab-server binary is passed in by the tests
@@ -139,6 +140,43 @@ pub fn row_of<'r>(rows: &'r [RealRow], real: &Host, port: u16) -> &'r RealRow {
     rows.iter()
         .find(|r| r.real == SocketAddrV4::new(real.ip, port))
         .unwrap_or_else(|| panic!("no row for {} in {rows:#?}", real.ip))
+}
+
+/// Waits until `lbctl -L -n -c` lists exactly `n` entries, all in FIN_WAIT
+/// (each finished curl's FIN has reached the director); returns the listing.
+pub fn wait_for_fin_wait(director: &Director<'_>, n: usize) -> String {
+    wait_until(
+        &format!("{n} connection entries, all in FIN_WAIT"),
+        Duration::from_secs(5),
+        || {
+            let out = director.lbctl(&["-L", "-n", "-c"]).unwrap();
+            let entries: Vec<&str> = out.lines().skip(2).collect();
+            let done = entries.len() == n
+                && entries
+                    .iter()
+                    .all(|l| l.split_whitespace().nth(2) == Some("FIN_WAIT"));
+            (done, out)
+        },
+    )
+}
+
+/// One `/whoami` answer: the real server's name and the client's port.
+pub fn whoami(body: &str) -> (String, u16) {
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "not a /whoami answer: {body:?}");
+    let port = fields[1]
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no client port in {body:?}"));
+    (fields[0].to_owned(), port)
+}
+
+/// 1-based number of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+        + 1
 }
 
 /// One UDP flow from the client to VIP:`port`, to lab-server's echo: a
