@@ -14,6 +14,16 @@
 //! sends its gratuitous ARPs again, so that the clients that followed the
 //! other director's ARPs come back now rather than when their ARP entries
 //! expire.
+//!
+//! What one advert can change is bounded, since anyone on the link can send
+//! one. keepalived (vrrp.c, `vrrp_state_backup` and `vrrp_state_master_rx`)
+//! takes Master_Adver_Interval from every advert it accepts, whoever sent
+//! it, so a single forged VRRPv3 advert with priority 254 and an interval of
+//! 4095 cs puts every router into backup for 3 × 40.95 s. Here the interval
+//! is learned only from the master this backup already follows (a second
+//! advert from the same sender), and only within
+//! [`LEARNED_INTERVAL_FACTOR`] times our own either way; a priority-0 advert
+//! hands over early only when it comes from that master.
 
 use std::{
     collections::BTreeSet,
@@ -21,7 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::packet::{PRIORITY_OWNER, PRIORITY_STOP, Version};
+use super::packet::{MAX_V3_INTERVAL_CS, PRIORITY_OWNER, PRIORITY_STOP, Version};
+
+/// A master's advert interval is believed up to this many times our own
+/// (and down to our own divided by it).
+pub const LEARNED_INTERVAL_FACTOR: u16 = 10;
 
 /// Defined with the status lbctl shows (lb-ipvsadm's `vrrp`).
 pub use lb_ipvsadm::vrrp::State;
@@ -81,6 +95,19 @@ pub struct Params {
     pub garp_master_repeat: u32,
     /// One gratuitous ARP per address this often while master.
     pub garp_master_refresh: Option<Duration>,
+}
+
+impl Params {
+    /// The master's advert interval as this router takes it: within
+    /// [`LEARNED_INTERVAL_FACTOR`] times its own either way, so that
+    /// neither a forged advert nor a misconfigured peer can make it wait
+    /// minutes, or take over between two adverts of a live master.
+    pub fn bounded_interval(&self, theirs_cs: u16) -> u16 {
+        let ours = self.advert_interval_cs.max(1);
+        let low = (ours / LEARNED_INTERVAL_FACTOR).max(1);
+        let high = ours.saturating_mul(LEARNED_INTERVAL_FACTOR).min(MAX_V3_INTERVAL_CS);
+        theirs_cs.clamp(low, high.max(low))
+    }
 }
 
 impl Default for Params {
@@ -322,11 +349,10 @@ impl Machine {
         if self.state == State::Master {
             out.push(Action::RemoveVips);
         }
-        if self.state != State::Master {
-            // RFC: Master_Adver_Interval starts as our own interval.
-            self.master_adver_interval_cs = self.params.advert_interval_cs;
-            self.master_address = None;
-        }
+        // RFC: Master_Adver_Interval starts as our own interval; a new
+        // master's is learned from its next advert.
+        self.master_adver_interval_cs = self.params.advert_interval_cs;
+        self.master_address = None;
         self.clear_timers();
         self.set_state(State::Backup, now);
         self.master_down_at = Some(now + self.master_down_interval());
@@ -357,9 +383,13 @@ impl Machine {
         match self.state {
             State::Init | State::Fault => {}
             State::Backup => {
+                let from_master = self.master_address == Some(from);
                 if priority == PRIORITY_STOP {
                     // The master stops: take over after the skew time only.
-                    self.master_down_at = Some(now + self.skew_time());
+                    // Anyone else's priority 0 says nothing of the master.
+                    if from_master {
+                        self.master_down_at = Some(now + self.skew_time());
+                    }
                     return;
                 }
                 let accept = if !self.params.preempt || priority >= ours {
@@ -374,8 +404,11 @@ impl Machine {
                     now < at
                 };
                 if accept {
-                    if self.params.version == Version::V3 {
-                        self.master_adver_interval_cs = interval_cs;
+                    // RFC 5798 §6.4.2: Master_Adver_Interval from the
+                    // advert; only from the master already followed, and
+                    // bounded (see the module's docs).
+                    if self.params.version == Version::V3 && from_master {
+                        self.master_adver_interval_cs = self.params.bounded_interval(interval_cs);
                     }
                     self.master_address = Some(from);
                     self.master_down_at = Some(now + self.master_down_interval());
@@ -388,9 +421,8 @@ impl Machine {
                     out.push(Action::SendAdvert { priority: ours });
                     self.advert_at = Some(now + centis(self.params.advert_interval_cs));
                 } else if priority > ours || (priority == ours && u32::from(from) > u32::from(self.primary_ip)) {
-                    if self.params.version == Version::V3 {
-                        self.master_adver_interval_cs = interval_cs;
-                    }
+                    // Backup with our own interval: the new master's is
+                    // learned from its next advert.
                     self.become_backup(now, out);
                     self.master_address = Some(from);
                 } else {

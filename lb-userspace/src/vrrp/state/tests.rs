@@ -107,15 +107,106 @@ fn adverts_keep_a_backup_backup() {
 fn v3_backup_learns_the_masters_interval() {
     let (mut m, c) = machine(v3(100));
     m.handle(Event::Startup, c.at(0));
-    m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 10 }, c.at(0));
+    let fast = Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 10 };
+    // The first advert makes it the master followed; the next one's
+    // interval is learned.
+    m.handle(fast.clone(), c.at(0));
+    assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
+    m.handle(fast, c.at(100));
     assert_eq!(m.master_adver_interval(), Duration::from_millis(100));
     // 3 * 100 ms + (156 * 100 ms) / 256.
-    assert_eq!(m.next_deadline(), Some(c.at(0) + Duration::from_micros(300_000 + 60_937)));
+    assert_eq!(m.next_deadline(), Some(c.at(100) + Duration::from_micros(300_000 + 60_937)));
     // v2 does not learn (mismatched adverts are refused before).
     let (mut m, c) = machine(Params { version: Version::V2, ..v3(100) });
     m.handle(Event::Startup, c.at(0));
-    m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 300 }, c.at(0));
+    for t in [0, 1000] {
+        m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 300 }, c.at(t));
+    }
     assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
+}
+
+/// Another router on the link that sends what it likes.
+const FORGER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 66);
+
+/// The advert of issue 11: the highest priority short of the owner's,
+/// the longest VRRPv3 interval (40.95 s).
+fn forged() -> Event {
+    Event::Advert { from: FORGER, priority: 254, interval_cs: MAX_V3_INTERVAL_CS }
+}
+
+#[test]
+fn a_forged_advert_stops_the_master_for_its_own_master_down_interval_only() {
+    let (mut m, c) = machine(v3(150));
+    m.handle(Event::Startup, c.at(0));
+    m.handle(Event::Timer, c.at(10_000));
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.handle(forged(), c.at(11_000)), [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]);
+    assert_eq!(m.state(), State::Backup, "a higher priority wins, as VRRP says");
+    // Not 3 × 40.95 s: the forger is no master this router followed.
+    assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
+    let back = c.at(11_000) + m.master_down_interval();
+    assert_eq!(m.master_down_interval(), Duration::from_micros(3_000_000 + 414_062));
+    assert_eq!(m.next_deadline(), Some(back));
+    // The forger says nothing more: master again.
+    assert_eq!(m.handle(Event::Timer, back), became_master(150));
+}
+
+#[test]
+fn a_forged_advert_does_not_make_a_backup_wait_longer() {
+    let (mut m, c) = machine(v3(100));
+    m.handle(Event::Startup, c.at(0));
+    for t in [0, 1000] {
+        m.handle(advert(HIGHER_IP, 150), c.at(t));
+    }
+    let own = m.master_down_interval();
+    m.handle(forged(), c.at(1500));
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.master_address(), Some(FORGER));
+    assert_eq!(m.next_deadline(), Some(c.at(1500) + own), "the interval learned from the real master");
+    // A forger that keeps sending is the master followed now: its
+    // interval is learned, but bounded to ten times ours.
+    m.handle(forged(), c.at(2000));
+    assert_eq!(m.master_adver_interval(), Duration::from_secs(10));
+    let bounded = Duration::from_secs(30) + Duration::from_secs(10) * 156 / 256;
+    assert_eq!(m.next_deadline(), Some(c.at(2000) + bounded));
+    // The real master's adverts take over again at once, its interval
+    // from its second one.
+    m.handle(advert(HIGHER_IP, 150), c.at(2100));
+    assert_eq!(m.master_address(), Some(HIGHER_IP));
+    m.handle(advert(HIGHER_IP, 150), c.at(3100));
+    assert_eq!(m.next_deadline(), Some(c.at(3100) + own));
+}
+
+#[test]
+fn a_learned_interval_is_bounded_both_ways() {
+    let p = v3(100);
+    assert_eq!(p.bounded_interval(100), 100);
+    assert_eq!(p.bounded_interval(MAX_V3_INTERVAL_CS), 1000);
+    assert_eq!(p.bounded_interval(1), 10);
+    let fast = Params { advert_interval_cs: 5, ..v3(100) };
+    assert_eq!((fast.bounded_interval(1), fast.bounded_interval(4000)), (1, 50));
+    let slow = Params { advert_interval_cs: 1000, ..v3(100) };
+    assert_eq!(slow.bounded_interval(MAX_V3_INTERVAL_CS), MAX_V3_INTERVAL_CS);
+    // A master adverting every 10 ms cannot make a backup of 1 s adverts
+    // take over 30 ms after it hears nothing.
+    let (mut m, c) = machine(v3(100));
+    m.handle(Event::Startup, c.at(0));
+    for t in [0, 10] {
+        m.handle(Event::Advert { from: HIGHER_IP, priority: 150, interval_cs: 1 }, c.at(t));
+    }
+    assert_eq!(m.master_adver_interval(), Duration::from_millis(100));
+}
+
+#[test]
+fn only_the_master_followed_hands_over_with_priority_zero() {
+    let (mut m, c) = machine(v3(100));
+    m.handle(Event::Startup, c.at(0));
+    m.handle(advert(HIGHER_IP, 150), c.at(0));
+    let down = c.at(0) + m.master_down_interval();
+    assert_eq!(m.handle(advert(FORGER, 0), c.at(500)), []);
+    assert_eq!(m.next_deadline(), Some(down), "someone else's priority 0 changes nothing");
+    m.handle(advert(HIGHER_IP, 0), c.at(600));
+    assert_eq!(m.next_deadline(), Some(c.at(600) + m.skew_time()));
 }
 
 #[test]
