@@ -2,7 +2,10 @@
 //! driven by the adverts of [`super::net`], its timers and the link states,
 //! with its status readable from outside.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use lb_ipvsadm::vrrp::VrrpStatus;
@@ -171,7 +174,7 @@ struct Runner {
     /// kind of bad advert per period, with a count.
     log: LogLimiter<&'static str>,
     /// The last advert interval mismatch logged: sender and interval.
-    last_mismatch: Option<(std::net::Ipv4Addr, u16)>,
+    last_mismatch: Option<(Ipv4Addr, u16)>,
 }
 
 impl Runner {
@@ -276,15 +279,16 @@ impl Runner {
     /// keepalived's `vrrp_check_packet` logs "advertisement interval
     /// mismatch" (rate-limited); so do we, with what the state machine
     /// takes it as when that is bounded.
-    fn interval_mismatch(&mut self, from: std::net::Ipv4Addr, theirs_cs: u16, now: Instant) {
+    fn interval_mismatch(&mut self, from: Ipv4Addr, theirs_cs: u16, now: Instant) {
         // Once per sender and interval: a peer configured so says so once.
         if self.last_mismatch.replace((from, theirs_cs)) == Some((from, theirs_cs)) {
             return;
         }
         let ours_cs = self.expect.interval_cs;
         let bounded = self.machine.params().bounded_interval(theirs_cs);
-        let line = self.log.event("interval", now, || {
-            let taken = if bounded == theirs_cs { String::new() } else { format!(", taken as {}0 ms", bounded) };
+        // Its own kind: not a bad advert's (PacketError::kind).
+        let line = self.log.event("v3 interval mismatch", now, || {
+            let taken = if bounded == theirs_cs { String::new() } else { format!(", taken as {bounded}0 ms") };
             format!("advertisement interval mismatch with {from}: ours {ours_cs}0 ms, theirs {theirs_cs}0 ms{taken}")
         });
         if let Some(line) = line {
