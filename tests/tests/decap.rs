@@ -93,7 +93,8 @@ fn check(d: &Decap, what: &str, frame: &[u8], want: &[u8], reason: &str) {
     assert_eq!(verdict, XDP_PASS, "{what}: verdict");
     assert_eq!(out, want, "{what}: output");
     let after = counters(d);
-    let changed: BTreeMap<_, _> = after.iter().filter(|(k, v)| before[*k] != **v).map(|(k, v)| (*k, v - before[k])).collect();
+    let changed: BTreeMap<_, _> =
+        after.iter().filter(|(k, v)| before[*k] != **v).map(|(k, v)| (*k, v - before[k])).collect();
     assert_eq!(changed, [(reason, 1)].into_iter().collect(), "{what}: counters");
 }
 
@@ -189,7 +190,10 @@ fn lbd_decap_refuses_to_start_without_from() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("lbd decap needs --from"), "{stderr}");
-    let out = std::process::Command::new(&lbd).args(["decap", "--interface", "lo", "--from", "10.0.0.0/24"]).output().unwrap();
+    let out = std::process::Command::new(&lbd)
+        .args(["decap", "--interface", "lo", "--from", "10.0.0.0/24"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("give the directors' addresses, not a network"), "{stderr}");

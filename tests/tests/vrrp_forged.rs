@@ -141,7 +141,13 @@ fn forge(lab: &Lab, sends: Vec<(Ipv4Addr, Ipv4Addr)>, advert: Advert, gap: Durat
         let dev = HOST_IFACE.as_bytes();
         // SAFETY: a valid buffer of the given length.
         let rc = unsafe {
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, dev.as_ptr().cast(), dev.len() as u32)
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                dev.as_ptr().cast(),
+                dev.len() as u32,
+            )
         };
         assert_eq!(rc, 0, "SO_BINDTODEVICE: {}", std::io::Error::last_os_error());
         for (i, (src, dst)) in sends.into_iter().enumerate() {
@@ -219,7 +225,8 @@ fn a_forged_advert_stops_the_master_no_longer_than_the_bounded_interval() {
 
     // keepalived's line for another interval, once for this sender.
     let log = d1.log();
-    let mismatch = format!("advertisement interval mismatch with {forger}: ours 200 ms, theirs 40950 ms, taken as 2000 ms");
+    let mismatch =
+        format!("advertisement interval mismatch with {forger}: ours 200 ms, theirs 40950 ms, taken as 2000 ms");
     assert_eq!(log.matches(&mismatch).count(), 1, "{log}");
     finish(d2);
     finish(d1);

@@ -156,13 +156,17 @@ mod tests {
 
     #[test]
     fn addresses_any_and_mistakes() {
-        assert_eq!(parse(&["10.0.0.1,10.0.0.2", "10.0.0.3"]).unwrap().read().unwrap(), listed(&[
-            "10.0.0.1", "10.0.0.2", "10.0.0.3"
-        ]));
+        assert_eq!(
+            parse(&["10.0.0.1,10.0.0.2", "10.0.0.3"]).unwrap().read().unwrap(),
+            listed(&["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+        );
         assert_eq!(parse(&["any"]).unwrap().read().unwrap(), Directors::Any);
         let error = |values: &[&str]| parse(values).unwrap_err().to_string();
         assert_eq!(error(&[]), FROM_REQUIRED);
-        assert_eq!(error(&["10.0.0.1,any"]), "--from any opens tunnels from anyone: it takes no addresses or files besides");
+        assert_eq!(
+            error(&["10.0.0.1,any"]),
+            "--from any opens tunnels from anyone: it takes no addresses or files besides"
+        );
         assert_eq!(error(&["10.0.0.0/24"]), "--from: 10.0.0.0/24: give the directors' addresses, not a network");
         assert_eq!(
             error(&["10.0.0.x"]),

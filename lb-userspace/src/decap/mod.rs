@@ -48,8 +48,11 @@ impl Decap {
 
     /// Attaches the program to `interface`.
     pub fn attach(&mut self, interface: &str) -> Result<()> {
-        let program: &mut Xdp =
-            self.ebpf.program_mut(decap::PROGRAM).ok_or_else(|| anyhow!("program {} missing", decap::PROGRAM))?.try_into()?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(decap::PROGRAM)
+            .ok_or_else(|| anyhow!("program {} missing", decap::PROGRAM))?
+            .try_into()?;
         program.attach(interface, XdpMode::default()).with_context(|| format!("attach to {interface}"))?;
         Ok(())
     }
@@ -75,12 +78,23 @@ impl Decap {
             Directors::Listed(list) => list.clone(),
         };
         let (old, new) = (listed(&self.directors), listed(directors));
+        // Anyone is let in before the list empties, and only after it
+        // filled (no director refused in between).
+        if *directors == Directors::Any {
+            self.set_flags(decap::ANY_SOURCE)?;
+        }
         sync_set(&mut self.ebpf, decap::SOURCES_MAP, decap::MAX_SOURCES, &old, &new)?;
+        if *directors != Directors::Any {
+            self.set_flags(0)?;
+        }
+        self.directors = directors.clone();
+        Ok(())
+    }
+
+    fn set_flags(&mut self, flags: u32) -> Result<()> {
         let map = self.ebpf.map_mut(decap::CONFIG_MAP).ok_or_else(|| anyhow!("map {} missing", decap::CONFIG_MAP))?;
         let mut config: Array<_, u32> = Array::try_from(map)?;
-        let flags = if *directors == Directors::Any { decap::ANY_SOURCE } else { 0 };
         config.set(0, flags, 0)?;
-        self.directors = directors.clone();
         Ok(())
     }
 
@@ -204,7 +218,8 @@ async fn refresh_lists(net: &Net, decap: &mut Decap, options: &Options) -> Resul
     decap.set_addresses(&addrs)?;
     decap.set_vips(&vips)?;
     let list = |set: &BTreeSet<Ipv4Addr>| set.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
-    let vips_from = if options.vips.is_empty() { format!("on {}", VIP_INTERFACES.join(" and ")) } else { "--vip".into() };
+    let vips_from =
+        if options.vips.is_empty() { format!("on {}", VIP_INTERFACES.join(" and ")) } else { "--vip".into() };
     if vips.is_empty() {
         tracing::warn!("no VIPs ({vips_from}): nothing is decapsulated until there are");
     }
