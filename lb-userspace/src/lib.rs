@@ -27,6 +27,7 @@ pub mod controller;
 pub mod daemon;
 pub mod environment;
 pub mod kernel;
+pub mod log_limit;
 pub mod health;
 mod process;
 pub mod vrrp;

@@ -14,13 +14,15 @@ use lb_tests::{Lab, LabSpec};
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 
 /// A lab with its real servers behind a router, each running the decap
-/// program and an HTTP server.
+/// program (tunnels from the director only, for the VIP on lo) and an
+/// HTTP server.
 fn tun_lab(name: &str, k: u8) -> Lab {
     let lab = Lab::build(LabSpec::new(name).reals(2).subnet_index(k).remote_reals()).unwrap();
     let lbd = userspace_binary("lbd").unwrap();
+    let director = lab.director().ip.to_string();
     for real in lab.reals() {
         let lbd = lbd.to_str().unwrap();
-        lab.spawn(&real.ns, "decap", &[lbd, "decap", "--interface", "eth0"]).unwrap();
+        lab.spawn(&real.ns, "decap", &[lbd, "decap", "--interface", "eth0", "--from", &director]).unwrap();
     }
     lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
     // The decap programs are attached once they log their addresses.

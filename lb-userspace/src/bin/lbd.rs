@@ -15,6 +15,7 @@ use lb_userspace::{
     controller::Controller,
     daemon::{self, ChangeRequest, Daemon, Event, SyncLink},
     datapath::{Datapath, LoadOptions},
+    decap,
     environment,
     health::HealthMonitor,
     kernel,
@@ -48,13 +49,25 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// On a TUN real server: strip the outer header of IP-in-IP packets to
-    /// this host (for hosts without the ipip module). Stays in the
-    /// foreground; detaches on SIGTERM or Ctrl-C.
+    /// On a TUN real server without the ipip module: strip the outer header
+    /// of IP-in-IP packets from the directors to this host when they carry
+    /// a packet for one of its VIPs; anything else passes to the kernel
+    /// untouched. Stays in the foreground; SIGHUP reads --from's files
+    /// again; detaches on SIGTERM or Ctrl-C.
     Decap {
         /// The interface tunnelled packets arrive on.
         #[arg(long, short = 'i')]
         interface: String,
+        /// Required: the directors whose tunnels to open. Their addresses
+        /// (ADDR[,ADDR]), a file listing them (a path with a /: addresses
+        /// separated by spaces, commas or lines, # comments), or `any` to
+        /// open tunnels from anyone. Repeatable.
+        #[arg(long, value_name = "ADDR[,ADDR]|FILE|any")]
+        from: Vec<String>,
+        /// The VIPs tunnelled packets may be for. Default: the addresses on
+        /// lo and tunl0 (but 127.0.0.0/8), followed as they change.
+        #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
+        vip: Vec<std::net::Ipv4Addr>,
         /// Also accept tunnels to this address (besides the interface's own).
         #[arg(long)]
         address: Vec<std::net::Ipv4Addr>,
@@ -116,8 +129,14 @@ fn verify_datapath() -> bool {
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
-    if let Some(Sub::Decap { interface, address }) = &args.command {
-        lb_userspace::decap::run(interface, address).await?;
+    if let Some(Sub::Decap { interface, from, vip, address }) = &args.command {
+        let options = decap::Options {
+            interface: interface.clone(),
+            from: decap::FromArg::parse(from)?,
+            vips: vip.clone(),
+            extra_addresses: address.clone(),
+        };
+        decap::run(&options).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let net = Net::open()?;

@@ -2,7 +2,10 @@
 //! driven by the adverts of [`super::net`], its timers and the link states,
 //! with its status readable from outside.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use lb_ipvsadm::vrrp::VrrpStatus;
@@ -18,7 +21,10 @@ use super::{
     packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, Version, simple_auth_data},
     state::{Action, Event, GarpReason, Machine, NotifyKind, State},
 };
-use crate::process::{self, RunError};
+use crate::{
+    log_limit::{self, LogLimiter},
+    process::{self, RunError},
+};
 
 /// How often tracked interfaces are looked at.
 pub const LINK_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -95,6 +101,8 @@ impl VrrpInstance {
             ifindex: link.index,
             status: status_tx,
             notify: notify_tx,
+            log: LogLimiter::new(log_limit::DEFAULT_PERIOD),
+            last_mismatch: None,
         };
         let task = tokio::spawn(runner.run(command_rx));
         Ok(Self { config, status: status_rx, commands, task: Some(task) })
@@ -162,6 +170,11 @@ struct Runner {
     link_up: Vec<(String, Option<bool>)>,
     status: watch::Sender<VrrpStatus>,
     notify: mpsc::UnboundedSender<NotifyJob>,
+    /// What the link sends us is logged at a bounded rate: one line per
+    /// kind of bad advert per period, with a count.
+    log: LogLimiter<&'static str>,
+    /// The last advert interval mismatch logged: sender and interval.
+    last_mismatch: Option<(Ipv4Addr, u16)>,
 }
 
 impl Runner {
@@ -192,7 +205,12 @@ impl Runner {
                     }
                 },
                 _ = sleep_until(deadline) => self.feed(Event::Timer).await,
-                _ = links.tick() => self.poll_links().await,
+                _ = links.tick() => {
+                    self.poll_links().await;
+                    for line in self.log.due(Instant::now()) {
+                        warn!(instance = %self.config.name, "{line}");
+                    }
+                }
             }
         }
         self.feed(Event::Shutdown).await;
@@ -231,18 +249,22 @@ impl Runner {
     }
 
     async fn packet(&mut self, packet: &[u8]) {
+        let now = Instant::now();
         match self.expect.check_packet(packet) {
             Ok((ip, _)) if ip.src == self.socket.source() => {}
             Ok((ip, advert)) => {
                 self.status.send_modify(|s| s.adverts_received += 1);
+                if advert.interval_cs != self.expect.interval_cs {
+                    self.interval_mismatch(ip.src, advert.interval_cs, now);
+                }
                 self.feed(Event::Advert { from: ip.src, priority: advert.priority, interval_cs: advert.interval_cs })
                     .await;
             }
             Err(e) if e.is_bad() => {
                 let from = super::packet::parse_ipv4(packet).map(|(ip, _)| ip.src.to_string()).unwrap_or_default();
                 let text = format!("from {from}: {e}");
-                if self.status.borrow().last_bad_advert.as_deref() != Some(text.as_str()) {
-                    warn!(instance = %self.config.name, "bad VRRP advert {text}");
+                if let Some(line) = self.log.event(e.kind(), now, || format!("bad VRRP advert {text}")) {
+                    warn!(instance = %self.config.name, "{line}");
                 }
                 self.status.send_modify(|s| {
                     s.bad_adverts += 1;
@@ -250,6 +272,27 @@ impl Runner {
                 });
             }
             Err(_) => {}
+        }
+    }
+
+    /// A VRRPv3 advert with another interval than ours (v2 refuses them):
+    /// keepalived's `vrrp_check_packet` logs "advertisement interval
+    /// mismatch" (rate-limited); so do we, with what the state machine
+    /// takes it as when that is bounded.
+    fn interval_mismatch(&mut self, from: Ipv4Addr, theirs_cs: u16, now: Instant) {
+        // Once per sender and interval: a peer configured so says so once.
+        if self.last_mismatch.replace((from, theirs_cs)) == Some((from, theirs_cs)) {
+            return;
+        }
+        let ours_cs = self.expect.interval_cs;
+        let bounded = self.machine.params().bounded_interval(theirs_cs);
+        // Its own kind: not a bad advert's (PacketError::kind).
+        let line = self.log.event("v3 interval mismatch", now, || {
+            let taken = if bounded == theirs_cs { String::new() } else { format!(", taken as {bounded}0 ms") };
+            format!("advertisement interval mismatch with {from}: ours {ours_cs}0 ms, theirs {theirs_cs}0 ms{taken}")
+        });
+        if let Some(line) = line {
+            warn!(instance = %self.config.name, "{line}");
         }
     }
 
