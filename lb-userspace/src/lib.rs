@@ -20,6 +20,7 @@ pub mod model;
 pub mod netinfo;
 pub mod tables;
 pub mod datapath;
+pub mod pins;
 pub mod decap;
 pub mod rate;
 pub mod control;

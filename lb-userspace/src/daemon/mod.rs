@@ -233,7 +233,14 @@ pub fn answer(
 ) -> Response {
     match request {
         Request::Vrrp => Response::Vrrp { instances: vrrp.iter().map(|w| w.borrow().clone()).collect() },
-        Request::Table => Response::Table { table: lock(shared).table_snapshot() },
+        Request::Table => {
+            let c = lock(shared);
+            let mut table = c.table_snapshot();
+            // The table in force, not the config's conn_table_size: an
+            // adopted table keeps the size it was created with.
+            table.conn_table_size = c.datapath.conn_table_size();
+            Response::Table { table }
+        }
         Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
         Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
