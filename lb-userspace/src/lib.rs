@@ -28,6 +28,7 @@ pub mod controller;
 pub mod daemon;
 pub mod environment;
 pub mod kernel;
+pub mod lock;
 pub mod health;
 mod process;
 pub mod vrrp;

@@ -18,7 +18,9 @@ use lb_userspace::{
     environment,
     health::HealthMonitor,
     kernel,
+    lock::InstanceLock,
     netinfo::Net,
+    pins,
     sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender},
     verifier,
     vrrp::VrrpInstance,
@@ -144,6 +146,13 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+
+    // Before anything touches the maps, the link or the socket: a second
+    // lbd on the same paths stops here (the lock goes with the process).
+    if let Some(pin_path) = &config.director.pin_path {
+        pins::ensure_bpffs(pin_path)?;
+    }
+    let _instance = InstanceLock::acquire(&config.director.control_socket, config.director.pin_path.as_deref())?;
 
     info!("loading the XDP datapath into Linux {}", kernel::release());
     let datapath = Datapath::load(&LoadOptions {
