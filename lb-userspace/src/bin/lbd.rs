@@ -171,6 +171,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let ifname = config.director.interface.clone();
     let xdp_mode = config.director.xdp_mode;
     let socket = config.director.control_socket.clone();
+    let control_group = config.director.control_group.clone();
     let vrrp_configs = config.vrrp.clone();
     let sync_config = config.sync.clone();
     // Fill the maps before attaching, so the first packet sees the whole table.
@@ -223,8 +224,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         let socket = socket.clone();
         tokio::spawn(async move {
             let vrrp = Arc::new(vrrp_watches);
-            let result =
-                control::serve(&socket, move |request| daemon::answer(&shared, &change_tx, &vrrp, request)).await;
+            let result = control::serve(&socket, control_group, move |request| {
+                daemon::answer(&shared, &change_tx, &vrrp, request)
+            })
+            .await;
             if let Err(e) = result {
                 error!("control socket: {e:#}");
             }

@@ -321,8 +321,9 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
         if old.conn_table_size != new.conn_table_size
             || old.pin_path != new.pin_path
             || old.control_socket != new.control_socket
+            || old.control_group != new.control_group
         {
-            warn!("conn_table_size, pin_path and control_socket take effect at the next start");
+            warn!("conn_table_size, pin_path, control_socket and control_group take effect at the next start");
         }
         if c.config.vrrp != config.vrrp || c.config.sync != config.sync {
             warn!("[[vrrp]] and [sync] changes take effect at the next start");
