@@ -214,10 +214,12 @@ impl Datapath {
     }
 
     /// Attaches to `interface`. A link a previous lbd pinned is taken over
-    /// with an atomic program replacement, so forwarding never stops.
+    /// with an atomic program replacement, so forwarding never stops; so is
+    /// one pinned under another map layout, whose other pins go now.
     pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<()> {
         let pinned_link = self.pin_dir.as_ref().map(|d| pins::link_pin(d, interface));
         if let Some(dir) = &self.pin_dir {
+            pins::retire_other_layouts(dir);
             pins::remove_other_links(dir, interface);
         }
         if let Some(path) = &pinned_link

@@ -14,9 +14,10 @@
 //! A starting lbd adopts the maps under its own layout's directory only
 //! when every one of them is there and matches its definition (read back
 //! from the kernel, so a map replaced by hand is caught too). Pins of
-//! another layout are not adopted: lbd logs it, moves their XDP link into
-//! its own directory (it then replaces the program on that link, without a
-//! gap, as after a crash) and removes the rest.
+//! another layout are never adopted; once its own program is loaded, lbd
+//! logs them, moves their XDP link into its own directory (it then
+//! replaces the program on that link, without a gap, as after a crash) and
+//! removes the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -142,14 +143,13 @@ pub struct PinDir {
     pub conn_table_entries: Option<u32>,
 }
 
-/// Makes `<pin_path>/<layout id>` ready for loading: pins of other layouts
-/// retired (their XDP link moved in), this layout's pins checked and kept
-/// only if all of them match.
+/// Makes `<pin_path>/<layout id>` ready for loading: this layout's pins
+/// checked, and kept only if all of them match. Pins of other layouts stay
+/// until [`retire_other_layouts`].
 pub fn prepare(pin_path: &Path, layout: &Layout) -> Result<PinDir> {
     ensure_bpffs(pin_path)?;
     let dir = pin_path.join(layout.id());
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    retire_other_layouts(pin_path, &dir);
     // Each pinned map of this layout that is there, read back from the
     // kernel (None: the pin is not a map).
     let mut present: Vec<(&MapDef, Option<MapInfo>)> = Vec::new();
@@ -203,18 +203,26 @@ fn is_layout_dir(name: &str) -> bool {
         || name.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Clears out the pins of every other layout under `pin_path`. Their XDP
-/// links move into `dir`: [`crate::datapath::Datapath::attach`] takes such
-/// a link over with an atomic program replacement, so forwarding never
-/// stops, and the old program and its maps go when the link lets go of
-/// them. (Left in place, the old link would keep the interface busy and
-/// the new attach would fail with EBUSY.)
-fn retire_other_layouts(pin_path: &Path, dir: &Path) {
+/// Clears out the pins of every other layout beside `dir` (this layout's).
+/// Their XDP links move into `dir`: [`crate::datapath::Datapath::attach`]
+/// takes such a link over with an atomic program replacement, so
+/// forwarding never stops, and the old program and its maps go when the
+/// link lets go of them. (Left in place, the old link would keep the
+/// interface busy and the new attach would fail with EBUSY.) Called once
+/// this lbd's program is loaded: one the kernel refuses leaves the running
+/// lbd's pins alone.
+pub fn retire_other_layouts(dir: &Path) {
+    let Some(pin_path) = dir.parent() else { return };
     let Ok(entries) = std::fs::read_dir(pin_path) else { return };
     for entry in entries.flatten() {
         let old = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if old == dir || !is_layout_dir(&name) || !old.is_dir() {
+            continue;
+        }
+        // Left empty by an lbd that stopped before pinning anything.
+        if std::fs::read_dir(&old).is_ok_and(|mut pins| pins.next().is_none()) {
+            let _ = std::fs::remove_dir(&old);
             continue;
         }
         warn!(

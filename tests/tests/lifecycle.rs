@@ -336,6 +336,15 @@ fn pins_of_another_layout_are_not_adopted_and_their_link_is_taken_over() {
     std::fs::rename(&ours, &old).unwrap();
     assert_eq!(curl_vip(&lab, 2).len(), 2);
 
+    // A datapath the kernel refuses leaves them alone.
+    let object = lab.log_dir().join("too-big.o");
+    std::fs::write(&object, lb_userspace::TOO_BIG_OBJECT).unwrap();
+    let config = director.config_path.to_string_lossy().into_owned();
+    let run = director.run_lbd(&["--config", &config, "--datapath-object", &object.to_string_lossy()]).unwrap();
+    assert!(!run.status.success(), "lbd started with a refused datapath:\n{}", run.stderr);
+    assert!(old.join("xdp_link_eth0").exists(), "a refused lbd retired the old layout's pins");
+    assert_eq!(curl_vip(&lab, 2).len(), 2);
+
     director.start().unwrap();
     let log = director.log();
     assert!(
@@ -343,6 +352,7 @@ fn pins_of_another_layout_are_not_adopted_and_their_link_is_taken_over() {
         "{log}"
     );
     assert!(log.contains("the XDP link on eth0 moves to"), "{log}");
+    assert_eq!(log.matches("pins of another map layout").count(), 1, "{log}");
     assert!(!log.contains("adopting the running datapath"), "{log}");
     assert_eq!(layout_dirs(&director), [ours], "the old layout's pins are still there");
     assert!(director.xdp_attached().unwrap());
