@@ -171,6 +171,7 @@ pub fn prepare(pin_path: &Path, layout: &Layout) -> Result<PinDir> {
         }
     }
     if present.is_empty() {
+        info!("pinning the maps under {}", dir.display());
         return Ok(PinDir { dir, adopted: false, conn_table_entries: None });
     }
     if present.len() < layout.maps.len() {
