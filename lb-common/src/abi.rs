@@ -64,6 +64,7 @@ pub mod map_name {
     pub const SERVICE_FLAGS: &str = "SERVICE_FLAGS";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
+    pub const SCAN_SCRATCH: &str = "SCAN_SCRATCH";
 }
 
 /// Program names in the object file.

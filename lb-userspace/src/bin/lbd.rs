@@ -19,7 +19,9 @@ use lb_userspace::{
     environment,
     health::HealthMonitor,
     kernel,
+    lock::InstanceLock,
     netinfo::Net,
+    pins,
     sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender},
     verifier,
     vrrp::VrrpInstance,
@@ -164,6 +166,13 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Before anything touches the maps, the link or the socket: a second
+    // lbd on the same paths stops here (the lock goes with the process).
+    if let Some(pin_path) = &config.director.pin_path {
+        pins::ensure_bpffs(pin_path)?;
+    }
+    let _instance = InstanceLock::acquire(&config.director.control_socket, config.director.pin_path.as_deref())?;
+
     info!("loading the XDP datapath into Linux {}", kernel::release());
     let datapath = Datapath::load(&LoadOptions {
         conn_table_size: config.director.conn_table_size,
@@ -181,6 +190,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let ifname = config.director.interface.clone();
     let xdp_mode = config.director.xdp_mode;
     let socket = config.director.control_socket.clone();
+    let control_group = config.director.control_group.clone();
     let vrrp_configs = config.vrrp.clone();
     let sync_config = config.sync.clone();
     // Fill the maps before attaching, so the first packet sees the whole table.
@@ -233,8 +243,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         let socket = socket.clone();
         tokio::spawn(async move {
             let vrrp = Arc::new(vrrp_watches);
-            let result =
-                control::serve(&socket, move |request| daemon::answer(&shared, &change_tx, &vrrp, request)).await;
+            let result = control::serve(&socket, control_group, move |request| {
+                daemon::answer(&shared, &change_tx, &vrrp, request)
+            })
+            .await;
             if let Err(e) = result {
                 error!("control socket: {e:#}");
             }

@@ -233,7 +233,14 @@ pub fn answer(
 ) -> Response {
     match request {
         Request::Vrrp => Response::Vrrp { instances: vrrp.iter().map(|w| w.borrow().clone()).collect() },
-        Request::Table => Response::Table { table: lock(shared).table_snapshot() },
+        Request::Table => {
+            let c = lock(shared);
+            let mut table = c.table_snapshot();
+            // The table in force, not the config's conn_table_size: an
+            // adopted table keeps the size it was created with.
+            table.conn_table_size = c.datapath.conn_table_size();
+            Response::Table { table }
+        }
         Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
         Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
@@ -314,8 +321,9 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
         if old.conn_table_size != new.conn_table_size
             || old.pin_path != new.pin_path
             || old.control_socket != new.control_socket
+            || old.control_group != new.control_group
         {
-            warn!("conn_table_size, pin_path and control_socket take effect at the next start");
+            warn!("conn_table_size, pin_path, control_socket and control_group take effect at the next start");
         }
         if c.config.vrrp != config.vrrp || c.config.sync != config.sync {
             warn!("[[vrrp]] and [sync] changes take effect at the next start");
