@@ -121,7 +121,6 @@ fn blocked_then_failover(
     assert_eq!(synced(&lab, &d2, &held), 0, "the block let sync through: {:?}", d2.connection_entries());
     let (unsent, errors) = (counter(&d1, "sync_records_unsent"), counter(&d1, "sync_send_errors"));
     eprintln!("{name}: while blocked, director1 counted {unsent} records unsent, {errors} send errors");
-    assert_eq!(unsent > 0 && errors > 0, sends_fail, "{:?}", d1.counters());
     unblock();
     let took = Instant::now();
     let all = wait_for("the held connections on director2", Duration::from_secs(6), || {
@@ -137,6 +136,8 @@ fn blocked_then_failover(
         d1.log()
     );
     eprintln!("{name}: director2 had them all {:.3} s after the block ended", took.elapsed().as_secs_f64());
+    // The failed sends were seen and counted (a silent loss is not).
+    assert_eq!(unsent > 0 && errors > 0, sends_fail, "{:?}", d1.counters());
 
     // The master crashes; its XDP program goes with its pins.
     d1.kill().unwrap();
