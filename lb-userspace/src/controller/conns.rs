@@ -74,14 +74,13 @@ impl Controller {
         let state_timeouts = self.director_value().state_timeouts;
         let mut report = InstallReport::default();
         for r in records {
-            let dest_id = match self.synced_dest(r, &state_timeouts) {
+            let (service_id, dest_id) = match self.synced_dest(r, &state_timeouts) {
                 Ok(ids) => ids,
                 Err(refusal) => {
                     report.refused.push((refusal, *r));
                     continue;
                 }
             };
-            let (service_id, dest_id) = dest_id;
             let flow = r.flow_key();
             let conn = r.conn(dest_id, service_id, now);
             if is_expired(&conn, now) {

@@ -104,6 +104,8 @@ impl SyncLink {
         }
         let (id, records) = lock(shared).sync_records(&mut self.tracker);
         if records.is_empty() {
+            // Nothing to send (or only entries of services gone here).
+            self.tracker.settle(&SendOutcome { batches: vec![id], failed: vec![] });
             return 0;
         }
         let n = records.len();
