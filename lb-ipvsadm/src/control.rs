@@ -29,7 +29,7 @@ pub enum Request {
     /// The connection table.
     Connections,
     Timeouts,
-    /// The datapath's verdict counters.
+    /// The datapath's verdict counters, and connection sync's (`sync_*`).
     Counters,
     /// ipvsadm commands, carried out all or none.
     Apply { commands: Vec<Command> },

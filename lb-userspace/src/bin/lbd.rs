@@ -22,7 +22,7 @@ use lb_userspace::{
     lock::InstanceLock,
     netinfo::Net,
     pins,
-    sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender},
+    sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender, SyncStats},
     verifier,
     vrrp::VrrpInstance,
 };
@@ -233,6 +233,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     };
     let mut sync_tick = tokio::time::interval(sync_config.as_ref().map_or(Duration::from_secs(3600), |c| c.scan_interval));
 
+    let sync_stats = sync.as_ref().map(SyncLink::stats);
     let mut daemon = Daemon::new(args.config.clone(), net, controller, monitor, instances, sync);
 
     // Changes from lbctl go through the main loop (they need the network
@@ -244,7 +245,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         tokio::spawn(async move {
             let vrrp = Arc::new(vrrp_watches);
             let result = control::serve(&socket, control_group, move |request| {
-                daemon::answer(&shared, &change_tx, &vrrp, request)
+                daemon::answer(&shared, &change_tx, &vrrp, sync_stats.as_deref(), request)
             })
             .await;
             if let Err(e) = result {
@@ -306,12 +307,21 @@ async fn run(args: Args) -> Result<ExitCode> {
 /// Opens connection sync's sockets and starts their tasks: the sending
 /// side for the daemon, and what arrives.
 fn start_sync(cfg: &SyncConfig) -> Result<(SyncLink, tokio::sync::mpsc::Receiver<ReceivedBatch>)> {
-    let sender = SyncSender::open(cfg).context("connection sync: open the sending socket")?;
-    let receiver = SyncReceiver::open(cfg).context("connection sync: open the receiving socket")?;
+    let stats = Arc::new(SyncStats::default());
+    let sender = SyncSender::open(cfg, stats.clone()).context("connection sync: open the sending socket")?;
+    let receiver = SyncReceiver::open(cfg, stats.clone()).context("connection sync: open the receiving socket")?;
     let (queue, to_send) = tokio::sync::mpsc::channel(64);
+    let (outcome_tx, outcomes) = tokio::sync::mpsc::unbounded_channel();
     let (got, received) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(sender.run(to_send));
+    let address = sender.address();
+    tokio::spawn(sender.run(to_send, outcome_tx));
     tokio::spawn(receiver.run(got));
-    info!("connection sync on {} ({:?}, sync id {})", cfg.interface, cfg.transport, cfg.sync_id);
-    Ok((SyncLink::new(cfg.refresh_period, queue), received))
+    info!("connection sync on {} from {address} ({:?}, sync id {})", cfg.interface, cfg.transport, cfg.sync_id);
+    if cfg.key.is_none() {
+        warn!(
+            "connection sync without a key (insecure = true): a datagram's only check is its source address, \
+             which anyone on the link can forge to install connections; set sync.key"
+        );
+    }
+    Ok((SyncLink::new(cfg.refresh_period, queue, outcomes, stats), received))
 }

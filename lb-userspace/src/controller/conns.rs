@@ -11,7 +11,21 @@ use anyhow::Result;
 use lb_common::{Conn, FlowKey, Service, conn_state, flow_kind, ipv4_octets};
 
 use super::Controller;
-use crate::{datapath::CountField, sync::{ChangeTracker, SyncRecord}};
+use crate::{
+    datapath::CountField,
+    sync::{
+        ChangeTracker, SyncRecord,
+        check::{Refusal, ServiceView, check_record, check_shape},
+    },
+};
+
+/// What became of a synced datagram's records.
+#[derive(Debug, Default)]
+pub struct InstallReport {
+    pub installed: usize,
+    /// The records not installed, and why.
+    pub refused: Vec<(Refusal, SyncRecord)>,
+}
 
 /// How long IPVS re-arms a persistence template that outlived its timeout
 /// but still controls connections (`ip_vs_conn_expire`).
@@ -28,16 +42,18 @@ pub(super) fn is_expired(conn: &Conn, now: u64) -> bool {
 }
 
 impl Controller {
-    /// Connection sync, sending side: the entries new or changed since the
-    /// last scan, as records the other director can place in its own
-    /// tables.
-    pub fn sync_records(&self, tracker: &mut ChangeTracker) -> Vec<SyncRecord> {
+    /// Connection sync, sending side: the entries to send after this scan
+    /// (new, changed, due for a refresh), as records the other director can
+    /// place in its own tables, pending in `tracker` as one batch until the
+    /// sender says they went out.
+    pub fn sync_records(&self, tracker: &mut ChangeTracker) -> (u64, Vec<SyncRecord>) {
         let now = self.datapath.now_ns();
-        let Ok(entries) = self.datapath.connections() else { return Vec::new() };
+        let Ok(entries) = self.datapath.connections() else { return (0, Vec::new()) };
         let ports: BTreeMap<u32, u16> =
             self.tables.wanted().filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port))).collect();
-        tracker
-            .scan(entries, now)
+        let scan = tracker.scan(entries, now);
+        let records = scan
+            .changes
             .into_iter()
             .filter_map(|(key, conn, _)| {
                 let port = *ports.get(&conn.service_id)?;
@@ -45,33 +61,25 @@ impl Controller {
                 let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ipv4_octets(dest.addr))), u16::from_be(dest.port));
                 SyncRecord::from_entry(&key, &conn, port, real, now)
             })
-            .collect()
+            .collect();
+        (scan.batch, records)
     }
 
     /// Connection sync, receiving side: installs the other director's
     /// entries with this director's ids (so the connections continue to the
-    /// same real servers after a failover). Returns how many were installed
-    /// and how many name a service or server unknown here.
-    pub fn install_synced(&mut self, records: &[SyncRecord]) -> (usize, usize) {
+    /// same real servers after a failover), each checked first
+    /// ([`crate::sync::check`]): what it refuses is not installed.
+    pub fn install_synced(&mut self, records: &[SyncRecord]) -> InstallReport {
         let now = self.datapath.now_ns();
-        let (mut installed, mut unknown) = (0, 0);
+        let state_timeouts = self.director_value().state_timeouts;
+        let mut report = InstallReport::default();
         for r in records {
-            let key = r.service_key();
-            let Some(service_id) = self.tables.service_id(&key) else {
-                unknown += 1;
-                continue;
-            };
-            let real = match r.real.ip() {
-                IpAddr::V4(a) => lb_common::ipv4_words(a.octets()),
-                IpAddr::V6(_) => {
-                    unknown += 1;
+            let (service_id, dest_id) = match self.synced_dest(r, &state_timeouts) {
+                Ok(ids) => ids,
+                Err(refusal) => {
+                    report.refused.push((refusal, *r));
                     continue;
                 }
-            };
-            let Some(dest_id) = self.tables.service_dests(&key).iter().copied().find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == real))
-            else {
-                unknown += 1;
-                continue;
             };
             let flow = r.flow_key();
             let conn = r.conn(dest_id, service_id, now);
@@ -88,9 +96,38 @@ impl Controller {
                 self.datapath.add_dest_conns(old.dest_id, old.state, -1);
             }
             self.datapath.add_dest_conns(dest_id, conn.state, 1);
-            installed += 1;
+            report.installed += 1;
         }
-        (installed, unknown)
+        report
+    }
+
+    /// The (service, dest) ids a synced record is for here, if it passes
+    /// the checks: its service and real server (address and port, as
+    /// IPVS's `ip_vs_find_dest`) exist here, its state, timeout and ports
+    /// fit them.
+    fn synced_dest(&self, r: &SyncRecord, state_timeouts: &[u32; conn_state::COUNT]) -> Result<(u32, u32), Refusal> {
+        check_shape(r)?;
+        let key = r.service_key();
+        let service = self.tables.wanted().find(|w| w.key() == key).ok_or(Refusal::UnknownService)?;
+        let service_id = self.tables.service_id(&key).ok_or(Refusal::UnknownService)?;
+        let view = ServiceView {
+            port: service.port,
+            persistence: service
+                .options
+                .persistence_timeout
+                .map(|t| (t.max(TEMPLATE_REARM_SECS), service.options.persistence_netmask)),
+        };
+        check_record(r, &view, state_timeouts)?;
+        let IpAddr::V4(real) = r.real.ip() else { return Err(Refusal::UnknownReal) };
+        let (addr, port) = (lb_common::ipv4_words(real.octets()), r.real.port().to_be());
+        let dest_id = self
+            .tables
+            .service_dests(&key)
+            .iter()
+            .copied()
+            .find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == addr && v.port == port))
+            .ok_or(Refusal::UnknownReal)?;
+        Ok((service_id, dest_id))
     }
 
     /// Removes expired entries (taking them out of their server's counts),

@@ -21,7 +21,7 @@ use std::{
 use anyhow::Result;
 use lb_common::{Director, conn_state};
 
-pub use self::wanted::describe_changes;
+pub use self::{conns::InstallReport, wanted::describe_changes};
 use self::{conns::DriftFilter, report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},

@@ -26,11 +26,11 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    controller::Controller,
+    controller::{Controller, InstallReport},
     environment,
     health::{HealthEvent, HealthMonitor},
     netinfo::{Interface, Net},
-    sync::{ChangeTracker, ReceivedBatch, SyncRecord},
+    sync::{Batch, ChangeTracker, ReceivedBatch, SendOutcome, SyncStats, stats::more_since},
     vrrp::VrrpInstance,
 };
 
@@ -63,17 +63,81 @@ pub enum Event {
     RefreshNeighbours,
 }
 
-/// Connection sync's sending side: what was sent, and the queue to the
-/// sending socket's task.
+/// Connection sync's sending side: what was sent, the queue to the
+/// sending socket's task and its reports back, and the counters.
 pub struct SyncLink {
     tracker: ChangeTracker,
-    queue: mpsc::Sender<Vec<SyncRecord>>,
+    queue: mpsc::Sender<Batch>,
+    outcomes: mpsc::UnboundedReceiver<SendOutcome>,
+    stats: Arc<SyncStats>,
+    /// Scans left of a hand-over (we stepped down: the new master gets our
+    /// table, failed sends included).
+    handover_scans: u32,
 }
 
+/// Scans a director that stepped down goes on sending (2 s at the default
+/// scan interval): its whole table once, and again what failed.
+const HANDOVER_SCANS: u32 = 10;
+
 impl SyncLink {
-    /// Long-lived entries are sent again every `refresh_period`.
-    pub fn new(refresh_period: Duration, queue: mpsc::Sender<Vec<SyncRecord>>) -> Self {
-        Self { tracker: ChangeTracker::new(refresh_period), queue }
+    /// Long-lived entries are sent again every `refresh_period`; `outcomes`
+    /// are the sending task's reports on what `queue` took.
+    pub fn new(
+        refresh_period: Duration,
+        queue: mpsc::Sender<Batch>,
+        outcomes: mpsc::UnboundedReceiver<SendOutcome>,
+        stats: Arc<SyncStats>,
+    ) -> Self {
+        Self { tracker: ChangeTracker::new(refresh_period), queue, outcomes, stats, handover_scans: 0 }
+    }
+
+    /// The counters, for `lbctl --counters`.
+    pub fn stats(&self) -> Arc<SyncStats> {
+        self.stats.clone()
+    }
+
+    /// Takes the sending task's reports, then queues what this scan finds
+    /// to send. A batch the queue cannot take is sent again next time.
+    fn scan(&mut self, shared: &Mutex<Controller>) -> usize {
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            self.tracker.settle(&outcome);
+        }
+        let (id, records) = lock(shared).sync_records(&mut self.tracker);
+        if records.is_empty() {
+            // Nothing to send (or only entries of services gone here).
+            self.tracker.settle(&SendOutcome { batches: vec![id], failed: vec![] });
+            return 0;
+        }
+        let n = records.len();
+        if let Err(e) = self.queue.try_send(Batch { id, records }) {
+            self.tracker.fail(id);
+            SyncStats::add(&self.stats.records_unsent, n);
+            if let Some(suppressed) = self.stats.should_log("queue") {
+                let why = if matches!(e, mpsc::error::TrySendError::Full(_)) { "full" } else { "closed" };
+                warn!("connection sync: the send queue is {why}; {n} entries will be sent again{}", more_since(suppressed));
+            }
+            return 0;
+        }
+        n
+    }
+
+    /// Counts and logs (at a bounded rate) what a received batch became.
+    fn report(&self, from: std::net::SocketAddr, report: &InstallReport) {
+        SyncStats::add(&self.stats.records_installed, report.installed);
+        for (refusal, record) in &report.refused {
+            self.stats.count(&format!("sync_refused_{}", refusal.name()), 1);
+            if let Some(suppressed) = self.stats.should_log(refusal.name()) {
+                warn!(
+                    "connection sync: refused an entry from {from} ({:?} {} -> {} via {}): {refusal}{}",
+                    record.kind,
+                    record.client,
+                    record.vip,
+                    record.real,
+                    more_since(suppressed)
+                );
+            }
+        }
+        tracing::debug!("connection sync: {} entries from {from}", report.installed);
     }
 }
 
@@ -142,23 +206,19 @@ impl Daemon {
             }
             Event::VrrpChanged => self.vrrp_changed(),
             Event::SyncScan => {
-                let sending = self.instances.is_empty() || self.any_master();
-                if let (true, Some(sync)) = (sending, &mut self.sync) {
-                    let records = lock(&self.shared).sync_records(&mut sync.tracker);
-                    if !records.is_empty() {
-                        let _ = sync.queue.try_send(records);
-                    }
+                let master = self.instances.is_empty() || self.any_master();
+                if let Some(sync) = &mut self.sync
+                    && (master || sync.handover_scans > 0)
+                {
+                    sync.handover_scans = sync.handover_scans.saturating_sub(1);
+                    sync.scan(&self.shared);
                 }
             }
             Event::SyncBatch(batch) => {
-                let (installed, unknown) = lock(&self.shared).install_synced(&batch.records);
-                if unknown > 0 {
-                    warn!(
-                        "connection sync: {unknown} entries from {} name services or servers unknown here",
-                        batch.from
-                    );
+                let report = lock(&self.shared).install_synced(&batch.records);
+                if let Some(sync) = &self.sync {
+                    sync.report(batch.from, &report);
                 }
-                tracing::debug!("connection sync: {installed} entries from {}", batch.from);
             }
             Event::Sweep => {
                 if let Err(e) = lock(&self.shared).sweep() {
@@ -193,12 +253,13 @@ impl Daemon {
             } else if self.was_master && !master {
                 // Stepping down (the other preempted): hand the new master
                 // the whole table at once, so the connections it takes over
-                // keep their servers.
-                let mut everything = ChangeTracker::new(Duration::from_secs(3600));
-                let records = lock(&self.shared).sync_records(&mut everything);
-                if !records.is_empty() {
-                    info!("connection sync: handing {} entries to the new master", records.len());
-                    let _ = sync.queue.try_send(records);
+                // keep their servers; what fails goes again at the next
+                // scans of the hand-over.
+                sync.tracker.reset();
+                sync.handover_scans = HANDOVER_SCANS;
+                let n = sync.scan(&self.shared);
+                if n > 0 {
+                    info!("connection sync: handing {n} entries to the new master");
                 }
             }
         }
@@ -229,6 +290,7 @@ pub fn answer(
     shared: &Mutex<Controller>,
     changes: &mpsc::Sender<ChangeRequest>,
     vrrp: &[watch::Receiver<VrrpStatus>],
+    sync: Option<&SyncStats>,
     request: Request,
 ) -> Response {
     match request {
@@ -243,7 +305,11 @@ pub fn answer(
         }
         Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
-        Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
+        Request::Counters => {
+            let mut counters = lock(shared).reason_counters();
+            counters.extend(sync.map(SyncStats::counters).unwrap_or_default());
+            Response::Counters { counters }
+        }
         Request::Apply { commands } => {
             let (reply, verdict) = oneshot::channel();
             if changes.blocking_send(ChangeRequest { commands, reply }).is_err() {
