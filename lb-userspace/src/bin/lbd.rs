@@ -79,7 +79,11 @@ enum Sub {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into()),
+            // netlink-proto warns when a reply arrives for a request lbd
+            // stopped waiting for (a neighbour lookup that timed out):
+            // not news to an operator.
+            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
+                .unwrap_or_else(|_| "info,netlink_proto=error".into()),
         )
         .with_target(false)
         // Logs go to stderr (stdout is for --check's verdict), coloured
