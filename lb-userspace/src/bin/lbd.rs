@@ -5,7 +5,12 @@
 //! sockets, signals and timers. What lbd does about each of them is
 //! `lb_userspace::daemon`'s.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
@@ -13,7 +18,7 @@ use lb_userspace::{
     config,
     control,
     controller::Controller,
-    daemon::{self, ChangeRequest, Daemon, Event, SyncLink},
+    daemon::{self, ChangeRequest, Daemon, Event, Standby, SyncLink},
     datapath::{Datapath, LoadOptions},
     decap,
     environment,
@@ -24,7 +29,7 @@ use lb_userspace::{
     pins,
     sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender},
     verifier,
-    vrrp::VrrpInstance,
+    vrrp::{StartOptions, VrrpInstance},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -193,8 +198,10 @@ async fn run(args: Args) -> Result<ExitCode> {
     let control_group = config.director.control_group.clone();
     let vrrp_configs = config.vrrp.clone();
     let sync_config = config.sync.clone();
+    // VRRP: until an instance is master, its VIPs' services stand by.
+    let standby = Standby::new(&vrrp_configs, &[]);
     // Fill the maps before attaching, so the first packet sees the whole table.
-    let mut controller = Controller::new(config, interface, datapath, paths, macs)?;
+    let mut controller = Controller::new(config, interface, datapath, paths, macs, standby.vips())?;
     controller.datapath.attach(&ifname, xdp_mode)?;
     info!("attached to {ifname}; control socket {}", socket.display());
     // Health checks: one task per checked server, transitions on a channel.
@@ -202,11 +209,13 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut monitor = HealthMonitor::new(health_tx);
     monitor.update(controller.monitored());
     controller.sync_health(&monitor)?;
-    // VRRP: until an instance is master, its VIPs' services stand by.
+    let shared = Arc::new(Mutex::new(controller));
     let mut instances = Vec::new();
-    for cfg in vrrp_configs {
+    for (i, cfg) in vrrp_configs.into_iter().enumerate() {
         let name = cfg.name.clone();
-        instances.push(VrrpInstance::start(cfg).await.with_context(|| format!("VRRP instance {name}"))?);
+        let options = StartOptions { forward: Some(standby.hook(i, shared.clone())) };
+        let instance = VrrpInstance::start_with(cfg, options).await.with_context(|| format!("VRRP instance {name}"))?;
+        instances.push(instance);
     }
     let (vrrp_tx, mut vrrp_rx) = tokio::sync::mpsc::channel::<()>(16);
     for instance in &instances {
@@ -219,8 +228,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         });
     }
     let vrrp_watches: Vec<_> = instances.iter().map(|i| i.watch()).collect();
-    controller.set_standby(daemon::standby_vips(&instances))?;
-    daemon::update_tracking(&instances, &controller);
+    daemon::update_tracking(&instances, &daemon::lock(&shared));
 
     // Connection sync: the VRRP master (or, without VRRP, every director)
     // sends its new and changed entries; received ones are installed.
@@ -233,7 +241,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     };
     let mut sync_tick = tokio::time::interval(sync_config.as_ref().map_or(Duration::from_secs(3600), |c| c.scan_interval));
 
-    let mut daemon = Daemon::new(args.config.clone(), net, controller, monitor, instances, sync);
+    let mut daemon = Daemon::new(args.config.clone(), net, shared, monitor, instances, sync);
 
     // Changes from lbctl go through the main loop (they need the network
     // for their checks); reads are answered directly.

@@ -60,13 +60,15 @@ pub struct Controller {
 
 impl Controller {
     /// Takes over a loaded datapath: adopts what a previous lbd left in its
-    /// maps, then makes them hold `config`.
+    /// maps, then makes them hold `config`, the services of `standby_vips`
+    /// standing by from the first write.
     pub fn new(
         config: Config,
         interface: Interface,
         datapath: Datapath,
         paths: Paths,
         macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+        standby_vips: BTreeSet<Ipv4Addr>,
     ) -> Result<Self> {
         let tables = if datapath.adopted() {
             let adopted = datapath.read_back()?;
@@ -85,7 +87,7 @@ impl Controller {
             table,
             health: BTreeMap::new(),
             quorums: BTreeMap::new(),
-            standby_vips: BTreeSet::new(),
+            standby_vips,
             timeouts_changed: false,
             interface,
             datapath,

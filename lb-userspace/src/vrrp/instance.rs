@@ -4,6 +4,7 @@
 
 use std::{
     net::Ipv4Addr,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -36,6 +37,20 @@ enum Command {
     Shutdown,
 }
 
+/// How an instance has the datapath forward its addresses' services
+/// (`true`, on becoming master) or stand them by (`false`, once they are
+/// off the interface); returns once the datapath does. It runs on a
+/// blocking thread.
+pub type ForwardHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// How an instance starts, beyond its config.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Called for [`Action::Forward`] and [`Action::StandBy`]; none: the
+    /// instance only moves addresses (as in the VRRP tests).
+    pub forward: Option<ForwardHook>,
+}
+
 /// A running instance. Dropping it stops the instance cleanly in the
 /// background (priority 0 if master, addresses removed); [`Self::shutdown`]
 /// does the same and waits; [`Self::abort`] stops it dead, as a crash would.
@@ -51,6 +66,11 @@ impl VrrpInstance {
     /// when the interface does not exist or has no IPv4 address of its own
     /// (the adverts' source), or without CAP_NET_RAW / CAP_NET_ADMIN.
     pub async fn start(config: VrrpConfig) -> Result<Self> {
+        Self::start_with(config, StartOptions::default()).await
+    }
+
+    /// [`Self::start`], with the datapath's hook.
+    pub async fn start_with(config: VrrpConfig, options: StartOptions) -> Result<Self> {
         let netlink = Netlink::open()?;
         let link = netlink
             .link(&config.interface)
@@ -103,6 +123,7 @@ impl VrrpInstance {
             notify: notify_tx,
             log: LogLimiter::new(log_limit::DEFAULT_PERIOD),
             last_mismatch: None,
+            forward: options.forward,
         };
         let task = tokio::spawn(runner.run(command_rx));
         Ok(Self { config, status: status_rx, commands, task: Some(task) })
@@ -175,6 +196,7 @@ struct Runner {
     log: LogLimiter<&'static str>,
     /// The last advert interval mismatch logged: sender and interval.
     last_mismatch: Option<(Ipv4Addr, u16)>,
+    forward: Option<ForwardHook>,
 }
 
 impl Runner {
@@ -342,6 +364,8 @@ impl Runner {
                 Ok(()) => self.status.send_modify(|s| s.adverts_sent += 1),
                 Err(e) => self.error(format!("send advert: {e}")),
             },
+            Action::Forward => self.datapath(true).await,
+            Action::StandBy => self.datapath(false).await,
             Action::AddVips => {
                 for vip in self.config.virtual_ipaddress.clone() {
                     match self.netlink.add_vip(self.ifindex, vip).await {
@@ -390,6 +414,20 @@ impl Runner {
                     let _ = self.notify.send((kind, command.clone(), env));
                 }
             }
+        }
+    }
+
+    /// Has the datapath forward (or stand by) and waits until it does, for
+    /// one advert interval at most: the adverts wait meanwhile, and a
+    /// datapath that takes longer (its lock held by a long walk of the
+    /// connection table) gets it done anyway, after the addresses moved.
+    async fn datapath(&self, forward: bool) {
+        let Some(hook) = self.forward.clone() else { return };
+        let bound = self.config.advert_interval;
+        let task = tokio::task::spawn_blocking(move || hook(forward));
+        if tokio::time::timeout(bound, task).await.is_err() {
+            let what = if forward { "forward" } else { "stand by" };
+            warn!(instance = %self.config.name, "the datapath did not {what} within {bound:?}; going on");
         }
     }
 

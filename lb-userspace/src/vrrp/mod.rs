@@ -17,6 +17,6 @@ pub mod packet;
 pub mod state;
 
 pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, resolve_all};
-pub use instance::VrrpInstance;
+pub use instance::{ForwardHook, StartOptions, VrrpInstance};
 pub use packet::Version;
 pub use state::State;
