@@ -32,7 +32,7 @@ use crate::{
     health::{HealthEvent, HealthMonitor},
     netinfo::{Interface, Net},
     sync::{ChangeTracker, ReceivedBatch, SyncRecord},
-    vrrp::VrrpInstance,
+    vrrp::{VrrpInstance, resume},
 };
 
 /// A batch of lbctl's ipvsadm commands for the main loop, and where its
@@ -204,6 +204,19 @@ impl Daemon {
             instance.shutdown().await;
         }
         self.shared
+    }
+
+    /// Stops for a restart: the health checks, and the VRRP instances
+    /// without a hand-over (a master sends one last advert, its addresses
+    /// stay); what each instance was, for the next lbd. The controller is
+    /// left to the caller, to leave the datapath running.
+    pub async fn leave_for_restart(mut self) -> (Arc<Mutex<Controller>>, Vec<resume::Left>) {
+        self.monitor.shutdown().await;
+        let mut left = Vec::new();
+        for instance in self.instances {
+            left.extend(instance.leave_for_restart().await);
+        }
+        (self.shared, left)
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use lb_ipvsadm::vrrp::VrrpStatus;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 use tracing::{debug, info, warn};
@@ -20,6 +20,7 @@ use super::{
     config::{TrackService, VrrpConfig},
     net::{AdvertSocket, GarpSender, Netlink},
     packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, Version, simple_auth_data},
+    resume::{self, Left},
     state::{Action, Event, GarpReason, Machine, NotifyKind, State},
 };
 use crate::{
@@ -33,8 +34,14 @@ pub const LINK_POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
 enum Command {
-    ServiceAlive { index: usize, alive: bool },
+    ServiceAlive {
+        index: usize,
+        alive: bool,
+    },
     Shutdown,
+    /// Stop for a restart: a master sends one last advert; the addresses
+    /// stay; what it was goes back.
+    LeaveForRestart(oneshot::Sender<Left>),
 }
 
 /// How an instance has the datapath forward its addresses' services
@@ -49,6 +56,9 @@ pub struct StartOptions {
     /// Called for [`Action::Forward`] and [`Action::StandBy`]; none: the
     /// instance only moves addresses (as in the VRRP tests).
     pub forward: Option<ForwardHook>,
+    /// Resume as master (see [`super::resume`]) if the first advert can go
+    /// out before this, and the addresses are still on the interface.
+    pub resume: Option<Instant>,
 }
 
 /// A running instance. Dropping it stops the instance cleanly in the
@@ -85,6 +95,20 @@ impl VrrpInstance {
         let socket = AdvertSocket::open(&config.interface, link.index, source, &config.unicast_peer)
             .with_context(|| format!("open VRRP socket on {}", config.interface))?;
         let garp = GarpSender::open(link.index, link.mac).context("open ARP socket")?;
+        let missing: Vec<_> =
+            config.virtual_ipaddress.iter().filter(|v| !link.ipv4.iter().any(|(a, _)| *a == v.address)).collect();
+        let resume = match options.resume {
+            Some(_) if !missing.is_empty() => {
+                info!(
+                    instance = %config.name,
+                    "not resuming as master: {} no longer on {}",
+                    missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                    config.interface
+                );
+                None
+            }
+            resume => resume,
+        };
         let now = Instant::now();
         let machine = Machine::new(config.params(), source, now);
         let status = VrrpStatus {
@@ -124,6 +148,8 @@ impl VrrpInstance {
             log: LogLimiter::new(log_limit::DEFAULT_PERIOD),
             last_mismatch: None,
             forward: options.forward,
+            resume,
+            last_advert_ns: 0,
         };
         let task = tokio::spawn(runner.run(command_rx));
         Ok(Self { config, status: status_rx, commands, task: Some(task) })
@@ -163,6 +189,20 @@ impl VrrpInstance {
         }
     }
 
+    /// Stops for a restart of lbd: a master sends one last advert, so that
+    /// the backups' master-down timers start again from now; nothing else
+    /// (no priority 0, the addresses stay). What it was, for the next lbd
+    /// ([`super::resume`]).
+    pub async fn leave_for_restart(mut self) -> Option<Left> {
+        let (reply, left) = oneshot::channel();
+        let _ = self.commands.send(Command::LeaveForRestart(reply));
+        let left = left.await.ok();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        left
+    }
+
     /// Stops at once, as a crash: no priority 0, the addresses stay.
     pub fn abort(mut self) {
         if let Some(task) = self.task.take() {
@@ -197,12 +237,27 @@ struct Runner {
     /// The last advert interval mismatch logged: sender and interval.
     last_mismatch: Option<(Ipv4Addr, u16)>,
     forward: Option<ForwardHook>,
+    /// Resume as master if still before this (see [`StartOptions`]).
+    resume: Option<Instant>,
+    /// When the last advert went out (`CLOCK_BOOTTIME`, ns; 0: none yet).
+    last_advert_ns: u64,
 }
 
 impl Runner {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.poll_links().await;
-        self.feed(Event::Startup).await;
+        let start = match self.resume.take() {
+            Some(until) if Instant::now() < until => {
+                info!(instance = %self.config.name, "resumes as master: the lbd before this one left for a restart");
+                Event::Resume
+            }
+            Some(_) => {
+                info!(instance = %self.config.name, "not resuming as master: too late, the backup may have taken over");
+                Event::Startup
+            }
+            None => Event::Startup,
+        };
+        self.feed(start).await;
         let mut buf = vec![0u8; 4096];
         let mut links = tokio::time::interval(LINK_POLL_INTERVAL);
         links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,6 +273,10 @@ impl Runner {
                         }
                     }
                     Some(Command::Shutdown) | None => break,
+                    Some(Command::LeaveForRestart(reply)) => {
+                        let _ = reply.send(self.leave_for_restart().await);
+                        return;
+                    }
                 },
                 received = self.socket.recv(&mut buf) => match received {
                     Ok(n) => self.packet(&buf[..n]).await,
@@ -237,6 +296,29 @@ impl Runner {
         }
         self.feed(Event::Shutdown).await;
         info!(instance = %self.config.name, "VRRP instance stopped");
+    }
+
+    /// [`VrrpInstance::leave_for_restart`]: the last advert, and what this
+    /// instance was.
+    async fn leave_for_restart(&mut self) -> Left {
+        let master = self.machine.state() == State::Master;
+        if master {
+            self.act(Action::SendAdvert { priority: self.machine.effective_priority() }).await;
+        }
+        info!(
+            instance = %self.config.name,
+            "VRRP instance left for a restart, {}",
+            if master { "master: its addresses stay" } else { "not master" }
+        );
+        Left {
+            name: self.config.name.clone(),
+            interface: self.config.interface.clone(),
+            vrid: self.config.vrid,
+            vips: self.config.virtual_ipaddress.iter().map(|v| v.address).collect(),
+            master,
+            advert_interval_ms: self.config.advert_interval.as_millis() as u64,
+            last_advert_ns: self.last_advert_ns,
+        }
     }
 
     fn tracking(&self) -> Event {
@@ -361,7 +443,10 @@ impl Runner {
         let name = self.config.name.clone();
         match action {
             Action::SendAdvert { priority } => match self.socket.send(&self.advert(priority)).await {
-                Ok(()) => self.status.send_modify(|s| s.adverts_sent += 1),
+                Ok(()) => {
+                    self.last_advert_ns = resume::boottime_ns();
+                    self.status.send_modify(|s| s.adverts_sent += 1);
+                }
                 Err(e) => self.error(format!("send advert: {e}")),
             },
             Action::Forward => self.datapath(true).await,

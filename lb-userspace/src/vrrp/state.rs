@@ -138,6 +138,11 @@ impl Default for Params {
 pub enum Event {
     /// Leave Init: Backup (Master for the address owner, Fault if faulted).
     Startup,
+    /// Leave Init as master, the addresses staying where they are: the lbd
+    /// before this one was master and exited for a restart so short that
+    /// no backup can have taken over ([`super::resume`]). Faulted, as
+    /// [`Event::Startup`].
+    Resume,
     /// A valid advert of this virtual router from another router (checked
     /// with [`super::packet::Expect`]; never one of our own).
     Advert { from: Ipv4Addr, priority: u8, interval_cs: u16 },
@@ -276,6 +281,18 @@ impl Machine {
                     // Whatever a previous run left on the interface goes.
                     out.extend([Action::RemoveVips, Action::StandBy]);
                     self.start(now, &mut out);
+                }
+            }
+            Event::Resume => {
+                if self.state == State::Init {
+                    if self.faulted() {
+                        out.extend([Action::RemoveVips, Action::StandBy]);
+                        self.enter_fault(now, &mut out);
+                    } else {
+                        // An advert at once, within the backups' master-down
+                        // interval; forwarding and the addresses as they were.
+                        self.become_master(now, &mut out);
+                    }
                 }
             }
             Event::Link { interface, up } => {

@@ -67,6 +67,28 @@ fn the_datapath_forwards_before_the_addresses_go_up_and_stands_by_after_they_go_
 }
 
 #[test]
+fn a_resumed_master_adverts_at_once_and_keeps_its_addresses() {
+    let (mut m, c) = machine(v3(100));
+    // No RemoveVips first, unlike a start: the addresses stay.
+    assert_eq!(m.handle(Event::Resume, c.at(0)), became_master(100));
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.next_deadline(), Some(c.at(1000)), "adverts every interval from now");
+    // Then as any master.
+    assert_eq!(m.handle(advert(LOWER_IP, 200), c.at(1500)).len(), 3);
+    assert_eq!(m.state(), State::Backup);
+    // Only out of Init.
+    assert_eq!(m.handle(Event::Resume, c.at(2000)), []);
+    assert_eq!(m.state(), State::Backup);
+    // A tracked link down: Fault, as a start, and the addresses go.
+    let (mut m, c) = machine(v3(100));
+    m.handle(Event::Link { interface: "eth0".into(), up: false }, c.at(0));
+    assert_eq!(
+        m.handle(Event::Resume, c.at(0)),
+        [Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Fault)]
+    );
+}
+
+#[test]
 fn timers_follow_the_rfc() {
     // v3, priority 100, 1 s: skew (156 * 100 cs) / 256 = 60.9375 cs.
     let (m, _) = machine(v3(100));
