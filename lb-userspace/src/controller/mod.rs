@@ -26,7 +26,7 @@ use self::{conns::DriftFilter, report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},
     datapath::Datapath,
-    environment::{Paths, next_hop_addresses},
+    environment::{Paths, RouteLoss, next_hop_addresses, servers},
     health::QuorumState,
     model::ServiceId,
     netinfo::Interface,
@@ -52,6 +52,8 @@ pub struct Controller {
     tables: Tables,
     /// Where each real server's frames go (next hop, path MTU).
     paths: Paths,
+    /// TUN servers whose route vanished (they keep their last path).
+    route_loss: RouteLoss,
     /// Next hops' MACs on the director's segment.
     macs: BTreeMap<Ipv4Addr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
@@ -93,6 +95,7 @@ impl Controller {
             datapath,
             tables,
             paths,
+            route_loss: RouteLoss::default(),
             macs,
             estimators: BTreeMap::new(),
             drift: DriftFilter::default(),
@@ -206,12 +209,16 @@ impl Controller {
     }
 
     /// New routes toward the real servers; true if any next hop changed.
+    /// A server the kernel has no usable route to any more keeps the path
+    /// the datapath has (see [`RouteLoss`]).
     pub fn update_paths(&mut self, paths: Paths) -> bool {
+        self.route_loss.update(&servers(&self.table), &paths, &self.paths, std::time::Instant::now());
         if paths == self.paths {
             return false;
         }
         for (key, hop) in &paths {
-            if self.paths.get(key).map(|h| h.address) != Some(hop.address) {
+            // (A route back after a loss: RouteLoss said so.)
+            if self.paths.get(key).is_some_and(|h| h.address != hop.address) {
                 tracing::info!("{} is reached through {} now (path MTU {})", key.0, hop.address, hop.mtu);
             }
         }
