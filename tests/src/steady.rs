@@ -79,8 +79,11 @@ pub struct AskReport {
     /// Requests answered.
     pub answered: u64,
     /// Connections that broke (error, or answered by another server), with why.
-    pub broken: Vec<(SocketAddrV4, String)>,
+    pub broken: Vec<Broken>,
 }
+
+/// A connection that broke, and why.
+type Broken = (SocketAddrV4, String);
 
 /// Threads asking `/whoami` on held connections, each on its share, round
 /// and round, until stopped. Every answer must come from the server that
@@ -88,7 +91,7 @@ pub struct AskReport {
 pub struct Asking {
     stop: Arc<AtomicBool>,
     answered: Arc<AtomicU64>,
-    threads: Vec<JoinHandle<(Vec<HeldConnection>, Vec<(SocketAddrV4, String)>)>>,
+    threads: Vec<JoinHandle<(Vec<HeldConnection>, Vec<Broken>)>>,
 }
 
 impl Asking {
