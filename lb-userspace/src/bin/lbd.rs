@@ -359,12 +359,8 @@ fn resume_decisions(note: Option<&resume::Note>, configs: &[VrrpConfig], adopted
     let now = Instant::now();
     configs
         .iter()
-        .map(|c| match resume::decide(note, c, now_ns) {
+        .map(|c| match resume::decide(note, c, adopted, now_ns) {
             Decision::Start => None,
-            Decision::Resume { .. } if !adopted => {
-                info!(instance = %c.name, "not resuming as master: the datapath it left is gone");
-                None
-            }
             Decision::Resume { until_ns, away } => {
                 info!(
                     instance = %c.name,

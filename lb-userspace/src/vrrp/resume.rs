@@ -124,13 +124,18 @@ pub enum Decision {
 }
 
 /// Whether `config`'s instance may resume as master at `now_ns`
-/// (`CLOCK_BOOTTIME`), from `note`.
-pub fn decide(note: Option<&Note>, config: &VrrpConfig, now_ns: u64) -> Decision {
+/// (`CLOCK_BOOTTIME`), from `note`; `adopted`: this lbd found the pinned
+/// datapath the other one left running.
+pub fn decide(note: Option<&Note>, config: &VrrpConfig, adopted: bool, now_ns: u64) -> Decision {
     let Some(left) = note.and_then(|n| n.instances.iter().find(|l| l.name == config.name)) else {
         return Decision::Start;
     };
     if !left.master {
         return Decision::Start;
+    }
+    if !adopted {
+        // Nothing forwarded meanwhile: its kernel answered for the VIP.
+        return Decision::Refused("the datapath it left running is gone".into());
     }
     let vips: Vec<Ipv4Addr> = config.virtual_ipaddress.iter().map(|v| v.address).collect();
     if left.interface != config.interface || left.vrid != config.vrid || left.vips != vips {
@@ -186,24 +191,26 @@ mod tests {
         let c = config();
         let at = 100 * S;
         assert_eq!(
-            decide(Some(&note(true, at)), &c, at + S / 2),
+            decide(Some(&note(true, at)), &c, true, at + S / 2),
             Decision::Resume { until_ns: at + 3 * S, away: Duration::from_millis(500) }
         );
-        assert!(matches!(decide(Some(&note(true, at)), &c, at + 3 * S), Decision::Refused(_)));
-        assert!(matches!(decide(Some(&note(true, at)), &c, at + 10 * S), Decision::Refused(_)));
+        assert!(matches!(decide(Some(&note(true, at)), &c, true, at + 3 * S), Decision::Refused(_)));
+        assert!(matches!(decide(Some(&note(true, at)), &c, true, at + 10 * S), Decision::Refused(_)));
         // A clock that went back (another boot): no.
-        assert!(matches!(decide(Some(&note(true, at)), &c, at - S), Decision::Refused(_)));
+        assert!(matches!(decide(Some(&note(true, at)), &c, true, at - S), Decision::Refused(_)));
+        // The datapath was not left running (pins removed): no.
+        assert!(matches!(decide(Some(&note(true, at)), &c, false, at + S / 2), Decision::Refused(_)));
     }
 
     #[test]
     fn only_a_master_of_the_same_instance_resumes() {
         let c = config();
         let at = 100 * S;
-        assert_eq!(decide(None, &c, at), Decision::Start);
-        assert_eq!(decide(Some(&note(false, at)), &c, at + 1), Decision::Start, "it was backup");
+        assert_eq!(decide(None, &c, true, at), Decision::Start);
+        assert_eq!(decide(Some(&note(false, at)), &c, true, at + 1), Decision::Start, "it was backup");
         let mut other = note(true, at);
         other.instances[0].name = "another".into();
-        assert_eq!(decide(Some(&other), &c, at + 1), Decision::Start);
+        assert_eq!(decide(Some(&other), &c, true, at + 1), Decision::Start);
         for change in [
             |l: &mut Left| l.vrid = 52,
             |l: &mut Left| l.interface = "eth1".into(),
@@ -211,7 +218,7 @@ mod tests {
         ] {
             let mut changed = note(true, at);
             change(&mut changed.instances[0]);
-            assert!(matches!(decide(Some(&changed), &c, at + 1), Decision::Refused(_)), "{changed:?}");
+            assert!(matches!(decide(Some(&changed), &c, true, at + 1), Decision::Refused(_)), "{changed:?}");
         }
     }
 
