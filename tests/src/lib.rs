@@ -13,6 +13,7 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod scenario;
+pub mod steady;
 
 pub use lab::{HeldConnection, Host, Lab, LabSpec, LinkStats, ProcHandle};
 pub use netns::MacAddr;

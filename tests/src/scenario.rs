@@ -32,6 +32,23 @@ pub fn lab_with_servers(lab_server: impl AsRef<Path>, name: &str, k: u8, reals: 
     lab
 }
 
+/// A lab with its two real servers behind a router (LVS-TUN), each running
+/// the decap program (tunnels from the director only, for the VIP on lo)
+/// and `lab_server` on port 80.
+pub fn tun_lab(lab_server: impl AsRef<Path>, name: &str, k: u8) -> Lab {
+    let lab = Lab::build(LabSpec::new(name).reals(2).subnet_index(k).remote_reals()).unwrap();
+    let lbd = crate::director::userspace_binary("lbd").unwrap();
+    let lbd = lbd.to_str().unwrap();
+    let director = lab.director().ip.to_string();
+    for real in lab.reals() {
+        lab.spawn(&real.ns, "decap", &[lbd, "decap", "--interface", "eth0", "--from", &director]).unwrap();
+    }
+    lab.start_http_servers_with(lab_server.as_ref()).unwrap();
+    // The decap programs are attached once they log their addresses.
+    std::thread::sleep(Duration::from_millis(500));
+    lab
+}
+
 /// A lab with `reals` real servers on subnet 10.k.0.0/24, `lab_server`'s
 /// UDP echo on `port` of each (see [`Lab::start_udp_servers_with`]).
 pub fn lab_with_udp_servers(lab_server: impl AsRef<Path>, name: &str, k: u8, reals: usize, port: u16) -> Lab {

@@ -5,12 +5,13 @@
 //! order, the tasks, sockets and signals that produce the events.
 
 mod change;
+mod standby;
 
 pub use change::{Change, new_reals, plan};
+pub use standby::{Standby, standby_vips};
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -31,7 +32,7 @@ use crate::{
     health::{HealthEvent, HealthMonitor},
     netinfo::{Interface, Net},
     sync::{Batch, ChangeTracker, ReceivedBatch, SendOutcome, SyncStats, stats::more_since},
-    vrrp::VrrpInstance,
+    vrrp::{VrrpInstance, resume},
 };
 
 /// A batch of lbctl's ipvsadm commands for the main loop, and where its
@@ -157,26 +158,18 @@ pub struct Daemon {
 
 impl Daemon {
     /// Takes over the started parts: the controller (maps filled, program
-    /// attached), its health checks and VRRP instances, and sync's sending
-    /// side if there is sync.
+    /// attached; shared with the VRRP instances' [`Standby`] hooks), its
+    /// health checks and VRRP instances, and sync's sending side if there
+    /// is sync.
     pub fn new(
         config_path: PathBuf,
         net: Net,
-        controller: Controller,
+        shared: Arc<Mutex<Controller>>,
         monitor: HealthMonitor,
         instances: Vec<VrrpInstance>,
         sync: Option<SyncLink>,
     ) -> Self {
-        Self {
-            config_path,
-            net,
-            shared: Arc::new(Mutex::new(controller)),
-            monitor,
-            instances,
-            sync,
-            was_master: false,
-            neighbour_ticks: 0,
-        }
+        Self { config_path, net, shared, monitor, instances, sync, was_master: false, neighbour_ticks: 0 }
     }
 
     /// The controller, for the control socket's reads.
@@ -239,12 +232,9 @@ impl Daemon {
         self.instances.iter().any(|i| i.status().state == VrrpState::Master)
     }
 
-    /// The VIPs of instances that are not master stand by; sync follows
-    /// who is master.
+    /// Sync follows who is master. (Standing by follows each instance's
+    /// own word, in order with its addresses: [`Standby`].)
     fn vrrp_changed(&mut self) {
-        if let Err(e) = lock(&self.shared).set_standby(standby_vips(&self.instances)) {
-            warn!("applying a VRRP change: {e:#}");
-        }
         let master = self.any_master();
         if let Some(sync) = &mut self.sync {
             if master && !self.was_master {
@@ -275,6 +265,19 @@ impl Daemon {
             instance.shutdown().await;
         }
         self.shared
+    }
+
+    /// Stops for a restart: the health checks, and the VRRP instances
+    /// without a hand-over (a master sends one last advert, its addresses
+    /// stay); what each instance was, for the next lbd. The controller is
+    /// left to the caller, to leave the datapath running.
+    pub async fn leave_for_restart(mut self) -> (Arc<Mutex<Controller>>, Vec<resume::Left>) {
+        self.monitor.shutdown().await;
+        let mut left = Vec::new();
+        for instance in self.instances {
+            left.extend(instance.leave_for_restart().await);
+        }
+        (self.shared, left)
     }
 }
 
@@ -318,19 +321,6 @@ pub fn answer(
             verdict.blocking_recv().unwrap_or(Response::Error { message: "lbd is shutting down".into() })
         }
     }
-}
-
-/// The VIPs of instances that are not master.
-pub fn standby_vips(instances: &[VrrpInstance]) -> BTreeSet<Ipv4Addr> {
-    let vips = |master: bool| -> BTreeSet<Ipv4Addr> {
-        instances
-            .iter()
-            .filter(|i| (i.status().state == VrrpState::Master) == master)
-            .flat_map(|i| i.config().virtual_ipaddress.iter().map(|v| v.address))
-            .collect()
-    };
-    let masters = vips(true);
-    vips(false).difference(&masters).copied().collect()
 }
 
 /// Tells each VRRP instance whether its tracked services have a live real

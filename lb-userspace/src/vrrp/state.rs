@@ -66,9 +66,17 @@ pub enum GarpReason {
 pub enum Action {
     /// Send an advert with this priority (0: "I stop, take over now").
     SendAdvert { priority: u8 },
-    /// Put the virtual addresses on the interface (and forward for them).
+    /// Have the datapath forward the virtual addresses' services, and wait
+    /// until it does: before [`Action::AddVips`], so that no packet reaches
+    /// this host's own stack, which would answer the connections it does
+    /// not know (every one the datapath forwards) with a reset.
+    Forward,
+    /// Have the datapath stand the services by (their packets pass to the
+    /// kernel): after [`Action::RemoveVips`], for the same reason.
+    StandBy,
+    /// Put the virtual addresses on the interface.
     AddVips,
-    /// Take them off (and stop forwarding for them).
+    /// Take them off.
     RemoveVips,
     /// Send `count` gratuitous ARPs for each virtual address.
     SendGarps { count: u32, reason: GarpReason },
@@ -130,6 +138,11 @@ impl Default for Params {
 pub enum Event {
     /// Leave Init: Backup (Master for the address owner, Fault if faulted).
     Startup,
+    /// Leave Init as master, the addresses staying where they are: the lbd
+    /// before this one was master and exited for a restart so short that
+    /// no backup can have taken over ([`super::resume`]). Faulted, as
+    /// [`Event::Startup`].
+    Resume,
     /// A valid advert of this virtual router from another router (checked
     /// with [`super::packet::Expect`]; never one of our own).
     Advert { from: Ipv4Addr, priority: u8, interval_cs: u16 },
@@ -266,8 +279,20 @@ impl Machine {
             Event::Startup => {
                 if self.state == State::Init {
                     // Whatever a previous run left on the interface goes.
-                    out.push(Action::RemoveVips);
+                    out.extend([Action::RemoveVips, Action::StandBy]);
                     self.start(now, &mut out);
+                }
+            }
+            Event::Resume => {
+                if self.state == State::Init {
+                    if self.faulted() {
+                        out.extend([Action::RemoveVips, Action::StandBy]);
+                        self.enter_fault(now, &mut out);
+                    } else {
+                        // An advert at once, within the backups' master-down
+                        // interval; forwarding and the addresses as they were.
+                        self.become_master(now, &mut out);
+                    }
                 }
             }
             Event::Link { interface, up } => {
@@ -288,7 +313,7 @@ impl Machine {
             Event::Shutdown => {
                 if self.state == State::Master {
                     out.push(Action::SendAdvert { priority: PRIORITY_STOP });
-                    out.push(Action::RemoveVips);
+                    out.extend([Action::RemoveVips, Action::StandBy]);
                 }
                 self.clear_timers();
                 self.master_address = None;
@@ -337,7 +362,7 @@ impl Machine {
             // keepalived does the same: the backup need not wait for the
             // master-down interval (if the link still carries it).
             out.push(Action::SendAdvert { priority: PRIORITY_STOP });
-            out.push(Action::RemoveVips);
+            out.extend([Action::RemoveVips, Action::StandBy]);
         }
         self.clear_timers();
         self.master_address = None;
@@ -347,7 +372,7 @@ impl Machine {
 
     fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.state == State::Master {
-            out.push(Action::RemoveVips);
+            out.extend([Action::RemoveVips, Action::StandBy]);
         }
         // RFC: Master_Adver_Interval starts as our own interval; a new
         // master's is learned from its next advert.
@@ -365,7 +390,11 @@ impl Machine {
         self.master_address = Some(self.primary_ip);
         self.split_brain_garps = None;
         out.push(Action::SendAdvert { priority: self.effective_priority() });
-        out.push(Action::AddVips);
+        // The datapath first, then the addresses and their announcement:
+        // keepalived's vrrp_state_become_master adds the addresses and
+        // sends its gratuitous ARPs at once, and IPVS forwards whatever the
+        // state, but here the services stood by until now.
+        out.extend([Action::Forward, Action::AddVips]);
         out.push(Action::SendGarps { count: self.params.garp_master_repeat, reason: GarpReason::BecameMaster });
         out.push(Action::Notify(NotifyKind::Master));
         self.advert_at = Some(now + centis(self.params.advert_interval_cs));

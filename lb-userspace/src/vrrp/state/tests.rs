@@ -29,10 +29,63 @@ fn advert(from: Ipv4Addr, priority: u8) -> Event {
 fn became_master(priority: u8) -> Vec<Action> {
     vec![
         Action::SendAdvert { priority },
+        Action::Forward,
         Action::AddVips,
         Action::SendGarps { count: 5, reason: GarpReason::BecameMaster },
         Action::Notify(NotifyKind::Master),
     ]
+}
+
+/// Where `a` comes in `actions`.
+fn position(actions: &[Action], a: &Action) -> usize {
+    actions.iter().position(|x| x == a).unwrap_or_else(|| panic!("no {a:?} in {actions:?}"))
+}
+
+#[test]
+fn the_datapath_forwards_before_the_addresses_go_up_and_stands_by_after_they_go_down() {
+    let (mut m, c) = machine(v3(100));
+    m.handle(Event::Startup, c.at(0));
+    let up = m.handle(Event::Timer, c.at(10_000));
+    // Nothing announces the VIP (nor puts it where the kernel answers for
+    // it) before the datapath forwards its services.
+    assert!(position(&up, &Action::Forward) < position(&up, &Action::AddVips), "{up:?}");
+    let garps = up.iter().position(|a| matches!(a, Action::SendGarps { .. })).unwrap();
+    assert!(position(&up, &Action::AddVips) < garps, "{up:?}");
+    // Every way out of master: the addresses go first.
+    let ways: [(&str, Event); 3] = [
+        ("preempted", advert(HIGHER_IP, 200)),
+        ("fault", Event::Link { interface: "eth0".into(), up: false }),
+        ("shutdown", Event::Shutdown),
+    ];
+    for (why, event) in ways {
+        let (mut m, c) = machine(v3(100));
+        m.handle(Event::Startup, c.at(0));
+        m.handle(Event::Timer, c.at(10_000));
+        let down = m.handle(event, c.at(11_000));
+        assert!(position(&down, &Action::RemoveVips) < position(&down, &Action::StandBy), "{why}: {down:?}");
+    }
+}
+
+#[test]
+fn a_resumed_master_adverts_at_once_and_keeps_its_addresses() {
+    let (mut m, c) = machine(v3(100));
+    // No RemoveVips first, unlike a start: the addresses stay.
+    assert_eq!(m.handle(Event::Resume, c.at(0)), became_master(100));
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.next_deadline(), Some(c.at(1000)), "adverts every interval from now");
+    // Then as any master.
+    assert_eq!(m.handle(advert(LOWER_IP, 200), c.at(1500)).len(), 3);
+    assert_eq!(m.state(), State::Backup);
+    // Only out of Init.
+    assert_eq!(m.handle(Event::Resume, c.at(2000)), []);
+    assert_eq!(m.state(), State::Backup);
+    // A tracked link down: Fault, as a start, and the addresses go.
+    let (mut m, c) = machine(v3(100));
+    m.handle(Event::Link { interface: "eth0".into(), up: false }, c.at(0));
+    assert_eq!(
+        m.handle(Event::Resume, c.at(0)),
+        [Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Fault)]
+    );
 }
 
 #[test]
@@ -56,7 +109,10 @@ fn timers_follow_the_rfc() {
 fn backup_becomes_master_after_the_master_down_interval() {
     let (mut m, c) = machine(v3(100));
     assert_eq!(m.state(), State::Init);
-    assert_eq!(m.handle(Event::Startup, c.at(0)), [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]);
+    assert_eq!(
+        m.handle(Event::Startup, c.at(0)),
+        [Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Backup)]
+    );
     assert_eq!(m.state(), State::Backup);
     let down = m.master_down_interval();
     assert_eq!(m.next_deadline(), Some(c.at(0) + down));
@@ -72,7 +128,7 @@ fn backup_becomes_master_after_the_master_down_interval() {
 fn a_master_adverts_every_interval_and_repeats_garps() {
     let params = Params { garp_master_refresh: Some(Duration::from_secs(60)), ..v3(255) };
     let (mut m, c) = machine(params);
-    let mut expected = vec![Action::RemoveVips];
+    let mut expected = vec![Action::RemoveVips, Action::StandBy];
     expected.extend(became_master(255));
     assert_eq!(m.handle(Event::Startup, c.at(0)), expected, "the owner is master at once");
     assert_eq!(m.next_deadline(), Some(c.at(1000)));
@@ -140,7 +196,10 @@ fn a_forged_advert_stops_the_master_for_its_own_master_down_interval_only() {
     m.handle(Event::Startup, c.at(0));
     m.handle(Event::Timer, c.at(10_000));
     assert_eq!(m.state(), State::Master);
-    assert_eq!(m.handle(forged(), c.at(11_000)), [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]);
+    assert_eq!(
+        m.handle(forged(), c.at(11_000)),
+        [Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Backup)]
+    );
     assert_eq!(m.state(), State::Backup, "a higher priority wins, as VRRP says");
     // Not 3 × 40.95 s: the forger is no master this router followed.
     assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
@@ -267,7 +326,7 @@ fn master_yields_to_higher_priority_or_equal_priority_and_higher_address() {
         assert_eq!(m.state(), State::Master);
         assert_eq!(
             m.handle(advert(from, priority), c.at(11_000)),
-            [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]
+            [Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Backup)]
         );
         assert_eq!(m.state(), State::Backup);
         assert_eq!(m.master_address(), Some(from));
@@ -309,7 +368,10 @@ fn clean_shutdown_sends_priority_zero() {
     let (mut m, c) = machine(v3(100));
     m.handle(Event::Startup, c.at(0));
     m.handle(Event::Timer, c.at(10_000));
-    assert_eq!(m.handle(Event::Shutdown, c.at(12_000)), [Action::SendAdvert { priority: 0 }, Action::RemoveVips]);
+    assert_eq!(
+        m.handle(Event::Shutdown, c.at(12_000)),
+        [Action::SendAdvert { priority: 0 }, Action::RemoveVips, Action::StandBy]
+    );
     assert_eq!(m.state(), State::Init);
     assert_eq!(m.next_deadline(), None);
     // A backup just stops.
@@ -324,7 +386,10 @@ fn a_tracked_interface_down_is_a_fault() {
     // Down before startup: Fault straight away.
     m.handle(Event::Link { interface: "eth1".into(), up: false }, c.at(0));
     assert_eq!(m.state(), State::Init);
-    assert_eq!(m.handle(Event::Startup, c.at(0)), [Action::RemoveVips, Action::Notify(NotifyKind::Fault)]);
+    assert_eq!(
+        m.handle(Event::Startup, c.at(0)),
+        [Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Fault)]
+    );
     assert_eq!(m.state(), State::Fault);
     assert_eq!(m.next_deadline(), None);
     assert_eq!(m.handle(advert(HIGHER_IP, 150), c.at(100)), [], "adverts are ignored in Fault");
@@ -338,7 +403,7 @@ fn a_tracked_interface_down_is_a_fault() {
     // Down while master: priority 0, addresses off, Fault.
     assert_eq!(
         m.handle(Event::Link { interface: "eth0".into(), up: false }, c.at(6000)),
-        [Action::SendAdvert { priority: 0 }, Action::RemoveVips, Action::Notify(NotifyKind::Fault)]
+        [Action::SendAdvert { priority: 0 }, Action::RemoveVips, Action::StandBy, Action::Notify(NotifyKind::Fault)]
     );
     // Two down, one back: still Fault.
     m.handle(Event::Link { interface: "eth1".into(), up: false }, c.at(6100));
@@ -357,7 +422,7 @@ fn tracked_services_move_the_priority() {
     assert_eq!(m.effective_priority(), 80);
     assert_eq!(m.handle(Event::Timer, c.at(11_000)), [Action::SendAdvert { priority: 80 }]);
     // A backup at 90 now wins: our master yields on its advert.
-    assert_eq!(m.handle(advert(LOWER_IP, 90), c.at(11_200)).len(), 2);
+    assert_eq!(m.handle(advert(LOWER_IP, 90), c.at(11_200)).len(), 3);
     assert_eq!(m.state(), State::Backup);
     // Clamped to 1..=254.
     m.handle(Event::Tracking { priority_delta: -500, fault: false }, c.at(12_000));
