@@ -27,9 +27,16 @@ pub const TX_ICMP_FRAG_NEEDED: u32 = 15;
 pub const DROP_TOO_BIG: u32 = 16;
 /// For a VIP this director is VRRP backup of.
 pub const PASS_STANDBY: u32 = 17;
+/// An ICMP error was due (port unreachable, fragmentation needed) but the
+/// director's ICMP rate limit was reached: dropped without one.
+pub const DROP_ICMP_RATE_LIMITED: u32 = 18;
+/// An ICMP error was due, but the source is no single host (zero,
+/// loopback, multicast, class E, broadcast, the VIP itself) or the frame a
+/// link-layer broadcast or multicast: dropped without one.
+pub const DROP_ICMP_BAD_SOURCE: u32 = 19;
 pub const COUNT: u32 = 24;
 
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 20] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -48,7 +55,10 @@ const NAMES: [&str; 18] = [
     "tx_icmp_frag_needed",
     "drop_too_big",
     "pass_standby",
+    "drop_icmp_rate_limited",
+    "drop_icmp_bad_source",
 ];
+const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 
 /// Counter name for display and JSON.
 pub fn name(reason: u32) -> Option<&'static str> {
@@ -58,4 +68,20 @@ pub fn name(reason: u32) -> Option<&'static str> {
 /// Every defined reason with its name.
 pub fn all() -> impl Iterator<Item = (u32, &'static str)> {
     NAMES.iter().enumerate().map(|(i, n)| (i as u32, *n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_has_its_name() {
+        for (reason, name) in [
+            (PASS_STANDBY, "pass_standby"),
+            (DROP_ICMP_RATE_LIMITED, "drop_icmp_rate_limited"),
+            (DROP_ICMP_BAD_SOURCE, "drop_icmp_bad_source"),
+        ] {
+            assert_eq!(super::name(reason), Some(name));
+        }
+    }
 }

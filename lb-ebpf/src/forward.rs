@@ -61,10 +61,15 @@ pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director) 
             return (xdp_action::XDP_DROP, reason::DROP_TOO_BIG);
         }
         let inner_mtu = (dest.mtu as usize).saturating_sub(OUTER_LEN) as u16;
-        return match reply::icmp_unreachable(ctx, pkt, reply::ICMP_FRAG_NEEDED, inner_mtu) {
-            Ok(()) => (xdp_action::XDP_TX, reason::TX_ICMP_FRAG_NEEDED),
-            Err(()) => (xdp_action::XDP_DROP, reason::DROP_TOO_BIG),
-        };
+        return reply::answer(
+            ctx,
+            pkt,
+            director,
+            reply::ICMP_FRAG_NEEDED,
+            inner_mtu,
+            reason::TX_ICMP_FRAG_NEEDED,
+            reason::DROP_TOO_BIG,
+        );
     }
 
     let l3 = pkt.l3_off;

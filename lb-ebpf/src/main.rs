@@ -69,10 +69,15 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         }
         let Some(dest_id) = schedule::choose(svc, &pkt.flow, now) else {
             // As IPVS: the client learns at once that nobody is there.
-            return Ok(match reply::icmp_unreachable(ctx, &pkt, reply::ICMP_PORT_UNREACH, 0) {
-                Ok(()) => (xdp_action::XDP_TX, reason::TX_ICMP_UNREACHABLE),
-                Err(()) => (xdp_action::XDP_DROP, reason::DROP_NO_DEST),
-            });
+            return Ok(reply::answer(
+                ctx,
+                &pkt,
+                director,
+                reply::ICMP_PORT_UNREACH,
+                0,
+                reason::TX_ICMP_UNREACHABLE,
+                reason::DROP_NO_DEST,
+            ));
         };
         if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director, &entry).is_err() {
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));

@@ -114,7 +114,7 @@ const PINNED_MAPS: [&str; 13] = [
 
 /// Bumped whenever a map's layout changes, so a new lbd never adopts maps
 /// with an old layout (they live in a different directory).
-const MAP_LAYOUT_VERSION: u32 = 3;
+const MAP_LAYOUT_VERSION: u32 = 4;
 /// The XDP link's pin, per interface (a config that moves to another
 /// interface detaches the old one).
 fn link_pin_name(interface: &str) -> String {
