@@ -13,6 +13,7 @@ pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_ICMP: u8 = 1;
 
 // Capacities. The connection table's size is set at load time from the config
 // (`conn_table_size`); these are the fixed ones.

@@ -34,9 +34,21 @@ pub const DROP_ICMP_RATE_LIMITED: u32 = 18;
 /// loopback, multicast, class E, broadcast, the VIP itself) or the frame a
 /// link-layer broadcast or multicast: dropped without one.
 pub const DROP_ICMP_BAD_SOURCE: u32 = 19;
+/// An ICMP error to a VIP whose quote is not a readable IPv4 header and 8
+/// bytes within the packet, is not from that VIP, or whose code is unknown.
+pub const PASS_ICMP_MALFORMED: u32 = 20;
+/// An ICMP error to a VIP that quotes no live connection (another protocol,
+/// a later fragment, an unknown or expired flow): the kernel's, as before.
+pub const PASS_ICMP_NO_CONN: u32 = 21;
+/// An ICMP error about a connection's packet (the real server's answer, as
+/// a router quotes it) forwarded to that connection's real server by DR
+/// (IPVS's ip_vs_in_icmp).
+pub const TX_DR_ICMP_ERROR: u32 = 22;
+/// ... by TUN.
+pub const TX_TUN_ICMP_ERROR: u32 = 23;
 pub const COUNT: u32 = 24;
 
-const NAMES: [&str; 20] = [
+const NAMES: [&str; 24] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -57,6 +69,10 @@ const NAMES: [&str; 20] = [
     "pass_standby",
     "drop_icmp_rate_limited",
     "drop_icmp_bad_source",
+    "pass_icmp_malformed",
+    "pass_icmp_no_conn",
+    "tx_dr_icmp_error",
+    "tx_tun_icmp_error",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 
@@ -80,6 +96,10 @@ mod tests {
             (PASS_STANDBY, "pass_standby"),
             (DROP_ICMP_RATE_LIMITED, "drop_icmp_rate_limited"),
             (DROP_ICMP_BAD_SOURCE, "drop_icmp_bad_source"),
+            (PASS_ICMP_MALFORMED, "pass_icmp_malformed"),
+            (PASS_ICMP_NO_CONN, "pass_icmp_no_conn"),
+            (TX_DR_ICMP_ERROR, "tx_dr_icmp_error"),
+            (TX_TUN_ICMP_ERROR, "tx_tun_icmp_error"),
         ] {
             assert_eq!(super::name(reason), Some(name));
         }

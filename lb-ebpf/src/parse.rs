@@ -1,11 +1,11 @@
 //! Stage 1: read the headers. Ethernet with at most one 802.1Q/802.1ad tag,
-//! IPv4 with any header length, then the TCP or UDP ports. Everything
-//! after the IP header is read within the IP total length, never from the
-//! Ethernet padding after it. Anything else is a pass reason; nothing is
-//! written here.
+//! IPv4 with any header length, then the TCP or UDP ports (or, for ICMP,
+//! nothing more: `related` reads it). Everything after the IP header is
+//! read within the IP total length, never from the Ethernet padding after
+//! it. Anything else is a pass reason; nothing is written here.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{AF_INET, FlowKey, IPPROTO_TCP, IPPROTO_UDP, reason};
+use lb_common::{AF_INET, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, reason};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -32,6 +32,9 @@ pub struct Packet {
     pub l3_off: usize,
     /// IP header length in bytes (20..=60).
     pub ihl: usize,
+    /// Where the IP packet ends (`l3_off` + its total length): what lies
+    /// beyond, up to the frame's end, is padding.
+    pub ip_end: usize,
     /// The whole frame's length.
     pub frame_len: usize,
     /// IP total length, what IPVS counts as bytes.
@@ -53,7 +56,7 @@ pub struct Packet {
 /// and every offset read here is even (Ethernet 14, a tag 4, an IPv4 header
 /// a multiple of 4), so each word is aligned.
 #[inline(always)]
-fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N], u32> {
+pub fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N], u32> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + 2 * N > end {
@@ -85,7 +88,7 @@ fn bytes(word: u16) -> [u8; 2] {
 /// Two consecutive words as the 4 bytes they hold (an address in network
 /// order, as the maps store it).
 #[inline(always)]
-fn join(a: u16, b: u16) -> u32 {
+pub fn join(a: u16, b: u16) -> u32 {
     let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
     u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
 }
@@ -160,6 +163,8 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
             }
             (udp[0], udp[1], 0)
         }
+        // Read by `related` (an error about a VIP's connection?).
+        IPPROTO_ICMP => (0, 0, 0),
         _ => return Err(reason::PASS_OTHER_PROTOCOL),
     };
 
@@ -176,6 +181,7 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
         },
         l3_off,
         ihl,
+        ip_end,
         frame_len: ctx.data_end() - ctx.data(),
         ip_len: ip_len as u32,
         tos,
