@@ -32,7 +32,8 @@ pub const PASS_STANDBY: u32 = 17;
 pub const DROP_ICMP_RATE_LIMITED: u32 = 18;
 /// An ICMP error was due, but the source is no single host (zero,
 /// loopback, multicast, class E, broadcast, the VIP itself) or the frame a
-/// link-layer broadcast or multicast: dropped without one.
+/// link-layer broadcast or multicast, or for another host's MAC: dropped
+/// without one.
 pub const DROP_ICMP_BAD_SOURCE: u32 = 19;
 /// An ICMP error to a VIP whose quote is not a readable IPv4 header and 8
 /// bytes within the packet, is not from that VIP, or whose code is unknown.

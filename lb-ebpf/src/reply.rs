@@ -67,13 +67,13 @@ pub fn answer(
     }
     // SAFETY: the Ethernet header is in the packet, checked above.
     let eth: EthHdr = unsafe { core::ptr::read_unaligned(start as *const EthHdr) };
-    if !single_host(pkt, &eth) {
+    if !single_host(pkt, &eth, director) {
         return (xdp_action::XDP_DROP, reason::DROP_ICMP_BAD_SOURCE);
     }
     if !allow(director) {
         return (xdp_action::XDP_DROP, reason::DROP_ICMP_RATE_LIMITED);
     }
-    match icmp_unreachable(ctx, pkt, &eth, code, mtu) {
+    match icmp_unreachable(ctx, pkt, &eth, director, code, mtu) {
         Ok(()) => (xdp_action::XDP_TX, sent),
         Err(()) => (xdp_action::XDP_DROP, failed),
     }
@@ -82,22 +82,31 @@ pub fn answer(
 /// Whether an ICMP error about this packet may go back to its sender:
 /// never about a datagram whose source is no single host (0.0.0.0/8,
 /// loopback, multicast, class E and the limited broadcast), nor about one
-/// sent as a link-layer broadcast or multicast (RFC 1812 4.3.2.7, RFC 1122
-/// 3.2.2; the kernel's __icmp_send refuses these too: pkt_type other than
-/// PACKET_HOST, martian sources that never route), nor from a group MAC.
-/// Nor to the VIP itself, a spoofed packet from the VIP to the VIP. (A
-/// subnet's directed broadcast is not known here; it only reaches us from
-/// that subnet's own router.)
+/// sent as a link-layer broadcast or multicast or to another host's MAC
+/// (RFC 1812 4.3.2.7, RFC 1122 3.2.2; the kernel never answers these
+/// either: martian sources never route, __icmp_send wants PACKET_HOST and
+/// ip_rcv drops PACKET_OTHERHOST), nor from a group MAC. Nor to the VIP
+/// itself, a spoofed packet from the VIP to the VIP. (A subnet's directed
+/// broadcast is not known here; it only reaches us from that subnet's own
+/// router.)
 #[inline(always)]
-fn single_host(pkt: &Packet, eth: &EthHdr) -> bool {
+fn single_host(pkt: &Packet, eth: &EthHdr, director: &Director) -> bool {
     // The first octet of the source (the address is stored in network order).
     let first = pkt.flow.src[0].to_ne_bytes()[0];
     first != 0
         && first != 127
         && first < 224
         && pkt.flow.src[0] != pkt.flow.dst[0]
-        && eth.dst[0] & 1 == 0
         && eth.src[0] & 1 == 0
+        && mac_words(&eth.dst) == mac_words(&director.mac)
+}
+
+/// A MAC as three 16-bit words: compared without a call to a byte-wise
+/// `memcmp` subprogram.
+#[inline(always)]
+fn mac_words(mac: &[u8; 6]) -> [u16; 3] {
+    // SAFETY: 6 bytes; an unaligned read of them.
+    unsafe { core::ptr::read_unaligned(mac.as_ptr().cast::<[u16; 3]>()) }
 }
 
 const NS_PER_SEC: u64 = 1_000_000_000;
@@ -163,9 +172,16 @@ fn allow(director: &Director) -> bool {
 /// Replaces the packet with an ICMP destination-unreachable message (`code`,
 /// and for fragmentation-needed the next-hop `mtu`) from the packet's
 /// destination back to its source (`eth`: its Ethernet header as it came),
-/// sent out the way it came.
+/// sent out the way it came from the director's MAC.
 #[inline(always)]
-fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, eth: &EthHdr, code: u8, mtu: u16) -> Result<(), ()> {
+fn icmp_unreachable(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    eth: &EthHdr,
+    director: &Director,
+    code: u8,
+    mtu: u16,
+) -> Result<(), ()> {
     // Bounded for the verifier: 14 or 18, and 20..=60.
     let l3 = pkt.l3_off;
     let ihl = pkt.ihl;
@@ -187,8 +203,9 @@ fn icmp_unreachable(ctx: &XdpContext, pkt: &Packet, eth: &EthHdr, code: u8, mtu:
     let new_eth = start as *mut EthHdr;
     // SAFETY: offsets below ETH_HLEN + 4 + GROW, checked just above.
     unsafe {
-        (*new_eth).dst = eth.src;
-        (*new_eth).src = eth.dst;
+        // Word writes, as forward::set_macs (the frame start stays 2-aligned).
+        let (dst, src) = (mac_words(&eth.src), mac_words(&director.mac));
+        core::ptr::write(new_eth.cast::<[u16; 6]>(), [dst[0], dst[1], dst[2], src[0], src[1], src[2]]);
         // The EtherType (and a VLAN tag) from the old header, now GROW on.
         let old = (start + GROW) as *const u8;
         let new = start as *mut u8;

@@ -371,8 +371,9 @@ fn allowed(rate: u64, burst: u64, elapsed: Duration) -> u64 {
 
 /// RFC 1812 4.3.2.7 and RFC 1122 3.2.2: no ICMP error for a datagram whose
 /// source is no single host (zero, loopback, multicast, class E and
-/// broadcast), nor for one sent as a link-layer broadcast or multicast. Nor
-/// to the VIP itself (a spoofed packet from the VIP to the VIP).
+/// broadcast), nor for one sent as a link-layer broadcast or multicast (or
+/// to another host's MAC). Nor to the VIP itself (a spoofed packet from the
+/// VIP to the VIP).
 #[test]
 fn no_replies_to_sources_that_are_no_single_host() {
     let Some(h) = harness() else { return };
@@ -396,6 +397,9 @@ fn no_replies_to_sources_that_are_no_single_host() {
     let mut multicast = to_dead(CLIENT);
     multicast.dst_mac = [0x01, 0x00, 0x5e, 0, 0, 1];
     expect(&h, "a link-layer multicast", &multicast.build(), XDP_DROP, &[("drop_icmp_bad_source", 1)]);
+    let mut other_host = to_dead(CLIENT);
+    other_host.dst_mac = real_mac(RS1);
+    expect(&h, "a frame to another host's MAC", &other_host.build(), XDP_DROP, &[("drop_icmp_bad_source", 1)]);
     let mut group_sender = to_dead(CLIENT);
     group_sender.src_mac = [0x03, 0, 0, 0, 0, 1];
     expect(&h, "from a group MAC", &group_sender.build(), XDP_DROP, &[("drop_icmp_bad_source", 1)]);
@@ -411,5 +415,5 @@ fn no_replies_to_sources_that_are_no_single_host() {
 
     // A real client is still answered.
     let out = expect(&h, "a unicast client", &to_dead(CLIENT).build(), XDP_TX, &[("tx_icmp_unreachable", 1)]);
-    assert_eq!(&out[0..6], &CLIENT_MAC);
+    assert_eq!((&out[0..6], &out[6..12]), (&CLIENT_MAC[..], &DIRECTOR_MAC[..]), "back to the sender, from us");
 }
