@@ -19,9 +19,11 @@ pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 
 /// The test files of lb-tests run in each kernel: the verifier budget; the
 /// kernel probes and how a refusal is reported; the datapath fixtures and
-/// the schedulers' equivalence runs; the DR lab (rr split, keep-alive,
-/// SIGHUP changes, lbctl, SIGTERM cleanup).
-pub const TESTS: [&str; 4] = ["verifier_budget", "kernel_support", "datapath", "director"];
+/// the schedulers' equivalence runs, the ICMP and hostile-frame fixtures and
+/// the datapath fuzzer; the DR lab (rr split, keep-alive, SIGHUP changes,
+/// lbctl, SIGTERM cleanup).
+pub const TESTS: [&str; 7] =
+    ["verifier_budget", "kernel_support", "datapath", "icmp", "hostile_frames", "fuzz_datapath", "director"];
 
 /// Under emulation the datapath tests run several times slower than here.
 const TIMEOUT: Duration = Duration::from_secs(40 * 60);
