@@ -19,15 +19,18 @@ pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 
 /// The test files of lb-tests run in each kernel: the verifier budget; the
 /// kernel probes and how a refusal is reported; the datapath fixtures
-/// (`datapath`) and the schedulers' equivalence runs
-/// (`datapath_schedulers`); the DR lab (`director`: rr split, keep-alive,
-/// SIGHUP changes, SIGTERM cleanup; `director_lbctl`: lbctl's listings;
-/// `director_config`: config mistakes refused).
-pub const TESTS: [&str; 7] = [
+/// (`datapath`, `icmp`, `hostile_frames`), the schedulers' equivalence runs
+/// (`datapath_schedulers`) and the datapath fuzzer; the DR lab (`director`:
+/// rr split, keep-alive, SIGHUP changes, SIGTERM cleanup; `director_lbctl`:
+/// lbctl's listings; `director_config`: config mistakes refused).
+pub const TESTS: [&str; 10] = [
     "verifier_budget",
     "kernel_support",
     "datapath",
     "datapath_schedulers",
+    "icmp",
+    "hostile_frames",
+    "fuzz_datapath",
     "director",
     "director_lbctl",
     "director_config",

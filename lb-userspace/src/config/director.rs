@@ -55,6 +55,14 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
     let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..=max, defaults.tcp as i64);
     let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..=max, defaults.tcpfin as i64);
     let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..=max, defaults.udp as i64);
+    // The kernel's icmp_msgs_per_sec; ten million a second is more than a
+    // 10 Gb/s link carries.
+    let icmp_rate_limit = c.integer(
+        &d.icmp_rate_limit,
+        "director.icmp_rate_limit",
+        0..=10_000_000,
+        lb_common::DEFAULT_ICMP_RATE_LIMIT as i64,
+    );
     let tun_source = match &d.tun_source {
         None => None,
         Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
@@ -75,6 +83,7 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
         control_socket,
         control_group,
         timeouts: Timeouts { tcp: tcp? as u32, tcpfin: tcpfin? as u32, udp: udp? as u32 },
+        icmp_rate_limit: icmp_rate_limit? as u32,
     })
 }
 

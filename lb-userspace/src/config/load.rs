@@ -203,6 +203,16 @@ weight = 1
     }
 
     #[test]
+    fn the_icmp_rate_limit_is_checked() {
+        let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+        assert_eq!(c.director.icmp_rate_limit, 1000, "the kernel's icmp_msgs_per_sec");
+        let none = GOOD.replace("xdp_mode = \"auto\"", "icmp_rate_limit = 0");
+        assert_eq!(Config::parse(&none, Path::new("lb.toml")).unwrap().director.icmp_rate_limit, 0);
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "icmp_rate_limit = -5");
+        assert_eq!(errors(&bad), ["lb.toml:4: director.icmp_rate_limit: -5 is out of range 0..=10000000"]);
+    }
+
+    #[test]
     fn port_zero_is_every_port_and_udp_works() {
         let text = GOOD.replace(":80", ":0").replace("\"tcp\"", "\"udp\"");
         let c = Config::parse(&text, Path::new("x")).unwrap();

@@ -78,6 +78,9 @@ pub struct DirectorConfig {
     /// Outer source address of TUN packets; default: the interface's own
     /// (first non-VIP) address.
     pub tun_source: Option<Ipv4Addr>,
+    /// ICMP errors the datapath sends itself, at most this many a second
+    /// (`lb_common::Director::icmp_rate_limit`); 0 sends none.
+    pub icmp_rate_limit: u32,
 }
 
 /// A group of this host, by name and id.

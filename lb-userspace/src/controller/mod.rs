@@ -115,6 +115,8 @@ impl Controller {
             tun_source_family: lb_common::AF_INET,
             state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
             tick_ns: self.datapath.tick_ns(),
+            icmp_rate_limit: self.config.director.icmp_rate_limit,
+            icmp_burst: lb_common::icmp_burst(self.config.director.icmp_rate_limit),
             ..Director::default()
         }
     }
