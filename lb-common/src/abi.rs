@@ -13,6 +13,7 @@ pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_ICMP: u8 = 1;
 
 // Capacities. The connection table's size is set at load time from the config
 // (`conn_table_size`); these are the fixed ones.
@@ -64,6 +65,7 @@ pub mod map_name {
     pub const SERVICE_FLAGS: &str = "SERVICE_FLAGS";
     pub const DEST_STATS: &str = "DEST_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
+    pub const SCAN_SCRATCH: &str = "SCAN_SCRATCH";
 }
 
 /// Program names in the object file.
@@ -137,7 +139,7 @@ pub mod flow_kind {
 
 /// The director itself: array map with one entry.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Director {
     /// Interface the program is attached to.
     pub ifindex: u32,
@@ -155,8 +157,50 @@ pub struct Director {
     /// Seconds an entry lives in each connection state, indexed by
     /// [`crate::conn_state`] numbers (IPVS's per-protocol timeout tables).
     pub state_timeouts: [u32; crate::conn_state::COUNT],
+    /// ICMP errors the director sends itself (port unreachable,
+    /// fragmentation needed), all CPUs together: at most this many a second
+    /// on average (the kernel's `icmp_msgs_per_sec`); 0 sends none.
+    pub icmp_rate_limit: u32,
+    /// ... and at most this many at once (the kernel's `icmp_msgs_burst`):
+    /// the depth of the token bucket, [`icmp_burst`] of the limit.
+    pub icmp_burst: u32,
 }
-const _: () = assert!(core::mem::size_of::<Director>() == 36 + 4 * crate::conn_state::COUNT);
+const _: () = assert!(core::mem::size_of::<Director>() == 44 + 4 * crate::conn_state::COUNT);
+
+/// The director's ICMP errors a second by default: the kernel's default
+/// `net.ipv4.icmp_msgs_per_sec`.
+pub const DEFAULT_ICMP_RATE_LIMIT: u32 = 1000;
+
+/// The token bucket's depth for a rate limit: a twentieth of a second's
+/// worth, at least one (the kernel's defaults: 1000 a second, bursts of 50).
+pub const fn icmp_burst(rate_limit: u32) -> u32 {
+    if rate_limit == 0 {
+        0
+    } else if rate_limit < 20 {
+        1
+    } else {
+        rate_limit / 20
+    }
+}
+
+/// Zeros, but for the ICMP rate limit: the director's default, as an
+/// unset config key gives.
+impl Default for Director {
+    fn default() -> Self {
+        Self {
+            ifindex: 0,
+            mac: [0; 6],
+            pad0: [0; 2],
+            tun_source: [0; 4],
+            tun_source_family: 0,
+            pad1: [0; 3],
+            tick_ns: 0,
+            state_timeouts: [0; crate::conn_state::COUNT],
+            icmp_rate_limit: DEFAULT_ICMP_RATE_LIMIT,
+            icmp_burst: icmp_burst(DEFAULT_ICMP_RATE_LIMIT),
+        }
+    }
+}
 
 /// Key of the service map: (VIP, port, protocol). Port 0 with
 /// `service_flag::ALL_PORTS` is the every-port service of that VIP.

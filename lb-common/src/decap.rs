@@ -1,10 +1,21 @@
 //! The real servers' decapsulation program (`lbd decap`): its maps and
 //! counters.
 
+/// This host's addresses tunnels may be addressed to (outer destination).
 pub const MAX_ADDRS: u32 = 256;
+/// Directors tunnels may come from (outer source).
+pub const MAX_SOURCES: u32 = 256;
+/// This host's VIPs: what a tunnelled packet may be for (inner destination).
+pub const MAX_VIPS: u32 = 1024;
 pub const PROGRAM: &str = "lb_decap";
 pub const ADDRS_MAP: &str = "DECAP_ADDRS";
+pub const SOURCES_MAP: &str = "DECAP_SOURCES";
+pub const VIPS_MAP: &str = "DECAP_VIPS";
+pub const CONFIG_MAP: &str = "DECAP_CONFIG";
 pub const STATS_MAP: &str = "DECAP_STATS";
+
+/// `DECAP_CONFIG[0]` flag: tunnels from any source (`--from any`).
+pub const ANY_SOURCE: u32 = 1;
 
 /// Counter slots.
 pub const DECAPSULATED: u32 = 0;
@@ -13,6 +24,13 @@ pub const NOT_TUNNEL: u32 = 1;
 pub const NOT_FOR_US: u32 = 2;
 /// A tunnel packet too short to hold what its headers promise.
 pub const TRUNCATED: u32 = 3;
-pub const COUNT: u32 = 4;
+/// IP-in-IP from a source that is no configured director: left to the
+/// kernel, not opened.
+pub const FOREIGN_SOURCE: u32 = 4;
+/// IP-in-IP whose inner packet is not for one of this host's VIPs: left to
+/// the kernel, not opened.
+pub const NOT_A_VIP: u32 = 5;
+pub const COUNT: u32 = 6;
 
-pub const NAMES: [&str; 4] = ["decapsulated", "not_tunnel", "not_for_us", "truncated"];
+pub const NAMES: [&str; COUNT as usize] =
+    ["decapsulated", "not_tunnel", "not_for_us", "truncated", "foreign_source", "not_a_vip"];

@@ -27,9 +27,29 @@ pub const TX_ICMP_FRAG_NEEDED: u32 = 15;
 pub const DROP_TOO_BIG: u32 = 16;
 /// For a VIP this director is VRRP backup of.
 pub const PASS_STANDBY: u32 = 17;
+/// An ICMP error was due (port unreachable, fragmentation needed) but the
+/// director's ICMP rate limit was reached: dropped without one.
+pub const DROP_ICMP_RATE_LIMITED: u32 = 18;
+/// An ICMP error was due, but the source is no single host (zero,
+/// loopback, multicast, class E, broadcast, the VIP itself) or the frame a
+/// link-layer broadcast or multicast, or for another host's MAC: dropped
+/// without one.
+pub const DROP_ICMP_BAD_SOURCE: u32 = 19;
+/// An ICMP error to a VIP whose quote is not a readable IPv4 header and 8
+/// bytes within the packet, is not from that VIP, or whose code is unknown.
+pub const PASS_ICMP_MALFORMED: u32 = 20;
+/// An ICMP error to a VIP that quotes no live connection (another protocol,
+/// a later fragment, an unknown or expired flow): the kernel's, as before.
+pub const PASS_ICMP_NO_CONN: u32 = 21;
+/// An ICMP error about a connection's packet (the real server's answer, as
+/// a router quotes it) forwarded to that connection's real server by DR
+/// (IPVS's ip_vs_in_icmp).
+pub const TX_DR_ICMP_ERROR: u32 = 22;
+/// ... by TUN.
+pub const TX_TUN_ICMP_ERROR: u32 = 23;
 pub const COUNT: u32 = 24;
 
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 24] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -48,7 +68,14 @@ const NAMES: [&str; 18] = [
     "tx_icmp_frag_needed",
     "drop_too_big",
     "pass_standby",
+    "drop_icmp_rate_limited",
+    "drop_icmp_bad_source",
+    "pass_icmp_malformed",
+    "pass_icmp_no_conn",
+    "tx_dr_icmp_error",
+    "tx_tun_icmp_error",
 ];
+const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 
 /// Counter name for display and JSON.
 pub fn name(reason: u32) -> Option<&'static str> {
@@ -58,4 +85,24 @@ pub fn name(reason: u32) -> Option<&'static str> {
 /// Every defined reason with its name.
 pub fn all() -> impl Iterator<Item = (u32, &'static str)> {
     NAMES.iter().enumerate().map(|(i, n)| (i as u32, *n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_has_its_name() {
+        for (reason, name) in [
+            (PASS_STANDBY, "pass_standby"),
+            (DROP_ICMP_RATE_LIMITED, "drop_icmp_rate_limited"),
+            (DROP_ICMP_BAD_SOURCE, "drop_icmp_bad_source"),
+            (PASS_ICMP_MALFORMED, "pass_icmp_malformed"),
+            (PASS_ICMP_NO_CONN, "pass_icmp_no_conn"),
+            (TX_DR_ICMP_ERROR, "tx_dr_icmp_error"),
+            (TX_TUN_ICMP_ERROR, "tx_tun_icmp_error"),
+        ] {
+            assert_eq!(super::name(reason), Some(name));
+        }
+    }
 }

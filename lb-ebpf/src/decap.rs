@@ -1,7 +1,13 @@
 //! The real servers' side of TUN: strips the outer header of IP-in-IP
 //! packets addressed to this host and passes the inner packet up, for hosts
-//! without the `ipip` module (run by `lbd decap --interface IF`). Anything
-//! else passes untouched.
+//! without the `ipip` module (run by `lbd decap --interface IF`).
+//!
+//! Only tunnels from the configured directors (`--from`), carrying a packet
+//! for one of this host's VIPs, are opened: anything else unwrapped here
+//! would reach the host as if it had arrived natively, past source-address
+//! filters, and be forwarded where forwarding is on. Everything else passes
+//! to the kernel untouched, counted by reason (without the `ipip` module the
+//! kernel drops IP-in-IP).
 #![no_std]
 #![no_main]
 
@@ -9,7 +15,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_xdp_adjust_head,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{IPPROTO_IPIP, decap};
@@ -18,6 +24,19 @@ use lb_common::{IPPROTO_IPIP, decap};
 /// opened.
 #[map]
 static DECAP_ADDRS: HashMap<u32, u8> = HashMap::with_max_entries(decap::MAX_ADDRS, 0);
+
+/// The directors (network order): only tunnels from them are opened,
+/// unless `DECAP_CONFIG` says any source.
+#[map]
+static DECAP_SOURCES: HashMap<u32, u8> = HashMap::with_max_entries(decap::MAX_SOURCES, 0);
+
+/// This host's VIPs (network order): only packets for them are unwrapped.
+#[map]
+static DECAP_VIPS: HashMap<u32, u8> = HashMap::with_max_entries(decap::MAX_VIPS, 0);
+
+/// Flags ([`decap::ANY_SOURCE`]).
+#[map]
+static DECAP_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(decap::COUNT, 0);
@@ -64,12 +83,13 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
         return Err(decap::NOT_TUNNEL);
     }
     // SAFETY: the outer IPv4 header is inside the packet, checked above.
-    let (version_ihl, frag_off, protocol, daddr) = unsafe {
+    let (version_ihl, frag_off, protocol, saddr, daddr) = unsafe {
         let ip = ip as *const u8;
         (
             *ip,
             u16::from_be_bytes([*ip.add(6), *ip.add(7)]),
             *ip.add(9),
+            core::ptr::read_unaligned(ip.add(12) as *const u32),
             core::ptr::read_unaligned(ip.add(16) as *const u32),
         )
     };
@@ -79,6 +99,9 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
     if DECAP_ADDRS.get_ptr(&daddr).is_none() {
         return Err(decap::NOT_FOR_US);
     }
+    if !from_director(saddr) {
+        return Err(decap::FOREIGN_SOURCE);
+    }
     // A fragmented outer packet is left to the kernel to reassemble.
     if version_ihl >> 4 != 4 || frag_off & 0x3FFF != 0 {
         return Err(decap::NOT_TUNNEL);
@@ -87,18 +110,28 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
     if outer < 20 {
         return Err(decap::NOT_TUNNEL);
     }
-    // The inner packet must be IPv4 too.
+    // The inner packet must be IPv4 too, for one of our VIPs.
     let inner = start + l3 + outer;
-    if inner + 4 > end {
+    if inner + 20 > end {
         return Err(decap::TRUNCATED);
     }
-    // SAFETY: checked just above.
-    if unsafe { *(inner as *const u8) } >> 4 != 4 {
+    // SAFETY: a whole IPv4 header from `inner`, checked just above.
+    let (inner_version, inner_daddr) = unsafe {
+        let inner = inner as *const u8;
+        (*inner >> 4, core::ptr::read_unaligned(inner.add(16) as *const u32))
+    };
+    if inner_version != 4 {
         return Err(decap::NOT_TUNNEL);
     }
+    if DECAP_VIPS.get_ptr(&inner_daddr).is_none() {
+        return Err(decap::NOT_A_VIP);
+    }
     // Move the Ethernet header (and tag) forward over the outer header,
-    // then drop what is in front of it.
-    let moved_to = start + outer;
+    // then drop what is in front of it. LLVM finds this check implied by
+    // the inner header's and drops it, but the verifier keeps ranges per
+    // pointer and needs it for `moved_to`: the barrier hides where
+    // `moved_to` comes from (as the kernel's `barrier_var`).
+    let moved_to = core::hint::black_box(start + outer);
     if moved_to + ETH_HLEN + 4 > end {
         return Err(decap::TRUNCATED);
     }
@@ -118,6 +151,13 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
         }
     }
     Ok(())
+}
+
+/// Whether `saddr` (network order) is a configured director, or any
+/// source is allowed.
+#[inline(always)]
+fn from_director(saddr: u32) -> bool {
+    DECAP_CONFIG.get(0).is_some_and(|flags| flags & decap::ANY_SOURCE != 0) || DECAP_SOURCES.get_ptr(&saddr).is_some()
 }
 
 #[cfg(not(test))]

@@ -51,20 +51,26 @@ const OUTER_LEN: usize = 20;
 /// the controller resolves from the kernel's routing and neighbour tables),
 /// so real servers may sit on other subnets. A packet that would not fit
 /// the path MTU gets "fragmentation needed" back if it forbids
-/// fragmentation (as IPVS does); XDP cannot fragment the others, so they
-/// are dropped and counted.
+/// fragmentation (as IPVS does) and `may_answer` (no ICMP error is ever
+/// answered with another, RFC 1122 3.2.2); XDP cannot fragment the others,
+/// so they are dropped and counted.
 #[inline(always)]
-pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director) -> (u32, u32) {
+pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director, may_answer: bool) -> (u32, u32) {
     let outer_total = pkt.ip_len as usize + OUTER_LEN;
     if outer_total > dest.mtu as usize {
-        if !pkt.dont_fragment {
+        if !pkt.dont_fragment || !may_answer {
             return (xdp_action::XDP_DROP, reason::DROP_TOO_BIG);
         }
         let inner_mtu = (dest.mtu as usize).saturating_sub(OUTER_LEN) as u16;
-        return match reply::icmp_unreachable(ctx, pkt, reply::ICMP_FRAG_NEEDED, inner_mtu) {
-            Ok(()) => (xdp_action::XDP_TX, reason::TX_ICMP_FRAG_NEEDED),
-            Err(()) => (xdp_action::XDP_DROP, reason::DROP_TOO_BIG),
-        };
+        return reply::answer(
+            ctx,
+            pkt,
+            director,
+            reply::ICMP_FRAG_NEEDED,
+            inner_mtu,
+            reason::TX_ICMP_FRAG_NEEDED,
+            reason::DROP_TOO_BIG,
+        );
     }
 
     let l3 = pkt.l3_off;

@@ -1,6 +1,6 @@
 //! The XDP load balancer. The entry point reads as the pipeline: parse,
 //! find the connection (or the service, and schedule a new one), count,
-//! forward.
+//! forward; ICMP errors about a connection go where the connection goes.
 //! Whatever is not for a virtual service passes to the kernel untouched.
 #![no_std]
 #![no_main]
@@ -12,12 +12,13 @@ mod forward;
 mod lookup;
 mod maps;
 mod parse;
+mod related;
 mod reply;
 mod schedule;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{forwarding, reason, service_flag};
+use lb_common::{IPPROTO_ICMP, forwarding, reason, service_flag};
 
 use crate::maps::{DESTS, DIRECTOR};
 
@@ -36,6 +37,9 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let pkt = parse::packet(ctx)?;
+    if pkt.flow.protocol == IPPROTO_ICMP {
+        return related::icmp(ctx, &pkt);
+    }
     if !lookup::may_be_vip(&pkt.flow) {
         return Err(reason::PASS_NO_SERVICE);
     }
@@ -69,10 +73,15 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         }
         let Some(dest_id) = schedule::choose(svc, &pkt.flow, now) else {
             // As IPVS: the client learns at once that nobody is there.
-            return Ok(match reply::icmp_unreachable(ctx, &pkt, reply::ICMP_PORT_UNREACH, 0) {
-                Ok(()) => (xdp_action::XDP_TX, reason::TX_ICMP_UNREACHABLE),
-                Err(()) => (xdp_action::XDP_DROP, reason::DROP_NO_DEST),
-            });
+            return Ok(reply::answer(
+                ctx,
+                &pkt,
+                director,
+                reply::ICMP_PORT_UNREACH,
+                0,
+                reason::TX_ICMP_UNREACHABLE,
+                reason::DROP_NO_DEST,
+            ));
         };
         if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director, &entry).is_err() {
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
@@ -87,7 +96,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     stats::account(service_id, dest_id, pkt.ip_len, new_conn);
     match dest.forwarding {
         forwarding::DR => Ok(forward::direct_route(ctx, dest, director)),
-        forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, dest, director)),
+        forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, dest, director, true)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
 }

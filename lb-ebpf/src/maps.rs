@@ -64,6 +64,20 @@ pub static DEST_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX
 #[map]
 pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
 
+/// The token bucket of the ICMP errors the director sends (`reply`), one
+/// for all CPUs as the kernel's `icmp_global`; only touched atomically.
+#[repr(C)]
+pub struct IcmpBucket {
+    /// Replies left; may dip below 0 while CPUs race for the last one.
+    pub credit: i64,
+    /// The datapath's clock at the last refill (ns).
+    pub stamp_ns: u64,
+}
+
+/// Not pinned: a restarted lbd starts with a full bucket.
+#[map]
+pub static ICMP_BUCKET: Array<IcmpBucket> = Array::with_max_entries(1, 0);
+
 /// Room for one `bpf_loop` scan's state: the largest is lblcr's set walk.
 #[repr(C, align(8))]
 pub struct ScanSlot(pub [u64; 10]);

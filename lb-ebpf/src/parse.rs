@@ -1,9 +1,11 @@
 //! Stage 1: read the headers. Ethernet with at most one 802.1Q/802.1ad tag,
-//! IPv4 with any header length, then the TCP or UDP ports. Anything else is
-//! a pass reason; nothing is written here.
+//! IPv4 with any header length, then the TCP or UDP ports (or, for ICMP,
+//! nothing more: `related` reads it). Everything after the IP header is
+//! read within the IP total length, never from the Ethernet padding after
+//! it. Anything else is a pass reason; nothing is written here.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{AF_INET, FlowKey, IPPROTO_TCP, IPPROTO_UDP, reason};
+use lb_common::{AF_INET, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, reason};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -30,6 +32,9 @@ pub struct Packet {
     pub l3_off: usize,
     /// IP header length in bytes (20..=60).
     pub ihl: usize,
+    /// Where the IP packet ends (`l3_off` + its total length): what lies
+    /// beyond, up to the frame's end, is padding.
+    pub ip_end: usize,
     /// The whole frame's length.
     pub frame_len: usize,
     /// IP total length, what IPVS counts as bytes.
@@ -51,7 +56,7 @@ pub struct Packet {
 /// and every offset read here is even (Ethernet 14, a tag 4, an IPv4 header
 /// a multiple of 4), so each word is aligned.
 #[inline(always)]
-fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N], u32> {
+pub fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N], u32> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + 2 * N > end {
@@ -60,6 +65,18 @@ fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N], u3
     // SAFETY: the words lie inside the packet (checked just above) and are
     // 2-byte aligned (see above).
     Ok(unsafe { core::ptr::read((start + offset) as *const [u16; N]) })
+}
+
+/// `value`, through the stack, where LLVM cannot follow it: for what LLVM
+/// knows and the verifier does not. The end of the IP packet: LLVM knows it
+/// lies within the frame (checked), so it would drop each later frame check
+/// of a header already checked against the IP packet's end, and the
+/// verifier, which learns a packet's bounds only from comparisons with the
+/// frame's end, would refuse the read. The IP total length: see there.
+#[inline(always)]
+fn opaque(value: usize) -> usize {
+    // SAFETY: a read of a local variable.
+    unsafe { core::ptr::read_volatile(&value) }
 }
 
 /// The two bytes of a word as they are in the packet.
@@ -71,7 +88,7 @@ fn bytes(word: u16) -> [u8; 2] {
 /// Two consecutive words as the 4 bytes they hold (an address in network
 /// order, as the maps store it).
 #[inline(always)]
-fn join(a: u16, b: u16) -> u32 {
+pub fn join(a: u16, b: u16) -> u32 {
     let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
     u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
 }
@@ -101,7 +118,10 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
     let frag_off = u16::from_be(ip[3]);
     // Masked so the verifier sees a bounded header length (20..=60).
     let ihl = ((version_ihl & 0x0F) as usize) * 4;
-    let ip_len = u16::from_be(ip[1]) as usize;
+    // Masked where LLVM cannot drop the mask: Debian 12's 6.1 verifier
+    // does not bound the result of a byte swap (6.18's does), and refused
+    // the frame check below with it unbounded.
+    let ip_len = opaque(u16::from_be(ip[1]) as usize) & 0xFFFF;
     if version_ihl >> 4 != 4 || ihl < 20 || ip_len < ihl {
         return Err(reason::PASS_MALFORMED);
     }
@@ -113,21 +133,38 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
     }
 
     let l4_off = l3_off + ihl;
-    // Ports in network order, as the maps store them.
+    let ip_end = opaque(l3_off + ip_len);
+    // Ports in network order, as the maps store them. Each header must lie
+    // within the IP packet (as the kernel trims a frame to its IP length
+    // before TCP or UDP read it), not in the padding after it.
     let (sport, dport, tcp_flags) = match protocol {
         IPPROTO_TCP => {
             // ports | sequence | acknowledgement | data offset, flags | ...
+            if l4_off + 20 > ip_end {
+                return Err(reason::PASS_MALFORMED);
+            }
             let tcp = words::<10>(ctx, l4_off)?;
             let [data_offset, flags] = bytes(tcp[6]);
-            if (data_offset >> 4) < 5 {
+            let tcp_len = ((data_offset >> 4) as usize) * 4;
+            if tcp_len < 20 || l4_off + tcp_len > ip_end {
                 return Err(reason::PASS_MALFORMED);
             }
             (tcp[0], tcp[1], flags)
         }
         IPPROTO_UDP => {
+            // ports | length | checksum
+            if l4_off + 8 > ip_end {
+                return Err(reason::PASS_MALFORMED);
+            }
             let udp = words::<4>(ctx, l4_off)?;
+            let udp_len = u16::from_be(udp[2]) as usize;
+            if udp_len < 8 || l4_off + udp_len > ip_end {
+                return Err(reason::PASS_MALFORMED);
+            }
             (udp[0], udp[1], 0)
         }
+        // Read by `related` (an error about a VIP's connection?).
+        IPPROTO_ICMP => (0, 0, 0),
         _ => return Err(reason::PASS_OTHER_PROTOCOL),
     };
 
@@ -144,6 +181,7 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
         },
         l3_off,
         ihl,
+        ip_end,
         frame_len: ctx.data_end() - ctx.data(),
         ip_len: ip_len as u32,
         tos,

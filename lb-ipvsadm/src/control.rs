@@ -1,6 +1,7 @@
-//! The control protocol between lbctl and lbd: over a Unix socket (mode
-//! 0600), one JSON request per connection, one JSON response. This is the
-//! client's side; lbd serves it (lb-userspace's `control`).
+//! The control protocol between lbctl and lbd: over a Unix socket (root's,
+//! mode 0600, or 0660 for lbd's control_group), one JSON request per
+//! connection, one JSON response. This is the client's side; lbd serves it
+//! (lb-userspace's `control`).
 
 use std::{
     collections::BTreeMap,
@@ -28,7 +29,7 @@ pub enum Request {
     /// The connection table.
     Connections,
     Timeouts,
-    /// The datapath's verdict counters.
+    /// The datapath's verdict counters, and connection sync's (`sync_*`).
     Counters,
     /// ipvsadm commands, carried out all or none.
     Apply { commands: Vec<Command> },

@@ -1,5 +1,6 @@
 //! The loaded XDP program and its maps: loading (or adopting what a previous
-//! lbd pinned), attaching, and the only code that writes the maps.
+//! lbd pinned, when [`crate::pins`] finds it of the same layout), attaching,
+//! and the only code that writes the maps.
 
 use std::{
     collections::BTreeMap,
@@ -20,13 +21,8 @@ use lb_common::{
     Conn, Counters, Dest, DestConns, Director, FlowKey, SchedState, Service, ServiceKey, conn_state, map_name,
     program_name, reason,
 };
-use nix::{
-    mount::{MsFlags, mount},
-    sys::statfs::{BPF_FS_MAGIC, statfs},
-};
-
 use crate::{
-    config,
+    config, pins,
     tables::{Adopted, MapOp},
 };
 
@@ -121,33 +117,6 @@ fn nearest_hz(measured: f64) -> Option<u32> {
         .filter(|hz| (f64::from(*hz) - measured).abs() <= f64::from(*hz) / 10.0)
 }
 
-/// Maps that outlive lbd when pinned: everything the datapath needs to keep
-/// forwarding, and the counters.
-const PINNED_MAPS: [&str; 13] = [
-    map_name::DIRECTOR,
-    map_name::SERVICES,
-    map_name::VIP_FILTER,
-    map_name::SERVICE_FLAGS,
-    map_name::DESTS,
-    map_name::DEST_LISTS,
-    map_name::SCHED_TABLE,
-    map_name::SCHED_STATE,
-    map_name::CONN_TABLE,
-    map_name::DEST_CONNS,
-    map_name::SERVICE_STATS,
-    map_name::DEST_STATS,
-    map_name::REASON_STATS,
-];
-
-/// Bumped whenever a map's layout changes, so a new lbd never adopts maps
-/// with an old layout (they live in a different directory).
-const MAP_LAYOUT_VERSION: u32 = 3;
-/// The XDP link's pin, per interface (a config that moves to another
-/// interface detaches the old one).
-fn link_pin_name(interface: &str) -> String {
-    format!("xdp_link_{interface}")
-}
-
 #[derive(Default)]
 pub struct LoadOptions {
     pub conn_table_size: u32,
@@ -165,6 +134,9 @@ pub struct Datapath {
     dest_conns: MappedArray<DestConns>,
     /// `CONN_TABLE`, read in batches (see [`ConnTable`]).
     conns: ConnTable,
+    /// The maps that are pinned, and the name of their directory.
+    layout: pins::Layout,
+    /// `<pin_path>/<layout id>`, unless nothing is pinned.
     pin_dir: Option<PathBuf>,
     /// The maps already existed (a previous lbd's state was adopted).
     adopted: bool,
@@ -182,29 +154,40 @@ impl Datapath {
     /// Loads the program and creates its maps, or reuses the maps pinned
     /// under `pin_path` by a previous lbd (connections and counters survive).
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        let pin_dir = opts.pin_path.as_ref().map(|p| p.join(format!("v{MAP_LAYOUT_VERSION}")));
+        let file;
+        let object: &[u8] = match &opts.object {
+            Some(path) => {
+                file = std::fs::read(path).with_context(|| format!("read the eBPF object {}", path.display()))?;
+                &file
+            }
+            None => crate::EBPF_OBJECT,
+        };
+        let layout = pins::Layout::of_object(object)?;
+        let pins = opts.pin_path.as_deref().map(|p| pins::prepare(p, &layout)).transpose()?;
         let mut loader = EbpfLoader::new();
         // A refusal then costs one more verification, with only the
         // statistics and the error logged (not every instruction, which for
         // a large program takes minutes and retries).
         loader.verifier_log_level(VerifierLogLevel::STATS);
-        loader.map_max_entries(map_name::CONN_TABLE, opts.conn_table_size);
-        let mut adopted = false;
-        let pin_paths: Vec<(&str, PathBuf)> = match &pin_dir {
-            Some(dir) => {
-                ensure_bpffs(dir)?;
-                adopted = dir.join(map_name::SERVICES).exists();
-                PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect()
-            }
-            None => Vec::new(),
-        };
-        for (name, path) in &pin_paths {
-            loader.map_pin_path(name, path.as_path());
+        // An adopted table keeps its size: say so when the config's differs.
+        let adopted_size = pins.as_ref().and_then(|p| p.conn_table_entries);
+        if let Some(size) = adopted_size
+            && size != opts.conn_table_size
+        {
+            tracing::warn!(
+                "conn_table_size is {} in the config, but the adopted connection table has {size} entries: \
+                 it keeps them (and its connections); stop lbd with SIGTERM, which removes the pins, and start \
+                 it again to resize",
+                opts.conn_table_size
+            );
         }
-        let mut ebpf = match &opts.object {
-            Some(path) => loader.load_file(path).with_context(|| format!("load the eBPF object {}", path.display()))?,
-            None => loader.load(crate::EBPF_OBJECT).context("load the eBPF object")?,
-        };
+        loader.map_max_entries(map_name::CONN_TABLE, adopted_size.unwrap_or(opts.conn_table_size));
+        if let Some(pins) = &pins {
+            for name in layout.names() {
+                loader.map_pin_path(name, pins.dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(object).context("load the eBPF object")?;
         let program: &mut Xdp = ebpf
             .program_mut(program_name::LB)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?
@@ -234,11 +217,19 @@ impl Datapath {
             Some(aya::maps::Map::LruHashMap(data)) => ConnTable::new(data)?,
             _ => bail!("map CONN_TABLE missing or not an LRU hash"),
         };
-        Ok(Self { ebpf, dest_conns, conns, pin_dir, adopted, link: None, tick_ns })
+        let adopted = pins.as_ref().is_some_and(|p| p.adopted);
+        let pin_dir = pins.map(|p| p.dir);
+        Ok(Self { ebpf, dest_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// The connection table's entries as loaded (an adopted table's may
+    /// differ from the config's `conn_table_size`).
+    pub fn conn_table_size(&self) -> u32 {
+        self.conns.capacity()
     }
 
     pub fn program(&self) -> &Xdp {
@@ -250,11 +241,13 @@ impl Datapath {
     }
 
     /// Attaches to `interface`. A link a previous lbd pinned is taken over
-    /// with an atomic program replacement, so forwarding never stops.
+    /// with an atomic program replacement, so forwarding never stops; so is
+    /// one pinned under another map layout, whose other pins go now.
     pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<()> {
-        let pinned_link = self.pin_dir.as_ref().map(|d| d.join(link_pin_name(interface)));
+        let pinned_link = self.pin_dir.as_ref().map(|d| pins::link_pin(d, interface));
         if let Some(dir) = &self.pin_dir {
-            remove_other_link_pins(dir, interface);
+            pins::retire_other_layouts(dir);
+            pins::remove_other_links(dir, interface);
         }
         if let Some(path) = &pinned_link
             && path.exists()
@@ -312,15 +305,7 @@ impl Datapath {
             None => {}
         }
         if let Some(dir) = &self.pin_dir {
-            remove_other_link_pins(dir, "");
-            for name in PINNED_MAPS {
-                let _ = std::fs::remove_file(dir.join(name));
-            }
-            let _ = std::fs::remove_dir(dir);
-            // pin_path itself (created by load), if nothing else is in it.
-            if let Some(pin_path) = dir.parent() {
-                let _ = std::fs::remove_dir(pin_path);
-            }
+            pins::clear(dir, &self.layout);
         }
         Ok(())
     }
@@ -723,38 +708,6 @@ impl<T> Drop for MappedArray<T> {
         // SAFETY: unmapping exactly what `new` mapped.
         unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
     }
-}
-
-/// Removes link pins for interfaces other than `keep` (which detaches them).
-fn remove_other_link_pins(dir: &Path, keep: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("xdp_link_") && name != link_pin_name(keep) {
-            tracing::info!("detaching the XDP program a previous lbd left on {}", &name["xdp_link_".len()..]);
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Makes sure `dir` is on a bpffs, mounting one at /sys/fs/bpf if nothing
-/// is mounted there (as in a fresh mount namespace).
-fn ensure_bpffs(dir: &Path) -> Result<()> {
-    let root = Path::new("/sys/fs/bpf");
-    if dir.starts_with(root) && !is_bpffs(root) {
-        std::fs::create_dir_all(root).ok();
-        mount(Some("bpffs"), root, Some("bpf"), MsFlags::empty(), None::<&str>)
-            .map_err(|e| anyhow!("mount bpffs on /sys/fs/bpf: {}", std::io::Error::from(e)))?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    if !is_bpffs(dir) {
-        bail!("{} is not on a bpf filesystem (mount -t bpf bpffs /sys/fs/bpf)", dir.display());
-    }
-    Ok(())
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    statfs(path).is_ok_and(|fs| fs.filesystem_type() == BPF_FS_MAGIC)
 }
 
 #[cfg(test)]

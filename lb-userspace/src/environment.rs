@@ -1,16 +1,18 @@
 //! Checks a valid config against the host before anything is attached: the
 //! interface exists, every DR real server is on the interface's segment,
 //! every TUN real server is reached through it. And finds where frames for
-//! each real server go: the next hop's address, MAC and path MTU.
+//! each real server go: the next hop's address, MAC and path MTU; and tells
+//! when a TUN server's route vanishes ([`RouteLoss`]).
 
 use std::{
-    collections::{BTreeMap, btree_map},
+    collections::{BTreeMap, BTreeSet, btree_map},
     net::Ipv4Addr,
     time::Duration,
 };
 
 use crate::{
     config::{Config, ConfigError, ConfigErrors, ServiceConfig},
+    log_limit::LogLimiter,
     model::Forwarding,
     netinfo::{Interface, Net},
 };
@@ -73,22 +75,29 @@ pub struct NextHop {
 /// Next hops by (real server, forwarding).
 pub type Paths = BTreeMap<(Ipv4Addr, Forwarding), NextHop>;
 
+/// Every real server (and sorry server) of `services`, with its forwarding.
+pub fn servers(services: &[ServiceConfig]) -> BTreeSet<(Ipv4Addr, Forwarding)> {
+    services
+        .iter()
+        .flat_map(|s| {
+            s.reals.iter().map(|r| (r.address, r.forwarding)).chain(s.sorry_server.map(|a| (a, s.forwarding)))
+        })
+        .collect()
+}
+
 /// The next hop of every real server (and sorry server) of `services`,
-/// from the kernel's routing table. A server without a route (yet) is left
-/// out.
+/// from the kernel's routing table. A server without a usable route (yet,
+/// or any more: none, or one that leaves by another interface or is local)
+/// is left out.
 pub async fn paths(services: &[ServiceConfig], net: &Net, interface: &Interface) -> Paths {
     let mut out = Paths::new();
-    let servers = services.iter().flat_map(|s| {
-        s.reals.iter().map(|r| (r.address, r.forwarding)).chain(s.sorry_server.map(|a| (a, s.forwarding)))
-    });
-    for (address, forwarding) in servers {
-        let key = (address, forwarding);
-        if out.contains_key(&key) {
-            continue;
-        }
+    for key @ (address, forwarding) in servers(services) {
         match forwarding {
             Forwarding::Tun => {
-                if let Ok(route) = net.route_to(address).await {
+                if let Ok(route) = net.route_to(address).await
+                    && route.oif == Some(interface.index)
+                    && !route.local
+                {
                     let mtu = route.mtu.unwrap_or(interface.mtu).min(interface.mtu);
                     out.insert(key, NextHop { address: route.gateway.unwrap_or(address), mtu });
                 }
@@ -99,6 +108,83 @@ pub async fn paths(services: &[ServiceConfig], net: &Net, interface: &Interface)
         }
     }
     out
+}
+
+/// TUN real servers the kernel has no usable route to any more, told and
+/// counted. They keep the path they had: the datapath's next hop MAC and
+/// path MTU stay (the wanted table's `last` paths), rather than no MAC and
+/// an MTU of 0, which answered every packet of their connections with
+/// "fragmentation needed, MTU 0".
+///
+/// IPVS's `ip_vs_tunnel_xmit` looks the route up for each packet and drops
+/// the packet when there is none (`__ip_vs_get_out_rt`, logged at a bounded
+/// rate); the server stays in its service and the schedulers, which know
+/// nothing of routes, keep sending it new connections until keepalived's
+/// health check takes it out. Here the server also stays in its service,
+/// and its packets, old connections and new, go on to the next hop they
+/// went to: a route withdrawn from the director (a routing daemon
+/// restarting, a route replaced in two steps) says nothing of the next
+/// hop's, and where the server is really cut off its health check (through
+/// the kernel, which has no route: "network unreachable") takes it out as
+/// keepalived's would.
+pub struct RouteLoss {
+    lost: BTreeSet<(Ipv4Addr, Forwarding)>,
+    /// Lookups that found no usable route for a server that needed one.
+    count: u64,
+    log: LogLimiter<Ipv4Addr>,
+}
+
+/// A server still without a route is told again at most this often.
+const ROUTE_LOSS_LOG_PERIOD: Duration = Duration::from_secs(60);
+
+impl Default for RouteLoss {
+    fn default() -> Self {
+        Self { lost: BTreeSet::new(), count: 0, log: LogLimiter::new(ROUTE_LOSS_LOG_PERIOD) }
+    }
+}
+
+impl RouteLoss {
+    /// After a lookup: `found` the paths of `servers` the kernel gave,
+    /// `last` the ones before it. Logs (a loss at once, a lasting one at a
+    /// bounded rate, the route's return) and counts.
+    pub fn update(
+        &mut self,
+        servers: &BTreeSet<(Ipv4Addr, Forwarding)>,
+        found: &Paths,
+        last: &Paths,
+        now: std::time::Instant,
+    ) {
+        for key @ (address, _) in servers.iter().filter(|k| !found.contains_key(k)) {
+            self.count += 1;
+            let kept = last.get(key).map_or_else(
+                || "the path the datapath has".to_string(),
+                |h| format!("through {} (path MTU {})", h.address, h.mtu),
+            );
+            if self.lost.insert(*key) {
+                tracing::warn!(
+                    "{address}: no usable route any more; its connections keep the last path, {kept}, and new ones \
+                     go there too until the route is back or its health check takes it out"
+                );
+            } else if let Some(line) =
+                self.log.event(*address, now, || format!("{address}: still no usable route; on the last path, {kept}"))
+            {
+                tracing::warn!("{line}");
+            }
+        }
+        let back: Vec<_> =
+            self.lost.iter().filter(|k| !servers.contains(k) || found.contains_key(k)).copied().collect();
+        for key in back {
+            self.lost.remove(&key);
+            if let Some(hop) = found.get(&key) {
+                tracing::info!("{}: routed again, through {} (path MTU {})", key.0, hop.address, hop.mtu);
+            }
+        }
+    }
+
+    /// Lookups so far that found no usable route for a server.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
 }
 
 /// The next-hop addresses whose MACs are needed.
@@ -146,5 +232,34 @@ pub async fn refresh_neighbours(net: &Net, index: u32, addrs: &[Ipv4Addr]) {
         if let Err(e) = net.probe_neighbour(index, a).await {
             tracing::debug!("{e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_lost_route_is_counted_on_every_lookup_until_it_is_back() {
+        let [a, b] = [21, 22].map(|last| (Ipv4Addr::new(10, 0, 1, last), Forwarding::Tun));
+        let hop = NextHop { address: Ipv4Addr::new(10, 0, 0, 254), mtu: 1480 };
+        let servers = BTreeSet::from([a, b]);
+        let both: Paths = [(a, hop), (b, hop)].into();
+        let only_a: Paths = [(a, hop)].into();
+        let mut loss = RouteLoss::default();
+        let now = Instant::now();
+        loss.update(&servers, &both, &Paths::new(), now);
+        assert_eq!(loss.count(), 0);
+        loss.update(&servers, &only_a, &both, now);
+        loss.update(&servers, &only_a, &only_a, now);
+        assert_eq!((loss.count(), loss.lost.clone()), (2, BTreeSet::from([b])));
+        loss.update(&servers, &both, &only_a, now);
+        assert_eq!((loss.count(), loss.lost.len()), (2, 0));
+        // A server that left the table is no loss.
+        loss.update(&servers, &only_a, &both, now);
+        loss.update(&BTreeSet::from([a]), &only_a, &only_a, now);
+        assert_eq!((loss.count(), loss.lost.len()), (3, 0));
     }
 }

@@ -74,6 +74,24 @@ impl Net {
                 _ => None,
             })
             .unwrap_or(1500);
+        let ipv4 = self.ipv4_of(index).await?;
+        Ok(Interface { name: name.to_string(), index, mac, mtu, ipv4 })
+    }
+
+    /// The IPv4 addresses of interface `name` (of any kind: `lo`, `tunl0`),
+    /// `None` when there is no such interface.
+    pub async fn ipv4_addresses(&self, name: &str) -> Result<Option<Vec<Ipv4Addr>>> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let index = match links.try_next().await {
+            Ok(Some(link)) => link.header.index,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("look up interface {name}")),
+        };
+        Ok(Some(self.ipv4_of(index).await?))
+    }
+
+    async fn ipv4_of(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
         let mut ipv4 = Vec::new();
         let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(msg) = addrs.try_next().await.context("list addresses")? {
@@ -85,7 +103,7 @@ impl Net {
                 }
             }
         }
-        Ok(Interface { name: name.to_string(), index, mac, mtu, ipv4 })
+        Ok(ipv4)
     }
 
     /// `ip route get ADDR`.

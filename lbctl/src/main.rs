@@ -3,9 +3,9 @@
 //! lbd's control socket; the config file is never read.
 //!
 //! Besides ipvsadm's options: `--json` (listings for scripts), `--counters`
-//! (the datapath's per-reason packet counters), `--vrrp` (the VRRP
-//! instances), `--socket PATH` (or `LBCTL_SOCKET`; default
-//! /run/lb/lbd.sock).
+//! (the datapath's per-reason packet counters, and connection sync's
+//! `sync_*`), `--vrrp` (the VRRP instances), `--socket PATH` (or
+//! `LBCTL_SOCKET`; default /run/lb/lbd.sock).
 
 use std::{io::Read as _, path::PathBuf, process::ExitCode};
 

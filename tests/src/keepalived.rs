@@ -1,5 +1,5 @@
 //! Debian's keepalived, VRRP only, in a network namespace: the other end of
-//! the interoperability tests (`tests/failover.rs` in the lab,
+//! the interoperability tests (`tests/failover_keepalived.rs` in the lab,
 //! `tests/vrrp.rs` on a [`crate::netns::VethPair`]). It forwards nothing;
 //! it only moves the VIP.
 

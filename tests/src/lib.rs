@@ -4,7 +4,9 @@
 
 pub mod bench;
 pub mod bins;
+pub mod datapath_setup;
 pub mod director;
+pub mod failover;
 pub mod flood;
 pub mod harness;
 pub mod keepalived;
@@ -12,6 +14,7 @@ pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod scenario;
+pub mod steady;
 
 pub use lab::{HeldConnection, Host, Lab, LabSpec, LinkStats, ProcHandle};
 pub use netns::MacAddr;

@@ -171,3 +171,54 @@ pub fn fix_ipv4_checksum(frame: &mut [u8], offset: usize) {
     let check = !(sum as u16);
     frame[offset + 10..offset + 12].copy_from_slice(&check.to_be_bytes());
 }
+
+/// ICMP message types and codes the datapath tests use.
+pub mod icmp {
+    pub const ECHO_REPLY: u8 = 0;
+    pub const DEST_UNREACH: u8 = 3;
+    pub const REDIRECT: u8 = 5;
+    pub const ECHO_REQUEST: u8 = 8;
+    pub const TIME_EXCEEDED: u8 = 11;
+    pub const PARAMETER_PROBLEM: u8 = 12;
+    /// Codes of `DEST_UNREACH`.
+    pub const PORT_UNREACH: u8 = 3;
+    pub const FRAG_NEEDED: u8 = 4;
+}
+
+/// Internet checksum (RFC 1071) of `bytes`.
+pub fn inet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in bytes.chunks(2) {
+        sum += u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP message from `from` to `to` (type, code, the 4 bytes after the
+/// checksum, e.g. the next-hop MTU of "fragmentation needed", then
+/// `payload`, for an error the quoted packet), with a valid checksum, in a
+/// frame from the client's MAC to the director's.
+pub fn icmp_frame(from: std::net::Ipv4Addr, to: std::net::Ipv4Addr, kind: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut message = vec![kind, code, 0, 0];
+    message.extend(rest);
+    message.extend(payload);
+    let check = inet_checksum(&message);
+    message[2..4].copy_from_slice(&check.to_be_bytes());
+    let ip = Ipv4Header::new(message.len() as u16, 64, IpNumber::ICMP, from.octets(), to.octets()).expect("valid header");
+    let mut frame = ethernet(DIRECTOR_MAC, CLIENT_MAC, None, ETH_P_IP);
+    ip.write(&mut frame).expect("write header");
+    frame.extend(message);
+    frame
+}
+
+/// "Fragmentation needed" (next-hop `mtu`) from the router `from` to `to`,
+/// quoting the IP header and the first 8 bytes after it of `quoted` (an IP
+/// packet, e.g. [`PacketSpec::ip_bytes`] of a VIP → client segment).
+pub fn frag_needed(from: std::net::Ipv4Addr, to: std::net::Ipv4Addr, mtu: u16, quoted: &[u8]) -> Vec<u8> {
+    let ihl = ((quoted[0] & 0x0f) as usize) * 4;
+    let mtu = mtu.to_be_bytes();
+    icmp_frame(from, to, icmp::DEST_UNREACH, icmp::FRAG_NEEDED, [0, 0, mtu[0], mtu[1]], &quoted[..(ihl + 8).min(quoted.len())])
+}

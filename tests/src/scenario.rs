@@ -1,6 +1,7 @@
 //! What the end-to-end tests in `tests/` share: skipping without root, a lab
 //! with lab-server answering on its real servers, a started director and its
-//! clean end, requests through the VIP and their tally, polling.
+//! clean end, requests through the VIP and their tally, `/whoami` answers,
+//! polling (for lbctl's listings too), a line's number in a text.
 //!
 //! Unlike the rest of this crate these helpers panic on failure, as the
 //! tests themselves do. The lab-server binary is passed in by the tests
@@ -28,6 +29,23 @@ pub fn root_or_skip(test: &str) -> bool {
 pub fn lab_with_servers(lab_server: impl AsRef<Path>, name: &str, k: u8, reals: usize) -> Lab {
     let lab = Lab::build(LabSpec::new(name).reals(reals).subnet_index(k)).unwrap();
     lab.start_http_servers_with(lab_server.as_ref()).unwrap();
+    lab
+}
+
+/// A lab with its two real servers behind a router (LVS-TUN), each running
+/// the decap program (tunnels from the director only, for the VIP on lo)
+/// and `lab_server` on port 80.
+pub fn tun_lab(lab_server: impl AsRef<Path>, name: &str, k: u8) -> Lab {
+    let lab = Lab::build(LabSpec::new(name).reals(2).subnet_index(k).remote_reals()).unwrap();
+    let lbd = crate::director::userspace_binary("lbd").unwrap();
+    let lbd = lbd.to_str().unwrap();
+    let director = lab.director().ip.to_string();
+    for real in lab.reals() {
+        lab.spawn(&real.ns, "decap", &[lbd, "decap", "--interface", "eth0", "--from", &director]).unwrap();
+    }
+    lab.start_http_servers_with(lab_server.as_ref()).unwrap();
+    // The decap programs are attached once they log their addresses.
+    std::thread::sleep(Duration::from_millis(500));
     lab
 }
 
@@ -139,6 +157,43 @@ pub fn row_of<'r>(rows: &'r [RealRow], real: &Host, port: u16) -> &'r RealRow {
     rows.iter()
         .find(|r| r.real == SocketAddrV4::new(real.ip, port))
         .unwrap_or_else(|| panic!("no row for {} in {rows:#?}", real.ip))
+}
+
+/// Waits until `lbctl -L -n -c` lists exactly `n` entries, all in FIN_WAIT
+/// (each finished curl's FIN has reached the director); returns the listing.
+pub fn wait_for_fin_wait(director: &Director<'_>, n: usize) -> String {
+    wait_until(
+        &format!("{n} connection entries, all in FIN_WAIT"),
+        Duration::from_secs(5),
+        || {
+            let out = director.lbctl(&["-L", "-n", "-c"]).unwrap();
+            let entries: Vec<&str> = out.lines().skip(2).collect();
+            let done = entries.len() == n
+                && entries
+                    .iter()
+                    .all(|l| l.split_whitespace().nth(2) == Some("FIN_WAIT"));
+            (done, out)
+        },
+    )
+}
+
+/// One `/whoami` answer: the real server's name and the client's port.
+pub fn whoami(body: &str) -> (String, u16) {
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "not a /whoami answer: {body:?}");
+    let port = fields[1]
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no client port in {body:?}"));
+    (fields[0].to_owned(), port)
+}
+
+/// 1-based number of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+        + 1
 }
 
 /// One UDP flow from the client to VIP:`port`, to lab-server's echo: a

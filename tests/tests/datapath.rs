@@ -1,30 +1,21 @@
 //! Datapath fixtures: crafted packets through the real XDP program
 //! (BPF_PROG_TEST_RUN), each with the expected verdict, output bytes and
 //! counter changes, Katran style. Needs root.
+//!
+//! The schedulers' equivalence runs against IPVS's reference models are in
+//! `datapath_schedulers.rs`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use lb_common::{conn_state, sched};
+use lb_common::conn_state;
+use lb_tests::datapath_setup::{
+    CLIENT, RS1, RS2, VIP, VIP_ALL_PORTS, client, forwarded_to, harness, schedule_one, vip,
+};
 use lb_tests::{
     harness::{Harness, XDP_PASS, XDP_TX, delta, real_mac, service},
-    is_root,
     packets::{self, DIRECTOR_MAC, PacketSpec, dr_rewrite, tcp},
 };
 use lb_userspace::model::{Protocol, Scheduler};
-
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const VIP_ALL_PORTS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
-const RS1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 21);
-const RS2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 22);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-
-fn client(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(CLIENT, port)
-}
-
-fn vip(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(VIP, port)
-}
 
 /// What the output frame must be.
 enum Output {
@@ -41,21 +32,6 @@ struct Fixture {
     output: Output,
     /// Verdict-reason counters that must change, by how much (all others stay).
     counters: &'static [(&'static str, u64)],
-}
-
-fn harness() -> Option<Harness> {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
-        return None;
-    }
-    let mut h = Harness::new().expect("load the XDP program");
-    h.apply(&[
-        service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]),
-        service(Protocol::Udp, VIP, 53, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]),
-        service(Protocol::Tcp, VIP_ALL_PORTS, 0, Scheduler::Rr, &[(RS1, 1)]),
-    ])
-    .expect("fill the maps");
-    Some(h)
 }
 
 fn check(h: &Harness, fixtures: Vec<Fixture>) {
@@ -360,18 +336,6 @@ fn fixtures_malformed_truncated_fragments_and_other_protocols() {
     );
 }
 
-/// The real server a frame was direct-routed to (`None` if it was not
-/// forwarded, e.g. answered with ICMP).
-fn forwarded_to(out: &lb_tests::harness::Outcome) -> Option<Ipv4Addr> {
-    let forwarded = out.verdict == XDP_TX && out.output[6..12] == DIRECTOR_MAC && out.output[0..2] == [0x02, 0xee];
-    forwarded.then(|| Ipv4Addr::new(out.output[2], out.output[3], out.output[4], out.output[5]))
-}
-
-/// The real server a SYN from this client port lands on.
-fn schedule_one(h: &Harness, port: u16) -> Option<Ipv4Addr> {
-    forwarded_to(&h.run(&PacketSpec::tcp(client(port), vip(80), tcp::SYN).build()).unwrap())
-}
-
 #[test]
 fn existing_connections_keep_their_server_when_the_set_changes() {
     let Some(mut h) = harness() else { return };
@@ -478,69 +442,6 @@ fn a_new_syn_on_a_closing_entry_is_rescheduled() {
     assert_ne!(second, first);
 }
 
-/// The XDP program's choices equal IPVS's (the reference models) over a
-/// long run of new connections, with weights changing and servers coming
-/// and going in between.
-#[test]
-fn rr_and_wrr_choose_exactly_as_ipvs_over_thousands_of_connections() {
-    let Some(mut h) = harness() else { return };
-    let addr = |i: u8| Ipv4Addr::new(10, 0, 1, i);
-    // Each step: the config's servers (oldest first) as (server, weight).
-    let steps: Vec<Vec<(u8, u32)>> = vec![
-        vec![(1, 5), (2, 3), (3, 1)],
-        vec![(1, 5), (2, 3), (3, 1), (4, 7)],
-        vec![(1, 5), (3, 1), (4, 7)],
-        vec![(1, 2), (3, 1), (4, 7), (5, 4), (6, 0)],
-        vec![(3, 6), (4, 7), (5, 4), (6, 3), (7, 9), (8, 1)],
-        vec![(7, 9)],
-        vec![(7, 9), (9, 2), (10, 2), (11, 4)],
-    ];
-    let mut port = 10000u16;
-    for scheduler in [Scheduler::Rr, Scheduler::Wrr] {
-        h.apply(&[]).unwrap();
-        let mut rr = sched::RrModel::default();
-        let mut wrr = sched::WrrModel::empty();
-        // The model's list in IPVS order (newest first).
-        let mut list: Vec<(u8, u32)> = Vec::new();
-        let dests = |list: &[(u8, u32)]| list.iter().map(|&(_, w)| sched::SchedDest::new(w)).collect::<Vec<_>>();
-        for (step, reals) in steps.iter().enumerate() {
-            // The same change as ipvsadm commands, one at a time.
-            for i in (0..list.len()).rev() {
-                if !reals.iter().any(|r| r.0 == list[i].0) {
-                    list.remove(i);
-                    rr.remove(i);
-                    wrr.changed(&dests(&list));
-                }
-            }
-            for &(s, w) in reals {
-                match list.iter().position(|e| e.0 == s) {
-                    Some(i) if list[i].1 != w => {
-                        list[i].1 = w;
-                        wrr.changed(&dests(&list));
-                    }
-                    Some(_) => {}
-                    None => {
-                        list.insert(0, (s, w));
-                        rr.add_front();
-                        wrr.changed(&dests(&list));
-                    }
-                }
-            }
-            let servers: Vec<(Ipv4Addr, u32)> = reals.iter().map(|&(s, w)| (addr(s), w)).collect();
-            h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
-            for pick in 0..700 {
-                let want = match scheduler {
-                    Scheduler::Wrr => wrr.schedule(&dests(&list)),
-                    _ => rr.schedule(&dests(&list)),
-                }
-                .map(|i| addr(list[i].0));
-                port = port.wrapping_add(1).max(10000);
-                assert_eq!(schedule_one(&h, port), want, "{scheduler} step {step} pick {pick}");
-            }
-        }
-    }
-}
-
 /// ActiveConn/InActConn as IPVS defines them, kept by the datapath: a SYN
 /// makes an inactive (SYN_RECV) connection, its ACK an active one, a FIN an
 /// inactive one again; a UDP flow is always inactive.
@@ -583,180 +484,6 @@ fn connection_counts_follow_the_states() {
     h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
     let c = h.datapath.dest_conns(udp_dest);
     assert_eq!((c.active, c.inactive), (0, 1));
-}
-
-/// Our record of the connections we opened, to give the models the counts
-/// IPVS would have.
-#[derive(Default)]
-struct Shadow {
-    /// client port -> (server, established)
-    conns: std::collections::BTreeMap<u16, (Ipv4Addr, bool)>,
-}
-
-impl Shadow {
-    fn view(&self, server: Ipv4Addr, weight: u32) -> sched::ConnView {
-        let active = self.conns.values().filter(|c| c.0 == server && c.1).count() as u64;
-        let inactive = self.conns.values().filter(|c| c.0 == server && !c.1).count() as u64;
-        sched::ConnView::new(weight, active, inactive)
-    }
-}
-
-/// lc, wlc, sed, nq, fo and ovf choose what IPVS's code chooses, connection
-/// after connection, with connections established, left half-open and
-/// closed in between, and weights and servers changing.
-#[test]
-fn least_connection_family_chooses_as_ipvs() {
-    let Some(mut h) = harness() else { return };
-    let steps: Vec<Vec<(u8, u32)>> = vec![
-        vec![(1, 3), (2, 1), (3, 2)],
-        vec![(1, 3), (2, 1), (3, 2), (4, 5)],
-        vec![(1, 0), (2, 1), (3, 2), (4, 5)],
-        vec![(2, 4), (4, 1), (5, 2)],
-    ];
-    let schedulers = [Scheduler::Lc, Scheduler::Wlc, Scheduler::Sed, Scheduler::Nq, Scheduler::Fo, Scheduler::Ovf];
-    for (n, scheduler) in schedulers.into_iter().enumerate() {
-        // Fresh servers per scheduler: a server removed and added back
-        // keeps its connections (IPVS's trash), which would mix the runs.
-        let addr = |i: u8| Ipv4Addr::new(10, 2, n as u8, i);
-        h.apply(&[]).unwrap();
-        let mut shadow = Shadow::default();
-        // A distinct client port range per scheduler: no entry is reused.
-        let mut port = 20000 + n as u16 * 1100;
-        let mut list: Vec<(u8, u32)> = Vec::new();
-        for (step, reals) in steps.iter().enumerate() {
-            list.retain(|e| reals.iter().any(|r| r.0 == e.0));
-            for &(s, w) in reals {
-                match list.iter_mut().find(|e| e.0 == s) {
-                    Some(e) => e.1 = w,
-                    None => list.insert(0, (s, w)),
-                }
-            }
-            let servers: Vec<(Ipv4Addr, u32)> = reals.iter().map(|&(s, w)| (addr(s), w)).collect();
-            h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
-            for pick in 0..250 {
-                let views: Vec<sched::ConnView> = list.iter().map(|&(s, w)| shadow.view(addr(s), w)).collect();
-                let choose = match scheduler {
-                    Scheduler::Lc => sched::lc,
-                    Scheduler::Wlc => sched::wlc,
-                    Scheduler::Sed => sched::sed,
-                    Scheduler::Nq => sched::nq,
-                    Scheduler::Fo => sched::fo,
-                    _ => sched::ovf,
-                };
-                let want = choose(&views).map(|i| addr(list[i].0));
-                port += 1;
-                let got = schedule_one(&h, port);
-                assert_eq!(got, want, "{scheduler} step {step} pick {pick}");
-                let Some(server) = got else { continue };
-                // Most connections get established; every 3rd stays half
-                // open; every 5th established one is closed later.
-                let established = pick % 3 != 0;
-                if established {
-                    h.run(&PacketSpec::tcp(client(port), vip(80), tcp::ACK).build()).unwrap();
-                }
-                shadow.conns.insert(port, (server, established));
-                if pick % 5 == 4 {
-                    let (&old, _) = shadow.conns.iter().find(|(_, c)| c.1).unwrap();
-                    h.run(&PacketSpec::tcp(client(old), vip(80), tcp::FIN | tcp::ACK).build()).unwrap();
-                    shadow.conns.insert(old, (shadow.conns[&old].0, false));
-                }
-            }
-        }
-    }
-}
-
-/// sh, dh and mh pick the server IPVS's tables and hashes give, for many
-/// client addresses and ports, with and without the port and fallback
-/// flags, while servers are quiesced and come back.
-#[test]
-fn hashing_schedulers_choose_as_ipvs() {
-    use lb_common::service_flag as f;
-    let Some(mut h) = harness() else { return };
-    let addr = |i: u8| Ipv4Addr::new(10, 0, 3, i);
-    let steps: Vec<Vec<(u8, u32)>> = vec![
-        vec![(1, 3), (2, 1), (3, 2)],
-        vec![(1, 3), (2, 0), (3, 2)],
-        vec![(1, 3), (2, 0), (3, 2), (4, 7)],
-        vec![(1, 1), (2, 2), (3, 0), (4, 7)],
-    ];
-    let cases = [
-        (Scheduler::Sh, 0),
-        (Scheduler::Sh, f::SH_PORT),
-        (Scheduler::Sh, f::SH_FALLBACK),
-        (Scheduler::Sh, f::SH_FALLBACK | f::SH_PORT),
-        (Scheduler::Dh, 0),
-        (Scheduler::Mh, 0),
-        (Scheduler::Mh, f::MH_PORT),
-        (Scheduler::Mh, f::MH_FALLBACK | f::MH_PORT),
-    ];
-    let mut port = 30000u16;
-    for (scheduler, flags) in cases {
-        h.apply(&[]).unwrap();
-        let mut list: Vec<(u8, u32)> = Vec::new();
-        let mut last_weight: std::collections::BTreeMap<u8, u32> = Default::default();
-        for (step, reals) in steps.iter().enumerate() {
-            list.retain(|e| reals.iter().any(|r| r.0 == e.0));
-            for &(s, w) in reals {
-                match list.iter_mut().find(|e| e.0 == s) {
-                    Some(e) => {
-                        e.1 = w;
-                        last_weight.insert(s, sched::mh_last_weight(false, last_weight[&s], w));
-                    }
-                    None => {
-                        list.insert(0, (s, w));
-                        last_weight.insert(s, w);
-                    }
-                }
-            }
-            let servers: Vec<(Ipv4Addr, u32)> = reals.iter().map(|&(s, w)| (addr(s), w)).collect();
-            let mut svc = service(Protocol::Tcp, VIP, 80, scheduler, &servers);
-            svc.options.flags = flags;
-            h.apply(&[svc]).unwrap();
-            let words = |a: Ipv4Addr| lb_common::ipv4_words(a.octets());
-            let table = match scheduler {
-                Scheduler::Sh => sched::sh_table(&list.iter().map(|e| e.1).collect::<Vec<_>>()),
-                Scheduler::Dh => sched::dh_table(list.len()),
-                _ => sched::mh_table(
-                    &list
-                        .iter()
-                        .map(|e| sched::MhDest { addr: words(addr(e.0)), port_be: 80u16.to_be(), weight: last_weight[&e.0] })
-                        .collect::<Vec<_>>(),
-                    lb_common::hash::MH_DEFAULT_TAB_SIZE,
-                ),
-            };
-            // No connections are established here: all servers are idle.
-            let views: Vec<sched::ConnView> = list.iter().map(|e| sched::ConnView::new(e.1, 0, 0)).collect();
-            for c in 0..300u32 {
-                let source = Ipv4Addr::from(0xC6_12_00_00 + c * 7919);
-                port = port.wrapping_add(1).max(30000);
-                let want = match scheduler {
-                    Scheduler::Sh => sched::sh_pick(
-                        &table,
-                        &views,
-                        words(source),
-                        port.to_be(),
-                        flags & f::SH_FALLBACK != 0,
-                        flags & f::SH_PORT != 0,
-                    ),
-                    Scheduler::Dh => sched::dh_pick(&table, &views, words(VIP)),
-                    _ => sched::mh_pick(
-                        &table,
-                        &views,
-                        words(source),
-                        port.to_be(),
-                        flags & f::MH_FALLBACK != 0,
-                        flags & f::MH_PORT != 0,
-                    ),
-                }
-                .map(|i| addr(list[i].0));
-                let out = h.run(&PacketSpec::tcp(SocketAddrV4::new(source, port), vip(80), tcp::SYN).build()).unwrap();
-                let got = forwarded_to(&out);
-                assert_eq!(got, want, "{scheduler} flags {flags:#x} step {step} client {source}:{port}");
-                // Close it at once so every choice sees idle servers.
-                h.run(&PacketSpec::tcp(SocketAddrV4::new(source, port), vip(80), tcp::RST).build()).unwrap();
-            }
-        }
-    }
 }
 
 /// Persistence (ipvsadm -p, -M): a client, or its whole network under the
@@ -831,48 +558,6 @@ fn persistence_lets_go_of_a_removed_server() {
     svc.reals.retain(|r| r.address == other);
     h.apply(&[svc]).unwrap();
     assert_eq!(schedule_one(&h, 53001), Some(other));
-}
-
-/// lblc and lblcr choose as IPVS's code does, including their
-/// destination-address caches, as connections pile up on the cached server.
-#[test]
-fn locality_schedulers_choose_as_ipvs() {
-    let Some(mut h) = harness() else { return };
-    for (n, scheduler) in [Scheduler::Lblc, Scheduler::Lblcr].into_iter().enumerate() {
-        let addr = |i: u8| Ipv4Addr::new(10, 4, n as u8, i);
-        let servers = [(addr(1), 2u32), (addr(2), 3), (addr(3), 1)];
-        h.apply(&[]).unwrap();
-        h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
-        // IPVS order: newest first.
-        let list: Vec<(Ipv4Addr, u32)> = servers.iter().rev().copied().collect();
-        let id = |a: Ipv4Addr| u32::from(a);
-        let mut lblc = sched::LblcModel::new(u64::MAX / 4);
-        let mut lblcr = sched::LblcrModel::new(u64::MAX / 4);
-        let mut shadow = Shadow::default();
-        let daddr = lb_common::ipv4_words(VIP.octets());
-        let mut port = 60000 + n as u16 * 2000;
-        for pick in 0..80u64 {
-            let views: Vec<sched::LbDest> =
-                list.iter().map(|&(a, w)| sched::LbDest { id: id(a), view: shadow.view(a, w) }).collect();
-            let want = match scheduler {
-                Scheduler::Lblc => lblc.schedule(&views, daddr, pick),
-                _ => lblcr.schedule(&views, &[], daddr, pick),
-            }
-            .map(|i| list[i].0);
-            port += 1;
-            let got = schedule_one(&h, port);
-            assert_eq!(got, want, "{scheduler} pick {pick}");
-            let server = got.unwrap();
-            // Established, so the cached server fills up past its weight.
-            h.run(&PacketSpec::tcp(client(port), vip(80), tcp::ACK).build()).unwrap();
-            shadow.conns.insert(port, (server, true));
-            if pick % 7 == 6 {
-                let (&old, _) = shadow.conns.iter().find(|(_, c)| c.1).unwrap();
-                h.run(&PacketSpec::tcp(client(old), vip(80), tcp::RST).build()).unwrap();
-                shadow.conns.insert(old, (shadow.conns[&old].0, false));
-            }
-        }
-    }
 }
 
 /// Connection thresholds (ipvsadm -x/-y): a server with `upper` connections

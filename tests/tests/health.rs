@@ -527,3 +527,40 @@ fn with_drain_on_failure_a_udp_flow_stays_on_its_failed_server() {
     }
     udp_flow_when_its_server_fails("health-udp-drain", 97, true);
 }
+
+/// Checks from a `source_address` the director does not have yet (issue
+/// 11): they cannot be made, which is the director's fault, not the
+/// servers': both stay in, and one log line says why (not one per check).
+/// Once the address is there the checks go on from it as usual, and a
+/// failed server leaves.
+#[test]
+fn a_source_address_not_on_the_director_yet_takes_no_server_out() {
+    if !root_or_skip("health_source_address") {
+        return;
+    }
+    let (lab, _servers) = lab_with_health_servers("health-source", 98, 2);
+    let (rs1, rs2) = (lab.real(0).clone(), lab.real(1).clone());
+    let source = Ipv4Addr::new(10, 98, 0, 50);
+    let lines = check_lines("http", &["path = \"/health\"", &format!("source_address = \"{source}\"")]);
+    let director = start_director(&lab, &[with_checks(ServiceSpec::lab_http(&lab, "rr"), &lines)]);
+    let both = [(rs1.ip, 1), (rs2.ip, 1)];
+    // Long enough for every server to have left, were these failures.
+    std::thread::sleep(2 * down_within());
+    assert_eq!(listed(&director), both, "{}", director.log());
+    let why = format!("cannot bind to {source}: address not available");
+    let log = director.wait_for_log(&why, 1, Duration::from_secs(1)).unwrap();
+    assert_eq!(log.matches(&why).count(), 1, "one line for all the checks of both servers:\n{log}");
+    assert!(!log.contains("is gone"), "{log}");
+
+    // The address arrives: the checks pass from it, and take a failed
+    // server out.
+    lab.run(&lab.director().ns, &["ip", "addr", "add", &format!("{source}/24"), "dev", "eth0"]).unwrap();
+    std::thread::sleep(down_within());
+    assert_eq!(listed(&director), both, "{}", director.log());
+    std::fs::write(down_flag(&lab, &rs1), "").unwrap();
+    wait_for_listing(&director, &[(rs2.ip, 1)], down_within());
+    let gone = format!("{}:{HTTP_PORT} is gone: HTTP status 503", rs1.ip);
+    director.wait_for_log(&gone, 1, Duration::from_secs(1)).unwrap();
+    finish(director);
+    teardown(lab);
+}

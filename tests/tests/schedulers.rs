@@ -1,8 +1,8 @@
 //! The IPVS schedulers end to end: lbd in the namespace lab, real
 //! connections from the client, and what lands where checked against
-//! lb-common's reference models of IPVS (`lb_common::sched`), which take the
-//! real servers in IPVS's own list order: the last added first, i.e. the
-//! reverse of the config file's order.
+//! lb-common's reference models of IPVS (`lb_common::sched::models`), which
+//! take the real servers in IPVS's own list order: the last added first, i.e.
+//! the reverse of the config file's order.
 //!
 //! * sh: every connection of one client goes to the server its address
 //!   hashes to; other client addresses (extra addresses on the client's
@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use lb_common::sched::{self, ConnView};
+use lb_common::sched::{self, models, models::ConnView};
 use lb_tests::director::{ConnEntry, Director, ServiceSpec};
 use lb_tests::lab::HTTP_PORT;
 use lb_tests::scenario::{
@@ -91,7 +91,7 @@ fn sh_keeps_each_client_address_on_its_hashed_server() {
     let table = sched::sh_table(&vec![1; order.len()]);
     let views = vec![ConnView::new(1, 0, 0); order.len()];
     let expected = |client: Ipv4Addr| -> String {
-        let i = sched::sh_pick(
+        let i = models::sh_pick(
             &table,
             &views,
             lb_common::ipv4_words(client.octets()),
@@ -273,7 +273,7 @@ fn lc_spreads_held_connections_evenly_in_ipvs_order() {
     }
     let lab = lab_with_servers(LAB_SERVER, "sched-lc", 71, 3);
     let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "lc")]);
-    let held = hold_and_check(&lab, &[1, 1, 1], 6, sched::lc);
+    let held = hold_and_check(&lab, &[1, 1, 1], 6, models::lc);
     let order: Vec<&str> = held.iter().map(|c| c.server.as_str()).collect();
     // Ties go to the first in IPVS order, the last configured: rs3 rs2 rs1, twice.
     assert_eq!(order, ["rs3", "rs2", "rs1", "rs3", "rs2", "rs1"]);
@@ -294,7 +294,7 @@ fn wlc_spreads_held_connections_by_weight() {
         service = service.real(real.ip, w);
     }
     let director = start_director(&lab, &[service]);
-    let held = hold_and_check(&lab, &weights, 12, sched::wlc);
+    let held = hold_and_check(&lab, &weights, 12, models::wlc);
     eprintln!(
         "wlc order: {:?}",
         held.iter().map(|c| &c.server).collect::<Vec<_>>()

@@ -8,8 +8,10 @@ use std::{
 
 use lb_tests::netns::{VETH_ADDR_A as ADDR_A, VETH_ADDR_B as ADDR_B, VethPair, spawn_in_netns};
 use lb_userspace::sync::{
+    SyncStats,
     config::{SyncConfig, SyncKey, Transport},
-    net::{ReceivedBatch, SyncReceiver, SyncSender, SyncStats},
+    net::{ReceivedBatch, SyncReceiver, SyncSender},
+    table::Batch,
     wire::{Encoder, RecordKind, SyncRecord},
 };
 use tokio::sync::mpsc;
@@ -47,7 +49,7 @@ fn receive_in_b(
     wait: Duration,
 ) -> std::thread::JoinHandle<(Vec<ReceivedBatch>, u64, Option<String>)> {
     spawn_in_netns(&net.b, move || async move {
-        let receiver = SyncReceiver::open(&c).expect("receiver");
+        let receiver = SyncReceiver::open(&c, Default::default()).expect("receiver");
         let stats = receiver.stats();
         let (tx, mut rx) = mpsc::channel(100);
         let task = tokio::spawn(receiver.run(tx));
@@ -59,7 +61,7 @@ fn receive_in_b(
         }
         task.abort();
         let last = stats.last_rejected.lock().unwrap().clone();
-        (got, SyncStats::get(&stats.rejected), last)
+        (got, stats.rejected(), last)
     })
 }
 
@@ -71,16 +73,26 @@ fn pass_records(transport: Transport, tag: &str) {
     let records: Vec<_> = (0..100).map(record).collect();
     let sent = records.clone();
     spawn_in_netns(&net.a, move || async move {
-        let sender = SyncSender::open(&config("va", ADDR_B, transport)).expect("sender");
+        let sender = SyncSender::open(&config("va", ADDR_B, transport), Default::default()).expect("sender");
+        assert_eq!(sender.address(), ADDR_A, "the interface's own address");
+        assert_eq!(sender.header().origin, ADDR_A);
         let stats = sender.stats();
         let (tx, rx) = mpsc::channel(10);
-        let task = tokio::spawn(sender.run(rx));
-        tx.send(sent[..60].to_vec()).await.unwrap();
-        tx.send(sent[60..].to_vec()).await.unwrap();
+        let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
+        let task = tokio::spawn(sender.run(rx, outcome_tx));
+        tx.send(Batch { id: 1, records: sent[..60].to_vec() }).await.unwrap();
+        tx.send(Batch { id: 2, records: sent[60..].to_vec() }).await.unwrap();
         drop(tx);
         task.await.unwrap();
         assert_eq!(SyncStats::get(&stats.records_sent), 100);
         assert_eq!(SyncStats::get(&stats.send_errors), 0);
+        // Each batch reported as sent, none failed.
+        let mut settled = Vec::new();
+        while let Ok(o) = outcomes.try_recv() {
+            assert!(o.failed.is_empty(), "{o:?}");
+            settled.extend(o.batches);
+        }
+        assert_eq!(settled, [1, 2]);
     })
     .join()
     .unwrap();
@@ -114,9 +126,9 @@ fn strangers_and_wrong_keys_are_refused() {
         let to = SocketAddrV4::new(ADDR_B, 18848);
         let from_peer = tokio::net::UdpSocket::bind(SocketAddrV4::new(ADDR_A, 0)).await.unwrap();
         let stranger = tokio::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 3), 0)).await.unwrap();
-        let mut good = Encoder::new(3, 1472, Some(b"a shared sync key"), 1);
-        let mut wrong_key = Encoder::new(3, 1472, Some(b"another key, 16+b"), 2);
-        let mut wrong_id = Encoder::new(4, 1472, Some(b"a shared sync key"), 3);
+        let mut good = Encoder::new(3, 1472, Some(b"a shared sync key"), ADDR_A, 1);
+        let mut wrong_key = Encoder::new(3, 1472, Some(b"another key, 16+b"), ADDR_A, 2);
+        let mut wrong_id = Encoder::new(4, 1472, Some(b"a shared sync key"), ADDR_A, 3);
         stranger.send_to(&good.encode(&[record(1)])[0], to).await.unwrap();
         from_peer.send_to(&wrong_key.encode(&[record(2)])[0], to).await.unwrap();
         from_peer.send_to(&wrong_id.encode(&[record(3)])[0], to).await.unwrap();

@@ -4,36 +4,17 @@
 //!
 //! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs root.
 
-use std::path::Path;
-use std::time::Duration;
-
-use lb_tests::director::{Director, ServiceSpec, userspace_binary};
-use lb_tests::scenario::{curl_vip, finish, root_or_skip, vip_url};
-use lb_tests::{Lab, LabSpec};
+use lb_tests::director::{Director, ServiceSpec};
+use lb_tests::scenario::{curl_vip, finish, root_or_skip, tun_lab, vip_url};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
-
-/// A lab with its real servers behind a router, each running the decap
-/// program and an HTTP server.
-fn tun_lab(name: &str, k: u8) -> Lab {
-    let lab = Lab::build(LabSpec::new(name).reals(2).subnet_index(k).remote_reals()).unwrap();
-    let lbd = userspace_binary("lbd").unwrap();
-    for real in lab.reals() {
-        let lbd = lbd.to_str().unwrap();
-        lab.spawn(&real.ns, "decap", &[lbd, "decap", "--interface", "eth0"]).unwrap();
-    }
-    lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
-    // The decap programs are attached once they log their addresses.
-    std::thread::sleep(Duration::from_millis(500));
-    lab
-}
 
 #[test]
 fn tun_service_reaches_real_servers_on_another_subnet() {
     if !root_or_skip("tun") {
         return;
     }
-    let lab = tun_lab("tun", 61);
+    let lab = tun_lab(LAB_SERVER, "tun", 61);
     let service = ServiceSpec::lab_http(&lab, "rr").forwarding("tun");
     let mut director = Director::new(&lab).unwrap();
     director.write_config(&[service]).unwrap();

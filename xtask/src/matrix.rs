@@ -18,10 +18,23 @@ use crate::vm::{self, GuestCommand, VmConfig};
 pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 
 /// The test files of lb-tests run in each kernel: the verifier budget; the
-/// kernel probes and how a refusal is reported; the datapath fixtures and
-/// the schedulers' equivalence runs; the DR lab (rr split, keep-alive,
-/// SIGHUP changes, lbctl, SIGTERM cleanup).
-pub const TESTS: [&str; 4] = ["verifier_budget", "kernel_support", "datapath", "director"];
+/// kernel probes and how a refusal is reported; the datapath fixtures
+/// (`datapath`, `icmp`, `hostile_frames`), the schedulers' equivalence runs
+/// (`datapath_schedulers`) and the datapath fuzzer; the DR lab (`director`:
+/// rr split, keep-alive, SIGHUP changes, SIGTERM cleanup; `director_lbctl`:
+/// lbctl's listings; `director_config`: config mistakes refused).
+pub const TESTS: [&str; 10] = [
+    "verifier_budget",
+    "kernel_support",
+    "datapath",
+    "datapath_schedulers",
+    "icmp",
+    "hostile_frames",
+    "fuzz_datapath",
+    "director",
+    "director_lbctl",
+    "director_config",
+];
 
 /// Under emulation the datapath tests run several times slower than here.
 const TIMEOUT: Duration = Duration::from_secs(40 * 60);

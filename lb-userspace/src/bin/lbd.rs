@@ -5,7 +5,12 @@
 //! sockets, signals and timers. What lbd does about each of them is
 //! `lb_userspace::daemon`'s.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
@@ -13,15 +18,21 @@ use lb_userspace::{
     config,
     control,
     controller::Controller,
-    daemon::{self, ChangeRequest, Daemon, Event, SyncLink},
+    daemon::{self, ChangeRequest, Daemon, Event, Standby, SyncLink},
     datapath::{Datapath, LoadOptions},
+    decap,
     environment,
     health::HealthMonitor,
     kernel,
+    lock::InstanceLock,
     netinfo::Net,
-    sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender},
+    pins,
+    sync::{ReceivedBatch, SyncConfig, SyncReceiver, SyncSender, SyncStats},
     verifier,
-    vrrp::VrrpInstance,
+    vrrp::{
+        StartOptions, VrrpConfig, VrrpInstance,
+        resume::{self, Decision},
+    },
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -48,13 +59,25 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// On a TUN real server: strip the outer header of IP-in-IP packets to
-    /// this host (for hosts without the ipip module). Stays in the
-    /// foreground; detaches on SIGTERM or Ctrl-C.
+    /// On a TUN real server without the ipip module: strip the outer header
+    /// of IP-in-IP packets from the directors to this host when they carry
+    /// a packet for one of its VIPs; anything else passes to the kernel
+    /// untouched. Stays in the foreground; SIGHUP reads --from's files
+    /// again; detaches on SIGTERM or Ctrl-C.
     Decap {
         /// The interface tunnelled packets arrive on.
         #[arg(long, short = 'i')]
         interface: String,
+        /// Required: the directors whose tunnels to open. Their addresses
+        /// (ADDR[,ADDR]), a file listing them (a path with a /: addresses
+        /// separated by spaces, commas or lines, # comments), or `any` to
+        /// open tunnels from anyone. Repeatable.
+        #[arg(long, value_name = "ADDR[,ADDR]|FILE|any")]
+        from: Vec<String>,
+        /// The VIPs tunnelled packets may be for. Default: the addresses on
+        /// lo and tunl0 (but 127.0.0.0/8), followed as they change.
+        #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
+        vip: Vec<std::net::Ipv4Addr>,
         /// Also accept tunnels to this address (besides the interface's own).
         #[arg(long)]
         address: Vec<std::net::Ipv4Addr>,
@@ -64,7 +87,11 @@ enum Sub {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into()),
+            // netlink-proto warns when a reply arrives for a request lbd
+            // stopped waiting for (a neighbour lookup that timed out):
+            // not news to an operator.
+            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
+                .unwrap_or_else(|_| "info,netlink_proto=error".into()),
         )
         .with_target(false)
         // Logs go to stderr (stdout is for --check's verdict), coloured
@@ -116,8 +143,14 @@ fn verify_datapath() -> bool {
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
-    if let Some(Sub::Decap { interface, address }) = &args.command {
-        lb_userspace::decap::run(interface, address).await?;
+    if let Some(Sub::Decap { interface, from, vip, address }) = &args.command {
+        let options = decap::Options {
+            interface: interface.clone(),
+            from: decap::FromArg::parse(from)?,
+            vips: vip.clone(),
+            extra_addresses: address.clone(),
+        };
+        decap::run(&options).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let net = Net::open()?;
@@ -145,6 +178,18 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Before anything touches the maps, the link or the socket: a second
+    // lbd on the same paths stops here (the lock goes with the process).
+    if let Some(pin_path) = &config.director.pin_path {
+        pins::ensure_bpffs(pin_path)?;
+    }
+    let _instance = InstanceLock::acquire(&config.director.control_socket, config.director.pin_path.as_deref())?;
+    // What an lbd that exited for a restart left (read once).
+    let note = resume::take(&resume::note_path(&config.director.control_socket)).unwrap_or_else(|e| {
+        warn!("{e:#}");
+        None
+    });
+
     info!("loading the XDP datapath into Linux {}", kernel::release());
     let datapath = Datapath::load(&LoadOptions {
         conn_table_size: config.director.conn_table_size,
@@ -162,10 +207,16 @@ async fn run(args: Args) -> Result<ExitCode> {
     let ifname = config.director.interface.clone();
     let xdp_mode = config.director.xdp_mode;
     let socket = config.director.control_socket.clone();
+    let control_group = config.director.control_group.clone();
     let vrrp_configs = config.vrrp.clone();
     let sync_config = config.sync.clone();
+    let pinned = config.director.pin_path.is_some();
+    let resumes = resume_decisions(note.as_ref(), &vrrp_configs, datapath.adopted());
+    // VRRP: until an instance is master, its VIPs' services stand by.
+    let resuming: Vec<bool> = resumes.iter().map(Option::is_some).collect();
+    let standby = Standby::new(&vrrp_configs, &resuming);
     // Fill the maps before attaching, so the first packet sees the whole table.
-    let mut controller = Controller::new(config, interface, datapath, paths, macs)?;
+    let mut controller = Controller::new(config, interface, datapath, paths, macs, standby.vips())?;
     controller.datapath.attach(&ifname, xdp_mode)?;
     info!("attached to {ifname}; control socket {}", socket.display());
     // Health checks: one task per checked server, transitions on a channel.
@@ -173,11 +224,13 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut monitor = HealthMonitor::new(health_tx);
     monitor.update(controller.monitored());
     controller.sync_health(&monitor)?;
-    // VRRP: until an instance is master, its VIPs' services stand by.
+    let shared = Arc::new(Mutex::new(controller));
     let mut instances = Vec::new();
-    for cfg in vrrp_configs {
+    for (i, cfg) in vrrp_configs.into_iter().enumerate() {
         let name = cfg.name.clone();
-        instances.push(VrrpInstance::start(cfg).await.with_context(|| format!("VRRP instance {name}"))?);
+        let options = StartOptions { forward: Some(standby.hook(i, shared.clone())), resume: resumes[i] };
+        let instance = VrrpInstance::start_with(cfg, options).await.with_context(|| format!("VRRP instance {name}"))?;
+        instances.push(instance);
     }
     let (vrrp_tx, mut vrrp_rx) = tokio::sync::mpsc::channel::<()>(16);
     for instance in &instances {
@@ -190,8 +243,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         });
     }
     let vrrp_watches: Vec<_> = instances.iter().map(|i| i.watch()).collect();
-    controller.set_standby(daemon::standby_vips(&instances))?;
-    daemon::update_tracking(&instances, &controller);
+    daemon::update_tracking(&instances, &daemon::lock(&shared));
 
     // Connection sync: the VRRP master (or, without VRRP, every director)
     // sends its new and changed entries; received ones are installed.
@@ -204,7 +256,8 @@ async fn run(args: Args) -> Result<ExitCode> {
     };
     let mut sync_tick = tokio::time::interval(sync_config.as_ref().map_or(Duration::from_secs(3600), |c| c.scan_interval));
 
-    let mut daemon = Daemon::new(args.config.clone(), net, controller, monitor, instances, sync);
+    let sync_stats = sync.as_ref().map(SyncLink::stats);
+    let mut daemon = Daemon::new(args.config.clone(), net, shared, monitor, instances, sync);
 
     // Changes from lbctl go through the main loop (they need the network
     // for their checks); reads are answered directly.
@@ -214,8 +267,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         let socket = socket.clone();
         tokio::spawn(async move {
             let vrrp = Arc::new(vrrp_watches);
-            let result =
-                control::serve(&socket, move |request| daemon::answer(&shared, &change_tx, &vrrp, request)).await;
+            let result = control::serve(&socket, control_group, move |request| {
+                daemon::answer(&shared, &change_tx, &vrrp, sync_stats.as_deref(), request)
+            })
+            .await;
             if let Err(e) = result {
                 error!("control socket: {e:#}");
             }
@@ -225,6 +280,8 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut restart = false;
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut rates = tokio::time::interval(lb_userspace::rate::INTERVAL);
     let mut neighbours = tokio::time::interval(Duration::from_secs(1));
@@ -240,6 +297,14 @@ async fn run(args: Args) -> Result<ExitCode> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr2.recv() => {
+                if pinned {
+                    restart = true;
+                } else {
+                    warn!("SIGUSR2: without pin_path nothing outlives lbd; stopping as for SIGTERM");
+                }
+                break;
+            }
             _ = sweep.tick() => Event::Sweep,
             _ = rates.tick() => Event::SampleRates,
             _ = neighbours.tick() => Event::RefreshNeighbours,
@@ -247,7 +312,18 @@ async fn run(args: Args) -> Result<ExitCode> {
         daemon.handle(event).await;
     }
 
-    let shared = daemon.stop().await;
+    let shared = if restart {
+        let (shared, left) = daemon.leave_for_restart().await;
+        if !left.is_empty() {
+            let note = resume::Note { pid: std::process::id(), instances: left };
+            if let Err(e) = resume::write(&resume::note_path(&socket), &note) {
+                error!("{e:#}: the next lbd starts its VRRP instances in backup");
+            }
+        }
+        shared
+    } else {
+        daemon.stop().await
+    };
     server.abort();
     // abort() only asks: the task (and the controller reference its handler
     // holds) is dropped later, on a worker thread. Wait for that.
@@ -267,20 +343,64 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
     };
     let controller = controller.into_inner().unwrap_or_else(|e| e.into_inner());
+    if restart {
+        controller.datapath.leave_running();
+        info!(
+            "SIGUSR2: exiting for a restart; the datapath forwards on and a master's VIPs stay on {ifname} \
+             (start lbd again within 3 × advert_interval for it to resume as master)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     controller.datapath.shut_down().context("detach")?;
     info!("detached from {ifname}; exiting");
     Ok(ExitCode::SUCCESS)
 }
 
+/// For each VRRP instance, until when it may resume as master (the lbd
+/// before this one was master and exited for a restart; see
+/// `vrrp::resume`), as this process's clock; `None`: it starts as always.
+fn resume_decisions(note: Option<&resume::Note>, configs: &[VrrpConfig], adopted: bool) -> Vec<Option<Instant>> {
+    let now_ns = resume::boottime_ns();
+    let now = Instant::now();
+    configs
+        .iter()
+        .map(|c| match resume::decide(note, c, adopted, now_ns) {
+            Decision::Start => None,
+            Decision::Resume { until_ns, away } => {
+                info!(
+                    instance = %c.name,
+                    "the lbd before this one (pid {}) left for a restart as master {:.3} s ago",
+                    note.map_or(0, |n| n.pid),
+                    away.as_secs_f64()
+                );
+                Some(now + Duration::from_nanos(until_ns - now_ns))
+            }
+            Decision::Refused(why) => {
+                info!(instance = %c.name, "not resuming as master: {why}");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Opens connection sync's sockets and starts their tasks: the sending
 /// side for the daemon, and what arrives.
 fn start_sync(cfg: &SyncConfig) -> Result<(SyncLink, tokio::sync::mpsc::Receiver<ReceivedBatch>)> {
-    let sender = SyncSender::open(cfg).context("connection sync: open the sending socket")?;
-    let receiver = SyncReceiver::open(cfg).context("connection sync: open the receiving socket")?;
+    let stats = Arc::new(SyncStats::default());
+    let sender = SyncSender::open(cfg, stats.clone()).context("connection sync: open the sending socket")?;
+    let receiver = SyncReceiver::open(cfg, stats.clone()).context("connection sync: open the receiving socket")?;
     let (queue, to_send) = tokio::sync::mpsc::channel(64);
+    let (outcome_tx, outcomes) = tokio::sync::mpsc::unbounded_channel();
     let (got, received) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(sender.run(to_send));
+    let address = sender.address();
+    tokio::spawn(sender.run(to_send, outcome_tx));
     tokio::spawn(receiver.run(got));
-    info!("connection sync on {} ({:?}, sync id {})", cfg.interface, cfg.transport, cfg.sync_id);
-    Ok((SyncLink::new(cfg.refresh_period, queue), received))
+    info!("connection sync on {} from {address} ({:?}, sync id {})", cfg.interface, cfg.transport, cfg.sync_id);
+    if cfg.key.is_none() {
+        warn!(
+            "connection sync without a key (insecure = true): a datagram's only check is its source address, \
+             which anyone on the link can forge to install connections; set sync.key"
+        );
+    }
+    Ok((SyncLink::new(cfg.refresh_period, queue, outcomes, stats), received))
 }

@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use toml::Spanned;
 
 use super::{
-    DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH, DirectorConfig, XdpMode,
+    ControlGroup, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH, DirectorConfig, XdpMode,
     check::{Checker, is_unicast},
     raw::RawDirector,
 };
@@ -48,12 +48,21 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
         }
         Some(p) => PathBuf::from(p.get_ref()),
     };
+    let control_group = d.control_group.as_ref().and_then(|g| control_group(c, g));
     let defaults = Timeouts::default();
     // Under a year.
     let max = 86_400 * 365 - 1;
     let tcp = c.integer(&d.timeout_tcp, "director.timeout_tcp", 1..=max, defaults.tcp as i64);
     let tcpfin = c.integer(&d.timeout_tcpfin, "director.timeout_tcpfin", 1..=max, defaults.tcpfin as i64);
     let udp = c.integer(&d.timeout_udp, "director.timeout_udp", 1..=max, defaults.udp as i64);
+    // The kernel's icmp_msgs_per_sec; ten million a second is more than a
+    // 10 Gb/s link carries.
+    let icmp_rate_limit = c.integer(
+        &d.icmp_rate_limit,
+        "director.icmp_rate_limit",
+        0..=10_000_000,
+        lb_common::DEFAULT_ICMP_RATE_LIMIT as i64,
+    );
     let tun_source = match &d.tun_source {
         None => None,
         Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
@@ -72,6 +81,34 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
         conn_table_size: conn_table_size? as u32,
         pin_path,
         control_socket,
+        control_group,
         timeouts: Timeouts { tcp: tcp? as u32, tcpfin: tcpfin? as u32, udp: udp? as u32 },
+        icmp_rate_limit: icmp_rate_limit? as u32,
     })
+}
+
+/// `control_group`: a group that exists on this host (the socket is handed
+/// to it when lbd starts, and its members' requests are let in).
+fn control_group(c: &mut Checker, value: &Spanned<String>) -> Option<ControlGroup> {
+    let key = "director.control_group";
+    let name = value.get_ref();
+    // The names useradd and groupadd accept.
+    let well_formed = (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !well_formed {
+        c.error(value.span(), key, format!("{name:?} is not a group name"));
+        return None;
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Some(ControlGroup { name: name.clone(), gid: group.gid.as_raw() }),
+        Ok(None) => {
+            c.error(value.span(), key, format!("there is no group \"{name}\" on this host (groupadd {name})"));
+            None
+        }
+        Err(e) => {
+            c.error(value.span(), key, format!("cannot look up the group \"{name}\": {e}"));
+            None
+        }
+    }
 }

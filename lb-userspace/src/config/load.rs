@@ -189,6 +189,30 @@ weight = 1
     }
 
     #[test]
+    fn the_control_group_must_exist_on_this_host() {
+        let with = |group: &str| GOOD.replace("xdp_mode = \"auto\"", &format!("control_group = \"{group}\""));
+        let c = Config::parse(&with("root"), Path::new("lb.toml")).unwrap();
+        assert_eq!(c.director.control_group, Some(crate::config::ControlGroup { name: "root".into(), gid: 0 }));
+        assert_eq!(Config::parse(GOOD, Path::new("lb.toml")).unwrap().director.control_group, None);
+        assert_eq!(
+            errors(&with("no-such-group-here")),
+            ["lb.toml:4: director.control_group: there is no group \"no-such-group-here\" on this host (groupadd no-such-group-here)"]
+        );
+        assert_eq!(errors(&with("a:b")), ["lb.toml:4: director.control_group: \"a:b\" is not a group name"]);
+        assert_eq!(errors(&with("")), ["lb.toml:4: director.control_group: \"\" is not a group name"]);
+    }
+
+    #[test]
+    fn the_icmp_rate_limit_is_checked() {
+        let c = Config::parse(GOOD, Path::new("lb.toml")).unwrap();
+        assert_eq!(c.director.icmp_rate_limit, 1000, "the kernel's icmp_msgs_per_sec");
+        let none = GOOD.replace("xdp_mode = \"auto\"", "icmp_rate_limit = 0");
+        assert_eq!(Config::parse(&none, Path::new("lb.toml")).unwrap().director.icmp_rate_limit, 0);
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "icmp_rate_limit = -5");
+        assert_eq!(errors(&bad), ["lb.toml:4: director.icmp_rate_limit: -5 is out of range 0..=10000000"]);
+    }
+
+    #[test]
     fn port_zero_is_every_port_and_udp_works() {
         let text = GOOD.replace(":80", ":0").replace("\"tcp\"", "\"udp\"");
         let c = Config::parse(&text, Path::new("x")).unwrap();

@@ -71,10 +71,23 @@ pub struct DirectorConfig {
     /// (config `pin_path = ""`) pins nothing.
     pub pin_path: Option<PathBuf>,
     pub control_socket: PathBuf,
+    /// Besides root, the members of this group may use the control socket
+    /// (mode 0660 then, else 0600).
+    pub control_group: Option<ControlGroup>,
     pub timeouts: Timeouts,
     /// Outer source address of TUN packets; default: the interface's own
     /// (first non-VIP) address.
     pub tun_source: Option<Ipv4Addr>,
+    /// ICMP errors the datapath sends itself, at most this many a second
+    /// (`lb_common::Director::icmp_rate_limit`); 0 sends none.
+    pub icmp_rate_limit: u32,
+}
+
+/// A group of this host, by name and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -25,10 +25,12 @@ pub(super) struct RawDirector {
     pub(super) conn_table_size: Option<Spanned<i64>>,
     pub(super) pin_path: Option<Spanned<String>>,
     pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) control_group: Option<Spanned<String>>,
     pub(super) timeout_tcp: Option<Spanned<i64>>,
     pub(super) timeout_tcpfin: Option<Spanned<i64>>,
     pub(super) timeout_udp: Option<Spanned<i64>>,
     pub(super) tun_source: Option<Spanned<String>>,
+    pub(super) icmp_rate_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -6,13 +6,25 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
-use lb_common::{Conn, ipv4_octets};
+use lb_common::{Conn, conn_state, ipv4_octets};
 
-use super::Controller;
+use super::{Controller, sweep::TEMPLATE_REARM_SECS};
 use crate::{
     datapath::ConnTable,
-    sync::{ChangeTracker, SyncRecord},
+    sync::{
+        ChangeTracker, SyncRecord,
+        check::{Refusal, ServiceView, check_record, check_shape},
+    },
 };
+
+/// What became of a synced datagram's records.
+#[derive(Debug, Default)]
+pub struct InstallReport {
+    pub installed: usize,
+    /// The records not installed, and why.
+    pub refused: Vec<(Refusal, SyncRecord)>,
+}
+
 
 /// Seconds until the entry expires (0 if it has).
 pub(super) fn expires_in(conn: &Conn, now: u64) -> u32 {
@@ -37,18 +49,22 @@ pub struct SyncView {
 }
 
 impl SyncView {
-    /// The entries new or changed since the last scan, as records the
-    /// other director can place in its own tables.
-    pub fn records(&self, tracker: &mut ChangeTracker) -> Vec<SyncRecord> {
-        tracker
-            .scan(self.conns.iter(), self.now)
+    /// The entries to send after this scan (new, changed, due for a
+    /// refresh), as records the other director can place in its own
+    /// tables, pending in `tracker` as one batch until the sender says they
+    /// went out.
+    pub fn records(&self, tracker: &mut ChangeTracker) -> (u64, Vec<SyncRecord>) {
+        let scan = tracker.scan(self.conns.iter(), self.now);
+        let records = scan
+            .changes
             .into_iter()
             .filter_map(|(key, conn, _)| {
                 let port = *self.ports.get(&conn.service_id)?;
                 let real = *self.reals.get(&conn.dest_id)?;
                 SyncRecord::from_entry(&key, &conn, port, real, self.now)
             })
-            .collect()
+            .collect();
+        (scan.batch, records)
     }
 }
 
@@ -70,28 +86,19 @@ impl Controller {
 
     /// Connection sync, receiving side: installs the other director's
     /// entries with this director's ids (so the connections continue to the
-    /// same real servers after a failover). Returns how many were installed
-    /// and how many name a service or server unknown here.
-    pub fn install_synced(&mut self, records: &[SyncRecord]) -> (usize, usize) {
+    /// same real servers after a failover), each checked first
+    /// ([`crate::sync::check`]): what it refuses is not installed.
+    pub fn install_synced(&mut self, records: &[SyncRecord]) -> InstallReport {
         let now = self.datapath.now_ns();
-        let (mut installed, mut unknown) = (0, 0);
+        let state_timeouts = self.director_value().state_timeouts;
+        let mut report = InstallReport::default();
         for r in records {
-            let key = r.service_key();
-            let Some(service_id) = self.tables.service_id(&key) else {
-                unknown += 1;
-                continue;
-            };
-            let real = match r.real.ip() {
-                IpAddr::V4(a) => lb_common::ipv4_words(a.octets()),
-                IpAddr::V6(_) => {
-                    unknown += 1;
+            let (service_id, dest_id) = match self.synced_dest(r, &state_timeouts) {
+                Ok(ids) => ids,
+                Err(refusal) => {
+                    report.refused.push((refusal, *r));
                     continue;
                 }
-            };
-            let Some(dest_id) = self.tables.service_dests(&key).iter().copied().find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == real))
-            else {
-                unknown += 1;
-                continue;
             };
             let flow = r.flow_key();
             let conn = r.conn(dest_id, service_id, now);
@@ -108,8 +115,37 @@ impl Controller {
                 self.datapath.add_dest_conns(old.dest_id, old.state, -1);
             }
             self.datapath.add_dest_conns(dest_id, conn.state, 1);
-            installed += 1;
+            report.installed += 1;
         }
-        (installed, unknown)
+        report
+    }
+
+    /// The (service, dest) ids a synced record is for here, if it passes
+    /// the checks: its service and real server (address and port, as
+    /// IPVS's `ip_vs_find_dest`) exist here, its state, timeout and ports
+    /// fit them.
+    fn synced_dest(&self, r: &SyncRecord, state_timeouts: &[u32; conn_state::COUNT]) -> Result<(u32, u32), Refusal> {
+        check_shape(r)?;
+        let key = r.service_key();
+        let service = self.tables.wanted().find(|w| w.key() == key).ok_or(Refusal::UnknownService)?;
+        let service_id = self.tables.service_id(&key).ok_or(Refusal::UnknownService)?;
+        let view = ServiceView {
+            port: service.port,
+            persistence: service
+                .options
+                .persistence_timeout
+                .map(|t| (t.max(TEMPLATE_REARM_SECS), service.options.persistence_netmask)),
+        };
+        check_record(r, &view, state_timeouts)?;
+        let IpAddr::V4(real) = r.real.ip() else { return Err(Refusal::UnknownReal) };
+        let (addr, port) = (lb_common::ipv4_words(real.octets()), r.real.port().to_be());
+        let dest_id = self
+            .tables
+            .service_dests(&key)
+            .iter()
+            .copied()
+            .find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == addr && v.port == port))
+            .ok_or(Refusal::UnknownReal)?;
+        Ok((service_id, dest_id))
     }
 }

@@ -27,7 +27,7 @@ use anyhow::Result;
 use lb_common::{Director, conn_state};
 
 pub use self::{
-    conns::SyncView,
+    conns::{InstallReport, SyncView},
     report::ConnListing,
     sweep::{ENTRIES_PER_TICK as SWEEP_ENTRIES_PER_TICK, Sweeper},
     wanted::describe_changes,
@@ -36,7 +36,7 @@ use self::{report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},
     datapath::Datapath,
-    environment::{Paths, next_hop_addresses},
+    environment::{Paths, RouteLoss, next_hop_addresses, servers},
     health::QuorumState,
     model::ServiceId,
     netinfo::Interface,
@@ -62,6 +62,8 @@ pub struct Controller {
     tables: Tables,
     /// Where each real server's frames go (next hop, path MTU).
     paths: Paths,
+    /// TUN servers whose route vanished (they keep their last path).
+    route_loss: RouteLoss,
     /// Next hops' MACs on the director's segment.
     macs: BTreeMap<Ipv4Addr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
@@ -69,13 +71,15 @@ pub struct Controller {
 
 impl Controller {
     /// Takes over a loaded datapath: adopts what a previous lbd left in its
-    /// maps, then makes them hold `config`.
+    /// maps, then makes them hold `config`, the services of `standby_vips`
+    /// standing by from the first write.
     pub fn new(
         config: Config,
         interface: Interface,
         datapath: Datapath,
         paths: Paths,
         macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+        standby_vips: BTreeSet<Ipv4Addr>,
     ) -> Result<Self> {
         let tables = if datapath.adopted() {
             let adopted = datapath.read_back()?;
@@ -94,12 +98,13 @@ impl Controller {
             table,
             health: BTreeMap::new(),
             quorums: BTreeMap::new(),
-            standby_vips: BTreeSet::new(),
+            standby_vips,
             timeouts_changed: false,
             interface,
             datapath,
             tables,
             paths,
+            route_loss: RouteLoss::default(),
             macs,
             estimators: BTreeMap::new(),
         };
@@ -118,6 +123,8 @@ impl Controller {
             tun_source_family: lb_common::AF_INET,
             state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
             tick_ns: self.datapath.tick_ns(),
+            icmp_rate_limit: self.config.director.icmp_rate_limit,
+            icmp_burst: lb_common::icmp_burst(self.config.director.icmp_rate_limit),
             ..Director::default()
         }
     }
@@ -234,12 +241,16 @@ impl Controller {
     }
 
     /// New routes toward the real servers; true if any next hop changed.
+    /// A server the kernel has no usable route to any more keeps the path
+    /// the datapath has (see [`RouteLoss`]).
     pub fn update_paths(&mut self, paths: Paths) -> bool {
+        self.route_loss.update(&servers(&self.table), &paths, &self.paths, std::time::Instant::now());
         if paths == self.paths {
             return false;
         }
         for (key, hop) in &paths {
-            if self.paths.get(key).map(|h| h.address) != Some(hop.address) {
+            // (A route back after a loss: RouteLoss said so.)
+            if self.paths.get(key).is_some_and(|h| h.address != hop.address) {
                 tracing::info!("{} is reached through {} now (path MTU {})", key.0, hop.address, hop.mtu);
             }
         }

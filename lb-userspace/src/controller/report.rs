@@ -132,8 +132,14 @@ impl Controller {
         }
     }
 
+    /// The datapath's verdict-reason counters, and lbd's own:
+    /// `tun_no_route`, route lookups that found no usable route toward a
+    /// TUN server (which kept its last path).
     pub fn reason_counters(&self) -> BTreeMap<String, u64> {
-        self.datapath.reason_counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        let mut out: BTreeMap<String, u64> =
+            self.datapath.reason_counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        out.insert("tun_no_route".into(), self.route_loss.count());
+        out
     }
 }
 

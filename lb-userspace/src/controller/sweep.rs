@@ -33,7 +33,7 @@ const CHANGES_PER_LOCK: usize = 512;
 
 /// How long IPVS re-arms a persistence template that outlived its timeout
 /// but still controls connections (`ip_vs_conn_expire`).
-const TEMPLATE_REARM_SECS: u32 = 60;
+pub(super) const TEMPLATE_REARM_SECS: u32 = 60;
 
 /// The sweep between ticks: the pass under way and the counts' history.
 #[derive(Default)]

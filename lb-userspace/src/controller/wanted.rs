@@ -22,23 +22,47 @@ use crate::{
 /// the address each is checked at. A server it does not name is up.
 pub(super) type HealthView = BTreeMap<(ServiceId, SocketAddr), RealStatus>;
 
+/// Where each real server's frames go in the datapath now: its next hop's
+/// MAC and the path MTU, by (server, forwarding).
+pub(super) type LastPaths = BTreeMap<(Ipv4Addr, Forwarding), ([u8; 6], u32)>;
+
+/// The paths of the servers of `installed` (the table as last applied)
+/// that have one.
+pub(super) fn last_paths<'a>(installed: impl Iterator<Item = &'a WantedService>) -> LastPaths {
+    installed
+        .flat_map(|s| s.reals.iter())
+        .filter_map(|r| Some(((r.address, r.forwarding), (r.mac?, r.mtu))))
+        .filter(|(_, (_, mtu))| *mtu > 0)
+        .collect()
+}
+
 /// The table to install, the one place it is made: `table` (the one in
 /// force) with `health` applied (a failed server leaves its service, or
 /// gets weight 0 with inhibit_on_failure; the sorry server stands in when
 /// none is up), the services of the VIPs this director is VRRP backup for
 /// (`standby`) flagged to stand by, and each server's next hop (`paths`)
-/// and that hop's MAC (`macs`).
+/// and that hop's MAC (`macs`) — or, where the kernel has no usable route
+/// (a TUN server's vanished) or the next hop no MAC yet, the path it had
+/// (`last`), so that its connections go on as they went (see
+/// `environment::RouteLoss`).
 pub(super) fn wanted_table(
     table: &[ServiceConfig],
     health: &HealthView,
     standby: &BTreeSet<Ipv4Addr>,
     paths: &Paths,
     macs: &BTreeMap<Ipv4Addr, [u8; 6]>,
+    last: &LastPaths,
 ) -> Vec<WantedService> {
     // Where a server's frames go: its next hop's MAC and the path MTU.
     let reach = |address: Ipv4Addr, forwarding: Forwarding| {
         let hop = paths.get(&(address, forwarding));
-        (hop.and_then(|h| macs.get(&h.address).copied()), hop.map_or(0, |h| h.mtu))
+        match (hop, hop.and_then(|h| macs.get(&h.address))) {
+            (Some(hop), Some(mac)) => (Some(*mac), hop.mtu),
+            _ => match last.get(&(address, forwarding)) {
+                Some((mac, mtu)) => (Some(*mac), *mtu),
+                None => (None, hop.map_or(0, |h| h.mtu)),
+            },
+        }
     };
     table
         .iter()
@@ -108,7 +132,8 @@ fn real_health(s: &ServiceConfig, health: &HealthView) -> Vec<RealHealth> {
 impl Controller {
     /// What the datapath should hold now ([`wanted_table`]).
     pub fn wanted(&self) -> Vec<WantedService> {
-        wanted_table(&self.table, &self.health, &self.standby_vips, &self.paths, &self.macs)
+        let last = last_paths(self.tables.wanted());
+        wanted_table(&self.table, &self.health, &self.standby_vips, &self.paths, &self.macs, &last)
     }
 
     /// VRRP says which VIPs this director is backup for.
@@ -317,21 +342,53 @@ weight = 1
         };
 
         let master = BTreeSet::new();
-        let w = &wanted_table(&table, &HealthView::new(), &master, &paths, &macs)[0];
+        let w = &wanted_table(&table, &HealthView::new(), &master, &paths, &macs, &LastPaths::new())[0];
         assert_eq!((w.id(), w.options.flags & STANDBY), (id, 0));
         let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.mac.is_some(), r.mtu)).collect();
         assert_eq!(reals, [(a, 3, true, true, 1500), (b, 1, true, false, 1500)]);
 
         // a failed; this director is VRRP backup for the VIP.
         let backup = BTreeSet::from([id.vip]);
-        let w = &wanted_table(&table, &HealthView::from([down(a)]), &backup, &paths, &macs)[0];
+        let w = &wanted_table(&table, &HealthView::from([down(a)]), &backup, &paths, &macs, &LastPaths::new())[0];
         assert_eq!(w.options.flags & STANDBY, STANDBY);
         let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.expire_conns)).collect();
         assert_eq!(reals, [(a, 0, false, true), (b, 1, true, true)]);
 
         // Every real server failed: the sorry server stands in.
-        let w = &wanted_table(&table, &HealthView::from([down(a), down(b)]), &master, &paths, &macs)[0];
+        let w =
+            &wanted_table(&table, &HealthView::from([down(a), down(b)]), &master, &paths, &macs, &LastPaths::new())[0];
         let listed: Vec<_> = w.reals.iter().filter(|r| r.in_service).map(|r| (r.address, r.port, r.weight)).collect();
         assert_eq!(listed, [(sorry, 80, 1)]);
+    }
+
+    #[test]
+    fn a_server_without_a_route_keeps_the_path_it_had() {
+        let file = FILE.replace("[[service.real]]", "[[service.real]]\nforwarding = \"tun\"");
+        let table = Config::parse(&file, Path::new("lb.toml")).unwrap().services;
+        let [a, b] = [21, 22].map(|last| Ipv4Addr::new(10, 0, 0, last));
+        let router = Ipv4Addr::new(10, 0, 0, 254);
+        let hop = NextHop { address: router, mtu: 1480 };
+        let macs = BTreeMap::from([(router, [2, 0, 0, 0, 0, 254])]);
+        let routed: Paths = [a, b].into_iter().map(|r| ((r, Forwarding::Tun), hop)).collect();
+        let none = BTreeSet::new();
+        let reach = |w: &WantedService| -> Vec<_> { w.reals.iter().map(|r| (r.address, r.mac, r.mtu)).collect() };
+        let before = wanted_table(&table, &HealthView::new(), &none, &routed, &macs, &LastPaths::new());
+        let mac = Some([2, 0, 0, 0, 0, 254]);
+        assert_eq!(reach(&before[0]), [(a, mac, 1480), (b, mac, 1480)]);
+
+        // b's route vanished: not MTU 0 and no MAC (every packet answered
+        // with fragmentation-needed), but the path it had.
+        let only_a: Paths = routed.iter().filter(|(k, _)| k.0 == a).map(|(k, h)| (*k, *h)).collect();
+        let last = last_paths(before.iter());
+        let after = wanted_table(&table, &HealthView::new(), &none, &only_a, &macs, &last);
+        assert_eq!(after, before);
+        // Without a path before either: nothing to keep, no new connections.
+        let fresh = wanted_table(&table, &HealthView::new(), &none, &only_a, &macs, &LastPaths::new());
+        assert_eq!(reach(&fresh[0]), [(a, mac, 1480), (b, None, 0)]);
+        // A new next hop not resolved yet: the old one meanwhile.
+        let moved: Paths =
+            routed.keys().map(|k| (*k, NextHop { address: Ipv4Addr::new(10, 0, 0, 253), mtu: 1400 })).collect();
+        let after = wanted_table(&table, &HealthView::new(), &none, &moved, &macs, &last);
+        assert_eq!(after, before);
     }
 }

@@ -5,12 +5,13 @@
 //! order, the tasks, sockets and signals that produce the events.
 
 mod change;
+mod standby;
 
 pub use change::{Change, new_reals, plan};
+pub use standby::{Standby, standby_vips};
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -26,12 +27,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    controller::{Controller, Sweeper},
+    controller::{Controller, InstallReport, Sweeper},
     environment,
     health::{HealthEvent, HealthMonitor},
     netinfo::{Interface, Net},
-    sync::{ChangeTracker, ReceivedBatch, SyncRecord},
-    vrrp::VrrpInstance,
+    sync::{Batch, ChangeTracker, ReceivedBatch, SendOutcome, SyncStats, stats::more_since},
+    vrrp::{VrrpInstance, resume},
 };
 
 /// A batch of lbctl's ipvsadm commands for the main loop, and where its
@@ -63,17 +64,83 @@ pub enum Event {
     RefreshNeighbours,
 }
 
-/// Connection sync's sending side: what was sent, and the queue to the
-/// sending socket's task.
+/// Connection sync's sending side: what was sent, the queue to the
+/// sending socket's task and its reports back, and the counters.
 pub struct SyncLink {
     tracker: ChangeTracker,
-    queue: mpsc::Sender<Vec<SyncRecord>>,
+    queue: mpsc::Sender<Batch>,
+    outcomes: mpsc::UnboundedReceiver<SendOutcome>,
+    stats: Arc<SyncStats>,
+    /// Scans left of a hand-over (we stepped down: the new master gets our
+    /// table, failed sends included).
+    handover_scans: u32,
 }
 
+/// Scans a director that stepped down goes on sending (2 s at the default
+/// scan interval): its whole table once, and again what failed.
+const HANDOVER_SCANS: u32 = 10;
+
 impl SyncLink {
-    /// Long-lived entries are sent again every `refresh_period`.
-    pub fn new(refresh_period: Duration, queue: mpsc::Sender<Vec<SyncRecord>>) -> Self {
-        Self { tracker: ChangeTracker::new(refresh_period), queue }
+    /// Long-lived entries are sent again every `refresh_period`; `outcomes`
+    /// are the sending task's reports on what `queue` took.
+    pub fn new(
+        refresh_period: Duration,
+        queue: mpsc::Sender<Batch>,
+        outcomes: mpsc::UnboundedReceiver<SendOutcome>,
+        stats: Arc<SyncStats>,
+    ) -> Self {
+        Self { tracker: ChangeTracker::new(refresh_period), queue, outcomes, stats, handover_scans: 0 }
+    }
+
+    /// The counters, for `lbctl --counters`.
+    pub fn stats(&self) -> Arc<SyncStats> {
+        self.stats.clone()
+    }
+
+    /// Takes the sending task's reports, then queues what this scan finds
+    /// to send. A batch the queue cannot take is sent again next time.
+    fn scan(&mut self, shared: &Mutex<Controller>) -> usize {
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            self.tracker.settle(&outcome);
+        }
+        // The table is walked without the controller's lock.
+        let view = lock(shared).sync_view();
+        let (id, records) = view.records(&mut self.tracker);
+        if records.is_empty() {
+            // Nothing to send (or only entries of services gone here).
+            self.tracker.settle(&SendOutcome { batches: vec![id], failed: vec![] });
+            return 0;
+        }
+        let n = records.len();
+        if let Err(e) = self.queue.try_send(Batch { id, records }) {
+            self.tracker.fail(id);
+            SyncStats::add(&self.stats.records_unsent, n);
+            if let Some(suppressed) = self.stats.should_log("queue") {
+                let why = if matches!(e, mpsc::error::TrySendError::Full(_)) { "full" } else { "closed" };
+                warn!("connection sync: the send queue is {why}; {n} entries will be sent again{}", more_since(suppressed));
+            }
+            return 0;
+        }
+        n
+    }
+
+    /// Counts and logs (at a bounded rate) what a received batch became.
+    fn report(&self, from: std::net::SocketAddr, report: &InstallReport) {
+        SyncStats::add(&self.stats.records_installed, report.installed);
+        for (refusal, record) in &report.refused {
+            self.stats.count(&format!("sync_refused_{}", refusal.name()), 1);
+            if let Some(suppressed) = self.stats.should_log(refusal.name()) {
+                warn!(
+                    "connection sync: refused an entry from {from} ({:?} {} -> {} via {}): {refusal}{}",
+                    record.kind,
+                    record.client,
+                    record.vip,
+                    record.real,
+                    more_since(suppressed)
+                );
+            }
+        }
+        tracing::debug!("connection sync: {} entries from {from}", report.installed);
     }
 }
 
@@ -95,12 +162,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// Takes over the started parts: the controller (maps filled, program
-    /// attached), its health checks and VRRP instances, and sync's sending
-    /// side if there is sync.
+    /// attached; shared with the VRRP instances' [`Standby`] hooks), its
+    /// health checks and VRRP instances, and sync's sending side if there
+    /// is sync.
     pub fn new(
         config_path: PathBuf,
         net: Net,
-        controller: Controller,
+        shared: Arc<Mutex<Controller>>,
         monitor: HealthMonitor,
         instances: Vec<VrrpInstance>,
         sync: Option<SyncLink>,
@@ -108,7 +176,7 @@ impl Daemon {
         Self {
             config_path,
             net,
-            shared: Arc::new(Mutex::new(controller)),
+            shared,
             monitor,
             instances,
             sync,
@@ -145,25 +213,19 @@ impl Daemon {
             }
             Event::VrrpChanged => self.vrrp_changed(),
             Event::SyncScan => {
-                let sending = self.instances.is_empty() || self.any_master();
-                if let (true, Some(sync)) = (sending, &mut self.sync) {
-                    // The table is walked without the controller's lock.
-                    let view = lock(&self.shared).sync_view();
-                    let records = view.records(&mut sync.tracker);
-                    if !records.is_empty() {
-                        let _ = sync.queue.try_send(records);
-                    }
+                let master = self.instances.is_empty() || self.any_master();
+                if let Some(sync) = &mut self.sync
+                    && (master || sync.handover_scans > 0)
+                {
+                    sync.handover_scans = sync.handover_scans.saturating_sub(1);
+                    sync.scan(&self.shared);
                 }
             }
             Event::SyncBatch(batch) => {
-                let (installed, unknown) = lock(&self.shared).install_synced(&batch.records);
-                if unknown > 0 {
-                    warn!(
-                        "connection sync: {unknown} entries from {} name services or servers unknown here",
-                        batch.from
-                    );
+                let report = lock(&self.shared).install_synced(&batch.records);
+                if let Some(sync) = &self.sync {
+                    sync.report(batch.from, &report);
                 }
-                tracing::debug!("connection sync: {installed} entries from {}", batch.from);
             }
             Event::Sweep => {
                 let shared = &self.shared;
@@ -185,12 +247,9 @@ impl Daemon {
         self.instances.iter().any(|i| i.status().state == VrrpState::Master)
     }
 
-    /// The VIPs of instances that are not master stand by; sync follows
-    /// who is master.
+    /// Sync follows who is master. (Standing by follows each instance's
+    /// own word, in order with its addresses: [`Standby`].)
     fn vrrp_changed(&mut self) {
-        if let Err(e) = lock(&self.shared).set_standby(standby_vips(&self.instances)) {
-            warn!("applying a VRRP change: {e:#}");
-        }
         let master = self.any_master();
         if let Some(sync) = &mut self.sync {
             if master && !self.was_master {
@@ -199,13 +258,13 @@ impl Daemon {
             } else if self.was_master && !master {
                 // Stepping down (the other preempted): hand the new master
                 // the whole table at once, so the connections it takes over
-                // keep their servers.
-                let mut everything = ChangeTracker::new(Duration::from_secs(3600));
-                let view = lock(&self.shared).sync_view();
-                let records = view.records(&mut everything);
-                if !records.is_empty() {
-                    info!("connection sync: handing {} entries to the new master", records.len());
-                    let _ = sync.queue.try_send(records);
+                // keep their servers; what fails goes again at the next
+                // scans of the hand-over.
+                sync.tracker.reset();
+                sync.handover_scans = HANDOVER_SCANS;
+                let n = sync.scan(&self.shared);
+                if n > 0 {
+                    info!("connection sync: handing {n} entries to the new master");
                 }
             }
         }
@@ -222,6 +281,19 @@ impl Daemon {
         }
         self.shared
     }
+
+    /// Stops for a restart: the health checks, and the VRRP instances
+    /// without a hand-over (a master sends one last advert, its addresses
+    /// stay); what each instance was, for the next lbd. The controller is
+    /// left to the caller, to leave the datapath running.
+    pub async fn leave_for_restart(mut self) -> (Arc<Mutex<Controller>>, Vec<resume::Left>) {
+        self.monitor.shutdown().await;
+        let mut left = Vec::new();
+        for instance in self.instances {
+            left.extend(instance.leave_for_restart().await);
+        }
+        (self.shared, left)
+    }
 }
 
 /// The controller, even if a panic poisoned its lock.
@@ -236,11 +308,19 @@ pub fn answer(
     shared: &Mutex<Controller>,
     changes: &mpsc::Sender<ChangeRequest>,
     vrrp: &[watch::Receiver<VrrpStatus>],
+    sync: Option<&SyncStats>,
     request: Request,
 ) -> Response {
     match request {
         Request::Vrrp => Response::Vrrp { instances: vrrp.iter().map(|w| w.borrow().clone()).collect() },
-        Request::Table => Response::Table { table: lock(shared).table_snapshot() },
+        Request::Table => {
+            let c = lock(shared);
+            let mut table = c.table_snapshot();
+            // The table in force, not the config's conn_table_size: an
+            // adopted table keeps the size it was created with.
+            table.conn_table_size = c.datapath.conn_table_size();
+            Response::Table { table }
+        }
         Request::Connections => {
             // The table is walked without the controller's lock.
             let listing = lock(shared).conn_listing();
@@ -250,7 +330,11 @@ pub fn answer(
             }
         }
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
-        Request::Counters => Response::Counters { counters: lock(shared).reason_counters() },
+        Request::Counters => {
+            let mut counters = lock(shared).reason_counters();
+            counters.extend(sync.map(SyncStats::counters).unwrap_or_default());
+            Response::Counters { counters }
+        }
         Request::Apply { commands } => {
             let (reply, verdict) = oneshot::channel();
             if changes.blocking_send(ChangeRequest { commands, reply }).is_err() {
@@ -259,19 +343,6 @@ pub fn answer(
             verdict.blocking_recv().unwrap_or(Response::Error { message: "lbd is shutting down".into() })
         }
     }
-}
-
-/// The VIPs of instances that are not master.
-pub fn standby_vips(instances: &[VrrpInstance]) -> BTreeSet<Ipv4Addr> {
-    let vips = |master: bool| -> BTreeSet<Ipv4Addr> {
-        instances
-            .iter()
-            .filter(|i| (i.status().state == VrrpState::Master) == master)
-            .flat_map(|i| i.config().virtual_ipaddress.iter().map(|v| v.address))
-            .collect()
-    };
-    let masters = vips(true);
-    vips(false).difference(&masters).copied().collect()
 }
 
 /// Tells each VRRP instance whether its tracked services have a live real
@@ -328,8 +399,9 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
         if old.conn_table_size != new.conn_table_size
             || old.pin_path != new.pin_path
             || old.control_socket != new.control_socket
+            || old.control_group != new.control_group
         {
-            warn!("conn_table_size, pin_path and control_socket take effect at the next start");
+            warn!("conn_table_size, pin_path, control_socket and control_group take effect at the next start");
         }
         if c.config.vrrp != config.vrrp || c.config.sync != config.sync {
             warn!("[[vrrp]] and [sync] changes take effect at the next start");

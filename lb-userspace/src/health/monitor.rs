@@ -19,7 +19,14 @@ use super::{
     tracker::{Tracker, Transition},
     watch::{CheckFn, Shared, Watch, check_for_real, lock},
 };
-use crate::model::ServiceId;
+use crate::{
+    log_limit::{self, LogLimiter},
+    model::ServiceId,
+};
+
+/// The log of checks the director could not make, shared by the tasks
+/// (see [`super::watch`]), keyed by reason.
+pub(super) type NotCheckedLog = Arc<Mutex<LogLimiter<String>>>;
 
 /// The most a server's first check is put off, spread at random so that a
 /// start or reload does not check everything at once (keepalived's
@@ -71,6 +78,7 @@ pub struct HealthMonitor {
     startup_spread: Duration,
     check_fn: CheckFn,
     reals: HashMap<(ServiceId, SocketAddr), Monitored>,
+    not_checked_log: NotCheckedLog,
 }
 
 struct Monitored {
@@ -108,6 +116,7 @@ impl HealthMonitor {
             startup_spread: DEFAULT_STARTUP_SPREAD,
             check_fn: check_for_real,
             reals: HashMap::new(),
+            not_checked_log: Arc::new(Mutex::new(LogLimiter::new(log_limit::DEFAULT_PERIOD))),
         }
     }
 
@@ -226,6 +235,7 @@ impl HealthMonitor {
             events: self.events.clone(),
             notify_timeout: self.notify_timeout,
             check_fn: self.check_fn,
+            not_checked_log: self.not_checked_log.clone(),
         };
         let task = watch.spawn(first_delay);
         Monitored { check, shared, task: Some(task) }
@@ -448,6 +458,38 @@ mod tests {
         let down = next_event(&mut rx).await.transition;
         assert_eq!(down, Transition::Down { reason: "response body larger than 1 MiB after 2 tries".into() });
         assert_eq!(next_event(&mut rx).await.transition, Transition::Up);
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_source_address_not_on_the_host_takes_no_server_out() {
+        // The real checks, from an address this host does not have: up
+        // servers stay up, an alpha one stays down, nothing is sent.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = listener.local_addr().unwrap();
+        let check = HealthCheck { source_address: Some("192.0.2.1".parse().unwrap()), ..fast_tcp() };
+        let other = ServiceId { port: 81, ..service() };
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut monitor = HealthMonitor::new(tx).with_startup_spread(Duration::ZERO);
+        monitor.update([
+            MonitoredReal { service: service(), real, check: check.clone() },
+            MonitoredReal { service: other, real, check: HealthCheck { alpha: true, ..check.clone() } },
+        ]);
+        assert!(timeout(Duration::from_millis(800), rx.recv()).await.is_err(), "no transition");
+        assert!(monitor.status(&service(), real).unwrap().up);
+        assert!(!monitor.status(&other, real).unwrap().up);
+        // The address is there now (the same check from one it has): the
+        // checks go on as usual.
+        let check = HealthCheck { source_address: Some("127.0.0.1".parse().unwrap()), ..check };
+        monitor.update([
+            MonitoredReal { service: service(), real, check: check.clone() },
+            MonitoredReal { service: other, real, check: HealthCheck { alpha: true, ..check } },
+        ]);
+        let up = next_event(&mut rx).await;
+        assert_eq!((up.service, up.transition), (other, Transition::Up));
+        drop(listener);
+        let down = next_event(&mut rx).await;
+        assert!(matches!(down.transition, Transition::Down { .. }), "{down:?}");
         monitor.shutdown().await;
     }
 }

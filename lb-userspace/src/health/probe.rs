@@ -5,6 +5,10 @@
 //! few words ("connect timeout", "connection refused", "HTTP status 503,
 //! expected 200-299"), which end up in the log line when the server goes
 //! down.
+//!
+//! A check the director could not make (no socket, a source address it
+//! cannot bind, no process to run) is no failure of the server's
+//! ([`CheckResult::NotChecked`]); see [`super::tracker`].
 
 mod http;
 mod net;
@@ -16,6 +20,21 @@ use tokio::time::Instant;
 
 pub(crate) use self::net::random_u64;
 use self::net::{connect, io_reason};
+
+/// Why a check did not pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The server (or the network to it) failed the check.
+    Server(String),
+    /// The director could not make the check: its own fault.
+    NotChecked(String),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self::Server(reason)
+    }
+}
 use super::{
     config::{ExecProbe, HealthCheck, Probe},
     tracker::CheckResult,
@@ -37,20 +56,26 @@ pub async fn check_once(check: &HealthCheck, real: SocketAddr) -> CheckResult {
     match outcome {
         Ok(None) => CheckResult::Up,
         Ok(Some(weight)) => CheckResult::UpWithWeight(weight),
-        Err(reason) => CheckResult::Down(reason),
+        Err(Failure::Server(reason)) => CheckResult::Down(reason),
+        Err(Failure::NotChecked(reason)) => CheckResult::NotChecked(reason),
     }
 }
 
 /// keepalived's MISC_CHECK: exit 0 up, 1 down, 2-255 up with weight
 /// code - 2 under `misc_dynamic` (else down). Returns the weight it set.
-async fn exec(check: &HealthCheck, probe: &ExecProbe, target: SocketAddr) -> Result<Option<u32>, String> {
+/// A command that cannot be started or waited for (no fork, no file
+/// descriptor) is not checked, as keepalived's `system_call_script` only
+/// logs a failed fork.
+async fn exec(check: &HealthCheck, probe: &ExecProbe, target: SocketAddr) -> Result<Option<u32>, Failure> {
     let mut cmd = process::shell(&probe.command);
     cmd.env("LB_REAL_ADDRESS", target.ip().to_string()).env("LB_REAL_PORT", target.port().to_string());
     match process::run(cmd, check.connect_timeout).await {
-        Ok(status) => exec_outcome(status, probe.dynamic_weight),
-        Err(RunError::TimedOut) => Err(format!("command timed out after {}", fmt_duration(check.connect_timeout))),
-        Err(RunError::Spawn(e)) => Err(format!("cannot run /bin/sh: {}", io_reason(&e))),
-        Err(RunError::Wait(e)) => Err(format!("lost the command: {}", io_reason(&e))),
+        Ok(status) => Ok(exec_outcome(status, probe.dynamic_weight)?),
+        Err(RunError::TimedOut) => {
+            Err(Failure::Server(format!("command timed out after {}", fmt_duration(check.connect_timeout))))
+        }
+        Err(RunError::Spawn(e)) => Err(Failure::NotChecked(format!("cannot run /bin/sh: {}", io_reason(&e)))),
+        Err(RunError::Wait(e)) => Err(Failure::NotChecked(format!("lost the command: {}", io_reason(&e)))),
     }
 }
 
@@ -123,10 +148,22 @@ mod tests {
         assert_eq!(check_once(&c, addr).await, CheckResult::Up);
         assert_eq!(accept.await.unwrap().ip().to_string(), "127.0.0.2");
 
-        c.source_address = Some("192.0.2.1".parse().unwrap()); // not ours: bind fails, nothing is sent
+        // Not ours: bind fails, nothing is sent, and that is no failure of
+        // the server's.
+        c.source_address = Some("192.0.2.1".parse().unwrap());
         assert_eq!(
             check_once(&c, addr).await,
-            CheckResult::Down("cannot bind to 192.0.2.1: address not available".into())
+            CheckResult::NotChecked("cannot bind to 192.0.2.1: address not available".into())
+        );
+        c.probe = HealthCheck::defaults(CheckKind::Http).probe;
+        assert_eq!(
+            check_once(&c, addr).await,
+            CheckResult::NotChecked("cannot bind to 192.0.2.1: address not available".into())
+        );
+        c.probe = Probe::Ping;
+        assert_eq!(
+            check_once(&c, addr).await,
+            CheckResult::NotChecked("cannot bind to 192.0.2.1: address not available".into())
         );
     }
 

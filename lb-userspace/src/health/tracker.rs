@@ -13,6 +13,19 @@
 //! `delay_before_retry`; otherwise after `interval`. Unlike keepalived we
 //! do not make retry bursts for a server that is already down: they could
 //! change nothing.
+//!
+//! A check that could not be made ([`CheckResult::NotChecked`]: no file
+//! descriptor left, a `source_address` not on the host yet, no process
+//! for an exec check) is the director's fault and says nothing of the
+//! server: it changes no state and no count, and the check is tried again
+//! after `delay_before_retry`. keepalived does the same: its
+//! `tcp_connect_thread` and `http_connect_thread` reschedule ("Rescheduling")
+//! when `socket()` or `bind()` fails, `socket_connect` (layer4.c) counts
+//! only ENETUNREACH, EHOSTUNREACH, ECONNREFUSED, EHOSTDOWN, ENETDOWN,
+//! ECONNRESET, ECONNABORTED and ETIMEDOUT against the server, and a failed
+//! `fork()` in `system_call_script` is only logged. (keepalived tries again
+//! after `delay_loop`; the sooner retry here makes checks resume soon once,
+//! say, the source address is there.)
 
 use std::time::Duration;
 
@@ -26,6 +39,9 @@ pub enum CheckResult {
     UpWithWeight(u32),
     /// Down, and why in a few words.
     Down(String),
+    /// Not checked: the director could not make the check (its own fault,
+    /// not the server's), and why in a few words.
+    NotChecked(String),
 }
 
 /// A change of a server's state.
@@ -52,6 +68,8 @@ pub struct Tracker {
     /// Passed checks in a row while down.
     successes: u32,
     dynamic_weight: Option<u32>,
+    /// The last check could not be made.
+    not_checked: bool,
 }
 
 impl Tracker {
@@ -62,7 +80,15 @@ impl Tracker {
 
     /// Goes on from a known state, e.g. when a reload changed the check.
     pub fn resume(check: &HealthCheck, up: bool, dynamic_weight: Option<u32>) -> Self {
-        Self { retry: check.retry.max(1), rise: check.rise.max(1), up, failures: 0, successes: 0, dynamic_weight }
+        Self {
+            retry: check.retry.max(1),
+            rise: check.rise.max(1),
+            up,
+            failures: 0,
+            successes: 0,
+            dynamic_weight,
+            not_checked: false,
+        }
     }
 
     pub fn is_up(&self) -> bool {
@@ -77,6 +103,10 @@ impl Tracker {
 
     /// Takes one check's result; returns the transition it causes, if any.
     pub fn record(&mut self, result: &CheckResult) -> Option<Transition> {
+        self.not_checked = matches!(result, CheckResult::NotChecked(_));
+        if self.not_checked {
+            return None;
+        }
         let reweighted = match result {
             CheckResult::UpWithWeight(w) if self.dynamic_weight != Some(*w) => {
                 self.dynamic_weight = Some(*w);
@@ -117,9 +147,14 @@ impl Tracker {
         }
     }
 
-    /// Time until the next check: sooner while a change is under way.
+    /// Time until the next check: sooner while a change is under way, or
+    /// after a check that could not be made.
     pub fn next_delay(&self, check: &HealthCheck) -> Duration {
-        if self.failures > 0 || self.successes > 0 { check.delay_before_retry } else { check.interval }
+        if self.failures > 0 || self.successes > 0 || self.not_checked {
+            check.delay_before_retry
+        } else {
+            check.interval
+        }
     }
 }
 
@@ -143,14 +178,18 @@ mod tests {
         CheckResult::Down(reason.into())
     }
 
-    /// The transitions a sequence of results ("u" up, "d" down) causes,
-    /// one letter per result: "-" none, "U" up, "D" down.
+    /// The transitions a sequence of results ("u" up, "d" down, "x" not
+    /// checked) causes, one letter per result: "-" none, "U" up, "D" down.
     fn run(c: &HealthCheck, results: &str) -> String {
         let mut t = Tracker::new(c);
         results
             .chars()
             .map(|r| {
-                let result = if r == 'u' { CheckResult::Up } else { down("connect timeout") };
+                let result = match r {
+                    'u' => CheckResult::Up,
+                    'x' => CheckResult::NotChecked("cannot bind to 10.0.0.5: address not available".into()),
+                    _ => down("connect timeout"),
+                };
                 match t.record(&result) {
                     None => '-',
                     Some(Transition::Up) => 'U',
@@ -238,6 +277,22 @@ mod tests {
             "the weight comes back with the server"
         );
         assert_eq!(t.dynamic_weight(), Some(8));
+    }
+
+    #[test]
+    fn checks_not_made_change_nothing() {
+        // Up servers stay up, down ones down, however long it lasts...
+        assert_eq!(run(&check(1, 1, false), "xxxxxxxx"), "--------");
+        assert_eq!(run(&check(1, 1, true), "xxxxxxxxu"), "--------U");
+        // ...and the counts under way go on where they were.
+        assert_eq!(run(&check(3, 1, false), "ddxxxxd"), "------D");
+        assert_eq!(run(&check(2, 3, false), "ddxuxuxxu"), "-D------U");
+        let c = check(3, 1, false);
+        let mut t = Tracker::new(&c);
+        t.record(&CheckResult::NotChecked("cannot create a socket: too many open files".into()));
+        assert_eq!(t.next_delay(&c), Duration::from_secs(1), "tried again soon");
+        t.record(&CheckResult::Up);
+        assert_eq!(t.next_delay(&c), Duration::from_secs(10));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One real server's checking task: a check every interval, its result
 //! through the server's [`Tracker`], and for each transition a log line, a
-//! notify command and an event to the controller.
+//! notify command and an event to the controller. A check the director
+//! could not make is logged at a bounded rate (one line per reason per
+//! period, for all servers together) and changes nothing.
 //!
 //! The task is supervised: nothing but a stop should end it, so a panic (a
 //! bug, such as an overflow on what a server sent) is logged and the check
@@ -20,7 +22,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     config::HealthCheck,
-    monitor::{HealthEvent, RealStatus},
+    monitor::{HealthEvent, NotCheckedLog, RealStatus},
     notify,
     probe::check_once,
     tracker::{CheckResult, Tracker, Transition},
@@ -60,6 +62,8 @@ pub(super) struct Watch {
     pub(super) events: mpsc::Sender<HealthEvent>,
     pub(super) notify_timeout: Duration,
     pub(super) check_fn: CheckFn,
+    /// Shared by every server's task.
+    pub(super) not_checked_log: NotCheckedLog,
 }
 
 impl Watch {
@@ -99,15 +103,18 @@ impl Watch {
                 if shared.stopped {
                     return;
                 }
+                let last_failure = match &result {
+                    CheckResult::Down(reason) => Some(reason.clone()),
+                    CheckResult::NotChecked(_) => shared.status.last_failure.take(),
+                    _ => None,
+                };
                 shared.status = RealStatus {
                     up: self.tracker.is_up(),
                     dynamic_weight: self.tracker.dynamic_weight(),
-                    last_failure: match result {
-                        CheckResult::Down(reason) => Some(reason),
-                        _ => None,
-                    },
+                    last_failure,
                 };
             }
+            self.log_not_checked(&result);
             if let Some(transition) = transition {
                 self.announce(&transition);
                 let event = HealthEvent {
@@ -121,6 +128,31 @@ impl Watch {
                 }
             }
             tokio::time::sleep(self.tracker.next_delay(&self.check)).await;
+        }
+    }
+
+    /// A check not made is logged, at most once per reason per period for
+    /// all the servers (the reason names no server: one missing source
+    /// address is one line, not one per server); held-back lines are
+    /// counted in the next.
+    fn log_not_checked(&self, result: &CheckResult) {
+        let now = std::time::Instant::now();
+        let mut log = self.not_checked_log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let CheckResult::NotChecked(reason) = result {
+            let (real, up) = (self.real, self.tracker.is_up());
+            let line = log.event(reason.clone(), now, || {
+                format!(
+                    "cannot check {real}: {reason}; that is this director's fault, not the server's: \
+                     it stays {}, and checks go on",
+                    if up { "up" } else { "down" }
+                )
+            });
+            if let Some(line) = line {
+                tracing::warn!(service = %self.service, "{line}");
+            }
+        }
+        for line in log.due(now) {
+            tracing::warn!("{line}");
         }
     }
 

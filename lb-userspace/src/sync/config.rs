@@ -7,16 +7,21 @@
 //! sync_id = 0                  # 0..=255; a receiver with 0 takes any (ipvsadm's --syncid)
 //! transport = "multicast"      # multicast (to group:port) | unicast (to each peer:port)
 //! peers = ["172.16.100.3"]     # the other directors: only their datagrams are accepted
+//! address = "172.16.100.2"     # ours: datagrams leave from it, unicast ones come to it
+//!                              # (default: the interface's primary address)
 //! group = "224.0.0.81"         # IPVS's sync group
 //! port = 8848                  # IPVS's sync port
 //! max_len = 1472               # UDP payload per datagram (IPVS's sync_maxlen)
 //! key = "a long shared secret" # HMAC-SHA256 key, at least 16 bytes; both directors the same
+//! insecure = false             # true: sync without a key (anyone on the link can inject)
 //! scan_interval = "200ms"      # how often the master looks for new or changed entries
 //! refresh_period = "60s"       # an entry with traffic is sent again at least this often
 //! ```
 //!
-//! Either `peers` or `key` is required (else anything on the link could
-//! install connections); `transport = "unicast"` needs `peers`.
+//! A `key` is required unless `insecure = true` says to go without one
+//! (then a datagram's only check is its source address, which anyone on
+//! the link can forge; lbd says so at every start). Without a key, `peers`
+//! are required; `transport = "unicast"` needs `peers` in any case.
 
 use std::{fmt, net::Ipv4Addr, time::Duration};
 
@@ -45,6 +50,8 @@ pub struct RawSync {
     pub port: Option<Spanned<i64>>,
     pub max_len: Option<Spanned<i64>>,
     pub key: Option<Spanned<String>>,
+    pub insecure: Option<Spanned<bool>>,
+    pub address: Option<Spanned<String>>,
     pub scan_interval: Option<Spanned<RawDuration>>,
     pub refresh_period: Option<Spanned<RawDuration>>,
 }
@@ -80,6 +87,10 @@ pub struct SyncConfig {
     pub port: u16,
     pub max_len: usize,
     pub key: Option<SyncKey>,
+    /// No key, and the config says that is meant.
+    pub insecure: bool,
+    /// Our address on the interface; `None`: its primary address.
+    pub address: Option<Ipv4Addr>,
     pub scan_interval: Duration,
     pub refresh_period: Duration,
 }
@@ -97,6 +108,8 @@ impl SyncConfig {
             port: DEFAULT_PORT,
             max_len: DEFAULT_MAX_LEN,
             key: None,
+            insecure: false,
+            address: None,
             scan_interval: DEFAULT_SCAN_INTERVAL,
             refresh_period: DEFAULT_REFRESH_PERIOD,
         }
@@ -138,6 +151,12 @@ impl SyncConfig {
                 }
             }
         }
+        if let Some(a) = &s.address {
+            match a.get_ref().trim().parse::<Ipv4Addr>() {
+                Ok(addr) if is_unicast(addr) => c.address = Some(addr),
+                _ => e.error(a.span(), key("address"), format!("\"{}\" is not a unicast IPv4 address", a.get_ref())),
+            }
+        }
         if let Some(g) = &s.group {
             match g.get_ref().trim().parse::<Ipv4Addr>() {
                 Ok(a) if a.is_multicast() => c.group = a,
@@ -169,17 +188,30 @@ impl SyncConfig {
             .duration(&s.refresh_period, &key("refresh_period"), range, DEFAULT_REFRESH_PERIOD)
             .unwrap_or(DEFAULT_REFRESH_PERIOD);
 
+        c.insecure = s.insecure.as_ref().is_some_and(|v| *v.get_ref());
         let none_given = s.peers.as_ref().is_none_or(|p| p.get_ref().is_empty());
         if c.transport == Transport::Unicast && none_given {
             let span = s.transport.as_ref().map_or(raw.span(), |t| t.span());
             e.error(span, key("peers"), "transport = \"unicast\" needs peers");
-        } else if none_given && s.key.is_none() {
-            let span = s.peers.as_ref().map_or(raw.span(), |p| p.span());
-            e.error(
-                span,
-                key("peers"),
-                "give peers, or a key, or both: else anything on the link could install connections",
-            );
+        }
+        match (&s.key, &s.insecure) {
+            (Some(_), Some(i)) if *i.get_ref() => {
+                e.error(i.span(), key("insecure"), "insecure = true and a key: the key is used; remove one of them");
+            }
+            (None, insecure) if !c.insecure => {
+                let span = insecure.as_ref().map_or(raw.span(), |i| i.span());
+                e.error(
+                    span,
+                    key("key"),
+                    "required: without one, anyone on the link can inject connections \
+                     (set insecure = true to sync without a key all the same)",
+                );
+            }
+            (None, _) if none_given && c.transport == Transport::Multicast => {
+                let span = s.peers.as_ref().map_or(raw.span(), |p| p.span());
+                e.error(span, key("peers"), "required without a key: else any source on the link is taken");
+            }
+            _ => {}
         }
         c
     }
@@ -202,7 +234,7 @@ mod tests {
         SyncConfig::resolve(&doc.sync, "sync", &mut c).ok_or_else(|| c.line_key_messages())
     }
 
-    const BASE: &str = "[sync]\ninterface = \"eth0\"\npeers = [\"172.16.100.3\"]\n";
+    const BASE: &str = "[sync]\ninterface = \"eth0\"\npeers = [\"172.16.100.3\"]\nkey = \"0123456789abcdef\"\n";
 
     #[test]
     fn defaults() {
@@ -213,16 +245,15 @@ mod tests {
             (0, Transport::Multicast, DEFAULT_GROUP, 8848, 1472)
         );
         assert_eq!(c.peers, ["172.16.100.3".parse::<Ipv4Addr>().unwrap()]);
-        assert_eq!(
-            (c.key, c.scan_interval, c.refresh_period),
-            (None, Duration::from_millis(200), Duration::from_secs(60))
-        );
+        assert_eq!((c.insecure, c.address), (false, None));
+        assert_eq!(c.key_bytes(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!((c.scan_interval, c.refresh_period), (Duration::from_millis(200), Duration::from_secs(60)));
     }
 
     #[test]
     fn every_key() {
         let c = resolve(
-            "[sync]\nenabled = false\ninterface = \"eth1\"\nsync_id = 7\ntransport = \"unicast\"\npeers = [\"10.0.0.2\", \"10.0.0.3\"]\nport = 9000\nmax_len = 9000\nkey = \"0123456789abcdef\"\nscan_interval = \"100ms\"\nrefresh_period = \"30s\"\n",
+            "[sync]\nenabled = false\ninterface = \"eth1\"\nsync_id = 7\ntransport = \"unicast\"\npeers = [\"10.0.0.2\", \"10.0.0.3\"]\naddress = \"10.0.0.1\"\nport = 9000\nmax_len = 9000\nkey = \"0123456789abcdef\"\nscan_interval = \"100ms\"\nrefresh_period = \"30s\"\n",
         )
         .unwrap();
         assert!(!c.enabled);
@@ -231,11 +262,39 @@ mod tests {
             ("eth1", 7, Transport::Unicast, 9000, 9000)
         );
         assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(c.key_bytes(), Some(&b"0123456789abcdef"[..]));
         assert_eq!(format!("{:?}", c.key), "Some(SyncKey(..))");
         assert_eq!((c.scan_interval, c.refresh_period), (Duration::from_millis(100), Duration::from_secs(30)));
-        // A key alone is enough (multicast, any source).
+        // A key alone is enough (multicast, any source that has the key).
         assert!(resolve("[sync]\ninterface = \"eth0\"\nkey = \"0123456789abcdef\"\n").is_ok());
+    }
+
+    #[test]
+    fn without_a_key_only_if_insecure_is_said() {
+        let no_key = "[sync]\ninterface = \"eth0\"\npeers = [\"172.16.100.3\"]\n";
+        let required = "sync.key: required: without one, anyone on the link can inject connections \
+                        (set insecure = true to sync without a key all the same)";
+        assert_eq!(resolve(no_key).unwrap_err(), [format!("1: {required}")]);
+        assert_eq!(
+            resolve(&format!("{no_key}transport = \"unicast\"\n")).unwrap_err(),
+            [format!("1: {required}")]
+        );
+        assert_eq!(resolve(&format!("{no_key}insecure = false\n")).unwrap_err(), [format!("4: {required}")]);
+        for transport in ["multicast", "unicast"] {
+            let c = resolve(&format!("{no_key}insecure = true\ntransport = \"{transport}\"\n")).unwrap();
+            assert!(c.insecure && c.key.is_none());
+        }
+        // Without a key, peers are the only check: required.
+        assert_eq!(
+            resolve("[sync]\ninterface = \"eth0\"\ninsecure = true\n").unwrap_err(),
+            ["1: sync.peers: required without a key: else any source on the link is taken"]
+        );
+        assert_eq!(
+            resolve(&format!("{BASE}insecure = true\n")).unwrap_err(),
+            ["5: sync.insecure: insecure = true and a key: the key is used; remove one of them"]
+        );
+        assert!(resolve(&format!("{BASE}insecure = false\n")).is_ok());
     }
 
     #[test]
@@ -245,27 +304,26 @@ mod tests {
             assert_eq!(e.len(), 1, "{e:?}");
             e[0].clone()
         };
-        assert_eq!(one("sync_id = 256"), "4: sync.sync_id: 256 is out of range 0..=255");
-        assert_eq!(one("transport = \"tcp\""), "4: sync.transport: \"tcp\" is not multicast or unicast");
-        assert_eq!(one("group = \"10.0.0.1\""), "4: sync.group: \"10.0.0.1\" is not an IPv4 multicast address");
-        assert_eq!(one("port = 0"), "4: sync.port: 0 is out of range 1..=65535");
-        assert_eq!(one("max_len = 100"), "4: sync.max_len: 100 is out of range 124..=65507");
-        assert_eq!(one("key = \"short\""), "4: sync.key: must be at least 16 bytes");
-        assert_eq!(one("scan_interval = \"1ms\""), "4: sync.scan_interval: 1ms is out of range 10ms..=10s");
+        assert_eq!(one("sync_id = 256"), "5: sync.sync_id: 256 is out of range 0..=255");
+        assert_eq!(one("transport = \"tcp\""), "5: sync.transport: \"tcp\" is not multicast or unicast");
+        assert_eq!(one("group = \"10.0.0.1\""), "5: sync.group: \"10.0.0.1\" is not an IPv4 multicast address");
+        assert_eq!(one("address = \"224.0.0.1\""), "5: sync.address: \"224.0.0.1\" is not a unicast IPv4 address");
+        assert_eq!(one("port = 0"), "5: sync.port: 0 is out of range 1..=65535");
+        assert_eq!(one("max_len = 100"), "5: sync.max_len: 100 is out of range 132..=65507");
+        assert_eq!(one("scan_interval = \"1ms\""), "5: sync.scan_interval: 1ms is out of range 10ms..=10s");
         assert_eq!(
             one("transport = \"unicast\"\ngroup = \"224.0.0.81\""),
-            "5: sync.group: does not apply with transport = \"unicast\""
+            "6: sync.group: does not apply with transport = \"unicast\""
         );
-        let e = resolve("[sync]\ninterface = \"eth0\"\n").unwrap_err();
-        assert_eq!(
-            e,
-            ["1: sync.peers: give peers, or a key, or both: else anything on the link could install connections"]
-        );
+        let e = resolve("[sync]\ninterface = \"eth0\"\npeers = [\"172.16.100.3\"]\nkey = \"short\"\n").unwrap_err();
+        assert_eq!(e, ["4: sync.key: must be at least 16 bytes"]);
         let e =
             resolve("[sync]\ninterface = \"eth0\"\ntransport = \"unicast\"\nkey = \"0123456789abcdef\"\n").unwrap_err();
         assert_eq!(e, ["3: sync.peers: transport = \"unicast\" needs peers"]);
-        let e = resolve("[sync]\ninterface = \"eth0\"\npeers = [\"x\", \"224.0.0.1\", \"10.0.0.1\", \"10.0.0.1\"]\n")
-            .unwrap_err();
+        let e = resolve(
+            "[sync]\ninterface = \"eth0\"\nkey = \"0123456789abcdef\"\npeers = [\"x\", \"224.0.0.1\", \"10.0.0.1\", \"10.0.0.1\"]\n",
+        )
+        .unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(resolve("[sync]\ninterface = \"eth0\"\npeer = []\n").unwrap_err()[0].contains("unknown field `peer`"));
     }

@@ -2,7 +2,7 @@
 //! records, and what a master has to send after each scan of its table.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
@@ -104,14 +104,40 @@ impl SyncRecord {
 /// Why an entry is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Change {
-    /// Not sent before.
+    /// Not sent before (or its send failed, or was never confirmed).
     New,
     /// Its state, real server, service or timeout changed.
     Changed,
-    /// Traffic since it was last sent, and `refresh_period` (or half its
-    /// timeout, if shorter) passed.
+    /// `refresh_period` passed since it was last sent (or half its timeout,
+    /// if shorter and it had traffic since).
     Refresh,
 }
+
+/// Records queued for the sending task, under an id its outcome names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub id: u64,
+    pub records: Vec<SyncRecord>,
+}
+
+/// What became of queued batches: every record went out, but those of
+/// `failed` (their datagram's send failed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    pub batches: Vec<u64>,
+    pub failed: Vec<FlowKey>,
+}
+
+/// The entries of one scan, to send as batch `batch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    pub batch: u64,
+    pub changes: Vec<(FlowKey, Conn, Change)>,
+}
+
+/// How long an entry waits for its batch's outcome before it is taken as
+/// lost (the sending task died or lost it) and sent again.
+pub const PENDING_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
 struct Sent {
@@ -122,24 +148,37 @@ struct Sent {
     last_seen_ns: u64,
     sent_ns: u64,
     generation: u64,
+    /// The batch it was queued in, until the sender says it went out.
+    pending: Option<u64>,
 }
 
 /// What the master has sent, to find what to send after each scan of its
 /// connection table (IPVS's sync on state change, plus its periodic
-/// refresh of long-lived connections).
+/// refresh of long-lived connections, idle ones included: a datagram lost
+/// on the way is made good within a refresh period).
+///
+/// An entry counts as sent once the sending task says its datagram went
+/// out ([`ChangeTracker::settle`]); until then it is pending, and not sent
+/// again. A batch the queue refused ([`ChangeTracker::fail`]), records
+/// whose send failed, and batches without an outcome after
+/// [`PENDING_LIMIT`] are sent again at the next scan. (IPVS's master keeps
+/// a sync buffer it could not send and tries again: `sync_thread_master`.)
 #[derive(Debug)]
 pub struct ChangeTracker {
     sent: HashMap<FlowKey, Sent>,
     refresh_period: Duration,
     generation: u64,
+    next_batch: u64,
+    /// Batches awaiting their outcome: when queued, and their entries.
+    pending: BTreeMap<u64, (u64, Vec<FlowKey>)>,
 }
 
 impl ChangeTracker {
     pub fn new(refresh_period: Duration) -> Self {
-        Self { sent: HashMap::new(), refresh_period, generation: 0 }
+        Self { sent: HashMap::new(), refresh_period, generation: 0, next_batch: 1, pending: BTreeMap::new() }
     }
 
-    /// Entries remembered as sent.
+    /// Entries remembered as sent or pending.
     pub fn len(&self) -> usize {
         self.sent.len()
     }
@@ -148,22 +187,63 @@ impl ChangeTracker {
         self.sent.is_empty()
     }
 
+    /// Batches awaiting their outcome.
+    pub fn pending_batches(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Forgets everything (the backup restarted, or we just became master):
     /// the next scan sends every entry.
     pub fn reset(&mut self) {
         self.sent.clear();
+        self.pending.clear();
     }
 
-    /// Compares a whole snapshot of the table (at `now_ns`, the datapath's clock)
-    /// with what was sent; returns the entries to send, and remembers them
-    /// as sent. Expired entries are skipped; entries gone from the table are
-    /// forgotten (the backup's copies age out by themselves).
-    pub fn scan<I>(&mut self, snapshot: I, now_ns: u64) -> Vec<(FlowKey, Conn, Change)>
+    /// The sending task's report: the entries of `outcome.batches` count as
+    /// sent, but the failed ones, which the next scan sends again.
+    pub fn settle(&mut self, outcome: &SendOutcome) {
+        let failed: HashSet<&FlowKey> = outcome.failed.iter().collect();
+        for batch in &outcome.batches {
+            let Some((_, keys)) = self.pending.remove(batch) else { continue };
+            for key in keys {
+                let Some(s) = self.sent.get_mut(&key) else { continue };
+                if s.pending != Some(*batch) {
+                    continue; // queued again since, in a later batch
+                }
+                if failed.contains(&key) {
+                    self.sent.remove(&key);
+                } else {
+                    s.pending = None;
+                }
+            }
+        }
+    }
+
+    /// The batch was never queued (the queue was full): its entries are
+    /// sent again at the next scan.
+    pub fn fail(&mut self, batch: u64) {
+        let Some((_, keys)) = self.pending.remove(&batch) else { return };
+        for key in keys {
+            if self.sent.get(&key).is_some_and(|s| s.pending == Some(batch)) {
+                self.sent.remove(&key);
+            }
+        }
+    }
+
+    /// Compares a whole snapshot of the table (at `now_ns`, the datapath's
+    /// clock) with what was sent; returns the entries to send now, pending
+    /// as batch [`Scan::batch`]. Expired entries are skipped; entries gone
+    /// from the table are forgotten (the backup's copies age out by
+    /// themselves).
+    pub fn scan<I>(&mut self, snapshot: I, now_ns: u64) -> Scan
     where
         I: IntoIterator<Item = (FlowKey, Conn)>,
     {
+        self.expire_pending(now_ns);
         self.generation += 1;
         let generation = self.generation;
+        let batch = self.next_batch;
+        self.next_batch += 1;
         let refresh_ns = self.refresh_period.as_nanos() as u64;
         let mut out = Vec::new();
         for (key, conn) in snapshot {
@@ -179,14 +259,17 @@ impl ChangeTracker {
                         != (conn.state, conn.dest_id, conn.service_id, conn.timeout)
                     {
                         Some(Change::Changed)
+                    } else if s.pending.is_some() {
+                        None
                     } else {
-                        // With traffic since, resent every refresh period,
-                        // or every half timeout if shorter: the backup's
-                        // copy never expires while the master's lives.
+                        // Every refresh period, idle or not: a copy the
+                        // backup missed is made good. With traffic since,
+                        // every half timeout if shorter: the backup's copy
+                        // never expires while the master's lives.
                         let active = conn.last_seen_ns > s.last_seen_ns;
-                        let period = refresh_ns.min(u64::from(s.timeout) * 1_000_000_000 / 2);
-                        let due = now_ns.saturating_sub(s.sent_ns) >= period;
-                        (active && due).then_some(Change::Refresh)
+                        let half_timeout = u64::from(s.timeout) * 1_000_000_000 / 2;
+                        let period = if active { refresh_ns.min(half_timeout) } else { refresh_ns };
+                        (now_ns.saturating_sub(s.sent_ns) >= period).then_some(Change::Refresh)
                     }
                 }
             };
@@ -201,13 +284,27 @@ impl ChangeTracker {
                         last_seen_ns: conn.last_seen_ns,
                         sent_ns: now_ns,
                         generation,
+                        pending: Some(batch),
                     },
                 );
                 out.push((key, conn, change));
             }
         }
         self.sent.retain(|_, s| s.generation == generation);
-        out
+        if !out.is_empty() {
+            self.pending.insert(batch, (now_ns, out.iter().map(|(k, _, _)| *k).collect()));
+        }
+        Scan { batch, changes: out }
+    }
+
+    /// Batches without an outcome for [`PENDING_LIMIT`] are taken as lost.
+    fn expire_pending(&mut self, now_ns: u64) {
+        let limit = PENDING_LIMIT.as_nanos() as u64;
+        let lost: Vec<u64> =
+            self.pending.iter().filter(|(_, (at, _))| now_ns.saturating_sub(*at) > limit).map(|(b, _)| *b).collect();
+        for batch in lost {
+            self.fail(batch);
+        }
     }
 }
 
@@ -268,56 +365,110 @@ mod tests {
         assert_eq!(ip_of(words, 99), None);
     }
 
+    /// A scan whose batch went out whole.
+    fn sent(t: &mut ChangeTracker, table: Vec<(FlowKey, Conn)>, now: u64) -> Vec<(FlowKey, Conn, Change)> {
+        let scan = t.scan(table, now);
+        t.settle(&SendOutcome { batches: vec![scan.batch], failed: vec![] });
+        scan.changes
+    }
+
     #[test]
     fn scans_send_new_and_changed_entries_once() {
         let mut t = ChangeTracker::new(Duration::from_secs(60));
         let now = 1000 * S;
         let table = vec![(key(1), conn(conn_state::SYN_RECV, now)), (key(2), conn(conn_state::ESTABLISHED, now))];
-        let sent = t.scan(table.clone(), now);
-        assert_eq!(sent.iter().map(|s| s.2).collect::<Vec<_>>(), [Change::New, Change::New]);
+        let out = sent(&mut t, table.clone(), now);
+        assert_eq!(out.iter().map(|s| s.2).collect::<Vec<_>>(), [Change::New, Change::New]);
         // Same table, a bit later, traffic on both: nothing (not due yet).
         let later: Vec<_> = table.iter().map(|(k, c)| (*k, Conn { last_seen_ns: now + S, ..*c })).collect();
-        assert!(t.scan(later.clone(), now + S).is_empty());
+        assert!(sent(&mut t, later.clone(), now + S).is_empty());
         // A state change goes out at once.
         let mut changed = later.clone();
         changed[0].1.state = conn_state::ESTABLISHED;
-        let sent = t.scan(changed.clone(), now + 2 * S);
-        assert_eq!(sent.len(), 1);
-        assert_eq!((sent[0].0, sent[0].2), (key(1), Change::Changed));
+        let out = sent(&mut t, changed.clone(), now + 2 * S);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].0, out[0].2), (key(1), Change::Changed));
         // So does a new real server (the old one failed) or a new timeout.
         let mut moved = changed.clone();
         moved[1].1.dest_id = 4;
-        assert_eq!(t.scan(moved.clone(), now + 3 * S).len(), 1);
+        assert_eq!(sent(&mut t, moved.clone(), now + 3 * S).len(), 1);
         // Gone from the table: forgotten; back again: new.
-        assert!(t.scan(vec![moved[0]], now + 4 * S).is_empty());
+        assert!(sent(&mut t, vec![moved[0]], now + 4 * S).is_empty());
         assert_eq!(t.len(), 1);
-        assert_eq!(t.scan(moved.clone(), now + 5 * S)[0].2, Change::New);
+        assert_eq!(sent(&mut t, moved.clone(), now + 5 * S)[0].2, Change::New);
         // Expired entries are not sent.
         let expired = (key(3), conn(conn_state::ESTABLISHED, now - 901 * S));
-        assert!(t.scan(vec![moved[0], moved[1], expired], now + 6 * S).is_empty());
+        assert!(sent(&mut t, vec![moved[0], moved[1], expired], now + 6 * S).is_empty());
         t.reset();
-        assert_eq!(t.scan(moved, now + 7 * S).len(), 2);
+        assert_eq!(sent(&mut t, moved, now + 7 * S).len(), 2);
+        assert_eq!(t.pending_batches(), 0);
     }
 
     #[test]
-    fn long_lived_entries_are_refreshed_while_they_have_traffic() {
+    fn entries_count_as_sent_only_once_they_went_out() {
+        let mut t = ChangeTracker::new(Duration::from_secs(60));
+        let now = 1000 * S;
+        let table: Vec<_> = (1..=3).map(|p| (key(p), conn(conn_state::ESTABLISHED, now))).collect();
+        // The send queue was full: all of them again at the next scan.
+        let first = t.scan(table.clone(), now);
+        assert_eq!(first.changes.len(), 3);
+        t.fail(first.batch);
+        let second = t.scan(table.clone(), now + S / 5);
+        assert_eq!(second.changes.iter().map(|c| c.2).collect::<Vec<_>>(), [Change::New; 3]);
+        // Queued, no outcome yet: not sent twice.
+        let third = t.scan(table.clone(), now + 2 * S / 5);
+        assert!(third.changes.is_empty());
+        // One datagram's send failed: its entry goes again, the others not.
+        t.settle(&SendOutcome { batches: vec![second.batch], failed: vec![key(2)] });
+        let fourth = t.scan(table.clone(), now + 3 * S / 5);
+        assert_eq!(fourth.changes.iter().map(|c| (c.0, c.2)).collect::<Vec<_>>(), [(key(2), Change::New)]);
+        t.settle(&SendOutcome { batches: vec![fourth.batch], failed: vec![] });
+        assert!(sent(&mut t, table.clone(), now + S).is_empty());
+        // A batch whose outcome never comes is taken as lost.
+        let changed: Vec<_> = table.iter().map(|(k, c)| (*k, Conn { state: conn_state::FIN_WAIT, ..*c })).collect();
+        let lost = t.scan(changed.clone(), now + 2 * S);
+        assert_eq!(lost.changes.len(), 3);
+        assert!(t.scan(changed.clone(), now + 2 * S + PENDING_LIMIT.as_nanos() as u64).changes.is_empty());
+        let again = t.scan(changed.clone(), now + 3 * S + PENDING_LIMIT.as_nanos() as u64);
+        assert_eq!(again.changes.len(), 3);
+        // A late outcome of the lost batch changes nothing.
+        t.settle(&SendOutcome { batches: vec![lost.batch], failed: vec![key(1)] });
+        t.settle(&SendOutcome { batches: vec![again.batch], failed: vec![] });
+        assert_eq!(t.pending_batches(), 0);
+        assert!(sent(&mut t, changed, now + 4 * S + PENDING_LIMIT.as_nanos() as u64).is_empty());
+        // An entry changed while its batch is queued goes in the next one;
+        // the first batch's outcome does not settle it.
+        let mut t = ChangeTracker::new(Duration::from_secs(60));
+        let one = t.scan(vec![(key(1), conn(conn_state::SYN_RECV, now))], now);
+        let two = t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, now))], now + S / 5);
+        assert_eq!(two.changes[0].2, Change::Changed);
+        t.settle(&SendOutcome { batches: vec![one.batch], failed: vec![] });
+        t.fail(two.batch);
+        assert_eq!(t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, now))], now + S).changes.len(), 1);
+    }
+
+    #[test]
+    fn long_lived_entries_are_refreshed_idle_or_not() {
         let mut t = ChangeTracker::new(Duration::from_secs(60));
         let start = 1000 * S;
-        t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start))], start);
-        // Idle: never resent (the backup's copy ages as the master's).
-        assert!(t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start))], start + 61 * S).is_empty());
-        // Traffic, and 60 s since it was sent: resent.
-        let sent = t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start + 62 * S))], start + 62 * S);
-        assert_eq!(sent[0].2, Change::Refresh);
-        // Not again before another period.
-        assert!(t.scan(vec![(key(1), conn(conn_state::ESTABLISHED, start + 90 * S))], start + 90 * S).is_empty());
+        let established = |seen| vec![(key(1), conn(conn_state::ESTABLISHED, seen))];
+        sent(&mut t, established(start), start);
+        assert!(sent(&mut t, established(start), start + 59 * S).is_empty());
+        // Idle, and 60 s since it was sent: sent again (a copy the backup
+        // missed is made good; it ages there as here).
+        assert_eq!(sent(&mut t, established(start), start + 60 * S)[0].2, Change::Refresh);
+        assert!(sent(&mut t, established(start), start + 100 * S).is_empty());
+        // With traffic: the same period.
+        assert_eq!(sent(&mut t, established(start + 119 * S), start + 120 * S)[0].2, Change::Refresh);
+        assert!(sent(&mut t, established(start + 150 * S), start + 150 * S).is_empty());
 
-        // A timeout shorter than two periods: refreshed every half timeout,
-        // before the backup's copy expires.
+        // A timeout shorter than two periods: with traffic, refreshed every
+        // half timeout, before the backup's copy expires; idle, every period.
         let mut t = ChangeTracker::new(Duration::from_secs(60));
-        let short = |seen| Conn { timeout: 30, ..conn(conn_state::ESTABLISHED, seen) };
-        t.scan(vec![(key(1), short(start))], start);
-        assert!(t.scan(vec![(key(1), short(start + 14 * S))], start + 14 * S).is_empty());
-        assert_eq!(t.scan(vec![(key(1), short(start + 15 * S))], start + 15 * S)[0].2, Change::Refresh);
+        let short = |seen| vec![(key(1), Conn { timeout: 30, ..conn(conn_state::ESTABLISHED, seen) })];
+        sent(&mut t, short(start), start);
+        assert!(sent(&mut t, short(start + 14 * S), start + 14 * S).is_empty());
+        assert_eq!(sent(&mut t, short(start + 15 * S), start + 15 * S)[0].2, Change::Refresh);
+        assert!(sent(&mut t, short(start + 15 * S), start + 40 * S).is_empty(), "idle: the refresh period");
     }
 }

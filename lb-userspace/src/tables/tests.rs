@@ -1,7 +1,7 @@
 //! The planner against IPVS's reference models and a fake datapath.
 
 use super::*;
-use lb_common::sched::{RrModel, SchedDest, WrrModel};
+use lb_common::sched::models::{RrModel, SchedDest, WrrModel};
 
 fn real(last_octet: u8, weight: u32) -> WantedReal {
     WantedReal {

@@ -2,12 +2,16 @@
 //! driven by the adverts of [`super::net`], its timers and the link states,
 //! with its status readable from outside.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    net::Ipv4Addr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use lb_ipvsadm::vrrp::VrrpStatus;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 use tracing::{debug, info, warn};
@@ -16,9 +20,13 @@ use super::{
     config::{TrackService, VrrpConfig},
     net::{AdvertSocket, GarpSender, Netlink},
     packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, Version, simple_auth_data},
+    resume::{self, Left},
     state::{Action, Event, GarpReason, Machine, NotifyKind, State},
 };
-use crate::process::{self, RunError};
+use crate::{
+    log_limit::{self, LogLimiter},
+    process::{self, RunError},
+};
 
 /// How often tracked interfaces are looked at.
 pub const LINK_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -26,8 +34,31 @@ pub const LINK_POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
 enum Command {
-    ServiceAlive { index: usize, alive: bool },
+    ServiceAlive {
+        index: usize,
+        alive: bool,
+    },
     Shutdown,
+    /// Stop for a restart: a master sends one last advert; the addresses
+    /// stay; what it was goes back.
+    LeaveForRestart(oneshot::Sender<Left>),
+}
+
+/// How an instance has the datapath forward its addresses' services
+/// (`true`, on becoming master) or stand them by (`false`, once they are
+/// off the interface); returns once the datapath does. It runs on a
+/// blocking thread.
+pub type ForwardHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// How an instance starts, beyond its config.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Called for [`Action::Forward`] and [`Action::StandBy`]; none: the
+    /// instance only moves addresses (as in the VRRP tests).
+    pub forward: Option<ForwardHook>,
+    /// Resume as master (see [`super::resume`]) if the first advert can go
+    /// out before this, and the addresses are still on the interface.
+    pub resume: Option<Instant>,
 }
 
 /// A running instance. Dropping it stops the instance cleanly in the
@@ -45,6 +76,11 @@ impl VrrpInstance {
     /// when the interface does not exist or has no IPv4 address of its own
     /// (the adverts' source), or without CAP_NET_RAW / CAP_NET_ADMIN.
     pub async fn start(config: VrrpConfig) -> Result<Self> {
+        Self::start_with(config, StartOptions::default()).await
+    }
+
+    /// [`Self::start`], with the datapath's hook.
+    pub async fn start_with(config: VrrpConfig, options: StartOptions) -> Result<Self> {
         let netlink = Netlink::open()?;
         let link = netlink
             .link(&config.interface)
@@ -59,6 +95,20 @@ impl VrrpInstance {
         let socket = AdvertSocket::open(&config.interface, link.index, source, &config.unicast_peer)
             .with_context(|| format!("open VRRP socket on {}", config.interface))?;
         let garp = GarpSender::open(link.index, link.mac).context("open ARP socket")?;
+        let missing: Vec<_> =
+            config.virtual_ipaddress.iter().filter(|v| !link.ipv4.iter().any(|(a, _)| *a == v.address)).collect();
+        let resume = match options.resume {
+            Some(_) if !missing.is_empty() => {
+                info!(
+                    instance = %config.name,
+                    "not resuming as master: {} no longer on {}",
+                    missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                    config.interface
+                );
+                None
+            }
+            resume => resume,
+        };
         let now = Instant::now();
         let machine = Machine::new(config.params(), source, now);
         let status = VrrpStatus {
@@ -95,6 +145,11 @@ impl VrrpInstance {
             ifindex: link.index,
             status: status_tx,
             notify: notify_tx,
+            log: LogLimiter::new(log_limit::DEFAULT_PERIOD),
+            last_mismatch: None,
+            forward: options.forward,
+            resume,
+            last_advert_ns: 0,
         };
         let task = tokio::spawn(runner.run(command_rx));
         Ok(Self { config, status: status_rx, commands, task: Some(task) })
@@ -134,6 +189,20 @@ impl VrrpInstance {
         }
     }
 
+    /// Stops for a restart of lbd: a master sends one last advert, so that
+    /// the backups' master-down timers start again from now; nothing else
+    /// (no priority 0, the addresses stay). What it was, for the next lbd
+    /// ([`super::resume`]).
+    pub async fn leave_for_restart(mut self) -> Option<Left> {
+        let (reply, left) = oneshot::channel();
+        let _ = self.commands.send(Command::LeaveForRestart(reply));
+        let left = left.await.ok();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        left
+    }
+
     /// Stops at once, as a crash: no priority 0, the addresses stay.
     pub fn abort(mut self) {
         if let Some(task) = self.task.take() {
@@ -162,12 +231,33 @@ struct Runner {
     link_up: Vec<(String, Option<bool>)>,
     status: watch::Sender<VrrpStatus>,
     notify: mpsc::UnboundedSender<NotifyJob>,
+    /// What the link sends us is logged at a bounded rate: one line per
+    /// kind of bad advert per period, with a count.
+    log: LogLimiter<&'static str>,
+    /// The last advert interval mismatch logged: sender and interval.
+    last_mismatch: Option<(Ipv4Addr, u16)>,
+    forward: Option<ForwardHook>,
+    /// Resume as master if still before this (see [`StartOptions`]).
+    resume: Option<Instant>,
+    /// When the last advert went out (`CLOCK_BOOTTIME`, ns; 0: none yet).
+    last_advert_ns: u64,
 }
 
 impl Runner {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.poll_links().await;
-        self.feed(Event::Startup).await;
+        let start = match self.resume.take() {
+            Some(until) if Instant::now() < until => {
+                info!(instance = %self.config.name, "resumes as master: the lbd before this one left for a restart");
+                Event::Resume
+            }
+            Some(_) => {
+                info!(instance = %self.config.name, "not resuming as master: too late, the backup may have taken over");
+                Event::Startup
+            }
+            None => Event::Startup,
+        };
+        self.feed(start).await;
         let mut buf = vec![0u8; 4096];
         let mut links = tokio::time::interval(LINK_POLL_INTERVAL);
         links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,6 +273,10 @@ impl Runner {
                         }
                     }
                     Some(Command::Shutdown) | None => break,
+                    Some(Command::LeaveForRestart(reply)) => {
+                        let _ = reply.send(self.leave_for_restart().await);
+                        return;
+                    }
                 },
                 received = self.socket.recv(&mut buf) => match received {
                     Ok(n) => self.packet(&buf[..n]).await,
@@ -192,11 +286,39 @@ impl Runner {
                     }
                 },
                 _ = sleep_until(deadline) => self.feed(Event::Timer).await,
-                _ = links.tick() => self.poll_links().await,
+                _ = links.tick() => {
+                    self.poll_links().await;
+                    for line in self.log.due(Instant::now()) {
+                        warn!(instance = %self.config.name, "{line}");
+                    }
+                }
             }
         }
         self.feed(Event::Shutdown).await;
         info!(instance = %self.config.name, "VRRP instance stopped");
+    }
+
+    /// [`VrrpInstance::leave_for_restart`]: the last advert, and what this
+    /// instance was.
+    async fn leave_for_restart(&mut self) -> Left {
+        let master = self.machine.state() == State::Master;
+        if master {
+            self.act(Action::SendAdvert { priority: self.machine.effective_priority() }).await;
+        }
+        info!(
+            instance = %self.config.name,
+            "VRRP instance left for a restart, {}",
+            if master { "master: its addresses stay" } else { "not master" }
+        );
+        Left {
+            name: self.config.name.clone(),
+            interface: self.config.interface.clone(),
+            vrid: self.config.vrid,
+            vips: self.config.virtual_ipaddress.iter().map(|v| v.address).collect(),
+            master,
+            advert_interval_ms: self.config.advert_interval.as_millis() as u64,
+            last_advert_ns: self.last_advert_ns,
+        }
     }
 
     fn tracking(&self) -> Event {
@@ -231,18 +353,22 @@ impl Runner {
     }
 
     async fn packet(&mut self, packet: &[u8]) {
+        let now = Instant::now();
         match self.expect.check_packet(packet) {
             Ok((ip, _)) if ip.src == self.socket.source() => {}
             Ok((ip, advert)) => {
                 self.status.send_modify(|s| s.adverts_received += 1);
+                if advert.interval_cs != self.expect.interval_cs {
+                    self.interval_mismatch(ip.src, advert.interval_cs, now);
+                }
                 self.feed(Event::Advert { from: ip.src, priority: advert.priority, interval_cs: advert.interval_cs })
                     .await;
             }
             Err(e) if e.is_bad() => {
                 let from = super::packet::parse_ipv4(packet).map(|(ip, _)| ip.src.to_string()).unwrap_or_default();
                 let text = format!("from {from}: {e}");
-                if self.status.borrow().last_bad_advert.as_deref() != Some(text.as_str()) {
-                    warn!(instance = %self.config.name, "bad VRRP advert {text}");
+                if let Some(line) = self.log.event(e.kind(), now, || format!("bad VRRP advert {text}")) {
+                    warn!(instance = %self.config.name, "{line}");
                 }
                 self.status.send_modify(|s| {
                     s.bad_adverts += 1;
@@ -250,6 +376,27 @@ impl Runner {
                 });
             }
             Err(_) => {}
+        }
+    }
+
+    /// A VRRPv3 advert with another interval than ours (v2 refuses them):
+    /// keepalived's `vrrp_check_packet` logs "advertisement interval
+    /// mismatch" (rate-limited); so do we, with what the state machine
+    /// takes it as when that is bounded.
+    fn interval_mismatch(&mut self, from: Ipv4Addr, theirs_cs: u16, now: Instant) {
+        // Once per sender and interval: a peer configured so says so once.
+        if self.last_mismatch.replace((from, theirs_cs)) == Some((from, theirs_cs)) {
+            return;
+        }
+        let ours_cs = self.expect.interval_cs;
+        let bounded = self.machine.params().bounded_interval(theirs_cs);
+        // Its own kind: not a bad advert's (PacketError::kind).
+        let line = self.log.event("v3 interval mismatch", now, || {
+            let taken = if bounded == theirs_cs { String::new() } else { format!(", taken as {bounded}0 ms") };
+            format!("advertisement interval mismatch with {from}: ours {ours_cs}0 ms, theirs {theirs_cs}0 ms{taken}")
+        });
+        if let Some(line) = line {
+            warn!(instance = %self.config.name, "{line}");
         }
     }
 
@@ -296,9 +443,14 @@ impl Runner {
         let name = self.config.name.clone();
         match action {
             Action::SendAdvert { priority } => match self.socket.send(&self.advert(priority)).await {
-                Ok(()) => self.status.send_modify(|s| s.adverts_sent += 1),
+                Ok(()) => {
+                    self.last_advert_ns = resume::boottime_ns();
+                    self.status.send_modify(|s| s.adverts_sent += 1);
+                }
                 Err(e) => self.error(format!("send advert: {e}")),
             },
+            Action::Forward => self.datapath(true).await,
+            Action::StandBy => self.datapath(false).await,
             Action::AddVips => {
                 for vip in self.config.virtual_ipaddress.clone() {
                     match self.netlink.add_vip(self.ifindex, vip).await {
@@ -347,6 +499,20 @@ impl Runner {
                     let _ = self.notify.send((kind, command.clone(), env));
                 }
             }
+        }
+    }
+
+    /// Has the datapath forward (or stand by) and waits until it does, for
+    /// one advert interval at most: the adverts wait meanwhile, and a
+    /// datapath that takes longer (its lock held by a long walk of the
+    /// connection table) gets it done anyway, after the addresses moved.
+    async fn datapath(&self, forward: bool) {
+        let Some(hook) = self.forward.clone() else { return };
+        let bound = self.config.advert_interval;
+        let task = tokio::task::spawn_blocking(move || hook(forward));
+        if tokio::time::timeout(bound, task).await.is_err() {
+            let what = if forward { "forward" } else { "stand by" };
+            warn!(instance = %self.config.name, "the datapath did not {what} within {bound:?}; going on");
         }
     }
 

@@ -8,15 +8,17 @@
 //!   gratuitous ARP sets) and the split-brain rule.
 //! - [`net`]: raw sockets, gratuitous ARPs, virtual addresses via rtnetlink.
 //! - [`instance`]: one tokio task per instance, its status readable outside.
+//! - [`resume`]: a master's planned restart (`SIGUSR2`) without a failover.
 //! - [`config`]: the `[[vrrp]]` tables.
 
 pub mod config;
 pub mod instance;
 pub mod net;
 pub mod packet;
+pub mod resume;
 pub mod state;
 
 pub use config::{RawVrrp, TrackService, Vip, VrrpConfig, resolve_all};
-pub use instance::VrrpInstance;
+pub use instance::{ForwardHook, StartOptions, VrrpInstance};
 pub use packet::Version;
 pub use state::State;

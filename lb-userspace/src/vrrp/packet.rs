@@ -121,6 +121,27 @@ impl PacketError {
     pub fn is_bad(&self) -> bool {
         !matches!(self, Self::OtherVrid(_) | Self::NotVrrp(_))
     }
+
+    /// The kind of error, without what the packet said: the key its log
+    /// lines are rate-limited by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::BadIpHeader => "bad IP header",
+            Self::NotVrrp(_) => "not VRRP",
+            Self::BadTtl(_) => "TTL",
+            Self::BadVersion(_) => "version",
+            Self::BadType(_) => "type",
+            Self::BadChecksum => "checksum",
+            Self::BadInterval => "interval",
+            Self::OtherVrid(_) => "VRID",
+            Self::AuthTypeMismatch { .. } => "auth type",
+            Self::AuthFailed => "password",
+            Self::AddressMismatch => "addresses",
+            Self::IntervalMismatch { .. } => "interval mismatch",
+            Self::UnknownPeer(_) => "unknown peer",
+        }
+    }
 }
 
 impl fmt::Display for PacketError {

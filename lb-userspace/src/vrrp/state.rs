@@ -14,6 +14,16 @@
 //! sends its gratuitous ARPs again, so that the clients that followed the
 //! other director's ARPs come back now rather than when their ARP entries
 //! expire.
+//!
+//! What one advert can change is bounded, since anyone on the link can send
+//! one. keepalived (vrrp.c, `vrrp_state_backup` and `vrrp_state_master_rx`)
+//! takes Master_Adver_Interval from every advert it accepts, whoever sent
+//! it, so a single forged VRRPv3 advert with priority 254 and an interval of
+//! 4095 cs puts every router into backup for 3 × 40.95 s. Here the interval
+//! is learned only from the master this backup already follows (a second
+//! advert from the same sender), and only within
+//! [`LEARNED_INTERVAL_FACTOR`] times our own either way; a priority-0 advert
+//! hands over early only when it comes from that master.
 
 use std::{
     collections::BTreeSet,
@@ -21,7 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::packet::{PRIORITY_OWNER, PRIORITY_STOP, Version};
+use super::packet::{MAX_V3_INTERVAL_CS, PRIORITY_OWNER, PRIORITY_STOP, Version};
+
+/// A master's advert interval is believed up to this many times our own
+/// (and down to our own divided by it).
+pub const LEARNED_INTERVAL_FACTOR: u16 = 10;
 
 /// Defined with the status lbctl shows (lb-ipvsadm's `vrrp`).
 pub use lb_ipvsadm::vrrp::State;
@@ -52,9 +66,17 @@ pub enum GarpReason {
 pub enum Action {
     /// Send an advert with this priority (0: "I stop, take over now").
     SendAdvert { priority: u8 },
-    /// Put the virtual addresses on the interface (and forward for them).
+    /// Have the datapath forward the virtual addresses' services, and wait
+    /// until it does: before [`Action::AddVips`], so that no packet reaches
+    /// this host's own stack, which would answer the connections it does
+    /// not know (every one the datapath forwards) with a reset.
+    Forward,
+    /// Have the datapath stand the services by (their packets pass to the
+    /// kernel): after [`Action::RemoveVips`], for the same reason.
+    StandBy,
+    /// Put the virtual addresses on the interface.
     AddVips,
-    /// Take them off (and stop forwarding for them).
+    /// Take them off.
     RemoveVips,
     /// Send `count` gratuitous ARPs for each virtual address.
     SendGarps { count: u32, reason: GarpReason },
@@ -83,6 +105,19 @@ pub struct Params {
     pub garp_master_refresh: Option<Duration>,
 }
 
+impl Params {
+    /// The master's advert interval as this router takes it: within
+    /// [`LEARNED_INTERVAL_FACTOR`] times its own either way, so that
+    /// neither a forged advert nor a misconfigured peer can make it wait
+    /// minutes, or take over between two adverts of a live master.
+    pub fn bounded_interval(&self, theirs_cs: u16) -> u16 {
+        let ours = self.advert_interval_cs.max(1);
+        let low = (ours / LEARNED_INTERVAL_FACTOR).max(1);
+        let high = ours.saturating_mul(LEARNED_INTERVAL_FACTOR).min(MAX_V3_INTERVAL_CS);
+        theirs_cs.clamp(low, high.max(low))
+    }
+}
+
 impl Default for Params {
     /// keepalived's defaults (but VRRPv3).
     fn default() -> Self {
@@ -103,6 +138,11 @@ impl Default for Params {
 pub enum Event {
     /// Leave Init: Backup (Master for the address owner, Fault if faulted).
     Startup,
+    /// Leave Init as master, the addresses staying where they are: the lbd
+    /// before this one was master and exited for a restart so short that
+    /// no backup can have taken over ([`super::resume`]). Faulted, as
+    /// [`Event::Startup`].
+    Resume,
     /// A valid advert of this virtual router from another router (checked
     /// with [`super::packet::Expect`]; never one of our own).
     Advert { from: Ipv4Addr, priority: u8, interval_cs: u16 },
@@ -239,8 +279,20 @@ impl Machine {
             Event::Startup => {
                 if self.state == State::Init {
                     // Whatever a previous run left on the interface goes.
-                    out.push(Action::RemoveVips);
+                    out.extend([Action::RemoveVips, Action::StandBy]);
                     self.start(now, &mut out);
+                }
+            }
+            Event::Resume => {
+                if self.state == State::Init {
+                    if self.faulted() {
+                        out.extend([Action::RemoveVips, Action::StandBy]);
+                        self.enter_fault(now, &mut out);
+                    } else {
+                        // An advert at once, within the backups' master-down
+                        // interval; forwarding and the addresses as they were.
+                        self.become_master(now, &mut out);
+                    }
                 }
             }
             Event::Link { interface, up } => {
@@ -261,7 +313,7 @@ impl Machine {
             Event::Shutdown => {
                 if self.state == State::Master {
                     out.push(Action::SendAdvert { priority: PRIORITY_STOP });
-                    out.push(Action::RemoveVips);
+                    out.extend([Action::RemoveVips, Action::StandBy]);
                 }
                 self.clear_timers();
                 self.master_address = None;
@@ -310,7 +362,7 @@ impl Machine {
             // keepalived does the same: the backup need not wait for the
             // master-down interval (if the link still carries it).
             out.push(Action::SendAdvert { priority: PRIORITY_STOP });
-            out.push(Action::RemoveVips);
+            out.extend([Action::RemoveVips, Action::StandBy]);
         }
         self.clear_timers();
         self.master_address = None;
@@ -320,13 +372,12 @@ impl Machine {
 
     fn become_backup(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.state == State::Master {
-            out.push(Action::RemoveVips);
+            out.extend([Action::RemoveVips, Action::StandBy]);
         }
-        if self.state != State::Master {
-            // RFC: Master_Adver_Interval starts as our own interval.
-            self.master_adver_interval_cs = self.params.advert_interval_cs;
-            self.master_address = None;
-        }
+        // RFC: Master_Adver_Interval starts as our own interval; a new
+        // master's is learned from its next advert.
+        self.master_adver_interval_cs = self.params.advert_interval_cs;
+        self.master_address = None;
         self.clear_timers();
         self.set_state(State::Backup, now);
         self.master_down_at = Some(now + self.master_down_interval());
@@ -339,7 +390,11 @@ impl Machine {
         self.master_address = Some(self.primary_ip);
         self.split_brain_garps = None;
         out.push(Action::SendAdvert { priority: self.effective_priority() });
-        out.push(Action::AddVips);
+        // The datapath first, then the addresses and their announcement:
+        // keepalived's vrrp_state_become_master adds the addresses and
+        // sends its gratuitous ARPs at once, and IPVS forwards whatever the
+        // state, but here the services stood by until now.
+        out.extend([Action::Forward, Action::AddVips]);
         out.push(Action::SendGarps { count: self.params.garp_master_repeat, reason: GarpReason::BecameMaster });
         out.push(Action::Notify(NotifyKind::Master));
         self.advert_at = Some(now + centis(self.params.advert_interval_cs));
@@ -357,9 +412,13 @@ impl Machine {
         match self.state {
             State::Init | State::Fault => {}
             State::Backup => {
+                let from_master = self.master_address == Some(from);
                 if priority == PRIORITY_STOP {
                     // The master stops: take over after the skew time only.
-                    self.master_down_at = Some(now + self.skew_time());
+                    // Anyone else's priority 0 says nothing of the master.
+                    if from_master {
+                        self.master_down_at = Some(now + self.skew_time());
+                    }
                     return;
                 }
                 let accept = if !self.params.preempt || priority >= ours {
@@ -374,8 +433,11 @@ impl Machine {
                     now < at
                 };
                 if accept {
-                    if self.params.version == Version::V3 {
-                        self.master_adver_interval_cs = interval_cs;
+                    // RFC 5798 §6.4.2: Master_Adver_Interval from the
+                    // advert; only from the master already followed, and
+                    // bounded (see the module's docs).
+                    if self.params.version == Version::V3 && from_master {
+                        self.master_adver_interval_cs = self.params.bounded_interval(interval_cs);
                     }
                     self.master_address = Some(from);
                     self.master_down_at = Some(now + self.master_down_interval());
@@ -388,9 +450,8 @@ impl Machine {
                     out.push(Action::SendAdvert { priority: ours });
                     self.advert_at = Some(now + centis(self.params.advert_interval_cs));
                 } else if priority > ours || (priority == ours && u32::from(from) > u32::from(self.primary_ip)) {
-                    if self.params.version == Version::V3 {
-                        self.master_adver_interval_cs = interval_cs;
-                    }
+                    // Backup with our own interval: the new master's is
+                    // learned from its next advert.
                     self.become_backup(now, out);
                     self.master_address = Some(from);
                 } else {
@@ -435,309 +496,4 @@ impl Machine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
-
-    struct Clock(Instant);
-    impl Clock {
-        fn at(&self, ms: u64) -> Instant {
-            self.0 + Duration::from_millis(ms)
-        }
-    }
-
-    fn machine(params: Params) -> (Machine, Clock) {
-        let clock = Clock(Instant::now());
-        (Machine::new(params, ME, clock.0), clock)
-    }
-
-    fn v3(priority: u8) -> Params {
-        Params { priority, ..Params::default() }
-    }
-
-    fn advert(from: Ipv4Addr, priority: u8) -> Event {
-        Event::Advert { from, priority, interval_cs: 100 }
-    }
-
-    fn became_master(priority: u8) -> Vec<Action> {
-        vec![
-            Action::SendAdvert { priority },
-            Action::AddVips,
-            Action::SendGarps { count: 5, reason: GarpReason::BecameMaster },
-            Action::Notify(NotifyKind::Master),
-        ]
-    }
-
-    #[test]
-    fn timers_follow_the_rfc() {
-        // v3, priority 100, 1 s: skew (156 * 100 cs) / 256 = 60.9375 cs.
-        let (m, _) = machine(v3(100));
-        assert_eq!(m.skew_time(), Duration::from_micros(609_375));
-        assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
-        // v3 with 10 ms adverts.
-        let (m, _) = machine(Params { advert_interval_cs: 1, priority: 200, ..Params::default() });
-        assert_eq!(m.skew_time(), Duration::from_micros(56 * 10_000 / 256));
-        assert_eq!(m.master_down_interval(), Duration::from_micros(30_000 + 2_187));
-        // v2: (256 - priority) / 256 s whatever the interval.
-        let (m, _) =
-            machine(Params { version: Version::V2, advert_interval_cs: 300, priority: 100, ..Params::default() });
-        assert_eq!(m.skew_time(), Duration::from_micros(609_375));
-        assert_eq!(m.master_down_interval(), Duration::from_micros(9_609_375));
-    }
-
-    #[test]
-    fn backup_becomes_master_after_the_master_down_interval() {
-        let (mut m, c) = machine(v3(100));
-        assert_eq!(m.state(), State::Init);
-        assert_eq!(m.handle(Event::Startup, c.at(0)), [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]);
-        assert_eq!(m.state(), State::Backup);
-        let down = m.master_down_interval();
-        assert_eq!(m.next_deadline(), Some(c.at(0) + down));
-        // Too early: nothing.
-        assert_eq!(m.handle(Event::Timer, c.at(3000)), []);
-        assert_eq!(m.handle(Event::Timer, c.at(0) + down), became_master(100));
-        assert_eq!(m.state(), State::Master);
-        assert_eq!(m.master_address(), Some(ME));
-        assert_eq!(m.since(), c.at(0) + down);
-    }
-
-    #[test]
-    fn a_master_adverts_every_interval_and_repeats_garps() {
-        let params = Params { garp_master_refresh: Some(Duration::from_secs(60)), ..v3(255) };
-        let (mut m, c) = machine(params);
-        let mut expected = vec![Action::RemoveVips];
-        expected.extend(became_master(255));
-        assert_eq!(m.handle(Event::Startup, c.at(0)), expected, "the owner is master at once");
-        assert_eq!(m.next_deadline(), Some(c.at(1000)));
-        assert_eq!(m.handle(Event::Timer, c.at(1000)), [Action::SendAdvert { priority: 255 }]);
-        for s in 2..5 {
-            m.handle(Event::Timer, c.at(s * 1000));
-        }
-        assert_eq!(
-            m.handle(Event::Timer, c.at(5000)),
-            [Action::SendAdvert { priority: 255 }, Action::SendGarps { count: 5, reason: GarpReason::Repeat }]
-        );
-        assert_eq!(m.handle(Event::Timer, c.at(6000)), [Action::SendAdvert { priority: 255 }]);
-        assert_eq!(
-            m.handle(Event::Timer, c.at(60_000)),
-            [Action::SendAdvert { priority: 255 }, Action::SendGarps { count: 1, reason: GarpReason::Refresh }]
-        );
-    }
-
-    #[test]
-    fn adverts_keep_a_backup_backup() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        for t in (0..10_000).step_by(1000) {
-            assert_eq!(m.handle(advert(HIGHER_IP, 150), c.at(t)), []);
-            assert_eq!(m.handle(Event::Timer, c.at(t + 999)), []);
-        }
-        assert_eq!(m.state(), State::Backup);
-        assert_eq!(m.master_address(), Some(HIGHER_IP));
-    }
-
-    #[test]
-    fn v3_backup_learns_the_masters_interval() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 10 }, c.at(0));
-        assert_eq!(m.master_adver_interval(), Duration::from_millis(100));
-        // 3 * 100 ms + (156 * 100 ms) / 256.
-        assert_eq!(m.next_deadline(), Some(c.at(0) + Duration::from_micros(300_000 + 60_937)));
-        // v2 does not learn (mismatched adverts are refused before).
-        let (mut m, c) = machine(Params { version: Version::V2, ..v3(100) });
-        m.handle(Event::Startup, c.at(0));
-        m.handle(Event::Advert { from: HIGHER_IP, priority: 200, interval_cs: 300 }, c.at(0));
-        assert_eq!(m.master_adver_interval(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn priority_zero_makes_the_backup_master_after_its_skew_time() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        m.handle(advert(HIGHER_IP, 150), c.at(0));
-        assert_eq!(m.handle(advert(HIGHER_IP, 0), c.at(500)), []);
-        let at = c.at(500) + m.skew_time();
-        assert_eq!(m.next_deadline(), Some(at));
-        assert_eq!(m.handle(Event::Timer, at), became_master(100));
-    }
-
-    #[test]
-    fn preemption() {
-        // A backup with a higher priority ignores a lower master's adverts.
-        let (mut m, c) = machine(v3(200));
-        m.handle(Event::Startup, c.at(0));
-        let down = m.master_down_interval();
-        m.handle(advert(LOWER_IP, 100), c.at(1000));
-        assert_eq!(m.next_deadline(), Some(c.at(0) + down), "the advert did not reset the timer");
-        assert_eq!(m.handle(Event::Timer, c.at(0) + down), became_master(200));
-
-        // nopreempt: it accepts the lower master.
-        let (mut m, c) = machine(Params { preempt: false, ..v3(200) });
-        m.handle(Event::Startup, c.at(0));
-        for t in (0..10_000).step_by(1000) {
-            m.handle(advert(LOWER_IP, 100), c.at(t));
-            assert_eq!(m.handle(Event::Timer, c.at(t + 999)), []);
-        }
-        assert_eq!(m.state(), State::Backup);
-        assert_eq!(m.master_address(), Some(LOWER_IP));
-    }
-
-    #[test]
-    fn preempt_delay_waits_before_preempting() {
-        let (mut m, c) = machine(Params { preempt_delay: Duration::from_secs(5), ..v3(200) });
-        m.handle(Event::Startup, c.at(0));
-        let down = m.master_down_interval();
-        // Accepted for 5 s after it was first heard (at 1 s)...
-        for t in (1000..6000).step_by(1000) {
-            m.handle(advert(LOWER_IP, 100), c.at(t));
-            assert_eq!(m.next_deadline(), Some(c.at(t) + down));
-        }
-        // ...then ignored: master one master-down interval after the last
-        // accepted advert.
-        m.handle(advert(LOWER_IP, 100), c.at(6000));
-        assert_eq!(m.next_deadline(), Some(c.at(5000) + down));
-        assert_eq!(m.handle(Event::Timer, c.at(5000) + down), became_master(200));
-    }
-
-    #[test]
-    fn master_yields_to_higher_priority_or_equal_priority_and_higher_address() {
-        for (from, priority) in [(LOWER_IP, 150), (HIGHER_IP, 100)] {
-            let (mut m, c) = machine(v3(100));
-            m.handle(Event::Startup, c.at(0));
-            m.handle(Event::Timer, c.at(10_000));
-            assert_eq!(m.state(), State::Master);
-            assert_eq!(
-                m.handle(advert(from, priority), c.at(11_000)),
-                [Action::RemoveVips, Action::Notify(NotifyKind::Backup)]
-            );
-            assert_eq!(m.state(), State::Backup);
-            assert_eq!(m.master_address(), Some(from));
-            assert_eq!(m.next_deadline(), Some(c.at(11_000) + m.master_down_interval()));
-        }
-    }
-
-    #[test]
-    fn split_brain_heals_with_garps_from_the_master_that_stays() {
-        for (from, priority) in [(HIGHER_IP, 50), (LOWER_IP, 100)] {
-            let (mut m, c) = machine(v3(100));
-            m.handle(Event::Startup, c.at(0));
-            m.handle(Event::Timer, c.at(10_000));
-            assert_eq!(
-                m.handle(advert(from, priority), c.at(10_500)),
-                [Action::SendAdvert { priority: 100 }, Action::SendGarps { count: 5, reason: GarpReason::SplitBrain }]
-            );
-            assert_eq!(m.state(), State::Master);
-            assert_eq!(m.next_deadline(), Some(c.at(11_500)), "the advert timer restarted");
-            // Not again while the other one is still being told.
-            assert_eq!(m.handle(advert(from, priority), c.at(10_600)), [Action::SendAdvert { priority: 100 }]);
-            // But again for a later split brain.
-            let later = c.at(10_500) + m.master_down_interval();
-            assert_eq!(m.handle(advert(from, priority), later).len(), 2);
-        }
-    }
-
-    #[test]
-    fn a_master_answers_priority_zero_with_an_advert() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        m.handle(Event::Timer, c.at(10_000));
-        assert_eq!(m.handle(advert(HIGHER_IP, 0), c.at(10_200)), [Action::SendAdvert { priority: 100 }]);
-        assert_eq!(m.state(), State::Master);
-    }
-
-    #[test]
-    fn clean_shutdown_sends_priority_zero() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        m.handle(Event::Timer, c.at(10_000));
-        assert_eq!(m.handle(Event::Shutdown, c.at(12_000)), [Action::SendAdvert { priority: 0 }, Action::RemoveVips]);
-        assert_eq!(m.state(), State::Init);
-        assert_eq!(m.next_deadline(), None);
-        // A backup just stops.
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        assert_eq!(m.handle(Event::Shutdown, c.at(1000)), []);
-    }
-
-    #[test]
-    fn a_tracked_interface_down_is_a_fault() {
-        let (mut m, c) = machine(v3(100));
-        // Down before startup: Fault straight away.
-        m.handle(Event::Link { interface: "eth1".into(), up: false }, c.at(0));
-        assert_eq!(m.state(), State::Init);
-        assert_eq!(m.handle(Event::Startup, c.at(0)), [Action::RemoveVips, Action::Notify(NotifyKind::Fault)]);
-        assert_eq!(m.state(), State::Fault);
-        assert_eq!(m.next_deadline(), None);
-        assert_eq!(m.handle(advert(HIGHER_IP, 150), c.at(100)), [], "adverts are ignored in Fault");
-        // Up again: Backup, and Master after the down interval.
-        assert_eq!(
-            m.handle(Event::Link { interface: "eth1".into(), up: true }, c.at(1000)),
-            [Action::Notify(NotifyKind::Backup)]
-        );
-        m.handle(Event::Timer, c.at(5000));
-        assert_eq!(m.state(), State::Master);
-        // Down while master: priority 0, addresses off, Fault.
-        assert_eq!(
-            m.handle(Event::Link { interface: "eth0".into(), up: false }, c.at(6000)),
-            [Action::SendAdvert { priority: 0 }, Action::RemoveVips, Action::Notify(NotifyKind::Fault)]
-        );
-        // Two down, one back: still Fault.
-        m.handle(Event::Link { interface: "eth1".into(), up: false }, c.at(6100));
-        assert_eq!(m.handle(Event::Link { interface: "eth0".into(), up: true }, c.at(6200)), []);
-        assert_eq!(m.state(), State::Fault);
-        m.handle(Event::Link { interface: "eth1".into(), up: true }, c.at(6300));
-        assert_eq!(m.state(), State::Backup);
-    }
-
-    #[test]
-    fn tracked_services_move_the_priority() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        m.handle(Event::Timer, c.at(10_000));
-        assert_eq!(m.handle(Event::Tracking { priority_delta: -20, fault: false }, c.at(10_100)), []);
-        assert_eq!(m.effective_priority(), 80);
-        assert_eq!(m.handle(Event::Timer, c.at(11_000)), [Action::SendAdvert { priority: 80 }]);
-        // A backup at 90 now wins: our master yields on its advert.
-        assert_eq!(m.handle(advert(LOWER_IP, 90), c.at(11_200)).len(), 2);
-        assert_eq!(m.state(), State::Backup);
-        // Clamped to 1..=254.
-        m.handle(Event::Tracking { priority_delta: -500, fault: false }, c.at(12_000));
-        assert_eq!(m.effective_priority(), 1);
-        m.handle(Event::Tracking { priority_delta: 500, fault: false }, c.at(12_000));
-        assert_eq!(m.effective_priority(), 254);
-        // The skew follows the effective priority.
-        assert_eq!(m.skew_time(), Duration::from_micros(2 * 1_000_000 / 256));
-        // Weight 0 failing: Fault.
-        assert_eq!(
-            m.handle(Event::Tracking { priority_delta: 0, fault: true }, c.at(13_000)),
-            [Action::Notify(NotifyKind::Fault)]
-        );
-        // The owner keeps 255.
-        let (mut m, c) = machine(v3(255));
-        m.handle(Event::Tracking { priority_delta: -50, fault: false }, c.at(0));
-        assert_eq!(m.effective_priority(), 255);
-    }
-
-    #[test]
-    fn own_adverts_are_ignored() {
-        let (mut m, c) = machine(v3(100));
-        m.handle(Event::Startup, c.at(0));
-        m.handle(Event::Timer, c.at(10_000));
-        assert_eq!(m.handle(advert(ME, 100), c.at(10_100)), []);
-        assert_eq!(m.state(), State::Master);
-    }
-
-    #[test]
-    fn no_second_garp_set_when_the_delay_is_zero() {
-        let (mut m, c) = machine(Params { garp_master_delay: Duration::ZERO, garp_master_repeat: 2, ..v3(255) });
-        let actions = m.handle(Event::Startup, c.at(0));
-        assert!(actions.contains(&Action::SendGarps { count: 2, reason: GarpReason::BecameMaster }));
-        for t in (1000..20_000).step_by(1000) {
-            assert_eq!(m.handle(Event::Timer, c.at(t)), [Action::SendAdvert { priority: 255 }]);
-        }
-    }
-}
+mod tests;

@@ -6,7 +6,6 @@
 //! `lb-bench` binary; a benchmark, not a test, so `cargo test` only builds
 //! it (and tests its parsing and formatting).
 
-pub mod chart;
 pub mod datapath;
 pub mod e2e;
 pub mod report;

@@ -23,7 +23,10 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::net::{connect, io_reason};
+use super::{
+    Failure,
+    net::{connect, io_reason},
+};
 use crate::health::config::{HealthCheck, HttpProbe, TlsOptions, load_ca_file};
 use response::{Response, read_response};
 
@@ -32,24 +35,25 @@ pub(super) async fn check(
     probe: &HttpProbe,
     target: SocketAddr,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let stream = connect(check, target, deadline).await?;
     let request = request(probe, target);
     let Some(tls) = &probe.tls else {
-        return exchange(stream, &request, probe, deadline).await;
+        return Ok(exchange(stream, &request, probe, deadline).await?);
     };
-    let connector = TlsConnector::from(tls_config(tls)?);
+    // No CA certificates to check against is the director's problem.
+    let connector = TlsConnector::from(tls_config(tls).map_err(Failure::NotChecked)?);
     let name = match &probe.host {
         // Validated as a server name with the config.
-        Some(host) => ServerName::try_from(host.clone()).map_err(|e| format!("bad host: {e}"))?,
+        Some(host) => ServerName::try_from(host.clone()).map_err(|e| Failure::NotChecked(format!("bad host: {e}")))?,
         None => ServerName::IpAddress(target.ip().into()),
     };
     let stream = match timeout_at(deadline, connector.connect(name, stream)).await {
-        Err(_) => return Err("TLS handshake timeout".into()),
-        Ok(Err(e)) => return Err(format!("TLS handshake: {}", io_reason(&e))),
+        Err(_) => return Err(Failure::Server("TLS handshake timeout".into())),
+        Ok(Err(e)) => return Err(Failure::Server(format!("TLS handshake: {}", io_reason(&e)))),
         Ok(Ok(stream)) => stream,
     };
-    exchange(stream, &request, probe, deadline).await
+    Ok(exchange(stream, &request, probe, deadline).await?)
 }
 
 fn request(probe: &HttpProbe, target: SocketAddr) -> Vec<u8> {

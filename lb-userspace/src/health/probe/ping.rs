@@ -13,7 +13,10 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use super::net::{io_reason, random_u64};
+use super::{
+    Failure,
+    net::{failure, io_reason, random_u64},
+};
 use crate::{config::check::fmt_duration, health::config::HealthCheck};
 
 const ECHO_REQUEST_V4: u8 = 8;
@@ -21,8 +24,10 @@ const ECHO_REPLY_V4: u8 = 0;
 const ECHO_REQUEST_V6: u8 = 128;
 const ECHO_REPLY_V6: u8 = 129;
 
-pub(super) async fn check(check: &HealthCheck, target: IpAddr, deadline: Instant) -> Result<(), String> {
-    let (socket, raw) = open(target, check.source_address)?;
+/// A socket it cannot open or bind, and a send or receive error that is
+/// not the server's, are [`Failure::NotChecked`].
+pub(super) async fn check(check: &HealthCheck, target: IpAddr, deadline: Instant) -> Result<(), Failure> {
+    let (socket, raw) = open(target, check.source_address).map_err(Failure::NotChecked)?;
     let random = random_u64();
     let ident = random as u16;
     let seq = (random >> 16) as u16;
@@ -31,16 +36,20 @@ pub(super) async fn check(check: &HealthCheck, target: IpAddr, deadline: Instant
     let token = random.to_be_bytes();
     let request = echo_request(target.is_ipv6(), ident, seq, &token);
 
+    let sending = |reason: &str| format!("sending the echo request: {reason}");
     match timeout_at(deadline, socket.send_to(&request, SocketAddr::new(target, 0))).await {
-        Err(_) => return Err("timeout sending the echo request".into()),
-        Ok(Err(e)) => return Err(format!("sending the echo request: {}", io_reason(&e))),
+        Err(_) => return Err(Failure::Server("timeout sending the echo request".into())),
+        Ok(Err(e)) => return Err(failure(&e, sending, sending)),
         Ok(Ok(_)) => {}
     }
+    let waiting = |reason: &str| format!("waiting for the echo reply: {reason}");
     let mut buf = [0u8; 1500];
     loop {
         let (n, from) = match timeout_at(deadline, socket.recv_from(&mut buf)).await {
-            Err(_) => return Err(format!("no echo reply within {}", fmt_duration(check.connect_timeout))),
-            Ok(Err(e)) => return Err(format!("waiting for the echo reply: {}", io_reason(&e))),
+            Err(_) => {
+                return Err(Failure::Server(format!("no echo reply within {}", fmt_duration(check.connect_timeout))));
+            }
+            Ok(Err(e)) => return Err(failure(&e, waiting, waiting)),
             Ok(Ok(received)) => received,
         };
         if from.ip() != target {

@@ -11,17 +11,24 @@
 //! lbd and lbctl belong to the `lb-userspace` and `lbctl` packages and are not
 //! built by `cargo test -p lb-tests`: build them first with
 //! `cargo build -p lb-userspace -p lbctl`.
+//!
+//! Its parts: `config` (the TOML the tests give lbd) and `lbctl` (running
+//! lbctl and parsing its listings).
 
-use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+mod config;
+mod lbctl;
+
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
+pub use config::ServiceSpec;
+pub use lbctl::{ConnEntry, RealRow, parse_connection_entries, parse_real_rows};
+
 use crate::bins::find_binary;
-use crate::lab::{HTTP_PORT, Host, LAB_PREFIX, Lab, ProcHandle};
+use crate::lab::{Host, LAB_PREFIX, Lab, ProcHandle};
 
 /// Where the bpffs is mounted; each director pins under `<BPFFS>/<lab id>`.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -36,150 +43,6 @@ pub fn userspace_binary(name: &str) -> Result<PathBuf> {
              (cargo test -p lb-tests does not build other packages' binaries)\n({e:#})"
         )
     })
-}
-
-/// One `[[service]]` of the config.
-#[derive(Clone, Debug)]
-pub struct ServiceSpec {
-    /// "tcp" or "udp".
-    pub protocol: String,
-    pub vip: SocketAddrV4,
-    /// "rr", "wrr", ...
-    pub scheduler: String,
-    /// Real servers with their weights.
-    pub reals: Vec<(Ipv4Addr, u32)>,
-    /// "dr" or "tun", for every real server.
-    pub forwarding: String,
-    /// More `key = value` lines for the `[[service]]` table.
-    pub extra: Vec<String>,
-    /// `key = value` lines of the service's `[service.health_check]` table
-    /// (written only when there are some).
-    pub health_check: Vec<String>,
-    /// More `key = value` lines for one real server's `[[service.real]]`
-    /// table, by address.
-    pub real_extra: Vec<(Ipv4Addr, String)>,
-    /// `key = value` lines of one real server's `[service.real.health_check]`
-    /// table, by address.
-    pub real_health_check: Vec<(Ipv4Addr, String)>,
-}
-
-impl ServiceSpec {
-    /// A TCP service on `vip` with `scheduler` and no real servers yet.
-    pub fn tcp(vip: SocketAddrV4, scheduler: &str) -> Self {
-        ServiceSpec {
-            protocol: "tcp".to_owned(),
-            vip,
-            scheduler: scheduler.to_owned(),
-            reals: Vec::new(),
-            forwarding: "dr".to_owned(),
-            extra: Vec::new(),
-            health_check: Vec::new(),
-            real_extra: Vec::new(),
-            real_health_check: Vec::new(),
-        }
-    }
-
-    /// A UDP service.
-    pub fn udp(vip: SocketAddrV4, scheduler: &str) -> Self {
-        ServiceSpec { protocol: "udp".to_owned(), ..Self::tcp(vip, scheduler) }
-    }
-
-    /// Forwarding for every real server ("dr", "tun").
-    pub fn forwarding(mut self, method: &str) -> Self {
-        self.forwarding = method.to_owned();
-        self
-    }
-
-    /// Another `key = value` line in the `[[service]]` table.
-    pub fn with(mut self, line: &str) -> Self {
-        self.extra.push(line.to_owned());
-        self
-    }
-
-    /// Another `key = value` line in the service's `[service.health_check]` table.
-    pub fn check(mut self, line: &str) -> Self {
-        self.health_check.push(line.to_owned());
-        self
-    }
-
-    /// Another `key = value` line in real server `address`'s `[[service.real]]` table.
-    pub fn real_with(mut self, address: Ipv4Addr, line: &str) -> Self {
-        self.real_extra.push((address, line.to_owned()));
-        self
-    }
-
-    /// Another `key = value` line in real server `address`'s
-    /// `[service.real.health_check]` table (its overrides of the service's check).
-    pub fn real_check(mut self, address: Ipv4Addr, line: &str) -> Self {
-        self.real_health_check.push((address, line.to_owned()));
-        self
-    }
-
-    /// The lab's HTTP service: TCP VIP:80 over every real server, weight 1.
-    pub fn lab_http(lab: &Lab, scheduler: &str) -> Self {
-        let mut s = Self::tcp(SocketAddrV4::new(lab.vip(), HTTP_PORT), scheduler);
-        s.reals = lab.reals().iter().map(|r| (r.ip, 1)).collect();
-        s
-    }
-
-    /// A UDP service on VIP:`port` over every real server of the lab, weight 1.
-    pub fn lab_udp(lab: &Lab, port: u16, scheduler: &str) -> Self {
-        let mut s = Self::udp(SocketAddrV4::new(lab.vip(), port), scheduler);
-        s.reals = lab.reals().iter().map(|r| (r.ip, 1)).collect();
-        s
-    }
-
-    pub fn real(mut self, address: Ipv4Addr, weight: u32) -> Self {
-        self.reals.push((address, weight));
-        self
-    }
-
-    /// Sets the weight of real server `address` (which must be in the list).
-    pub fn set_weight(&mut self, address: Ipv4Addr, weight: u32) {
-        let real = self
-            .reals
-            .iter_mut()
-            .find(|(a, _)| *a == address)
-            .unwrap_or_else(|| panic!("{address} is not a real server of {}", self.vip));
-        real.1 = weight;
-    }
-
-    /// The `[[service]]` table with its `[[service.real]]` tables.
-    pub fn to_toml(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "[[service]]");
-        let _ = writeln!(out, "vip = \"{}\"", self.vip);
-        let _ = writeln!(out, "protocol = \"{}\"", self.protocol);
-        let _ = writeln!(out, "scheduler = \"{}\"", self.scheduler);
-        let _ = writeln!(out, "forwarding = \"{}\"", self.forwarding);
-        for line in &self.extra {
-            let _ = writeln!(out, "{line}");
-        }
-        // A sub-table of an array-of-tables element comes after its keys
-        // and before the next element (or the next array's first).
-        if !self.health_check.is_empty() {
-            let _ = writeln!(out, "\n[service.health_check]");
-            for line in &self.health_check {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        for (address, weight) in &self.reals {
-            let _ = writeln!(out, "\n[[service.real]]");
-            let _ = writeln!(out, "address = \"{address}\"");
-            let _ = writeln!(out, "weight = {weight}");
-            for (_, line) in self.real_extra.iter().filter(|(a, _)| a == address) {
-                let _ = writeln!(out, "{line}");
-            }
-            let mut checks = self.real_health_check.iter().filter(|(a, _)| a == address).peekable();
-            if checks.peek().is_some() {
-                let _ = writeln!(out, "\n[service.real.health_check]");
-                for (_, line) in checks {
-                    let _ = writeln!(out, "{line}");
-                }
-            }
-        }
-        out
-    }
 }
 
 /// lbd running (or about to run) in a lab's director namespace.
@@ -255,48 +118,6 @@ impl<'a> Director<'a> {
         &self.host
     }
 
-    /// Adds a top-level table (e.g. a `[[vrrp]]` or `[sync]` text) to the
-    /// configs written from now on, after the services.
-    pub fn add_section(&mut self, toml: &str) -> &mut Self {
-        self.extra_sections.push(toml.to_owned());
-        self
-    }
-
-    /// The `[director]` table: eth0 of the director namespace, this
-    /// director's pin dir and socket.
-    pub fn director_toml(&self) -> String {
-        let mut text = format!(
-            "[director]\n\
-             interface = \"{iface}\"\n\
-             xdp_mode = \"auto\"\n\
-             conn_table_size = {size}\n\
-             pin_path = \"{pin}\"\n\
-             control_socket = \"{socket}\"\n",
-            iface = self.lab.director_iface(),
-            size = self.conn_table_size,
-            pin = self.pin_path.display(),
-            socket = self.socket.display(),
-        );
-        for line in &self.director_extra {
-            text.push_str(line);
-            text.push('\n');
-        }
-        text
-    }
-
-    /// Adds a `key = value` line to the `[director]` table of configs
-    /// written from now on (e.g. `"timeout_tcpfin = 2"`).
-    pub fn director_setting(&mut self, line: &str) -> &mut Self {
-        self.director_extra.push(line.to_owned());
-        self
-    }
-
-    /// `lbctl -L -n`, parsed: every real server row of every service.
-    pub fn real_rows(&self) -> Result<Vec<RealRow>> {
-        let out = self.lbctl(&["-L", "-n"])?;
-        parse_real_rows(&out)
-    }
-
     /// Every slot of the datapath's per-server connection counts
     /// (`DEST_CONNS`), read from the pinned map; unlike `lbctl`, which shows
     /// a negative count as 0, this shows the raw values.
@@ -314,39 +135,6 @@ impl<'a> Director<'a> {
         let array: aya::maps::Array<_, lb_common::DestConns> =
             aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
         array.iter().map(|v| v.map_err(Into::into)).collect()
-    }
-
-    /// `lbctl -L -n -c`, parsed.
-    pub fn connection_entries(&self) -> Result<Vec<ConnEntry>> {
-        let out = self.lbctl(&["-L", "-n", "-c"])?;
-        parse_connection_entries(&out)
-    }
-
-    /// A whole config: the `[director]` table and `services`.
-    pub fn config_text(&self, services: &[ServiceSpec]) -> String {
-        let mut text = self.director_toml();
-        for s in services {
-            text.push('\n');
-            text.push_str(&s.to_toml());
-        }
-        for section in &self.extra_sections {
-            text.push('\n');
-            text.push_str(section);
-            if !section.ends_with('\n') {
-                text.push('\n');
-            }
-        }
-        text
-    }
-
-    /// Writes the config for `services` to [`Director::config_path`].
-    pub fn write_config(&self, services: &[ServiceSpec]) -> Result<()> {
-        self.write_config_text(&self.config_text(services))
-    }
-
-    /// Writes `text` as is to [`Director::config_path`].
-    pub fn write_config_text(&self, text: &str) -> Result<()> {
-        write_file(&self.config_path, text)
     }
 
     /// Starts `lbd --config` in the director namespace and waits until lbctl
@@ -449,30 +237,6 @@ impl<'a> Director<'a> {
         Ok(())
     }
 
-    /// `lbctl --vrrp --json`: the status of each VRRP instance (`name`,
-    /// `state` ("master", "backup", "fault", "init"), `priority`,
-    /// `effective_priority`, `master_address`, `adverts_sent`, ...).
-    pub fn vrrp_status(&self) -> Result<Vec<serde_json::Value>> {
-        let out = self.lbctl(&["--vrrp", "--json"])?;
-        let json: serde_json::Value = serde_json::from_str(&out)
-            .with_context(|| format!("lbctl --vrrp --json is not JSON: {out}"))?;
-        json.as_array()
-            .cloned()
-            .ok_or_else(|| anyhow!("lbctl --vrrp --json is not a list: {out}"))
-    }
-
-    /// The state of the first VRRP instance ("master", "backup", ...).
-    pub fn vrrp_state(&self) -> Result<String> {
-        let instances = self.vrrp_status()?;
-        let first = instances
-            .first()
-            .ok_or_else(|| anyhow!("lbd has no VRRP instance"))?;
-        first["state"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no state in {first}"))
-    }
-
     /// Sends `signal` to lbd.
     pub fn signal(&self, signal: i32) -> Result<()> {
         let pid = self.pid().ok_or_else(|| anyhow!("lbd is not running"))?;
@@ -554,47 +318,6 @@ impl<'a> Director<'a> {
         Ok(log)
     }
 
-    /// Runs lbctl with `--socket` and `args` (in the director namespace).
-    pub fn lbctl_output(&self, args: &[&str]) -> Result<Output> {
-        let mut full = vec![
-            self.lbctl.to_string_lossy().into_owned(),
-            "--socket".to_owned(),
-            self.socket.to_string_lossy().into_owned(),
-        ];
-        full.extend(args.iter().map(|a| a.to_string()));
-        self.lab.exec(&self.host.ns, &full)
-    }
-
-    /// Runs lbctl and returns its stdout; fails unless it succeeds.
-    pub fn lbctl(&self, args: &[&str]) -> Result<String> {
-        let out = self.lbctl_output(args)?;
-        ensure!(
-            out.status.success(),
-            "lbctl {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// `lbctl --counters --json`: the datapath's verdict counters by name.
-    pub fn counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
-        let out = self.lbctl(&["--counters", "--json"])?;
-        let json: serde_json::Value = serde_json::from_str(&out)
-            .with_context(|| format!("lbctl --counters --json is not JSON: {out}"))?;
-        let map = json
-            .as_object()
-            .ok_or_else(|| anyhow!("lbctl --counters --json is not an object: {out}"))?;
-        map.iter()
-            .map(|(k, v)| {
-                let n = v
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("counter {k} is not a number: {out}"))?;
-                Ok((k.clone(), n))
-            })
-            .collect()
-    }
-
     /// `lbd ARGS...` run to completion in the director namespace (for
     /// `--check`, or a start that must fail); output without colours.
     pub fn run_lbd(&self, args: &[&str]) -> Result<LbdRun> {
@@ -625,94 +348,6 @@ impl<'a> Director<'a> {
     pub fn xdp_attached(&self) -> Result<bool> {
         Ok(has_xdp(&self.director_link()?))
     }
-}
-
-/// One `  -> RemoteAddress:Port Forward Weight ActiveConn InActConn` row of
-/// `lbctl -L -n`, with the service line it belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RealRow {
-    /// The service line, e.g. `TCP  10.1.0.100:80 rr persistent 3`.
-    pub service: String,
-    pub real: SocketAddrV4,
-    pub forward: String,
-    pub weight: u32,
-    pub active: u64,
-    pub inactive: u64,
-}
-
-/// Parses the real server rows of `lbctl -L -n` (ipvsadm's listing).
-pub fn parse_real_rows(listing: &str) -> Result<Vec<RealRow>> {
-    let mut rows = Vec::new();
-    let mut service = None;
-    for line in listing.lines().skip(3) {
-        if let Some(rest) = line.strip_prefix("  -> ") {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            ensure!(f.len() == 5, "not a real server row: {line:?}\n{listing}");
-            let service: &String = service
-                .as_ref()
-                .ok_or_else(|| anyhow!("real server row before any service: {line:?}"))?;
-            rows.push(RealRow {
-                service: service.clone(),
-                real: f[0].parse().with_context(|| format!("in {line:?}"))?,
-                forward: f[1].to_owned(),
-                weight: f[2].parse().with_context(|| format!("in {line:?}"))?,
-                active: f[3].parse().with_context(|| format!("in {line:?}"))?,
-                inactive: f[4].parse().with_context(|| format!("in {line:?}"))?,
-            });
-        } else if !line.trim().is_empty() {
-            service = Some(line.trim_end().to_owned());
-        }
-    }
-    Ok(rows)
-}
-
-/// One entry of `lbctl -L -n -c`
-/// (`pro expire state source virtual destination`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnEntry {
-    /// "TCP" or "UDP".
-    pub protocol: String,
-    /// Seconds left, from `mm:ss`.
-    pub expires_in: u32,
-    pub state: String,
-    pub source: SocketAddrV4,
-    pub virtual_: SocketAddrV4,
-    pub destination: SocketAddrV4,
-}
-
-impl ConnEntry {
-    /// A persistence template: source port 0.
-    pub fn is_template(&self) -> bool {
-        self.source.port() == 0
-    }
-}
-
-/// Parses `lbctl -L -n -c` (ipvsadm's connection listing).
-pub fn parse_connection_entries(listing: &str) -> Result<Vec<ConnEntry>> {
-    let mut lines = listing.lines();
-    ensure!(
-        lines.next() == Some("IPVS connection entries"),
-        "not a connection listing:\n{listing}"
-    );
-    let title = lines.next().unwrap_or_default();
-    ensure!(title.starts_with("pro expire state"), "no title line:\n{listing}");
-    let mut entries = Vec::new();
-    for line in lines {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        ensure!(f.len() == 6, "not a connection entry: {line:?}\n{listing}");
-        let (mm, ss) = f[1]
-            .split_once(':')
-            .ok_or_else(|| anyhow!("bad expiry in {line:?}"))?;
-        entries.push(ConnEntry {
-            protocol: f[0].to_owned(),
-            expires_in: mm.parse::<u32>()? * 60 + ss.parse::<u32>()?,
-            state: f[2].to_owned(),
-            source: f[3].parse().with_context(|| format!("in {line:?}"))?,
-            virtual_: f[4].parse().with_context(|| format!("in {line:?}"))?,
-            destination: f[5].parse().with_context(|| format!("in {line:?}"))?,
-        });
-    }
-    Ok(entries)
 }
 
 /// A finished lbd run.
@@ -768,13 +403,6 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
-}
-
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    // Write and rename, so lbd never reads a half-written file on SIGHUP.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 fn list_dir(dir: &Path) -> Vec<String> {
@@ -842,48 +470,5 @@ mod tests {
             "2: eth0@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP\n    \
              link/ether 02:00:0a:0a:00:01 brd ff:ff:ff:ff:ff:ff link-netns x"
         ));
-    }
-
-    #[test]
-    fn services_become_toml() {
-        let s = ServiceSpec::tcp("10.1.0.100:80".parse().unwrap(), "wrr")
-            .real("10.1.0.21".parse().unwrap(), 3)
-            .real("10.1.0.22".parse().unwrap(), 1);
-        let text = s.to_toml();
-        assert!(
-            text.starts_with("[[service]]\nvip = \"10.1.0.100:80\"\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("address = \"10.1.0.22\"\nweight = 1\n"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn health_check_tables_follow_their_keys() {
-        let (rs1, rs2) = ("10.1.0.21".parse().unwrap(), "10.1.0.22".parse().unwrap());
-        let s = ServiceSpec::tcp("10.1.0.100:80".parse().unwrap(), "rr")
-            .with("sorry_server = \"10.1.0.23\"")
-            .check("kind = \"tcp\"")
-            .check("interval = \"200ms\"")
-            .real(rs1, 1)
-            .real(rs2, 1)
-            .real_with(rs2, "upper_threshold = 5")
-            .real_check(rs2, "kind = \"exec\"")
-            .real_check(rs2, "command = \"true\"");
-        let text = s.to_toml();
-        assert!(
-            text.contains(
-                "sorry_server = \"10.1.0.23\"\n\n[service.health_check]\nkind = \"tcp\"\ninterval = \"200ms\"\n\n[[service.real]]\naddress = \"10.1.0.21\"\nweight = 1\n\n[[service.real]]"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.ends_with(
-                "address = \"10.1.0.22\"\nweight = 1\nupper_threshold = 5\n\n[service.real.health_check]\nkind = \"exec\"\ncommand = \"true\"\n"
-            ),
-            "{text}"
-        );
     }
 }

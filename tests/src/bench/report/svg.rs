@@ -1,9 +1,9 @@
-//! `bench/datapath.svg`: the datapath figures as a bar chart.
+//! `bench/datapath.svg`: the datapath's figures as a bar chart.
 
 use std::fmt::Write as _;
 
-use super::datapath::DatapathResults;
-use super::report::Machine;
+use super::Machine;
+use crate::bench::datapath::DatapathResults;
 
 /// A horizontal bar chart of the median ns per packet, p99 as a whisker,
 /// the trivial program's median as a dashed line.
