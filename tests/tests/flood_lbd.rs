@@ -107,7 +107,7 @@ fn flood_through_lbd(name: &str, k: u8, sync: bool) {
         // Without VRRP every director sends: the scan runs every 200 ms.
         // The peer is a real server, where nothing listens for it.
         director.add_section(&format!(
-            "[sync]\ninterface = \"{HOST_IFACE}\"\npeers = [\"{}\"]\ntransport = \"unicast\"\n",
+            "[sync]\ninterface = \"{HOST_IFACE}\"\npeers = [\"{}\"]\ntransport = \"unicast\"\ninsecure = true\n",
             lab.real(1).ip
         ));
     }
