@@ -26,6 +26,10 @@ use crate::{
     tables::{Adopted, MapOp},
 };
 
+mod conn_table;
+
+pub use self::conn_table::{ConnTable, Cursor, Entries};
+
 /// What the clock program returns (the kernel's `XDP_PASS`).
 const XDP_PASS: u32 = 2;
 
@@ -128,14 +132,14 @@ pub struct Datapath {
     /// `DEST_CONNS`, mapped into our memory so the controller can adjust
     /// counts atomically alongside the datapath.
     dest_conns: MappedArray<DestConns>,
+    /// `CONN_TABLE`, read in batches (see [`ConnTable`]).
+    conns: ConnTable,
     /// The maps that are pinned, and the name of their directory.
     layout: pins::Layout,
     /// `<pin_path>/<layout id>`, unless nothing is pinned.
     pin_dir: Option<PathBuf>,
     /// The maps already existed (a previous lbd's state was adopted).
     adopted: bool,
-    /// The connection table's entries: the config's, or an adopted table's.
-    conn_table_size: u32,
     link: Option<AttachedLink>,
     /// Nanoseconds per kernel tick, the unit of the datapath's clock.
     tick_ns: u32,
@@ -209,13 +213,13 @@ impl Datapath {
             let aya::maps::Map::Array(data) = map else { bail!("DEST_CONNS is not an array") };
             MappedArray::new(data, lb_common::MAX_DESTS as usize)?
         };
-        let conn_table_size = match ebpf.map(map_name::CONN_TABLE) {
-            Some(aya::maps::Map::LruHashMap(data)) => data.info()?.max_entries(),
-            _ => bail!("map CONN_TABLE missing"),
+        let conns = match ebpf.map(map_name::CONN_TABLE) {
+            Some(aya::maps::Map::LruHashMap(data)) => ConnTable::new(data)?,
+            _ => bail!("map CONN_TABLE missing or not an LRU hash"),
         };
         let adopted = pins.as_ref().is_some_and(|p| p.adopted);
         let pin_dir = pins.map(|p| p.dir);
-        Ok(Self { ebpf, dest_conns, layout, pin_dir, adopted, conn_table_size, link: None, tick_ns })
+        Ok(Self { ebpf, dest_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
@@ -225,7 +229,7 @@ impl Datapath {
     /// The connection table's entries as loaded (an adopted table's may
     /// differ from the config's `conn_table_size`).
     pub fn conn_table_size(&self) -> u32 {
-        self.conn_table_size
+        self.conns.capacity()
     }
 
     pub fn program(&self) -> &Xdp {
@@ -331,11 +335,6 @@ impl Datapath {
         Ok(HashMap::try_from(map)?)
     }
 
-    fn conn_map(&self) -> Result<HashMap<&MapData, FlowKey, Conn>> {
-        let map = self.ebpf.map(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
-        Ok(HashMap::try_from(map)?)
-    }
-
     /// Writes the director's settings, with the datapath clock's tick
     /// (which only the loader knows) filled in.
     pub fn set_director(&mut self, director: &Director) -> Result<()> {
@@ -372,45 +371,107 @@ impl Datapath {
         Ok(Array::<_, Director>::try_from(map)?.get(&0, 0)?)
     }
 
-    /// Carries out planned writes, in order.
-    pub fn execute(&mut self, ops: &[MapOp]) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for op in ops {
-            match op {
-                MapOp::SetDest(id, dest) => self.array::<Dest>(map_name::DESTS)?.set(*id, dest, 0)?,
-                MapOp::ZeroDestStats(id) => {
-                    let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
-                    self.per_cpu_array::<Counters>(map_name::DEST_STATS)?.set(*id, zero, 0)?;
-                    self.dest_conns.reset(*id as usize);
-                }
-                MapOp::ZeroServiceStats(id) => {
-                    let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
-                    self.per_cpu_array::<Counters>(map_name::SERVICE_STATS)?.set(*id, zero, 0)?
-                }
-                MapOp::SetSchedTable { start, dest_ids } => {
-                    let mut table = self.array::<u32>(map_name::SCHED_TABLE)?;
-                    for (i, id) in dest_ids.iter().enumerate() {
-                        table.set(start + i as u32, id, 0)?;
+    /// Carries out planned writes, in order, all or none: when one fails,
+    /// the writes before it are undone (what each overwrote was read just
+    /// before), so the maps hold what they held before and the caller keeps
+    /// its model as it was. Counters zeroed for new ids are not restored,
+    /// nor are slots written in `SCHED_TABLE` and `DEST_LISTS`, which no
+    /// service refers to until its `SetService` (see [`MapOp`]).
+    pub fn execute(&mut self, ops: &[MapOp]) -> Result<(), ExecuteError> {
+        let mut undo = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let written = self.overwritten(op).and_then(|before| {
+                self.write(op)?;
+                Ok(before)
+            });
+            match written {
+                Ok(before) => undo.extend(before),
+                Err(source) => {
+                    let mut rolled_back = true;
+                    for op in undo.iter().rev() {
+                        if let Err(e) = self.write(op) {
+                            tracing::warn!("undoing a map write ({}): {e:#}", op.describe());
+                            rolled_back = false;
+                        }
                     }
+                    return Err(ExecuteError {
+                        failed: i,
+                        total: ops.len(),
+                        op: op.describe(),
+                        rolled_back,
+                        source: source.into(),
+                    });
                 }
-                MapOp::SetDestList { start, dest_ids } => {
-                    let mut list = self.array::<u32>(map_name::DEST_LISTS)?;
-                    for (i, id) in dest_ids.iter().enumerate() {
-                        list.set(start + i as u32, id, 0)?;
-                    }
+            }
+        }
+        Ok(())
+    }
+
+    /// The write that puts back what `op` is about to overwrite (`None`
+    /// where nothing needs putting back).
+    fn overwritten(&mut self, op: &MapOp) -> Result<Option<MapOp>> {
+        let service = |s: &mut Self, key: &ServiceKey| match s.services_map()?.get(key, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
+        Ok(match op {
+            MapOp::SetDest(id, _) => Some(MapOp::SetDest(*id, self.array::<Dest>(map_name::DESTS)?.get(id, 0)?)),
+            MapOp::ZeroDestStats(_)
+            | MapOp::ZeroServiceStats(_)
+            | MapOp::SetSchedTable { .. }
+            | MapOp::SetDestList { .. } => None,
+            MapOp::SetService(key, _) => Some(match service(self, key)? {
+                Some(value) => MapOp::SetService(*key, value),
+                None => MapOp::DeleteService(*key),
+            }),
+            MapOp::DeleteService(key) => service(self, key)?.map(|value| MapOp::SetService(*key, value)),
+            MapOp::SetVipFilter(words) => {
+                let filter = self.array::<u64>(map_name::VIP_FILTER)?;
+                Some(MapOp::SetVipFilter((0..words.len() as u32).map(|i| filter.get(&i, 0)).collect::<Result<_, _>>()?))
+            }
+            MapOp::SetServiceFlags(id, _) => {
+                Some(MapOp::SetServiceFlags(*id, self.array::<u32>(map_name::SERVICE_FLAGS)?.get(id, 0)?))
+            }
+            MapOp::SetSchedPosition(id, _) => Some(MapOp::SetSchedPosition(*id, self.sched_position(*id))),
+        })
+    }
+
+    fn write(&mut self, op: &MapOp) -> Result<()> {
+        match op {
+            MapOp::SetDest(id, dest) => self.array::<Dest>(map_name::DESTS)?.set(*id, dest, 0)?,
+            MapOp::ZeroDestStats(id) => {
+                let zero = PerCpuValues::try_from(vec![Counters::default(); nr_cpus()?])?;
+                self.per_cpu_array::<Counters>(map_name::DEST_STATS)?.set(*id, zero, 0)?;
+                self.dest_conns.reset(*id as usize);
+            }
+            MapOp::ZeroServiceStats(id) => {
+                let zero = PerCpuValues::try_from(vec![Counters::default(); nr_cpus()?])?;
+                self.per_cpu_array::<Counters>(map_name::SERVICE_STATS)?.set(*id, zero, 0)?
+            }
+            MapOp::SetSchedTable { start, dest_ids } => {
+                let mut table = self.array::<u32>(map_name::SCHED_TABLE)?;
+                for (i, id) in dest_ids.iter().enumerate() {
+                    table.set(start + i as u32, id, 0)?;
                 }
-                MapOp::SetService(key, value) => self.services_map()?.insert(key, value, 0)?,
-                MapOp::DeleteService(key) => self.services_map()?.remove(key)?,
-                MapOp::SetVipFilter(words) => {
-                    let mut filter = self.array::<u64>(map_name::VIP_FILTER)?;
-                    for (i, w) in words.iter().enumerate() {
-                        filter.set(i as u32, w, 0)?;
-                    }
+            }
+            MapOp::SetDestList { start, dest_ids } => {
+                let mut list = self.array::<u32>(map_name::DEST_LISTS)?;
+                for (i, id) in dest_ids.iter().enumerate() {
+                    list.set(start + i as u32, id, 0)?;
                 }
-                MapOp::SetServiceFlags(id, flags) => self.array::<u32>(map_name::SERVICE_FLAGS)?.set(*id, flags, 0)?,
-                MapOp::SetSchedPosition(id, position) => {
-                    self.array::<SchedState>(map_name::SCHED_STATE)?.set(*id, SchedState { position: *position }, 0)?
+            }
+            MapOp::SetService(key, value) => self.services_map()?.insert(key, value, 0)?,
+            MapOp::DeleteService(key) => self.services_map()?.remove(key)?,
+            MapOp::SetVipFilter(words) => {
+                let mut filter = self.array::<u64>(map_name::VIP_FILTER)?;
+                for (i, w) in words.iter().enumerate() {
+                    filter.set(i as u32, w, 0)?;
                 }
+            }
+            MapOp::SetServiceFlags(id, flags) => self.array::<u32>(map_name::SERVICE_FLAGS)?.set(*id, flags, 0)?,
+            MapOp::SetSchedPosition(id, position) => {
+                self.array::<SchedState>(map_name::SCHED_STATE)?.set(*id, SchedState { position: *position }, 0)?
             }
         }
         Ok(())
@@ -477,16 +538,19 @@ impl Datapath {
         self.dest_conns.add(dest_id as usize, field, delta);
     }
 
-    /// A snapshot of the connection table.
+    /// The connection table, to walk without the controller (see
+    /// [`ConnTable`]).
+    pub fn conn_table(&self) -> ConnTable {
+        self.conns.clone()
+    }
+
+    /// Every entry of the connection table, in one walk.
     pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>> {
-        let map = self.conn_map()?;
-        // Entries can vanish while we walk (LRU eviction, the datapath);
-        // skip what cannot be read instead of failing.
-        Ok(map.iter().filter_map(|e| e.ok()).collect())
+        self.conns.entries()
     }
 
     pub fn connection(&self, key: &FlowKey) -> Option<Conn> {
-        self.conn_map().ok()?.get(key, 0).ok()
+        self.conns.get(key)
     }
 
     /// Writes one entry (the controller keeps persistence templates alive).
@@ -535,6 +599,28 @@ impl Datapath {
         }
         Ok(Adopted { services, dests, service_dests, tables, positions })
     }
+}
+
+/// A plan the maps did not take: which write failed, and whether the ones
+/// before it were undone (if not, the maps hold part of the plan).
+#[derive(Debug, thiserror::Error)]
+#[error("map write {} of {total} ({op}) failed; {}", failed + 1, if *rolled_back {
+    "the writes before it were undone"
+} else {
+    "undoing the writes before it failed too"
+})]
+pub struct ExecuteError {
+    /// Index of the write that failed.
+    pub failed: usize,
+    pub total: usize,
+    pub op: String,
+    pub rolled_back: bool,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn nr_cpus() -> Result<usize> {
+    Ok(aya::util::nr_cpus().map_err(|(_, e)| e)?)
 }
 
 /// Which count of a [`DestConns`].

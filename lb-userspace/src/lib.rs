@@ -14,6 +14,7 @@ pub static BENCH_TX_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OU
 pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-probe"));
 /// Test-only: an object whose `lb_xdp` the verifier refuses for its size.
 pub static TOO_BIG_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-test-too-big"));
+mod bpf_sys;
 pub mod commands;
 pub mod config;
 pub mod model;

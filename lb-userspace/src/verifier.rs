@@ -14,7 +14,7 @@
 
 use std::{
     fmt, io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -24,6 +24,8 @@ use aya_obj::{
     btf::{Btf, BtfFeatures},
     generated::{BPF_F_XDP_HAS_FRAGS, bpf_attach_type, bpf_attr, bpf_cmd, bpf_map_type, bpf_prog_type},
 };
+
+use crate::bpf_sys::{bpf, bpf_fd, zeroed_attr};
 
 /// The program held to the budget: the datapath's main program.
 pub const BUDGETED_PROGRAM: &str = lb_common::program_name::LB;
@@ -427,24 +429,6 @@ fn kernel_name(name: &str) -> [libc::c_char; 16] {
         *slot = b as libc::c_char;
     }
     out
-}
-
-fn zeroed_attr() -> bpf_attr {
-    // SAFETY: bpf_attr is plain integers; all-zero is its "no options" value.
-    unsafe { std::mem::zeroed() }
-}
-
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a valid bpf_attr of the size passed; the kernel reads
-    // only the member `cmd` selects.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, attr as *mut bpf_attr, size_of::<bpf_attr>()) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
-}
-
-/// For the commands that return a new file descriptor.
-fn bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
-    // SAFETY: `cmd` creates an fd that nothing else owns.
-    bpf(cmd, attr).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 #[cfg(test)]

@@ -86,8 +86,10 @@ impl Harness {
     /// map writes lbd does).
     pub fn apply(&mut self, services: &[WantedService]) -> Result<()> {
         let datapath = &self.datapath;
-        let ops = self.tables.plan(services, &|id| datapath.sched_position(id))?;
-        self.datapath.execute(&ops)
+        let planned = self.tables.plan(services, &|id| datapath.sched_position(id))?;
+        self.datapath.execute(&planned.ops)?;
+        self.tables.commit(planned);
+        Ok(())
     }
 
     /// Runs the program once on `frame`.

@@ -5,12 +5,17 @@
 //! This file holds the [`Controller`] and what changes the table in force
 //! (a new table from lbctl, a reload, new routes and MACs, timeouts);
 //! `wanted` makes the table to install from it, the health checks' view
-//! and VRRP's standby VIPs; `conns` tends the connection table (sweeps,
-//! persistence templates, count drift, connection sync); `report` answers
-//! with snapshots, rates and counters.
+//! and VRRP's standby VIPs; `sweep` tends the connection table (expiry,
+//! persistence templates, count drift), a stretch a tick; `conns` its
+//! entries' expiry and connection sync's records; `report` answers with
+//! snapshots, rates and counters. Walks of the connection table never
+//! hold the controller's lock: what they need is taken under it
+//! ([`SyncView`], [`ConnListing`], the sweep's view) and the walk done
+//! without it.
 
 mod conns;
 mod report;
+mod sweep;
 mod wanted;
 
 use std::{
@@ -21,8 +26,13 @@ use std::{
 use anyhow::Result;
 use lb_common::{Director, conn_state};
 
-pub use self::{conns::InstallReport, wanted::describe_changes};
-use self::{conns::DriftFilter, report::Counted, wanted::HealthView};
+pub use self::{
+    conns::{InstallReport, SyncView},
+    report::ConnListing,
+    sweep::{ENTRIES_PER_TICK as SWEEP_ENTRIES_PER_TICK, Sweeper},
+    wanted::describe_changes,
+};
+use self::{report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},
     datapath::Datapath,
@@ -31,7 +41,7 @@ use crate::{
     model::ServiceId,
     netinfo::Interface,
     rate::Estimator,
-    tables::{Tables, WantedService},
+    tables::{Planned, Tables, WantedService},
 };
 
 pub struct Controller {
@@ -57,7 +67,6 @@ pub struct Controller {
     /// Next hops' MACs on the director's segment.
     macs: BTreeMap<Ipv4Addr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
-    drift: DriftFilter,
 }
 
 impl Controller {
@@ -98,7 +107,6 @@ impl Controller {
             route_loss: RouteLoss::default(),
             macs,
             estimators: BTreeMap::new(),
-            drift: DriftFilter::default(),
         };
         c.apply()?;
         Ok(c)
@@ -159,12 +167,34 @@ impl Controller {
         let wanted = self.wanted();
         let before: Vec<WantedService> = self.tables.wanted().cloned().collect();
         let datapath = &self.datapath;
-        let ops = self.tables.plan(&wanted, &|id| datapath.sched_position(id))?;
-        self.datapath.execute(&ops)?;
+        let planned = self.tables.plan(&wanted, &|id| datapath.sched_position(id))?;
+        self.execute(planned)?;
         for line in describe_changes(&before, &wanted) {
             tracing::info!("{line}");
         }
         Ok(())
+    }
+
+    /// Writes a plan and commits it to the model once the maps took it.
+    /// When a write fails the datapath undoes the ones before it and the
+    /// model stays as it was; if even that failed, the model is read back
+    /// from the maps, so the next plan starts from what they hold.
+    fn execute(&mut self, planned: Planned) -> Result<()> {
+        match self.datapath.execute(&planned.ops) {
+            Ok(()) => {
+                self.tables.commit(planned);
+                Ok(())
+            }
+            Err(e) => {
+                if !e.rolled_back {
+                    match self.datapath.read_back() {
+                        Ok(held) => self.tables = Tables::adopt(&held),
+                        Err(read) => tracing::warn!("cannot read the maps back after a failed write: {read:#}"),
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Takes a new config (already checked against the host). Its table

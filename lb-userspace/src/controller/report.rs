@@ -8,14 +8,19 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Conn, FlowKey, conn_state, flow_kind, ipv4_octets};
+use lb_common::{Conn, Dest, FlowKey, conn_state, flow_kind, ipv4_octets};
 use lb_ipvsadm::snapshot::{self, Connection, Stats};
 
 use super::{
     Controller,
     conns::{expires_in, is_expired},
 };
-use crate::{model::ServiceId, rate::Estimator, tables::MapOp};
+use crate::{
+    datapath::{ConnTable, Cursor},
+    model::ServiceId,
+    rate::Estimator,
+    tables::MapOp,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Counted {
@@ -41,7 +46,7 @@ impl Controller {
             }
         }
         self.estimators.clear();
-        self.datapath.execute(&ops)
+        Ok(self.datapath.execute(&ops)?)
     }
 
     /// One estimator step for every service and real server.
@@ -118,21 +123,13 @@ impl Controller {
         snapshot::Table { conn_table_size: self.config.director.conn_table_size, services }
     }
 
-    /// What `ipvsadm -L -c` shows.
-    pub fn connections_snapshot(&self) -> Vec<Connection> {
-        let now = self.datapath.now_ns();
-        let mut out: Vec<Connection> = self
-            .datapath
-            .connections()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, c)| !is_expired(c, now))
-            .filter_map(|(key, conn)| connection_snapshot(&key, &conn, self.tables.dest(conn.dest_id)?, now))
-            .collect();
-        // Soonest to expire last, like the kernel's hash walk has no order;
-        // sort for stable output.
-        out.sort_by_key(|c| (c.vip, c.vport, c.client, c.client_port));
-        out
+    /// What `ipvsadm -L -c` needs: see [`ConnListing`].
+    pub fn conn_listing(&self) -> ConnListing {
+        ConnListing {
+            conns: self.datapath.conn_table(),
+            now: self.datapath.now_ns(),
+            dests: self.tables.dest_ids().filter_map(|id| Some((id, *self.tables.dest(id)?))).collect(),
+        }
     }
 
     /// The datapath's verdict-reason counters, and lbd's own:
@@ -146,7 +143,32 @@ impl Controller {
     }
 }
 
-fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &lb_common::Dest, now: u64) -> Option<Connection> {
+/// What `ipvsadm -L -c` needs from the controller, taken under its lock;
+/// the listing is made without it ([`ConnListing::connections`]).
+pub struct ConnListing {
+    conns: ConnTable,
+    now: u64,
+    dests: BTreeMap<u32, Dest>,
+}
+
+impl ConnListing {
+    /// What `ipvsadm -L -c` shows: every live entry of the table, once.
+    pub fn connections(&self) -> Result<Vec<Connection>> {
+        let mut out = Vec::new();
+        self.conns.walk(&mut Cursor::new(), usize::MAX, |key, conn| {
+            if !is_expired(conn, self.now)
+                && let Some(c) = self.dests.get(&conn.dest_id).and_then(|d| connection_snapshot(key, conn, d, self.now))
+            {
+                out.push(c);
+            }
+        })?;
+        // The kernel's hash walk has no order; sorted for stable output.
+        out.sort_by_key(|c| (c.vip, c.vport, c.client, c.client_port));
+        Ok(out)
+    }
+}
+
+fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &Dest, now: u64) -> Option<Connection> {
     let ip = |w: [u32; 4]| IpAddr::V4(Ipv4Addr::from(ipv4_octets(w)));
     let vport = u16::from_be(key.dport);
     let dest_port = u16::from_be(dest.port);

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    controller::{Controller, InstallReport},
+    controller::{Controller, InstallReport, Sweeper},
     environment,
     health::{HealthEvent, HealthMonitor},
     netinfo::{Interface, Net},
@@ -103,7 +103,9 @@ impl SyncLink {
         while let Ok(outcome) = self.outcomes.try_recv() {
             self.tracker.settle(&outcome);
         }
-        let (id, records) = lock(shared).sync_records(&mut self.tracker);
+        // The table is walked without the controller's lock.
+        let view = lock(shared).sync_view();
+        let (id, records) = view.records(&mut self.tracker);
         if records.is_empty() {
             // Nothing to send (or only entries of services gone here).
             self.tracker.settle(&SendOutcome { batches: vec![id], failed: vec![] });
@@ -154,6 +156,8 @@ pub struct Daemon {
     /// Some VRRP instance was master at the last VRRP change.
     was_master: bool,
     neighbour_ticks: u64,
+    /// The sweep of the connection table, a stretch each tick.
+    sweeper: Sweeper,
 }
 
 impl Daemon {
@@ -169,7 +173,17 @@ impl Daemon {
         instances: Vec<VrrpInstance>,
         sync: Option<SyncLink>,
     ) -> Self {
-        Self { config_path, net, shared, monitor, instances, sync, was_master: false, neighbour_ticks: 0 }
+        Self {
+            config_path,
+            net,
+            shared,
+            monitor,
+            instances,
+            sync,
+            was_master: false,
+            neighbour_ticks: 0,
+            sweeper: Sweeper::default(),
+        }
     }
 
     /// The controller, for the control socket's reads.
@@ -214,7 +228,8 @@ impl Daemon {
                 }
             }
             Event::Sweep => {
-                if let Err(e) = lock(&self.shared).sweep() {
+                let shared = &self.shared;
+                if let Err(e) = self.sweeper.tick(|| lock(shared)) {
                     warn!("connection sweep: {e:#}");
                 }
             }
@@ -306,7 +321,14 @@ pub fn answer(
             table.conn_table_size = c.datapath.conn_table_size();
             Response::Table { table }
         }
-        Request::Connections => Response::Connections { connections: lock(shared).connections_snapshot() },
+        Request::Connections => {
+            // The table is walked without the controller's lock.
+            let listing = lock(shared).conn_listing();
+            match listing.connections() {
+                Ok(connections) => Response::Connections { connections },
+                Err(e) => Response::Error { message: format!("reading the connection table: {e:#}") },
+            }
+        }
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
         Request::Counters => {
             let mut counters = lock(shared).reason_counters();

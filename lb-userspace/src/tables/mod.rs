@@ -88,11 +88,15 @@ pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
 #[derive(Clone, Debug, PartialEq)]
 pub enum MapOp {
     SetDest(u32, Dest),
+    /// The counters of a dest id newly taken into use.
     ZeroDestStats(u32),
-    /// Write dest ids into `SCHED_TABLE` from `start`.
+    /// Write dest ids into `SCHED_TABLE` from `start`: always a region no
+    /// service refers to yet (a later `SetService` points at it).
     SetSchedTable { start: u32, dest_ids: Vec<u32> },
-    /// Write dest ids into `DEST_LISTS` from `start`.
+    /// Write dest ids into `DEST_LISTS` from `start` (a region no service
+    /// refers to yet, as for `SetSchedTable`).
     SetDestList { start: u32, dest_ids: Vec<u32> },
+    /// The counters of a service id newly taken into use.
     ZeroServiceStats(u32),
     SetService(ServiceKey, Service),
     SetSchedPosition(u32, u64),
@@ -101,6 +105,52 @@ pub enum MapOp {
     SetVipFilter(Vec<u64>),
     /// A service's flags by id, for packets of known connections.
     SetServiceFlags(u32, u32),
+}
+
+impl MapOp {
+    /// The write in a few words, for messages.
+    pub fn describe(&self) -> String {
+        let service = |key: &ServiceKey| {
+            let protocol = Protocol::from_number(key.protocol).map_or("?", |p| p.name());
+            let vip = Ipv4Addr::from(lb_common::ipv4_octets(key.addr));
+            format!("{protocol} {vip}:{}", u16::from_be(key.port))
+        };
+        match self {
+            MapOp::SetDest(id, _) => format!("real server {id}"),
+            MapOp::ZeroDestStats(id) => format!("the counters of real server {id}"),
+            MapOp::SetSchedTable { start, dest_ids } => {
+                format!("scheduling table slots {start}..{}", start + dest_ids.len() as u32)
+            }
+            MapOp::SetDestList { start, dest_ids } => {
+                format!("real server list slots {start}..{}", start + dest_ids.len() as u32)
+            }
+            MapOp::ZeroServiceStats(id) => format!("the counters of service {id}"),
+            MapOp::SetService(key, _) => format!("service {}", service(key)),
+            MapOp::SetSchedPosition(id, _) => format!("the scheduler position of service {id}"),
+            MapOp::DeleteService(key) => format!("the removal of service {}", service(key)),
+            MapOp::SetVipFilter(_) => "the VIP filter".into(),
+            MapOp::SetServiceFlags(id, _) => format!("the flags of service {id}"),
+        }
+    }
+}
+
+/// Changes planned against the model: the writes, and the model as it is
+/// once the datapath has taken them ([`Tables::commit`]). Until then the
+/// model stays as it was, so a plan the maps did not take leaves both as
+/// they were.
+#[must_use = "commit the plan once the datapath has executed its ops"]
+#[derive(Debug)]
+pub struct Planned {
+    pub ops: Vec<MapOp>,
+    next: Tables,
+}
+
+/// The dests and services retired at some moment (see
+/// [`Tables::release_unreferenced`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retired {
+    pub dests: BTreeSet<u32>,
+    pub services: BTreeSet<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -215,13 +265,17 @@ impl Tables {
 
     /// Plans the writes that make the maps hold `wanted` (every service;
     /// services not listed are removed). `position` reads a service's current
-    /// scheduler position from the datapath.
-    pub fn plan(&mut self, wanted: &[WantedService], position: &dyn Fn(u32) -> u64) -> Result<Vec<MapOp>, PlanError> {
-        // Work on a copy so a failed plan leaves the model untouched.
+    /// scheduler position from the datapath. The model changes only when
+    /// the plan is committed.
+    pub fn plan(&self, wanted: &[WantedService], position: &dyn Fn(u32) -> u64) -> Result<Planned, PlanError> {
         let mut next = self.clone();
         let ops = next.plan_in_place(wanted, position)?;
-        *self = next;
-        Ok(ops)
+        Ok(Planned { ops, next })
+    }
+
+    /// The datapath took the plan's writes: the model is what they made.
+    pub fn commit(&mut self, planned: Planned) {
+        *self = planned.next;
     }
 
     fn plan_in_place(&mut self, wanted: &[WantedService], position: &dyn Fn(u32) -> u64) -> Result<Vec<MapOp>, PlanError> {
@@ -455,24 +509,48 @@ impl Tables {
         Ok(id)
     }
 
-    /// Frees retired dests and services that no connection refers to any
-    /// more (`referenced` holds the dest and service ids found in the
-    /// connection table). Returns the ops that clear their slots.
-    pub fn release_unreferenced(&mut self, referenced_dests: &BTreeSet<u32>, referenced_services: &BTreeSet<u32>) -> Vec<MapOp> {
+    /// The dests and services retired now, still kept for the connections
+    /// that may refer to them.
+    pub fn retired(&self) -> Retired {
+        Retired { dests: self.retired_dests.clone(), services: self.retired_services.clone() }
+    }
+
+    /// Frees the retired dests and services of `candidates` (retired when a
+    /// walk of the connection table began: none can get a connection after
+    /// that) that are still retired and that no connection of the walk
+    /// referred to (`referenced`: the dest and service ids it found).
+    /// Planned as the ops that clear their slots.
+    pub fn release_unreferenced(
+        &self,
+        candidates: &Retired,
+        referenced_dests: &BTreeSet<u32>,
+        referenced_services: &BTreeSet<u32>,
+    ) -> Planned {
+        let mut next = self.clone();
         let mut ops = Vec::new();
-        let done: Vec<u32> = self.retired_dests.iter().copied().filter(|id| !referenced_dests.contains(id)).collect();
+        let done: Vec<u32> = candidates
+            .dests
+            .iter()
+            .copied()
+            .filter(|id| next.retired_dests.contains(id) && !referenced_dests.contains(id))
+            .collect();
         for id in done {
-            self.retired_dests.remove(&id);
-            self.dests.remove(&id);
-            self.free_dest_ids.insert(id);
+            next.retired_dests.remove(&id);
+            next.dests.remove(&id);
+            next.free_dest_ids.insert(id);
             ops.push(MapOp::SetDest(id, Dest::default()));
         }
-        let done: Vec<u32> = self.retired_services.iter().copied().filter(|id| !referenced_services.contains(id)).collect();
+        let done: Vec<u32> = candidates
+            .services
+            .iter()
+            .copied()
+            .filter(|id| next.retired_services.contains(id) && !referenced_services.contains(id))
+            .collect();
         for id in done {
-            self.retired_services.remove(&id);
-            self.free_service_ids.insert(id);
+            next.retired_services.remove(&id);
+            next.free_service_ids.insert(id);
         }
-        ops
+        Planned { ops, next }
     }
 }
 

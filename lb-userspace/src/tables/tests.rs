@@ -85,8 +85,9 @@ impl FakeMaps {
 
 fn plan(tables: &mut Tables, maps: &mut FakeMaps, wanted: &[WantedService]) {
     let positions = maps.positions.clone();
-    let ops = tables.plan(wanted, &|id| positions.get(&id).copied().unwrap_or(0)).unwrap();
-    maps.apply(&ops);
+    let planned = tables.plan(wanted, &|id| positions.get(&id).copied().unwrap_or(0)).unwrap();
+    maps.apply(&planned.ops);
+    tables.commit(planned);
 }
 
 fn model_dests(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedDest> {
@@ -157,8 +158,28 @@ fn unchanged_config_writes_nothing() {
     let mut maps = FakeMaps::default();
     let w = vec![service(Scheduler::Wrr, vec![real(1, 3), real(2, 1)])];
     plan(&mut tables, &mut maps, &w);
-    let ops = tables.plan(&w, &|_| 0).unwrap();
-    assert!(ops.is_empty(), "{ops:?}");
+    let planned = tables.plan(&w, &|_| 0).unwrap();
+    assert!(planned.ops.is_empty(), "{:?}", planned.ops);
+}
+
+#[test]
+fn a_plan_not_committed_leaves_the_model_as_it_was() {
+    let mut tables = Tables::new();
+    let mut maps = FakeMaps::default();
+    let one = vec![service(Scheduler::Wrr, vec![real(1, 3), real(2, 1)])];
+    plan(&mut tables, &mut maps, &one);
+    let two = vec![service(Scheduler::Rr, vec![real(1, 1), real(2, 1), real(3, 1)])];
+    // Planned, but the datapath did not take it.
+    let untaken = tables.plan(&two, &|_| 0).unwrap();
+    assert!(!untaken.ops.is_empty());
+    assert_eq!(tables.wanted().cloned().collect::<Vec<_>>(), one);
+    // Planned again from the same model: the same writes.
+    let again = tables.plan(&two, &|_| 0).unwrap();
+    assert_eq!(again.ops, untaken.ops);
+    maps.apply(&again.ops);
+    tables.commit(again);
+    assert_eq!(tables.wanted().cloned().collect::<Vec<_>>(), two);
+    assert!(tables.plan(&two, &|_| 0).unwrap().ops.is_empty());
 }
 
 #[test]
@@ -171,10 +192,17 @@ fn a_removed_server_keeps_its_slot_until_released() {
     let gone = ids.iter().copied().find(|id| lb_common::ipv4_octets(maps.dests[id].addr)[3] == 2).unwrap();
     assert_eq!(maps.dests[&gone].flags & dest_flag::AVAILABLE, 0, "retired, not available");
     assert_eq!(maps.dests[&gone].mac, [2, 0, 0, 0, 0, 2], "still forwards its connections");
+    let retired = tables.retired();
+    assert_eq!(retired.dests, BTreeSet::from([gone]));
     // Still referenced: kept.
-    assert!(tables.release_unreferenced(&BTreeSet::from([gone]), &BTreeSet::new()).is_empty());
-    let ops = tables.release_unreferenced(&BTreeSet::new(), &BTreeSet::new());
-    assert_eq!(ops, vec![MapOp::SetDest(gone, Dest::default())]);
+    assert!(tables.release_unreferenced(&retired, &BTreeSet::from([gone]), &BTreeSet::new()).ops.is_empty());
+    // Retired after the walk began: kept (the walk may have passed its connections).
+    assert!(tables.release_unreferenced(&Default::default(), &BTreeSet::new(), &BTreeSet::new()).ops.is_empty());
+    let released = tables.release_unreferenced(&retired, &BTreeSet::new(), &BTreeSet::new());
+    assert_eq!(released.ops, vec![MapOp::SetDest(gone, Dest::default())]);
+    maps.apply(&released.ops);
+    tables.commit(released);
+    assert!(tables.retired().dests.is_empty());
     // Back again: a fresh slot.
     plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
     assert_eq!(tables.dest_ids().count(), 2);

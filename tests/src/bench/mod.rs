@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: what the datapath costs per packet next to a
-//! trivial XDP program ([`datapath`]), and requests and connections per
-//! second end to end in the namespace lab next to HAProxy ([`e2e`]), written
-//! out as JSON, Markdown and an SVG chart ([`report`]). Run by the
+//! trivial XDP program ([`datapath`]), requests and connections per second
+//! end to end in the namespace lab next to HAProxy ([`e2e`]), and what a
+//! walk of the connection table costs as it grows ([`sweep`]), written out
+//! as JSON, Markdown and an SVG chart ([`report`]). Run by the
 //! `lb-bench` binary; a benchmark, not a test, so `cargo test` only builds
 //! it (and tests its parsing and formatting).
 
 pub mod datapath;
 pub mod e2e;
 pub mod report;
+pub mod sweep;

@@ -11,12 +11,13 @@ use clap::Parser;
 use lb_tests::bench::datapath::{self, DatapathOptions};
 use lb_tests::bench::e2e::{self, E2eOptions};
 use lb_tests::bench::report::{self, Machine, Results};
+use lb_tests::bench::sweep::{self, SweepOptions};
 use lb_tests::bins::workspace_root;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "lb-bench",
-    about = "Datapath cost per packet and end-to-end throughput (run by `cargo xtask bench`)"
+    about = "Datapath cost per packet, end-to-end throughput, connection-table walks (run by `cargo xtask bench`)"
 )]
 struct Cli {
     /// Timed runs per datapath scenario (at least 100000 for the published figures).
@@ -39,11 +40,21 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     connections: u32,
     /// Only the datapath part.
-    #[arg(long, conflicts_with = "e2e_only")]
+    #[arg(long, conflicts_with_all = ["e2e_only", "sweep_only"])]
     datapath_only: bool,
     /// Only the end-to-end part.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sweep_only")]
     e2e_only: bool,
+    /// Only the connection-table walks (the other figures in results.md,
+    /// results.json and the README stay as they are).
+    #[arg(long)]
+    sweep_only: bool,
+    /// Connection-table sizes for the walks.
+    #[arg(long, value_delimiter = ',', default_values_t = SweepOptions::default().sizes)]
+    sweep_sizes: Vec<u32>,
+    /// Timed walks of each kind per size.
+    #[arg(long, default_value_t = SweepOptions::default().repeats)]
+    sweep_repeats: u32,
     /// Where results.json, results.md and datapath.svg go (default: <workspace>/bench).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -84,9 +95,10 @@ fn bench(cli: &Cli) -> Result<()> {
         machine: machine.clone(),
         datapath: None,
         e2e: None,
+        sweep: None,
     };
 
-    if !cli.e2e_only {
+    if !cli.e2e_only && !cli.sweep_only {
         println!("\n==> Datapath: ns per packet through BPF_PROG_TEST_RUN");
         let options = DatapathOptions {
             runs: cli.runs,
@@ -105,7 +117,7 @@ fn bench(cli: &Cli) -> Result<()> {
         }
         results.datapath = Some(d);
     }
-    if !cli.datapath_only {
+    if !cli.datapath_only && !cli.sweep_only {
         println!(
             "\n==> End to end: wrk through lbd (DR), HAProxy (mode tcp), and straight to a real server"
         );
@@ -117,10 +129,26 @@ fn bench(cli: &Cli) -> Result<()> {
         let e = e2e::run(&options, &mut |l| progress(l)).context("end-to-end benchmark")?;
         results.e2e = Some(e);
     }
+    if !cli.datapath_only && !cli.e2e_only {
+        println!(
+            "\n==> Connection table: a full walk, key by key and batched, and a sweep pass in ticks"
+        );
+        let options = SweepOptions {
+            sizes: cli.sweep_sizes.clone(),
+            repeats: cli.sweep_repeats,
+        };
+        let s = sweep::run(&options, &mut |l| progress(l)).context("connection-table walks")?;
+        results.sweep = Some(s);
+    }
     machine.load_after = report::loadavg();
     results.machine = machine;
 
-    println!("\n{}", results.summary_markdown());
+    if results.datapath.is_some() || results.e2e.is_some() {
+        println!("\n{}", results.summary_markdown());
+    }
+    if let Some(s) = &results.sweep {
+        println!("\n{}", sweep::table_markdown(s));
+    }
     let out = cli
         .out
         .clone()

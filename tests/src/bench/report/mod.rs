@@ -12,18 +12,22 @@ mod svg;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
 
 pub use machine::{Machine, format_utc, loadavg, utc_now};
 pub use svg::datapath_svg;
 
 use super::datapath::{DatapathResults, ScenarioResult};
 use super::e2e::E2eResults;
+use super::sweep::{self, SweepResults};
 
 /// Everything one benchmark run measured.
 pub struct Results {
     pub machine: Machine,
     pub datapath: Option<DatapathResults>,
     pub e2e: Option<E2eResults>,
+    /// The connection table's walks ([`sweep`]).
+    pub sweep: Option<SweepResults>,
 }
 
 /// A target of the issue and whether it was met.
@@ -104,18 +108,37 @@ pub fn replace_between_markers(text: &str, body: &str) -> Option<String> {
 }
 
 /// Writes results.json, results.md and datapath.svg into `dir`, and the
-/// summary into `readme` between its markers (if it has them).
+/// summary into `readme` between its markers (if it has them). The walk
+/// figures have their own markers: a run that measured only them leaves
+/// everything else as it was, and one that did not keeps the previous ones.
 pub fn write_all(results: &Results, dir: &Path, readme: Option<&Path>) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
     let json_path = dir.join("results.json");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&results.to_json())? + "\n",
-    )?;
-    written.push(json_path.display().to_string());
     let md_path = dir.join("results.md");
-    std::fs::write(&md_path, results.to_markdown())?;
+    let old_json: Option<Value> = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let old_md = std::fs::read_to_string(&md_path).unwrap_or_default();
+    let rest_measured = results.datapath.is_some() || results.e2e.is_some();
+    let (mut json, mut md) = match rest_measured {
+        true => (results.to_json(), results.to_markdown()),
+        false => (
+            old_json.clone().unwrap_or_else(|| json!({})),
+            old_md.clone(),
+        ),
+    };
+    let old = (old_json.as_ref(), old_md.as_str());
+    sweep::merge(
+        results.sweep.as_ref(),
+        &results.machine,
+        old,
+        &mut json,
+        &mut md,
+    );
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
+    written.push(json_path.display().to_string());
+    std::fs::write(&md_path, md)?;
     written.push(md_path.display().to_string());
     if let Some(d) = &results.datapath {
         let svg_path = dir.join("datapath.svg");
@@ -123,10 +146,17 @@ pub fn write_all(results: &Results, dir: &Path, readme: Option<&Path>) -> Result
         written.push(svg_path.display().to_string());
     }
     if let Some(readme) = readme
+        && rest_measured
         && let Ok(text) = std::fs::read_to_string(readme)
         && let Some(new) = replace_between_markers(&text, &results.summary_markdown())
     {
         std::fs::write(readme, new)?;
+        written.push(readme.display().to_string());
+    }
+    if let (Some(s), Some(readme)) = (&results.sweep, readme)
+        && sweep::write_readme(s, &results.machine, readme)?
+        && !written.contains(&readme.display().to_string())
+    {
         written.push(readme.display().to_string());
     }
     Ok(written)
