@@ -17,33 +17,43 @@ use anyhow::{Context, Result, bail};
 use crate::setup::{NIGHTLY, cargo_fuzz_version};
 use crate::util::{self, show, step, target_dir, workspace_root};
 
-/// One fuzz target: its name in fuzz/Cargo.toml, what it feeds, and
-/// libFuzzer options of its own.
+/// One fuzz target: its name in fuzz/Cargo.toml, what it feeds, whether it
+/// has a libFuzzer dictionary (`fuzz/dict/NAME.dict`: words to splice in),
+/// and libFuzzer options of its own.
 pub struct Target {
     pub name: &'static str,
     pub what: &'static str,
+    pub dict: bool,
     pub options: &'static [&'static str],
 }
 
 pub const TARGETS: [Target; 5] = [
-    Target { name: "vrrp_advert", what: "VRRP adverts, v2 and v3, with and without auth (vrrp::packet)", options: &[] },
+    Target {
+        name: "vrrp_advert",
+        what: "VRRP adverts, v2 and v3, with and without auth (vrrp::packet)",
+        dict: false,
+        options: &[],
+    },
     Target {
         name: "sync_datagram",
         what: "sync datagrams, plain, keyed, and signed with the key (sync::wire::decode)",
+        dict: false,
         options: &[],
     },
     Target {
         name: "http_response",
         what: "HTTP/1 responses in pieces of any size (health::probe::http_response)",
+        dict: true,
         // Long enough for chunk-size lines past their 4 KiB bound.
         options: &["-max_len=16384"],
     },
     Target {
         name: "ipvsadm_grammar",
         what: "ipvsadm argument vectors and -R input (lb_ipvsadm::grammar)",
+        dict: true,
         options: &[],
     },
-    Target { name: "config_toml", what: "config files (config::Config::parse)", options: &[] },
+    Target { name: "config_toml", what: "config files (config::Config::parse)", dict: true, options: &[] },
 ];
 
 /// Seconds per target in `cargo xtask test`.
@@ -139,6 +149,7 @@ fn run_one(target: &Target, seconds: u64) -> Result<Outcome> {
     for dir in [&scratch, &logs] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    println!("\n{}: {}", target.name, target.what);
     let log = logs.join(format!("{}.log", target.name));
     let mut cmd = cargo_fuzz("run");
     // New inputs go to the first directory: the scratch one, not the seeds.
@@ -148,6 +159,10 @@ fn run_one(target: &Target, seconds: u64) -> Result<Outcome> {
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg("-print_final_stats=1")
         .args(target.options);
+    if target.dict {
+        let dict = root.join("fuzz").join("dict").join(format!("{}.dict", target.name));
+        cmd.arg(format!("-dict={}", dict.display()));
+    }
     println!("$ {} > {}", show(&cmd), log.display());
     let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let started = Instant::now();
@@ -320,13 +335,15 @@ mod tests {
     }
 
     #[test]
-    fn every_target_has_seeds() {
+    fn every_target_has_its_source_seeds_and_dictionary() {
         for target in TARGETS {
             let seeds = workspace_root().join("fuzz/corpus").join(target.name);
             let n = std::fs::read_dir(&seeds).map(|d| d.count()).unwrap_or(0);
             assert!(n > 0, "no seeds in {}", seeds.display());
             let source = workspace_root().join("fuzz/fuzz_targets").join(format!("{}.rs", target.name));
             assert!(source.is_file(), "{}", source.display());
+            let dict = workspace_root().join("fuzz/dict").join(format!("{}.dict", target.name));
+            assert_eq!(dict.is_file(), target.dict, "{}", dict.display());
         }
     }
 }
