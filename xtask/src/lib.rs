@@ -1,7 +1,9 @@
 //! Shared parts of `cargo xtask` (bin `xtask`) and the lab demo (bin
 //! `lb-demo`): running and printing commands, setting up the machine, the
-//! demo's options, and running commands in other kernels under QEMU (`vm`).
+//! demo's options, running commands in other kernels under QEMU (`vm`),
+//! and the fuzz targets (`fuzz`).
 
+pub mod fuzz;
 pub mod matrix;
 pub mod setup;
 pub mod util;

@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use xtask::fuzz::{self, FuzzArgs};
 use xtask::{DemoArgs, matrix};
 use xtask::setup::{ensure_cargo_bin_in_path, setup};
 use xtask::util::{cargo, require_root, run, run_tests, step, target_dir};
@@ -14,7 +15,7 @@ use xtask::vm::{VmArgs, VmError};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "Build orchestration for the XDP load balancer: setup, build, test, demo, bench, vm"
+    about = "Build orchestration for the XDP load balancer: setup, build, test, fuzz, demo, bench, vm"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,18 +31,19 @@ enum Cmd {
     /// the test binaries.
     Build,
     /// Setup, build the binaries the tests run, then `cargo test --workspace`
-    /// (unit, fixture and namespace-lab tests), then the kernel matrix: the
-    /// verifier budget, datapath and DR lab tests again inside Debian's 6.1
-    /// and 6.12 under QEMU (skipped, and said so, where QEMU or the kernel
-    /// packages cannot be had). Run as root.
+    /// (unit, fixture and namespace-lab tests), then each fuzz target for 10 s
+    /// from its seeds (skipped, and said so, without cargo-fuzz), then the
+    /// kernel matrix: the verifier budget, datapath and DR lab tests again
+    /// inside Debian's 6.1 and 6.12 under QEMU (skipped, and said so, where
+    /// QEMU or the kernel packages cannot be had). Run as root.
     /// Arguments after `--` go to cargo test, e.g. `cargo xtask test -- --test lab`
-    /// (and then only those run: no kernel matrix).
+    /// (and then only those run: no fuzzing, no kernel matrix).
     Test {
         /// Only the kernel matrix, in this kernel (`6.1`, `6.12`, or a
         /// Debian release such as `6.1.0-57-amd64`); repeatable.
         #[arg(long, value_name = "KERNEL")]
         kernel: Vec<String>,
-        /// Only the tests on this machine's kernel: no kernel matrix.
+        /// Only the tests on this machine's kernel (and fuzzing): no kernel matrix.
         #[arg(long, conflicts_with = "kernel")]
         host_only: bool,
         /// Passed on to cargo test (e.g. `--test lab`, `-p lb-tests`, `-- --nocapture`).
@@ -52,6 +54,12 @@ enum Cmd {
         )]
         cargo_test_args: Vec<String>,
     },
+    /// Run the fuzz targets (fuzz/: the VRRP advert, sync datagram, HTTP
+    /// response, ipvsadm grammar and config parsers), each for `--seconds`
+    /// from its seeds (fuzz/corpus/TARGET); prints how many inputs each ran
+    /// and any crash with the input that caused it. Installs cargo-fuzz if
+    /// missing; builds with the nightly toolchain.
+    Fuzz(FuzzArgs),
     /// Setup, build, then show lbd balancing HTTP requests across real
     /// servers in a namespace lab, and tear it all down. Run as root.
     Demo(DemoArgs),
@@ -86,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup(),
         Cmd::Build => build(),
         Cmd::Test { kernel, host_only, cargo_test_args } => test(&kernel, host_only, &cargo_test_args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Demo(args) => demo(&args),
         Cmd::Bench { args } => bench(&args),
         Cmd::Vm(args) => return vm(&args),
@@ -172,7 +181,13 @@ fn test(kernels: &[String], host_only: bool, cargo_test_args: &[String]) -> Resu
     // One closing line over all test binaries (cargo's own last line is
     // usually the doc-tests' "0 passed").
     println!("\n{totals}");
-    // The matrix belongs to the whole suite, not to a chosen subset.
+    // Fuzzing and the matrix belong to the whole suite, not to a chosen subset.
+    let fuzzing = if !cargo_test_args.is_empty() {
+        println!("Fuzzing: not run (a chosen subset of tests)");
+        Ok(())
+    } else {
+        fuzz_briefly()
+    };
     let matrix = if host_only || !cargo_test_args.is_empty() {
         println!("Kernel matrix: not run (--host-only or a chosen subset of tests)");
         Ok(())
@@ -181,7 +196,19 @@ fn test(kernels: &[String], host_only: bool, cargo_test_args: &[String]) -> Resu
         matrix::run(&kernels).and_then(|outcomes| matrix::report(&outcomes))
     };
     result.context("tests failed")?;
+    fuzzing?;
     matrix
+}
+
+/// Every fuzz target for a few seconds, so that the suite exercises them;
+/// skipped, and said so, where cargo-fuzz cannot be had.
+fn fuzz_briefly() -> Result<()> {
+    if let Some(why) = fuzz::unavailable() {
+        println!("\nfuzzing skipped: {why}");
+        return Ok(());
+    }
+    let targets: Vec<&fuzz::Target> = fuzz::TARGETS.iter().collect();
+    fuzz::report(&fuzz::run(&targets, fuzz::TEST_SECONDS)?)
 }
 
 fn demo(args: &DemoArgs) -> Result<()> {

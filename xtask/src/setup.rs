@@ -7,7 +7,9 @@
 //!    `-Z build-std=core` for the BPF target);
 //! 3. bpf-linker, built against the nightly's own libLLVM (so the LLVM that
 //!    writes the bitcode is the LLVM that reads it);
-//! 4. the bpffs at /sys/fs/bpf, where lbd pins its maps.
+//! 4. the bpffs at /sys/fs/bpf, where lbd pins its maps;
+//! 5. cargo-fuzz, which builds and runs the fuzz targets (`cargo xtask
+//!    fuzz`); without it fuzzing is skipped, and said so, not a failure.
 //!
 //! It never updates toolchains (no `rustup update`).
 
@@ -17,13 +19,16 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{cargo, cargo_bin_dir, home_dir, in_path, output, require_root, run, show, step};
+use crate::util::{
+    cargo, cargo_bin_dir, home_dir, in_path, output, output_quiet, require_root, run, show, step,
+};
 
 /// Debian packages the lab tests and the demo need: `ip` and `nsenter`
 /// (iproute2, util-linux is essential), ethtool for veth offloads, curl as
 /// the client, xdp-tools for the XDP pass program on the bridge port,
 /// bpftool and tcpdump for looking inside, keepalived, haproxy and wrk for
-/// comparisons and load.
+/// comparisons and load; g++ for libFuzzer, which the fuzz targets build
+/// from source (libfuzzer-sys).
 pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -34,6 +39,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "keepalived",
     "haproxy",
     "wrk",
+    "g++",
 ];
 
 /// Debian packages `cargo xtask vm` needs: QEMU, a static busybox for the
@@ -58,6 +64,9 @@ enum Outcome {
     Present(String),
     /// Done now; what was done.
     Done(String),
+    /// Not there and could not be had; why. Only for what can be done
+    /// without (cargo-fuzz).
+    Unavailable(String),
 }
 
 /// Runs every step; prints what it did and what was already there.
@@ -74,6 +83,13 @@ pub fn setup() -> Result<()> {
         ),
         ("bpf-linker", bpf_linker().context("setup: bpf-linker")?),
         ("bpffs", bpffs().context("setup: mounting the bpffs")?),
+        (
+            "cargo-fuzz",
+            match cargo_fuzz() {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Unavailable(format!("{e:#}; fuzzing will be skipped")),
+            },
+        ),
     ];
 
     println!("\nSetup summary:");
@@ -81,6 +97,7 @@ pub fn setup() -> Result<()> {
         match outcome {
             Outcome::Present(detail) => println!("  [already there] {what}: {detail}"),
             Outcome::Done(detail) => println!("  [done now]      {what}: {detail}"),
+            Outcome::Unavailable(why) => println!("  [unavailable]   {what}: {why}"),
         }
     }
     Ok(())
@@ -180,7 +197,7 @@ fn missing_apt_packages(packages: &[&'static str]) -> Result<Vec<&'static str>> 
 
 // ---- rust-src ------------------------------------------------------------
 
-fn rustup_nightly(args: &[&str]) -> Command {
+pub fn rustup_nightly(args: &[&str]) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", NIGHTLY]).args(args);
     cmd
@@ -345,6 +362,48 @@ fn link_llvm(prefix: &Path, library: &Path) -> Result<()> {
         println!("{} -> {}", link.display(), library.display());
     }
     Ok(())
+}
+
+// ---- cargo-fuzz -----------------------------------------------------------
+
+/// The cargo-fuzz `cargo xtask setup` installs (`--locked`: as released).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// `cargo fuzz --version` under the nightly toolchain (the fuzz targets
+/// build with it), or why it does not work.
+pub fn cargo_fuzz_version() -> Result<String> {
+    Ok(
+        output_quiet(&mut rustup_nightly(&["cargo", "fuzz", "--version"]))?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// Installs cargo-fuzz if it is missing (`cargo xtask fuzz` without setup).
+pub fn setup_cargo_fuzz() -> Result<()> {
+    cargo_fuzz().map(|_| ())
+}
+
+/// cargo-fuzz, installed with cargo (into `~/.cargo/bin`) when missing.
+fn cargo_fuzz() -> Result<Outcome> {
+    if let Ok(version) = cargo_fuzz_version() {
+        return Ok(Outcome::Present(format!("{version} works")));
+    }
+    println!("cargo-fuzz is missing; installing it");
+    run(cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))?;
+    let version = cargo_fuzz_version().with_context(|| {
+        format!(
+            "cargo-fuzz was installed into {} but does not run",
+            cargo_bin_dir().display()
+        )
+    })?;
+    Ok(Outcome::Done(format!("installed {version}")))
 }
 
 // ---- bpffs ---------------------------------------------------------------

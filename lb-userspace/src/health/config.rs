@@ -238,10 +238,29 @@ impl HealthCheck {
     }
 }
 
+/// The most of a `ca_file` read (a bundle of every public root CA is
+/// about 200 KiB).
+pub const MAX_CA_FILE: u64 = 1 << 20;
+
 /// PEM certificates from `path`, for `ca_file`: read when the config is
-/// checked, and by each https check.
+/// checked, and by each https check. Only a regular file, and at most
+/// [`MAX_CA_FILE`] of it: a device or a FIFO there (`/dev/zero`,
+/// `/dev/stdin`) once had the config check read forever or wait forever.
 pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use std::io::Read as _;
+
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    // Before opening it: opening a FIFO waits for a writer.
+    if !std::fs::metadata(path).map_err(cannot_read)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CA_FILE + 1).read_to_end(&mut text))
+        .map_err(cannot_read)?;
+    if text.len() as u64 > MAX_CA_FILE {
+        return Err(format!("{} is larger than {} KiB", path.display(), MAX_CA_FILE >> 10));
+    }
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;

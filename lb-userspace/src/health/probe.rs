@@ -14,6 +14,10 @@ mod http;
 mod net;
 mod ping;
 
+/// The HTTP/1 response reader of the http and https checks, public for the
+/// fuzz crate (`fuzz/fuzz_targets/http_response.rs`).
+pub use self::http::response as http_response;
+
 use std::{net::SocketAddr, os::unix::process::ExitStatusExt, process::ExitStatus};
 
 use tokio::time::Instant;

@@ -706,6 +706,27 @@ retry = 4
             one("[service]\nkind = \"https\"\nca_file = \"/nonexistent/ca.pem\"\nverify_certificate = true\n"),
             "3: service[0].health_check.ca_file: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)"
         );
+        // Found while fuzzing the config: a device or a FIFO read forever,
+        // or waited forever for a writer.
+        let ca_file = |path: &str| {
+            one(&format!("[service]\nkind = \"https\"\nca_file = \"{path}\"\nverify_certificate = true\n"))
+        };
+        assert_eq!(ca_file("/dev/zero"), "3: service[0].health_check.ca_file: /dev/zero is not a regular file");
+        let dir = std::env::temp_dir().join(format!("lb-ca-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'x'; crate::health::config::MAX_CA_FILE as usize + 1]).unwrap();
+        assert_eq!(
+            ca_file(&fifo.display().to_string()),
+            format!("3: service[0].health_check.ca_file: {} is not a regular file", fifo.display())
+        );
+        assert_eq!(
+            ca_file(&big.display().to_string()),
+            format!("3: service[0].health_check.ca_file: {} is larger than 1024 KiB", big.display())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             one("[service]\nkind = \"https\"\nca_file = \"/etc/ca.pem\"\n"),
             "3: service[0].health_check.ca_file: needs verify_certificate = true"

@@ -3,7 +3,8 @@
 //! against a substring or an MD5 digest. The response is read by
 //! [`response`].
 
-mod response;
+// Public (through `probe::http_response`) for the fuzz crate only.
+pub mod response;
 
 use std::{
     net::SocketAddr,

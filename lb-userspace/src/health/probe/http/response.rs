@@ -20,7 +20,7 @@ const MAX_CHUNK_LINE: usize = 4 << 10;
 const READ_SIZE: usize = 16 << 10;
 
 #[derive(Debug, PartialEq)]
-pub(super) struct Response {
+pub struct Response {
     pub status: u16,
     /// Read only when a body check needs it and the status is expected.
     pub body: Vec<u8>,
@@ -47,8 +47,8 @@ fn too_large() -> String {
 }
 
 /// Reads the status line and headers, then the body if `wants_body` and
-/// the status is one of `expected`.
-pub(super) async fn read_response<S: AsyncRead + Unpin>(
+/// the status is one of `expected`. Public for the fuzz crate.
+pub async fn read_response<S: AsyncRead + Unpin>(
     stream: &mut S,
     wants_body: bool,
     expected: &StatusCodes,
