@@ -16,11 +16,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lb_tests::director::{Director, ServiceSpec, userspace_binary};
+use lb_tests::director::{Director, ServiceSpec};
 use lb_tests::netns::{run_in_netns, spawn_in_netns};
 use lb_tests::packets::{PacketSpec, frag_needed, tcp};
-use lb_tests::scenario::{finish, lab_with_servers, root_or_skip, start_configured, vip80};
-use lb_tests::{Host, Lab, LabSpec, scaled};
+use lb_tests::scenario::{finish, lab_with_servers, root_or_skip, start_configured, tun_lab, vip80};
+use lb_tests::{Host, Lab, scaled};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const MTU: u16 = 1280;
@@ -162,13 +162,7 @@ fn frag_needed_about_a_tun_connection_reaches_its_real_server() {
         return;
     }
     // Real servers behind a router, unwrapping with lbd's decap program.
-    let lab = Lab::build(LabSpec::new("icmp-tun").reals(2).subnet_index(141).remote_reals()).unwrap();
-    let lbd = userspace_binary("lbd").unwrap();
-    for real in lab.reals() {
-        lab.spawn(&real.ns, "decap", &[lbd.to_str().unwrap(), "decap", "--interface", "eth0"]).unwrap();
-    }
-    lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let lab = tun_lab(LAB_SERVER, "icmp-tun", 141);
     let director =
         start_configured(Director::new(&lab).unwrap(), &[ServiceSpec::lab_http(&lab, "rr").forwarding("tun")]);
 
