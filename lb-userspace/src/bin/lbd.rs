@@ -35,6 +35,7 @@ use lb_userspace::{
     },
 };
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::MissedTickBehavior;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -285,16 +286,17 @@ async fn run(args: Args) -> Result<ExitCode> {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut rates = tokio::time::interval(lb_userspace::rate::INTERVAL);
     let mut neighbours = tokio::time::interval(Duration::from_secs(1));
+    // A tick missed while an event took long (a scan of a huge table under
+    // a flood) comes one period after that event, not at once: the loop
+    // never runs one timer's work back to back and starves the others.
+    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours] {
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
     loop {
+        // Signals first: SIGTERM is served after the event in hand, however
+        // busy the timers and sockets are.
         let event = tokio::select! {
-            _ = hup.recv() => Event::Reload,
-            Some(request) = change_rx.recv() => Event::Change(request),
-            Some(event) = health_rx.recv() => Event::Health(event),
-            Some(()) = vrrp_rx.recv() => Event::VrrpChanged,
-            _ = sync_tick.tick(), if sync_rx.is_some() => Event::SyncScan,
-            Some(batch) = async { match &mut sync_rx { Some(rx) => rx.recv().await, None => None } } => {
-                Event::SyncBatch(batch)
-            }
+            biased;
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = usr2.recv() => {
@@ -305,9 +307,19 @@ async fn run(args: Args) -> Result<ExitCode> {
                 }
                 break;
             }
+            _ = hup.recv() => Event::Reload,
+            Some(request) = change_rx.recv() => Event::Change(request),
+            Some(event) = health_rx.recv() => Event::Health(event),
+            Some(()) = vrrp_rx.recv() => Event::VrrpChanged,
+            _ = sync_tick.tick(), if sync_rx.is_some() => Event::SyncScan,
             _ = sweep.tick() => Event::Sweep,
             _ = rates.tick() => Event::SampleRates,
             _ = neighbours.tick() => Event::RefreshNeighbours,
+            // Last: a peer sending without pause cannot starve the timers
+            // (each ready at most once a period).
+            Some(batch) = async { match &mut sync_rx { Some(rx) => rx.recv().await, None => None } } => {
+                Event::SyncBatch(batch)
+            }
         };
         daemon.handle(event).await;
     }
