@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use aya::maps::{HashMap, Map, MapData};
-use lb_common::{Dest, Service, ServiceKey, map_name};
+use lb_common::{RealServer, Service, ServiceKey, map_name};
 use lb_tests::{
     harness::{Harness, XDP_PASS, XDP_TX, real_mac, service},
     is_root,
@@ -31,7 +31,7 @@ const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4000
 #[derive(Debug, PartialEq)]
 struct Maps {
     services: BTreeMap<ServiceKey, Service>,
-    dests: BTreeMap<u32, Dest>,
+    dests: BTreeMap<u32, RealServer>,
     service_dests: BTreeMap<ServiceKey, Vec<u32>>,
     tables: BTreeMap<ServiceKey, Vec<u32>>,
 }

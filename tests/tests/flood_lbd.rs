@@ -330,7 +330,7 @@ fn table_counts(pin_path: &Path) -> BTreeMap<u32, (i64, i64)> {
         HashMap::try_from(Map::LruHashMap(MapData::from_pin(&path).unwrap())).unwrap();
     let mut counts: BTreeMap<u32, (i64, i64)> = BTreeMap::new();
     for (key, conn) in map.iter().filter_map(Result::ok) {
-        let c = counts.entry(conn.dest_id).or_default();
+        let c = counts.entry(conn.real_id).or_default();
         if key.kind == flow_kind::TEMPLATE {
             continue;
         } else if conn_state::is_active(conn.state) {

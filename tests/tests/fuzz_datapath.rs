@@ -40,7 +40,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use lb_common::{Counters, DestConns, conn_state};
+use lb_common::{Counters, RealConns, conn_state};
 use lb_tests::{
     harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX, real_mac, service},
     is_root,
@@ -465,7 +465,7 @@ fn single_host(source: Ipv4Addr) -> bool {
 struct Snapshot {
     services: Vec<Counters>,
     dests: Vec<Counters>,
-    conns: Vec<DestConns>,
+    conns: Vec<RealConns>,
 }
 
 fn snapshot(h: &Harness, service_ids: &[u32], dest_ids: &[u32]) -> Snapshot {

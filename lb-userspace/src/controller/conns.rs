@@ -60,7 +60,7 @@ impl SyncView {
             .into_iter()
             .filter_map(|(key, conn, _)| {
                 let port = *self.ports.get(&conn.service_id)?;
-                let real = *self.reals.get(&conn.dest_id)?;
+                let real = *self.reals.get(&conn.real_id)?;
                 SyncRecord::from_entry(&key, &conn, port, real, self.now)
             })
             .collect();
@@ -93,7 +93,7 @@ impl Controller {
         let state_timeouts = self.director_value().state_timeouts;
         let mut report = InstallReport::default();
         for r in records {
-            let (service_id, dest_id) = match self.synced_dest(r, &state_timeouts) {
+            let (service_id, real_id) = match self.synced_dest(r, &state_timeouts) {
                 Ok(ids) => ids,
                 Err(refusal) => {
                     report.refused.push((refusal, *r));
@@ -101,7 +101,7 @@ impl Controller {
                 }
             };
             let flow = r.flow_key();
-            let conn = r.conn(dest_id, service_id, now);
+            let conn = r.conn(real_id, service_id, now);
             if is_expired(&conn, now) {
                 continue;
             }
@@ -112,9 +112,9 @@ impl Controller {
             // The entry it replaces was counted until now (expired or not:
             // the sweeper counts expired ones out when it removes them).
             if let Some(old) = old {
-                self.datapath.add_dest_conns(old.dest_id, old.state, -1);
+                self.datapath.add_dest_conns(old.real_id, old.state, -1);
             }
-            self.datapath.add_dest_conns(dest_id, conn.state, 1);
+            self.datapath.add_dest_conns(real_id, conn.state, 1);
             report.installed += 1;
         }
         report
@@ -139,13 +139,13 @@ impl Controller {
         check_record(r, &view, state_timeouts)?;
         let IpAddr::V4(real) = r.real.ip() else { return Err(Refusal::UnknownReal) };
         let (addr, port) = (lb_common::ipv4_words(real.octets()), r.real.port().to_be());
-        let dest_id = self
+        let real_id = self
             .tables
             .service_dests(&key)
             .iter()
             .copied()
             .find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == addr && v.port == port))
             .ok_or(Refusal::UnknownReal)?;
-        Ok((service_id, dest_id))
+        Ok((service_id, real_id))
     }
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Conn, Dest, FlowKey, conn_state, flow_kind, ipv4_octets};
+use lb_common::{Conn, FlowKey, RealServer, conn_state, flow_kind, ipv4_octets};
 use lb_ipvsadm::snapshot::{self, Connection, Stats};
 
 use super::{
@@ -25,7 +25,7 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Counted {
     Service(u32),
-    Dest(u32),
+    Real(u32),
 }
 
 impl Controller {
@@ -59,8 +59,8 @@ impl Controller {
             self.estimators.entry(Counted::Service(id)).or_insert_with(|| Estimator::new(stats)).sample(stats);
             for &d in self.tables.service_dests(&svc) {
                 let stats = to_stats(self.datapath.dest_counters(d));
-                seen.insert(Counted::Dest(d));
-                self.estimators.entry(Counted::Dest(d)).or_insert_with(|| Estimator::new(stats)).sample(stats);
+                seen.insert(Counted::Real(d));
+                self.estimators.entry(Counted::Real(d)).or_insert_with(|| Estimator::new(stats)).sample(stats);
             }
         }
         self.estimators.retain(|k, _| seen.contains(k));
@@ -99,7 +99,7 @@ impl Controller {
                             upper_threshold: dest.upper_threshold,
                             lower_threshold: dest.lower_threshold,
                             stats: to_stats(self.datapath.dest_counters(d)),
-                            rates: self.rates(Counted::Dest(d)),
+                            rates: self.rates(Counted::Real(d)),
                         })
                     })
                     .collect();
@@ -148,7 +148,7 @@ impl Controller {
 pub struct ConnListing {
     conns: ConnTable,
     now: u64,
-    dests: BTreeMap<u32, Dest>,
+    dests: BTreeMap<u32, RealServer>,
 }
 
 impl ConnListing {
@@ -157,7 +157,7 @@ impl ConnListing {
         let mut out = Vec::new();
         self.conns.walk(&mut Cursor::new(), usize::MAX, |key, conn| {
             if !is_expired(conn, self.now)
-                && let Some(c) = self.dests.get(&conn.dest_id).and_then(|d| connection_snapshot(key, conn, d, self.now))
+                && let Some(c) = self.dests.get(&conn.real_id).and_then(|d| connection_snapshot(key, conn, d, self.now))
             {
                 out.push(c);
             }
@@ -168,7 +168,7 @@ impl ConnListing {
     }
 }
 
-fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &Dest, now: u64) -> Option<Connection> {
+fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &RealServer, now: u64) -> Option<Connection> {
     let ip = |w: [u32; 4]| IpAddr::V4(Ipv4Addr::from(ipv4_octets(w)));
     let vport = u16::from_be(key.dport);
     let dest_port = u16::from_be(dest.port);

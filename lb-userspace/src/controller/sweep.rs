@@ -78,13 +78,13 @@ struct SweepView {
 
 impl Tally {
     fn count(&mut self, key: &FlowKey, conn: &Conn, persistent: &BTreeMap<u32, Service>) {
-        self.used_dests.insert(conn.dest_id);
+        self.used_dests.insert(conn.real_id);
         self.used_services.insert(conn.service_id);
-        *self.exact.entry((conn.dest_id, count_field(key, conn.state))).or_default() += 1;
+        *self.exact.entry((conn.real_id, count_field(key, conn.state))).or_default() += 1;
         if key.kind != flow_kind::TEMPLATE
             && let Some(svc) = persistent.get(&conn.service_id)
         {
-            self.controlling.insert(svc.template_key(key), conn.dest_id);
+            self.controlling.insert(svc.template_key(key), conn.real_id);
         }
     }
 }
@@ -169,7 +169,7 @@ impl Controller {
         match self.datapath.connection(key) {
             Some(c) if is_expired(&c, now) => {
                 self.datapath.remove_connection(key)?;
-                self.datapath.add_dest_conns(c.dest_id, c.state, -1);
+                self.datapath.add_dest_conns(c.real_id, c.state, -1);
                 Ok(None)
             }
             other => Ok(other),
@@ -180,7 +180,7 @@ impl Controller {
     /// its server, removed otherwise. Returns it if it stays.
     fn settle_template(&mut self, key: &FlowKey, controlling: &BTreeMap<FlowKey, u32>, now: u64) -> Result<Option<Conn>> {
         let Some(mut template) = self.datapath.connection(key) else { return Ok(None) };
-        if controlling.get(key) == Some(&template.dest_id) {
+        if controlling.get(key) == Some(&template.real_id) {
             template.last_seen_ns = now;
             template.timeout = TEMPLATE_REARM_SECS;
             self.datapath.set_connection(key, &template)?;

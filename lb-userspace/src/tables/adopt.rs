@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use lb_common::{Dest, Service, ServiceKey, dest_flag, sched, service_flag};
+use lb_common::{RealServer, Service, ServiceKey, real_flag, sched, service_flag};
 
 use super::{
     InstalledDest, InstalledService, Tables, WantedReal, WantedService, effective_weight, region::Region,
@@ -14,7 +14,7 @@ use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
 /// [`Tables::adopt`].
 pub struct Adopted {
     pub services: Vec<(ServiceKey, Service)>,
-    pub dests: BTreeMap<u32, Dest>,
+    pub dests: BTreeMap<u32, RealServer>,
     /// Each service's dest ids in IPVS order.
     pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
     /// Each service's scheduling table.
@@ -44,7 +44,7 @@ impl Tables {
                     port: if port == 0 { 0 } else { u16::from_be(d.port) },
                     weight: d.weight,
                     forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
-                    mac: (d.flags & dest_flag::AVAILABLE != 0).then_some(d.mac),
+                    mac: (d.flags & real_flag::AVAILABLE != 0).then_some(d.mac),
                     mtu: d.mtu as u32,
                     upper_threshold: d.upper_threshold,
                     lower_threshold: d.lower_threshold,
@@ -56,7 +56,7 @@ impl Tables {
             }
             let weights: Vec<u32> = ids.iter().map(|id| adopted.dests.get(id).map_or(0, effective_weight)).collect();
             let table = Region { start: value.table_start, len: value.table_len };
-            let list = Region { start: value.dests_start, len: value.dests_len };
+            let list = Region { start: value.reals_start, len: value.reals_len };
             t.table_space.take(table);
             t.list_space.take(list);
             t.free_service_ids.remove(&value.id);

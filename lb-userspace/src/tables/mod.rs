@@ -21,8 +21,8 @@ use std::{
 };
 
 use lb_common::{
-    AF_INET, DEST_LIST_SLOTS, Dest, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS, Service, ServiceKey,
-    dest_flag, ipv4_words, sched, service_flag,
+    AF_INET, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey,
+    ipv4_words, real_flag, sched, service_flag,
 };
 
 pub use self::adopt::Adopted;
@@ -78,7 +78,7 @@ impl WantedService {
     }
 }
 
-use lb_common::NO_DEST;
+use lb_common::NO_REAL;
 
 pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
     ServiceKey { addr: ipv4_words(vip.octets()), port: port.to_be(), protocol: protocol.number(), family: AF_INET }
@@ -87,13 +87,13 @@ pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
 /// One write to the datapath maps, in the order they must happen.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MapOp {
-    SetDest(u32, Dest),
+    SetDest(u32, RealServer),
     /// The counters of a dest id newly taken into use.
     ZeroDestStats(u32),
     /// Write dest ids into `SCHED_TABLE` from `start`: always a region no
     /// service refers to yet (a later `SetService` points at it).
     SetSchedTable { start: u32, dest_ids: Vec<u32> },
-    /// Write dest ids into `DEST_LISTS` from `start` (a region no service
+    /// Write dest ids into `REAL_LISTS` from `start` (a region no service
     /// refers to yet, as for `SetSchedTable`).
     SetDestList { start: u32, dest_ids: Vec<u32> },
     /// The counters of a service id newly taken into use.
@@ -157,11 +157,11 @@ pub struct Retired {
 struct InstalledService {
     wanted: WantedService,
     id: u32,
-    /// Dest ids, IPVS order (newest first).
+    /// RealServer ids, IPVS order (newest first).
     dests: Vec<u32>,
     /// The effective weights (same order) the table was built from.
     table_weights: Vec<u32>,
-    /// The table as written (dest ids, `NO_DEST` for an empty slot).
+    /// The table as written (dest ids, `NO_REAL` for an empty slot).
     table_ids: Vec<u32>,
     table: Region,
     list: Region,
@@ -172,7 +172,7 @@ struct InstalledService {
 
 #[derive(Clone, Debug)]
 struct InstalledDest {
-    value: Dest,
+    value: RealServer,
     service: ServiceKey,
     /// IPVS's `last_weight`: the latest non-zero weight (mh keeps a
     /// quiesced server's slots with it).
@@ -212,7 +212,7 @@ impl Default for Tables {
 pub enum PlanError {
     #[error("too many virtual services (the datapath holds {MAX_SERVICES})")]
     TooManyServices,
-    #[error("too many real servers in all (the datapath holds {MAX_DESTS})")]
+    #[error("too many real servers in all (the datapath holds {MAX_REALS})")]
     TooManyDests,
     #[error("the scheduling tables are full")]
     TableSpaceFull,
@@ -226,9 +226,9 @@ impl Tables {
             retired_dests: BTreeSet::new(),
             retired_services: BTreeSet::new(),
             free_service_ids: (0..MAX_SERVICES).collect(),
-            free_dest_ids: (0..MAX_DESTS).collect(),
+            free_dest_ids: (0..MAX_REALS).collect(),
             table_space: RegionPool::new(SCHED_TABLE_SLOTS),
-            list_space: RegionPool::new(DEST_LIST_SLOTS),
+            list_space: RegionPool::new(REAL_LIST_SLOTS),
             pending_table_frees: Vec::new(),
             pending_list_frees: Vec::new(),
             vip_filter: Vec::new(),
@@ -249,12 +249,12 @@ impl Tables {
         self.services.get(key).map(|s| s.id)
     }
 
-    /// Dest ids of a service in IPVS order.
+    /// RealServer ids of a service in IPVS order.
     pub fn service_dests(&self, key: &ServiceKey) -> &[u32] {
         self.services.get(key).map_or(&[], |s| &s.dests)
     }
 
-    pub fn dest(&self, id: u32) -> Option<&Dest> {
+    pub fn dest(&self, id: u32) -> Option<&RealServer> {
         self.dests.get(&id).map(|d| &d.value)
     }
 
@@ -320,9 +320,9 @@ impl Tables {
 
     fn retire_dest(&mut self, id: u32, expire_conns: bool, ops: &mut Vec<MapOp>) {
         if let Some(d) = self.dests.get_mut(&id) {
-            d.value.flags &= !dest_flag::AVAILABLE;
+            d.value.flags &= !real_flag::AVAILABLE;
             if expire_conns {
-                d.value.flags |= dest_flag::EXPIRE_CONNS;
+                d.value.flags |= real_flag::EXPIRE_CONNS;
             }
             ops.push(MapOp::SetDest(id, d.value));
             self.retired_dests.insert(id);
@@ -379,24 +379,24 @@ impl Tables {
         let mut dests: Vec<u32> = added.iter().rev().copied().collect();
         dests.extend(kept_in_old_order);
 
-        // Dest values.
-        for &dest_id in &dests {
-            let real = real_of[&dest_id];
+        // RealServer values.
+        for &real_id in &dests {
+            let real = real_of[&real_id];
             let value = dest_value(real, id, w.port);
-            let newly_added = added.contains(&dest_id);
-            let d = self.dests.get_mut(&dest_id).expect("allocated");
+            let newly_added = added.contains(&real_id);
+            let d = self.dests.get_mut(&real_id).expect("allocated");
             d.service = key;
             d.last_weight = sched::mh_last_weight(newly_added, d.last_weight, real.weight);
             if d.value != value {
                 d.value = value;
-                ops.push(MapOp::SetDest(dest_id, value));
+                ops.push(MapOp::SetDest(real_id, value));
             }
         }
 
         // Scheduling table: a walk (rr, wrr) or a hash table (sh, dh, mh);
         // the others scan the list.
         let weights: Vec<u32> = dests.iter().map(|id| effective_weight(&self.dests[id].value)).collect();
-        let slot = |i: Option<u32>| i.map_or(NO_DEST, |i| dests[i as usize]);
+        let slot = |i: Option<u32>| i.map_or(NO_REAL, |i| dests[i as usize]);
         let table_ids: Vec<u32> = match w.scheduler {
             Scheduler::Wrr => sched::wrr_table(&weights).into_iter().map(|i| slot(Some(i))).collect(),
             Scheduler::Rr => sched::rr_table(&weights).into_iter().map(|i| slot(Some(i))).collect(),
@@ -406,11 +406,11 @@ impl Tables {
             }
             Scheduler::Dh => sched::dh_table(dests.len()).into_iter().map(slot).collect(),
             Scheduler::Mh => {
-                let mh: Vec<sched::MhDest> = dests
+                let mh: Vec<sched::MhReal> = dests
                     .iter()
                     .map(|id| {
                         let d = &self.dests[id];
-                        sched::MhDest { addr: d.value.addr, port_be: d.value.port, weight: d.last_weight }
+                        sched::MhReal { addr: d.value.addr, port_be: d.value.port, weight: d.last_weight }
                     })
                     .collect();
                 let table = sched::mh_table(&mh, lb_common::hash::MH_DEFAULT_TAB_SIZE);
@@ -463,8 +463,8 @@ impl Tables {
             flags: w.options.flags | if w.port == 0 { service_flag::ALL_PORTS } else { 0 },
             table_start: table.start,
             table_len: table.len,
-            dests_start: list.start,
-            dests_len: list.len,
+            reals_start: list.start,
+            reals_len: list.len,
             persistence_timeout: w.options.persistence_timeout.unwrap_or(0),
             pad1: 0,
             persistence_mask: ipv4_words(w.options.persistence_netmask.octets()),
@@ -504,7 +504,7 @@ impl Tables {
             return Ok(id);
         }
         let id = self.free_dest_ids.pop_first().ok_or(PlanError::TooManyDests)?;
-        self.dests.insert(id, InstalledDest { value: Dest::default(), service: *key, last_weight: real.weight });
+        self.dests.insert(id, InstalledDest { value: RealServer::default(), service: *key, last_weight: real.weight });
         ops.push(MapOp::ZeroDestStats(id));
         Ok(id)
     }
@@ -538,7 +538,7 @@ impl Tables {
             next.retired_dests.remove(&id);
             next.dests.remove(&id);
             next.free_dest_ids.insert(id);
-            ops.push(MapOp::SetDest(id, Dest::default()));
+            ops.push(MapOp::SetDest(id, RealServer::default()));
         }
         let done: Vec<u32> = candidates
             .services
@@ -555,10 +555,10 @@ impl Tables {
 }
 
 /// The value the datapath holds for a real server.
-fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> Dest {
+fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> RealServer {
     // Without its next hop's MAC a server cannot be sent to.
-    let flags = if real.mac.is_some() { dest_flag::AVAILABLE } else { 0 };
-    Dest {
+    let flags = if real.mac.is_some() { real_flag::AVAILABLE } else { 0 };
+    RealServer {
         addr: ipv4_words(real.address.octets()),
         port: if real.port == 0 { vport.to_be() } else { real.port.to_be() },
         family: AF_INET,
@@ -575,8 +575,8 @@ fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> Dest {
 
 /// The weight the scheduler uses: 0 for a server that cannot take new
 /// connections now.
-fn effective_weight(d: &Dest) -> u32 {
-    if d.flags & dest_flag::AVAILABLE == 0 { 0 } else { d.weight }
+fn effective_weight(d: &RealServer) -> u32 {
+    if d.flags & real_flag::AVAILABLE == 0 { 0 } else { d.weight }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The planner against IPVS's reference models and a fake datapath.
 
 use super::*;
-use lb_common::sched::models::{RrModel, SchedDest, WrrModel};
+use lb_common::sched::models::{RrModel, SchedReal, WrrModel};
 
 fn real(last_octet: u8, weight: u32) -> WantedReal {
     WantedReal {
@@ -33,7 +33,7 @@ fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
 /// the XDP program does.
 #[derive(Default)]
 struct FakeMaps {
-    dests: BTreeMap<u32, Dest>,
+    dests: BTreeMap<u32, RealServer>,
     table: BTreeMap<u32, u32>,
     services: BTreeMap<ServiceKey, Service>,
     positions: BTreeMap<u32, u64>,
@@ -90,8 +90,8 @@ fn plan(tables: &mut Tables, maps: &mut FakeMaps, wanted: &[WantedService]) {
     tables.commit(planned);
 }
 
-fn model_dests(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedDest> {
-    reals_ipvs_order.iter().map(|&(_, w)| SchedDest::new(w)).collect()
+fn model_dests(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedReal> {
+    reals_ipvs_order.iter().map(|&(_, w)| SchedReal::new(w)).collect()
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn a_removed_server_keeps_its_slot_until_released() {
     let ids: Vec<u32> = tables.dest_ids().collect();
     plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
     let gone = ids.iter().copied().find(|id| lb_common::ipv4_octets(maps.dests[id].addr)[3] == 2).unwrap();
-    assert_eq!(maps.dests[&gone].flags & dest_flag::AVAILABLE, 0, "retired, not available");
+    assert_eq!(maps.dests[&gone].flags & real_flag::AVAILABLE, 0, "retired, not available");
     assert_eq!(maps.dests[&gone].mac, [2, 0, 0, 0, 0, 2], "still forwards its connections");
     let retired = tables.retired();
     assert_eq!(retired.dests, BTreeSet::from([gone]));
@@ -199,7 +199,7 @@ fn a_removed_server_keeps_its_slot_until_released() {
     // Retired after the walk began: kept (the walk may have passed its connections).
     assert!(tables.release_unreferenced(&Default::default(), &BTreeSet::new(), &BTreeSet::new()).ops.is_empty());
     let released = tables.release_unreferenced(&retired, &BTreeSet::new(), &BTreeSet::new());
-    assert_eq!(released.ops, vec![MapOp::SetDest(gone, Dest::default())]);
+    assert_eq!(released.ops, vec![MapOp::SetDest(gone, RealServer::default())]);
     maps.apply(&released.ops);
     tables.commit(released);
     assert!(tables.retired().dests.is_empty());
