@@ -131,7 +131,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// `REAL_CONNS`, mapped into our memory so the controller can adjust
     /// counts atomically alongside the datapath.
-    dest_conns: MappedArray<RealConns>,
+    real_conns: MappedArray<RealConns>,
     /// `CONN_TABLE`, read in batches (see [`ConnTable`]).
     conns: ConnTable,
     /// The maps that are pinned, and the name of their directory.
@@ -208,7 +208,7 @@ impl Datapath {
             .try_into()?;
         clock.load().map_err(|e| refused(program_name::CLOCK, e))?;
         let tick_ns = tick_ns(clock)?;
-        let dest_conns = {
+        let real_conns = {
             let map = ebpf.map(map_name::REAL_CONNS).ok_or_else(|| anyhow!("map REAL_CONNS missing"))?;
             let aya::maps::Map::Array(data) = map else { bail!("REAL_CONNS is not an array") };
             MappedArray::new(data, lb_common::MAX_REALS as usize)?
@@ -219,7 +219,7 @@ impl Datapath {
         };
         let adopted = pins.as_ref().is_some_and(|p| p.adopted);
         let pin_dir = pins.map(|p| p.dir);
-        Ok(Self { ebpf, dest_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
+        Ok(Self { ebpf, real_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
@@ -416,11 +416,11 @@ impl Datapath {
             Err(e) => Err(anyhow::Error::from(e)),
         };
         Ok(match op {
-            MapOp::SetDest(id, _) => Some(MapOp::SetDest(*id, self.array::<RealServer>(map_name::REALS)?.get(id, 0)?)),
-            MapOp::ZeroDestStats(_)
+            MapOp::SetReal(id, _) => Some(MapOp::SetReal(*id, self.array::<RealServer>(map_name::REALS)?.get(id, 0)?)),
+            MapOp::ZeroRealStats(_)
             | MapOp::ZeroServiceStats(_)
             | MapOp::SetSchedTable { .. }
-            | MapOp::SetDestList { .. } => None,
+            | MapOp::SetRealList { .. } => None,
             MapOp::SetService(key, _) => Some(match service(self, key)? {
                 Some(value) => MapOp::SetService(*key, value),
                 None => MapOp::DeleteService(*key),
@@ -439,25 +439,25 @@ impl Datapath {
 
     fn write(&mut self, op: &MapOp) -> Result<()> {
         match op {
-            MapOp::SetDest(id, dest) => self.array::<RealServer>(map_name::REALS)?.set(*id, dest, 0)?,
-            MapOp::ZeroDestStats(id) => {
+            MapOp::SetReal(id, real) => self.array::<RealServer>(map_name::REALS)?.set(*id, real, 0)?,
+            MapOp::ZeroRealStats(id) => {
                 let zero = PerCpuValues::try_from(vec![Counters::default(); nr_cpus()?])?;
                 self.per_cpu_array::<Counters>(map_name::REAL_STATS)?.set(*id, zero, 0)?;
-                self.dest_conns.reset(*id as usize);
+                self.real_conns.reset(*id as usize);
             }
             MapOp::ZeroServiceStats(id) => {
                 let zero = PerCpuValues::try_from(vec![Counters::default(); nr_cpus()?])?;
                 self.per_cpu_array::<Counters>(map_name::SERVICE_STATS)?.set(*id, zero, 0)?
             }
-            MapOp::SetSchedTable { start, dest_ids } => {
+            MapOp::SetSchedTable { start, real_ids } => {
                 let mut table = self.array::<u32>(map_name::SCHED_TABLE)?;
-                for (i, id) in dest_ids.iter().enumerate() {
+                for (i, id) in real_ids.iter().enumerate() {
                     table.set(start + i as u32, id, 0)?;
                 }
             }
-            MapOp::SetDestList { start, dest_ids } => {
+            MapOp::SetRealList { start, real_ids } => {
                 let mut list = self.array::<u32>(map_name::REAL_LISTS)?;
-                for (i, id) in dest_ids.iter().enumerate() {
+                for (i, id) in real_ids.iter().enumerate() {
                     list.set(start + i as u32, id, 0)?;
                 }
             }
@@ -500,7 +500,7 @@ impl Datapath {
         self.summed(map_name::SERVICE_STATS, service_id)
     }
 
-    pub fn dest_counters(&self, real_id: u32) -> Counters {
+    pub fn real_counters(&self, real_id: u32) -> Counters {
         self.summed(map_name::REAL_STATS, real_id)
     }
 
@@ -517,13 +517,13 @@ impl Datapath {
     }
 
     /// The real server's connection counts as the datapath keeps them.
-    pub fn dest_conns(&self, real_id: u32) -> RealConns {
-        self.dest_conns.load(real_id as usize)
+    pub fn real_conns(&self, real_id: u32) -> RealConns {
+        self.real_conns.load(real_id as usize)
     }
 
     /// Adjusts a real server's count for a connection in `state` (an entry
     /// the controller removed, or a correction).
-    pub fn add_dest_conns(&self, real_id: u32, state: u8, delta: i64) {
+    pub fn add_real_conns(&self, real_id: u32, state: u8, delta: i64) {
         let field = if state == conn_state::TEMPLATE_NONE || state == conn_state::TEMPLATE_ASSURED {
             CountField::Persistent
         } else if conn_state::is_active(state) {
@@ -531,11 +531,11 @@ impl Datapath {
         } else {
             CountField::Inactive
         };
-        self.dest_conns.add(real_id as usize, field, delta);
+        self.real_conns.add(real_id as usize, field, delta);
     }
 
-    pub fn correct_dest_conns(&self, real_id: u32, field: CountField, delta: i64) {
-        self.dest_conns.add(real_id as usize, field, delta);
+    pub fn correct_real_conns(&self, real_id: u32, field: CountField, delta: i64) {
+        self.real_conns.add(real_id as usize, field, delta);
     }
 
     /// The connection table, to walk without the controller (see
@@ -575,29 +575,29 @@ impl Datapath {
         let services_map = self.ebpf.map(map_name::SERVICES).ok_or_else(|| anyhow!("map SERVICES missing"))?;
         let services: Vec<(ServiceKey, Service)> =
             HashMap::<_, ServiceKey, Service>::try_from(services_map)?.iter().filter_map(|e| e.ok()).collect();
-        let dests_map = Array::<_, RealServer>::try_from(self.ebpf.map(map_name::REALS).ok_or_else(|| anyhow!("REALS"))?)?;
+        let reals_map = Array::<_, RealServer>::try_from(self.ebpf.map(map_name::REALS).ok_or_else(|| anyhow!("REALS"))?)?;
         let lists = Array::<_, u32>::try_from(self.ebpf.map(map_name::REAL_LISTS).ok_or_else(|| anyhow!("REAL_LISTS"))?)?;
-        let mut dests = BTreeMap::new();
+        let mut reals = BTreeMap::new();
         for id in 0..lb_common::MAX_REALS {
-            let d = dests_map.get(&id, 0)?;
+            let d = reals_map.get(&id, 0)?;
             if d.family != 0 {
-                dests.insert(id, d);
+                reals.insert(id, d);
             }
         }
         let table = Array::<_, u32>::try_from(self.ebpf.map(map_name::SCHED_TABLE).ok_or_else(|| anyhow!("SCHED_TABLE"))?)?;
-        let mut service_dests = BTreeMap::new();
+        let mut service_reals = BTreeMap::new();
         let mut tables = BTreeMap::new();
         let mut positions = BTreeMap::new();
         for (key, svc) in &services {
             let ids: Vec<u32> =
                 (svc.reals_start..svc.reals_start + svc.reals_len).map(|i| lists.get(&i, 0)).collect::<Result<_, _>>()?;
-            service_dests.insert(*key, ids);
+            service_reals.insert(*key, ids);
             let slots: Vec<u32> =
                 (svc.table_start..svc.table_start + svc.table_len).map(|i| table.get(&i, 0)).collect::<Result<_, _>>()?;
             tables.insert(*key, slots);
             positions.insert(svc.id, self.sched_position(svc.id));
         }
-        Ok(Adopted { services, dests, service_dests, tables, positions })
+        Ok(Adopted { services, reals, service_reals, tables, positions })
     }
 }
 

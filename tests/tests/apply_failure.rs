@@ -40,8 +40,8 @@ fn read_maps(h: &Harness) -> Maps {
     let a = h.datapath.read_back().unwrap();
     Maps {
         services: a.services.into_iter().collect(),
-        dests: a.dests,
-        service_dests: a.service_dests,
+        dests: a.reals,
+        service_dests: a.service_reals,
         tables: a.tables,
     }
 }
@@ -63,9 +63,9 @@ fn model(h: &Harness) -> Maps {
         .collect();
     let service_dests: BTreeMap<ServiceKey, Vec<u32>> = keys
         .iter()
-        .map(|k| (*k, t.service_dests(k).to_vec()))
+        .map(|k| (*k, t.service_reals(k).to_vec()))
         .collect();
-    let dests = t.dest_ids().map(|id| (id, *t.dest(id).unwrap())).collect();
+    let dests = t.real_ids().map(|id| (id, *t.real(id).unwrap())).collect();
     Maps {
         services,
         dests,

@@ -471,8 +471,8 @@ struct Snapshot {
 fn snapshot(h: &Harness, service_ids: &[u32], dest_ids: &[u32]) -> Snapshot {
     Snapshot {
         services: service_ids.iter().map(|&i| h.datapath.service_counters(i)).collect(),
-        dests: dest_ids.iter().map(|&i| h.datapath.dest_counters(i)).collect(),
-        conns: dest_ids.iter().map(|&i| h.datapath.dest_conns(i)).collect(),
+        dests: dest_ids.iter().map(|&i| h.datapath.real_counters(i)).collect(),
+        conns: dest_ids.iter().map(|&i| h.datapath.real_conns(i)).collect(),
     }
 }
 
@@ -607,7 +607,7 @@ fn mutated_frames_keep_the_invariants() {
         })
         .collect();
     assert_eq!(service_ids.len(), SERVICES.len());
-    let dest_ids: Vec<u32> = h.tables.dest_ids().collect();
+    let dest_ids: Vec<u32> = h.tables.real_ids().collect();
 
     let mut corpus = fixture_frames();
     let files = corpus_files();
