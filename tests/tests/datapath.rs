@@ -160,8 +160,8 @@ fn fixtures_tcp_flow_and_what_passes() {
     let id = h.tables.service_id(&key).unwrap();
     let svc = h.datapath.service_counters(id);
     assert_eq!((svc.conns, svc.in_packets, svc.in_bytes), (2, 6, rs1_bytes + rs2_bytes));
-    let dests = h.tables.service_reals(&key);
-    let per_real: Vec<(u64, u64, u64)> = dests
+    let real_ids = h.tables.service_reals(&key);
+    let per_real: Vec<(u64, u64, u64)> = real_ids
         .iter()
         .map(|&d| {
             let c = h.datapath.real_counters(d);
@@ -454,9 +454,9 @@ fn connection_counts_follow_the_states() {
     ])
     .unwrap();
     let key = lb_userspace::tables::service_key(Protocol::Tcp, VIP, 80);
-    let dest = h.tables.service_reals(&key)[0];
+    let real_id = h.tables.service_reals(&key)[0];
     let counts = |h: &Harness| {
-        let c = h.datapath.real_conns(dest);
+        let c = h.datapath.real_conns(real_id);
         (c.active, c.inactive)
     };
     let send = |h: &Harness, port: u16, flags: u8| {
@@ -479,10 +479,10 @@ fn connection_counts_follow_the_states() {
     send(&h, 47000, tcp::SYN);
     assert_eq!(counts(&h), (0, 2));
     let udp_key = lb_userspace::tables::service_key(Protocol::Udp, VIP, 53);
-    let udp_dest = h.tables.service_reals(&udp_key)[0];
+    let udp_real_id = h.tables.service_reals(&udp_key)[0];
     h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
     h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
-    let c = h.datapath.real_conns(udp_dest);
+    let c = h.datapath.real_conns(udp_real_id);
     assert_eq!((c.active, c.inactive), (0, 1));
 }
 

@@ -371,12 +371,12 @@ fn a_pinned_map_of_the_wrong_shape_is_not_adopted() {
     director.kill().unwrap();
     // REALS replaced by an array of the right name and size whose values
     // are 8 bytes: adopted, the datapath would read past them.
-    let dests = layout_dir(&director).join(lb_common::map_name::REALS);
-    std::fs::remove_file(&dests).unwrap();
+    let reals_pin = layout_dir(&director).join(lb_common::map_name::REALS);
+    std::fs::remove_file(&reals_pin).unwrap();
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
     let wrong = aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, 8, lb_common::MAX_REALS, 0);
     let map = aya::maps::MapData::create(wrong, lb_common::map_name::REALS, None).unwrap();
-    map.pin(&dests).unwrap();
+    map.pin(&reals_pin).unwrap();
     drop(map);
 
     director.start().unwrap();
@@ -386,7 +386,7 @@ fn a_pinned_map_of_the_wrong_shape_is_not_adopted() {
     assert!(!log.contains("adopting the running datapath"), "{log}");
     assert!(director.xdp_attached().unwrap());
     assert_eq!(curl_vip(&lab, 4).len(), 4);
-    let size = aya::maps::MapInfo::from_pin(&dests).unwrap().value_size();
+    let size = aya::maps::MapInfo::from_pin(&reals_pin).unwrap().value_size();
     assert_eq!(size as usize, size_of::<lb_common::RealServer>(), "REALS was not made anew");
     finish(director);
     teardown(lab);

@@ -121,7 +121,7 @@ impl<'a> Director<'a> {
     /// Every slot of the datapath's per-server connection counts
     /// (`REAL_CONNS`), read from the pinned map; unlike `lbctl`, which shows
     /// a negative count as 0, this shows the raw values.
-    pub fn raw_dest_conns(&self) -> Result<Vec<lb_common::RealConns>> {
+    pub fn raw_real_conns(&self) -> Result<Vec<lb_common::RealConns>> {
         let path = list_dir(&self.pin_path)
             .into_iter()
             .map(PathBuf::from)
