@@ -18,21 +18,21 @@ pub const IPPROTO_ICMP: u8 = 1;
 // Capacities. The connection table's size is set at load time from the config
 // (`conn_table_size`); these are the fixed ones.
 pub const MAX_SERVICES: u32 = 4096;
-pub const MAX_DESTS: u32 = 16384;
+pub const MAX_REALS: u32 = 16384;
 /// Real servers one service may have (bounds the least-connection scan).
-pub const MAX_DESTS_PER_SERVICE: u32 = 256;
+pub const MAX_REALS_PER_SERVICE: u32 = 256;
 /// Slots of the shared scheduling-table array (rr/wrr sequences, sh/dh/mh
 /// lookup tables). Each service owns a region of it.
 pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
-/// Slots of the shared destination-list array: each service's real servers
-/// in IPVS order. Twice `MAX_DESTS` so a list can be rebuilt beside the live
+/// Slots of the shared real-server-list array: each service's real servers
+/// in IPVS order. Twice `MAX_REALS` so a list can be rebuilt beside the live
 /// one and swapped in.
-pub const DEST_LIST_SLOTS: u32 = 2 * MAX_DESTS;
+pub const REAL_LIST_SLOTS: u32 = 2 * MAX_REALS;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 
 /// "No real server": an empty slot of a scheduling table, and what a
 /// scheduler returns when no server can take the connection.
-pub const NO_DEST: u32 = u32::MAX;
+pub const NO_REAL: u32 = u32::MAX;
 
 /// The VIP pre-filter: a bit per hash of a VIP, so traffic for no VIP
 /// passes after one array read instead of two hash lookups.
@@ -53,17 +53,17 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub mod map_name {
     pub const DIRECTOR: &str = "DIRECTOR";
     pub const SERVICES: &str = "SERVICES";
-    pub const DESTS: &str = "DESTS";
-    pub const DEST_LISTS: &str = "DEST_LISTS";
+    pub const REALS: &str = "REALS";
+    pub const REAL_LISTS: &str = "REAL_LISTS";
     pub const SCHED_TABLE: &str = "SCHED_TABLE";
     pub const SCHED_STATE: &str = "SCHED_STATE";
     pub const CONN_TABLE: &str = "CONN_TABLE";
-    pub const DEST_CONNS: &str = "DEST_CONNS";
+    pub const REAL_CONNS: &str = "REAL_CONNS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const LBLC_CACHE: &str = "LBLC_CACHE";
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const SERVICE_FLAGS: &str = "SERVICE_FLAGS";
-    pub const DEST_STATS: &str = "DEST_STATS";
+    pub const REAL_STATS: &str = "REAL_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
     pub const SCAN_SCRATCH: &str = "SCAN_SCRATCH";
 }
@@ -116,8 +116,8 @@ pub mod service_flag {
     pub const STANDBY: u16 = 1 << 6;
 }
 
-/// [`Dest::flags`].
-pub mod dest_flag {
+/// [`RealServer::flags`].
+pub mod real_flag {
     /// The real server takes new connections (it is in its service's list;
     /// a removed server keeps its slot, without this flag, while connections
     /// still point at it).
@@ -228,9 +228,9 @@ pub struct Service {
     /// Region of `SCHED_TABLE` holding this service's sequence or lookup table.
     pub table_start: u32,
     pub table_len: u32,
-    /// Region of `DEST_LISTS` holding this service's real servers, IPVS order.
-    pub dests_start: u32,
-    pub dests_len: u32,
+    /// Region of `REAL_LISTS` holding this service's real servers, IPVS order.
+    pub reals_start: u32,
+    pub reals_len: u32,
     /// Seconds; 0 means not persistent.
     pub persistence_timeout: u32,
     pub pad1: u32,
@@ -262,10 +262,10 @@ impl Service {
 }
 
 /// A real server of one service (IPVS's `ip_vs_dest`): the same address in
-/// two services is two dests, each with its own weight and counters.
+/// two services is two real servers, each with its own weight and counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Dest {
+pub struct RealServer {
     pub addr: [u32; 4],
     /// Network byte order; 0 means "the packet's own destination port".
     pub port: u16,
@@ -283,7 +283,7 @@ pub struct Dest {
     pub upper_threshold: u32,
     pub lower_threshold: u32,
 }
-const _: () = assert!(core::mem::size_of::<Dest>() == 48);
+const _: () = assert!(core::mem::size_of::<RealServer>() == 48);
 
 /// Key of the connection table: the packet's 5-tuple as the client sent it.
 #[repr(C)]
@@ -306,7 +306,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conn {
-    pub dest_id: u32,
+    pub real_id: u32,
     pub service_id: u32,
     /// `conn_state` number.
     pub state: u8,
@@ -338,7 +338,7 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 40);
 /// memory-mapped so both sides update it with atomic adds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DestConns {
+pub struct RealConns {
     pub active: i64,
     pub inactive: i64,
     pub persistent: i64,
@@ -347,7 +347,7 @@ pub struct DestConns {
     pub overloaded: u32,
     pub pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<DestConns>() == 32);
+const _: () = assert!(core::mem::size_of::<RealConns>() == 32);
 
 /// lblcr keeps at most this many servers per destination address.
 pub const LBLCR_MAX_SET: usize = 8;
@@ -370,7 +370,7 @@ const _: () = assert!(core::mem::size_of::<LblcKey>() == 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LblcEntry {
-    pub dests: [u32; LBLCR_MAX_SET],
+    pub reals: [u32; LBLCR_MAX_SET],
     pub len: u32,
     pub pad0: u32,
     pub lastuse_ns: u64,
@@ -396,12 +396,12 @@ mod pod {
     unsafe impl aya::Pod for Director {}
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for Service {}
-    unsafe impl aya::Pod for Dest {}
+    unsafe impl aya::Pod for RealServer {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for SchedState {}
-    unsafe impl aya::Pod for DestConns {}
+    unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for LblcEntry {}
 }

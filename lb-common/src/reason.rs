@@ -10,7 +10,7 @@ pub const PASS_NO_SERVICE: u32 = 5;
 /// A TCP packet of no known connection that is not a SYN (IPVS passes these
 /// to the local stack too).
 pub const PASS_TCP_NOT_SYN: u32 = 6;
-pub const DROP_NO_DEST: u32 = 7;
+pub const DROP_NO_REAL: u32 = 7;
 pub const DROP_CONN_TABLE_FULL: u32 = 8;
 pub const TX_DR: u32 = 9;
 pub const TX_TUN: u32 = 10;
@@ -57,7 +57,7 @@ const NAMES: [&str; 24] = [
     "pass_other_protocol",
     "pass_no_service",
     "pass_tcp_not_syn",
-    "drop_no_dest",
+    "drop_no_real",
     "drop_conn_table_full",
     "tx_dr",
     "tx_tun",

@@ -1,7 +1,7 @@
 //! Stage 4: send the packet to its real server.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{Dest, Director, IPPROTO_IPIP, reason};
+use lb_common::{Director, IPPROTO_IPIP, RealServer, reason};
 
 use crate::{
     parse::{ETH_HLEN, Packet},
@@ -12,13 +12,13 @@ use crate::{
 /// the real server's MAC; the IP packet is untouched (the real server holds
 /// the VIP on a non-ARPing interface and answers the client directly).
 #[inline(always)]
-pub fn direct_route(ctx: &XdpContext, dest: &Dest, director: &Director) -> (u32, u32) {
+pub fn direct_route(ctx: &XdpContext, real: &RealServer, director: &Director) -> (u32, u32) {
     let start = ctx.data();
     if start + ETH_HLEN > ctx.data_end() {
         return (xdp_action::XDP_ABORTED, reason::DROP_INTERNAL);
     }
     // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { set_macs(start, dest, director) };
+    unsafe { set_macs(start, real, director) };
     (xdp_action::XDP_TX, reason::TX_DR)
 }
 
@@ -31,13 +31,13 @@ pub fn direct_route(ctx: &XdpContext, dest: &Dest, director: &Director) -> (u32,
 /// The 12 bytes at `eth` must be in the packet, 2-byte aligned (as every
 /// frame start, see `parse::words`).
 #[inline(always)]
-unsafe fn set_macs(eth: usize, dest: &Dest, director: &Director) {
-    const _: () = assert!(core::mem::offset_of!(Dest, mac) % 2 == 0);
+unsafe fn set_macs(eth: usize, real: &RealServer, director: &Director) {
+    const _: () = assert!(core::mem::offset_of!(RealServer, mac) % 2 == 0);
     const _: () = assert!(core::mem::offset_of!(Director, mac) % 2 == 0);
     // SAFETY: both MACs sit at even offsets of their (4-aligned) structs;
     // the packet side is the caller's promise.
     unsafe {
-        let dst = core::ptr::read((&raw const dest.mac).cast::<[u16; 3]>());
+        let dst = core::ptr::read((&raw const real.mac).cast::<[u16; 3]>());
         let src = core::ptr::read((&raw const director.mac).cast::<[u16; 3]>());
         core::ptr::write(eth as *mut [u16; 6], [dst[0], dst[1], dst[2], src[0], src[1], src[2]]);
     }
@@ -55,13 +55,13 @@ const OUTER_LEN: usize = 20;
 /// answered with another, RFC 1122 3.2.2); XDP cannot fragment the others,
 /// so they are dropped and counted.
 #[inline(always)]
-pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director, may_answer: bool) -> (u32, u32) {
+pub fn tunnel(ctx: &XdpContext, pkt: &Packet, real: &RealServer, director: &Director, may_answer: bool) -> (u32, u32) {
     let outer_total = pkt.ip_len as usize + OUTER_LEN;
-    if outer_total > dest.mtu as usize {
+    if outer_total > real.mtu as usize {
         if !pkt.dont_fragment || !may_answer {
             return (xdp_action::XDP_DROP, reason::DROP_TOO_BIG);
         }
-        let inner_mtu = (dest.mtu as usize).saturating_sub(OUTER_LEN) as u16;
+        let inner_mtu = (real.mtu as usize).saturating_sub(OUTER_LEN) as u16;
         return reply::answer(
             ctx,
             pkt,
@@ -96,7 +96,7 @@ pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director, 
                 *new.add(i) = *old.add(i);
             }
         }
-        set_macs(start, dest, director);
+        set_macs(start, real, director);
     }
     let mut ip = [0u16; 10];
     ip[0] = (0x4500u16 | pkt.tos as u16).to_be();
@@ -104,7 +104,7 @@ pub fn tunnel(ctx: &XdpContext, pkt: &Packet, dest: &Dest, director: &Director, 
     ip[3] = if pkt.dont_fragment { 0x4000u16.to_be() } else { 0 };
     ip[4] = (64u16 << 8 | IPPROTO_IPIP as u16).to_be();
     let src = director.tun_source[0].to_ne_bytes();
-    let dst = dest.addr[0].to_ne_bytes();
+    let dst = real.addr[0].to_ne_bytes();
     ip[6] = u16::from_ne_bytes([src[0], src[1]]);
     ip[7] = u16::from_ne_bytes([src[2], src[3]]);
     ip[8] = u16::from_ne_bytes([dst[0], dst[1]]);

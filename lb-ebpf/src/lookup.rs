@@ -3,9 +3,9 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{Conn, Dest, Director, FlowKey, Service, ServiceKey, conn_state, conn_state::tcp_flag, dest_flag};
+use lb_common::{Conn, Director, FlowKey, RealServer, Service, ServiceKey, conn_state, conn_state::tcp_flag, real_flag};
 
-use crate::maps::{CONN_TABLE, DEST_CONNS, DESTS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
+use crate::maps::{CONN_TABLE, REAL_CONNS, REALS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
 
 /// Whether the destination may be a VIP (no: certainly not; yes: look it
 /// up). One array read.
@@ -55,7 +55,7 @@ pub struct Entry {
     /// A live connection (null if none): later packets go where it went.
     pub live: *mut Conn,
     /// Its real server (valid when `live` is).
-    pub live_dest: *const Dest,
+    pub live_real: *const RealServer,
     /// An entry that timed out, or that a new SYN finds closing (IPVS's
     /// connection reuse for a client port used again): the packet is
     /// scheduled afresh and this entry replaced.
@@ -66,28 +66,28 @@ pub struct Entry {
 #[inline(always)]
 pub fn connection(flow: &FlowKey, tcp_flags: u8, now: u64) -> Entry {
     let mut entry =
-        Entry { live: core::ptr::null_mut(), live_dest: core::ptr::null(), stale: Conn::default(), has_stale: false };
+        Entry { live: core::ptr::null_mut(), live_real: core::ptr::null(), stale: Conn::default(), has_stale: false };
     let Some(ptr) = CONN_TABLE.get_ptr_mut(flow) else { return entry };
     // SAFETY: a pointer to a live element, valid for this program run.
     let conn = unsafe { &*ptr };
     let new_syn = tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
     // A server whose health check failed hands its connections on (IPVS's
     // expire_nodest_conn), unless its service drains them.
-    let dest = DESTS.get_ptr(conn.dest_id);
-    let dest_gone = match dest {
+    let real = REALS.get_ptr(conn.real_id);
+    let real_gone = match real {
         // SAFETY: an array element, valid for this program run.
-        Some(d) => (unsafe { (*d).flags } & dest_flag::EXPIRE_CONNS) != 0,
+        Some(d) => (unsafe { (*d).flags } & real_flag::EXPIRE_CONNS) != 0,
         None => true,
     };
-    if dest_gone
+    if real_gone
         || expired(conn, now)
         || (new_syn && matches!(conn.state, conn_state::FIN_WAIT | conn_state::TIME_WAIT | conn_state::CLOSE))
     {
         entry.stale = *conn;
         entry.has_stale = true;
-    } else if let Some(d) = dest {
+    } else if let Some(d) = real {
         entry.live = ptr;
-        entry.live_dest = d;
+        entry.live_real = d;
     }
     entry
 }
@@ -99,8 +99,8 @@ const REFRESH_NS: u64 = 250_000_000;
 
 /// Adds `delta` to the real server's count for a connection in `state`.
 #[inline(always)]
-pub fn count(dest_id: u32, state: u8, delta: i64) {
-    let Some(c) = DEST_CONNS.get_ptr_mut(dest_id) else { return };
+pub fn count(real_id: u32, state: u8, delta: i64) {
+    let Some(c) = REAL_CONNS.get_ptr_mut(real_id) else { return };
     // SAFETY: an array element, valid for this program run; shared with
     // other CPUs and the controller, so only touched atomically.
     unsafe {
@@ -126,8 +126,8 @@ pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &
     };
     if state != conn.state {
         if conn_state::is_active(state) != conn_state::is_active(conn.state) {
-            count(conn.dest_id, conn.state, -1);
-            count(conn.dest_id, state, 1);
+            count(conn.real_id, conn.state, -1);
+            count(conn.real_id, state, 1);
         }
         conn.state = state;
         conn.timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
@@ -158,13 +158,13 @@ pub fn assure_template(svc: &Service, flow: &FlowKey) {
 /// run of zero stores, which LLVM merges into a memset) becomes a call to a
 /// byte-by-byte memset subprogram on BPF, on every new connection.
 #[inline(always)]
-fn conn_entry(dest_id: u32, service_id: u32, state: u8, timeout: u32, last_seen_ns: u64) -> Conn {
+fn conn_entry(real_id: u32, service_id: u32, state: u8, timeout: u32, last_seen_ns: u64) -> Conn {
     let mut conn = core::mem::MaybeUninit::<Conn>::uninit();
     let c = conn.as_mut_ptr();
     // SAFETY: every field of the (padding-free, plain-integer) Conn is
     // written before it is read.
     unsafe {
-        (&raw mut (*c).dest_id).write(dest_id);
+        (&raw mut (*c).real_id).write(real_id);
         (&raw mut (*c).service_id).write(service_id);
         (&raw mut (*c).state).write(state);
         let pad = (&raw mut (*c).pad0).cast::<u8>();
@@ -177,13 +177,13 @@ fn conn_entry(dest_id: u32, service_id: u32, state: u8, timeout: u32, last_seen_
     }
 }
 
-/// A new entry for a connection just scheduled to `dest_id`, replacing a
+/// A new entry for a connection just scheduled to `real_id`, replacing a
 /// stale one if there was (whose count it takes back).
 #[inline(always)]
 pub fn insert_connection(
     flow: &FlowKey,
     service_id: u32,
-    dest_id: u32,
+    real_id: u32,
     tcp_flags: u8,
     now: u64,
     director: &Director,
@@ -195,12 +195,12 @@ pub fn insert_connection(
         conn_state::UDP
     };
     let timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
-    let conn = conn_entry(dest_id, service_id, state, timeout, now);
+    let conn = conn_entry(real_id, service_id, state, timeout, now);
     CONN_TABLE.insert(flow, &conn, 0)?;
     if replaced.has_stale {
-        count(replaced.stale.dest_id, replaced.stale.state, -1);
+        count(replaced.stale.real_id, replaced.stale.state, -1);
     }
-    count(dest_id, state, 1);
+    count(real_id, state, 1);
     Ok(())
 }
 
@@ -208,37 +208,37 @@ pub fn insert_connection(
 /// still in the service (IPVS's ip_vs_check_template: a quiesced server,
 /// weight 0, keeps its persistent clients). Using it restarts the template.
 #[inline(always)]
-pub fn persistent_dest(key: &FlowKey, now: u64) -> Option<u32> {
+pub fn persistent_real(key: &FlowKey, now: u64) -> Option<u32> {
     let t = CONN_TABLE.get_ptr_mut(key)?;
     // SAFETY: a live element for this program run.
     let t = unsafe { &mut *t };
     if expired(t, now) {
         return None;
     }
-    let dest = DESTS.get(t.dest_id)?;
-    if dest.flags & dest_flag::AVAILABLE == 0 {
+    let real = REALS.get(t.real_id)?;
+    if real.flags & real_flag::AVAILABLE == 0 {
         return None;
     }
     t.last_seen_ns = now;
-    Some(t.dest_id)
+    Some(t.real_id)
 }
 
-/// Points the client's template at `dest_id`, replacing an expired or
+/// Points the client's template at `real_id`, replacing an expired or
 /// invalid one (whose count it takes back).
 #[inline(always)]
-pub fn set_template(key: &FlowKey, svc: &Service, dest_id: u32, now: u64) {
+pub fn set_template(key: &FlowKey, svc: &Service, real_id: u32, now: u64) {
     let mut replaced =
-        Entry { live: core::ptr::null_mut(), live_dest: core::ptr::null(), stale: Conn::default(), has_stale: false };
+        Entry { live: core::ptr::null_mut(), live_real: core::ptr::null(), stale: Conn::default(), has_stale: false };
     if let Some(old) = CONN_TABLE.get_ptr(key) {
         // SAFETY: a live element for this program run.
         replaced.stale = unsafe { *old };
         replaced.has_stale = true;
     }
-    let template = conn_entry(dest_id, svc.id, conn_state::TEMPLATE_NONE, svc.persistence_timeout, now);
+    let template = conn_entry(real_id, svc.id, conn_state::TEMPLATE_NONE, svc.persistence_timeout, now);
     if CONN_TABLE.insert(key, &template, 0).is_ok() {
         if replaced.has_stale {
-            count(replaced.stale.dest_id, replaced.stale.state, -1);
+            count(replaced.stale.real_id, replaced.stale.state, -1);
         }
-        count(dest_id, conn_state::TEMPLATE_NONE, 1);
+        count(real_id, conn_state::TEMPLATE_NONE, 1);
     }
 }

@@ -20,7 +20,7 @@ mod stats;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{IPPROTO_ICMP, forwarding, reason, service_flag};
 
-use crate::maps::{DESTS, DIRECTOR};
+use crate::maps::{DIRECTOR, REALS};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -49,9 +49,9 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     // A known connection first, as IPVS does: its packets skip the service
     // lookup.
     let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
-    let (service_id, dest_id, dest, new_conn) = if !entry.live.is_null() {
-        // SAFETY: a live entry of the connection table and its dest.
-        let (conn, dest) = unsafe { (&mut *entry.live, &*entry.live_dest) };
+    let (service_id, real_id, real, new_conn) = if !entry.live.is_null() {
+        // SAFETY: a live entry of the connection table and its real server.
+        let (conn, real) = unsafe { (&mut *entry.live, &*entry.live_real) };
         if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
             return Err(reason::PASS_STANDBY);
         }
@@ -62,7 +62,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
                 }
             }
         }
-        (conn.service_id, conn.dest_id, dest, false)
+        (conn.service_id, conn.real_id, real, false)
     } else {
         let svc = lookup::service(&pkt.flow).ok_or(reason::PASS_NO_SERVICE)?;
         if svc.flags & service_flag::STANDBY != 0 {
@@ -71,7 +71,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         if !schedule::starts_connection(&pkt.flow, pkt.tcp_flags, svc) {
             return Err(reason::PASS_TCP_NOT_SYN);
         }
-        let Some(dest_id) = schedule::choose(svc, &pkt.flow, now) else {
+        let Some(real_id) = schedule::choose(svc, &pkt.flow, now) else {
             // As IPVS: the client learns at once that nobody is there.
             return Ok(reply::answer(
                 ctx,
@@ -80,23 +80,23 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
                 reply::ICMP_PORT_UNREACH,
                 0,
                 reason::TX_ICMP_UNREACHABLE,
-                reason::DROP_NO_DEST,
+                reason::DROP_NO_REAL,
             ));
         };
-        if lookup::insert_connection(&pkt.flow, svc.id, dest_id, pkt.tcp_flags, now, director, &entry).is_err() {
+        if lookup::insert_connection(&pkt.flow, svc.id, real_id, pkt.tcp_flags, now, director, &entry).is_err() {
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
         stats::count_reason(reason::CONN_NEW);
-        let Some(dest) = DESTS.get(dest_id) else {
+        let Some(real) = REALS.get(real_id) else {
             return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
         };
-        (svc.id, dest_id, dest, true)
+        (svc.id, real_id, real, true)
     };
 
-    stats::account(service_id, dest_id, pkt.ip_len, new_conn);
-    match dest.forwarding {
-        forwarding::DR => Ok(forward::direct_route(ctx, dest, director)),
-        forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, dest, director, true)),
+    stats::account(service_id, real_id, pkt.ip_len, new_conn);
+    match real.forwarding {
+        forwarding::DR => Ok(forward::direct_route(ctx, real, director)),
+        forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, real, director, true)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
 }

@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, DEST_LIST_SLOTS, Dest, DestConns,
-    Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS,
-    SchedState, Service, ServiceKey, VIP_FILTER_WORDS, reason,
+    BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry,
+    LblcKey, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealConns, RealServer, SCHED_TABLE_SLOTS, SchedState,
+    Service, ServiceKey, VIP_FILTER_WORDS, reason,
 };
 
 #[map]
@@ -29,13 +29,13 @@ pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0)
 pub static SERVICE_FLAGS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
-pub static DESTS: Array<Dest> = Array::with_max_entries(MAX_DESTS, 0);
+pub static REALS: Array<RealServer> = Array::with_max_entries(MAX_REALS, 0);
 
-/// Each service's real servers (dest ids) in IPVS order, one region each.
+/// Each service's real servers (their ids) in IPVS order, one region each.
 #[map]
-pub static DEST_LISTS: Array<u32> = Array::with_max_entries(DEST_LIST_SLOTS, 0);
+pub static REAL_LISTS: Array<u32> = Array::with_max_entries(REAL_LIST_SLOTS, 0);
 
-/// Each service's scheduling table (dest ids), one region each.
+/// Each service's scheduling table (real server ids), one region each.
 #[map]
 pub static SCHED_TABLE: Array<u32> = Array::with_max_entries(SCHED_TABLE_SLOTS, 0);
 
@@ -53,13 +53,13 @@ pub static LBLC_CACHE: LruHashMap<LblcKey, LblcEntry> = LruHashMap::with_max_ent
 
 /// Connection counts per real server, shared with the controller (mmap).
 #[map]
-pub static DEST_CONNS: Array<DestConns> = Array::with_max_entries(MAX_DESTS, BPF_F_MMAPABLE);
+pub static REAL_CONNS: Array<RealConns> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
 
 #[map]
 pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
-pub static DEST_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_DESTS, 0);
+pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_REALS, 0);
 
 #[map]
 pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);

@@ -106,19 +106,19 @@ pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
     if entry.live.is_null() {
         return Err(reason::PASS_ICMP_NO_CONN);
     }
-    // SAFETY: a live entry of the connection table and its dest.
-    let (conn, dest) = unsafe { (&*entry.live, &*entry.live_dest) };
+    // SAFETY: a live entry of the connection table and its real server.
+    let (conn, real) = unsafe { (&*entry.live, &*entry.live_real) };
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
         return Err(reason::PASS_STANDBY);
     }
     // Counted for the connection's service and server, as ip_vs_in_stats.
-    stats::account(conn.service_id, conn.dest_id, pkt.ip_len, false);
-    Ok(match dest.forwarding {
-        forwarding::DR => match forward::direct_route(ctx, dest, director) {
+    stats::account(conn.service_id, conn.real_id, pkt.ip_len, false);
+    Ok(match real.forwarding {
+        forwarding::DR => match forward::direct_route(ctx, real, director) {
             (action, reason::TX_DR) => (action, reason::TX_DR_ICMP_ERROR),
             other => other,
         },
-        forwarding::TUN => match forward::tunnel(ctx, pkt, dest, director, false) {
+        forwarding::TUN => match forward::tunnel(ctx, pkt, real, director, false) {
             (action, reason::TX_TUN) => (action, reason::TX_TUN_ICMP_ERROR),
             other => other,
         },

@@ -2,7 +2,7 @@
 
 use lb_common::Counters;
 
-use crate::maps::{DEST_STATS, REASON_STATS, SERVICE_STATS};
+use crate::maps::{REAL_STATS, REASON_STATS, SERVICE_STATS};
 
 #[inline(always)]
 pub fn count_reason(reason: u32) {
@@ -27,7 +27,7 @@ fn add(counters: Option<*mut Counters>, bytes: u32, new_conn: bool) {
 
 /// One packet of `bytes` forwarded for the service to the real server.
 #[inline(always)]
-pub fn account(service_id: u32, dest_id: u32, bytes: u32, new_conn: bool) {
+pub fn account(service_id: u32, real_id: u32, bytes: u32, new_conn: bool) {
     add(SERVICE_STATS.get_ptr_mut(service_id), bytes, new_conn);
-    add(DEST_STATS.get_ptr_mut(dest_id), bytes, new_conn);
+    add(REAL_STATS.get_ptr_mut(real_id), bytes, new_conn);
 }

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use lb_common::{MAX_DESTS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
+use lb_common::{MAX_REALS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use lb_ipvsadm::{
     command::{Command, Netmask, SchedFlags, ServerArgs, ServiceArgs, VirtualService},
     error::KernelError,
@@ -134,7 +134,7 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             if svc.reals.iter().any(|r| r.address == real.address) {
                 return Err(CommandError::kernel(KernelError::DestinationExists));
             }
-            if svc.reals.len() >= MAX_DESTS_PER_SERVICE as usize {
+            if svc.reals.len() >= MAX_REALS_PER_SERVICE as usize {
                 return Err(CommandError::kernel(KernelError::MemoryAllocation));
             }
             svc.reals.push(real);

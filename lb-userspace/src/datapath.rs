@@ -18,7 +18,7 @@ use aya::{
     },
 };
 use lb_common::{
-    Conn, Counters, Dest, DestConns, Director, FlowKey, SchedState, Service, ServiceKey, conn_state, map_name,
+    Conn, Counters, Director, FlowKey, RealConns, RealServer, SchedState, Service, ServiceKey, conn_state, map_name,
     program_name, reason,
 };
 use crate::{
@@ -129,9 +129,9 @@ pub struct LoadOptions {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    /// `DEST_CONNS`, mapped into our memory so the controller can adjust
+    /// `REAL_CONNS`, mapped into our memory so the controller can adjust
     /// counts atomically alongside the datapath.
-    dest_conns: MappedArray<DestConns>,
+    real_conns: MappedArray<RealConns>,
     /// `CONN_TABLE`, read in batches (see [`ConnTable`]).
     conns: ConnTable,
     /// The maps that are pinned, and the name of their directory.
@@ -208,10 +208,10 @@ impl Datapath {
             .try_into()?;
         clock.load().map_err(|e| refused(program_name::CLOCK, e))?;
         let tick_ns = tick_ns(clock)?;
-        let dest_conns = {
-            let map = ebpf.map(map_name::DEST_CONNS).ok_or_else(|| anyhow!("map DEST_CONNS missing"))?;
-            let aya::maps::Map::Array(data) = map else { bail!("DEST_CONNS is not an array") };
-            MappedArray::new(data, lb_common::MAX_DESTS as usize)?
+        let real_conns = {
+            let map = ebpf.map(map_name::REAL_CONNS).ok_or_else(|| anyhow!("map REAL_CONNS missing"))?;
+            let aya::maps::Map::Array(data) = map else { bail!("REAL_CONNS is not an array") };
+            MappedArray::new(data, lb_common::MAX_REALS as usize)?
         };
         let conns = match ebpf.map(map_name::CONN_TABLE) {
             Some(aya::maps::Map::LruHashMap(data)) => ConnTable::new(data)?,
@@ -219,7 +219,7 @@ impl Datapath {
         };
         let adopted = pins.as_ref().is_some_and(|p| p.adopted);
         let pin_dir = pins.map(|p| p.dir);
-        Ok(Self { ebpf, dest_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
+        Ok(Self { ebpf, real_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
@@ -375,7 +375,7 @@ impl Datapath {
     /// the writes before it are undone (what each overwrote was read just
     /// before), so the maps hold what they held before and the caller keeps
     /// its model as it was. Counters zeroed for new ids are not restored,
-    /// nor are slots written in `SCHED_TABLE` and `DEST_LISTS`, which no
+    /// nor are slots written in `SCHED_TABLE` and `REAL_LISTS`, which no
     /// service refers to until its `SetService` (see [`MapOp`]).
     pub fn execute(&mut self, ops: &[MapOp]) -> Result<(), ExecuteError> {
         let mut undo = Vec::new();
@@ -416,11 +416,11 @@ impl Datapath {
             Err(e) => Err(anyhow::Error::from(e)),
         };
         Ok(match op {
-            MapOp::SetDest(id, _) => Some(MapOp::SetDest(*id, self.array::<Dest>(map_name::DESTS)?.get(id, 0)?)),
-            MapOp::ZeroDestStats(_)
+            MapOp::SetReal(id, _) => Some(MapOp::SetReal(*id, self.array::<RealServer>(map_name::REALS)?.get(id, 0)?)),
+            MapOp::ZeroRealStats(_)
             | MapOp::ZeroServiceStats(_)
             | MapOp::SetSchedTable { .. }
-            | MapOp::SetDestList { .. } => None,
+            | MapOp::SetRealList { .. } => None,
             MapOp::SetService(key, _) => Some(match service(self, key)? {
                 Some(value) => MapOp::SetService(*key, value),
                 None => MapOp::DeleteService(*key),
@@ -439,25 +439,25 @@ impl Datapath {
 
     fn write(&mut self, op: &MapOp) -> Result<()> {
         match op {
-            MapOp::SetDest(id, dest) => self.array::<Dest>(map_name::DESTS)?.set(*id, dest, 0)?,
-            MapOp::ZeroDestStats(id) => {
+            MapOp::SetReal(id, real) => self.array::<RealServer>(map_name::REALS)?.set(*id, real, 0)?,
+            MapOp::ZeroRealStats(id) => {
                 let zero = PerCpuValues::try_from(vec![Counters::default(); nr_cpus()?])?;
-                self.per_cpu_array::<Counters>(map_name::DEST_STATS)?.set(*id, zero, 0)?;
-                self.dest_conns.reset(*id as usize);
+                self.per_cpu_array::<Counters>(map_name::REAL_STATS)?.set(*id, zero, 0)?;
+                self.real_conns.reset(*id as usize);
             }
             MapOp::ZeroServiceStats(id) => {
                 let zero = PerCpuValues::try_from(vec![Counters::default(); nr_cpus()?])?;
                 self.per_cpu_array::<Counters>(map_name::SERVICE_STATS)?.set(*id, zero, 0)?
             }
-            MapOp::SetSchedTable { start, dest_ids } => {
+            MapOp::SetSchedTable { start, real_ids } => {
                 let mut table = self.array::<u32>(map_name::SCHED_TABLE)?;
-                for (i, id) in dest_ids.iter().enumerate() {
+                for (i, id) in real_ids.iter().enumerate() {
                     table.set(start + i as u32, id, 0)?;
                 }
             }
-            MapOp::SetDestList { start, dest_ids } => {
-                let mut list = self.array::<u32>(map_name::DEST_LISTS)?;
-                for (i, id) in dest_ids.iter().enumerate() {
+            MapOp::SetRealList { start, real_ids } => {
+                let mut list = self.array::<u32>(map_name::REAL_LISTS)?;
+                for (i, id) in real_ids.iter().enumerate() {
                     list.set(start + i as u32, id, 0)?;
                 }
             }
@@ -500,8 +500,8 @@ impl Datapath {
         self.summed(map_name::SERVICE_STATS, service_id)
     }
 
-    pub fn dest_counters(&self, dest_id: u32) -> Counters {
-        self.summed(map_name::DEST_STATS, dest_id)
+    pub fn real_counters(&self, real_id: u32) -> Counters {
+        self.summed(map_name::REAL_STATS, real_id)
     }
 
     /// Every verdict-reason counter, summed over CPUs, by name.
@@ -517,13 +517,13 @@ impl Datapath {
     }
 
     /// The real server's connection counts as the datapath keeps them.
-    pub fn dest_conns(&self, dest_id: u32) -> DestConns {
-        self.dest_conns.load(dest_id as usize)
+    pub fn real_conns(&self, real_id: u32) -> RealConns {
+        self.real_conns.load(real_id as usize)
     }
 
     /// Adjusts a real server's count for a connection in `state` (an entry
     /// the controller removed, or a correction).
-    pub fn add_dest_conns(&self, dest_id: u32, state: u8, delta: i64) {
+    pub fn add_real_conns(&self, real_id: u32, state: u8, delta: i64) {
         let field = if state == conn_state::TEMPLATE_NONE || state == conn_state::TEMPLATE_ASSURED {
             CountField::Persistent
         } else if conn_state::is_active(state) {
@@ -531,11 +531,11 @@ impl Datapath {
         } else {
             CountField::Inactive
         };
-        self.dest_conns.add(dest_id as usize, field, delta);
+        self.real_conns.add(real_id as usize, field, delta);
     }
 
-    pub fn correct_dest_conns(&self, dest_id: u32, field: CountField, delta: i64) {
-        self.dest_conns.add(dest_id as usize, field, delta);
+    pub fn correct_real_conns(&self, real_id: u32, field: CountField, delta: i64) {
+        self.real_conns.add(real_id as usize, field, delta);
     }
 
     /// The connection table, to walk without the controller (see
@@ -575,29 +575,29 @@ impl Datapath {
         let services_map = self.ebpf.map(map_name::SERVICES).ok_or_else(|| anyhow!("map SERVICES missing"))?;
         let services: Vec<(ServiceKey, Service)> =
             HashMap::<_, ServiceKey, Service>::try_from(services_map)?.iter().filter_map(|e| e.ok()).collect();
-        let dests_map = Array::<_, Dest>::try_from(self.ebpf.map(map_name::DESTS).ok_or_else(|| anyhow!("DESTS"))?)?;
-        let lists = Array::<_, u32>::try_from(self.ebpf.map(map_name::DEST_LISTS).ok_or_else(|| anyhow!("DEST_LISTS"))?)?;
-        let mut dests = BTreeMap::new();
-        for id in 0..lb_common::MAX_DESTS {
-            let d = dests_map.get(&id, 0)?;
+        let reals_map = Array::<_, RealServer>::try_from(self.ebpf.map(map_name::REALS).ok_or_else(|| anyhow!("REALS"))?)?;
+        let lists = Array::<_, u32>::try_from(self.ebpf.map(map_name::REAL_LISTS).ok_or_else(|| anyhow!("REAL_LISTS"))?)?;
+        let mut reals = BTreeMap::new();
+        for id in 0..lb_common::MAX_REALS {
+            let d = reals_map.get(&id, 0)?;
             if d.family != 0 {
-                dests.insert(id, d);
+                reals.insert(id, d);
             }
         }
         let table = Array::<_, u32>::try_from(self.ebpf.map(map_name::SCHED_TABLE).ok_or_else(|| anyhow!("SCHED_TABLE"))?)?;
-        let mut service_dests = BTreeMap::new();
+        let mut service_reals = BTreeMap::new();
         let mut tables = BTreeMap::new();
         let mut positions = BTreeMap::new();
         for (key, svc) in &services {
             let ids: Vec<u32> =
-                (svc.dests_start..svc.dests_start + svc.dests_len).map(|i| lists.get(&i, 0)).collect::<Result<_, _>>()?;
-            service_dests.insert(*key, ids);
+                (svc.reals_start..svc.reals_start + svc.reals_len).map(|i| lists.get(&i, 0)).collect::<Result<_, _>>()?;
+            service_reals.insert(*key, ids);
             let slots: Vec<u32> =
                 (svc.table_start..svc.table_start + svc.table_len).map(|i| table.get(&i, 0)).collect::<Result<_, _>>()?;
             tables.insert(*key, slots);
             positions.insert(svc.id, self.sched_position(svc.id));
         }
-        Ok(Adopted { services, dests, service_dests, tables, positions })
+        Ok(Adopted { services, reals, service_reals, tables, positions })
     }
 }
 
@@ -623,7 +623,7 @@ fn nr_cpus() -> Result<usize> {
     Ok(aya::util::nr_cpus().map_err(|(_, e)| e)?)
 }
 
-/// Which count of a [`DestConns`].
+/// Which count of a [`RealConns`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CountField {
     Active,
@@ -643,11 +643,11 @@ struct MappedArray<T> {
 unsafe impl<T> Send for MappedArray<T> {}
 unsafe impl<T> Sync for MappedArray<T> {}
 
-impl MappedArray<DestConns> {
+impl MappedArray<RealConns> {
     fn new(map: &MapData, len: usize) -> Result<Self> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let page = 4096;
-        let bytes = (len * size_of::<DestConns>()).div_ceil(page) * page;
+        let bytes = (len * size_of::<RealConns>()).div_ceil(page) * page;
         let fd = map.fd().as_fd().as_raw_fd();
         // SAFETY: mapping a BPF array fd as the kernel documents for
         // BPF_F_MMAPABLE maps; the length covers the whole array.
@@ -655,7 +655,7 @@ impl MappedArray<DestConns> {
             libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
         };
         if ptr == libc::MAP_FAILED {
-            bail!("mmap DEST_CONNS: {}", std::io::Error::last_os_error());
+            bail!("mmap REAL_CONNS: {}", std::io::Error::last_os_error());
         }
         Ok(Self { ptr: ptr.cast(), len, bytes })
     }
@@ -675,16 +675,16 @@ impl MappedArray<DestConns> {
         }
     }
 
-    fn load(&self, index: usize) -> DestConns {
+    fn load(&self, index: usize) -> RealConns {
         use std::sync::atomic::Ordering::Relaxed;
         if index >= self.len {
-            return DestConns::default();
+            return RealConns::default();
         }
-        DestConns {
+        RealConns {
             active: self.field(index, CountField::Active).load(Relaxed),
             inactive: self.field(index, CountField::Inactive).load(Relaxed),
             persistent: self.field(index, CountField::Persistent).load(Relaxed),
-            ..DestConns::default()
+            ..RealConns::default()
         }
     }
 

@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(a.id(), b.id());
         assert!(a.id().starts_with("layout-") && a.id().len() == "layout-".len() + 16, "{}", a.id());
         let names: Vec<&str> = a.names().collect();
-        for name in [map_name::SERVICES, map_name::DESTS, map_name::CONN_TABLE, map_name::REASON_STATS] {
+        for name in [map_name::SERVICES, map_name::REALS, map_name::CONN_TABLE, map_name::REASON_STATS] {
             assert!(names.contains(&name), "{name} not pinned: {names:?}");
         }
         for name in UNPINNED {
@@ -342,18 +342,18 @@ mod tests {
 
     #[test]
     fn any_change_of_a_map_but_the_connection_tables_size_is_another_layout() {
-        let base = vec![def("DESTS", 40, 16384), def(map_name::CONN_TABLE, 64, 262_144)];
+        let base = vec![def("REALS", 40, 16384), def(map_name::CONN_TABLE, 64, 262_144)];
         let id = Layout::from_maps(base.clone()).id;
-        let resized = vec![def("DESTS", 40, 16384), def(map_name::CONN_TABLE, 64, 4096)];
+        let resized = vec![def("REALS", 40, 16384), def(map_name::CONN_TABLE, 64, 4096)];
         assert_eq!(Layout::from_maps(resized).id, id);
-        let reordered = vec![def(map_name::CONN_TABLE, 64, 262_144), def("DESTS", 40, 16384)];
+        let reordered = vec![def(map_name::CONN_TABLE, 64, 262_144), def("REALS", 40, 16384)];
         assert_eq!(Layout::from_maps(reordered).id, id);
         for changed in [
-            vec![def("DESTS", 48, 16384), def(map_name::CONN_TABLE, 64, 262_144)],
-            vec![def("DESTS", 40, 8192), def(map_name::CONN_TABLE, 64, 262_144)],
-            vec![def("DESTS", 40, 16384), def(map_name::CONN_TABLE, 72, 262_144)],
-            vec![def("DESTS", 40, 16384), def(map_name::CONN_TABLE, 64, 262_144), def("ICMP_RATE", 8, 1)],
-            vec![def("DESTS", 40, 16384)],
+            vec![def("REALS", 48, 16384), def(map_name::CONN_TABLE, 64, 262_144)],
+            vec![def("REALS", 40, 8192), def(map_name::CONN_TABLE, 64, 262_144)],
+            vec![def("REALS", 40, 16384), def(map_name::CONN_TABLE, 72, 262_144)],
+            vec![def("REALS", 40, 16384), def(map_name::CONN_TABLE, 64, 262_144), def("ICMP_RATE", 8, 1)],
+            vec![def("REALS", 40, 16384)],
         ] {
             assert_ne!(Layout::from_maps(changed.clone()).id, id, "{changed:?}");
         }
@@ -364,7 +364,7 @@ mod tests {
         for name in ["v1", "v3", "v12", "layout-0123456789abcdef"] {
             assert!(is_layout_dir(name), "{name}");
         }
-        for name in ["v", "vx", "lb", "xdp_link_eth0", "DESTS"] {
+        for name in ["v", "vx", "lb", "xdp_link_eth0", "REALS"] {
             assert!(!is_layout_dir(name), "{name}");
         }
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use aya::maps::{HashMap, Map, MapData};
-use lb_common::{Dest, Service, ServiceKey, map_name};
+use lb_common::{RealServer, Service, ServiceKey, map_name};
 use lb_tests::{
     harness::{Harness, XDP_PASS, XDP_TX, real_mac, service},
     is_root,
@@ -31,8 +31,8 @@ const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4000
 #[derive(Debug, PartialEq)]
 struct Maps {
     services: BTreeMap<ServiceKey, Service>,
-    dests: BTreeMap<u32, Dest>,
-    service_dests: BTreeMap<ServiceKey, Vec<u32>>,
+    reals: BTreeMap<u32, RealServer>,
+    service_reals: BTreeMap<ServiceKey, Vec<u32>>,
     tables: BTreeMap<ServiceKey, Vec<u32>>,
 }
 
@@ -40,8 +40,8 @@ fn read_maps(h: &Harness) -> Maps {
     let a = h.datapath.read_back().unwrap();
     Maps {
         services: a.services.into_iter().collect(),
-        dests: a.dests,
-        service_dests: a.service_dests,
+        reals: a.reals,
+        service_reals: a.service_reals,
         tables: a.tables,
     }
 }
@@ -61,15 +61,15 @@ fn model(h: &Harness) -> Maps {
             )
         })
         .collect();
-    let service_dests: BTreeMap<ServiceKey, Vec<u32>> = keys
+    let service_reals: BTreeMap<ServiceKey, Vec<u32>> = keys
         .iter()
-        .map(|k| (*k, t.service_dests(k).to_vec()))
+        .map(|k| (*k, t.service_reals(k).to_vec()))
         .collect();
-    let dests = t.dest_ids().map(|id| (id, *t.dest(id).unwrap())).collect();
+    let reals = t.real_ids().map(|id| (id, *t.real(id).unwrap())).collect();
     Maps {
         services,
-        dests,
-        service_dests,
+        reals,
+        service_reals,
         tables: Default::default(),
     }
 }
@@ -172,8 +172,8 @@ fn a_map_write_failing_halfway_leaves_maps_and_model_as_they_were() {
     );
     let (maps, model) = (read_maps(&h), model(&h));
     assert_eq!(maps.services, model.services);
-    assert_eq!(maps.service_dests, model.service_dests);
-    assert_eq!(maps.dests, model.dests);
+    assert_eq!(maps.service_reals, model.service_reals);
+    assert_eq!(maps.reals, model.reals);
     // And A still forwards as before.
     assert_eq!(syn_verdict(&h, VIP_A).0, XDP_TX);
 }

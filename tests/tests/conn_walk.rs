@@ -27,7 +27,7 @@ fn key(n: u32) -> FlowKey {
 
 fn conn(n: u32) -> Conn {
     Conn {
-        dest_id: n % 7,
+        real_id: n % 7,
         timeout: 60,
         ..Conn::default()
     }
@@ -51,8 +51,8 @@ fn walk_all(table: &ConnTable) -> (BTreeSet<FlowKey>, usize, bool) {
     table
         .walk(&mut cursor, usize::MAX, |k, c| {
             assert_eq!(
-                c.dest_id,
-                conn(u32::from_be(k.src[0]) - 0x6440_0000).dest_id,
+                c.real_id,
+                conn(u32::from_be(k.src[0]) - 0x6440_0000).real_id,
                 "{k:?}"
             );
             keys.insert(*k);

@@ -160,11 +160,11 @@ fn fixtures_tcp_flow_and_what_passes() {
     let id = h.tables.service_id(&key).unwrap();
     let svc = h.datapath.service_counters(id);
     assert_eq!((svc.conns, svc.in_packets, svc.in_bytes), (2, 6, rs1_bytes + rs2_bytes));
-    let dests = h.tables.service_dests(&key);
-    let per_real: Vec<(u64, u64, u64)> = dests
+    let real_ids = h.tables.service_reals(&key);
+    let per_real: Vec<(u64, u64, u64)> = real_ids
         .iter()
         .map(|&d| {
-            let c = h.datapath.dest_counters(d);
+            let c = h.datapath.real_counters(d);
             (c.conns, c.in_packets, c.in_bytes)
         })
         .collect();
@@ -454,9 +454,9 @@ fn connection_counts_follow_the_states() {
     ])
     .unwrap();
     let key = lb_userspace::tables::service_key(Protocol::Tcp, VIP, 80);
-    let dest = h.tables.service_dests(&key)[0];
+    let real_id = h.tables.service_reals(&key)[0];
     let counts = |h: &Harness| {
-        let c = h.datapath.dest_conns(dest);
+        let c = h.datapath.real_conns(real_id);
         (c.active, c.inactive)
     };
     let send = |h: &Harness, port: u16, flags: u8| {
@@ -479,10 +479,10 @@ fn connection_counts_follow_the_states() {
     send(&h, 47000, tcp::SYN);
     assert_eq!(counts(&h), (0, 2));
     let udp_key = lb_userspace::tables::service_key(Protocol::Udp, VIP, 53);
-    let udp_dest = h.tables.service_dests(&udp_key)[0];
+    let udp_real_id = h.tables.service_reals(&udp_key)[0];
     h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
     h.run(&PacketSpec::udp(client(5000), vip(53)).build()).unwrap();
-    let c = h.datapath.dest_conns(udp_dest);
+    let c = h.datapath.real_conns(udp_real_id);
     assert_eq!((c.active, c.inactive), (0, 1));
 }
 
@@ -532,7 +532,7 @@ fn persistence_keeps_a_client_on_its_server() {
     h.run(&PacketSpec::tcp(SocketAddrV4::new(a, 50000), https_vip, tcp::ACK).build()).unwrap();
     assert_eq!(h.datapath.connection(&key).unwrap().state, conn_state::TEMPLATE_ASSURED);
     // Persistent connection counts per server.
-    let persistent: i64 = h.tables.dest_ids().map(|d| h.datapath.dest_conns(d).persistent).sum();
+    let persistent: i64 = h.tables.real_ids().map(|d| h.datapath.real_conns(d).persistent).sum();
     assert_eq!(persistent, 2);
     // After the timeout with no connection, the client is scheduled anew.
     std::thread::sleep(std::time::Duration::from_millis(3100));
@@ -581,14 +581,14 @@ fn thresholds_take_a_full_server_out_and_back() {
     let key = lb_userspace::tables::service_key(Protocol::Tcp, VIP, 80);
     let rs1 = *h
         .tables
-        .service_dests(&key)
+        .service_reals(&key)
         .iter()
-        .find(|&&d| h.tables.dest(d).unwrap().addr == lb_common::ipv4_words(RS1.octets()))
+        .find(|&&d| h.tables.real(d).unwrap().addr == lb_common::ipv4_words(RS1.octets()))
         .unwrap();
-    h.datapath.add_dest_conns(rs1, conn_state::SYN_RECV, -1);
+    h.datapath.add_real_conns(rs1, conn_state::SYN_RECV, -1);
     let picks: Vec<Ipv4Addr> = (0..3).map(|i| schedule_one(&h, 61100 + i).unwrap()).collect();
     assert_eq!(picks, [RS2, RS2, RS2]);
-    h.datapath.add_dest_conns(rs1, conn_state::SYN_RECV, -1);
+    h.datapath.add_real_conns(rs1, conn_state::SYN_RECV, -1);
     let picks: Vec<Ipv4Addr> = (0..2).map(|i| schedule_one(&h, 61200 + i).unwrap()).collect();
     assert!(picks.contains(&RS1), "back after falling below its lower threshold: {picks:?}");
 }

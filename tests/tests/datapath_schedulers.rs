@@ -35,27 +35,27 @@ fn rr_and_wrr_choose_exactly_as_ipvs_over_thousands_of_connections() {
         let mut wrr = models::WrrModel::empty();
         // The model's list in IPVS order (newest first).
         let mut list: Vec<(u8, u32)> = Vec::new();
-        let dests = |list: &[(u8, u32)]| list.iter().map(|&(_, w)| models::SchedDest::new(w)).collect::<Vec<_>>();
+        let sched_reals = |list: &[(u8, u32)]| list.iter().map(|&(_, w)| models::SchedReal::new(w)).collect::<Vec<_>>();
         for (step, reals) in steps.iter().enumerate() {
             // The same change as ipvsadm commands, one at a time.
             for i in (0..list.len()).rev() {
                 if !reals.iter().any(|r| r.0 == list[i].0) {
                     list.remove(i);
                     rr.remove(i);
-                    wrr.changed(&dests(&list));
+                    wrr.changed(&sched_reals(&list));
                 }
             }
             for &(s, w) in reals {
                 match list.iter().position(|e| e.0 == s) {
                     Some(i) if list[i].1 != w => {
                         list[i].1 = w;
-                        wrr.changed(&dests(&list));
+                        wrr.changed(&sched_reals(&list));
                     }
                     Some(_) => {}
                     None => {
                         list.insert(0, (s, w));
                         rr.add_front();
-                        wrr.changed(&dests(&list));
+                        wrr.changed(&sched_reals(&list));
                     }
                 }
             }
@@ -63,8 +63,8 @@ fn rr_and_wrr_choose_exactly_as_ipvs_over_thousands_of_connections() {
             h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
             for pick in 0..700 {
                 let want = match scheduler {
-                    Scheduler::Wrr => wrr.schedule(&dests(&list)),
-                    _ => rr.schedule(&dests(&list)),
+                    Scheduler::Wrr => wrr.schedule(&sched_reals(&list)),
+                    _ => rr.schedule(&sched_reals(&list)),
                 }
                 .map(|i| addr(list[i].0));
                 port = port.wrapping_add(1).max(10000);
@@ -208,7 +208,7 @@ fn hashing_schedulers_choose_as_ipvs() {
                 _ => sched::mh_table(
                     &list
                         .iter()
-                        .map(|e| sched::MhDest { addr: words(addr(e.0)), port_be: 80u16.to_be(), weight: last_weight[&e.0] })
+                        .map(|e| sched::MhReal { addr: words(addr(e.0)), port_be: 80u16.to_be(), weight: last_weight[&e.0] })
                         .collect::<Vec<_>>(),
                     lb_common::hash::MH_DEFAULT_TAB_SIZE,
                 ),
@@ -267,8 +267,8 @@ fn locality_schedulers_choose_as_ipvs() {
         let daddr = lb_common::ipv4_words(VIP.octets());
         let mut port = 60000 + n as u16 * 2000;
         for pick in 0..80u64 {
-            let views: Vec<models::LbDest> =
-                list.iter().map(|&(a, w)| models::LbDest { id: id(a), view: shadow.view(a, w) }).collect();
+            let views: Vec<models::LbReal> =
+                list.iter().map(|&(a, w)| models::LbReal { id: id(a), view: shadow.view(a, w) }).collect();
             let want = match scheduler {
                 Scheduler::Lblc => lblc.schedule(&views, daddr, pick),
                 _ => lblcr.schedule(&views, &[], daddr, pick),

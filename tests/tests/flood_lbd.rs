@@ -265,7 +265,7 @@ fn flood_through_lbd(name: &str, k: u8, sync: bool) {
         scaled(Duration::from_secs(40)),
         || {
             let in_table = table_counts(&director.pin_path);
-            let raw = director.raw_dest_conns().unwrap();
+            let raw = director.raw_real_conns().unwrap();
             let kept: BTreeMap<u32, (i64, i64)> = in_table
                 .keys()
                 .map(|&id| (id, (raw[id as usize].active, raw[id as usize].inactive)))
@@ -278,7 +278,7 @@ fn flood_through_lbd(name: &str, k: u8, sync: bool) {
         },
     );
     eprintln!(
-        "after the flood, by dest id (active, inactive) in the table and counted: {counted:?}"
+        "after the flood, by real server id (active, inactive) in the table and counted: {counted:?}"
     );
     let rows = parse_real_rows(&director.lbctl(&["-L", "-n"]).unwrap()).unwrap();
     for r in rows.iter().filter(|r| r.real.port() == 80) {
@@ -301,7 +301,7 @@ fn sample(director: &Director<'_>, flood: &SynFlood, pid: u32) -> Sample {
         .map(|r| (*r.real.ip(), (r.active, r.inactive)))
         .collect();
     let lowest_raw = director
-        .raw_dest_conns()
+        .raw_real_conns()
         .unwrap()
         .iter()
         .map(|c| c.active.min(c.inactive).min(c.persistent))
@@ -323,14 +323,14 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// The entries of the pinned connection table by dest id: (active, inactive).
+/// The entries of the pinned connection table by real server id: (active, inactive).
 fn table_counts(pin_path: &Path) -> BTreeMap<u32, (i64, i64)> {
     let path = find(pin_path, map_name::CONN_TABLE).expect("a pinned CONN_TABLE");
     let map: HashMap<MapData, FlowKey, Conn> =
         HashMap::try_from(Map::LruHashMap(MapData::from_pin(&path).unwrap())).unwrap();
     let mut counts: BTreeMap<u32, (i64, i64)> = BTreeMap::new();
     for (key, conn) in map.iter().filter_map(Result::ok) {
-        let c = counts.entry(conn.dest_id).or_default();
+        let c = counts.entry(conn.real_id).or_default();
         if key.kind == flow_kind::TEMPLATE {
             continue;
         } else if conn_state::is_active(conn.state) {

@@ -40,7 +40,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use lb_common::{Counters, DestConns, conn_state};
+use lb_common::{Counters, RealConns, conn_state};
 use lb_tests::{
     harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX, real_mac, service},
     is_root,
@@ -464,15 +464,15 @@ fn single_host(source: Ipv4Addr) -> bool {
 #[derive(PartialEq, Debug)]
 struct Snapshot {
     services: Vec<Counters>,
-    dests: Vec<Counters>,
-    conns: Vec<DestConns>,
+    reals: Vec<Counters>,
+    conns: Vec<RealConns>,
 }
 
-fn snapshot(h: &Harness, service_ids: &[u32], dest_ids: &[u32]) -> Snapshot {
+fn snapshot(h: &Harness, service_ids: &[u32], real_ids: &[u32]) -> Snapshot {
     Snapshot {
         services: service_ids.iter().map(|&i| h.datapath.service_counters(i)).collect(),
-        dests: dest_ids.iter().map(|&i| h.datapath.dest_counters(i)).collect(),
-        conns: dest_ids.iter().map(|&i| h.datapath.dest_conns(i)).collect(),
+        reals: real_ids.iter().map(|&i| h.datapath.real_counters(i)).collect(),
+        conns: real_ids.iter().map(|&i| h.datapath.real_conns(i)).collect(),
     }
 }
 
@@ -607,7 +607,7 @@ fn mutated_frames_keep_the_invariants() {
         })
         .collect();
     assert_eq!(service_ids.len(), SERVICES.len());
-    let dest_ids: Vec<u32> = h.tables.dest_ids().collect();
+    let real_ids: Vec<u32> = h.tables.real_ids().collect();
 
     let mut corpus = fixture_frames();
     let files = corpus_files();
@@ -617,10 +617,10 @@ fn mutated_frames_keep_the_invariants() {
     let mut verdicts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut run_one = |input: &[u8], what: &str| {
         let before = h.reasons();
-        let others_before = snapshot(&h, &service_ids, &dest_ids);
+        let others_before = snapshot(&h, &service_ids, &real_ids);
         let out = h.run(input).unwrap_or_else(|e| panic!("{what}: test run failed: {e:#}"));
         let after = h.reasons();
-        let others_moved = snapshot(&h, &service_ids, &dest_ids) != others_before;
+        let others_moved = snapshot(&h, &service_ids, &real_ids) != others_before;
         let moved = lb_tests::harness::delta(&before, &after);
         if let Err(broken) = check_run(input, out.verdict, &out.output, &moved, others_moved) {
             let dump = hex(input);

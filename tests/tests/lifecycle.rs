@@ -369,25 +369,25 @@ fn a_pinned_map_of_the_wrong_shape_is_not_adopted() {
     let lab = lab_with_servers(LAB_SERVER, "life-wrong-map", 184, 2);
     let mut director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "rr")]);
     director.kill().unwrap();
-    // DESTS replaced by an array of the right name and size whose values
+    // REALS replaced by an array of the right name and size whose values
     // are 8 bytes: adopted, the datapath would read past them.
-    let dests = layout_dir(&director).join(lb_common::map_name::DESTS);
-    std::fs::remove_file(&dests).unwrap();
+    let reals_pin = layout_dir(&director).join(lb_common::map_name::REALS);
+    std::fs::remove_file(&reals_pin).unwrap();
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    let wrong = aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, 8, lb_common::MAX_DESTS, 0);
-    let map = aya::maps::MapData::create(wrong, lb_common::map_name::DESTS, None).unwrap();
-    map.pin(&dests).unwrap();
+    let wrong = aya_obj::Map::new_from_params(BPF_MAP_TYPE_ARRAY, 4, 8, lb_common::MAX_REALS, 0);
+    let map = aya::maps::MapData::create(wrong, lb_common::map_name::REALS, None).unwrap();
+    map.pin(&reals_pin).unwrap();
     drop(map);
 
     director.start().unwrap();
     let log = director.log();
     assert!(log.contains("not adopting the maps pinned under"), "{log}");
-    assert!(log.contains("DESTS has value size 8, this datapath's"), "{log}");
+    assert!(log.contains("REALS has value size 8, this datapath's"), "{log}");
     assert!(!log.contains("adopting the running datapath"), "{log}");
     assert!(director.xdp_attached().unwrap());
     assert_eq!(curl_vip(&lab, 4).len(), 4);
-    let size = aya::maps::MapInfo::from_pin(&dests).unwrap().value_size();
-    assert_eq!(size as usize, size_of::<lb_common::Dest>(), "DESTS was not made anew");
+    let size = aya::maps::MapInfo::from_pin(&reals_pin).unwrap().value_size();
+    assert_eq!(size as usize, size_of::<lb_common::RealServer>(), "REALS was not made anew");
     finish(director);
     teardown(lab);
 }

@@ -195,7 +195,7 @@ fn counts_match_the_table_when_the_lru_table_overflows() {
     let mut lowest = 0i64;
     let mut check = || {
         // Raw counts of every server slot: never below 0.
-        for c in director.raw_dest_conns().unwrap() {
+        for c in director.raw_real_conns().unwrap() {
             lowest = lowest.min(c.active).min(c.inactive).min(c.persistent);
         }
         assert!(lowest >= 0, "a connection count went negative: {lowest}");

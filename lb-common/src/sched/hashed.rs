@@ -38,7 +38,7 @@ pub fn dh_table(len: usize) -> Vec<Option<u32>> {
 
 /// A real server as mh places it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MhDest {
+pub struct MhReal {
     /// As the maps store it. For an IPv4 service with an IPv6 server, IPVS
     /// hashes only the first word: pass `[addr[0], 0, 0, 0]`.
     pub addr: [u32; 4],
@@ -76,12 +76,12 @@ pub fn mh_last_weight(added: bool, last_weight: u32, new_weight: u32) -> u32 {
 /// IPVS refuses (-EINVAL, keeping the old table) more servers than slots:
 /// then, and for a size below 2, this returns an empty Vec, and the caller
 /// should keep its previous table.
-pub fn mh_table(dests: &[MhDest], table_size: u32) -> Vec<Option<u32>> {
+pub fn mh_table(reals: &[MhReal], table_size: u32) -> Vec<Option<u32>> {
     let size = table_size as usize;
-    if table_size < 2 || dests.len() > size {
+    if table_size < 2 || reals.len() > size {
         return Vec::new();
     }
-    let g = dests
+    let g = reals
         .iter()
         .filter(|d| d.weight > 0)
         .fold(0, |g, d| if g > 0 { gcd(d.weight, g) } else { d.weight });
@@ -89,7 +89,7 @@ pub fn mh_table(dests: &[MhDest], table_size: u32) -> Vec<Option<u32>> {
     if g < 1 {
         return table;
     }
-    let max = dests.iter().map(|d| d.weight).max().unwrap_or(0);
+    let max = reals.iter().map(|d| d.weight).max().unwrap_or(0);
     let fls = 32 - (max / g).leading_zeros();
     let rshift = fls.saturating_sub(hash::mh_tab_bits(table_size));
 
@@ -98,7 +98,7 @@ pub fn mh_table(dests: &[MhDest], table_size: u32) -> Vec<Option<u32>> {
         skip: u32,
         turns: u32,
     }
-    let mut setup: Vec<Setup> = dests
+    let mut setup: Vec<Setup> = reals
         .iter()
         .map(|d| {
             let offset = hash::mh_hashkey(d.addr, d.port_be, &hash::MH_HASH1_KEY, 0) % table_size;
@@ -147,7 +147,7 @@ pub fn mh_table(dests: &[MhDest], table_size: u32) -> Vec<Option<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sched::fixtures::mh_dest;
+    use crate::sched::fixtures::mh_real;
 
     #[test]
     fn sh_table_fills_weight_buckets_per_server() {
@@ -168,8 +168,8 @@ mod tests {
 
     #[test]
     fn mh_shares_follow_the_weights() {
-        let dests = [mh_dest(1, 1), mh_dest(2, 2), mh_dest(3, 3)];
-        let t = mh_table(&dests, 4093);
+        let reals = [mh_real(1, 1), mh_real(2, 2), mh_real(3, 3)];
+        let t = mh_table(&reals, 4093);
         assert_eq!(t.len(), 4093);
         assert!(t.iter().all(|s| s.is_some()));
         // Rounds of 1 + 2 + 3 slots: 682 full rounds take 4092, the 683rd
@@ -181,7 +181,7 @@ mod tests {
             assert!((n as f64 - want).abs() <= 0.01 * want, "server {i}: {n} vs {want}");
         }
         // Weights are divided by their gcd first: same table.
-        let scaled = [mh_dest(1, 100), mh_dest(2, 200), mh_dest(3, 300)];
+        let scaled = [mh_real(1, 100), mh_real(2, 200), mh_real(3, 300)];
         assert_eq!(mh_table(&scaled, 4093), t);
     }
 
@@ -190,25 +190,25 @@ mod tests {
         // max/gcd = 1000: fls = 10, IP_VS_MH_TAB_BITS = 6, rshift 4: turns
         // 1000 >> 4 = 62 and (1 >> 4 = 0 -> 1). Rounds of 63: 64 full ones
         // (4032 slots), then 61 more.
-        let small_first = mh_table(&[mh_dest(1, 1), mh_dest(2, 1000)], 4093);
+        let small_first = mh_table(&[mh_real(1, 1), mh_real(2, 1000)], 4093);
         assert_eq!(counts(&small_first, 2), [65, 4028]);
-        let big_first = mh_table(&[mh_dest(2, 1000), mh_dest(1, 1)], 4093);
+        let big_first = mh_table(&[mh_real(2, 1000), mh_real(1, 1)], 4093);
         assert_eq!(counts(&big_first, 2), [4029, 64]);
         // A smaller table has fewer bits: 251 -> 4, rshift 6, turns 15 and 1.
-        let t = mh_table(&[mh_dest(1, 1), mh_dest(2, 1000)], 251);
+        let t = mh_table(&[mh_real(1, 1), mh_real(2, 1000)], 251);
         assert_eq!(counts(&t, 2), [16, 235]);
     }
 
     #[test]
     fn mh_weight_0_and_empty() {
-        let t = mh_table(&[mh_dest(1, 1), mh_dest(2, 0), mh_dest(3, 1)], 251);
+        let t = mh_table(&[mh_real(1, 1), mh_real(2, 0), mh_real(3, 1)], 251);
         assert_eq!(counts(&t, 3)[1], 0);
         assert!(t.iter().all(|s| s.is_some()));
-        assert!(mh_table(&[mh_dest(1, 0)], 251).iter().all(|s| s.is_none()));
+        assert!(mh_table(&[mh_real(1, 0)], 251).iter().all(|s| s.is_none()));
         assert_eq!(mh_table(&[], 251).len(), 251);
         assert!(mh_table(&[], 251).iter().all(|s| s.is_none()));
         // More servers than slots: IPVS refuses.
-        let many: Vec<_> = (0..5).map(|i| mh_dest(i, 1)).collect();
+        let many: Vec<_> = (0..5).map(|i| mh_real(i, 1)).collect();
         assert!(mh_table(&many, 3).is_empty());
         assert_eq!(mh_last_weight(true, 7, 0), 0);
         assert_eq!(mh_last_weight(false, 7, 0), 7);
@@ -219,13 +219,13 @@ mod tests {
     fn mh_first_slots_follow_each_servers_permutation() {
         // With one server of weight 1, slot offset is filled first, then
         // offset + skip, ...: check the first two by hand from the hashes.
-        let d = mh_dest(9, 1);
+        let d = mh_real(9, 1);
         let size = 251;
         let offset = hash::mh_hashkey(d.addr, d.port_be, &hash::MH_HASH1_KEY, 0) % size;
         let skip = hash::mh_hashkey(d.addr, d.port_be, &hash::MH_HASH2_KEY, 0) % (size - 1) + 1;
         // Two servers: the newer (index 0) takes its offset first, the other
         // its own offset (or next free), alternating.
-        let e = mh_dest(10, 1);
+        let e = mh_real(10, 1);
         let t = mh_table(&[d, e], size);
         assert_eq!(t[offset as usize], Some(0));
         let e_offset = hash::mh_hashkey(e.addr, e.port_be, &hash::MH_HASH1_KEY, 0) % size;
@@ -240,12 +240,12 @@ mod tests {
 
     #[test]
     fn mh_adding_a_server_moves_few_slots() {
-        let old = [mh_dest(1, 1), mh_dest(2, 1), mh_dest(3, 1)];
+        let old = [mh_real(1, 1), mh_real(2, 1), mh_real(3, 1)];
         // IPVS adds in front.
-        let new = [mh_dest(4, 1), mh_dest(1, 1), mh_dest(2, 1), mh_dest(3, 1)];
+        let new = [mh_real(4, 1), mh_real(1, 1), mh_real(2, 1), mh_real(3, 1)];
         let t0 = mh_table(&old, 4093);
         let t1 = mh_table(&new, 4093);
-        let owner = |t: &[Option<u32>], list: &[MhDest], s: usize| list[t[s].unwrap() as usize].addr;
+        let owner = |t: &[Option<u32>], list: &[MhReal], s: usize| list[t[s].unwrap() as usize].addr;
         let mut to_new = 0;
         let mut shuffled = 0;
         for s in 0..4093 {

@@ -28,7 +28,7 @@ mod sequence;
 #[cfg(test)]
 mod fixtures;
 
-pub use hashed::{MhDest, dh_table, mh_last_weight, mh_table, sh_table};
+pub use hashed::{MhReal, dh_table, mh_last_weight, mh_table, sh_table};
 pub use sequence::{
     MAX_SEQUENCE_LEN, rr_table, wrr_changed_cw, wrr_current_weight_at, wrr_cw_after_adding, wrr_period,
     wrr_resume_position, wrr_table,

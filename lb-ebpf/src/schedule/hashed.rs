@@ -6,31 +6,31 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
-use lb_common::{FlowKey, NO_DEST, Service, hash, scheduler, service_flag};
+use lb_common::{FlowKey, NO_REAL, Service, hash, scheduler, service_flag};
 
 use super::{NEXT, STOP, takes_new_connections};
-use crate::maps::{DEST_CONNS, DESTS, SCHED_TABLE};
+use crate::maps::{REAL_CONNS, REALS, SCHED_TABLE};
 
-/// The server the flow hashes to, or `NO_DEST`. A BPF global function (see
+/// The server the flow hashes to, or `NO_REAL`. A BPF global function (see
 /// the module above).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_hashed(svc: *const Service, flow: *const FlowKey) -> u32 {
     // SAFETY: null or values the caller holds.
-    let (Some(svc), Some(flow)) = (unsafe { svc.as_ref() }, unsafe { flow.as_ref() }) else { return NO_DEST };
-    hashed(svc, flow).unwrap_or(NO_DEST)
+    let (Some(svc), Some(flow)) = (unsafe { svc.as_ref() }, unsafe { flow.as_ref() }) else { return NO_REAL };
+    hashed(svc, flow).unwrap_or(NO_REAL)
 }
 
-/// The dest in slot `index` of the service's table, if it takes new
+/// The real server in slot `index` of the service's table, if it takes new
 /// connections; `Err(())` for an empty slot (ends a fallback walk).
 #[inline(always)]
 fn table_slot(svc_table_start: u32, index: u32) -> Result<Option<u32>, ()> {
-    let Some(&dest_id) = SCHED_TABLE.get(svc_table_start.wrapping_add(index)) else { return Err(()) };
-    if dest_id == NO_DEST {
+    let Some(&real_id) = SCHED_TABLE.get(svc_table_start.wrapping_add(index)) else { return Err(()) };
+    if real_id == NO_REAL {
         return Err(());
     }
-    let (Some(dest), Some(conns)) = (DESTS.get(dest_id), DEST_CONNS.get_ptr_mut(dest_id)) else { return Err(()) };
-    Ok(takes_new_connections(dest, conns).then_some(dest_id))
+    let (Some(real), Some(conns)) = (REALS.get(real_id), REAL_CONNS.get_ptr_mut(real_id)) else { return Err(()) };
+    Ok(takes_new_connections(real, conns).then_some(real_id))
 }
 
 #[inline(always)]
@@ -55,7 +55,7 @@ fn hashed(svc: &Service, flow: &FlowKey) -> Option<u32> {
         return None;
     }
     match table_slot(svc.table_start, first) {
-        Ok(Some(dest)) => return Some(dest),
+        Ok(Some(real)) => return Some(real),
         Err(()) => return None,
         Ok(None) => {}
     }
@@ -70,13 +70,13 @@ fn hashed(svc: &Service, flow: &FlowKey) -> Option<u32> {
         port: flow.sport,
         use_port: use_port as u8,
         first,
-        found: NO_DEST,
+        found: NO_REAL,
     };
     // SAFETY: the callback only reads maps and writes `probe` on our stack.
     unsafe {
         bpf_loop(svc.table_len, probe_step as *mut c_void, (&raw mut probe).cast(), 0);
     }
-    if probe.found == NO_DEST { None } else { Some(probe.found) }
+    if probe.found == NO_REAL { None } else { Some(probe.found) }
 }
 
 /// State of a fallback walk, on the stack.
@@ -106,8 +106,8 @@ extern "C" fn probe_step(k: u32, ctx: *mut c_void) -> i64 {
         return STOP;
     }
     match table_slot(p.table_start, index) {
-        Ok(Some(dest)) => {
-            p.found = dest;
+        Ok(Some(real)) => {
+            p.found = real;
             STOP
         }
         Ok(None) => NEXT,

@@ -10,31 +10,31 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
-use lb_common::{MAX_DESTS_PER_SERVICE, NO_DEST, Service, dest_flag, scheduler};
+use lb_common::{MAX_REALS_PER_SERVICE, NO_REAL, Service, real_flag, scheduler};
 
 use super::{NEXT, STOP, conn_counts, overloaded, scratch, wlc_overhead};
-use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, scan_slot};
+use crate::maps::{REAL_CONNS, REAL_LISTS, REALS, scan_slot};
 
 /// The server the scheduler `rule` (a `scheduler` number of this family)
-/// picks among the service's servers, or `NO_DEST`. A BPF global function
+/// picks among the service's servers, or `NO_REAL`. A BPF global function
 /// (see the module above); lblc and lblcr call it for wlc.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_least(svc: *const Service, rule: u32) -> u32 {
     // SAFETY: null or a service value the caller holds.
-    let Some(svc) = (unsafe { svc.as_ref() }) else { return NO_DEST };
-    let Some(scan) = scratch::<Scan>(scan_slot::LEAST) else { return NO_DEST };
+    let Some(svc) = (unsafe { svc.as_ref() }) else { return NO_REAL };
+    let Some(scan) = scratch::<Scan>(scan_slot::LEAST) else { return NO_REAL };
     // Zeroed by volatile stores: LLVM merges plain zero stores into a call
     // to a byte-by-byte memset subprogram on BPF.
     // SAFETY: this CPU's scratch slot, valid for this program run and ours
     // alone while it runs.
     unsafe {
-        (&raw mut (*scan).dests_start).write(svc.dests_start);
-        (&raw mut (*scan).best).write(NO_DEST);
+        (&raw mut (*scan).reals_start).write(svc.reals_start);
+        (&raw mut (*scan).best).write(NO_REAL);
         (&raw mut (*scan).best_overhead).write_volatile(0);
         (&raw mut (*scan).best_weight).write_volatile(0);
     }
-    let n = svc.dests_len.min(MAX_DESTS_PER_SERVICE);
+    let n = svc.reals_len.min(MAX_REALS_PER_SERVICE);
     let step = match rule as u8 {
         scheduler::LC => scan_step::<{ scheduler::LC }> as *mut c_void,
         scheduler::WLC => scan_step::<{ scheduler::WLC }> as *mut c_void,
@@ -42,7 +42,7 @@ pub extern "C" fn lb_sched_least(svc: *const Service, rule: u32) -> u32 {
         scheduler::NQ => scan_step::<{ scheduler::NQ }> as *mut c_void,
         scheduler::FO => scan_step::<{ scheduler::FO }> as *mut c_void,
         scheduler::OVF => scan_step::<{ scheduler::OVF }> as *mut c_void,
-        _ => return NO_DEST,
+        _ => return NO_REAL,
     };
     let mut state = scan;
     // SAFETY: the callback only reads maps and writes the scan state, whose
@@ -56,8 +56,8 @@ pub extern "C" fn lb_sched_least(svc: *const Service, rule: u32) -> u32 {
 /// State of a scan, in a scratch slot, handed to each step.
 #[repr(C)]
 struct Scan {
-    dests_start: u32,
-    /// The chosen dest id, `NO_DEST` while none.
+    reals_start: u32,
+    /// The chosen real server id, `NO_REAL` while none.
     best: u32,
     best_overhead: u64,
     best_weight: u64,
@@ -68,15 +68,15 @@ extern "C" fn scan_step<const RULE: u8>(i: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` points to the pointer to the `Scan` that
     // `lb_sched_least` passed.
     let scan = unsafe { &mut **(ctx as *mut *mut Scan) };
-    let Some(&dest_id) = DEST_LISTS.get(scan.dests_start.wrapping_add(i)) else { return STOP };
-    let Some(dest) = DESTS.get(dest_id) else { return STOP };
-    let Some(conns) = DEST_CONNS.get_ptr_mut(dest_id) else { return STOP };
-    if dest.flags & dest_flag::AVAILABLE == 0 || overloaded(dest, conns) {
+    let Some(&real_id) = REAL_LISTS.get(scan.reals_start.wrapping_add(i)) else { return STOP };
+    let Some(real) = REALS.get(real_id) else { return STOP };
+    let Some(conns) = REAL_CONNS.get_ptr_mut(real_id) else { return STOP };
+    if real.flags & real_flag::AVAILABLE == 0 || overloaded(real, conns) {
         return NEXT;
     }
     let (active, inactive) = conn_counts(conns);
-    let weight = dest.weight as u64;
-    let none_yet = scan.best == NO_DEST;
+    let weight = real.weight as u64;
+    let none_yet = scan.best == NO_REAL;
     let (overhead, better) = match RULE {
         // ip_vs_lc.c: fewest (active << 8) + inactive among weight > 0.
         scheduler::LC => {
@@ -96,7 +96,7 @@ extern "C" fn scan_step<const RULE: u8>(i: u32, ctx: *mut c_void) -> i64 {
                 return NEXT;
             }
             if active == 0 {
-                scan.best = dest_id;
+                scan.best = real_id;
                 return STOP;
             }
             let oh = active + 1;
@@ -114,7 +114,7 @@ extern "C" fn scan_step<const RULE: u8>(i: u32, ctx: *mut c_void) -> i64 {
         }
     };
     if better {
-        scan.best = dest_id;
+        scan.best = real_id;
         scan.best_overhead = overhead;
         scan.best_weight = weight;
     }

@@ -5,42 +5,42 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_loop;
 use lb_common::{
-    FlowKey, LBLC_EXPIRATION_NS, LBLCR_MAX_SET, LblcEntry, LblcKey, MAX_DESTS_PER_SERVICE, NO_DEST, Service,
+    FlowKey, LBLC_EXPIRATION_NS, LBLCR_MAX_SET, LblcEntry, LblcKey, MAX_REALS_PER_SERVICE, NO_REAL, Service,
     scheduler,
 };
 
 use super::{Load, NEXT, STOP, conn_counts, least::lb_sched_least, load, scratch, wlc_overhead};
-use crate::maps::{DEST_CONNS, DEST_LISTS, DESTS, LBLC_CACHE, scan_slot};
+use crate::maps::{LBLC_CACHE, REAL_CONNS, REAL_LISTS, REALS, scan_slot};
 
-/// lblc's choice for the flow's destination address, or `NO_DEST`. A BPF
+/// lblc's choice for the flow's destination address, or `NO_REAL`. A BPF
 /// global function (see the module above).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_lblc(svc: *const Service, flow: *const FlowKey, now: u64) -> u32 {
     // SAFETY: null or values the caller holds.
-    let (Some(svc), Some(flow)) = (unsafe { svc.as_ref() }, unsafe { flow.as_ref() }) else { return NO_DEST };
+    let (Some(svc), Some(flow)) = (unsafe { svc.as_ref() }, unsafe { flow.as_ref() }) else { return NO_REAL };
     let Some(en) = cached(svc, flow, now) else { return remember(svc, flow, now) };
-    let id = en.dests[0];
+    let id = en.reals[0];
     if let Some(l) = load(id) {
         if l.in_list && l.weight > 0 && !is_overloaded(svc, &l) {
             return id;
         }
     }
     let id = wlc(svc);
-    if id != NO_DEST {
-        en.dests[0] = id;
+    if id != NO_REAL {
+        en.reals[0] = id;
         en.len = 1;
     }
     id
 }
 
-/// lblcr's choice for the flow's destination address, or `NO_DEST`. A BPF
+/// lblcr's choice for the flow's destination address, or `NO_REAL`. A BPF
 /// global function (see the module above).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_lblcr(svc: *const Service, flow: *const FlowKey, now: u64) -> u32 {
     // SAFETY: null or values the caller holds.
-    let (Some(svc), Some(flow)) = (unsafe { svc.as_ref() }, unsafe { flow.as_ref() }) else { return NO_DEST };
+    let (Some(svc), Some(flow)) = (unsafe { svc.as_ref() }, unsafe { flow.as_ref() }) else { return NO_REAL };
     let Some(en) = cached(svc, flow, now) else { return remember(svc, flow, now) };
     let chosen = lb_sched_set_min(en);
     // An old set sheds its most loaded member.
@@ -49,14 +49,14 @@ pub extern "C" fn lb_sched_lblcr(svc: *const Service, flow: *const FlowKey, now:
         if m < LBLCR_MAX_SET {
             for k in 0..LBLCR_MAX_SET - 1 {
                 if k >= m && (k as u32) + 1 < en.len {
-                    en.dests[k] = en.dests[k + 1];
+                    en.reals[k] = en.reals[k + 1];
                 }
             }
             en.len -= 1;
             en.lastmod_ns = now;
         }
     }
-    if chosen != NO_DEST {
+    if chosen != NO_REAL {
         if let Some(l) = load(chosen) {
             if !is_overloaded(svc, &l) {
                 return chosen;
@@ -64,21 +64,21 @@ pub extern "C" fn lb_sched_lblcr(svc: *const Service, flow: *const FlowKey, now:
         }
     }
     let id = wlc(svc);
-    if id == NO_DEST {
-        return NO_DEST;
+    if id == NO_REAL {
+        return NO_REAL;
     }
     let mut present = false;
     for k in 0..LBLCR_MAX_SET {
-        if (k as u32) < en.len && en.dests[k] == id {
+        if (k as u32) < en.len && en.reals[k] == id {
             present = true;
         }
     }
     // New members go in front; a full set forgets its oldest.
     if !present {
         for k in (1..LBLCR_MAX_SET).rev() {
-            en.dests[k] = en.dests[k - 1];
+            en.reals[k] = en.reals[k - 1];
         }
-        en.dests[0] = id;
+        en.reals[0] = id;
         if (en.len as usize) < LBLCR_MAX_SET {
             en.len += 1;
         }
@@ -110,11 +110,11 @@ fn cached(svc: &Service, flow: &FlowKey, now: u64) -> Option<&'static mut LblcEn
 #[inline(always)]
 fn remember(svc: &Service, flow: &FlowKey, now: u64) -> u32 {
     let id = wlc(svc);
-    if id == NO_DEST {
-        return NO_DEST;
+    if id == NO_REAL {
+        return NO_REAL;
     }
-    let mut entry = LblcEntry { dests: [0; LBLCR_MAX_SET], len: 1, pad0: 0, lastuse_ns: now, lastmod_ns: now };
-    entry.dests[0] = id;
+    let mut entry = LblcEntry { reals: [0; LBLCR_MAX_SET], len: 1, pad0: 0, lastuse_ns: now, lastmod_ns: now };
+    entry.reals[0] = id;
     let _ = LBLC_CACHE.insert(&cache_key(svc, flow), &entry, 0);
     id
 }
@@ -139,8 +139,8 @@ fn is_overloaded(svc: &Service, l: &Load) -> bool {
 pub extern "C" fn lb_sched_some_light(svc: *const Service) -> u32 {
     // SAFETY: null or a service value the caller holds.
     let Some(svc) = (unsafe { svc.as_ref() }) else { return 0 };
-    let mut scan = LightScan { dests_start: svc.dests_start, found: 0 };
-    let n = svc.dests_len.min(MAX_DESTS_PER_SERVICE);
+    let mut scan = LightScan { reals_start: svc.reals_start, found: 0 };
+    let n = svc.reals_len.min(MAX_REALS_PER_SERVICE);
     // SAFETY: the callback only reads maps and writes `scan` on our stack.
     unsafe {
         bpf_loop(n, light_step as *mut c_void, (&raw mut scan).cast(), 0);
@@ -151,7 +151,7 @@ pub extern "C" fn lb_sched_some_light(svc: *const Service) -> u32 {
 /// State of the "is some server lightly loaded" scan, on the stack.
 #[repr(C)]
 struct LightScan {
-    dests_start: u32,
+    reals_start: u32,
     found: u32,
 }
 
@@ -159,8 +159,8 @@ struct LightScan {
 extern "C" fn light_step(i: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `LightScan` that `lb_sched_some_light` passed.
     let scan = unsafe { &mut *(ctx as *mut LightScan) };
-    let Some(&dest_id) = DEST_LISTS.get(scan.dests_start.wrapping_add(i)) else { return STOP };
-    let Some(l) = load(dest_id) else { return STOP };
+    let Some(&real_id) = REAL_LISTS.get(scan.reals_start.wrapping_add(i)) else { return STOP };
+    let Some(l) = load(real_id) else { return STOP };
     if l.active * 2 < l.weight {
         scan.found = 1;
         return STOP;
@@ -173,7 +173,7 @@ extern "C" fn light_step(i: u32, ctx: *mut c_void) -> i64 {
 #[repr(C)]
 struct SetScan {
     set: LblcEntry,
-    /// Set position (set_max) or dest id (set_min) of the best; NO_DEST = none.
+    /// Set position (set_max) or real server id (set_min) of the best; NO_REAL = none.
     best: u32,
     pad0: u32,
     best_overhead: u64,
@@ -183,12 +183,12 @@ struct SetScan {
 /// Runs `step` over the members of `set`; the best it found.
 #[inline(always)]
 fn walk_set(set: &LblcEntry, step: *mut c_void) -> u32 {
-    let Some(scan) = scratch::<SetScan>(scan_slot::LBLCR_SET) else { return NO_DEST };
+    let Some(scan) = scratch::<SetScan>(scan_slot::LBLCR_SET) else { return NO_REAL };
     // SAFETY: this CPU's scratch slot, valid for this program run and ours
     // alone while it runs. Zeroes by volatile stores (no memset subprogram).
     unsafe {
         (&raw mut (*scan).set).write(*set);
-        (&raw mut (*scan).best).write(NO_DEST);
+        (&raw mut (*scan).best).write(NO_REAL);
         (&raw mut (*scan).pad0).write_volatile(0);
         (&raw mut (*scan).best_overhead).write_volatile(0);
         (&raw mut (*scan).best_weight).write_volatile(0);
@@ -205,12 +205,12 @@ fn walk_set(set: &LblcEntry, step: *mut c_void) -> u32 {
 
 /// `ip_vs_dest_set_min`: in set order, skipping overloaded members, the
 /// first one in the list with weight > 0, then wlc's comparison over the
-/// members after it that are in the list. Returns a dest id or `NO_DEST`.
+/// members after it that are in the list. Returns a real server id or `NO_REAL`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_set_min(set: *const LblcEntry) -> u32 {
     // SAFETY: null or a cache entry the caller holds.
-    let Some(set) = (unsafe { set.as_ref() }) else { return NO_DEST };
+    let Some(set) = (unsafe { set.as_ref() }) else { return NO_REAL };
     walk_set(set, set_min_step as *mut c_void)
 }
 
@@ -219,12 +219,12 @@ extern "C" fn set_min_step(k: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` points to the pointer to the `SetScan` that `walk_set`
     // passed.
     let scan = unsafe { &mut **(ctx as *mut *mut SetScan) };
-    let Some(&id) = scan.set.dests.get(k as usize) else { return STOP };
+    let Some(&id) = scan.set.reals.get(k as usize) else { return STOP };
     let Some(l) = load(id) else { return NEXT };
     if l.overloaded {
         return NEXT;
     }
-    let better = if scan.best == NO_DEST {
+    let better = if scan.best == NO_REAL {
         l.weight > 0 && l.in_list
     } else {
         scan.best_overhead * l.weight > l.overhead() * scan.best_weight && l.in_list
@@ -239,12 +239,12 @@ extern "C" fn set_min_step(k: u32, ctx: *mut c_void) -> i64 {
 
 /// `ip_vs_dest_set_max`: in set order, the first member with weight > 0,
 /// then any later one with weight > 0 and a strictly higher
-/// overhead / weight. Returns its position in the set, or `NO_DEST`.
+/// overhead / weight. Returns its position in the set, or `NO_REAL`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_set_max(set: *const LblcEntry) -> u32 {
     // SAFETY: null or a cache entry the caller holds.
-    let Some(set) = (unsafe { set.as_ref() }) else { return NO_DEST };
+    let Some(set) = (unsafe { set.as_ref() }) else { return NO_REAL };
     walk_set(set, set_max_step as *mut c_void)
 }
 
@@ -253,13 +253,13 @@ extern "C" fn set_max_step(k: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` points to the pointer to the `SetScan` that `walk_set`
     // passed.
     let scan = unsafe { &mut **(ctx as *mut *mut SetScan) };
-    let Some(&id) = scan.set.dests.get(k as usize) else { return STOP };
-    let weight = DESTS.get(id).map_or(0, |d| d.weight as u64);
-    let overhead = DEST_CONNS.get_ptr_mut(id).map_or(0, |c| {
+    let Some(&id) = scan.set.reals.get(k as usize) else { return STOP };
+    let weight = REALS.get(id).map_or(0, |d| d.weight as u64);
+    let overhead = REAL_CONNS.get_ptr_mut(id).map_or(0, |c| {
         let (active, inactive) = conn_counts(c);
         wlc_overhead(active, inactive)
     });
-    let better = weight > 0 && (scan.best == NO_DEST || scan.best_overhead * weight < overhead * scan.best_weight);
+    let better = weight > 0 && (scan.best == NO_REAL || scan.best_overhead * weight < overhead * scan.best_weight);
     if better {
         scan.best = k;
         scan.best_overhead = overhead;

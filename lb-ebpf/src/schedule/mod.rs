@@ -17,12 +17,13 @@ mod locality;
 mod sequence;
 
 use lb_common::{
-    Dest, DestConns, FlowKey, IPPROTO_TCP, NO_DEST, Service, conn_state::tcp_flag, dest_flag, scheduler, service_flag,
+    FlowKey, IPPROTO_TCP, NO_REAL, RealConns, RealServer, Service, conn_state::tcp_flag, real_flag, scheduler,
+    service_flag,
 };
 
 use crate::{
     lookup,
-    maps::{DEST_CONNS, DESTS, SCAN_SCRATCH, ScanSlot},
+    maps::{REAL_CONNS, REALS, SCAN_SCRATCH, ScanSlot},
 };
 
 /// `bpf_loop` callback results.
@@ -58,12 +59,12 @@ pub fn choose(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
         return pick(svc, flow, now);
     }
     let key = svc.template_key(flow);
-    if let Some(dest) = lookup::persistent_dest(&key, now) {
-        return Some(dest);
+    if let Some(real) = lookup::persistent_real(&key, now) {
+        return Some(real);
     }
-    let dest = pick(svc, flow, now)?;
-    lookup::set_template(&key, svc, dest, now);
-    Some(dest)
+    let real = pick(svc, flow, now)?;
+    lookup::set_template(&key, svc, real, now);
+    Some(real)
 }
 
 /// The scheduler's choice, or `None` when no server can take it.
@@ -77,22 +78,22 @@ fn pick(svc: &Service, flow: &FlowKey, now: u64) -> Option<u32> {
         scheduler::SH | scheduler::DH | scheduler::MH => hashed::lb_sched_hashed(svc, flow),
         scheduler::LBLC => locality::lb_sched_lblc(svc, flow, now),
         scheduler::LBLCR => locality::lb_sched_lblcr(svc, flow, now),
-        _ => NO_DEST,
+        _ => NO_REAL,
     };
-    if id == NO_DEST { None } else { Some(id) }
+    if id == NO_REAL { None } else { Some(id) }
 }
 
 /// IPVS's overload flag with its thresholds: set once the server holds
 /// `upper_threshold` connections, cleared when it falls below
 /// `lower_threshold` (or 3/4 of the upper one when no lower is set).
 #[inline(always)]
-fn overloaded(dest: &Dest, conns: *mut DestConns) -> bool {
-    // SAFETY: an element of DEST_CONNS, valid for this program run; the flag
+fn overloaded(real: &RealServer, conns: *mut RealConns) -> bool {
+    // SAFETY: an element of REAL_CONNS, valid for this program run; the flag
     // is a plain word both writers set to the same function of the counts.
     unsafe {
         let total = (*conns).active + (*conns).inactive;
-        let upper = dest.upper_threshold as i64;
-        let lower = dest.lower_threshold as i64;
+        let upper = real.upper_threshold as i64;
+        let lower = real.lower_threshold as i64;
         if (*conns).overloaded != 0 {
             let clear = if lower != 0 {
                 total < lower
@@ -115,8 +116,8 @@ fn overloaded(dest: &Dest, conns: *mut DestConns) -> bool {
 }
 
 #[inline(always)]
-fn takes_new_connections(dest: &Dest, conns: *mut DestConns) -> bool {
-    dest.flags & dest_flag::AVAILABLE != 0 && dest.weight > 0 && !overloaded(dest, conns)
+fn takes_new_connections(real: &RealServer, conns: *mut RealConns) -> bool {
+    real.flags & real_flag::AVAILABLE != 0 && real.weight > 0 && !overloaded(real, conns)
 }
 
 /// A real server's weight and connection counts, as the least-connection
@@ -145,22 +146,22 @@ fn wlc_overhead(active: u64, inactive: u64) -> u64 {
 
 /// A real server's active and inactive connections.
 #[inline(always)]
-fn conn_counts(conns: *mut DestConns) -> (u64, u64) {
-    // SAFETY: a valid element of DEST_CONNS; aligned 64-bit loads are never
+fn conn_counts(conns: *mut RealConns) -> (u64, u64) {
+    // SAFETY: a valid element of REAL_CONNS; aligned 64-bit loads are never
     // torn.
     unsafe { ((*conns).active.max(0) as u64, (*conns).inactive.max(0) as u64) }
 }
 
 #[inline(always)]
-fn load(dest_id: u32) -> Option<Load> {
-    let dest = DESTS.get(dest_id)?;
-    let conns = DEST_CONNS.get_ptr_mut(dest_id)?;
+fn load(real_id: u32) -> Option<Load> {
+    let real = REALS.get(real_id)?;
+    let conns = REAL_CONNS.get_ptr_mut(real_id)?;
     let (active, inactive) = conn_counts(conns);
     Some(Load {
-        weight: dest.weight as u64,
+        weight: real.weight as u64,
         active,
         inactive,
-        in_list: dest.flags & dest_flag::AVAILABLE != 0,
-        overloaded: overloaded(dest, conns),
+        in_list: real.flags & real_flag::AVAILABLE != 0,
+        overloaded: overloaded(real, conns),
     })
 }

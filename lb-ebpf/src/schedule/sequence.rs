@@ -5,23 +5,23 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{NO_DEST, Service};
+use lb_common::{NO_REAL, Service};
 
 use super::takes_new_connections;
-use crate::maps::{DEST_CONNS, DESTS, SCHED_STATE, SCHED_TABLE};
+use crate::maps::{REAL_CONNS, REALS, SCHED_STATE, SCHED_TABLE};
 
 /// How many unavailable or overloaded servers a walk may skip before giving
 /// up.
 const MAX_SKIPS: u32 = 8;
 
 /// The next server of the service's sequence that takes new connections,
-/// or `NO_DEST`. A BPF global function (see the module above).
+/// or `NO_REAL`. A BPF global function (see the module above).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_sequence(svc: *const Service) -> u32 {
     // SAFETY: null or a service value the caller looked up.
-    let Some(svc) = (unsafe { svc.as_ref() }) else { return NO_DEST };
-    walk(svc).unwrap_or(NO_DEST)
+    let Some(svc) = (unsafe { svc.as_ref() }) else { return NO_REAL };
+    walk(svc).unwrap_or(NO_REAL)
 }
 
 #[inline(always)]
@@ -40,11 +40,11 @@ fn walk(svc: &Service) -> Option<u32> {
             atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).position, 1)
         };
         let slot = svc.table_start + (step % svc.table_len as u64) as u32;
-        let dest_id = *SCHED_TABLE.get(slot)?;
-        let dest = DESTS.get(dest_id)?;
-        let conns = DEST_CONNS.get_ptr_mut(dest_id)?;
-        if takes_new_connections(dest, conns) {
-            return Some(dest_id);
+        let real_id = *SCHED_TABLE.get(slot)?;
+        let real = REALS.get(real_id)?;
+        let conns = REAL_CONNS.get_ptr_mut(real_id)?;
+        if takes_new_connections(real, conns) {
+            return Some(real_id);
         }
     }
     None

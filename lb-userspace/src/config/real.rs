@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use lb_common::{MAX_DESTS_PER_SERVICE, sched::MAX_SEQUENCE_LEN};
+use lb_common::{MAX_REALS_PER_SERVICE, sched::MAX_SEQUENCE_LEN};
 use toml::Spanned;
 
 use super::{
@@ -24,11 +24,11 @@ pub(super) fn check_reals(
     scheduler: Option<Scheduler>,
 ) -> Vec<RealConfig> {
     let key = |k: &str| format!("service[{i}].{k}");
-    if s.real.len() > MAX_DESTS_PER_SERVICE as usize {
+    if s.real.len() > MAX_REALS_PER_SERVICE as usize {
         c.error(
-            s.real[MAX_DESTS_PER_SERVICE as usize].span(),
+            s.real[MAX_REALS_PER_SERVICE as usize].span(),
             key("real"),
-            format!("more than {MAX_DESTS_PER_SERVICE} real servers"),
+            format!("more than {MAX_REALS_PER_SERVICE} real servers"),
         );
     }
     let mut reals: Vec<RealConfig> = Vec::new();

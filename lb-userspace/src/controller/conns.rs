@@ -44,7 +44,7 @@ pub struct SyncView {
     now: u64,
     /// Each service's port, by service id.
     ports: BTreeMap<u32, u16>,
-    /// Each real server's address and port, by dest id.
+    /// Each real server's address and port, by its id.
     reals: BTreeMap<u32, SocketAddr>,
 }
 
@@ -60,7 +60,7 @@ impl SyncView {
             .into_iter()
             .filter_map(|(key, conn, _)| {
                 let port = *self.ports.get(&conn.service_id)?;
-                let real = *self.reals.get(&conn.dest_id)?;
+                let real = *self.reals.get(&conn.real_id)?;
                 SyncRecord::from_entry(&key, &conn, port, real, self.now)
             })
             .collect();
@@ -74,11 +74,11 @@ impl Controller {
         let ports = self.tables.wanted().filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port))).collect();
         let reals = self
             .tables
-            .dest_ids()
+            .real_ids()
             .filter_map(|id| {
-                let dest = self.tables.dest(id)?;
-                let ip = IpAddr::V4(Ipv4Addr::from(ipv4_octets(dest.addr)));
-                Some((id, SocketAddr::new(ip, u16::from_be(dest.port))))
+                let real = self.tables.real(id)?;
+                let ip = IpAddr::V4(Ipv4Addr::from(ipv4_octets(real.addr)));
+                Some((id, SocketAddr::new(ip, u16::from_be(real.port))))
             })
             .collect();
         SyncView { conns: self.datapath.conn_table(), now: self.datapath.now_ns(), ports, reals }
@@ -93,7 +93,7 @@ impl Controller {
         let state_timeouts = self.director_value().state_timeouts;
         let mut report = InstallReport::default();
         for r in records {
-            let (service_id, dest_id) = match self.synced_dest(r, &state_timeouts) {
+            let (service_id, real_id) = match self.synced_real(r, &state_timeouts) {
                 Ok(ids) => ids,
                 Err(refusal) => {
                     report.refused.push((refusal, *r));
@@ -101,7 +101,7 @@ impl Controller {
                 }
             };
             let flow = r.flow_key();
-            let conn = r.conn(dest_id, service_id, now);
+            let conn = r.conn(real_id, service_id, now);
             if is_expired(&conn, now) {
                 continue;
             }
@@ -112,19 +112,19 @@ impl Controller {
             // The entry it replaces was counted until now (expired or not:
             // the sweeper counts expired ones out when it removes them).
             if let Some(old) = old {
-                self.datapath.add_dest_conns(old.dest_id, old.state, -1);
+                self.datapath.add_real_conns(old.real_id, old.state, -1);
             }
-            self.datapath.add_dest_conns(dest_id, conn.state, 1);
+            self.datapath.add_real_conns(real_id, conn.state, 1);
             report.installed += 1;
         }
         report
     }
 
-    /// The (service, dest) ids a synced record is for here, if it passes
+    /// The (service, real server) ids a synced record is for here, if it passes
     /// the checks: its service and real server (address and port, as
     /// IPVS's `ip_vs_find_dest`) exist here, its state, timeout and ports
     /// fit them.
-    fn synced_dest(&self, r: &SyncRecord, state_timeouts: &[u32; conn_state::COUNT]) -> Result<(u32, u32), Refusal> {
+    fn synced_real(&self, r: &SyncRecord, state_timeouts: &[u32; conn_state::COUNT]) -> Result<(u32, u32), Refusal> {
         check_shape(r)?;
         let key = r.service_key();
         let service = self.tables.wanted().find(|w| w.key() == key).ok_or(Refusal::UnknownService)?;
@@ -139,13 +139,13 @@ impl Controller {
         check_record(r, &view, state_timeouts)?;
         let IpAddr::V4(real) = r.real.ip() else { return Err(Refusal::UnknownReal) };
         let (addr, port) = (lb_common::ipv4_words(real.octets()), r.real.port().to_be());
-        let dest_id = self
+        let real_id = self
             .tables
-            .service_dests(&key)
+            .service_reals(&key)
             .iter()
             .copied()
-            .find(|&d| self.tables.dest(d).is_some_and(|v| v.addr == addr && v.port == port))
+            .find(|&d| self.tables.real(d).is_some_and(|v| v.addr == addr && v.port == port))
             .ok_or(Refusal::UnknownReal)?;
-        Ok((service_id, dest_id))
+        Ok((service_id, real_id))
     }
 }

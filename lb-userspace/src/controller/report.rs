@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Conn, Dest, FlowKey, conn_state, flow_kind, ipv4_octets};
+use lb_common::{Conn, FlowKey, RealServer, conn_state, flow_kind, ipv4_octets};
 use lb_ipvsadm::snapshot::{self, Connection, Stats};
 
 use super::{
@@ -25,7 +25,7 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Counted {
     Service(u32),
-    Dest(u32),
+    Real(u32),
 }
 
 impl Controller {
@@ -41,8 +41,8 @@ impl Controller {
             if let Some(id) = self.tables.service_id(&key) {
                 ops.push(MapOp::ZeroServiceStats(id));
             }
-            for &d in self.tables.service_dests(&key) {
-                ops.push(MapOp::ZeroDestStats(d));
+            for &d in self.tables.service_reals(&key) {
+                ops.push(MapOp::ZeroRealStats(d));
             }
         }
         self.estimators.clear();
@@ -57,10 +57,10 @@ impl Controller {
             let stats = to_stats(self.datapath.service_counters(id));
             seen.insert(Counted::Service(id));
             self.estimators.entry(Counted::Service(id)).or_insert_with(|| Estimator::new(stats)).sample(stats);
-            for &d in self.tables.service_dests(&svc) {
-                let stats = to_stats(self.datapath.dest_counters(d));
-                seen.insert(Counted::Dest(d));
-                self.estimators.entry(Counted::Dest(d)).or_insert_with(|| Estimator::new(stats)).sample(stats);
+            for &d in self.tables.service_reals(&svc) {
+                let stats = to_stats(self.datapath.real_counters(d));
+                seen.insert(Counted::Real(d));
+                self.estimators.entry(Counted::Real(d)).or_insert_with(|| Estimator::new(stats)).sample(stats);
             }
         }
         self.estimators.retain(|k, _| seen.contains(k));
@@ -80,26 +80,26 @@ impl Controller {
                 let id = self.tables.service_id(&key).unwrap_or(0);
                 let reals = self
                     .tables
-                    .service_dests(&key)
+                    .service_reals(&key)
                     .iter()
                     .filter_map(|&d| {
-                        let dest = self.tables.dest(d)?;
-                        let c = self.datapath.dest_conns(d);
+                        let real = self.tables.real(d)?;
+                        let c = self.datapath.real_conns(d);
                         let (active, inactive, persistent) =
                             (c.active.max(0) as u64, c.inactive.max(0) as u64, c.persistent.max(0) as u64);
                         Some(snapshot::Real {
-                            address: IpAddr::V4(Ipv4Addr::from(ipv4_octets(dest.addr))),
-                            port: u16::from_be(dest.port),
-                            forwarding: crate::model::Forwarding::from_code(dest.forwarding)
+                            address: IpAddr::V4(Ipv4Addr::from(ipv4_octets(real.addr))),
+                            port: u16::from_be(real.port),
+                            forwarding: crate::model::Forwarding::from_code(real.forwarding)
                                 .unwrap_or(crate::model::Forwarding::Dr),
-                            weight: dest.weight,
+                            weight: real.weight,
                             active_conns: active,
                             inactive_conns: inactive,
                             persistent_conns: persistent,
-                            upper_threshold: dest.upper_threshold,
-                            lower_threshold: dest.lower_threshold,
-                            stats: to_stats(self.datapath.dest_counters(d)),
-                            rates: self.rates(Counted::Dest(d)),
+                            upper_threshold: real.upper_threshold,
+                            lower_threshold: real.lower_threshold,
+                            stats: to_stats(self.datapath.real_counters(d)),
+                            rates: self.rates(Counted::Real(d)),
                         })
                     })
                     .collect();
@@ -128,7 +128,7 @@ impl Controller {
         ConnListing {
             conns: self.datapath.conn_table(),
             now: self.datapath.now_ns(),
-            dests: self.tables.dest_ids().filter_map(|id| Some((id, *self.tables.dest(id)?))).collect(),
+            reals: self.tables.real_ids().filter_map(|id| Some((id, *self.tables.real(id)?))).collect(),
         }
     }
 
@@ -148,7 +148,7 @@ impl Controller {
 pub struct ConnListing {
     conns: ConnTable,
     now: u64,
-    dests: BTreeMap<u32, Dest>,
+    reals: BTreeMap<u32, RealServer>,
 }
 
 impl ConnListing {
@@ -157,7 +157,7 @@ impl ConnListing {
         let mut out = Vec::new();
         self.conns.walk(&mut Cursor::new(), usize::MAX, |key, conn| {
             if !is_expired(conn, self.now)
-                && let Some(c) = self.dests.get(&conn.dest_id).and_then(|d| connection_snapshot(key, conn, d, self.now))
+                && let Some(c) = self.reals.get(&conn.real_id).and_then(|d| connection_snapshot(key, conn, d, self.now))
             {
                 out.push(c);
             }
@@ -168,10 +168,10 @@ impl ConnListing {
     }
 }
 
-fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &Dest, now: u64) -> Option<Connection> {
+fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) -> Option<Connection> {
     let ip = |w: [u32; 4]| IpAddr::V4(Ipv4Addr::from(ipv4_octets(w)));
     let vport = u16::from_be(key.dport);
-    let dest_port = u16::from_be(dest.port);
+    let real_port = u16::from_be(real.port);
     Some(Connection {
         protocol: crate::model::Protocol::from_number(key.protocol)?,
         expires_in: expires_in(conn, now),
@@ -180,8 +180,8 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, dest: &Dest, now: u64) -> Opt
         client_port: u16::from_be(key.sport),
         vip: ip(key.dst),
         vport,
-        real: ip(dest.addr),
-        real_port: if dest_port == 0 { vport } else { dest_port },
+        real: ip(real.addr),
+        real_port: if real_port == 0 { vport } else { real_port },
         template: key.kind == flow_kind::TEMPLATE,
     })
 }

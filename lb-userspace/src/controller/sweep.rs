@@ -45,7 +45,7 @@ pub struct Sweeper {
 /// One pass over the table, tallied as it goes.
 struct Pass {
     cursor: Cursor,
-    /// Dests and services retired when the pass began: only these can be
+    /// Real servers and services retired when the pass began: only these can be
     /// freed at its end (a connection of one retired later may sit in a
     /// bucket the pass had already read).
     release: Retired,
@@ -55,7 +55,7 @@ struct Pass {
 /// What a pass found.
 #[derive(Default)]
 struct Tally {
-    used_dests: BTreeSet<u32>,
+    used_reals: BTreeSet<u32>,
     used_services: BTreeSet<u32>,
     /// The live entries per server and count.
     exact: BTreeMap<(u32, CountField), i64>,
@@ -78,13 +78,13 @@ struct SweepView {
 
 impl Tally {
     fn count(&mut self, key: &FlowKey, conn: &Conn, persistent: &BTreeMap<u32, Service>) {
-        self.used_dests.insert(conn.dest_id);
+        self.used_reals.insert(conn.real_id);
         self.used_services.insert(conn.service_id);
-        *self.exact.entry((conn.dest_id, count_field(key, conn.state))).or_default() += 1;
+        *self.exact.entry((conn.real_id, count_field(key, conn.state))).or_default() += 1;
         if key.kind != flow_kind::TEMPLATE
             && let Some(svc) = persistent.get(&conn.service_id)
         {
-            self.controlling.insert(svc.template_key(key), conn.dest_id);
+            self.controlling.insert(svc.template_key(key), conn.real_id);
         }
     }
 }
@@ -169,7 +169,7 @@ impl Controller {
         match self.datapath.connection(key) {
             Some(c) if is_expired(&c, now) => {
                 self.datapath.remove_connection(key)?;
-                self.datapath.add_dest_conns(c.dest_id, c.state, -1);
+                self.datapath.add_real_conns(c.real_id, c.state, -1);
                 Ok(None)
             }
             other => Ok(other),
@@ -180,7 +180,7 @@ impl Controller {
     /// its server, removed otherwise. Returns it if it stays.
     fn settle_template(&mut self, key: &FlowKey, controlling: &BTreeMap<FlowKey, u32>, now: u64) -> Result<Option<Conn>> {
         let Some(mut template) = self.datapath.connection(key) else { return Ok(None) };
-        if controlling.get(key) == Some(&template.dest_id) {
+        if controlling.get(key) == Some(&template.real_id) {
             template.last_seen_ns = now;
             template.timeout = TEMPLATE_REARM_SECS;
             self.datapath.set_connection(key, &template)?;
@@ -197,8 +197,8 @@ impl Controller {
         // by one pass can be a connection that came or changed while it
         // walked; a gap that stays is drift, and is closed.
         let mut gaps = BTreeMap::new();
-        for id in self.tables.dest_ids() {
-            let kept = self.datapath.dest_conns(id);
+        for id in self.tables.real_ids() {
+            let kept = self.datapath.real_conns(id);
             for (field, value) in
                 [(CountField::Active, kept.active), (CountField::Inactive, kept.inactive), (CountField::Persistent, kept.persistent)]
             {
@@ -206,10 +206,10 @@ impl Controller {
             }
         }
         for ((id, field), correction) in drift.observe(gaps) {
-            tracing::debug!("connection count of dest {id} ({field:?}) corrected by {correction}");
-            self.datapath.correct_dest_conns(id, field, correction);
+            tracing::debug!("connection count of real server {id} ({field:?}) corrected by {correction}");
+            self.datapath.correct_real_conns(id, field, correction);
         }
-        let planned = self.tables.release_unreferenced(release, &tally.used_dests, &tally.used_services);
+        let planned = self.tables.release_unreferenced(release, &tally.used_reals, &tally.used_services);
         self.execute(planned)
     }
 }

@@ -89,9 +89,9 @@ impl SyncRecord {
     /// The entry to install on the backup, with the backup's own ids. Its
     /// last packet was `idle_ms` before `now_ns` (the datapath's clock), so it
     /// expires when it would have on the master.
-    pub fn conn(&self, dest_id: u32, service_id: u32, now_ns: u64) -> Conn {
+    pub fn conn(&self, real_id: u32, service_id: u32, now_ns: u64) -> Conn {
         Conn {
-            dest_id,
+            real_id,
             service_id,
             state: self.state,
             pad0: [0; 3],
@@ -142,7 +142,7 @@ pub const PENDING_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug)]
 struct Sent {
     state: u8,
-    dest_id: u32,
+    real_id: u32,
     service_id: u32,
     timeout: u32,
     last_seen_ns: u64,
@@ -255,8 +255,8 @@ impl ChangeTracker {
                 None => Some(Change::New),
                 Some(s) => {
                     s.generation = generation;
-                    if (s.state, s.dest_id, s.service_id, s.timeout)
-                        != (conn.state, conn.dest_id, conn.service_id, conn.timeout)
+                    if (s.state, s.real_id, s.service_id, s.timeout)
+                        != (conn.state, conn.real_id, conn.service_id, conn.timeout)
                     {
                         Some(Change::Changed)
                     } else if s.pending.is_some() {
@@ -278,7 +278,7 @@ impl ChangeTracker {
                     key,
                     Sent {
                         state: conn.state,
-                        dest_id: conn.dest_id,
+                        real_id: conn.real_id,
                         service_id: conn.service_id,
                         timeout: conn.timeout,
                         last_seen_ns: conn.last_seen_ns,
@@ -330,7 +330,7 @@ mod tests {
     }
 
     fn conn(state: u8, last_seen_ns: u64) -> Conn {
-        Conn { dest_id: 3, service_id: 1, state, pad0: [0; 3], timeout: 900, last_seen_ns }
+        Conn { real_id: 3, service_id: 1, state, pad0: [0; 3], timeout: 900, last_seen_ns }
     }
 
     #[test]
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!((sk.addr, u16::from_be(sk.port), sk.protocol, sk.family), (k.dst, 80, 6, AF_INET));
         // On the backup, with its own ids and clock: the same age.
         let installed = r.conn(9, 4, 5000 * S);
-        assert_eq!((installed.dest_id, installed.service_id, installed.state, installed.timeout), (9, 4, 1, 900));
+        assert_eq!((installed.real_id, installed.service_id, installed.state, installed.timeout), (9, 4, 1, 900));
         assert_eq!(installed.last_seen_ns, 5000 * S - 2_500_000_000);
 
         // A template of an every-port service.
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!((out[0].0, out[0].2), (key(1), Change::Changed));
         // So does a new real server (the old one failed) or a new timeout.
         let mut moved = changed.clone();
-        moved[1].1.dest_id = 4;
+        moved[1].1.real_id = 4;
         assert_eq!(sent(&mut t, moved.clone(), now + 3 * S).len(), 1);
         // Gone from the table: forgotten; back again: new.
         assert!(sent(&mut t, vec![moved[0]], now + 4 * S).is_empty());

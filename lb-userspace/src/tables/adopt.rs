@@ -2,10 +2,10 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use lb_common::{Dest, Service, ServiceKey, dest_flag, sched, service_flag};
+use lb_common::{RealServer, Service, ServiceKey, real_flag, sched, service_flag};
 
 use super::{
-    InstalledDest, InstalledService, Tables, WantedReal, WantedService, effective_weight, region::Region,
+    InstalledReal, InstalledService, Tables, WantedReal, WantedService, effective_weight, region::Region,
     walk::WalkResume,
 };
 use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
@@ -14,9 +14,9 @@ use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
 /// [`Tables::adopt`].
 pub struct Adopted {
     pub services: Vec<(ServiceKey, Service)>,
-    pub dests: BTreeMap<u32, Dest>,
-    /// Each service's dest ids in IPVS order.
-    pub service_dests: BTreeMap<ServiceKey, Vec<u32>>,
+    pub reals: BTreeMap<u32, RealServer>,
+    /// Each service's real server ids in IPVS order.
+    pub service_reals: BTreeMap<ServiceKey, Vec<u32>>,
     /// Each service's scheduling table.
     pub tables: BTreeMap<ServiceKey, Vec<u32>>,
     pub positions: BTreeMap<u32, u64>,
@@ -28,7 +28,7 @@ impl Tables {
     pub fn adopt(adopted: &Adopted) -> Self {
         let mut t = Self::new();
         for (key, value) in &adopted.services {
-            let ids = adopted.service_dests.get(key).cloned().unwrap_or_default();
+            let ids = adopted.service_reals.get(key).cloned().unwrap_or_default();
             let (Some(protocol), Some(scheduler)) =
                 (Protocol::from_number(key.protocol), Scheduler::from_code(value.scheduler))
             else {
@@ -38,25 +38,25 @@ impl Tables {
             let port = u16::from_be(key.port);
             let mut reals = Vec::new();
             for id in ids.iter().rev() {
-                let Some(d) = adopted.dests.get(id) else { continue };
+                let Some(d) = adopted.reals.get(id) else { continue };
                 reals.push(WantedReal {
                     address: Ipv4Addr::from(lb_common::ipv4_octets(d.addr)),
                     port: if port == 0 { 0 } else { u16::from_be(d.port) },
                     weight: d.weight,
                     forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
-                    mac: (d.flags & dest_flag::AVAILABLE != 0).then_some(d.mac),
+                    mac: (d.flags & real_flag::AVAILABLE != 0).then_some(d.mac),
                     mtu: d.mtu as u32,
                     upper_threshold: d.upper_threshold,
                     lower_threshold: d.lower_threshold,
                     in_service: true,
                     expire_conns: false,
                 });
-                t.dests.insert(*id, InstalledDest { value: *d, service: *key, last_weight: d.weight });
-                t.free_dest_ids.remove(id);
+                t.reals.insert(*id, InstalledReal { value: *d, service: *key, last_weight: d.weight });
+                t.free_real_ids.remove(id);
             }
-            let weights: Vec<u32> = ids.iter().map(|id| adopted.dests.get(id).map_or(0, effective_weight)).collect();
+            let weights: Vec<u32> = ids.iter().map(|id| adopted.reals.get(id).map_or(0, effective_weight)).collect();
             let table = Region { start: value.table_start, len: value.table_len };
-            let list = Region { start: value.dests_start, len: value.dests_len };
+            let list = Region { start: value.reals_start, len: value.reals_len };
             t.table_space.take(table);
             t.list_space.take(list);
             t.free_service_ids.remove(&value.id);
@@ -78,7 +78,7 @@ impl Tables {
                 InstalledService {
                     wanted,
                     id: value.id,
-                    dests: ids,
+                    real_ids: ids,
                     table_weights: weights,
                     table_ids,
                     table,
@@ -88,12 +88,12 @@ impl Tables {
                 },
             );
         }
-        // Dests in no service's list were retired; connections may use them.
-        for (id, d) in &adopted.dests {
-            if !t.dests.contains_key(id) {
-                t.dests.insert(*id, InstalledDest { value: *d, service: ServiceKey::default(), last_weight: d.weight });
-                t.free_dest_ids.remove(id);
-                t.retired_dests.insert(*id);
+        // Real servers in no service's list were retired; connections may use them.
+        for (id, d) in &adopted.reals {
+            if !t.reals.contains_key(id) {
+                t.reals.insert(*id, InstalledReal { value: *d, service: ServiceKey::default(), last_weight: d.weight });
+                t.free_real_ids.remove(id);
+                t.retired_reals.insert(*id);
             }
         }
         t

@@ -21,8 +21,8 @@ use std::{
 };
 
 use lb_common::{
-    AF_INET, DEST_LIST_SLOTS, Dest, MAX_DESTS, MAX_SERVICES, SCHED_TABLE_SLOTS, Service, ServiceKey,
-    dest_flag, ipv4_words, sched, service_flag,
+    AF_INET, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey,
+    ipv4_words, real_flag, sched, service_flag,
 };
 
 pub use self::adopt::Adopted;
@@ -78,7 +78,7 @@ impl WantedService {
     }
 }
 
-use lb_common::NO_DEST;
+use lb_common::NO_REAL;
 
 pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
     ServiceKey { addr: ipv4_words(vip.octets()), port: port.to_be(), protocol: protocol.number(), family: AF_INET }
@@ -87,15 +87,15 @@ pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
 /// One write to the datapath maps, in the order they must happen.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MapOp {
-    SetDest(u32, Dest),
-    /// The counters of a dest id newly taken into use.
-    ZeroDestStats(u32),
-    /// Write dest ids into `SCHED_TABLE` from `start`: always a region no
+    SetReal(u32, RealServer),
+    /// The counters of a real server slot newly taken into use.
+    ZeroRealStats(u32),
+    /// Write real server ids into `SCHED_TABLE` from `start`: always a region no
     /// service refers to yet (a later `SetService` points at it).
-    SetSchedTable { start: u32, dest_ids: Vec<u32> },
-    /// Write dest ids into `DEST_LISTS` from `start` (a region no service
+    SetSchedTable { start: u32, real_ids: Vec<u32> },
+    /// Write real server ids into `REAL_LISTS` from `start` (a region no service
     /// refers to yet, as for `SetSchedTable`).
-    SetDestList { start: u32, dest_ids: Vec<u32> },
+    SetRealList { start: u32, real_ids: Vec<u32> },
     /// The counters of a service id newly taken into use.
     ZeroServiceStats(u32),
     SetService(ServiceKey, Service),
@@ -116,13 +116,13 @@ impl MapOp {
             format!("{protocol} {vip}:{}", u16::from_be(key.port))
         };
         match self {
-            MapOp::SetDest(id, _) => format!("real server {id}"),
-            MapOp::ZeroDestStats(id) => format!("the counters of real server {id}"),
-            MapOp::SetSchedTable { start, dest_ids } => {
-                format!("scheduling table slots {start}..{}", start + dest_ids.len() as u32)
+            MapOp::SetReal(id, _) => format!("real server {id}"),
+            MapOp::ZeroRealStats(id) => format!("the counters of real server {id}"),
+            MapOp::SetSchedTable { start, real_ids } => {
+                format!("scheduling table slots {start}..{}", start + real_ids.len() as u32)
             }
-            MapOp::SetDestList { start, dest_ids } => {
-                format!("real server list slots {start}..{}", start + dest_ids.len() as u32)
+            MapOp::SetRealList { start, real_ids } => {
+                format!("real server list slots {start}..{}", start + real_ids.len() as u32)
             }
             MapOp::ZeroServiceStats(id) => format!("the counters of service {id}"),
             MapOp::SetService(key, _) => format!("service {}", service(key)),
@@ -145,11 +145,11 @@ pub struct Planned {
     next: Tables,
 }
 
-/// The dests and services retired at some moment (see
+/// The real servers and services retired at some moment (see
 /// [`Tables::release_unreferenced`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Retired {
-    pub dests: BTreeSet<u32>,
+    pub reals: BTreeSet<u32>,
     pub services: BTreeSet<u32>,
 }
 
@@ -157,11 +157,11 @@ pub struct Retired {
 struct InstalledService {
     wanted: WantedService,
     id: u32,
-    /// Dest ids, IPVS order (newest first).
-    dests: Vec<u32>,
+    /// RealServer ids, IPVS order (newest first).
+    real_ids: Vec<u32>,
     /// The effective weights (same order) the table was built from.
     table_weights: Vec<u32>,
-    /// The table as written (dest ids, `NO_DEST` for an empty slot).
+    /// The table as written (real server ids, `NO_REAL` for an empty slot).
     table_ids: Vec<u32>,
     table: Region,
     list: Region,
@@ -171,8 +171,8 @@ struct InstalledService {
 }
 
 #[derive(Clone, Debug)]
-struct InstalledDest {
-    value: Dest,
+struct InstalledReal {
+    value: RealServer,
     service: ServiceKey,
     /// IPVS's `last_weight`: the latest non-zero weight (mh keeps a
     /// quiesced server's slots with it).
@@ -183,14 +183,14 @@ struct InstalledDest {
 #[derive(Clone, Debug)]
 pub struct Tables {
     services: BTreeMap<ServiceKey, InstalledService>,
-    dests: BTreeMap<u32, InstalledDest>,
-    /// Dests removed from their service but kept while connections may
+    reals: BTreeMap<u32, InstalledReal>,
+    /// Real servers removed from their service but kept while connections may
     /// still point at them (IPVS's trash), keyed by id.
-    retired_dests: BTreeSet<u32>,
+    retired_reals: BTreeSet<u32>,
     /// Ids of removed services, kept while connections may point at them.
     retired_services: BTreeSet<u32>,
     free_service_ids: BTreeSet<u32>,
-    free_dest_ids: BTreeSet<u32>,
+    free_real_ids: BTreeSet<u32>,
     table_space: RegionPool,
     list_space: RegionPool,
     /// Regions replaced by the last apply, released at the next one (by then
@@ -212,8 +212,8 @@ impl Default for Tables {
 pub enum PlanError {
     #[error("too many virtual services (the datapath holds {MAX_SERVICES})")]
     TooManyServices,
-    #[error("too many real servers in all (the datapath holds {MAX_DESTS})")]
-    TooManyDests,
+    #[error("too many real servers in all (the datapath holds {MAX_REALS})")]
+    TooManyReals,
     #[error("the scheduling tables are full")]
     TableSpaceFull,
 }
@@ -222,13 +222,13 @@ impl Tables {
     pub fn new() -> Self {
         Self {
             services: BTreeMap::new(),
-            dests: BTreeMap::new(),
-            retired_dests: BTreeSet::new(),
+            reals: BTreeMap::new(),
+            retired_reals: BTreeSet::new(),
             retired_services: BTreeSet::new(),
             free_service_ids: (0..MAX_SERVICES).collect(),
-            free_dest_ids: (0..MAX_DESTS).collect(),
+            free_real_ids: (0..MAX_REALS).collect(),
             table_space: RegionPool::new(SCHED_TABLE_SLOTS),
-            list_space: RegionPool::new(DEST_LIST_SLOTS),
+            list_space: RegionPool::new(REAL_LIST_SLOTS),
             pending_table_frees: Vec::new(),
             pending_list_frees: Vec::new(),
             vip_filter: Vec::new(),
@@ -249,18 +249,18 @@ impl Tables {
         self.services.get(key).map(|s| s.id)
     }
 
-    /// Dest ids of a service in IPVS order.
-    pub fn service_dests(&self, key: &ServiceKey) -> &[u32] {
-        self.services.get(key).map_or(&[], |s| &s.dests)
+    /// RealServer ids of a service in IPVS order.
+    pub fn service_reals(&self, key: &ServiceKey) -> &[u32] {
+        self.services.get(key).map_or(&[], |s| &s.real_ids)
     }
 
-    pub fn dest(&self, id: u32) -> Option<&Dest> {
-        self.dests.get(&id).map(|d| &d.value)
+    pub fn real(&self, id: u32) -> Option<&RealServer> {
+        self.reals.get(&id).map(|d| &d.value)
     }
 
-    /// Every dest slot in use (live or retired).
-    pub fn dest_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.dests.keys().copied()
+    /// Every real server slot in use (live or retired).
+    pub fn real_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.reals.keys().copied()
     }
 
     /// Plans the writes that make the maps hold `wanted` (every service;
@@ -304,8 +304,8 @@ impl Tables {
         for key in removed {
             let svc = self.services.remove(&key).expect("listed");
             ops.push(MapOp::DeleteService(key));
-            for id in &svc.dests {
-                self.retire_dest(*id, false, &mut ops);
+            for id in &svc.real_ids {
+                self.retire_real(*id, false, &mut ops);
             }
             self.retired_services.insert(svc.id);
             self.pending_table_frees.push(svc.table);
@@ -318,14 +318,14 @@ impl Tables {
         Ok(ops)
     }
 
-    fn retire_dest(&mut self, id: u32, expire_conns: bool, ops: &mut Vec<MapOp>) {
-        if let Some(d) = self.dests.get_mut(&id) {
-            d.value.flags &= !dest_flag::AVAILABLE;
+    fn retire_real(&mut self, id: u32, expire_conns: bool, ops: &mut Vec<MapOp>) {
+        if let Some(d) = self.reals.get_mut(&id) {
+            d.value.flags &= !real_flag::AVAILABLE;
             if expire_conns {
-                d.value.flags |= dest_flag::EXPIRE_CONNS;
+                d.value.flags |= real_flag::EXPIRE_CONNS;
             }
-            ops.push(MapOp::SetDest(id, d.value));
-            self.retired_dests.insert(id);
+            ops.push(MapOp::SetReal(id, d.value));
+            self.retired_reals.insert(id);
         }
     }
 
@@ -342,9 +342,9 @@ impl Tables {
             ops.push(MapOp::ZeroServiceStats(id));
         }
 
-        // IPVS order: dests kept from before keep their relative order, new
+        // IPVS order: real servers kept from before keep their relative order, new
         // ones go in front, later config entries in front of earlier ones.
-        let old_dests: Vec<u32> = existing.as_ref().map_or(Vec::new(), |s| s.dests.clone());
+        let old_real_ids: Vec<u32> = existing.as_ref().map_or(Vec::new(), |s| s.real_ids.clone());
         let mut kept = Vec::new();
         let mut added = Vec::new();
         let mut real_of: BTreeMap<u32, &WantedReal> = BTreeMap::new();
@@ -355,62 +355,62 @@ impl Tables {
             .map(|r| ipv4_words(r.address.octets()))
             .collect();
         for real in w.reals.iter().filter(|r| r.in_service) {
-            let found = old_dests.iter().copied().find(|id| self.dests[id].value.addr == ipv4_words(real.address.octets()));
+            let found = old_real_ids.iter().copied().find(|id| self.reals[id].value.addr == ipv4_words(real.address.octets()));
             let id = match found {
                 Some(id) => {
                     kept.push(id);
                     id
                 }
                 None => {
-                    let id = self.find_or_alloc_dest(&key, real, ops)?;
+                    let id = self.find_or_alloc_real(&key, real, ops)?;
                     added.push(id);
                     id
                 }
             };
             real_of.insert(id, real);
         }
-        for id in &old_dests {
+        for id in &old_real_ids {
             if !kept.contains(id) {
-                let expire = expiring.contains(&self.dests[id].value.addr);
-                self.retire_dest(*id, expire, ops);
+                let expire = expiring.contains(&self.reals[id].value.addr);
+                self.retire_real(*id, expire, ops);
             }
         }
-        let kept_in_old_order: Vec<u32> = old_dests.iter().copied().filter(|id| kept.contains(id)).collect();
-        let mut dests: Vec<u32> = added.iter().rev().copied().collect();
-        dests.extend(kept_in_old_order);
+        let kept_in_old_order: Vec<u32> = old_real_ids.iter().copied().filter(|id| kept.contains(id)).collect();
+        let mut real_ids: Vec<u32> = added.iter().rev().copied().collect();
+        real_ids.extend(kept_in_old_order);
 
-        // Dest values.
-        for &dest_id in &dests {
-            let real = real_of[&dest_id];
-            let value = dest_value(real, id, w.port);
-            let newly_added = added.contains(&dest_id);
-            let d = self.dests.get_mut(&dest_id).expect("allocated");
+        // RealServer values.
+        for &real_id in &real_ids {
+            let real = real_of[&real_id];
+            let value = real_value(real, id, w.port);
+            let newly_added = added.contains(&real_id);
+            let d = self.reals.get_mut(&real_id).expect("allocated");
             d.service = key;
             d.last_weight = sched::mh_last_weight(newly_added, d.last_weight, real.weight);
             if d.value != value {
                 d.value = value;
-                ops.push(MapOp::SetDest(dest_id, value));
+                ops.push(MapOp::SetReal(real_id, value));
             }
         }
 
         // Scheduling table: a walk (rr, wrr) or a hash table (sh, dh, mh);
         // the others scan the list.
-        let weights: Vec<u32> = dests.iter().map(|id| effective_weight(&self.dests[id].value)).collect();
-        let slot = |i: Option<u32>| i.map_or(NO_DEST, |i| dests[i as usize]);
+        let weights: Vec<u32> = real_ids.iter().map(|id| effective_weight(&self.reals[id].value)).collect();
+        let slot = |i: Option<u32>| i.map_or(NO_REAL, |i| real_ids[i as usize]);
         let table_ids: Vec<u32> = match w.scheduler {
             Scheduler::Wrr => sched::wrr_table(&weights).into_iter().map(|i| slot(Some(i))).collect(),
             Scheduler::Rr => sched::rr_table(&weights).into_iter().map(|i| slot(Some(i))).collect(),
             Scheduler::Sh => {
-                let weights: Vec<u32> = dests.iter().map(|id| self.dests[id].value.weight).collect();
+                let weights: Vec<u32> = real_ids.iter().map(|id| self.reals[id].value.weight).collect();
                 sched::sh_table(&weights).into_iter().map(slot).collect()
             }
-            Scheduler::Dh => sched::dh_table(dests.len()).into_iter().map(slot).collect(),
+            Scheduler::Dh => sched::dh_table(real_ids.len()).into_iter().map(slot).collect(),
             Scheduler::Mh => {
-                let mh: Vec<sched::MhDest> = dests
+                let mh: Vec<sched::MhReal> = real_ids
                     .iter()
                     .map(|id| {
-                        let d = &self.dests[id];
-                        sched::MhDest { addr: d.value.addr, port_be: d.value.port, weight: d.last_weight }
+                        let d = &self.reals[id];
+                        sched::MhReal { addr: d.value.addr, port_be: d.value.port, weight: d.last_weight }
                     })
                     .collect();
                 let table = sched::mh_table(&mh, lb_common::hash::MH_DEFAULT_TAB_SIZE);
@@ -426,7 +426,7 @@ impl Tables {
 
         let (table, list, resume, position_op) = match existing {
             Some(old)
-                if old.dests == dests
+                if old.real_ids == real_ids
                     && old.table_ids == table_ids
                     && (!is_walk || old.table_weights == weights)
                     && old.wanted.scheduler == w.scheduler =>
@@ -435,12 +435,12 @@ impl Tables {
             }
             old => {
                 let table = self.table_space.alloc(table_ids.len() as u32).ok_or(PlanError::TableSpaceFull)?;
-                let list = self.list_space.alloc(dests.len() as u32).ok_or(PlanError::TableSpaceFull)?;
-                ops.push(MapOp::SetSchedTable { start: table.start, dest_ids: table_ids.clone() });
-                ops.push(MapOp::SetDestList { start: list.start, dest_ids: dests.clone() });
+                let list = self.list_space.alloc(real_ids.len() as u32).ok_or(PlanError::TableSpaceFull)?;
+                ops.push(MapOp::SetSchedTable { start: table.start, real_ids: table_ids.clone() });
+                ops.push(MapOp::SetRealList { start: list.start, real_ids: real_ids.clone() });
                 let resume = match &old {
                     Some(old) if old.wanted.scheduler == w.scheduler => {
-                        resume_walk(w.scheduler, old, position(old.id), &dests, &weights)
+                        resume_walk(w.scheduler, old, position(old.id), &real_ids, &weights)
                     }
                     // A new scheduler starts on the whole list at once.
                     Some(_) => fresh_walk(w.scheduler, &weights, false),
@@ -463,8 +463,8 @@ impl Tables {
             flags: w.options.flags | if w.port == 0 { service_flag::ALL_PORTS } else { 0 },
             table_start: table.start,
             table_len: table.len,
-            dests_start: list.start,
-            dests_len: list.len,
+            reals_start: list.start,
+            reals_len: list.len,
             persistence_timeout: w.options.persistence_timeout.unwrap_or(0),
             pad1: 0,
             persistence_mask: ipv4_words(w.options.persistence_netmask.octets()),
@@ -485,60 +485,60 @@ impl Tables {
         }
         self.services.insert(
             key,
-            InstalledService { wanted: w.clone(), id, dests, table_weights: weights, table_ids, table, list, resume, value },
+            InstalledService { wanted: w.clone(), id, real_ids, table_weights: weights, table_ids, table, list, resume, value },
         );
         Ok(())
     }
 
-    fn find_or_alloc_dest(&mut self, key: &ServiceKey, real: &WantedReal, ops: &mut Vec<MapOp>) -> Result<u32, PlanError> {
+    fn find_or_alloc_real(&mut self, key: &ServiceKey, real: &WantedReal, ops: &mut Vec<MapOp>) -> Result<u32, PlanError> {
         // A server removed a moment ago comes back with its connections and
-        // counters, as IPVS takes a dest back from its trash.
+        // counters, as IPVS takes a real server back from its trash.
         let addr = ipv4_words(real.address.octets());
         let revived = self
-            .retired_dests
+            .retired_reals
             .iter()
             .copied()
-            .find(|id| self.dests[id].service == *key && self.dests[id].value.addr == addr);
+            .find(|id| self.reals[id].service == *key && self.reals[id].value.addr == addr);
         if let Some(id) = revived {
-            self.retired_dests.remove(&id);
+            self.retired_reals.remove(&id);
             return Ok(id);
         }
-        let id = self.free_dest_ids.pop_first().ok_or(PlanError::TooManyDests)?;
-        self.dests.insert(id, InstalledDest { value: Dest::default(), service: *key, last_weight: real.weight });
-        ops.push(MapOp::ZeroDestStats(id));
+        let id = self.free_real_ids.pop_first().ok_or(PlanError::TooManyReals)?;
+        self.reals.insert(id, InstalledReal { value: RealServer::default(), service: *key, last_weight: real.weight });
+        ops.push(MapOp::ZeroRealStats(id));
         Ok(id)
     }
 
-    /// The dests and services retired now, still kept for the connections
+    /// The real servers and services retired now, still kept for the connections
     /// that may refer to them.
     pub fn retired(&self) -> Retired {
-        Retired { dests: self.retired_dests.clone(), services: self.retired_services.clone() }
+        Retired { reals: self.retired_reals.clone(), services: self.retired_services.clone() }
     }
 
-    /// Frees the retired dests and services of `candidates` (retired when a
+    /// Frees the retired real servers and services of `candidates` (retired when a
     /// walk of the connection table began: none can get a connection after
     /// that) that are still retired and that no connection of the walk
-    /// referred to (`referenced`: the dest and service ids it found).
+    /// referred to (`referenced`: the real server and service ids it found).
     /// Planned as the ops that clear their slots.
     pub fn release_unreferenced(
         &self,
         candidates: &Retired,
-        referenced_dests: &BTreeSet<u32>,
+        referenced_reals: &BTreeSet<u32>,
         referenced_services: &BTreeSet<u32>,
     ) -> Planned {
         let mut next = self.clone();
         let mut ops = Vec::new();
         let done: Vec<u32> = candidates
-            .dests
+            .reals
             .iter()
             .copied()
-            .filter(|id| next.retired_dests.contains(id) && !referenced_dests.contains(id))
+            .filter(|id| next.retired_reals.contains(id) && !referenced_reals.contains(id))
             .collect();
         for id in done {
-            next.retired_dests.remove(&id);
-            next.dests.remove(&id);
-            next.free_dest_ids.insert(id);
-            ops.push(MapOp::SetDest(id, Dest::default()));
+            next.retired_reals.remove(&id);
+            next.reals.remove(&id);
+            next.free_real_ids.insert(id);
+            ops.push(MapOp::SetReal(id, RealServer::default()));
         }
         let done: Vec<u32> = candidates
             .services
@@ -555,10 +555,10 @@ impl Tables {
 }
 
 /// The value the datapath holds for a real server.
-fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> Dest {
+fn real_value(real: &WantedReal, service_id: u32, vport: u16) -> RealServer {
     // Without its next hop's MAC a server cannot be sent to.
-    let flags = if real.mac.is_some() { dest_flag::AVAILABLE } else { 0 };
-    Dest {
+    let flags = if real.mac.is_some() { real_flag::AVAILABLE } else { 0 };
+    RealServer {
         addr: ipv4_words(real.address.octets()),
         port: if real.port == 0 { vport.to_be() } else { real.port.to_be() },
         family: AF_INET,
@@ -575,8 +575,8 @@ fn dest_value(real: &WantedReal, service_id: u32, vport: u16) -> Dest {
 
 /// The weight the scheduler uses: 0 for a server that cannot take new
 /// connections now.
-fn effective_weight(d: &Dest) -> u32 {
-    if d.flags & dest_flag::AVAILABLE == 0 { 0 } else { d.weight }
+fn effective_weight(d: &RealServer) -> u32 {
+    if d.flags & real_flag::AVAILABLE == 0 { 0 } else { d.weight }
 }
 
 #[cfg(test)]

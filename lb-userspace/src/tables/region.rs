@@ -1,4 +1,4 @@
-//! Slot ranges of the shared arrays (`SCHED_TABLE`, `DEST_LISTS`) each
+//! Slot ranges of the shared arrays (`SCHED_TABLE`, `REAL_LISTS`) each
 //! service's scheduling table and server list are written to.
 
 use std::collections::BTreeMap;

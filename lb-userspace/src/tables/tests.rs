@@ -1,7 +1,7 @@
 //! The planner against IPVS's reference models and a fake datapath.
 
 use super::*;
-use lb_common::sched::models::{RrModel, SchedDest, WrrModel};
+use lb_common::sched::models::{RrModel, SchedReal, WrrModel};
 
 fn real(last_octet: u8, weight: u32) -> WantedReal {
     WantedReal {
@@ -33,7 +33,7 @@ fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
 /// the XDP program does.
 #[derive(Default)]
 struct FakeMaps {
-    dests: BTreeMap<u32, Dest>,
+    reals: BTreeMap<u32, RealServer>,
     table: BTreeMap<u32, u32>,
     services: BTreeMap<ServiceKey, Service>,
     positions: BTreeMap<u32, u64>,
@@ -43,11 +43,11 @@ impl FakeMaps {
     fn apply(&mut self, ops: &[MapOp]) {
         for op in ops {
             match op {
-                MapOp::SetDest(id, d) => {
-                    self.dests.insert(*id, *d);
+                MapOp::SetReal(id, d) => {
+                    self.reals.insert(*id, *d);
                 }
-                MapOp::SetSchedTable { start, dest_ids } => {
-                    for (i, id) in dest_ids.iter().enumerate() {
+                MapOp::SetSchedTable { start, real_ids } => {
+                    for (i, id) in real_ids.iter().enumerate() {
                         self.table.insert(start + i as u32, *id);
                     }
                 }
@@ -60,9 +60,9 @@ impl FakeMaps {
                 MapOp::SetSchedPosition(id, p) => {
                     self.positions.insert(*id, *p);
                 }
-                MapOp::ZeroDestStats(_)
+                MapOp::ZeroRealStats(_)
                 | MapOp::ZeroServiceStats(_)
-                | MapOp::SetDestList { .. }
+                | MapOp::SetRealList { .. }
                 | MapOp::SetVipFilter(_)
                 | MapOp::SetServiceFlags(..) => {}
             }
@@ -78,7 +78,7 @@ impl FakeMaps {
         let pos = self.positions.entry(svc.id).or_default();
         let slot = svc.table_start + (*pos % svc.table_len as u64) as u32;
         *pos += 1;
-        let d = self.dests[&self.table[&slot]];
+        let d = self.reals[&self.table[&slot]];
         Some(lb_common::ipv4_octets(d.addr)[3])
     }
 }
@@ -90,8 +90,8 @@ fn plan(tables: &mut Tables, maps: &mut FakeMaps, wanted: &[WantedService]) {
     tables.commit(planned);
 }
 
-fn model_dests(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedDest> {
-    reals_ipvs_order.iter().map(|&(_, w)| SchedDest::new(w)).collect()
+fn model_reals(reals_ipvs_order: &[(u8, u32)]) -> Vec<SchedReal> {
+    reals_ipvs_order.iter().map(|&(_, w)| SchedReal::new(w)).collect()
 }
 
 #[test]
@@ -120,27 +120,27 @@ fn rr_and_wrr_follow_ipvs_across_changes() {
                 if !reals.iter().any(|r| r.0 == entry.0) {
                     list.remove(i);
                     rr.remove(i);
-                    wrr.changed(&model_dests(&list));
+                    wrr.changed(&model_reals(&list));
                 }
             }
             for &(octet, weight) in reals {
                 match list.iter().position(|e| e.0 == octet) {
                     Some(i) if list[i].1 != weight => {
                         list[i].1 = weight;
-                        wrr.changed(&model_dests(&list));
+                        wrr.changed(&model_reals(&list));
                     }
                     Some(_) => {}
                     None => {
                         list.insert(0, (octet, weight));
                         rr.add_front();
-                        wrr.changed(&model_dests(&list));
+                        wrr.changed(&model_reals(&list));
                     }
                 }
             }
             let wanted = service(scheduler, reals.iter().map(|&(o, w)| real(o, w)).collect());
             plan(&mut tables, &mut maps, std::slice::from_ref(&wanted));
             for pick in 0..(7 + step * 3) {
-                let d = model_dests(&list);
+                let d = model_reals(&list);
                 let want = match scheduler {
                     Scheduler::Wrr => wrr.schedule(&d),
                     _ => rr.schedule(&d),
@@ -187,25 +187,25 @@ fn a_removed_server_keeps_its_slot_until_released() {
     let mut tables = Tables::new();
     let mut maps = FakeMaps::default();
     plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
-    let ids: Vec<u32> = tables.dest_ids().collect();
+    let ids: Vec<u32> = tables.real_ids().collect();
     plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
-    let gone = ids.iter().copied().find(|id| lb_common::ipv4_octets(maps.dests[id].addr)[3] == 2).unwrap();
-    assert_eq!(maps.dests[&gone].flags & dest_flag::AVAILABLE, 0, "retired, not available");
-    assert_eq!(maps.dests[&gone].mac, [2, 0, 0, 0, 0, 2], "still forwards its connections");
+    let gone = ids.iter().copied().find(|id| lb_common::ipv4_octets(maps.reals[id].addr)[3] == 2).unwrap();
+    assert_eq!(maps.reals[&gone].flags & real_flag::AVAILABLE, 0, "retired, not available");
+    assert_eq!(maps.reals[&gone].mac, [2, 0, 0, 0, 0, 2], "still forwards its connections");
     let retired = tables.retired();
-    assert_eq!(retired.dests, BTreeSet::from([gone]));
+    assert_eq!(retired.reals, BTreeSet::from([gone]));
     // Still referenced: kept.
     assert!(tables.release_unreferenced(&retired, &BTreeSet::from([gone]), &BTreeSet::new()).ops.is_empty());
     // Retired after the walk began: kept (the walk may have passed its connections).
     assert!(tables.release_unreferenced(&Default::default(), &BTreeSet::new(), &BTreeSet::new()).ops.is_empty());
     let released = tables.release_unreferenced(&retired, &BTreeSet::new(), &BTreeSet::new());
-    assert_eq!(released.ops, vec![MapOp::SetDest(gone, Dest::default())]);
+    assert_eq!(released.ops, vec![MapOp::SetReal(gone, RealServer::default())]);
     maps.apply(&released.ops);
     tables.commit(released);
-    assert!(tables.retired().dests.is_empty());
+    assert!(tables.retired().reals.is_empty());
     // Back again: a fresh slot.
     plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])]);
-    assert_eq!(tables.dest_ids().count(), 2);
+    assert_eq!(tables.real_ids().count(), 2);
 }
 
 #[test]
@@ -214,10 +214,10 @@ fn a_server_back_before_release_gets_its_old_slot() {
     let mut maps = FakeMaps::default();
     let both = [service(Scheduler::Rr, vec![real(1, 1), real(2, 1)])];
     plan(&mut tables, &mut maps, &both);
-    let before: BTreeSet<u32> = tables.dest_ids().collect();
+    let before: BTreeSet<u32> = tables.real_ids().collect();
     plan(&mut tables, &mut maps, &[service(Scheduler::Rr, vec![real(1, 1)])]);
     plan(&mut tables, &mut maps, &both);
-    assert_eq!(tables.dest_ids().collect::<BTreeSet<_>>(), before);
+    assert_eq!(tables.real_ids().collect::<BTreeSet<_>>(), before);
 }
 
 #[test]

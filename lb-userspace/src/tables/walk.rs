@@ -12,7 +12,7 @@ use crate::model::Scheduler;
 pub(super) struct WalkResume {
     /// The position the current table was entered at.
     pub(super) position: u64,
-    /// rr: the dest the walk stood on then (`None` = the list head).
+    /// rr: the real server the walk stood on then (`None` = the list head).
     pub(super) rr_last: Option<u32>,
     /// wrr: the current weight then.
     pub(super) wrr_cw: i64,
@@ -38,7 +38,7 @@ pub(super) fn fresh_walk(scheduler: Scheduler, weights: &[u32], one_by_one: bool
 /// Where the walk continues in the rebuilt table so the choices go on as
 /// IPVS's would after the same change. `position` is the datapath's current
 /// position in the old table.
-pub(super) fn resume_walk(scheduler: Scheduler, old: &InstalledService, position: u64, dests: &[u32], weights: &[u32]) -> WalkResume {
+pub(super) fn resume_walk(scheduler: Scheduler, old: &InstalledService, position: u64, real_ids: &[u32], weights: &[u32]) -> WalkResume {
     let untouched = position == old.resume.position;
     match scheduler {
         Scheduler::Wrr => {
@@ -52,20 +52,20 @@ pub(super) fn resume_walk(scheduler: Scheduler, old: &InstalledService, position
                 old.resume.rr_last
             } else {
                 let i = old_table[((position - 1) % old_table.len() as u64) as usize];
-                Some(old.dests[i as usize])
+                Some(old.real_ids[i as usize])
             };
             // A removed server hands the pointer to its predecessor (IPVS's
             // rr del_dest), repeatedly if that one went too.
             let mut pointer = last;
             while let Some(p) = pointer {
-                if dests.contains(&p) {
+                if real_ids.contains(&p) {
                     break;
                 }
-                let i = old.dests.iter().position(|&d| d == p).unwrap_or(0);
-                pointer = if i == 0 { None } else { Some(old.dests[i - 1]) };
+                let i = old.real_ids.iter().position(|&d| d == p).unwrap_or(0);
+                pointer = if i == 0 { None } else { Some(old.real_ids[i - 1]) };
             }
-            let start = pointer.map_or(0, |p| dests.iter().position(|&d| d == p).map_or(0, |i| i + 1));
-            let n = dests.len();
+            let start = pointer.map_or(0, |p| real_ids.iter().position(|&d| d == p).map_or(0, |i| i + 1));
+            let n = real_ids.len();
             let next = (0..n).map(|k| (start + k) % n).find(|&i| weights[i] > 0);
             // The table lists eligible servers in list order: the next one's
             // index there is how many eligible servers precede it.

@@ -114,7 +114,7 @@ fn measure(entries: u32, repeats: u32, progress: &mut dyn FnMut(&str)) -> Result
     let now = h.datapath.now_ns();
     for n in 0..entries {
         let conn = Conn {
-            dest_id: n % 16,
+            real_id: n % 16,
             service_id: 0,
             state: 3,
             timeout: 900,

@@ -119,20 +119,20 @@ impl<'a> Director<'a> {
     }
 
     /// Every slot of the datapath's per-server connection counts
-    /// (`DEST_CONNS`), read from the pinned map; unlike `lbctl`, which shows
+    /// (`REAL_CONNS`), read from the pinned map; unlike `lbctl`, which shows
     /// a negative count as 0, this shows the raw values.
-    pub fn raw_dest_conns(&self) -> Result<Vec<lb_common::DestConns>> {
+    pub fn raw_real_conns(&self) -> Result<Vec<lb_common::RealConns>> {
         let path = list_dir(&self.pin_path)
             .into_iter()
             .map(PathBuf::from)
             .find(|p| {
                 p.file_name()
-                    .is_some_and(|n| n == lb_common::map_name::DEST_CONNS)
+                    .is_some_and(|n| n == lb_common::map_name::REAL_CONNS)
             })
-            .ok_or_else(|| anyhow!("no pinned DEST_CONNS under {}", self.pin_path.display()))?;
+            .ok_or_else(|| anyhow!("no pinned REAL_CONNS under {}", self.pin_path.display()))?;
         let data = aya::maps::MapData::from_pin(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let array: aya::maps::Array<_, lb_common::DestConns> =
+        let array: aya::maps::Array<_, lb_common::RealConns> =
             aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
         array.iter().map(|v| v.map_err(Into::into)).collect()
     }

@@ -29,17 +29,17 @@ pub fn sh_pick(
     use_port: bool,
 ) -> Option<usize> {
     let first = hash::sh_bucket(addr, port_be, use_port, 0);
-    let dest = slot(table, first)?;
-    if available(views, dest) {
-        return Some(dest);
+    let real = slot(table, first)?;
+    if available(views, real) {
+        return Some(real);
     }
     if !fallback {
         return None;
     }
     for k in 0..hash::SH_TAB_SIZE {
-        let dest = slot(table, hash::sh_probe_bucket(addr, port_be, use_port, first, k))?;
-        if available(views, dest) {
-            return Some(dest);
+        let real = slot(table, hash::sh_probe_bucket(addr, port_be, use_port, first, k))?;
+        if available(views, real) {
+            return Some(real);
         }
     }
     None
@@ -48,8 +48,8 @@ pub fn sh_pick(
 /// dh's choice (`ip_vs_dh_schedule`): the server in the destination
 /// address's bucket ([`hash::dh_bucket`]) if available, else none.
 pub fn dh_pick(table: &[Option<u32>], views: &[ConnView], addr: [u32; 4]) -> Option<usize> {
-    let dest = slot(table, hash::dh_bucket(addr))?;
-    available(views, dest).then_some(dest)
+    let real = slot(table, hash::dh_bucket(addr))?;
+    available(views, real).then_some(real)
 }
 
 /// mh's choice for a packet (`ip_vs_mh_schedule`): the server in the
@@ -67,17 +67,17 @@ pub fn mh_pick(
 ) -> Option<usize> {
     let size = u32::try_from(table.len()).ok().filter(|&s| s > 0)?;
     let first = hash::mh_index(addr, port_be, use_port, 0, size);
-    let dest = slot(table, first)?;
-    if available(views, dest) {
-        return Some(dest);
+    let real = slot(table, first)?;
+    if available(views, real) {
+        return Some(real);
     }
     if !fallback {
         return None;
     }
     for k in 0..size {
-        let dest = slot(table, hash::mh_probe_index(addr, port_be, use_port, first, k, size))?;
-        if available(views, dest) {
-            return Some(dest);
+        let real = slot(table, hash::mh_probe_index(addr, port_be, use_port, first, k, size))?;
+        if available(views, real) {
+            return Some(real);
         }
     }
     None
@@ -87,7 +87,7 @@ pub fn mh_pick(
 mod tests {
     use super::*;
     use crate::abi::ipv4_words;
-    use crate::sched::fixtures::{cv, mh_dest};
+    use crate::sched::fixtures::{cv, mh_real};
     use crate::sched::{dh_table, mh_table, sh_table};
 
     #[test]
@@ -140,8 +140,8 @@ mod tests {
 
     #[test]
     fn mh_pick_and_fallback() {
-        let dests = [mh_dest(1, 1), mh_dest(2, 1), mh_dest(3, 1)];
-        let t = mh_table(&dests, 251);
+        let reals = [mh_real(1, 1), mh_real(2, 1), mh_real(3, 1)];
+        let t = mh_table(&reals, 251);
         let mut views = [cv(1, 0, 0), cv(1, 0, 0), cv(1, 0, 0)];
         let a = ipv4_words([172, 16, 3, 4]);
         let first = hash::mh_index(a, 0, false, 0, 251);

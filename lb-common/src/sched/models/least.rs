@@ -57,10 +57,10 @@ pub fn sed_overhead(d: &ConnView) -> i32 {
 /// lc (ip_vs_lc.c, `ip_vs_lc_schedule`): skip overloaded servers and weight
 /// 0; the least `conn_overhead`, compared as `unsigned int`, strictly less,
 /// so the first in list order wins a tie. Weights play no other part.
-pub fn lc(dests: &[ConnView]) -> Option<usize> {
+pub fn lc(reals: &[ConnView]) -> Option<usize> {
     let mut least = None;
     let mut loh = 0u32;
-    for (i, d) in dests.iter().enumerate() {
+    for (i, d) in reals.iter().enumerate() {
         if d.overloaded || d.weight == 0 {
             continue;
         }
@@ -111,25 +111,25 @@ pub(super) fn weighted_least<T>(
 /// later one not overloaded replaces it if `(s64)loh * w > (s64)doh * lw`
 /// (strictly: ties keep the earlier). Weight 0 is not skipped in that second
 /// stage, but `loh * 0` cannot exceed `doh * lw`, so it is never taken.
-pub fn wlc(dests: &[ConnView]) -> Option<usize> {
-    weighted_least(dests, |d| d, conn_overhead)
+pub fn wlc(reals: &[ConnView]) -> Option<usize> {
+    weighted_least(reals, |d| d, conn_overhead)
 }
 
 /// sed (ip_vs_sed.c, `ip_vs_sed_schedule`): [`wlc`]'s two stages and
 /// comparison with [`sed_overhead`] (`active + 1`) in place of
 /// [`conn_overhead`].
-pub fn sed(dests: &[ConnView]) -> Option<usize> {
-    weighted_least(dests, |d| d, sed_overhead)
+pub fn sed(reals: &[ConnView]) -> Option<usize> {
+    weighted_least(reals, |d| d, sed_overhead)
 }
 
 /// nq (ip_vs_nq.c): one pass skipping overloaded servers and weight 0; the
 /// first server with no active connection is taken at once, whatever the
 /// others; otherwise sed's rule (`(s64)loh * w > (s64)doh * lw`, first wins
 /// ties).
-pub fn nq(dests: &[ConnView]) -> Option<usize> {
+pub fn nq(reals: &[ConnView]) -> Option<usize> {
     let mut least: Option<usize> = None;
     let mut loh = 0i64;
-    for (i, d) in dests.iter().enumerate() {
+    for (i, d) in reals.iter().enumerate() {
         if d.overloaded || d.weight == 0 {
             continue;
         }
@@ -139,7 +139,7 @@ pub fn nq(dests: &[ConnView]) -> Option<usize> {
         }
         let better = match least {
             None => true,
-            Some(l) => loh * weight_of(d) > doh * weight_of(&dests[l]),
+            Some(l) => loh * weight_of(d) > doh * weight_of(&reals[l]),
         };
         if better {
             least = Some(i);
@@ -151,10 +151,10 @@ pub fn nq(dests: &[ConnView]) -> Option<usize> {
 
 /// fo (ip_vs_fo.c): the highest weight among servers not overloaded
 /// (`weight > hw`, hw starting at 0: weight 0 never, the first wins ties).
-pub fn fo(dests: &[ConnView]) -> Option<usize> {
+pub fn fo(reals: &[ConnView]) -> Option<usize> {
     let mut h = None;
     let mut hw = 0i64;
-    for (i, d) in dests.iter().enumerate() {
+    for (i, d) in reals.iter().enumerate() {
         if !d.overloaded && weight_of(d) > hw {
             h = Some(i);
             hw = weight_of(d);
@@ -166,10 +166,10 @@ pub fn fo(dests: &[ConnView]) -> Option<usize> {
 /// ovf (ip_vs_ovf.c): skip servers overloaded, with weight 0, or with more
 /// active connections than their weight (`active > weight`; equal still
 /// takes one more); the highest weight of the rest, the first on ties.
-pub fn ovf(dests: &[ConnView]) -> Option<usize> {
+pub fn ovf(reals: &[ConnView]) -> Option<usize> {
     let mut h = None;
     let mut hw = 0i64;
-    for (i, d) in dests.iter().enumerate() {
+    for (i, d) in reals.iter().enumerate() {
         let w = weight_of(d);
         if d.overloaded || counter(d.active) as i64 > w || w == 0 {
             continue;

@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use super::least::{ConnView, conn_overhead, counter, weight_of, weighted_least};
 
 /// A real server of a service's list, with the identity the caches keep
-/// (the datapath's dest id).
+/// (the datapath's real server id).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LbDest {
+pub struct LbReal {
     pub id: u32,
     pub view: ConnView,
 }
@@ -31,20 +31,20 @@ pub const LBLC_DEFAULT_EXPIRATION_SECS: u64 = 24 * 60 * 60;
 /// lblc's and lblcr's `is_overloaded`: more active connections than its
 /// weight while some server of the list (any, itself included, flags and
 /// weight 0 notwithstanding) has `active * 2 < weight`.
-pub fn lblc_overloaded(list: &[LbDest], d: &ConnView) -> bool {
+pub fn lblc_overloaded(list: &[LbReal], d: &ConnView) -> bool {
     counter(d.active) as i64 > weight_of(d)
         && list.iter().any(|m| counter(m.view.active) as i64 * 2 < weight_of(&m.view))
 }
 
 /// `__ip_vs_lblc_schedule` / `__ip_vs_lblcr_schedule`: exactly wlc.
-fn lb_wlc(list: &[LbDest]) -> Option<usize> {
+fn lb_wlc(list: &[LbReal]) -> Option<usize> {
     weighted_least(list, |d| &d.view, conn_overhead)
 }
 
 /// One lblc cache entry (`struct ip_vs_lblc_entry`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LblcEntry {
-    pub dest_id: u32,
+    pub real_id: u32,
     pub lastuse: u64,
 }
 
@@ -79,10 +79,10 @@ impl LblcModel {
     /// last use is refreshed either way. Otherwise wlc over the whole list,
     /// and the result replaces the entry (`ip_vs_lblc_new`). If wlc finds
     /// nothing, none, and the entry stays.
-    pub fn schedule(&mut self, list: &[LbDest], daddr: [u32; 4], now: u64) -> Option<usize> {
+    pub fn schedule(&mut self, list: &[LbReal], daddr: [u32; 4], now: u64) -> Option<usize> {
         if let Some(en) = self.cache.get_mut(&daddr) {
             en.lastuse = now;
-            if let Some(i) = list.iter().position(|d| d.id == en.dest_id) {
+            if let Some(i) = list.iter().position(|d| d.id == en.real_id) {
                 let d = &list[i].view;
                 if d.weight > 0 && !lblc_overloaded(list, d) {
                     return Some(i);
@@ -90,7 +90,7 @@ impl LblcModel {
             }
         }
         let i = lb_wlc(list)?;
-        self.cache.insert(daddr, LblcEntry { dest_id: list[i].id, lastuse: now });
+        self.cache.insert(daddr, LblcEntry { real_id: list[i].id, lastuse: now });
         Some(i)
     }
 
@@ -111,7 +111,7 @@ impl LblcModel {
 /// `ip_vs_dest_set`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LblcrEntry {
-    /// Dest ids, the last inserted first (`list_add_rcu`).
+    /// Real server ids, the last inserted first (`list_add_rcu`).
     pub set: Vec<u32>,
     /// Last insertion into or removal from the set.
     pub lastmod: u64,
@@ -129,7 +129,7 @@ pub struct LblcrModel {
 /// (available), and its counters. A member removed from the service keeps
 /// its weight and counters in IPVS's trash; one the caller doesn't know is
 /// taken as weight 0.
-fn set_member(id: u32, list: &[LbDest], trash: &[LbDest]) -> (Option<usize>, ConnView) {
+fn set_member(id: u32, list: &[LbReal], trash: &[LbReal]) -> (Option<usize>, ConnView) {
     if let Some(i) = list.iter().position(|d| d.id == id) {
         return (Some(i), list[i].view);
     }
@@ -139,7 +139,7 @@ fn set_member(id: u32, list: &[LbDest], trash: &[LbDest]) -> (Option<usize>, Con
 /// `ip_vs_dest_set_min`: in set order, skipping overloaded members, the
 /// first available one with weight > 0, then wlc's strict comparison over
 /// the rest, taking only available members. Returns a list index.
-fn lblcr_set_min(set: &[u32], list: &[LbDest]) -> Option<usize> {
+fn lblcr_set_min(set: &[u32], list: &[LbReal]) -> Option<usize> {
     let mut start = None;
     for (k, &id) in set.iter().enumerate() {
         let (idx, v) = set_member(id, list, &[]);
@@ -170,8 +170,8 @@ fn lblcr_set_min(set: &[u32], list: &[LbDest]) -> Option<usize> {
 /// `ip_vs_dest_set_max`: in set order, the first member with weight > 0
 /// (available or not, overloaded or not), then any later one with weight >
 /// 0 and `(s64)moh * w < (s64)doh * mw` (strictly: the first wins ties).
-/// Returns a dest id.
-fn lblcr_set_max(set: &[u32], list: &[LbDest], trash: &[LbDest]) -> Option<u32> {
+/// Returns a real server id.
+fn lblcr_set_max(set: &[u32], list: &[LbReal], trash: &[LbReal]) -> Option<u32> {
     let k = set.iter().position(|&id| set_member(id, list, trash).1.weight > 0)?;
     let mut most = set[k];
     let mut mv = set_member(most, list, trash).1;
@@ -226,11 +226,11 @@ impl LblcrModel {
     ///
     /// On a miss: wlc, and a new entry whose set holds just that server.
     /// `trash`: servers removed from the service that sets may still name.
-    pub fn schedule(&mut self, list: &[LbDest], trash: &[LbDest], daddr: [u32; 4], now: u64) -> Option<usize> {
+    pub fn schedule(&mut self, list: &[LbReal], trash: &[LbReal], daddr: [u32; 4], now: u64) -> Option<usize> {
         let exp = self.expiration;
         if let Some(en) = self.cache.get_mut(&daddr) {
             en.lastuse = now;
-            let dest = lblcr_set_min(&en.set, list);
+            let real = lblcr_set_min(&en.set, list);
             if en.set.len() > 1
                 && now > en.lastmod.saturating_add(exp)
                 && let Some(m) = lblcr_set_max(&en.set, list, trash)
@@ -239,7 +239,7 @@ impl LblcrModel {
                 en.set.remove(pos);
                 en.lastmod = now;
             }
-            if let Some(i) = dest
+            if let Some(i) = real
                 && !lblc_overloaded(list, &list[i].view)
             {
                 return Some(i);
@@ -275,8 +275,8 @@ mod tests {
     use crate::abi::ipv4_words;
     use crate::sched::fixtures::cv;
 
-    fn lb(id: u32, weight: u32, active: u64) -> LbDest {
-        LbDest { id, view: cv(weight, active, 0) }
+    fn lb(id: u32, weight: u32, active: u64) -> LbReal {
+        LbReal { id, view: cv(weight, active, 0) }
     }
 
     #[test]
@@ -287,7 +287,7 @@ mod tests {
         let mut list = [lb(10, 1, 0), lb(11, 1, 0)];
         // Miss: wlc (tie, the first).
         assert_eq!(m.schedule(&list, d1, 0), Some(0));
-        assert_eq!(m.entry(d1), Some(LblcEntry { dest_id: 10, lastuse: 0 }));
+        assert_eq!(m.entry(d1), Some(LblcEntry { real_id: 10, lastuse: 0 }));
         list[0].view.active = 1;
         // Hit: stays on 10 though 11 is idle (1 > 1 is not overloaded).
         assert_eq!(m.schedule(&list, d1, 5), Some(0));
@@ -312,7 +312,7 @@ mod tests {
         // and the entry now names 11.
         list[1].view.active = 1;
         assert_eq!(m.schedule(&list, d, 2), Some(1));
-        assert_eq!(m.entry(d).unwrap().dest_id, 11);
+        assert_eq!(m.entry(d).unwrap().real_id, 11);
     }
 
     #[test]
@@ -328,15 +328,15 @@ mod tests {
         // Weight 0: rescheduled.
         list[0].view.weight = 0;
         assert_eq!(m.schedule(&list, d, 2), Some(1));
-        assert_eq!(m.entry(d).unwrap().dest_id, 11);
+        assert_eq!(m.entry(d).unwrap().real_id, 11);
         // Removed from the service: rescheduled.
         list = vec![lb(10, 1, 0)];
         assert_eq!(m.schedule(&list, d, 3), Some(0));
-        assert_eq!(m.entry(d).unwrap().dest_id, 10);
+        assert_eq!(m.entry(d).unwrap().real_id, 10);
         // Nothing schedulable: none, the entry stays (refreshed).
         list[0].view.weight = 0;
         assert_eq!(m.schedule(&list, d, 4), None);
-        assert_eq!(m.entry(d), Some(LblcEntry { dest_id: 10, lastuse: 4 }));
+        assert_eq!(m.entry(d), Some(LblcEntry { real_id: 10, lastuse: 4 }));
     }
 
     #[test]

@@ -11,6 +11,6 @@ mod sequence;
 pub use hashed::{dh_pick, mh_pick, sh_pick};
 pub use least::{ConnView, conn_overhead, fo, lc, nq, ovf, sed, sed_overhead, wlc};
 pub use locality::{
-    LBLC_DEFAULT_EXPIRATION_SECS, LbDest, LblcEntry, LblcModel, LblcrEntry, LblcrModel, lblc_overloaded,
+    LBLC_DEFAULT_EXPIRATION_SECS, LbReal, LblcEntry, LblcModel, LblcrEntry, LblcrModel, lblc_overloaded,
 };
-pub use sequence::{RrModel, SchedDest, WrrModel};
+pub use sequence::{RrModel, SchedReal, WrrModel};

@@ -5,12 +5,12 @@ use crate::sched::sequence::{wrr_changed_cw, wrr_params};
 
 /// What the schedulers need to know of one real server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SchedDest {
+pub struct SchedReal {
     pub weight: u32,
     pub overloaded: bool,
 }
 
-impl SchedDest {
+impl SchedReal {
     pub const fn new(weight: u32) -> Self {
         Self { weight, overloaded: false }
     }
@@ -24,8 +24,8 @@ pub struct RrModel {
 }
 
 impl RrModel {
-    pub fn schedule(&mut self, dests: &[SchedDest]) -> Option<usize> {
-        let n = dests.len();
+    pub fn schedule(&mut self, reals: &[SchedReal]) -> Option<usize> {
+        let n = reals.len();
         if n == 0 {
             return None;
         }
@@ -33,7 +33,7 @@ impl RrModel {
         // One full turn, ending with the last one chosen.
         for k in 0..n {
             let i = (start + k) % n;
-            if !dests[i].overloaded && dests[i].weight > 0 {
+            if !reals[i].overloaded && reals[i].weight > 0 {
                 self.last = Some(i);
                 return Some(i);
             }
@@ -79,8 +79,8 @@ pub struct WrrModel {
 impl WrrModel {
     /// A service given all these servers at once (as when its scheduler is
     /// set to wrr: `ip_vs_wrr_init_svc`).
-    pub fn new(dests: &[SchedDest]) -> Self {
-        let (di, mw) = wrr_params(&weights(dests));
+    pub fn new(reals: &[SchedReal]) -> Self {
+        let (di, mw) = wrr_params(&weights(reals));
         Self { cl: None, cw: mw as i64, mw: mw as i64, di: di as i64 }
     }
 
@@ -91,8 +91,8 @@ impl WrrModel {
 
     /// The server set or a weight changed: back to the head, current weight
     /// kept where IPVS keeps it.
-    pub fn changed(&mut self, dests: &[SchedDest]) {
-        let ws = weights(dests);
+    pub fn changed(&mut self, reals: &[SchedReal]) {
+        let ws = weights(reals);
         let (di, mw) = wrr_params(&ws);
         self.cl = None;
         self.di = di as i64;
@@ -104,7 +104,7 @@ impl WrrModel {
         self.cw
     }
 
-    pub fn schedule(&mut self, dests: &[SchedDest]) -> Option<usize> {
+    pub fn schedule(&mut self, reals: &[SchedReal]) -> Option<usize> {
         if self.mw == 0 {
             return None;
         }
@@ -116,7 +116,7 @@ impl WrrModel {
         loop {
             // Continue from the element after `pos` to the end of the list.
             let from = pos.map_or(0, |p| p + 1);
-            for (i, d) in dests.iter().enumerate().skip(from) {
+            for (i, d) in reals.iter().enumerate().skip(from) {
                 if !d.overloaded && d.weight as i64 >= self.cw {
                     self.cl = Some(i);
                     return Some(i);
@@ -144,8 +144,8 @@ impl WrrModel {
     }
 }
 
-fn weights(dests: &[SchedDest]) -> Vec<u32> {
-    dests.iter().map(|d| d.weight).collect()
+fn weights(reals: &[SchedReal]) -> Vec<u32> {
+    reals.iter().map(|d| d.weight).collect()
 }
 
 #[cfg(test)]
@@ -153,8 +153,8 @@ mod tests {
     use super::*;
     use crate::sched::{rr_table, wrr_current_weight_at, wrr_period, wrr_resume_position, wrr_table};
 
-    fn dests(ws: &[u32]) -> Vec<SchedDest> {
-        ws.iter().map(|&w| SchedDest::new(w)).collect()
+    fn reals(ws: &[u32]) -> Vec<SchedReal> {
+        ws.iter().map(|&w| SchedReal::new(w)).collect()
     }
 
     fn walk(table: &[u32], n: usize) -> Vec<usize> {
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn rr_table_matches_the_model() {
         for ws in [&[1u32, 1][..], &[4, 3, 0], &[0, 5, 0, 2], &[1]] {
-            let d = dests(ws);
+            let d = reals(ws);
             let mut m = RrModel::default();
             let model: Vec<usize> = (0..50).map(|_| m.schedule(&d).unwrap()).collect();
             assert_eq!(walk(&rr_table(ws), 50), model, "weights {ws:?}");
@@ -182,7 +182,7 @@ mod tests {
             &[100, 7, 13, 1],
             &[9, 6, 3, 0, 12],
         ] {
-            let d = dests(ws);
+            let d = reals(ws);
             let mut m = WrrModel::new(&d);
             let table = wrr_table(ws);
             assert_eq!(table.len() as u64, wrr_period(ws));
@@ -203,7 +203,7 @@ mod tests {
     fn all_weights_zero_schedules_nothing() {
         assert!(rr_table(&[0, 0]).is_empty());
         assert!(wrr_table(&[0, 0]).is_empty());
-        let d = dests(&[0, 0]);
+        let d = reals(&[0, 0]);
         assert_eq!(WrrModel::new(&d).schedule(&d), None);
         assert_eq!(RrModel::default().schedule(&d), None);
     }
@@ -212,8 +212,8 @@ mod tests {
     fn wrr_resume_follows_the_model_across_a_change() {
         let before = [4u32, 3, 2];
         let after = [4u32, 3, 2, 6];
-        let d0 = dests(&before);
-        let d1 = dests(&after);
+        let d0 = reals(&before);
+        let d1 = reals(&after);
         for picks_before in 0..20u64 {
             let mut m = WrrModel::new(&d0);
             for _ in 0..picks_before {
