@@ -111,10 +111,15 @@ pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
         return Err(reason::PASS_STANDBY);
     }
+    // NAT rewrites addresses: the quote would have to be translated too,
+    // which this does not do yet; the kernel has the error, as before.
+    if real.forwarding == forwarding::NAT {
+        return Err(reason::PASS_ICMP_NO_CONN);
+    }
     // Counted for the connection's service and server, as ip_vs_in_stats.
     stats::account(conn.service_id, conn.real_id, pkt.ip_len, false);
     Ok(match real.forwarding {
-        forwarding::DR => match forward::direct_route(ctx, real, director) {
+        forwarding::DR => match forward::direct_route(ctx, real) {
             (action, reason::TX_DR) => (action, reason::TX_DR_ICMP_ERROR),
             other => other,
         },
