@@ -44,22 +44,6 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interfaces, ConfigError
             }
         }
     }
-    if config.services.iter().flat_map(|s| &s.reals).any(|r| r.forwarding == Forwarding::Nat) {
-        for i in interfaces.all() {
-            if !forwarding_enabled(&i.name) {
-                errors.push(error(
-                    d.interface_line,
-                    "director.interface".into(),
-                    format!(
-                        "NAT replies are routed to the clients by the kernel's FIB, which needs forwarding on the \
-                         interfaces they arrive on: set net.ipv4.conf.{}.forwarding = 1 (as IPVS's NAT needs \
-                         net.ipv4.ip_forward)",
-                        i.name
-                    ),
-                ));
-            }
-        }
-    }
     if errors.is_empty() { Ok(interfaces) } else { Err(ConfigErrors(errors)) }
 }
 
@@ -79,6 +63,10 @@ pub async fn check_real(
 ) -> Result<(), String> {
     let route = net.route_to(addr).await.map_err(|e| format!("{e:#}"))?;
     let names = interfaces.names();
+    let segment = match interfaces.all() {
+        [one] => format!("{}'s segment", one.name),
+        _ => format!("the segment of one of {names}"),
+    };
     if route.local {
         return Err(format!("{addr} is an address of this director"));
     }
@@ -89,15 +77,18 @@ pub async fn check_real(
             if forwarding == Forwarding::Tun { "tunnelled" } else { "NAT" },
             if interfaces.all().len() == 1 { "that interface" } else { "one of those interfaces" },
         )),
+        Forwarding::Nat if through.is_some_and(|i| !forwarding_enabled(&i.name)) => Err(format!(
+            "{addr}: NAT replies come back by {0} and are routed to the clients by the kernel's FIB, which needs \
+             forwarding there: set net.ipv4.conf.{0}.forwarding = 1 (as IPVS's NAT needs net.ipv4.ip_forward)",
+            through.map_or("", |i| i.name.as_str())
+        )),
         Forwarding::Tun | Forwarding::Nat => Ok(()),
         Forwarding::Dr => match route.gateway {
             Some(gateway) => Err(format!(
-                "{addr} is reached through the gateway {gateway}: direct routing needs the real server on the \
-                 segment of {names} (use tun or nat for real servers elsewhere)"
+                "{addr} is reached through the gateway {gateway}: direct routing needs the real server on \
+                 {segment} (use tun or nat for real servers elsewhere)"
             )),
-            None if through.is_none() => {
-                Err(format!("{addr} is not on the segment of {names}: direct routing needs it there"))
-            }
+            None if through.is_none() => Err(format!("{addr} is not on {segment}: direct routing needs it there")),
             None => Ok(()),
         },
     }

@@ -84,7 +84,7 @@ impl Layout {
         let mut text = String::new();
         for m in &maps {
             // The connection table's size is the config's, not the layout's.
-            let entries = if m.name == map_name::CONN_TABLE { "config".to_string() } else { m.max_entries.to_string() };
+            let entries = if sized_by_config(&m.name) { "config".to_string() } else { m.max_entries.to_string() };
             text.push_str(&format!(
                 "{} type {} key {} value {} entries {entries} flags {:#x}\n",
                 m.name, m.map_type, m.key_size, m.value_size, m.flags
@@ -114,17 +114,27 @@ impl Layout {
         for (what, theirs, ours) in [
             ("key size", pinned.key_size(), def.key_size),
             ("value size", pinned.value_size(), def.value_size),
-            ("flags", pinned.map_flags(), def.flags),
+            // The kernel adds BPF_F_RDONLY_PROG to a device map's flags.
+            ("flags", pinned.map_flags() & !BPF_F_RDONLY_PROG, def.flags),
         ] {
             if theirs != ours {
                 wrong.push(format!("{what} {theirs}, this datapath's {ours}"));
             }
         }
-        if def.name != map_name::CONN_TABLE && pinned.max_entries() != def.max_entries {
+        if !sized_by_config(&def.name) && pinned.max_entries() != def.max_entries {
             wrong.push(format!("{} entries, this datapath's {}", pinned.max_entries(), def.max_entries));
         }
         (!wrong.is_empty()).then(|| format!("{} has {}", def.name, wrong.join(", ")))
     }
+}
+
+/// The kernel's flag for a map programs may only read.
+const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+/// Maps sized at load time from `conn_table_size`: the connection table
+/// and the NAT reply entries of its connections.
+fn sized_by_config(name: &str) -> bool {
+    name == map_name::CONN_TABLE || name == map_name::NAT_REPLIES
 }
 
 fn describe(map_type: Option<u32>) -> String {
