@@ -62,9 +62,15 @@ pub const DROP_NAT_NO_ROUTE: u32 = 27;
 /// The interface toward a real server (or a client) carries no entry of
 /// the transmit-port map: dropped.
 pub const DROP_NO_TX_PORT: u32 = 28;
+/// An ICMP error about a NAT connection from the client's side,
+/// translated and sent to its real server (IPVS's ip_vs_in_icmp).
+pub const TX_NAT_ICMP_TO_REAL: u32 = 29;
+/// An ICMP error about a NAT connection from the real server's side,
+/// translated and sent to the client (IPVS's ip_vs_out_icmp).
+pub const TX_NAT_ICMP_TO_CLIENT: u32 = 30;
 pub const COUNT: u32 = 32;
 
-const NAMES: [&str; 29] = [
+const NAMES: [&str; 31] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -94,6 +100,8 @@ const NAMES: [&str; 29] = [
     "drop_nat_no_neigh",
     "drop_nat_no_route",
     "drop_no_tx_port",
+    "tx_nat_icmp_to_real",
+    "tx_nat_icmp_to_client",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 

@@ -18,6 +18,7 @@ use crate::{
     forward, lookup,
     maps::{CONN_TABLE, NAT_REPLIES, NEIGH_WANTED, REALS},
     parse::{self, ETH_HLEN, Packet},
+    related::Quoted,
     reply, stats,
 };
 
@@ -156,23 +157,9 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, end: End, addr: u32, port: u16) -> Re
     if ihl < 20 {
         return Err(());
     }
-    let new_addr = split(addr);
-    let addr_off = l3 + if end == End::Source { 12 } else { 16 };
-    let ip_check = parse::word_mut::<1>(ctx, l3 + 10).ok_or(())?;
-    let addr_at = parse::word_mut::<2>(ctx, addr_off).ok_or(())?;
-    // SAFETY: both lie in the packet, checked by `word_mut` just above.
-    let old_addr = unsafe {
-        let old = *addr_at;
-        *addr_at = new_addr;
-        (*ip_check)[0] = checksum_update((*ip_check)[0], &old, &new_addr);
-        old
-    };
-
+    let (old_addr, new_addr) = set_address(ctx, l3, end, addr)?;
     let l4 = l3 + ihl;
-    let port_off = l4 + if end == End::Source { 0 } else { 2 };
-    let port_at = parse::word_mut::<1>(ctx, port_off).ok_or(())?;
-    // SAFETY: in the packet, checked by `word_mut` just above.
-    let old_port = unsafe { core::mem::replace(&mut (*port_at)[0], port) };
+    let old_port = set_port(ctx, l4, end, port)?;
     let tcp = pkt.flow.protocol == IPPROTO_TCP;
     let check_at = parse::word_mut::<1>(ctx, l4 + if tcp { 16 } else { 6 }).ok_or(())?;
     // SAFETY: in the packet, checked by `word_mut` just above.
@@ -188,6 +175,157 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, end: End, addr: u32, port: u16) -> Re
             sum = 0xFFFF;
         }
         (*check_at)[0] = sum;
+    }
+    Ok(())
+}
+
+/// Sets one end's address of the IPv4 header at `l3` and updates its
+/// checksum: the address's words before and after, and the checksum's.
+#[inline(always)]
+fn set_address(ctx: &XdpContext, l3: usize, end: End, addr: u32) -> Result<([u16; 2], [u16; 2]), ()> {
+    let new = split(addr);
+    let ip_check = parse::word_mut::<1>(ctx, l3 + 10).ok_or(())?;
+    let addr_at = parse::word_mut::<2>(ctx, l3 + if end == End::Source { 12 } else { 16 }).ok_or(())?;
+    // SAFETY: both lie in the packet, checked by `word_mut` just above.
+    let old = unsafe {
+        let old = *addr_at;
+        *addr_at = new;
+        (*ip_check)[0] = checksum_update((*ip_check)[0], &old, &new);
+        old
+    };
+    Ok((old, new))
+}
+
+/// Sets one end's port of the TCP or UDP header at `l4`; the old port.
+#[inline(always)]
+fn set_port(ctx: &XdpContext, l4: usize, end: End, port: u16) -> Result<u16, ()> {
+    let port_at = parse::word_mut::<1>(ctx, l4 + if end == End::Source { 0 } else { 2 }).ok_or(())?;
+    // SAFETY: in the packet, checked by `word_mut` just above.
+    Ok(unsafe { core::mem::replace(&mut (*port_at)[0], port) })
+}
+
+/// An ICMP error about a NAT connection from the client's side (a router
+/// quoting our reply, VIP:port → client): to the real server, as IPVS's
+/// ip_vs_nat_icmp translates it: the outer destination and the quote's
+/// source become the real server's address and port.
+#[inline(always)]
+pub fn icmp_to_real(ctx: &XdpContext, pkt: &Packet, quote: &Quoted, real: &RealServer) -> (u32, u32) {
+    let port = if real.port == 0 { quote.sport } else { real.port };
+    if translate_icmp(ctx, pkt, quote, End::Destination, real.addr[0], End::Source, port).is_err() {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    let start = ctx.data();
+    if start + ETH_HLEN > ctx.data_end() {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    // SAFETY: the Ethernet header lies inside the packet, checked above.
+    unsafe { forward::set_real_macs(start, real) };
+    forward::send(ctx, real.ifindex, reason::TX_NAT_ICMP_TO_REAL)
+}
+
+/// An ICMP error about a NAT connection from the real server's side (the
+/// server, or a router between, quoting what we sent it, client → RIP:port)
+/// to the client: the outer source and the quote's destination become the
+/// VIP and its port, and it is routed as the connection's replies.
+/// `Err(PASS_OTHER_PROTOCOL)` when it quotes no NAT connection.
+#[inline(always)]
+pub fn icmp_to_client(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    quote: &Quoted,
+    now: u64,
+) -> Result<(u32, u32), u32> {
+    let not_ours = reason::PASS_OTHER_PROTOCOL;
+    // To the client the quote comes from.
+    if pkt.flow.dst[0] != quote.source {
+        return Err(not_ours);
+    }
+    let key = lb_common::FlowKey {
+        src: [quote.destination, 0, 0, 0],
+        dst: [quote.source, 0, 0, 0],
+        sport: quote.dport,
+        dport: quote.sport,
+        protocol: quote.protocol,
+        family: AF_INET,
+        kind: flow_kind::NAT_REPLY,
+        pad0: 0,
+    };
+    // SAFETY: values are only replaced whole; copied out at once.
+    let conn_key = *unsafe { NAT_REPLIES.get(&key) }.ok_or(not_ours)?;
+    let conn = CONN_TABLE.get_ptr(&conn_key).ok_or(not_ours)?;
+    // SAFETY: a live element of the connection table for this program run.
+    let conn = unsafe { &*conn };
+    if lookup::expired(conn, now) {
+        return Err(not_ours);
+    }
+    let real = REALS.get(conn.real_id).ok_or(not_ours)?;
+    if real.forwarding != forwarding::NAT || real.addr[0] != quote.destination || real.port != quote.dport {
+        return Err(not_ours);
+    }
+    if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
+        return Err(reason::PASS_STANDBY);
+    }
+    stats::account_out(conn.service_id, conn.real_id, pkt.ip_len);
+    let vip = conn_key.dst[0];
+    if translate_icmp(ctx, pkt, quote, End::Source, vip, End::Destination, conn_key.dport).is_err() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
+    }
+    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip) {
+        Ok(hop) => hop,
+        Err(why) => return Ok((xdp_action::XDP_DROP, why)),
+    };
+    let start = ctx.data();
+    if start + ETH_HLEN > ctx.data_end() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
+    }
+    // SAFETY: the Ethernet header lies inside the packet, checked above.
+    unsafe { forward::set_macs(start, dmac, smac) };
+    Ok(forward::send(ctx, ifindex, reason::TX_NAT_ICMP_TO_CLIENT))
+}
+
+/// Translates an ICMP error: the outer header's `outer` end becomes `addr`,
+/// the quote's `inner` end becomes `addr` and `port` (the quoted IP
+/// checksum follows; the quoted TCP/UDP checksum is left, as IPVS leaves
+/// it: nobody checks it), and the ICMP checksum follows the quote.
+#[inline(always)]
+fn translate_icmp(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    quote: &Quoted,
+    outer: End,
+    addr: u32,
+    inner: End,
+    port: u16,
+) -> Result<(), ()> {
+    let l3 = pkt.l3_off;
+    if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
+        return Err(());
+    }
+    let ihl = pkt.ihl & 0x3C;
+    let quote_ihl = quote.ihl & 0x3C;
+    if ihl < 20 || quote_ihl < 20 {
+        return Err(());
+    }
+    let l4 = l3 + ihl;
+    let quote_l3 = l4 + 8;
+    if quote.offset != quote_l3 {
+        return Err(());
+    }
+    set_address(ctx, l3, outer, addr)?;
+    // The quoted IP checksum before, to follow its change in the ICMP sum.
+    let quote_check = parse::word_mut::<1>(ctx, quote_l3 + 10).ok_or(())?;
+    // SAFETY: in the packet, checked by `word_mut` just above.
+    let check_before = unsafe { (*quote_check)[0] };
+    let (old_addr, new_addr) = set_address(ctx, quote_l3, inner, addr)?;
+    let old_port = set_port(ctx, quote_l3 + quote_ihl, inner, port)?;
+    let quote_check = parse::word_mut::<1>(ctx, quote_l3 + 10).ok_or(())?;
+    let icmp_check = parse::word_mut::<1>(ctx, l4 + 2).ok_or(())?;
+    // SAFETY: both in the packet, checked by `word_mut` just above.
+    unsafe {
+        let check_after = (*quote_check)[0];
+        let sum = checksum_update((*icmp_check)[0], &old_addr, &new_addr);
+        let sum = checksum_update(sum, &[check_before, old_port], &[check_after, port]);
+        (*icmp_check)[0] = sum;
     }
     Ok(())
 }

@@ -4,13 +4,13 @@
 //! the incrementally updated IP and TCP/UDP checksums are checked against
 //! full computations). Needs root.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use lb_common::{conn_state, director_flag};
-use lb_tests::datapath_setup::{RS1, RS2, VIP, client, vip};
+use lb_tests::datapath_setup::{CLIENT, RS1, RS2, VIP, client, vip};
 use lb_tests::harness::{Harness, XDP_PASS, XDP_TX, delta, real_mac, service};
 use lb_tests::is_root;
-use lb_tests::packets::{DIRECTOR_MAC, PacketSpec, dr_rewrite, tcp};
+use lb_tests::packets::{DIRECTOR_MAC, PacketSpec, dr_rewrite, frag_needed, icmp_frame, tcp};
 use lb_userspace::model::{Forwarding, Protocol, Scheduler};
 
 const REAL_PORT: u16 = 8080;
@@ -89,6 +89,32 @@ fn a_nat_connection_is_rewritten_both_ways() {
     let conns = h.datapath.connections().unwrap();
     let (_, conn) = conns.iter().find(|(k, _)| k.sport == 40000u16.to_be()).unwrap();
     assert_eq!(conn.state, conn_state::ESTABLISHED);
+
+    // ICMP errors about the connection, translated as IPVS does. From the
+    // client's side: a router cannot pass our reply on (VIP:80 → client)
+    // and says so to the VIP; the real server gets it about its own
+    // packet (RS1:8080 → client).
+    let router = Ipv4Addr::new(198, 51, 100, 1);
+    let answer = PacketSpec::tcp(vip(80), client(40000), tcp::ACK).payload(&[7; 1400]).ip_bytes();
+    let answer_as_sent = PacketSpec::tcp(real(REAL_PORT), client(40000), tcp::ACK).payload(&[7; 1400]).ip_bytes();
+    let too_big = frag_needed(router, VIP, 1280, &answer);
+    let too_big_out = dr_rewrite(&frag_needed(router, RS1, 1280, &answer_as_sent), real_mac(RS1), DIRECTOR_MAC);
+    expect(&h, "frag needed to the VIP", &too_big, XDP_TX, &too_big_out, &[("tx_nat_icmp_to_real", 1)]);
+    // From the server's side: it refuses what we sent it (client → RS1:8080);
+    // the client hears it from the VIP, about its own packet (client → VIP:80).
+    let sent = PacketSpec::tcp(client(40000), real(REAL_PORT), tcp::ACK).ip_bytes();
+    let as_the_client_sent = PacketSpec::tcp(client(40000), vip(80), tcp::ACK).ip_bytes();
+    let refused = icmp_frame(RS1, CLIENT, 3, 3, [0; 4], &sent[..28]);
+    let refused_ip = icmp_frame(VIP, CLIENT, 3, 3, [0; 4], &as_the_client_sent[..28]);
+    let before = h.reasons();
+    let got = h.run(&refused).unwrap();
+    assert_eq!(got.output[14..], refused_ip[14..], "port unreachable: from the VIP, quoting VIP:80");
+    let moved = delta(&before, &h.reasons());
+    let (reason, _) = moved.iter().next().unwrap();
+    assert!(["tx_nat_icmp_to_client", "drop_nat_no_route", "drop_nat_no_neigh"].contains(reason), "{moved:?}");
+    // An error quoting no connection of ours is the kernel's.
+    let stray = icmp_frame(RS2, CLIENT, 3, 3, [0; 4], &PacketSpec::tcp(client(40000), SocketAddrV4::new(RS2, REAL_PORT), tcp::ACK).ip_bytes()[..28]);
+    expect(&h, "stray error", &stray, XDP_PASS, &stray, &[("pass_other_protocol", 1)]);
 
     // UDP, with its checksum; and a datagram without one keeps none.
     let query = PacketSpec::udp(client(5353), vip(53)).payload(b"query");

@@ -123,28 +123,27 @@ impl Lab {
     /// Starts lab-server UDP echo on `port` in every real server, bound to
     /// the VIP and to the real's own address (a 0.0.0.0 socket would answer
     /// VIP traffic from the wrong source address), and waits until each
-    /// answers the client directly.
+    /// answers the client directly. NAT real servers (private, no VIP):
+    /// their own address only, checked from the director.
     pub fn start_udp_servers_with(&self, bin: &Path, port: u16) -> Result<Vec<ProcHandle>> {
         let mut handles = Vec::new();
         for real in &self.reals {
             let on_vip = SocketAddrV4::new(self.vip, port).to_string();
             let on_own = SocketAddrV4::new(real.ip, port).to_string();
-            let args = [
-                bin.as_os_str(),
-                "--name".as_ref(),
-                real.name.as_ref(),
-                "--udp".as_ref(),
-                on_vip.as_ref(),
-                "--udp".as_ref(),
-                on_own.as_ref(),
-            ];
+            let mut args: Vec<&std::ffi::OsStr> =
+                vec![bin.as_os_str(), "--name".as_ref(), real.name.as_ref(), "--udp".as_ref(), on_own.as_ref()];
+            // A NAT real server has no VIP: the director rewrites to its own address.
+            if !self.spec.nat_reals {
+                args.extend::<[&std::ffi::OsStr; 2]>(["--udp".as_ref(), on_vip.as_ref()]);
+            }
             handles.push(self.spawn(&real.ns, &format!("udp-{}", real.name), &args)?);
         }
         for (real, handle) in self.reals.iter().zip(&handles) {
             let target = SocketAddr::V4(SocketAddrV4::new(real.ip, port));
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                match self.udp_request(&self.client.ns, target, b"ping", Duration::from_millis(200)) {
+                let from = if self.spec.nat_reals { &self.director.ns } else { &self.client.ns };
+                match self.udp_request(from, target, b"ping", Duration::from_millis(200)) {
                     Ok(_) => break,
                     Err(e) if Instant::now() >= deadline => {
                         return Err(e).context(format!("log of {}:\n{}", handle.label, self.read_log(handle)));
