@@ -29,6 +29,10 @@ pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
 /// one and swapped in.
 pub const REAL_LIST_SLOTS: u32 = 2 * MAX_REALS;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Director interfaces the program may be attached to at once.
+pub const MAX_INTERFACES: u32 = 64;
+/// NAT clients' next hops waiting for the controller to resolve them.
+pub const NEIGH_WANTED_SIZE: u32 = 1024;
 
 /// "No real server": an empty slot of a scheduling table, and what a
 /// scheduler returns when no server can take the connection.
@@ -66,6 +70,9 @@ pub mod map_name {
     pub const REAL_STATS: &str = "REAL_STATS";
     pub const REASON_STATS: &str = "REASON_STATS";
     pub const SCAN_SCRATCH: &str = "SCAN_SCRATCH";
+    pub const NAT_REPLIES: &str = "NAT_REPLIES";
+    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
 }
 
 /// Program names in the object file.
@@ -116,6 +123,13 @@ pub mod service_flag {
     pub const STANDBY: u16 = 1 << 6;
 }
 
+/// [`Director::flags`].
+pub mod director_flag {
+    /// Some real server is reached by NAT: packets for no VIP may be a real
+    /// server's replies ([`crate::map_name::NAT_REPLIES`]).
+    pub const NAT: u8 = 1 << 0;
+}
+
 /// [`RealServer::flags`].
 pub mod real_flag {
     /// The real server takes new connections (it is in its service's list;
@@ -135,6 +149,10 @@ pub mod flow_kind {
     /// A persistence template: source is the client address under the
     /// service's netmask, source port 0.
     pub const TEMPLATE: u8 = 1;
+    /// A NAT connection's reply as the real server sends it: source the
+    /// real server's address and port, destination the client's (the key
+    /// of [`crate::map_name::NAT_REPLIES`]).
+    pub const NAT_REPLY: u8 = 2;
 }
 
 /// The director itself: array map with one entry.
@@ -148,7 +166,9 @@ pub struct Director {
     /// Outer source address of TUN packets.
     pub tun_source: [u32; 4],
     pub tun_source_family: u8,
-    pub pad1: [u8; 3],
+    /// [`director_flag`] bits.
+    pub flags: u8,
+    pub pad1: [u8; 2],
     /// Nanoseconds per kernel tick (1e9 / HZ). The datapath's clock is
     /// `jiffies × tick_ns`: reading jiffies is one load the verifier
     /// inlines, where a clock helper is a call. Set by the loader, which
@@ -193,7 +213,8 @@ impl Default for Director {
             pad0: [0; 2],
             tun_source: [0; 4],
             tun_source_family: 0,
-            pad1: [0; 3],
+            flags: 0,
+            pad1: [0; 2],
             tick_ns: 0,
             state_timeouts: [0; crate::conn_state::COUNT],
             icmp_rate_limit: DEFAULT_ICMP_RATE_LIMIT,
@@ -271,8 +292,8 @@ pub struct RealServer {
     pub port: u16,
     pub family: u8,
     pub forwarding: u8,
-    /// Where frames for this server go: for DR its own MAC, for TUN the
-    /// next hop's toward it (both on the director's segment).
+    /// Where frames for this server go: for DR its own MAC, for TUN and NAT
+    /// the next hop's toward it (on a segment of a director interface).
     pub mac: [u8; 6],
     /// TUN: the path MTU toward the server (outer packets above it do not
     /// fit).
@@ -282,8 +303,15 @@ pub struct RealServer {
     pub service_id: u32,
     pub upper_threshold: u32,
     pub lower_threshold: u32,
+    /// The director interface frames for this server leave by: the one
+    /// they came in on goes back out with `XDP_TX`, another through
+    /// [`crate::map_name::TX_PORTS`].
+    pub ifindex: u32,
+    /// That interface's MAC: the frames' source.
+    pub src_mac: [u8; 6],
+    pub pad0: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<RealServer>() == 48);
+const _: () = assert!(core::mem::size_of::<RealServer>() == 60);
 
 /// Key of the connection table: the packet's 5-tuple as the client sent it.
 #[repr(C)]
@@ -301,6 +329,26 @@ pub struct FlowKey {
     pub pad0: u8,
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The key a NAT connection's replies have: from the real server's
+    /// address and port (as stored) to the client of this connection key.
+    /// The datapath registers it for a new connection; the controller for a
+    /// synced one.
+    #[inline(always)]
+    pub const fn nat_reply(&self, real_addr: [u32; 4], real_port: u16) -> FlowKey {
+        FlowKey {
+            src: real_addr,
+            dst: self.src,
+            sport: real_port,
+            dport: self.sport,
+            protocol: self.protocol,
+            family: self.family,
+            kind: flow_kind::NAT_REPLY,
+            pad0: 0,
+        }
+    }
+}
 
 /// A connection-table entry.
 #[repr(C)]

@@ -1,9 +1,9 @@
 //! Connection states, their names and default timeouts, and the TCP state
 //! machine the director runs on the packets it sees.
 //!
-//! The numbers and the TCP transitions are IPVS's (`ip_vs_proto_tcp.c`,
-//! input-only direction: in DR and TUN the director sees only the client's
-//! half of a connection). Only ESTABLISHED counts as an active connection;
+//! The numbers and the TCP transitions are IPVS's (`ip_vs_proto_tcp.c`: in
+//! DR and TUN the director sees only the client's half of a connection, the
+//! input-only table; in NAT both, the input and output tables). Only ESTABLISHED counts as an active connection;
 //! every other state counts as inactive, as IPVS defines ActiveConn and
 //! InActConn.
 
@@ -101,42 +101,108 @@ pub mod tcp_flag {
     pub const ACK: u8 = 0x10;
 }
 
-/// Next state of a TCP connection on a client-to-server packet with these
-/// flags. The event is chosen by priority RST, SYN, FIN, ACK; a packet with
-/// none of them moves the connection to CLOSE, as in IPVS.
-pub const fn tcp_next(state: u8, flags: u8) -> u8 {
+/// Which of IPVS's three TCP transition tables a packet moves a
+/// connection by (`ip_vs_proto_tcp.c`: TCP_DIR_INPUT, TCP_DIR_OUTPUT,
+/// TCP_DIR_INPUT_ONLY).
+pub mod tcp_dir {
+    /// Client to server, where the director also sees the replies (NAT).
+    pub const INPUT: usize = 0;
+    /// Server to client (NAT replies).
+    pub const OUTPUT: usize = 1;
+    /// Client to server, where replies bypass the director (DR, TUN).
+    pub const INPUT_ONLY: usize = 2;
+}
+
+/// IPVS's `tcp_states`: per direction, per event (SYN, FIN, ACK, RST), the
+/// next state from each state NONE..SYNACK (in state-number order).
+const TCP_STATES: [[[u8; 11]; 4]; 3] = [
+    // INPUT
+    [
+        [
+            SYN_RECV,
+            ESTABLISHED,
+            ESTABLISHED,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+        ],
+        [CLOSE, CLOSE_WAIT, SYN_SENT, TIME_WAIT, TIME_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, TIME_WAIT],
+        [CLOSE, ESTABLISHED, SYN_SENT, ESTABLISHED, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, CLOSE, LISTEN, ESTABLISHED],
+        [CLOSE, CLOSE, CLOSE, SYN_RECV, CLOSE, CLOSE, CLOSE, CLOSE, LAST_ACK, LISTEN, SYN_RECV],
+    ],
+    // OUTPUT
+    [
+        [SYN_SENT, ESTABLISHED, SYN_SENT, SYN_RECV, SYN_SENT, SYN_SENT, SYN_SENT, SYN_SENT, SYN_SENT, LISTEN, SYN_RECV],
+        [TIME_WAIT, FIN_WAIT, SYN_SENT, TIME_WAIT, FIN_WAIT, TIME_WAIT, CLOSE, TIME_WAIT, LAST_ACK, LISTEN, TIME_WAIT],
+        [
+            ESTABLISHED,
+            ESTABLISHED,
+            SYN_SENT,
+            ESTABLISHED,
+            FIN_WAIT,
+            TIME_WAIT,
+            CLOSE,
+            CLOSE_WAIT,
+            LAST_ACK,
+            ESTABLISHED,
+            ESTABLISHED,
+        ],
+        [CLOSE, CLOSE, SYN_SENT, CLOSE, CLOSE, TIME_WAIT, CLOSE, CLOSE, CLOSE, CLOSE, CLOSE],
+    ],
+    // INPUT_ONLY
+    [
+        [
+            SYN_RECV,
+            ESTABLISHED,
+            ESTABLISHED,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+            SYN_RECV,
+        ],
+        [CLOSE, FIN_WAIT, SYN_SENT, TIME_WAIT, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, TIME_WAIT],
+        [CLOSE, ESTABLISHED, SYN_SENT, ESTABLISHED, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, CLOSE, LISTEN, ESTABLISHED],
+        [CLOSE, CLOSE, CLOSE, SYN_RECV, CLOSE, CLOSE, CLOSE, CLOSE, LAST_ACK, LISTEN, CLOSE],
+    ],
+];
+
+/// Next state of a TCP connection on a packet with these flags, in
+/// direction `dir` ([`tcp_dir`]; IPVS's set_tcp_state). The event is chosen
+/// by priority RST, SYN, FIN, ACK; a packet with none of them moves the
+/// connection to CLOSE, as in IPVS.
+pub const fn tcp_next_in(dir: usize, state: u8, flags: u8) -> u8 {
     use tcp_flag::*;
-    // Rows: the state before, in state-number order NONE..SYNACK.
-    const ON_SYN: [u8; 11] = [
-        SYN_RECV, ESTABLISHED, ESTABLISHED, SYN_RECV, SYN_RECV, SYN_RECV, SYN_RECV, SYN_RECV,
-        SYN_RECV, SYN_RECV, SYN_RECV,
-    ];
-    const ON_FIN: [u8; 11] = [
-        CLOSE, FIN_WAIT, SYN_SENT, TIME_WAIT, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK,
-        LISTEN, TIME_WAIT,
-    ];
-    const ON_ACK: [u8; 11] = [
-        CLOSE, ESTABLISHED, SYN_SENT, ESTABLISHED, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, CLOSE,
-        LISTEN, ESTABLISHED,
-    ];
-    const ON_RST: [u8; 11] = [
-        CLOSE, CLOSE, CLOSE, SYN_RECV, CLOSE, CLOSE, CLOSE, CLOSE, LAST_ACK, LISTEN, CLOSE,
-    ];
     let i = state as usize;
-    if i >= 11 {
+    if i >= 11 || dir >= 3 {
         return state;
     }
-    if flags & RST != 0 {
-        ON_RST[i]
+    let event = if flags & RST != 0 {
+        3
     } else if flags & SYN != 0 {
-        ON_SYN[i]
+        0
     } else if flags & FIN != 0 {
-        ON_FIN[i]
+        1
     } else if flags & ACK != 0 {
-        ON_ACK[i]
+        2
     } else {
-        CLOSE
-    }
+        return CLOSE;
+    };
+    TCP_STATES[dir][event][i]
+}
+
+/// Next state of a TCP connection on a client-to-server packet with these
+/// flags where the director sees only the client's half (DR, TUN).
+pub const fn tcp_next(state: u8, flags: u8) -> u8 {
+    tcp_next_in(tcp_dir::INPUT_ONLY, state, flags)
 }
 
 #[cfg(test)]
@@ -166,6 +232,26 @@ mod tests {
         assert_eq!(tcp_next(ESTABLISHED, RST | ACK), CLOSE);
         assert_eq!(tcp_next(SYN_RECV, RST), SYN_RECV);
         assert_eq!(tcp_next(ESTABLISHED, 0), CLOSE);
+    }
+
+    #[test]
+    fn a_nat_connection_sees_both_halves() {
+        use tcp_dir::{INPUT, OUTPUT};
+        let mut s = tcp_next_in(INPUT, NONE, SYN);
+        assert_eq!(s, SYN_RECV);
+        s = tcp_next_in(OUTPUT, s, SYN | ACK);
+        assert_eq!(s, SYN_RECV);
+        s = tcp_next_in(INPUT, s, ACK);
+        assert_eq!(s, ESTABLISHED);
+        // The server closes first: the client's FIN then leads to TIME_WAIT.
+        s = tcp_next_in(OUTPUT, s, FIN | ACK);
+        assert_eq!(s, FIN_WAIT);
+        s = tcp_next_in(INPUT, s, FIN | ACK);
+        assert_eq!(s, TIME_WAIT);
+        // The client closes first: CLOSE_WAIT, then the server's FIN.
+        assert_eq!(tcp_next_in(INPUT, ESTABLISHED, FIN | ACK), CLOSE_WAIT);
+        assert_eq!(tcp_next_in(OUTPUT, CLOSE_WAIT, FIN | ACK), TIME_WAIT);
+        assert_eq!(tcp_next_in(OUTPUT, ESTABLISHED, RST), CLOSE);
     }
 
     #[test]

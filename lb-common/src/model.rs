@@ -175,10 +175,6 @@ impl Forwarding {
             _ => None,
         }
     }
-
-    pub fn is_implemented(self) -> bool {
-        matches!(self, Self::Dr | Self::Tun)
-    }
 }
 
 impl FromStr for Forwarding {

@@ -47,9 +47,30 @@ pub const PASS_ICMP_NO_CONN: u32 = 21;
 pub const TX_DR_ICMP_ERROR: u32 = 22;
 /// ... by TUN.
 pub const TX_TUN_ICMP_ERROR: u32 = 23;
-pub const COUNT: u32 = 24;
+/// A packet of a NAT connection sent to its real server, its destination
+/// rewritten (IPVS's ip_vs_nat_xmit).
+pub const TX_NAT: u32 = 24;
+/// A NAT real server's reply sent to the client, its source rewritten to
+/// the VIP (IPVS's handle_response).
+pub const TX_NAT_REPLY: u32 = 25;
+/// A NAT reply whose next hop toward the client has no neighbour entry
+/// yet: dropped (the client resends), the controller asked to resolve it.
+pub const DROP_NAT_NO_NEIGH: u32 = 26;
+/// A NAT reply the kernel's routing table has no route for (or forwarding
+/// is off on the interface it came in on): dropped.
+pub const DROP_NAT_NO_ROUTE: u32 = 27;
+/// The interface toward a real server (or a client) carries no entry of
+/// the transmit-port map: dropped.
+pub const DROP_NO_TX_PORT: u32 = 28;
+/// An ICMP error about a NAT connection from the client's side,
+/// translated and sent to its real server (IPVS's ip_vs_in_icmp).
+pub const TX_NAT_ICMP_TO_REAL: u32 = 29;
+/// An ICMP error about a NAT connection from the real server's side,
+/// translated and sent to the client (IPVS's ip_vs_out_icmp).
+pub const TX_NAT_ICMP_TO_CLIENT: u32 = 30;
+pub const COUNT: u32 = 32;
 
-const NAMES: [&str; 24] = [
+const NAMES: [&str; 31] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -74,6 +95,13 @@ const NAMES: [&str; 24] = [
     "pass_icmp_no_conn",
     "tx_dr_icmp_error",
     "tx_tun_icmp_error",
+    "tx_nat",
+    "tx_nat_reply",
+    "drop_nat_no_neigh",
+    "drop_nat_no_route",
+    "drop_no_tx_port",
+    "tx_nat_icmp_to_real",
+    "tx_nat_icmp_to_client",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 
@@ -101,6 +129,8 @@ mod tests {
             (PASS_ICMP_NO_CONN, "pass_icmp_no_conn"),
             (TX_DR_ICMP_ERROR, "tx_dr_icmp_error"),
             (TX_TUN_ICMP_ERROR, "tx_tun_icmp_error"),
+            (TX_NAT, "tx_nat"),
+            (DROP_NO_TX_PORT, "drop_no_tx_port"),
         ] {
             assert_eq!(super::name(reason), Some(name));
         }

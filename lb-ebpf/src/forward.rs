@@ -4,43 +4,69 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::Xdp
 use lb_common::{Director, IPPROTO_IPIP, RealServer, reason};
 
 use crate::{
+    maps::TX_PORTS,
     parse::{ETH_HLEN, Packet},
     reply,
 };
 
-/// Direct routing: the frame goes back out of the same NIC, addressed to
-/// the real server's MAC; the IP packet is untouched (the real server holds
-/// the VIP on a non-ARPing interface and answers the client directly).
+/// Direct routing: the frame goes to the real server's MAC, out of the
+/// interface on its segment; the IP packet is untouched (the real server
+/// holds the VIP on a non-ARPing interface and answers the client
+/// directly).
 #[inline(always)]
-pub fn direct_route(ctx: &XdpContext, real: &RealServer, director: &Director) -> (u32, u32) {
+pub fn direct_route(ctx: &XdpContext, real: &RealServer) -> (u32, u32) {
     let start = ctx.data();
     if start + ETH_HLEN > ctx.data_end() {
         return (xdp_action::XDP_ABORTED, reason::DROP_INTERNAL);
     }
     // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { set_macs(start, real, director) };
-    (xdp_action::XDP_TX, reason::TX_DR)
+    unsafe { set_real_macs(start, real) };
+    send(ctx, real.ifindex, reason::TX_DR)
+}
+
+/// Sends the frame out of interface `ifindex`: back out of the one it came
+/// in on with `XDP_TX` (also for 0, "the same"), else redirected through
+/// [`TX_PORTS`] (which holds every interface carrying the program).
+#[inline(always)]
+pub fn send(ctx: &XdpContext, ifindex: u32, sent: u32) -> (u32, u32) {
+    if ifindex == 0 || ifindex as usize == ctx.ingress_ifindex() {
+        return (xdp_action::XDP_TX, sent);
+    }
+    match TX_PORTS.redirect(ifindex, xdp_action::XDP_DROP as u64) {
+        Ok(action) => (action, sent),
+        Err(_) => (xdp_action::XDP_DROP, reason::DROP_NO_TX_PORT),
+    }
 }
 
 /// Writes the destination MAC (the real server's or next hop's) and the
-/// source MAC (the director's) into the Ethernet header at `eth`, three
-/// 16-bit words each: a plain `[u8; 6]` assignment becomes a call to a
-/// byte-by-byte memmove on BPF.
+/// source MAC (its interface's) into the Ethernet header at `eth`.
+///
+/// # Safety
+/// As [`set_macs`].
+#[inline(always)]
+pub unsafe fn set_real_macs(eth: usize, real: &RealServer) {
+    const _: () = assert!(core::mem::offset_of!(RealServer, mac) % 2 == 0);
+    const _: () = assert!(core::mem::offset_of!(RealServer, src_mac) % 2 == 0);
+    // SAFETY: both MACs sit at even offsets of the 4-aligned struct; the
+    // packet side is the caller's promise.
+    unsafe {
+        let dst = core::ptr::read((&raw const real.mac).cast::<[u16; 3]>());
+        let src = core::ptr::read((&raw const real.src_mac).cast::<[u16; 3]>());
+        set_macs(eth, dst, src);
+    }
+}
+
+/// Writes the destination and source MACs, as three 16-bit words each,
+/// into the Ethernet header at `eth`: a plain `[u8; 6]` assignment becomes
+/// a call to a byte-by-byte memmove on BPF.
 ///
 /// # Safety
 /// The 12 bytes at `eth` must be in the packet, 2-byte aligned (as every
 /// frame start, see `parse::words`).
 #[inline(always)]
-unsafe fn set_macs(eth: usize, real: &RealServer, director: &Director) {
-    const _: () = assert!(core::mem::offset_of!(RealServer, mac) % 2 == 0);
-    const _: () = assert!(core::mem::offset_of!(Director, mac) % 2 == 0);
-    // SAFETY: both MACs sit at even offsets of their (4-aligned) structs;
-    // the packet side is the caller's promise.
-    unsafe {
-        let dst = core::ptr::read((&raw const real.mac).cast::<[u16; 3]>());
-        let src = core::ptr::read((&raw const director.mac).cast::<[u16; 3]>());
-        core::ptr::write(eth as *mut [u16; 6], [dst[0], dst[1], dst[2], src[0], src[1], src[2]]);
-    }
+pub unsafe fn set_macs(eth: usize, dst: [u16; 3], src: [u16; 3]) {
+    // SAFETY: the caller's promise.
+    unsafe { core::ptr::write(eth as *mut [u16; 6], [dst[0], dst[1], dst[2], src[0], src[1], src[2]]) };
 }
 
 /// Outer IPv4 header of a tunnelled packet.
@@ -96,7 +122,7 @@ pub fn tunnel(ctx: &XdpContext, pkt: &Packet, real: &RealServer, director: &Dire
                 *new.add(i) = *old.add(i);
             }
         }
-        set_macs(start, real, director);
+        set_real_macs(start, real);
     }
     let mut ip = [0u16; 10];
     ip[0] = (0x4500u16 | pkt.tos as u16).to_be();
@@ -116,5 +142,5 @@ pub fn tunnel(ctx: &XdpContext, pkt: &Packet, real: &RealServer, director: &Dire
     }
     // SAFETY: 20 bytes from `ip_at`, checked just above.
     unsafe { core::ptr::write_unaligned(ip_at as *mut [u16; 10], ip) };
-    (xdp_action::XDP_TX, reason::TX_TUN)
+    send(ctx, real.ifindex, reason::TX_TUN)
 }

@@ -3,7 +3,9 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{Conn, Director, FlowKey, RealServer, Service, ServiceKey, conn_state, conn_state::tcp_flag, real_flag};
+use lb_common::{
+    Conn, Director, FlowKey, RealServer, Service, ServiceKey, conn_state, conn_state::tcp_flag, real_flag,
+};
 
 use crate::maps::{CONN_TABLE, REAL_CONNS, REALS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
 
@@ -27,12 +29,7 @@ pub fn service_flags(service_id: u32) -> u32 {
 /// The service for (VIP, port, protocol), else the VIP's every-port service.
 #[inline(always)]
 pub fn service(flow: &FlowKey) -> Option<&'static Service> {
-    let mut key = ServiceKey {
-        addr: flow.dst,
-        port: flow.dport,
-        protocol: flow.protocol,
-        family: flow.family,
-    };
+    let mut key = ServiceKey { addr: flow.dst, port: flow.dport, protocol: flow.protocol, family: flow.family };
     // SAFETY: service values are only replaced whole by the controller (a
     // hash update swaps in a new element), never written in place.
     if let Some(svc) = unsafe { SERVICES.get(&key) } {
@@ -67,7 +64,9 @@ pub struct Entry {
 pub fn connection(flow: &FlowKey, tcp_flags: u8, now: u64) -> Entry {
     let mut entry =
         Entry { live: core::ptr::null_mut(), live_real: core::ptr::null(), stale: Conn::default(), has_stale: false };
-    let Some(ptr) = CONN_TABLE.get_ptr_mut(flow) else { return entry };
+    let Some(ptr) = CONN_TABLE.get_ptr_mut(flow) else {
+        return entry;
+    };
     // SAFETY: a pointer to a live element, valid for this program run.
     let conn = unsafe { &*ptr };
     let new_syn = tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN;
@@ -100,7 +99,9 @@ const REFRESH_NS: u64 = 250_000_000;
 /// Adds `delta` to the real server's count for a connection in `state`.
 #[inline(always)]
 pub fn count(real_id: u32, state: u8, delta: i64) {
-    let Some(c) = REAL_CONNS.get_ptr_mut(real_id) else { return };
+    let Some(c) = REAL_CONNS.get_ptr_mut(real_id) else {
+        return;
+    };
     // SAFETY: an array element, valid for this program run; shared with
     // other CPUs and the controller, so only touched atomically.
     unsafe {
@@ -115,12 +116,13 @@ pub fn count(real_id: u32, state: u8, delta: i64) {
     }
 }
 
-/// Advances the entry's state with this packet and keeps it alive. True
-/// when the connection has just become established.
+/// Advances the entry's state with this packet, which went in direction
+/// `dir` (`conn_state::tcp_dir`), and keeps it alive. True when the
+/// connection has just become established.
 #[inline(always)]
-pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, now: u64, director: &Director) -> bool {
+pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, dir: usize, now: u64, director: &Director) -> bool {
     let state = if protocol == lb_common::IPPROTO_TCP {
-        conn_state::tcp_next(conn.state, tcp_flags)
+        conn_state::tcp_next_in(dir, conn.state, tcp_flags)
     } else {
         conn.state
     };
@@ -185,12 +187,13 @@ pub fn insert_connection(
     service_id: u32,
     real_id: u32,
     tcp_flags: u8,
+    dir: usize,
     now: u64,
     director: &Director,
     replaced: &Entry,
 ) -> Result<(), i32> {
     let state = if flow.protocol == lb_common::IPPROTO_TCP {
-        conn_state::tcp_next(conn_state::NONE, tcp_flags)
+        conn_state::tcp_next_in(dir, conn_state::NONE, tcp_flags)
     } else {
         conn_state::UDP
     };

@@ -11,6 +11,7 @@ mod clock;
 mod forward;
 mod lookup;
 mod maps;
+mod nat;
 mod parse;
 mod related;
 mod reply;
@@ -18,9 +19,12 @@ mod schedule;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{IPPROTO_ICMP, forwarding, reason, service_flag};
+use lb_common::{Director, IPPROTO_ICMP, conn_state::tcp_dir, director_flag, forwarding, reason, service_flag};
 
-use crate::maps::{DIRECTOR, REALS};
+use crate::{
+    maps::{DIRECTOR, REALS},
+    parse::Packet,
+};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -40,12 +44,25 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     if pkt.flow.protocol == IPPROTO_ICMP {
         return related::icmp(ctx, &pkt);
     }
-    if !lookup::may_be_vip(&pkt.flow) {
-        return Err(reason::PASS_NO_SERVICE);
-    }
     let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
     let now = clock::now_ns(director);
+    if lookup::may_be_vip(&pkt.flow) {
+        match to_service(ctx, &pkt, director, now) {
+            Err(reason::PASS_NO_SERVICE) => {}
+            verdict => return verdict,
+        }
+    }
+    // Not for a virtual service: perhaps a NAT real server's reply.
+    if director.flags & director_flag::NAT != 0 {
+        return nat::reply(ctx, &pkt, director, now);
+    }
+    Err(reason::PASS_NO_SERVICE)
+}
 
+/// A packet to a VIP: its connection's, or a new connection's if it may
+/// start one.
+#[inline(always)]
+fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> Result<(u32, u32), u32> {
     // A known connection first, as IPVS does: its packets skip the service
     // lookup.
     let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
@@ -55,7 +72,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
             return Err(reason::PASS_STANDBY);
         }
-        if lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, now, director) {
+        if lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, direction(real), now, director) {
             if let Some(svc) = lookup::service(&pkt.flow) {
                 if svc.persistence_timeout != 0 {
                     lookup::assure_template(svc, &pkt.flow);
@@ -75,7 +92,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
             // As IPVS: the client learns at once that nobody is there.
             return Ok(reply::answer(
                 ctx,
-                &pkt,
+                pkt,
                 director,
                 reply::ICMP_PORT_UNREACH,
                 0,
@@ -83,22 +100,32 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
                 reason::DROP_NO_REAL,
             ));
         };
-        if lookup::insert_connection(&pkt.flow, svc.id, real_id, pkt.tcp_flags, now, director, &entry).is_err() {
-            return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
-        }
-        stats::count_reason(reason::CONN_NEW);
         let Some(real) = REALS.get(real_id) else {
             return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
         };
+        let dir = direction(real);
+        if lookup::insert_connection(&pkt.flow, svc.id, real_id, pkt.tcp_flags, dir, now, director, &entry).is_err() {
+            return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
+        }
+        stats::count_reason(reason::CONN_NEW);
         (svc.id, real_id, real, true)
     };
 
     stats::account(service_id, real_id, pkt.ip_len, new_conn);
     match real.forwarding {
-        forwarding::DR => Ok(forward::direct_route(ctx, real, director)),
-        forwarding::TUN => Ok(forward::tunnel(ctx, &pkt, real, director, true)),
+        forwarding::DR => Ok(forward::direct_route(ctx, real)),
+        forwarding::TUN => Ok(forward::tunnel(ctx, pkt, real, director, true)),
+        forwarding::NAT => Ok(nat::to_real(ctx, pkt, real, new_conn)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
+}
+
+/// Which of IPVS's TCP tables a client's packet moves its connection by:
+/// under NAT the director sees both halves (IPVS clears NOOUTPUT only for
+/// masquerading).
+#[inline(always)]
+fn direction(real: &lb_common::RealServer) -> usize {
+    if real.forwarding == forwarding::NAT { tcp_dir::INPUT } else { tcp_dir::INPUT_ONLY }
 }
 
 #[cfg(not(test))]

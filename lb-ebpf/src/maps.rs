@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry,
-    LblcKey, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealConns, RealServer, SCHED_TABLE_SLOTS, SchedState,
-    Service, ServiceKey, VIP_FILTER_WORDS, reason,
+    BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey,
+    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_WANTED_SIZE, REAL_LIST_SLOTS, RealConns, RealServer,
+    SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, VIP_FILTER_WORDS, reason,
 };
 
 #[map]
@@ -44,8 +44,25 @@ pub static SCHED_STATE: Array<SchedState> = Array::with_max_entries(MAX_SERVICES
 
 /// Sized at load time from the config.
 #[map]
-pub static CONN_TABLE: LruHashMap<FlowKey, Conn> =
-    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+pub static CONN_TABLE: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// NAT connections by their replies: the key a real server's reply has
+/// (`flow_kind::NAT_REPLY`) to the connection's own key (client to VIP).
+/// Sized at load time as the connection table; an entry whose connection
+/// is gone is found stale by the reply path and outlived by the LRU.
+#[map]
+pub static NAT_REPLIES: LruHashMap<FlowKey, FlowKey> = LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// The interfaces carrying the program, by ifindex: where frames leave for
+/// a real server or a client on another interface than they came in on.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
+
+/// Next hops toward NAT clients without a neighbour entry (address to
+/// ifindex, as the kernel's FIB lookup gave them): the controller asks the
+/// kernel to resolve them and removes them.
+#[map]
+pub static NEIGH_WANTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(NEIGH_WANTED_SIZE, 0);
 
 /// lblc's and lblcr's destination-address caches.
 #[map]

@@ -189,3 +189,18 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
         tcp_flags,
     })
 }
+
+/// The `N` 16-bit words at `offset`, to write, if the packet holds all of
+/// them (aligned as for [`words`]). The offset goes through [`opaque`]:
+/// LLVM would otherwise drop a check that an earlier one at a larger
+/// offset implies, and the verifier, which knows the packet's bounds only
+/// per pointer, would refuse the access.
+#[inline(always)]
+pub fn word_mut<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u16; N]> {
+    let offset = opaque(offset);
+    let start = ctx.data();
+    if start + offset + 2 * N > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *mut [u16; N])
+}

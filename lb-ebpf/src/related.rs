@@ -14,13 +14,16 @@
 //! Unlike IPVS (whose lookup re-arms the entry's timer), an error does not
 //! keep its connection alive: anyone who can guess a flow can send one.
 
-use lb_common::{AF_INET, FlowKey, IPPROTO_TCP, IPPROTO_UDP, flow_kind, forwarding, reason, service_flag};
+use lb_common::{
+    AF_INET, FlowKey, IPPROTO_TCP, IPPROTO_UDP, director_flag, flow_kind, forwarding, reason, service_flag,
+};
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 
 use crate::{
     clock, forward, lookup,
     maps::DIRECTOR,
+    nat,
     parse::{self, Packet},
     stats,
 };
@@ -57,38 +60,29 @@ pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
         _ => return Err(reason::PASS_OTHER_PROTOCOL),
     };
     if !lookup::may_be_vip(&pkt.flow) {
-        return Err(reason::PASS_OTHER_PROTOCOL);
+        // Perhaps about a NAT connection, from its real server's side.
+        let director = DIRECTOR.get(0).ok_or(reason::PASS_OTHER_PROTOCOL)?;
+        if director.flags & director_flag::NAT == 0 || code > max_code {
+            return Err(reason::PASS_OTHER_PROTOCOL);
+        }
+        let quote = quoted(ctx, pkt, l4).map_err(|_| reason::PASS_OTHER_PROTOCOL)?;
+        if !quote.of_connection() {
+            return Err(reason::PASS_OTHER_PROTOCOL);
+        }
+        return nat::icmp_to_client(ctx, pkt, &quote, clock::now_ns(director));
     }
     if code > max_code {
         return Err(reason::PASS_ICMP_MALFORMED);
     }
-
-    // The quoted header, read as `parse` reads a packet's, within the outer
-    // packet: version/ihl, tos | total length | id | frag_off | ttl,
-    // protocol | checksum | source | destination.
-    let quote = l4 + 8;
-    if quote + 20 > pkt.ip_end {
-        return Err(reason::PASS_ICMP_MALFORMED);
-    }
-    let ip = parse::words::<10>(ctx, quote).map_err(|_| reason::PASS_ICMP_MALFORMED)?;
-    let [version_ihl, _tos] = ip[0].to_ne_bytes();
-    let [_ttl, protocol] = ip[4].to_ne_bytes();
-    // Masked: 20..=60 once checked, as the verifier sees it.
-    let ihl = ((version_ihl & 0x0F) as usize) * 4;
-    let total = u16::from_be(ip[1]) as usize;
-    if version_ihl >> 4 != 4 || ihl < 20 || total < ihl + 8 || quote + ihl + 8 > pkt.ip_end {
-        return Err(reason::PASS_ICMP_MALFORMED);
-    }
-    let source = parse::join(ip[6], ip[7]);
-    let destination = parse::join(ip[8], ip[9]);
+    let quote = quoted(ctx, pkt, l4)?;
+    let Quoted { source, destination, sport, dport, protocol, .. } = quote;
     // The answer came from the VIP the error is addressed to.
     if source != pkt.flow.dst[0] {
         return Err(reason::PASS_ICMP_MALFORMED);
     }
-    if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) || u16::from_be(ip[3]) & IP_OFFSET != 0 {
+    if !quote.of_connection() {
         return Err(reason::PASS_ICMP_NO_CONN);
     }
-    let [sport, dport] = parse::words::<2>(ctx, quote + ihl).map_err(|_| reason::PASS_ICMP_MALFORMED)?;
 
     // The connection, as the client's packets find it.
     let key = FlowKey {
@@ -113,8 +107,11 @@ pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
     }
     // Counted for the connection's service and server, as ip_vs_in_stats.
     stats::account(conn.service_id, conn.real_id, pkt.ip_len, false);
+    if real.forwarding == forwarding::NAT {
+        return Ok(nat::icmp_to_real(ctx, pkt, &quote, real));
+    }
     Ok(match real.forwarding {
-        forwarding::DR => match forward::direct_route(ctx, real, director) {
+        forwarding::DR => match forward::direct_route(ctx, real) {
             (action, reason::TX_DR) => (action, reason::TX_DR_ICMP_ERROR),
             other => other,
         },
@@ -123,5 +120,60 @@ pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
             other => other,
         },
         _ => (xdp_action::XDP_DROP, reason::DROP_INTERNAL),
+    })
+}
+
+/// The packet an ICMP error quotes: its IP header and the first 8 bytes
+/// after it, within the error.
+pub struct Quoted {
+    /// Where the quoted IP header starts, and its length.
+    pub offset: usize,
+    pub ihl: usize,
+    pub source: u32,
+    pub destination: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    /// Not a later fragment (which carries no ports).
+    pub first_fragment: bool,
+}
+
+impl Quoted {
+    /// Whether it may be a connection's packet: TCP or UDP, with its ports.
+    #[inline(always)]
+    pub fn of_connection(&self) -> bool {
+        (self.protocol == IPPROTO_TCP || self.protocol == IPPROTO_UDP) && self.first_fragment
+    }
+}
+
+/// Reads the quote of the ICMP error whose header is at `l4`, as `parse`
+/// reads a packet: a readable IPv4 header and 8 bytes.
+#[inline(always)]
+fn quoted(ctx: &XdpContext, pkt: &Packet, l4: usize) -> Result<Quoted, u32> {
+    // version/ihl, tos | total length | id | frag_off | ttl, protocol |
+    // checksum | source | destination.
+    let quote = l4 + 8;
+    if quote + 20 > pkt.ip_end {
+        return Err(reason::PASS_ICMP_MALFORMED);
+    }
+    let ip = parse::words::<10>(ctx, quote).map_err(|_| reason::PASS_ICMP_MALFORMED)?;
+    let [version_ihl, _tos] = ip[0].to_ne_bytes();
+    let [_ttl, protocol] = ip[4].to_ne_bytes();
+    // Masked: 20..=60 once checked, as the verifier sees it.
+    let ihl = ((version_ihl & 0x0F) as usize) * 4;
+    let total = u16::from_be(ip[1]) as usize;
+    if version_ihl >> 4 != 4 || ihl < 20 || total < ihl + 8 || quote + ihl + 8 > pkt.ip_end {
+        return Err(reason::PASS_ICMP_MALFORMED);
+    }
+    let [sport, dport] = parse::words::<2>(ctx, quote + ihl).map_err(|_| reason::PASS_ICMP_MALFORMED)?;
+    Ok(Quoted {
+        offset: quote,
+        ihl,
+        source: parse::join(ip[6], ip[7]),
+        destination: parse::join(ip[8], ip[9]),
+        sport,
+        dport,
+        protocol,
+        first_fragment: u16::from_be(ip[3]) & IP_OFFSET == 0,
     })
 }

@@ -31,3 +31,17 @@ pub fn account(service_id: u32, real_id: u32, bytes: u32, new_conn: bool) {
     add(SERVICE_STATS.get_ptr_mut(service_id), bytes, new_conn);
     add(REAL_STATS.get_ptr_mut(real_id), bytes, new_conn);
 }
+
+/// One reply packet of `bytes` from the real server to the client (NAT,
+/// where the director sees replies).
+#[inline(always)]
+pub fn account_out(service_id: u32, real_id: u32, bytes: u32) {
+    for counters in [SERVICE_STATS.get_ptr_mut(service_id), REAL_STATS.get_ptr_mut(real_id)] {
+        if let Some(c) = counters {
+            // SAFETY: this CPU's own slot.
+            let c = unsafe { &mut *c };
+            c.out_packets += 1;
+            c.out_bytes += bytes as u64;
+        }
+    }
+}

@@ -280,8 +280,7 @@ pub enum Command {
 impl Command {
     /// Why the load balancer cannot carry out this (well-formed) command,
     /// for the parts left to the caller: the sync daemons and IPv6
-    /// addresses. (NAT and tunnelling are for the caller to judge with
-    /// [`Forwarding::is_implemented`].)
+    /// addresses.
     pub fn unsupported_reason(&self) -> Option<&'static str> {
         const IPV6: &str = "IPv6 services and real servers are not supported";
         let v6 = |s: &VirtualService| s.is_ipv6();

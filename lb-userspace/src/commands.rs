@@ -12,7 +12,7 @@ use lb_ipvsadm::{
 };
 
 use crate::{
-    config::{RealConfig, ServiceConfig, MAX_WEIGHT},
+    config::{MAX_WEIGHT, RealConfig, ServiceConfig},
     health::{HealthCheck, Quorum},
     model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceId, ServiceOptions},
 };
@@ -56,14 +56,6 @@ pub fn service_id(vs: &VirtualService) -> Result<ServiceId, CommandError> {
 fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
     let id = service_id(vs).ok()?;
     table.iter().position(|s| s.id() == id)
-}
-
-fn check_forwarding(f: Forwarding) -> Result<(), CommandError> {
-    if f.is_implemented() {
-        Ok(())
-    } else {
-        Err(CommandError::unsupported("masquerading (-m, NAT) is not supported yet: use -g (direct routing) or -i (tunnelling)"))
-    }
 }
 
 /// Carries out one table command on `table` (a copy: on an error it may be
@@ -115,7 +107,10 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             // Without -s the scheduler stays (ipvsadm would reset it to wlc).
             let scheduler = c.scheduler.unwrap_or(svc.scheduler);
             svc.scheduler = scheduler;
-            svc.options = ServiceOptions { flags: service_options(c, scheduler).flags | (svc.options.flags & lb_common::service_flag::SLOPPY_TCP), ..service_options(c, scheduler) };
+            svc.options = ServiceOptions {
+                flags: service_options(c, scheduler).flags | (svc.options.flags & lb_common::service_flag::SLOPPY_TCP),
+                ..service_options(c, scheduler)
+            };
         }
         Command::DeleteService(vs) => {
             let i = find(table, vs).ok_or(CommandError::kernel(KernelError::NoSuchService))?;
@@ -123,7 +118,6 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
         }
         Command::Clear => table.clear(),
         Command::AddServer(c) => {
-            check_forwarding(c.forwarding)?;
             let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
             let mut real = real_from(c, &table[i])?;
             // The file's check for this server, else its service's.
@@ -140,7 +134,6 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             svc.reals.push(real);
         }
         Command::EditServer(c) => {
-            check_forwarding(c.forwarding)?;
             let i = find(table, &c.service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
             let real = real_from(c, &table[i])?;
             let svc = &mut table[i];
@@ -193,7 +186,9 @@ fn sched_flag_bits(flags: SchedFlags, scheduler: Scheduler) -> u16 {
         .fold(0, |acc, bit| acc | bit)
 }
 
-/// A real server from `-a`/`-e`: for DR and TUN its port is the service's.
+/// A real server from `-a`/`-e`: for DR and TUN its port is the service's
+/// (as ipvsadm sets it: only masquerading maps ports), for NAT the one
+/// given, else the service's.
 fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
     let address = ipv4(c.server.ip())?;
     if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
@@ -211,7 +206,11 @@ fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandE
         line: 0,
         address_line: 0,
         address,
-        port: svc.port,
+        port: if c.forwarding == Forwarding::Nat && c.server.port() != 0 && svc.port != 0 {
+            c.server.port()
+        } else {
+            svc.port
+        },
         weight: c.weight,
         forwarding: c.forwarding,
         upper_threshold: c.upper_threshold,
@@ -246,7 +245,8 @@ mod tests {
 
     fn run(table: &mut Vec<ServiceConfig>, line: &str) -> Result<(), CommandError> {
         let args: Vec<&str> = line.split_whitespace().collect();
-        let cmd = parse(&args, &Names::default()).map_err(|e| CommandError { message: e.message, exit_code: e.exit_code })?;
+        let cmd =
+            parse(&args, &Names::default()).map_err(|e| CommandError { message: e.message, exit_code: e.exit_code })?;
         apply(table, &cmd, &[])
     }
 
@@ -313,8 +313,13 @@ mod tests {
             assert_eq!(err.message, message, "{line}");
             assert_eq!(err.exit_code, 255, "{line}");
         }
-        let err = run(&mut t.clone(), "-a -t 10.0.0.100:80 -r 10.0.0.30 -m").unwrap_err();
-        assert!(err.message.contains("NAT"), "{err}");
         assert_eq!(t, before);
+        // Masquerading maps the port; the other methods keep the service's.
+        let mut nat = t.clone();
+        run(&mut nat, "-a -t 10.0.0.100:80 -r 10.0.0.30:8080 -m").unwrap();
+        run(&mut nat, "-a -t 10.0.0.100:80 -r 10.0.0.31:8080 -g").unwrap();
+        let ports: Vec<_> =
+            nat[0].reals.iter().rev().take(2).map(|r| (r.address.octets()[3], r.port, r.forwarding)).collect();
+        assert_eq!(ports, [(31, 80, Forwarding::Dr), (30, 8080, Forwarding::Nat)]);
     }
 }

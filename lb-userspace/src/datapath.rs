@@ -7,10 +7,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::{
+    config, pins,
+    tables::{Adopted, MapOp},
+};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -20,10 +24,6 @@ use aya::{
 use lb_common::{
     Conn, Counters, Director, FlowKey, RealConns, RealServer, SchedState, Service, ServiceKey, conn_state, map_name,
     program_name, reason,
-};
-use crate::{
-    config, pins,
-    tables::{Adopted, MapOp},
 };
 
 mod conn_table;
@@ -140,7 +140,8 @@ pub struct Datapath {
     pin_dir: Option<PathBuf>,
     /// The maps already existed (a previous lbd's state was adopted).
     adopted: bool,
-    link: Option<AttachedLink>,
+    /// One per interface the program is attached to.
+    links: Vec<AttachedLink>,
     /// Nanoseconds per kernel tick, the unit of the datapath's clock.
     tick_ns: u32,
 }
@@ -182,6 +183,8 @@ impl Datapath {
             );
         }
         loader.map_max_entries(map_name::CONN_TABLE, adopted_size.unwrap_or(opts.conn_table_size));
+        // A NAT connection has one reply entry.
+        loader.map_max_entries(map_name::NAT_REPLIES, adopted_size.unwrap_or(opts.conn_table_size));
         if let Some(pins) = &pins {
             for name in layout.names() {
                 loader.map_pin_path(name, pins.dir.join(name));
@@ -219,7 +222,7 @@ impl Datapath {
         };
         let adopted = pins.as_ref().is_some_and(|p| p.adopted);
         let pin_dir = pins.map(|p| p.dir);
-        Ok(Self { ebpf, real_conns, conns, layout, pin_dir, adopted, link: None, tick_ns })
+        Ok(Self { ebpf, real_conns, conns, layout, pin_dir, adopted, links: Vec::new(), tick_ns })
     }
 
     pub fn adopted(&self) -> bool {
@@ -240,25 +243,31 @@ impl Datapath {
         self.ebpf.program_mut(program_name::LB).expect("loaded").try_into().expect("an XDP program")
     }
 
-    /// Attaches to `interface`. A link a previous lbd pinned is taken over
-    /// with an atomic program replacement, so forwarding never stops; so is
-    /// one pinned under another map layout, whose other pins go now.
-    pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<()> {
-        let pinned_link = self.pin_dir.as_ref().map(|d| pins::link_pin(d, interface));
+    /// Attaches to each of `interfaces`. A link a previous lbd pinned is
+    /// taken over with an atomic program replacement, so forwarding never
+    /// stops; so is one pinned under another map layout, whose other pins
+    /// go now. Links on other interfaces a previous lbd left are removed.
+    pub fn attach(&mut self, interfaces: &[String], mode: config::XdpMode) -> Result<()> {
         if let Some(dir) = &self.pin_dir {
             pins::retire_other_layouts(dir);
-            pins::remove_other_links(dir, interface);
+            pins::remove_other_links(dir, interfaces);
         }
+        for interface in interfaces {
+            let link = self.attach_one(interface, mode)?;
+            self.links.push(link);
+        }
+        Ok(())
+    }
+
+    fn attach_one(&mut self, interface: &str, mode: config::XdpMode) -> Result<AttachedLink> {
+        let pinned_link = self.pin_dir.as_ref().map(|d| pins::link_pin(d, interface));
         if let Some(path) = &pinned_link
             && path.exists()
         {
             match self.take_over_link(path) {
-                Ok(link) => {
-                    self.link = Some(AttachedLink::Pinned(link));
-                    return Ok(());
-                }
+                Ok(link) => return Ok(AttachedLink::Pinned(link)),
                 Err(e) => {
-                    tracing::warn!("cannot take over the pinned XDP link ({e:#}); attaching anew");
+                    tracing::warn!("cannot take over the pinned XDP link on {interface} ({e:#}); attaching anew");
                     let _ = std::fs::remove_file(path);
                 }
             }
@@ -271,18 +280,46 @@ impl Datapath {
         let program = self.program_mut();
         let id = program.attach(interface, mode).with_context(|| format!("attach XDP to {interface}"))?;
         let Some(path) = pinned_link else {
-            self.link = Some(AttachedLink::Owned(id));
-            return Ok(());
+            return Ok(AttachedLink::Owned(id));
         };
         let link = program.take_link(id)?;
         match FdLink::try_from(link) {
             Ok(fd_link) => {
                 let pinned = fd_link.pin(&path).with_context(|| format!("pin the XDP link at {}", path.display()))?;
-                self.link = Some(AttachedLink::Pinned(pinned));
+                Ok(AttachedLink::Pinned(pinned))
             }
             Err(_) => bail!("the kernel attached XDP without a bpf link (too old for pinning); set pin_path = \"\""),
         }
+    }
+
+    /// The interfaces frames may leave by (`TX_PORTS`): exactly these.
+    pub fn set_tx_ports(&mut self, ifindexes: &[u32]) -> Result<()> {
+        let map = self.ebpf.map_mut(map_name::TX_PORTS).ok_or_else(|| anyhow!("map TX_PORTS missing"))?;
+        let mut ports = DevMapHash::try_from(map)?;
+        let stale: Vec<u32> = ports.keys().filter_map(Result::ok).filter(|k| !ifindexes.contains(k)).collect();
+        for k in stale {
+            ports.remove(k)?;
+        }
+        for &i in ifindexes {
+            ports.insert(i, i, None, 0).with_context(|| format!("add interface {i} to TX_PORTS"))?;
+        }
         Ok(())
+    }
+
+    /// Takes the next hops toward NAT clients the datapath found without
+    /// a neighbour entry: (ifindex, address) pairs, removed from the map.
+    pub fn take_wanted_neighbours(&mut self) -> Vec<(u32, std::net::Ipv4Addr)> {
+        let Some(map) = self.ebpf.map_mut(map_name::NEIGH_WANTED) else {
+            return Vec::new();
+        };
+        let Ok(mut wanted) = HashMap::<_, u32, u32>::try_from(map) else {
+            return Vec::new();
+        };
+        let found: Vec<(u32, u32)> = wanted.iter().filter_map(Result::ok).collect();
+        for (addr, _) in &found {
+            let _ = wanted.remove(addr);
+        }
+        found.into_iter().map(|(addr, ifindex)| (ifindex, std::net::Ipv4Addr::from(addr.to_ne_bytes()))).collect()
     }
 
     fn take_over_link(&mut self, path: &Path) -> Result<PinnedLink> {
@@ -299,10 +336,11 @@ impl Datapath {
 
     /// Detaches and removes every pin: nothing of the datapath stays.
     pub fn shut_down(mut self) -> Result<()> {
-        match self.link.take() {
-            Some(AttachedLink::Pinned(link)) => drop(link.unpin()?),
-            Some(AttachedLink::Owned(id)) => self.program_mut().detach(id)?,
-            None => {}
+        for link in std::mem::take(&mut self.links) {
+            match link {
+                AttachedLink::Pinned(link) => drop(link.unpin()?),
+                AttachedLink::Owned(id) => self.program_mut().detach(id)?,
+            }
         }
         if let Some(dir) = &self.pin_dir {
             pins::clear(dir, &self.layout);
@@ -313,10 +351,8 @@ impl Datapath {
     /// Exits leaving the program attached and the maps pinned, for the next
     /// lbd to adopt.
     pub fn leave_running(mut self) {
-        if let Some(AttachedLink::Pinned(link)) = self.link.take() {
-            // Dropping a pinned link only closes our fd; the pin keeps it.
-            drop(link);
-        }
+        // Dropping a pinned link only closes our fd; the pin keeps it.
+        drop(std::mem::take(&mut self.links));
         std::mem::forget(self.ebpf);
     }
 
@@ -478,14 +514,22 @@ impl Datapath {
     }
 
     pub fn sched_position(&self, service_id: u32) -> u64 {
-        let Some(map) = self.ebpf.map(map_name::SCHED_STATE) else { return 0 };
+        let Some(map) = self.ebpf.map(map_name::SCHED_STATE) else {
+            return 0;
+        };
         Array::<_, SchedState>::try_from(map).and_then(|a| a.get(&service_id, 0)).map_or(0, |s| s.position)
     }
 
     fn summed(&self, name: &str, index: u32) -> Counters {
-        let Some(map) = self.ebpf.map(name) else { return Counters::default() };
-        let Ok(array) = PerCpuArray::<_, Counters>::try_from(map) else { return Counters::default() };
-        let Ok(values) = array.get(&index, 0) else { return Counters::default() };
+        let Some(map) = self.ebpf.map(name) else {
+            return Counters::default();
+        };
+        let Ok(array) = PerCpuArray::<_, Counters>::try_from(map) else {
+            return Counters::default();
+        };
+        let Ok(values) = array.get(&index, 0) else {
+            return Counters::default();
+        };
         values.iter().fold(Counters::default(), |mut sum, c| {
             sum.conns += c.conns;
             sum.in_packets += c.in_packets;
@@ -507,8 +551,12 @@ impl Datapath {
     /// Every verdict-reason counter, summed over CPUs, by name.
     pub fn reason_counters(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
-        let Some(map) = self.ebpf.map(map_name::REASON_STATS) else { return out };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        let Some(map) = self.ebpf.map(map_name::REASON_STATS) else {
+            return out;
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return out;
+        };
         for (i, name) in reason::all() {
             let total = array.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
             out.insert(name, total);
@@ -560,6 +608,14 @@ impl Datapath {
         Ok(map.insert(key, conn, 0)?)
     }
 
+    /// Registers the reply key of a NAT connection (`NAT_REPLIES`).
+    pub fn set_nat_reply(&mut self, reply: &FlowKey, conn: &FlowKey) -> Result<()> {
+        let map = self.ebpf.map_mut(map_name::NAT_REPLIES).ok_or_else(|| anyhow!("map NAT_REPLIES missing"))?;
+        let mut replies = HashMap::<_, FlowKey, FlowKey>::try_from(map)?;
+        replies.insert(reply, conn, 0)?;
+        Ok(())
+    }
+
     pub fn remove_connection(&mut self, key: &FlowKey) -> Result<()> {
         let map = self.ebpf.map_mut(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
         let mut map: HashMap<_, FlowKey, Conn> = HashMap::try_from(map)?;
@@ -575,8 +631,10 @@ impl Datapath {
         let services_map = self.ebpf.map(map_name::SERVICES).ok_or_else(|| anyhow!("map SERVICES missing"))?;
         let services: Vec<(ServiceKey, Service)> =
             HashMap::<_, ServiceKey, Service>::try_from(services_map)?.iter().filter_map(|e| e.ok()).collect();
-        let reals_map = Array::<_, RealServer>::try_from(self.ebpf.map(map_name::REALS).ok_or_else(|| anyhow!("REALS"))?)?;
-        let lists = Array::<_, u32>::try_from(self.ebpf.map(map_name::REAL_LISTS).ok_or_else(|| anyhow!("REAL_LISTS"))?)?;
+        let reals_map =
+            Array::<_, RealServer>::try_from(self.ebpf.map(map_name::REALS).ok_or_else(|| anyhow!("REALS"))?)?;
+        let lists =
+            Array::<_, u32>::try_from(self.ebpf.map(map_name::REAL_LISTS).ok_or_else(|| anyhow!("REAL_LISTS"))?)?;
         let mut reals = BTreeMap::new();
         for id in 0..lb_common::MAX_REALS {
             let d = reals_map.get(&id, 0)?;
@@ -584,16 +642,19 @@ impl Datapath {
                 reals.insert(id, d);
             }
         }
-        let table = Array::<_, u32>::try_from(self.ebpf.map(map_name::SCHED_TABLE).ok_or_else(|| anyhow!("SCHED_TABLE"))?)?;
+        let table =
+            Array::<_, u32>::try_from(self.ebpf.map(map_name::SCHED_TABLE).ok_or_else(|| anyhow!("SCHED_TABLE"))?)?;
         let mut service_reals = BTreeMap::new();
         let mut tables = BTreeMap::new();
         let mut positions = BTreeMap::new();
         for (key, svc) in &services {
-            let ids: Vec<u32> =
-                (svc.reals_start..svc.reals_start + svc.reals_len).map(|i| lists.get(&i, 0)).collect::<Result<_, _>>()?;
+            let ids: Vec<u32> = (svc.reals_start..svc.reals_start + svc.reals_len)
+                .map(|i| lists.get(&i, 0))
+                .collect::<Result<_, _>>()?;
             service_reals.insert(*key, ids);
-            let slots: Vec<u32> =
-                (svc.table_start..svc.table_start + svc.table_len).map(|i| table.get(&i, 0)).collect::<Result<_, _>>()?;
+            let slots: Vec<u32> = (svc.table_start..svc.table_start + svc.table_len)
+                .map(|i| table.get(&i, 0))
+                .collect::<Result<_, _>>()?;
             tables.insert(*key, slots);
             positions.insert(svc.id, self.sched_position(svc.id));
         }

@@ -1,8 +1,9 @@
 //! Checks a valid config against the host before anything is attached: the
-//! interface exists, every DR real server is on the interface's segment,
-//! every TUN real server is reached through it. And finds where frames for
-//! each real server go: the next hop's address, MAC and path MTU; and tells
-//! when a TUN server's route vanishes ([`RouteLoss`]).
+//! interfaces exist, every DR real server is on the segment of one of them,
+//! every TUN and NAT real server is reached through one. And finds where
+//! frames for each real server go: the interface, the next hop's address,
+//! MAC and path MTU; and tells when a TUN server's route vanishes
+//! ([`RouteLoss`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map},
@@ -14,60 +15,93 @@ use crate::{
     config::{Config, ConfigError, ConfigErrors, ServiceConfig},
     log_limit::LogLimiter,
     model::Forwarding,
-    netinfo::{Interface, Net},
+    netinfo::{Interfaces, Net},
 };
 
-/// The director interface, if the config fits this host.
-pub async fn check(config: &Config, net: &Net) -> Result<Interface, ConfigErrors> {
+/// The director's interfaces, if the config fits this host.
+pub async fn check(config: &Config, net: &Net) -> Result<Interfaces, ConfigErrors> {
     let file = config.path.display().to_string();
-    let error = |line: usize, key: String, message: String| ConfigError { file: file.clone(), line: Some(line), key, message };
+    let error =
+        |line: usize, key: String, message: String| ConfigError { file: file.clone(), line: Some(line), key, message };
     let d = &config.director;
-    let interface = net.interface(&d.interface).await.map_err(|e| {
-        ConfigErrors(vec![error(d.interface_line, "director.interface".into(), format!("{e:#}"))])
-    })?;
+    let interface = net
+        .interface(&d.interface)
+        .await
+        .map_err(|e| ConfigErrors(vec![error(d.interface_line, "director.interface".into(), format!("{e:#}"))]))?;
     let mut errors = Vec::new();
+    let mut others = Vec::new();
+    for (name, line) in &d.interfaces {
+        match net.interface(name).await {
+            Ok(i) => others.push(i),
+            Err(e) => errors.push(error(*line, "director.interfaces".into(), format!("{e:#}"))),
+        }
+    }
+    let interfaces = Interfaces::new(interface, others);
     for (i, svc) in config.services.iter().enumerate() {
         for (j, real) in svc.reals.iter().enumerate() {
-            if let Err(message) = check_real(net, &interface, real.address, real.forwarding).await {
+            if let Err(message) = check_real(net, &interfaces, real.address, real.forwarding).await {
                 errors.push(error(real.address_line, format!("service[{i}].real[{j}].address"), message));
             }
         }
     }
-    if errors.is_empty() { Ok(interface) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() { Ok(interfaces) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Whether the kernel forwards IPv4 packets that arrive on `interface`.
+fn forwarding_enabled(interface: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{interface}/forwarding")).is_ok_and(|v| v.trim() == "1")
 }
 
 /// Whether a real server can be reached the way its forwarding needs: DR
-/// on the interface's own segment, TUN through that interface; never one
-/// of the director's own addresses.
-pub async fn check_real(net: &Net, interface: &Interface, addr: Ipv4Addr, forwarding: Forwarding) -> Result<(), String> {
+/// on the segment of one of the interfaces, TUN and NAT through one of
+/// them; never one of the director's own addresses.
+pub async fn check_real(
+    net: &Net,
+    interfaces: &Interfaces,
+    addr: Ipv4Addr,
+    forwarding: Forwarding,
+) -> Result<(), String> {
     let route = net.route_to(addr).await.map_err(|e| format!("{e:#}"))?;
-    let name = &interface.name;
+    let names = interfaces.names();
+    let segment = match interfaces.all() {
+        [one] => format!("{}'s segment", one.name),
+        _ => format!("the segment of one of {names}"),
+    };
     if route.local {
         return Err(format!("{addr} is an address of this director"));
     }
+    let through = route.oif.and_then(|i| interfaces.by_index(i));
     match forwarding {
-        Forwarding::Tun if route.oif != Some(interface.index) => {
-            Err(format!("{addr} is not reached through {name}: tunnelled packets leave by that interface"))
-        }
-        Forwarding::Tun => Ok(()),
-        _ => match route.gateway {
+        Forwarding::Tun | Forwarding::Nat if through.is_none() => Err(format!(
+            "{addr} is not reached through {names}: {} packets leave by {}",
+            if forwarding == Forwarding::Tun { "tunnelled" } else { "NAT" },
+            if interfaces.all().len() == 1 { "that interface" } else { "one of those interfaces" },
+        )),
+        Forwarding::Nat if through.is_some_and(|i| !forwarding_enabled(&i.name)) => Err(format!(
+            "{addr}: NAT replies come back by {0} and are routed to the clients by the kernel's FIB, which needs \
+             forwarding there: set net.ipv4.conf.{0}.forwarding = 1 (as IPVS's NAT needs net.ipv4.ip_forward)",
+            through.map_or("", |i| i.name.as_str())
+        )),
+        Forwarding::Tun | Forwarding::Nat => Ok(()),
+        Forwarding::Dr => match route.gateway {
             Some(gateway) => Err(format!(
                 "{addr} is reached through the gateway {gateway}: direct routing needs the real server on \
-                 {name}'s segment (use tun for real servers elsewhere)"
+                 {segment} (use tun or nat for real servers elsewhere)"
             )),
-            None if route.oif != Some(interface.index) => {
-                Err(format!("{addr} is not on {name}'s segment: direct routing needs it there"))
-            }
+            None if through.is_none() => Err(format!("{addr} is not on {segment}: direct routing needs it there")),
             None => Ok(()),
         },
     }
 }
 
-/// Where frames for a real server go: the next hop on the director's
-/// segment (the server itself for DR, the kernel's next hop for TUN), and
-/// the path MTU toward it.
+/// Where frames for a real server go: out of a director interface, to the
+/// next hop on its segment (the server itself for DR, the kernel's next
+/// hop for TUN and NAT), and the path MTU toward it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextHop {
+    pub ifindex: u32,
+    /// The interface's MAC, the frames' source.
+    pub src_mac: [u8; 6],
     pub address: Ipv4Addr,
     pub mtu: u32,
 }
@@ -89,23 +123,31 @@ pub fn servers(services: &[ServiceConfig]) -> BTreeSet<(Ipv4Addr, Forwarding)> {
 /// from the kernel's routing table. A server without a usable route (yet,
 /// or any more: none, or one that leaves by another interface or is local)
 /// is left out.
-pub async fn paths(services: &[ServiceConfig], net: &Net, interface: &Interface) -> Paths {
+pub async fn paths(services: &[ServiceConfig], net: &Net, interfaces: &Interfaces) -> Paths {
     let mut out = Paths::new();
     for key @ (address, forwarding) in servers(services) {
-        match forwarding {
-            Forwarding::Tun => {
-                if let Ok(route) = net.route_to(address).await
-                    && route.oif == Some(interface.index)
-                    && !route.local
-                {
-                    let mtu = route.mtu.unwrap_or(interface.mtu).min(interface.mtu);
-                    out.insert(key, NextHop { address: route.gateway.unwrap_or(address), mtu });
-                }
-            }
-            _ => {
-                out.insert(key, NextHop { address, mtu: interface.mtu });
-            }
+        let Ok(route) = net.route_to(address).await else {
+            continue;
+        };
+        let Some(interface) = route.oif.and_then(|i| interfaces.by_index(i)) else {
+            continue;
+        };
+        if route.local {
+            continue;
         }
+        let hop = match forwarding {
+            Forwarding::Tun | Forwarding::Nat => NextHop {
+                ifindex: interface.index,
+                src_mac: interface.mac,
+                address: route.gateway.unwrap_or(address),
+                mtu: route.mtu.unwrap_or(interface.mtu).min(interface.mtu),
+            },
+            Forwarding::Dr if route.gateway.is_none() => {
+                NextHop { ifindex: interface.index, src_mac: interface.mac, address, mtu: interface.mtu }
+            }
+            Forwarding::Dr => continue,
+        };
+        out.insert(key, hop);
     }
     out
 }
@@ -187,33 +229,36 @@ impl RouteLoss {
     }
 }
 
-/// The next-hop addresses whose MACs are needed.
-pub fn next_hop_addresses(paths: &Paths) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = paths.values().map(|h| h.address).collect();
+/// A next hop as a neighbour: the interface it is on and its address.
+pub type Neighbour = (u32, Ipv4Addr);
+
+/// The next hops whose MACs are needed.
+pub fn next_hop_addresses(paths: &Paths) -> Vec<Neighbour> {
+    let mut out: Vec<Neighbour> = paths.values().map(|h| (h.ifindex, h.address)).collect();
     out.sort();
     out.dedup();
     out
 }
 
-/// The MACs of `addrs` on interface `index`: what the neighbour table has,
-/// after asking the kernel to resolve the rest and waiting up to `wait`.
-pub async fn resolve_macs(net: &Net, index: u32, addrs: &[Ipv4Addr], wait: Duration) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+/// The MACs of `hops`: what the neighbour table has, after asking the
+/// kernel to resolve the rest and waiting up to `wait`.
+pub async fn resolve_macs(net: &Net, hops: &[Neighbour], wait: Duration) -> BTreeMap<Ipv4Addr, [u8; 6]> {
     let mut found = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + wait;
     let mut probed = false;
     loop {
-        for &a in addrs {
+        for &(index, a) in hops {
             if let btree_map::Entry::Vacant(slot) = found.entry(a)
                 && let Ok(Some(mac)) = net.neighbour(index, a).await
             {
                 slot.insert(mac);
             }
         }
-        if found.len() == addrs.len() || tokio::time::Instant::now() >= deadline {
+        if found.len() == hops.len() || tokio::time::Instant::now() >= deadline {
             return found;
         }
         if !probed {
-            for &a in addrs.iter().filter(|a| !found.contains_key(a)) {
+            for &(index, a) in hops.iter().filter(|(_, a)| !found.contains_key(a)) {
                 if let Err(e) = net.probe_neighbour(index, a).await {
                     tracing::debug!("{e:#}");
                 }
@@ -227,8 +272,8 @@ pub async fn resolve_macs(net: &Net, index: u32, addrs: &[Ipv4Addr], wait: Durat
 /// Keeps the real servers' neighbour entries fresh (the director never talks
 /// to them through its own stack, so the kernel would let them go stale and
 /// never notice a changed MAC).
-pub async fn refresh_neighbours(net: &Net, index: u32, addrs: &[Ipv4Addr]) {
-    for &a in addrs {
+pub async fn refresh_neighbours(net: &Net, hops: &[Neighbour]) {
+    for &(index, a) in hops {
         if let Err(e) = net.probe_neighbour(index, a).await {
             tracing::debug!("{e:#}");
         }
@@ -244,7 +289,7 @@ mod tests {
     #[test]
     fn a_lost_route_is_counted_on_every_lookup_until_it_is_back() {
         let [a, b] = [21, 22].map(|last| (Ipv4Addr::new(10, 0, 1, last), Forwarding::Tun));
-        let hop = NextHop { address: Ipv4Addr::new(10, 0, 0, 254), mtu: 1480 };
+        let hop = NextHop { ifindex: 2, src_mac: [2, 0, 0, 0, 0, 1], address: Ipv4Addr::new(10, 0, 0, 254), mtu: 1480 };
         let servers = BTreeSet::from([a, b]);
         let both: Paths = [(a, hop), (b, hop)].into();
         let only_a: Paths = [(a, hop)].into();

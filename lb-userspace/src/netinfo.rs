@@ -26,6 +26,42 @@ pub struct Interface {
     pub ipv4: Vec<Ipv4Addr>,
 }
 
+/// The interfaces carrying the program: the director's own (`interface`
+/// in the config: VIPs, VRRP, ICMP replies) first, then the others
+/// (`interfaces`), where real servers (or NAT clients) may be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interfaces(Vec<Interface>);
+
+impl Interfaces {
+    /// `main` and `others` (a repeat of `main` is dropped).
+    pub fn new(main: Interface, others: Vec<Interface>) -> Self {
+        let mut all = vec![main];
+        for i in others {
+            if !all.iter().any(|a| a.index == i.index) {
+                all.push(i);
+            }
+        }
+        Self(all)
+    }
+
+    pub fn main(&self) -> &Interface {
+        &self.0[0]
+    }
+
+    pub fn all(&self) -> &[Interface] {
+        &self.0
+    }
+
+    pub fn by_index(&self, index: u32) -> Option<&Interface> {
+        self.0.iter().find(|i| i.index == index)
+    }
+
+    /// Their names, for messages: "eth0" or "eth0, eth1".
+    pub fn names(&self) -> String {
+        self.0.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// How the kernel would route to an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -85,7 +121,9 @@ impl Net {
         let index = match links.try_next().await {
             Ok(Some(link)) => link.header.index,
             Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                return Ok(None);
+            }
             Err(e) => return Err(e).with_context(|| format!("look up interface {name}")),
         };
         Ok(Some(self.ipv4_of(index).await?))

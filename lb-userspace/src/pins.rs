@@ -84,8 +84,7 @@ impl Layout {
         let mut text = String::new();
         for m in &maps {
             // The connection table's size is the config's, not the layout's.
-            let entries =
-                if m.name == map_name::CONN_TABLE { "config".to_string() } else { m.max_entries.to_string() };
+            let entries = if sized_by_config(&m.name) { "config".to_string() } else { m.max_entries.to_string() };
             text.push_str(&format!(
                 "{} type {} key {} value {} entries {entries} flags {:#x}\n",
                 m.name, m.map_type, m.key_size, m.value_size, m.flags
@@ -115,17 +114,27 @@ impl Layout {
         for (what, theirs, ours) in [
             ("key size", pinned.key_size(), def.key_size),
             ("value size", pinned.value_size(), def.value_size),
-            ("flags", pinned.map_flags(), def.flags),
+            // The kernel adds BPF_F_RDONLY_PROG to a device map's flags.
+            ("flags", pinned.map_flags() & !BPF_F_RDONLY_PROG, def.flags),
         ] {
             if theirs != ours {
                 wrong.push(format!("{what} {theirs}, this datapath's {ours}"));
             }
         }
-        if def.name != map_name::CONN_TABLE && pinned.max_entries() != def.max_entries {
+        if !sized_by_config(&def.name) && pinned.max_entries() != def.max_entries {
             wrong.push(format!("{} entries, this datapath's {}", pinned.max_entries(), def.max_entries));
         }
         (!wrong.is_empty()).then(|| format!("{} has {}", def.name, wrong.join(", ")))
     }
+}
+
+/// The kernel's flag for a map programs may only read.
+const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+/// Maps sized at load time from `conn_table_size`: the connection table
+/// and the NAT reply entries of its connections.
+fn sized_by_config(name: &str) -> bool {
+    name == map_name::CONN_TABLE || name == map_name::NAT_REPLIES
 }
 
 fn describe(map_type: Option<u32>) -> String {
@@ -214,7 +223,9 @@ fn is_layout_dir(name: &str) -> bool {
 /// lbd's pins alone.
 pub fn retire_other_layouts(dir: &Path) {
     let Some(pin_path) = dir.parent() else { return };
-    let Ok(entries) = std::fs::read_dir(pin_path) else { return };
+    let Ok(entries) = std::fs::read_dir(pin_path) else {
+        return;
+    };
     for entry in entries.flatten() {
         let old = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -231,7 +242,9 @@ pub fn retire_other_layouts(dir: &Path) {
             old.display(),
             dir.file_name().unwrap_or_default().to_string_lossy()
         );
-        let Ok(pins) = std::fs::read_dir(&old) else { continue };
+        let Ok(pins) = std::fs::read_dir(&old) else {
+            continue;
+        };
         for pin in pins.flatten() {
             let pin_name = pin.file_name();
             let target = dir.join(&pin_name);
@@ -240,7 +253,10 @@ pub fn retire_other_layouts(dir: &Path) {
             {
                 match std::fs::rename(pin.path(), &target) {
                     Ok(()) => {
-                        info!("the XDP link on {interface} moves to {}: its program is replaced, not detached", dir.display());
+                        info!(
+                            "the XDP link on {interface} moves to {}: its program is replaced, not detached",
+                            dir.display()
+                        );
                         continue;
                     }
                     Err(e) => warn!("cannot move {} to {}: {e}", pin.path().display(), target.display()),
@@ -263,7 +279,7 @@ fn remove_pin(path: &Path) {
 /// Removes this layout's pins, links included (which detaches them), its
 /// directory, and `pin_path` if nothing else is in it.
 pub fn clear(dir: &Path, layout: &Layout) {
-    remove_other_links(dir, "");
+    remove_other_links(dir, &[]);
     for name in layout.names() {
         let _ = std::fs::remove_file(dir.join(name));
     }
@@ -283,12 +299,14 @@ pub fn link_pin(dir: &Path, interface: &str) -> PathBuf {
 }
 
 /// Removes link pins for interfaces other than `keep` (which detaches them).
-pub fn remove_other_links(dir: &Path, keep: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+pub fn remove_other_links(dir: &Path, keep: &[String]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(interface) = name.strip_prefix(LINK_PREFIX)
-            && interface != keep
+            && !keep.iter().any(|k| k == interface)
         {
             info!("detaching the XDP program a previous lbd left on {interface}");
             let _ = std::fs::remove_file(e.path());

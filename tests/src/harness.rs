@@ -9,7 +9,7 @@ use lb_common::{Director, conn_state};
 use lb_userspace::{
     datapath::{Datapath, LoadOptions},
     model::{Forwarding, Protocol, Scheduler},
-    tables::{Tables, WantedReal, WantedService},
+    tables::{Tables, TxPort, WantedReal, WantedService},
 };
 
 use crate::packets::DIRECTOR_MAC;
@@ -26,7 +26,13 @@ pub fn real_mac(addr: Ipv4Addr) -> [u8; 6] {
 }
 
 /// A service with real servers (address, weight), MACs from [`real_mac`].
-pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Scheduler, reals: &[(Ipv4Addr, u32)]) -> WantedService {
+pub fn service(
+    protocol: Protocol,
+    vip: Ipv4Addr,
+    port: u16,
+    scheduler: Scheduler,
+    reals: &[(Ipv4Addr, u32)],
+) -> WantedService {
     WantedService {
         protocol,
         vip,
@@ -42,6 +48,8 @@ pub fn service(protocol: Protocol, vip: Ipv4Addr, port: u16, scheduler: Schedule
                 forwarding: Forwarding::Dr,
                 mac: Some(real_mac(address)),
                 mtu: 1500,
+                // Back out of the interface it came in on, from the director's MAC.
+                port_out: TxPort { ifindex: 0, mac: DIRECTOR_MAC },
                 upper_threshold: 0,
                 lower_threshold: 0,
                 in_service: true,

@@ -344,6 +344,7 @@ fn bad_commands_exit_non_zero_with_ipvsadms_messages_and_change_nothing() {
     assert_eq!(saved.lines().count(), 3, "{saved}");
     let rs1_s = rs1.to_string();
     let rs3_s = rs3.to_string();
+    let rs3_mapped = format!("{rs3_s}:8080");
     let director_ip = lab.director().ip.to_string();
     let gateway = lab.client().ip;
 
@@ -375,16 +376,15 @@ fn bad_commands_exit_non_zero_with_ipvsadms_messages_and_change_nothing() {
         // A scheduler the kernel does not have.
         (vec!["-A", "-t", &other, "-s", "fastest"], 255, "Scheduler or persistence engine not found".into()),
         (vec!["-E", "-t", &svc, "-s", "fastest"], 255, "Scheduler or persistence engine not found".into()),
-        // NAT: refused, saying so.
+        // NAT where the director does not forward: refused, saying why.
         (
-            vec!["-a", "-t", &svc, "-r", &rs3_s, "-m"],
-            2,
-            "masquerading (-m, NAT) is not supported yet: use -g (direct routing) or -i (tunnelling)".into(),
-        ),
-        (
-            vec!["-e", "-t", &svc, "-r", &rs1_s, "-m"],
-            2,
-            "masquerading (-m, NAT) is not supported yet: use -g (direct routing) or -i (tunnelling)".into(),
+            vec!["-a", "-t", &svc, "-r", &rs3_mapped, "-m"],
+            1,
+            format!(
+                "{rs3_s}: NAT replies come back by eth0 and are routed to the clients by the kernel's FIB, which \
+                 needs forwarding there: set net.ipv4.conf.eth0.forwarding = 1 (as IPVS's NAT needs \
+                 net.ipv4.ip_forward)"
+            ),
         ),
         // Real servers the host cannot reach by direct routing (as in a config file).
         (
@@ -392,7 +392,7 @@ fn bad_commands_exit_non_zero_with_ipvsadms_messages_and_change_nothing() {
             1,
             format!(
                 "192.168.77.5 is reached through the gateway {gateway}: direct routing needs the real \
-                 server on eth0's segment (use tun for real servers elsewhere)"
+                 server on eth0's segment (use tun or nat for real servers elsewhere)"
             ),
         ),
         (

@@ -22,8 +22,10 @@ pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 /// (`datapath`, `icmp`, `hostile_frames`), the schedulers' equivalence runs
 /// (`datapath_schedulers`) and the datapath fuzzer; the DR lab (`director`:
 /// rr split, keep-alive, SIGHUP changes, SIGTERM cleanup; `director_lbctl`:
-/// lbctl's listings; `director_config`: config mistakes refused).
-pub const TESTS: [&str; 10] = [
+/// lbctl's listings; `director_config`: config mistakes refused); NAT's
+/// fixtures (`nat_datapath`) and its lab with two director interfaces
+/// (`nat`: a redirect between them, the kernel's FIB for replies).
+pub const TESTS: [&str; 12] = [
     "verifier_budget",
     "kernel_support",
     "datapath",
@@ -34,6 +36,8 @@ pub const TESTS: [&str; 10] = [
     "director",
     "director_lbctl",
     "director_config",
+    "nat_datapath",
+    "nat",
 ];
 
 /// Under emulation the datapath tests run several times slower than here.

@@ -15,13 +15,11 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use lb_userspace::{
-    config,
-    control,
+    config, control,
     controller::Controller,
     daemon::{self, ChangeRequest, Daemon, Event, Standby, SyncLink},
     datapath::{Datapath, LoadOptions},
-    decap,
-    environment,
+    decap, environment,
     health::HealthMonitor,
     kernel,
     lock::InstanceLock,
@@ -155,7 +153,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let net = Net::open()?;
-    let (config, interface) = match daemon::load_checked(&args.config, &net).await {
+    let (config, interfaces) = match daemon::load_checked(&args.config, &net).await {
         Ok(ok) => ok,
         Err(errors) => {
             for line in errors.lines() {
@@ -197,15 +195,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         pin_path: config.director.pin_path.clone(),
         object: args.datapath_object.clone(),
     })?;
-    let paths = environment::paths(&config.services, &net, &interface).await;
-    let macs = environment::resolve_macs(
-        &net,
-        interface.index,
-        &environment::next_hop_addresses(&paths),
-        Duration::from_secs(2),
-    )
-    .await;
-    let ifname = config.director.interface.clone();
+    let paths = environment::paths(&config.services, &net, &interfaces).await;
+    let macs = environment::resolve_macs(&net, &environment::next_hop_addresses(&paths), Duration::from_secs(2)).await;
+    let ifnames: Vec<String> = interfaces.all().iter().map(|i| i.name.clone()).collect();
+    let ifindexes: Vec<u32> = interfaces.all().iter().map(|i| i.index).collect();
     let xdp_mode = config.director.xdp_mode;
     let socket = config.director.control_socket.clone();
     let control_group = config.director.control_group.clone();
@@ -217,9 +210,10 @@ async fn run(args: Args) -> Result<ExitCode> {
     let resuming: Vec<bool> = resumes.iter().map(Option::is_some).collect();
     let standby = Standby::new(&vrrp_configs, &resuming);
     // Fill the maps before attaching, so the first packet sees the whole table.
-    let mut controller = Controller::new(config, interface, datapath, paths, macs, standby.vips())?;
-    controller.datapath.attach(&ifname, xdp_mode)?;
-    info!("attached to {ifname}; control socket {}", socket.display());
+    let mut controller = Controller::new(config, interfaces, datapath, paths, macs, standby.vips())?;
+    controller.datapath.set_tx_ports(&ifindexes)?;
+    controller.datapath.attach(&ifnames, xdp_mode)?;
+    info!("attached to {}; control socket {}", ifnames.join(", "), socket.display());
     // Health checks: one task per checked server, transitions on a channel.
     let (health_tx, mut health_rx) = tokio::sync::mpsc::channel(256);
     let mut monitor = HealthMonitor::new(health_tx);
@@ -255,7 +249,8 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         None => (None, None),
     };
-    let mut sync_tick = tokio::time::interval(sync_config.as_ref().map_or(Duration::from_secs(3600), |c| c.scan_interval));
+    let mut sync_tick =
+        tokio::time::interval(sync_config.as_ref().map_or(Duration::from_secs(3600), |c| c.scan_interval));
 
     let sync_stats = sync.as_ref().map(SyncLink::stats);
     let mut daemon = Daemon::new(args.config.clone(), net, shared, monitor, instances, sync);
@@ -358,13 +353,14 @@ async fn run(args: Args) -> Result<ExitCode> {
     if restart {
         controller.datapath.leave_running();
         info!(
-            "SIGUSR2: exiting for a restart; the datapath forwards on and a master's VIPs stay on {ifname} \
-             (start lbd again within 3 × advert_interval for it to resume as master)"
+            "SIGUSR2: exiting for a restart; the datapath forwards on and a master's VIPs stay on {} \
+             (start lbd again within 3 × advert_interval for it to resume as master)",
+            ifnames[0]
         );
         return Ok(ExitCode::SUCCESS);
     }
     controller.datapath.shut_down().context("detach")?;
-    info!("detached from {ifname}; exiting");
+    info!("detached from {}; exiting", ifnames.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,15 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
     let d = raw.get_ref();
     c.interface_name(&d.interface, "director.interface");
     let interface = d.interface.get_ref().trim().to_string();
+    let mut interfaces: Vec<(String, usize)> = Vec::new();
+    for name in d.interfaces.iter().flatten() {
+        if c.interface_name(name, "director.interfaces") {
+            let trimmed = name.get_ref().trim().to_string();
+            if trimmed != interface && !interfaces.iter().any(|(n, _)| *n == trimmed) {
+                interfaces.push((trimmed, c.line(&name.span())));
+            }
+        }
+    }
     let xdp_mode = match d.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
         None | Some("auto") => XdpMode::Auto,
         Some("native") => XdpMode::Native,
@@ -77,6 +86,7 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
         tun_source,
         interface,
         interface_line: c.line(&d.interface.span()),
+        interfaces,
         xdp_mode,
         conn_table_size: conn_table_size? as u32,
         pin_path,

@@ -88,7 +88,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Protocol, Scheduler, Timeouts};
+    use crate::model::{Forwarding, Protocol, Scheduler, Timeouts};
 
     const GOOD: &str = r#"
 [director]
@@ -189,6 +189,24 @@ weight = 1
     }
 
     #[test]
+    fn nat_maps_ports_and_the_program_goes_on_more_interfaces() {
+        let nat = GOOD
+            .replace("forwarding = \"dr\"", "forwarding = \"nat\"")
+            .replace("weight = 2", "weight = 2\nport = 8080")
+            .replace("xdp_mode = \"auto\"", "interfaces = [\"eth1\", \"eth0\"]");
+        let c = Config::parse(&nat, Path::new("lb.toml")).unwrap();
+        assert_eq!(c.director.interfaces, [("eth1".to_string(), 4)], "eth0 is the interface already");
+        let ports: Vec<_> = c.services[0].reals.iter().map(|r| (r.port, r.forwarding)).collect();
+        assert_eq!(ports, [(8080, Forwarding::Nat), (80, Forwarding::Nat)]);
+        let dr = GOOD.replace("weight = 2", "weight = 2\nport = 8080");
+        assert_eq!(
+            errors(&dr),
+            ["lb.toml:15: service[0].real[0].port: 8080 is not the VIP's port 80: only NAT maps ports (in DR and TUN \
+              the real server answers on the VIP's port)"]
+        );
+    }
+
+    #[test]
     fn the_control_group_must_exist_on_this_host() {
         let with = |group: &str| GOOD.replace("xdp_mode = \"auto\"", &format!("control_group = \"{group}\""));
         let c = Config::parse(&with("root"), Path::new("lb.toml")).unwrap();
@@ -196,7 +214,9 @@ weight = 1
         assert_eq!(Config::parse(GOOD, Path::new("lb.toml")).unwrap().director.control_group, None);
         assert_eq!(
             errors(&with("no-such-group-here")),
-            ["lb.toml:4: director.control_group: there is no group \"no-such-group-here\" on this host (groupadd no-such-group-here)"]
+            [
+                "lb.toml:4: director.control_group: there is no group \"no-such-group-here\" on this host (groupadd no-such-group-here)"
+            ]
         );
         assert_eq!(errors(&with("a:b")), ["lb.toml:4: director.control_group: \"a:b\" is not a group name"]);
         assert_eq!(errors(&with("")), ["lb.toml:4: director.control_group: \"\" is not a group name"]);

@@ -65,6 +65,9 @@ pub struct DirectorConfig {
     pub interface: String,
     /// Where `interface` is set, for errors about the interface itself.
     pub interface_line: usize,
+    /// Other interfaces carrying the program (real servers' or NAT
+    /// clients' sides), each with the line it is named on.
+    pub interfaces: Vec<(String, usize)>,
     pub xdp_mode: XdpMode,
     pub conn_table_size: u32,
     /// bpffs directory the maps and the XDP link are pinned in; `None`
@@ -128,6 +131,8 @@ pub struct RealConfig {
     /// Where `address` is set, for errors about the address itself.
     pub address_line: usize,
     pub address: Ipv4Addr,
+    /// The server's port: the VIP's, but for NAT, which may map it
+    /// (`port`, ipvsadm's `-r RIP:RPORT -m`).
     pub port: u16,
     pub weight: u32,
     pub forwarding: Forwarding,

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDirector {
     pub(super) interface: Spanned<String>,
+    pub(super) interfaces: Option<Vec<Spanned<String>>>,
     pub(super) xdp_mode: Option<Spanned<String>>,
     pub(super) conn_table_size: Option<Spanned<i64>>,
     pub(super) pin_path: Option<Spanned<String>>,
@@ -59,6 +60,7 @@ pub(super) struct RawService {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReal {
     pub(super) address: Spanned<String>,
+    pub(super) port: Option<Spanned<i64>>,
     pub(super) weight: Option<Spanned<i64>>,
     pub(super) forwarding: Option<Spanned<String>>,
     pub(super) upper_threshold: Option<Spanned<i64>>,

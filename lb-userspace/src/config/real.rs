@@ -47,7 +47,7 @@ pub(super) fn check_reals(
             }
             Err(_) => {
                 let hint = if rs.address.get_ref().contains(':') {
-                    " (give the address alone: in DR and TUN the real server listens on the VIP's port)"
+                    " (give the address alone, and for NAT the server's port as `port`)"
                 } else {
                     ""
                 };
@@ -60,6 +60,7 @@ pub(super) fn check_reals(
             }
         };
         let weight = c.integer(&rs.weight, &rkey("weight"), 0..=MAX_WEIGHT as i64, 1);
+        let real_port = c.integer(&rs.port, &rkey("port"), 1..=u16::MAX as i64, 0);
         let upper = c.integer(&rs.upper_threshold, &rkey("upper_threshold"), 0..=i32::MAX as i64, 0);
         let lower = c.integer(&rs.lower_threshold, &rkey("lower_threshold"), 0..=i32::MAX as i64, 0);
         if let (Some(u), Some(l), Some(span)) = (upper, lower, rs.lower_threshold.as_ref().map(|l| l.span()))
@@ -72,7 +73,28 @@ pub(super) fn check_reals(
             None => forwarding,
             Some(f) => check_forwarding(c, f, &rkey("forwarding")),
         };
-        if let (Some(address), Some(weight), Some(fwd), Some((_, port))) = (address, weight, real_forwarding, vip) {
+        if let (Some(address), Some(weight), Some(fwd), Some((_, vport)), Some(real_port)) =
+            (address, weight, real_forwarding, vip, real_port)
+        {
+            let port = match (real_port, &rs.port) {
+                (0, _) => vport,
+                (p, Some(span)) if p as u16 != vport && fwd != Forwarding::Nat => {
+                    c.error(
+                        span.span(),
+                        rkey("port"),
+                        format!(
+                            "{p} is not the VIP's port {vport}: only NAT maps ports (in DR and TUN the real \
+                             server answers on the VIP's port)"
+                        ),
+                    );
+                    vport
+                }
+                (p, Some(span)) if vport == 0 => {
+                    c.error(span.span(), rkey("port"), format!("{p}: an every-port service keeps each packet's port"));
+                    vport
+                }
+                (p, _) => p as u16,
+            };
             if let Some(first) = reals.iter().find(|r| r.address == address) {
                 c.error(
                     rs.address.span(),
@@ -115,10 +137,5 @@ pub(super) fn check_reals(
 
 /// A service's or a real server's `forwarding`.
 pub(super) fn check_forwarding(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<Forwarding> {
-    let f = c.parse::<Forwarding>(value, key)?;
-    if !f.is_implemented() {
-        c.error(value.span(), key, format!("forwarding \"{}\" is not implemented yet (dr, tun)", value.get_ref()));
-        return None;
-    }
-    Some(f)
+    c.parse::<Forwarding>(value, key)
 }

@@ -25,7 +25,6 @@ pub struct InstallReport {
     pub refused: Vec<(Refusal, SyncRecord)>,
 }
 
-
 /// Seconds until the entry expires (0 if it has).
 pub(super) fn expires_in(conn: &Conn, now: u64) -> u32 {
     let deadline = conn.last_seen_ns + conn.timeout as u64 * 1_000_000_000;
@@ -109,6 +108,13 @@ impl Controller {
             if self.datapath.set_connection(&flow, &conn).is_err() {
                 continue;
             }
+            // A NAT connection's replies are found by their own key.
+            if let Some(real) = self.tables.real(real_id)
+                && real.forwarding == lb_common::forwarding::NAT
+                && let Err(e) = self.datapath.set_nat_reply(&flow.nat_reply(real.addr, real.port), &flow)
+            {
+                tracing::debug!("NAT reply entry of a synced connection: {e:#}");
+            }
             // The entry it replaces was counted until now (expired or not:
             // the sweeper counts expired ones out when it removes them).
             if let Some(old) = old {
@@ -137,7 +143,9 @@ impl Controller {
                 .map(|t| (t.max(TEMPLATE_REARM_SECS), service.options.persistence_netmask)),
         };
         check_record(r, &view, state_timeouts)?;
-        let IpAddr::V4(real) = r.real.ip() else { return Err(Refusal::UnknownReal) };
+        let IpAddr::V4(real) = r.real.ip() else {
+            return Err(Refusal::UnknownReal);
+        };
         let (addr, port) = (lb_common::ipv4_words(real.octets()), r.real.port().to_be());
         let real_id = self
             .tables

@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Director, conn_state};
+use lb_common::{Director, conn_state, director_flag};
 
 pub use self::{
     conns::{InstallReport, SyncView},
@@ -36,10 +36,10 @@ use self::{report::Counted, wanted::HealthView};
 use crate::{
     config::{Config, ServiceConfig},
     datapath::Datapath,
-    environment::{Paths, RouteLoss, next_hop_addresses, servers},
+    environment::{Neighbour, Paths, RouteLoss, next_hop_addresses, servers},
     health::QuorumState,
-    model::ServiceId,
-    netinfo::Interface,
+    model::{Forwarding, ServiceId},
+    netinfo::Interfaces,
     rate::Estimator,
     tables::{Planned, Tables, WantedService},
 };
@@ -57,7 +57,7 @@ pub struct Controller {
     standby_vips: BTreeSet<Ipv4Addr>,
     /// `lbctl --set` changed the timeouts since the file was loaded.
     timeouts_changed: bool,
-    pub interface: Interface,
+    pub interfaces: Interfaces,
     pub datapath: Datapath,
     tables: Tables,
     /// Where each real server's frames go (next hop, path MTU).
@@ -75,7 +75,7 @@ impl Controller {
     /// standing by from the first write.
     pub fn new(
         config: Config,
-        interface: Interface,
+        interfaces: Interfaces,
         datapath: Datapath,
         paths: Paths,
         macs: BTreeMap<Ipv4Addr, [u8; 6]>,
@@ -100,7 +100,7 @@ impl Controller {
             quorums: BTreeMap::new(),
             standby_vips,
             timeouts_changed: false,
-            interface,
+            interfaces,
             datapath,
             tables,
             paths,
@@ -116,9 +116,11 @@ impl Controller {
     fn director_value(&self) -> Director {
         let t = self.config.director.timeouts;
         let tun_source = self.tun_source().map_or([0; 4], |a| lb_common::ipv4_words(a.octets()));
+        let nat = self.table.iter().flat_map(|s| &s.reals).any(|r| r.forwarding == Forwarding::Nat);
         Director {
-            ifindex: self.interface.index,
-            mac: self.interface.mac,
+            ifindex: self.interfaces.main().index,
+            mac: self.interfaces.main().mac,
+            flags: if nat { director_flag::NAT } else { 0 },
             tun_source,
             tun_source_family: lb_common::AF_INET,
             state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
@@ -134,7 +136,7 @@ impl Controller {
     pub fn tun_source(&self) -> Option<Ipv4Addr> {
         self.config.director.tun_source.or_else(|| {
             let vips: BTreeSet<Ipv4Addr> = self.table.iter().map(|s| s.vip).collect();
-            self.interface.ipv4.iter().copied().find(|a| !vips.contains(a))
+            self.interfaces.main().ipv4.iter().copied().find(|a| !vips.contains(a))
         })
     }
 
@@ -145,7 +147,12 @@ impl Controller {
 
     /// Makes `table` the one in force (already checked: commands and the
     /// host), with the next hops toward its servers.
-    pub fn set_table(&mut self, table: Vec<ServiceConfig>, paths: Paths, macs: BTreeMap<Ipv4Addr, [u8; 6]>) -> Result<()> {
+    pub fn set_table(
+        &mut self,
+        table: Vec<ServiceConfig>,
+        paths: Paths,
+        macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+    ) -> Result<()> {
         let old = std::mem::replace(&mut self.table, table);
         let old_paths = std::mem::replace(&mut self.paths, paths);
         self.update_macs(macs);
@@ -200,7 +207,7 @@ impl Controller {
     /// Takes a new config (already checked against the host). Its table
     /// replaces the one in force, runtime changes included: the file is
     /// the source of truth, as keepalived re-applies its config.
-    pub fn reload(&mut self, config: Config, interface: Interface, paths: Paths) -> Result<()> {
+    pub fn reload(&mut self, config: Config, interfaces: Interfaces, paths: Paths) -> Result<()> {
         if self.table != self.config.services {
             tracing::warn!("reload: changes made with lbctl since the last load are replaced by the file's table");
         }
@@ -211,12 +218,12 @@ impl Controller {
         let table = config.services.clone();
         let old = std::mem::replace(&mut self.config, config);
         let old_table = std::mem::replace(&mut self.table, table);
-        let old_interface = std::mem::replace(&mut self.interface, interface);
+        let old_interfaces = std::mem::replace(&mut self.interfaces, interfaces);
         let old_paths = std::mem::replace(&mut self.paths, paths);
         if let Err(e) = self.apply() {
             self.config = old;
             self.table = old_table;
-            self.interface = old_interface;
+            self.interfaces = old_interfaces;
             self.paths = old_paths;
             return Err(e);
         }
@@ -267,7 +274,9 @@ impl Controller {
                 changed = true;
                 match old {
                     None => tracing::info!("{addr} resolved to {}", fmt_mac(&mac)),
-                    Some(o) => tracing::warn!("{addr} moved from {} to {}", fmt_mac(&o), fmt_mac(&mac)),
+                    Some(o) => {
+                        tracing::warn!("{addr} moved from {} to {}", fmt_mac(&o), fmt_mac(&mac))
+                    }
                 }
             }
         }
@@ -275,11 +284,11 @@ impl Controller {
     }
 
     /// Next hops whose MACs are not known yet.
-    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
-        next_hop_addresses(&self.paths).into_iter().filter(|a| !self.macs.contains_key(a)).collect()
+    pub fn unresolved(&self) -> Vec<Neighbour> {
+        next_hop_addresses(&self.paths).into_iter().filter(|(_, a)| !self.macs.contains_key(a)).collect()
     }
 
-    pub fn next_hops(&self) -> Vec<Ipv4Addr> {
+    pub fn next_hops(&self) -> Vec<Neighbour> {
         next_hop_addresses(&self.paths)
     }
 }

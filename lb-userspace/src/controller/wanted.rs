@@ -12,10 +12,10 @@ use anyhow::Result;
 use super::Controller;
 use crate::{
     config::ServiceConfig,
-    environment::Paths,
+    environment::{NextHop, Paths},
     health::{self, HealthEvent, HealthMonitor, MonitoredReal, RealHealth, RealStatus},
     model::{Forwarding, ServiceId},
-    tables::{WantedReal, WantedService},
+    tables::{TxPort, WantedReal, WantedService},
 };
 
 /// What the health checks say of the checked real servers, by service and
@@ -23,16 +23,16 @@ use crate::{
 pub(super) type HealthView = BTreeMap<(ServiceId, SocketAddr), RealStatus>;
 
 /// Where each real server's frames go in the datapath now: its next hop's
-/// MAC and the path MTU, by (server, forwarding).
-pub(super) type LastPaths = BTreeMap<(Ipv4Addr, Forwarding), ([u8; 6], u32)>;
+/// MAC, the path MTU and the interface, by (server, forwarding).
+pub(super) type LastPaths = BTreeMap<(Ipv4Addr, Forwarding), ([u8; 6], u32, TxPort)>;
 
 /// The paths of the servers of `installed` (the table as last applied)
 /// that have one.
 pub(super) fn last_paths<'a>(installed: impl Iterator<Item = &'a WantedService>) -> LastPaths {
     installed
         .flat_map(|s| s.reals.iter())
-        .filter_map(|r| Some(((r.address, r.forwarding), (r.mac?, r.mtu))))
-        .filter(|(_, (_, mtu))| *mtu > 0)
+        .filter_map(|r| Some(((r.address, r.forwarding), (r.mac?, r.mtu, r.port_out))))
+        .filter(|(_, (_, mtu, _))| *mtu > 0)
         .collect()
 }
 
@@ -53,14 +53,16 @@ pub(super) fn wanted_table(
     macs: &BTreeMap<Ipv4Addr, [u8; 6]>,
     last: &LastPaths,
 ) -> Vec<WantedService> {
-    // Where a server's frames go: its next hop's MAC and the path MTU.
+    // Where a server's frames go: its next hop's MAC, the path MTU and the
+    // interface.
     let reach = |address: Ipv4Addr, forwarding: Forwarding| {
         let hop = paths.get(&(address, forwarding));
+        let port = |h: &NextHop| TxPort { ifindex: h.ifindex, mac: h.src_mac };
         match (hop, hop.and_then(|h| macs.get(&h.address))) {
-            (Some(hop), Some(mac)) => (Some(*mac), hop.mtu),
+            (Some(hop), Some(mac)) => (Some(*mac), hop.mtu, port(hop)),
             _ => match last.get(&(address, forwarding)) {
-                Some((mac, mtu)) => (Some(*mac), *mtu),
-                None => (None, hop.map_or(0, |h| h.mtu)),
+                Some((mac, mtu, p)) => (Some(*mac), *mtu, *p),
+                None => (None, hop.map_or(0, |h| h.mtu), hop.map(port).unwrap_or_default()),
             },
         }
     };
@@ -73,7 +75,7 @@ pub(super) fn wanted_table(
                 .iter()
                 .zip(&pool.weights)
                 .map(|(r, weight)| {
-                    let (mac, mtu) = reach(r.address, r.forwarding);
+                    let (mac, mtu, port_out) = reach(r.address, r.forwarding);
                     WantedReal {
                         address: r.address,
                         port: r.port,
@@ -81,6 +83,7 @@ pub(super) fn wanted_table(
                         forwarding: r.forwarding,
                         mac,
                         mtu,
+                        port_out,
                         upper_threshold: r.upper_threshold,
                         lower_threshold: r.lower_threshold,
                         in_service: weight.is_some(),
@@ -89,7 +92,7 @@ pub(super) fn wanted_table(
                 })
                 .collect();
             if let (true, Some(sorry)) = (pool.sorry_server, s.sorry_server) {
-                let (mac, mtu) = reach(sorry, s.forwarding);
+                let (mac, mtu, port_out) = reach(sorry, s.forwarding);
                 reals.push(WantedReal {
                     address: sorry,
                     port: s.port,
@@ -97,6 +100,7 @@ pub(super) fn wanted_table(
                     forwarding: s.forwarding,
                     mac,
                     mtu,
+                    port_out,
                     upper_threshold: 0,
                     lower_threshold: 0,
                     in_service: true,
@@ -255,7 +259,12 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
                 }
                 for r in &s.reals {
                     match old.reals.iter().find(|o| o.address == r.address) {
-                        None => lines.push(format!("service {}: real server {} added, weight {}", service_name(s), r.address, r.weight)),
+                        None => lines.push(format!(
+                            "service {}: real server {} added, weight {}",
+                            service_name(s),
+                            r.address,
+                            r.weight
+                        )),
                         Some(o) if o.weight != r.weight => lines.push(format!(
                             "service {}: real server {} weight {} -> {}",
                             service_name(s),
@@ -263,9 +272,11 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
                             o.weight,
                             r.weight
                         )),
-                        Some(o) if o.mac.is_none() && r.mac.is_some() => {
-                            lines.push(format!("service {}: real server {} is reachable now", service_name(s), r.address))
-                        }
+                        Some(o) if o.mac.is_none() && r.mac.is_some() => lines.push(format!(
+                            "service {}: real server {} is reachable now",
+                            service_name(s),
+                            r.address
+                        )),
                         _ => {}
                     }
                 }
@@ -333,18 +344,24 @@ weight = 1
         let table = Config::parse(FILE, Path::new("lb.toml")).unwrap().services;
         let id = table[0].id();
         let [a, b, sorry] = [21, 22, 99].map(|last| Ipv4Addr::new(10, 0, 0, last));
-        let paths: Paths =
-            [a, b, sorry].into_iter().map(|r| ((r, Forwarding::Dr), NextHop { address: r, mtu: 1500 })).collect();
+        let paths: Paths = [a, b, sorry]
+            .into_iter()
+            .map(|r| ((r, Forwarding::Dr), NextHop { ifindex: 2, src_mac: [2; 6], address: r, mtu: 1500 }))
+            .collect();
         // b's and the sorry server's MACs are not known yet.
         let macs = BTreeMap::from([(a, [2, 0, 0, 0, 0, 21])]);
         let down = |real: Ipv4Addr| {
-            ((id, SocketAddr::new(IpAddr::V4(real), 80)), RealStatus { up: false, dynamic_weight: None, last_failure: None })
+            (
+                (id, SocketAddr::new(IpAddr::V4(real), 80)),
+                RealStatus { up: false, dynamic_weight: None, last_failure: None },
+            )
         };
 
         let master = BTreeSet::new();
         let w = &wanted_table(&table, &HealthView::new(), &master, &paths, &macs, &LastPaths::new())[0];
         assert_eq!((w.id(), w.options.flags & STANDBY), (id, 0));
-        let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.mac.is_some(), r.mtu)).collect();
+        let reals: Vec<_> =
+            w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.mac.is_some(), r.mtu)).collect();
         assert_eq!(reals, [(a, 3, true, true, 1500), (b, 1, true, false, 1500)]);
 
         // a failed; this director is VRRP backup for the VIP.
@@ -367,7 +384,7 @@ weight = 1
         let table = Config::parse(&file, Path::new("lb.toml")).unwrap().services;
         let [a, b] = [21, 22].map(|last| Ipv4Addr::new(10, 0, 0, last));
         let router = Ipv4Addr::new(10, 0, 0, 254);
-        let hop = NextHop { address: router, mtu: 1480 };
+        let hop = NextHop { ifindex: 2, src_mac: [2; 6], address: router, mtu: 1480 };
         let macs = BTreeMap::from([(router, [2, 0, 0, 0, 0, 254])]);
         let routed: Paths = [a, b].into_iter().map(|r| ((r, Forwarding::Tun), hop)).collect();
         let none = BTreeSet::new();
@@ -386,8 +403,10 @@ weight = 1
         let fresh = wanted_table(&table, &HealthView::new(), &none, &only_a, &macs, &LastPaths::new());
         assert_eq!(reach(&fresh[0]), [(a, mac, 1480), (b, None, 0)]);
         // A new next hop not resolved yet: the old one meanwhile.
-        let moved: Paths =
-            routed.keys().map(|k| (*k, NextHop { address: Ipv4Addr::new(10, 0, 0, 253), mtu: 1400 })).collect();
+        let moved: Paths = routed
+            .keys()
+            .map(|k| (*k, NextHop { ifindex: 2, src_mac: [2; 6], address: Ipv4Addr::new(10, 0, 0, 253), mtu: 1400 }))
+            .collect();
         let after = wanted_table(&table, &HealthView::new(), &none, &moved, &macs, &last);
         assert_eq!(after, before);
     }

@@ -4,12 +4,7 @@
 //! against the host and makes the copy the table in force, or refuses and
 //! nothing has changed.
 
-use std::{
-    collections::BTreeSet,
-    net::Ipv4Addr,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex, time::Duration};
 
 use lb_ipvsadm::{command::Command, control::Response, error::KernelError, snapshot::Timeouts};
 use tracing::info;
@@ -65,7 +60,8 @@ pub fn new_reals(before: &[ServiceConfig], after: &[ServiceConfig]) -> Vec<(Ipv4
     for svc in after {
         for real in &svc.reals {
             let known = before.iter().any(|b| {
-                b.id() == svc.id() && b.reals.iter().any(|r| (r.address, r.forwarding) == (real.address, real.forwarding))
+                b.id() == svc.id()
+                    && b.reals.iter().any(|r| (r.address, r.forwarding) == (real.address, real.forwarding))
             });
             if !known {
                 new.push((real.address, real.forwarding));
@@ -80,22 +76,22 @@ pub fn new_reals(before: &[ServiceConfig], after: &[ServiceConfig]) -> Vec<(Ipv4
 /// table, which replaces the live one only if every command passed.
 pub(super) async fn change(commands: &[Command], net: &Net, shared: &Mutex<Controller>) -> Response {
     let refused = |message: String, exit_code: i32| Response::Refused { message, exit_code };
-    let (before, interface, file) = {
+    let (before, interfaces, file) = {
         let c = lock(shared);
-        (c.table().to_vec(), c.interface.clone(), c.config.services.clone())
+        (c.table().to_vec(), c.interfaces.clone(), c.config.services.clone())
     };
     let Change { table, zero, timeouts } = match plan(&before, &file, commands) {
         Ok(change) => change,
         Err(e) => return refused(e.message, e.exit_code),
     };
     for (address, forwarding) in new_reals(&before, &table) {
-        if let Err(message) = environment::check_real(net, &interface, address, forwarding).await {
+        if let Err(message) = environment::check_real(net, &interfaces, address, forwarding).await {
             return refused(message, 1);
         }
     }
     let changed = table != before;
     if changed {
-        let paths = environment::paths(&table, net, &interface).await;
+        let paths = environment::paths(&table, net, &interfaces).await;
         let missing: Vec<_> = {
             let c = lock(shared);
             let unresolved: BTreeSet<_> = c.unresolved().into_iter().collect();
@@ -104,7 +100,7 @@ pub(super) async fn change(commands: &[Command], net: &Net, shared: &Mutex<Contr
                 .filter(|a| unresolved.contains(a) || !c.next_hops().contains(a))
                 .collect()
         };
-        let macs = environment::resolve_macs(net, interface.index, &missing, Duration::from_secs(1)).await;
+        let macs = environment::resolve_macs(net, &missing, Duration::from_secs(1)).await;
         if let Err(e) = lock(shared).set_table(table, paths, macs) {
             return refused(format!("{e:#}"), 1);
         }
@@ -223,7 +219,6 @@ port = 8081
             (&["-D -t 10.0.0.100:80", "-Z -t 10.0.0.100:80"], "No such service", 255),
             (&["-Z -t [2001:db8::1]:80"], "IPv6 services are not supported yet", 2),
             (&["-C", "-a -t 10.0.0.100:80 -r 10.0.0.21"], "Service not defined", 255),
-            (&["-a -t 10.0.0.100:80 -r 10.0.0.30 -m"], "NAT", 2),
         ] {
             let e = plan(&table, &[], &commands(batch)).unwrap_err();
             assert!(e.message.contains(message), "{batch:?}: {e}");

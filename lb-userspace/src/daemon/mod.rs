@@ -30,7 +30,7 @@ use crate::{
     controller::{Controller, InstallReport, Sweeper},
     environment,
     health::{HealthEvent, HealthMonitor},
-    netinfo::{Interface, Net},
+    netinfo::{Interfaces, Net},
     sync::{Batch, ChangeTracker, ReceivedBatch, SendOutcome, SyncStats, stats::more_since},
     vrrp::{VrrpInstance, resume},
 };
@@ -117,7 +117,10 @@ impl SyncLink {
             SyncStats::add(&self.stats.records_unsent, n);
             if let Some(suppressed) = self.stats.should_log("queue") {
                 let why = if matches!(e, mpsc::error::TrySendError::Full(_)) { "full" } else { "closed" };
-                warn!("connection sync: the send queue is {why}; {n} entries will be sent again{}", more_since(suppressed));
+                warn!(
+                    "connection sync: the send queue is {why}; {n} entries will be sent again{}",
+                    more_since(suppressed)
+                );
             }
             return 0;
         }
@@ -356,10 +359,10 @@ pub fn update_tracking(instances: &[VrrpInstance], c: &Controller) {
 }
 
 /// Reads the config and checks it against the host.
-pub async fn load_checked(path: &Path, net: &Net) -> Result<(Config, Interface), String> {
+pub async fn load_checked(path: &Path, net: &Net) -> Result<(Config, Interfaces), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let interface = environment::check(&config, net).await.map_err(|e| e.to_string())?;
-    Ok((config, interface))
+    let interfaces = environment::check(&config, net).await.map_err(|e| e.to_string())?;
+    Ok((config, interfaces))
 }
 
 /// Points the health checks at the servers of the table in force.
@@ -375,7 +378,7 @@ fn refresh_monitor(shared: &Mutex<Controller>, monitor: &mut HealthMonitor) {
 /// keep everything as it is if the new file is wrong.
 async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
     info!("SIGHUP: reloading {}", path.display());
-    let (config, interface) = match load_checked(path, net).await {
+    let (config, interfaces) = match load_checked(path, net).await {
         Ok(ok) => ok,
         Err(errors) => {
             for line in errors.lines() {
@@ -389,10 +392,11 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
         let c = lock(shared);
         let old = &c.config.director;
         let new = &config.director;
-        if old.interface != new.interface {
+        if old.interface != new.interface || old.interfaces != new.interfaces {
             error!(
-                "reload refused: director.interface changed ({} -> {}); restart lbd to move",
-                old.interface, new.interface
+                "reload refused: director.interface or interfaces changed ({} -> {}); restart lbd to move",
+                c.interfaces.names(),
+                interfaces.names()
             );
             return;
         }
@@ -408,12 +412,12 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
         }
     }
     // Resolve new servers' MACs without holding the lock.
-    let paths = environment::paths(&config.services, net, &interface).await;
+    let paths = environment::paths(&config.services, net, &interfaces).await;
     let wanted = environment::next_hop_addresses(&paths);
-    let macs = environment::resolve_macs(net, interface.index, &wanted, Duration::from_secs(1)).await;
+    let macs = environment::resolve_macs(net, &wanted, Duration::from_secs(1)).await;
     let mut c = lock(shared);
     c.update_macs(macs);
-    match c.reload(config, interface, paths) {
+    match c.reload(config, interfaces, paths) {
         Ok(()) => info!("reload done"),
         Err(e) => error!("reload refused: {e:#}; the running configuration stays"),
     }
@@ -423,12 +427,16 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
 /// the routes and re-checks every next hop, so a moved route or a replaced
 /// server's new MAC is picked up.
 async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
-    let (table, interface) = {
-        let c = lock(shared);
-        (c.table().to_vec(), c.interface.clone())
+    let (table, interfaces, nat_next_hops) = {
+        let mut c = lock(shared);
+        let wanted = c.datapath.take_wanted_neighbours();
+        (c.table().to_vec(), c.interfaces.clone(), wanted)
     };
+    // Next hops toward NAT clients the datapath found unresolved: the
+    // kernel resolves them, and the clients' next packets find them.
+    environment::refresh_neighbours(net, &nat_next_hops).await;
     if all {
-        let paths = environment::paths(&table, net, &interface).await;
+        let paths = environment::paths(&table, net, &interfaces).await;
         let mut c = lock(shared);
         if c.update_paths(paths)
             && let Err(e) = c.apply()
@@ -443,10 +451,10 @@ async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
     if addrs.is_empty() {
         return;
     }
-    environment::refresh_neighbours(net, interface.index, &addrs).await;
+    environment::refresh_neighbours(net, &addrs).await;
     let mut found = BTreeMap::new();
-    for a in addrs {
-        if let Ok(Some(mac)) = net.neighbour(interface.index, a).await {
+    for (index, a) in addrs {
+        if let Ok(Some(mac)) = net.neighbour(index, a).await {
             found.insert(a, mac);
         }
     }

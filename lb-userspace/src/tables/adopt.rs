@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use lb_common::{RealServer, Service, ServiceKey, real_flag, sched, service_flag};
 
 use super::{
-    InstalledReal, InstalledService, Tables, WantedReal, WantedService, effective_weight, region::Region,
+    InstalledReal, InstalledService, Tables, TxPort, WantedReal, WantedService, effective_weight, region::Region,
     walk::WalkResume,
 };
 use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
@@ -38,7 +38,9 @@ impl Tables {
             let port = u16::from_be(key.port);
             let mut reals = Vec::new();
             for id in ids.iter().rev() {
-                let Some(d) = adopted.reals.get(id) else { continue };
+                let Some(d) = adopted.reals.get(id) else {
+                    continue;
+                };
                 reals.push(WantedReal {
                     address: Ipv4Addr::from(lb_common::ipv4_octets(d.addr)),
                     port: if port == 0 { 0 } else { u16::from_be(d.port) },
@@ -46,6 +48,7 @@ impl Tables {
                     forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
                     mac: (d.flags & real_flag::AVAILABLE != 0).then_some(d.mac),
                     mtu: d.mtu as u32,
+                    port_out: TxPort { ifindex: d.ifindex, mac: d.src_mac },
                     upper_threshold: d.upper_threshold,
                     lower_threshold: d.lower_threshold,
                     in_service: true,

@@ -21,8 +21,8 @@ use std::{
 };
 
 use lb_common::{
-    AF_INET, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey,
-    ipv4_words, real_flag, sched, service_flag,
+    AF_INET, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey, ipv4_words,
+    real_flag, sched, service_flag,
 };
 
 pub use self::adopt::Adopted;
@@ -56,6 +56,8 @@ pub struct WantedReal {
     pub mac: Option<[u8; 6]>,
     /// TUN: the path MTU toward the server.
     pub mtu: u32,
+    /// The director interface its frames leave by.
+    pub port_out: TxPort,
     /// Connection thresholds (ipvsadm -x, -y); 0 = none.
     pub upper_threshold: u32,
     pub lower_threshold: u32,
@@ -65,6 +67,14 @@ pub struct WantedReal {
     /// Out of service: its open connections move to a live server on their
     /// next packet (IPVS's expire_nodest_conn) instead of draining.
     pub expire_conns: bool,
+}
+
+/// A director interface frames leave by: its index (0: the one they came
+/// in on) and MAC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxPort {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
 }
 
 impl WantedService {
@@ -92,10 +102,16 @@ pub enum MapOp {
     ZeroRealStats(u32),
     /// Write real server ids into `SCHED_TABLE` from `start`: always a region no
     /// service refers to yet (a later `SetService` points at it).
-    SetSchedTable { start: u32, real_ids: Vec<u32> },
+    SetSchedTable {
+        start: u32,
+        real_ids: Vec<u32>,
+    },
     /// Write real server ids into `REAL_LISTS` from `start` (a region no service
     /// refers to yet, as for `SetSchedTable`).
-    SetRealList { start: u32, real_ids: Vec<u32> },
+    SetRealList {
+        start: u32,
+        real_ids: Vec<u32>,
+    },
     /// The counters of a service id newly taken into use.
     ZeroServiceStats(u32),
     SetService(ServiceKey, Service),
@@ -278,7 +294,11 @@ impl Tables {
         *self = planned.next;
     }
 
-    fn plan_in_place(&mut self, wanted: &[WantedService], position: &dyn Fn(u32) -> u64) -> Result<Vec<MapOp>, PlanError> {
+    fn plan_in_place(
+        &mut self,
+        wanted: &[WantedService],
+        position: &dyn Fn(u32) -> u64,
+    ) -> Result<Vec<MapOp>, PlanError> {
         let mut ops = Vec::new();
         for r in std::mem::take(&mut self.pending_table_frees) {
             self.table_space.release(r);
@@ -329,7 +349,12 @@ impl Tables {
         }
     }
 
-    fn plan_service(&mut self, w: &WantedService, position: &dyn Fn(u32) -> u64, ops: &mut Vec<MapOp>) -> Result<(), PlanError> {
+    fn plan_service(
+        &mut self,
+        w: &WantedService,
+        position: &dyn Fn(u32) -> u64,
+        ops: &mut Vec<MapOp>,
+    ) -> Result<(), PlanError> {
         let key = w.key();
         let existing = self.services.remove(&key);
         let is_new = existing.is_none();
@@ -355,7 +380,8 @@ impl Tables {
             .map(|r| ipv4_words(r.address.octets()))
             .collect();
         for real in w.reals.iter().filter(|r| r.in_service) {
-            let found = old_real_ids.iter().copied().find(|id| self.reals[id].value.addr == ipv4_words(real.address.octets()));
+            let found =
+                old_real_ids.iter().copied().find(|id| self.reals[id].value.addr == ipv4_words(real.address.octets()));
             let id = match found {
                 Some(id) => {
                     kept.push(id);
@@ -485,12 +511,27 @@ impl Tables {
         }
         self.services.insert(
             key,
-            InstalledService { wanted: w.clone(), id, real_ids, table_weights: weights, table_ids, table, list, resume, value },
+            InstalledService {
+                wanted: w.clone(),
+                id,
+                real_ids,
+                table_weights: weights,
+                table_ids,
+                table,
+                list,
+                resume,
+                value,
+            },
         );
         Ok(())
     }
 
-    fn find_or_alloc_real(&mut self, key: &ServiceKey, real: &WantedReal, ops: &mut Vec<MapOp>) -> Result<u32, PlanError> {
+    fn find_or_alloc_real(
+        &mut self,
+        key: &ServiceKey,
+        real: &WantedReal,
+        ops: &mut Vec<MapOp>,
+    ) -> Result<u32, PlanError> {
         // A server removed a moment ago comes back with its connections and
         // counters, as IPVS takes a real server back from its trash.
         let addr = ipv4_words(real.address.octets());
@@ -570,6 +611,9 @@ fn real_value(real: &WantedReal, service_id: u32, vport: u16) -> RealServer {
         service_id,
         upper_threshold: real.upper_threshold,
         lower_threshold: real.lower_threshold,
+        ifindex: real.port_out.ifindex,
+        src_mac: real.port_out.mac,
+        pad0: [0; 2],
     }
 }
 

@@ -11,6 +11,7 @@ fn real(last_octet: u8, weight: u32) -> WantedReal {
         forwarding: Forwarding::Dr,
         mac: Some([2, 0, 0, 0, 0, last_octet]),
         mtu: 1500,
+        port_out: TxPort::default(),
         upper_threshold: 0,
         lower_threshold: 0,
         in_service: true,

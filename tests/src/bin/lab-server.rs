@@ -4,6 +4,8 @@
 //! server's name, so a test can see which real server a request reached.
 //! - `/whoami`           -> "NAME PEER LOCAL\n" (client address and the address it reached, e.g. the VIP)
 //! - `/slow?seconds=N`   -> "NAME\n" once a second for N seconds (long-lived connections)
+//! - `/echo` (POST)      -> the request body, byte for byte (a transfer
+//!   checked at both ends; at most 64 MiB)
 //! - `/health`           -> "NAME\n" with 200, or with 503 while the file given
 //!   with `--health-file` exists (a health check that fails on demand)
 //! - anything else       -> "NAME\n"
@@ -42,6 +44,8 @@ static HEALTH_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLoc
 
 /// Longest request head accepted; anything bigger is not a test request.
 const MAX_HEAD: usize = 64 * 1024;
+/// Largest body `/echo` sends back.
+const MAX_ECHO: u64 = 64 << 20;
 /// Upper bound for /slow so a typo cannot keep a connection open for ages.
 const MAX_SLOW_SECONDS: u64 = 3600;
 
@@ -58,16 +62,12 @@ async fn main() -> Result<()> {
 
     // Bind everything first so a bad address fails at once.
     for addr in &args.http {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding HTTP {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding HTTP {addr}"))?;
         println!("lab-server {name}: HTTP on {addr}");
         tokio::spawn(accept_loop(listener, name));
     }
     for addr in &args.udp {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding UDP {addr}"))?;
+        let socket = UdpSocket::bind(addr).await.with_context(|| format!("binding UDP {addr}"))?;
         println!("lab-server {name}: UDP on {addr}");
         tokio::spawn(udp_loop(socket, name));
     }
@@ -143,22 +143,24 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, name: &'static st
             write_head(&mut write, "501 Not Implemented", 0, false, name).await?;
             return Ok(());
         }
+        if request.target == "/echo" && request.content_length <= MAX_ECHO {
+            let mut body = vec![0; request.content_length as usize];
+            read.read_exact(&mut body).await?;
+            write_head(&mut write, "200 OK", body.len() as u64, request.keep_alive, name).await?;
+            write.write_all(&body).await?;
+            write.flush().await?;
+            if !request.keep_alive {
+                break;
+            }
+            continue;
+        }
         // Discard a request body so the next request parses.
-        tokio::io::copy(
-            &mut (&mut read).take(request.content_length),
-            &mut tokio::io::sink(),
-        )
-        .await?;
+        tokio::io::copy(&mut (&mut read).take(request.content_length), &mut tokio::io::sink()).await?;
         let with_body = request.method != "HEAD";
-        let (path, query) = request
-            .target
-            .split_once('?')
-            .unwrap_or((&request.target, ""));
+        let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
         match path {
             "/slow" => {
-                let seconds = query_param(query, "seconds")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(5u64);
+                let seconds = query_param(query, "seconds").and_then(|s| s.parse().ok()).unwrap_or(5u64);
                 let seconds = seconds.min(MAX_SLOW_SECONDS);
                 let line = format!("{name}\n");
                 let len = line.len() as u64 * seconds;
@@ -172,21 +174,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, name: &'static st
                 }
             }
             _ => {
-                let body = if path == "/whoami" {
-                    format!("{name} {peer} {local}\n")
-                } else {
-                    format!("{name}\n")
-                };
+                let body = if path == "/whoami" { format!("{name} {peer} {local}\n") } else { format!("{name}\n") };
                 let failing = path == "/health" && HEALTH_FILE.get().is_some_and(|f| f.exists());
                 let status = if failing { "503 Service Unavailable" } else { "200 OK" };
-                write_head(
-                    &mut write,
-                    status,
-                    body.len() as u64,
-                    request.keep_alive,
-                    name,
-                )
-                .await?;
+                write_head(&mut write, status, body.len() as u64, request.keep_alive, name).await?;
                 if with_body {
                     write.write_all(body.as_bytes()).await?;
                 }
@@ -235,9 +226,7 @@ async fn read_request<R: AsyncRead + Unpin>(read: &mut BufReader<R>) -> Result<O
         if total > MAX_HEAD {
             bail!("request head larger than {MAX_HEAD} bytes");
         }
-        let line = String::from_utf8_lossy(&line)
-            .trim_end_matches(['\r', '\n'])
-            .to_owned();
+        let line = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned();
         if line.is_empty() {
             if lines.is_empty() {
                 continue; // tolerate stray CRLF between requests (RFC 9112 2.2)
@@ -248,11 +237,8 @@ async fn read_request<R: AsyncRead + Unpin>(read: &mut BufReader<R>) -> Result<O
     }
 
     let mut request_line = lines[0].split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (
-        request_line.next(),
-        request_line.next(),
-        request_line.next(),
-    ) else {
+    let (Some(method), Some(target), Some(version)) = (request_line.next(), request_line.next(), request_line.next())
+    else {
         bail!("bad request line {:?}", lines[0]);
     };
     let mut keep_alive = version == "HTTP/1.1";
@@ -277,17 +263,9 @@ async fn read_request<R: AsyncRead + Unpin>(read: &mut BufReader<R>) -> Result<O
             _ => {}
         }
     }
-    Ok(Some(Request {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        keep_alive,
-        content_length,
-        chunked,
-    }))
+    Ok(Some(Request { method: method.to_owned(), target: target.to_owned(), keep_alive, content_length, chunked }))
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+    query.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
 }

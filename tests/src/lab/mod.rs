@@ -11,6 +11,10 @@
 //!   <id>-rsI       eth0 10.k.0.(20+I)/24, VIP/32 on lo, arp_ignore=1, arp_announce=2
 //! ```
 //!
+//! With [`LabSpec::nat_reals`] the real servers sit on a private segment
+//! instead (LVS-NAT): `br1`, `rsI` at 10.k.1.(20+I)/24 with the director's
+//! `eth1` (10.k.1.1/24, forwarding on) as their default gateway, no VIP.
+//!
 //! `<id>` is `lbt-<name>-<pid>-<seq>`, unique per lab, so tests can run in
 //! parallel (the same subnet in two labs is fine: they share nothing). The
 //! owner pid in the name lets [`cleanup_stale_labs`] remove what a crashed
@@ -87,6 +91,8 @@ pub struct LabSpec {
     /// Put the VIP on the (first) director's eth0 at build time (default
     /// true). Off for VRRP, which adds the VIP on whichever director is master.
     pub static_vip: bool,
+    /// Real servers on a private segment behind the director (LVS-NAT).
+    pub nat_reals: bool,
 }
 
 impl LabSpec {
@@ -100,7 +106,14 @@ impl LabSpec {
             remote_reals: false,
             directors: 1,
             static_vip: true,
+            nat_reals: false,
         }
+    }
+
+    /// Real servers on a private segment, the director their gateway.
+    pub fn nat_reals(mut self) -> Self {
+        self.nat_reals = true;
+        self
     }
 
     /// `n` directors on the client segment (see [`LabSpec::directors`]).
@@ -166,6 +179,8 @@ impl Host {
 
 /// The router between the lab's two segments.
 pub const ROUTER_LAST_OCTET: u8 = 254;
+/// The director's interface on the NAT real servers' segment.
+pub const INSIDE_IFACE: &str = "eth1";
 /// The real servers' bridge when they are remote.
 pub const REMOTE_BRIDGE: &str = "br1";
 
@@ -194,11 +209,7 @@ impl Lab {
     /// Builds the topology. Stale labs of dead processes are removed first.
     /// On error, whatever was created is removed again.
     pub fn build(spec: LabSpec) -> Result<Lab> {
-        ensure!(
-            (1..=MAX_REALS).contains(&spec.reals),
-            "reals must be between 1 and {MAX_REALS}, not {}",
-            spec.reals
-        );
+        ensure!((1..=MAX_REALS).contains(&spec.reals), "reals must be between 1 and {MAX_REALS}, not {}", spec.reals);
         ensure!(
             (1..=MAX_DIRECTORS).contains(&spec.directors),
             "directors must be between 1 and {MAX_DIRECTORS}, not {}",
@@ -212,24 +223,22 @@ impl Lab {
         let id = format!("{LAB_PREFIX}{name}-{}-{seq}", std::process::id());
         let k = spec.subnet_index;
         let log_dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&log_dir)
-            .with_context(|| format!("creating {}", log_dir.display()))?;
+        std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         let mut lab = Lab {
             switch_ns: format!("{id}-switch"),
             client: Host::new(&id, "client", k, 10),
             director: Host::new(&id, "director", k, 1),
             directors: (1..=spec.directors)
                 .map(|n| {
-                    let name = if n == 1 {
-                        "director".to_owned()
-                    } else {
-                        format!("director{n}")
-                    };
+                    let name = if n == 1 { "director".to_owned() } else { format!("director{n}") };
                     Host::new(&id, &name, k, n as u8)
                 })
                 .collect(),
             reals: (1..=spec.reals)
-                .map(|i| Host::on_segment(&id, &format!("rs{i}"), k, spec.remote_reals as u8, 20 + i as u8))
+                .map(|i| {
+                    let segment = (spec.remote_reals || spec.nat_reals) as u8;
+                    Host::on_segment(&id, &format!("rs{i}"), k, segment, 20 + i as u8)
+                })
                 .collect(),
             router: spec.remote_reals.then(|| Host::new(&id, "router", k, ROUTER_LAST_OCTET)),
             vip: Ipv4Addr::new(10, k, 0, 100),
@@ -241,8 +250,7 @@ impl Lab {
             spec,
         };
         // If setup fails, dropping `lab` tears down the partial topology.
-        lab.setup()
-            .with_context(|| format!("building lab {}", lab.id))?;
+        lab.setup().with_context(|| format!("building lab {}", lab.id))?;
         Ok(lab)
     }
 
@@ -288,10 +296,7 @@ impl Lab {
     }
     /// Client, the director(s), then the real servers (and the router, if any).
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
-        std::iter::once(&self.client)
-            .chain(&self.directors)
-            .chain(&self.reals)
-            .chain(&self.router)
+        std::iter::once(&self.client).chain(&self.directors).chain(&self.reals).chain(&self.router)
     }
 
     /// The router in front of remote real servers.
@@ -300,9 +305,7 @@ impl Lab {
     }
     /// All namespaces of this lab, switch first.
     pub fn namespaces(&self) -> Vec<String> {
-        std::iter::once(self.switch_ns.clone())
-            .chain(self.hosts().map(|h| h.ns.clone()))
-            .collect()
+        std::iter::once(self.switch_ns.clone()).chain(self.hosts().map(|h| h.ns.clone())).collect()
     }
     /// Directory holding the logs of spawned processes (kept if a test panics).
     pub fn log_dir(&self) -> &Path {
@@ -312,8 +315,7 @@ impl Lab {
     // ---- teardown --------------------------------------------------------
 
     fn teardown(&mut self) {
-        let mut children =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         terminate(&mut children, Duration::from_secs(2));
         // Hosts first, the switch last; deleting a namespace kills whatever
         // is left in it and destroys its devices (and their veth peers).
@@ -324,11 +326,7 @@ impl Lab {
         }
         self.created.clear();
         if std::thread::panicking() {
-            eprintln!(
-                "lab {}: keeping process logs in {}",
-                self.id,
-                self.log_dir.display()
-            );
+            eprintln!("lab {}: keeping process logs in {}", self.id, self.log_dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.log_dir);
         }

@@ -51,37 +51,21 @@ impl Lab {
     /// named after `label`. It is killed when the lab is dropped.
     pub fn spawn<S: AsRef<OsStr>>(&self, ns: &str, label: &str, args: &[S]) -> Result<ProcHandle> {
         let seq = self.spawn_seq.fetch_add(1, Ordering::Relaxed);
-        let log = self
-            .log_dir
-            .join(format!("{seq:02}-{}.log", sanitize_name(label)));
+        let log = self.log_dir.join(format!("{seq:02}-{}.log", sanitize_name(label)));
         let stdout = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let stderr = stdout.try_clone()?;
         let mut cmd: Command = netns::command_in(ns, args);
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
-        let handle = ProcHandle {
-            pid: child.id(),
-            label: label.to_owned(),
-            ns: ns.to_owned(),
-            log,
-        };
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Tracked {
-                handle: handle.clone(),
-                child,
-            });
+        let handle = ProcHandle { pid: child.id(), label: label.to_owned(), ns: ns.to_owned(), log };
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(Tracked { handle: handle.clone(), child });
         Ok(handle)
     }
 
     /// Whether a spawned process is still running.
     pub fn is_running(&self, handle: &ProcHandle) -> bool {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-        children
-            .iter_mut()
-            .find(|t| t.handle.pid == handle.pid)
-            .is_some_and(|t| matches!(t.child.try_wait(), Ok(None)))
+        children.iter_mut().find(|t| t.handle.pid == handle.pid).is_some_and(|t| matches!(t.child.try_wait(), Ok(None)))
     }
 
     /// Stops a spawned process: SIGTERM, then SIGKILL after 5 s.
@@ -91,22 +75,12 @@ impl Lab {
             let pos = children
                 .iter()
                 .position(|t| t.handle.pid == handle.pid)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{} (pid {}) is not a process of this lab",
-                        handle.label,
-                        handle.pid
-                    )
-                })?;
+                .ok_or_else(|| anyhow!("{} (pid {}) is not a process of this lab", handle.label, handle.pid))?;
             children.remove(pos)
         };
         let mut all = vec![tracked];
         let statuses = terminate(&mut all, Duration::from_secs(5));
-        statuses
-            .into_iter()
-            .next()
-            .flatten()
-            .ok_or_else(|| anyhow!("could not reap {}", handle.label))
+        statuses.into_iter().next().flatten().ok_or_else(|| anyhow!("could not reap {}", handle.label))
     }
 
     /// The output a spawned process wrote so far.
@@ -125,21 +99,22 @@ impl Lab {
     /// waits until each answers the client on its own address.
     /// Binding 0.0.0.0 also covers the VIP on lo.
     pub fn start_http_servers_with(&self, bin: &Path) -> Result<Vec<ProcHandle>> {
-        let listen = format!("0.0.0.0:{HTTP_PORT}");
+        self.start_http_servers_on(bin, HTTP_PORT)
+    }
+
+    /// As [`Lab::start_http_servers_with`], on `port`; NAT real servers
+    /// (private) are checked from the director.
+    pub fn start_http_servers_on(&self, bin: &Path, port: u16) -> Result<Vec<ProcHandle>> {
+        let listen = format!("0.0.0.0:{port}");
         let mut handles = Vec::new();
         for real in &self.reals {
-            let args = [
-                bin.as_os_str(),
-                "--name".as_ref(),
-                real.name.as_ref(),
-                "--http".as_ref(),
-                listen.as_ref(),
-            ];
+            let args = [bin.as_os_str(), "--name".as_ref(), real.name.as_ref(), "--http".as_ref(), listen.as_ref()];
             handles.push(self.spawn(&real.ns, &format!("http-{}", real.name), &args)?);
         }
+        let from = if self.spec.nat_reals { &self.director.ns } else { &self.client.ns };
         for (real, handle) in self.reals.iter().zip(&handles) {
-            let url = format!("http://{}:{HTTP_PORT}/", real.ip);
-            self.wait_for_http(&url, &format!("{}\n", real.name), Duration::from_secs(10))
+            let url = format!("http://{}:{port}/", real.ip);
+            self.wait_for_http_from(from, &url, &format!("{}\n", real.name), Duration::from_secs(10))
                 .with_context(|| format!("log of {}:\n{}", handle.label, self.read_log(handle)))?;
         }
         Ok(handles)
@@ -148,36 +123,30 @@ impl Lab {
     /// Starts lab-server UDP echo on `port` in every real server, bound to
     /// the VIP and to the real's own address (a 0.0.0.0 socket would answer
     /// VIP traffic from the wrong source address), and waits until each
-    /// answers the client directly.
+    /// answers the client directly. NAT real servers (private, no VIP):
+    /// their own address only, checked from the director.
     pub fn start_udp_servers_with(&self, bin: &Path, port: u16) -> Result<Vec<ProcHandle>> {
         let mut handles = Vec::new();
         for real in &self.reals {
             let on_vip = SocketAddrV4::new(self.vip, port).to_string();
             let on_own = SocketAddrV4::new(real.ip, port).to_string();
-            let args = [
-                bin.as_os_str(),
-                "--name".as_ref(),
-                real.name.as_ref(),
-                "--udp".as_ref(),
-                on_vip.as_ref(),
-                "--udp".as_ref(),
-                on_own.as_ref(),
-            ];
+            let mut args: Vec<&std::ffi::OsStr> =
+                vec![bin.as_os_str(), "--name".as_ref(), real.name.as_ref(), "--udp".as_ref(), on_own.as_ref()];
+            // A NAT real server has no VIP: the director rewrites to its own address.
+            if !self.spec.nat_reals {
+                args.extend::<[&std::ffi::OsStr; 2]>(["--udp".as_ref(), on_vip.as_ref()]);
+            }
             handles.push(self.spawn(&real.ns, &format!("udp-{}", real.name), &args)?);
         }
         for (real, handle) in self.reals.iter().zip(&handles) {
             let target = SocketAddr::V4(SocketAddrV4::new(real.ip, port));
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                match self.udp_request(&self.client.ns, target, b"ping", Duration::from_millis(200))
-                {
+                let from = if self.spec.nat_reals { &self.director.ns } else { &self.client.ns };
+                match self.udp_request(from, target, b"ping", Duration::from_millis(200)) {
                     Ok(_) => break,
                     Err(e) if Instant::now() >= deadline => {
-                        return Err(e).context(format!(
-                            "log of {}:\n{}",
-                            handle.label,
-                            self.read_log(handle)
-                        ));
+                        return Err(e).context(format!("log of {}:\n{}", handle.label, self.read_log(handle)));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }

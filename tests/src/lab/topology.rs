@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{BRIDGE, HOST_IFACE, Host, Lab, PREFIX_LEN, REMOTE_BRIDGE, ROUTER_LAST_OCTET};
+use super::{BRIDGE, HOST_IFACE, Host, INSIDE_IFACE, Lab, PREFIX_LEN, REMOTE_BRIDGE, ROUTER_LAST_OCTET};
 use crate::netns;
 
 /// Overrides where the XDP pass program for the director's bridge port is loaded from.
@@ -28,7 +28,7 @@ impl Lab {
         netns::ip(&["-n", &switch, "link", "add", BRIDGE, "type", "bridge"])?;
         netns::ip(&["-n", &switch, "link", "set", BRIDGE, "up"])?;
 
-        if self.spec.remote_reals {
+        if self.spec.remote_reals || self.spec.nat_reals {
             netns::ip(&["-n", &switch, "link", "add", REMOTE_BRIDGE, "type", "bridge"])?;
             netns::ip(&["-n", &switch, "link", "set", REMOTE_BRIDGE, "up"])?;
         }
@@ -37,7 +37,7 @@ impl Lab {
         for host in segment_hosts {
             self.add_host(&host, BRIDGE)?;
         }
-        let real_bridge = if self.spec.remote_reals { REMOTE_BRIDGE } else { BRIDGE };
+        let real_bridge = if self.spec.remote_reals || self.spec.nat_reals { REMOTE_BRIDGE } else { BRIDGE };
         for host in self.reals.clone() {
             self.add_host(&host, real_bridge)?;
         }
@@ -49,21 +49,16 @@ impl Lab {
         // director does (unless VRRP is to add it).
         let vip32 = format!("{}/32", self.vip);
         if self.spec.static_vip {
-            netns::ip(&[
-                "-n",
-                &self.director.ns,
-                "addr",
-                "add",
-                &vip32,
-                "dev",
-                HOST_IFACE,
-            ])?;
+            netns::ip(&["-n", &self.director.ns, "addr", "add", &vip32, "dev", HOST_IFACE])?;
         }
 
+        if self.spec.nat_reals {
+            self.add_inside_interface()?;
+        }
         // LVS-DR real servers: the VIP on lo so they accept packets for it,
         // but never answer ARP for it (arp_ignore=1: only for addresses on the
         // receiving interface) nor use it as ARP source (arp_announce=2).
-        for real in &self.reals {
+        for real in self.reals.iter().filter(|_| !self.spec.nat_reals) {
             netns::ip(&["-n", &real.ns, "addr", "add", &vip32, "dev", "lo"])?;
             set_sysctls(
                 &real.ns,
@@ -90,21 +85,10 @@ impl Lab {
         // Quiet, predictable namespaces: no IPv6 (no DAD/RS/MLD chatter in
         // captures and counters) and no reverse-path filtering inherited from
         // the host. Set before creating links so `default` applies to eth0.
-        set_sysctls(
-            ns,
-            &[
-                ("net.ipv4.conf.all.rp_filter", "0"),
-                ("net.ipv4.conf.default.rp_filter", "0"),
-            ],
-        )?;
+        set_sysctls(ns, &[("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")])?;
         // IPv6 may be disabled on the host altogether; then these keys do not exist.
-        let _ = set_sysctls(
-            ns,
-            &[
-                ("net.ipv6.conf.all.disable_ipv6", "1"),
-                ("net.ipv6.conf.default.disable_ipv6", "1"),
-            ],
-        );
+        let _ =
+            set_sysctls(ns, &[("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")]);
         Ok(())
     }
 
@@ -115,7 +99,20 @@ impl Lab {
         self.add_host(router, BRIDGE)?;
         let k = self.spec.subnet_index;
         let port = "p-router1";
-        netns::ip(&["link", "add", "eth1", "netns", &router.ns, "type", "veth", "peer", "name", port, "netns", &self.switch_ns])?;
+        netns::ip(&[
+            "link",
+            "add",
+            "eth1",
+            "netns",
+            &router.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &self.switch_ns,
+        ])?;
         netns::ip(&["-n", &self.switch_ns, "link", "set", port, "master", REMOTE_BRIDGE, "up"])?;
         let eth1 = format!("{}/{PREFIX_LEN}", Ipv4Addr::new(10, k, 1, ROUTER_LAST_OCTET));
         netns::ip(&["-n", &router.ns, "addr", "add", &eth1, "dev", "eth1"])?;
@@ -136,28 +133,50 @@ impl Lab {
         Ok(())
     }
 
+    /// LVS-NAT: the director's eth1 on the real servers' segment, their
+    /// default gateway, with forwarding on (the XDP program routes replies
+    /// with the kernel's FIB, which needs it) and the XDP pass program on
+    /// its bridge port (frames are redirected into it).
+    fn add_inside_interface(&mut self) -> Result<()> {
+        let k = self.spec.subnet_index;
+        let director = self.director.clone();
+        let port = "p-director-in";
+        netns::ip(&[
+            "link",
+            "add",
+            INSIDE_IFACE,
+            "netns",
+            &director.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &self.switch_ns,
+        ])?;
+        netns::ip(&["-n", &self.switch_ns, "link", "set", port, "master", REMOTE_BRIDGE, "up"])?;
+        let gateway = Ipv4Addr::new(10, k, 1, 1);
+        netns::ip(&["-n", &director.ns, "addr", "add", &format!("{gateway}/{PREFIX_LEN}"), "dev", INSIDE_IFACE])?;
+        netns::ip(&["-n", &director.ns, "link", "set", INSIDE_IFACE, "up"])?;
+        self.run(
+            &director.ns,
+            &["ethtool", "-K", INSIDE_IFACE, "tx", "off", "tso", "off", "gso", "off", "gro", "off"],
+        )?;
+        set_sysctls(&director.ns, &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.forwarding", "1")])?;
+        for real in self.reals.clone() {
+            netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string()])?;
+        }
+        self.attach_xdp_pass_to_port(port)
+    }
+
     fn add_host(&mut self, host: &Host, bridge: &str) -> Result<()> {
         self.add_namespace(&host.ns)?;
-        let (ns, port, switch) = (
-            host.ns.as_str(),
-            host.bridge_port.as_str(),
-            self.switch_ns.as_str(),
-        );
+        let (ns, port, switch) = (host.ns.as_str(), host.bridge_port.as_str(), self.switch_ns.as_str());
         // Created directly in the two namespaces, never in the root one.
-        netns::ip(&[
-            "link", "add", HOST_IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns",
-            switch,
-        ])?;
+        netns::ip(&["link", "add", HOST_IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns", switch])?;
         netns::ip(&["-n", switch, "link", "set", port, "master", bridge, "up"])?;
-        netns::ip(&[
-            "-n",
-            ns,
-            "link",
-            "set",
-            HOST_IFACE,
-            "address",
-            &host.mac.to_string(),
-        ])?;
+        netns::ip(&["-n", ns, "link", "set", HOST_IFACE, "address", &host.mac.to_string()])?;
         netns::ip(&["-n", ns, "link", "set", "lo", "up"])?;
         netns::ip(&["-n", ns, "link", "set", HOST_IFACE, "up"])?;
         let addr = format!("{}/{PREFIX_LEN}", host.ip);
@@ -165,12 +184,7 @@ impl Lab {
         // veth offloads hand XDP frames with only partial checksums (CHECKSUM_PARTIAL
         // from local sockets), and GRO/GSO/TSO make packets that are not wire
         // frames; turn them all off so XDP sees and forwards real packets.
-        self.run(
-            ns,
-            &[
-                "ethtool", "-K", HOST_IFACE, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ],
-        )?;
+        self.run(ns, &["ethtool", "-K", HOST_IFACE, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])?;
         Ok(())
     }
 
@@ -181,27 +195,16 @@ impl Lab {
     /// native XDP program. Generic (skb) mode on the peer or enabling GRO on
     /// it does not help.
     pub fn attach_xdp_pass_to_bridge_port(&self, host: &Host) -> Result<()> {
+        self.attach_xdp_pass_to_port(&host.bridge_port)
+    }
+
+    fn attach_xdp_pass_to_port(&self, port: &str) -> Result<()> {
         let obj = match &self.spec.xdp_pass_object {
             Some(path) => path.clone(),
             None => xdp_pass_object()?,
         };
-        let obj = obj
-            .to_str()
-            .ok_or_else(|| anyhow!("non-UTF-8 path {obj:?}"))?;
-        netns::ip(&[
-            "-n",
-            &self.switch_ns,
-            "link",
-            "set",
-            "dev",
-            &host.bridge_port,
-            "xdpdrv",
-            "obj",
-            obj,
-            "sec",
-            "xdp",
-        ])
-        .map(|_| ())
+        let obj = obj.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {obj:?}"))?;
+        netns::ip(&["-n", &self.switch_ns, "link", "set", "dev", port, "xdpdrv", "obj", obj, "sec", "xdp"]).map(|_| ())
     }
 }
 
@@ -211,8 +214,7 @@ pub fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
     netns::run_in_netns(ns, || -> Result<()> {
         for (key, value) in settings {
             let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-            std::fs::write(&path, value)
-                .with_context(|| format!("setting {key}={value} in {ns}"))?;
+            std::fs::write(&path, value).with_context(|| format!("setting {key}={value} in {ns}"))?;
         }
         Ok(())
     })?
@@ -231,14 +233,10 @@ pub fn xdp_pass_object() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(XDP_PASS_OBJ_ENV) {
         return Ok(PathBuf::from(path));
     }
-    XDP_PASS_OBJ_CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "no XDP pass program found (tried {XDP_PASS_OBJ_CANDIDATES:?}); install xdp-tools \
+    XDP_PASS_OBJ_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!(
+            "no XDP pass program found (tried {XDP_PASS_OBJ_CANDIDATES:?}); install xdp-tools \
                  or set {XDP_PASS_OBJ_ENV}"
-            )
-        })
+        )
+    })
 }

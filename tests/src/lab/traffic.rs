@@ -33,9 +33,14 @@ impl Lab {
 
     /// Retries GET `url` from the client until the body is `expected` or `timeout` passes.
     pub fn wait_for_http(&self, url: &str, expected: &str, timeout: Duration) -> Result<()> {
+        self.wait_for_http_from(&self.client.ns, url, expected, timeout)
+    }
+
+    /// As [`Lab::wait_for_http`], asking from namespace `ns`.
+    pub fn wait_for_http_from(&self, ns: &str, url: &str, expected: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let last = self.run(&self.client.ns, &["curl", "-sS", "--max-time", "1", url]);
+            let last = self.run(ns, &["curl", "-sS", "--max-time", "1", url]);
             match last {
                 Ok(body) if body == expected => return Ok(()),
                 _ if Instant::now() >= deadline => {
@@ -49,13 +54,7 @@ impl Lab {
     /// Sends one UDP datagram from `ns` to `target` and returns the reply.
     /// The socket is connected, so a reply from any other address is ignored
     /// (as a real client would): in DR the reply must come from the VIP.
-    pub fn udp_request(
-        &self,
-        ns: &str,
-        target: SocketAddr,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>> {
+    pub fn udp_request(&self, ns: &str, target: SocketAddr, payload: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let payload = payload.to_vec();
         netns::run_in_netns(ns, move || -> Result<Vec<u8>> {
             let socket = UdpSocket::bind("0.0.0.0:0")?;
@@ -63,9 +62,7 @@ impl Lab {
             socket.set_read_timeout(Some(timeout))?;
             socket.send(&payload)?;
             let mut buf = vec![0u8; 65536];
-            let n = socket
-                .recv(&mut buf)
-                .with_context(|| format!("no UDP reply from {target}"))?;
+            let n = socket.recv(&mut buf).with_context(|| format!("no UDP reply from {target}"))?;
             buf.truncate(n);
             Ok(buf)
         })?
@@ -87,34 +84,20 @@ impl Lab {
                 SocketAddr::V4(a) => a,
                 other => bail!("unexpected local address {other}"),
             };
-            let request =
-                format!("GET /whoami HTTP/1.1\r\nHost: {target}\r\nConnection: keep-alive\r\n\r\n");
+            let request = format!("GET /whoami HTTP/1.1\r\nHost: {target}\r\nConnection: keep-alive\r\n\r\n");
             stream.write_all(request.as_bytes())?;
-            let body = read_http_body(&mut stream)
-                .with_context(|| format!("reading the /whoami answer from {target}"))?;
-            let server = body
-                .split_whitespace()
-                .next()
-                .ok_or_else(|| anyhow!("empty /whoami answer from {target}"))?
-                .to_owned();
-            Ok(HeldConnection {
-                stream,
-                server,
-                local,
-            })
+            let body =
+                read_http_body(&mut stream).with_context(|| format!("reading the /whoami answer from {target}"))?;
+            let server =
+                body.split_whitespace().next().ok_or_else(|| anyhow!("empty /whoami answer from {target}"))?.to_owned();
+            Ok(HeldConnection { stream, server, local })
         })?
     }
 
     /// Who answers ARP for `target` on the client's segment (see [`netns::arp_probe`]).
     pub fn arp_probe_from_client(&self, target: Ipv4Addr) -> Result<Vec<MacAddr>> {
         let client = &self.client;
-        netns::arp_probe(
-            &client.ns,
-            HOST_IFACE,
-            (client.mac, client.ip),
-            target,
-            Duration::from_secs(1),
-        )
+        netns::arp_probe(&client.ns, HOST_IFACE, (client.mac, client.ip), target, Duration::from_secs(1))
     }
 
     // ---- counters --------------------------------------------------------
@@ -125,9 +108,7 @@ impl Lab {
         let json: serde_json::Value = serde_json::from_str(&out)?;
         let stats = &json[0]["stats64"];
         let get = |dir: &str, key: &str| -> Result<u64> {
-            stats[dir][key]
-                .as_u64()
-                .ok_or_else(|| anyhow!("no {dir}.{key} for {iface} in {ns}: {out}"))
+            stats[dir][key].as_u64().ok_or_else(|| anyhow!("no {dir}.{key} for {iface} in {ns}: {out}"))
         };
         Ok(LinkStats {
             rx_packets: get("rx", "packets")?,
@@ -190,17 +171,12 @@ fn read_http_body(stream: &mut TcpStream) -> Result<String> {
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head);
-    ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "not a 200 answer: {head:?}"
-    );
+    ensure!(head.starts_with("HTTP/1.1 200"), "not a 200 answer: {head:?}");
     let length: usize = head
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
+            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
         })
         .ok_or_else(|| anyhow!("no Content-Length in {head:?}"))?;
     let mut body = vec![0u8; length];
