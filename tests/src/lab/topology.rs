@@ -58,7 +58,8 @@ impl Lab {
         // LVS-DR real servers: the VIP on lo so they accept packets for it,
         // but never answer ARP for it (arp_ignore=1: only for addresses on the
         // receiving interface) nor use it as ARP source (arp_announce=2).
-        for real in self.reals.iter().filter(|_| !self.spec.nat_reals) {
+        // (NAT alone: no VIP; with a router too, DR and TUN as well.)
+        for real in self.reals.iter().filter(|_| !self.spec.nat_reals || self.spec.remote_reals) {
             netns::ip(&["-n", &real.ns, "addr", "add", &vip32, "dev", "lo"])?;
             set_sysctls(
                 &real.ns,
@@ -122,7 +123,10 @@ impl Lab {
         let remote = format!("10.{k}.1.0/{PREFIX_LEN}");
         let via_a = Ipv4Addr::new(10, k, 0, ROUTER_LAST_OCTET).to_string();
         let mut segment_ns = vec![self.client.ns.clone()];
-        segment_ns.extend(self.directors.iter().map(|d| d.ns.clone()));
+        // Directors with an inside interface reach the real servers there.
+        if !self.spec.nat_reals {
+            segment_ns.extend(self.directors.iter().map(|d| d.ns.clone()));
+        }
         for ns in segment_ns {
             netns::ip(&["-n", &ns, "route", "add", &remote, "via", &via_a])?;
         }
@@ -154,7 +158,16 @@ impl Lab {
             self.attach_xdp_pass_to_port(&port)?;
         }
         for real in self.reals.clone() {
-            netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string()])?;
+            if self.spec.remote_reals {
+                // The router is their default gateway (DR and TUN answer
+                // from the VIP through it); what they send from their own
+                // address, NAT's replies, goes to the director.
+                let own = real.ip.to_string();
+                netns::ip(&["-n", &real.ns, "rule", "add", "from", &own, "table", "100"])?;
+                netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string(), "table", "100"])?;
+            } else {
+                netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string()])?;
+            }
         }
         Ok(())
     }
