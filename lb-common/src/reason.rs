@@ -68,9 +68,12 @@ pub const TX_NAT_ICMP_TO_REAL: u32 = 29;
 /// An ICMP error about a NAT connection from the real server's side,
 /// translated and sent to the client (IPVS's ip_vs_out_icmp).
 pub const TX_NAT_ICMP_TO_CLIENT: u32 = 30;
+/// A NAT reply (or ICMP error) to a client with no hop left in its TTL:
+/// the kernel's, which answers "time exceeded" as a router does.
+pub const PASS_NAT_TTL_EXCEEDED: u32 = 31;
 pub const COUNT: u32 = 32;
 
-const NAMES: [&str; 31] = [
+const NAMES: [&str; 32] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -102,6 +105,7 @@ const NAMES: [&str; 31] = [
     "drop_no_tx_port",
     "tx_nat_icmp_to_real",
     "tx_nat_icmp_to_client",
+    "pass_nat_ttl_exceeded",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 

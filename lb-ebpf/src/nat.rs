@@ -72,6 +72,14 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
         return Err(reason::PASS_STANDBY);
     }
+    // Forwarded as a router forwards it (IPVS's replies go through
+    // ip_forward): a datagram with no hop left is the kernel's, which
+    // answers "time exceeded".
+    match decrement_ttl(ctx, pkt) {
+        Ok(true) => {}
+        Ok(false) => return Err(reason::PASS_NAT_TTL_EXCEEDED),
+        Err(()) => return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
+    }
     lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, tcp_dir::OUTPUT, now, director);
     stats::account_out(conn.service_id, conn.real_id, pkt.ip_len);
 
@@ -265,6 +273,11 @@ pub fn icmp_to_client(
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
         return Err(reason::PASS_STANDBY);
     }
+    match decrement_ttl(ctx, pkt) {
+        Ok(true) => {}
+        Ok(false) => return Err(reason::PASS_NAT_TTL_EXCEEDED),
+        Err(()) => return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
+    }
     stats::account_out(conn.service_id, conn.real_id, pkt.ip_len);
     let vip = conn_key.dst[0];
     if translate_icmp(ctx, pkt, quote, End::Source, vip, End::Destination, conn_key.dport).is_err() {
@@ -328,6 +341,30 @@ fn translate_icmp(
         (*icmp_check)[0] = sum;
     }
     Ok(())
+}
+
+/// Takes a hop off the IPv4 header's TTL (checksum updated); false, and
+/// nothing changed, when none is left to take.
+#[inline(always)]
+fn decrement_ttl(ctx: &XdpContext, pkt: &Packet) -> Result<bool, ()> {
+    let l3 = pkt.l3_off;
+    if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
+        return Err(());
+    }
+    let ttl_at = parse::word_mut::<1>(ctx, l3 + 8).ok_or(())?;
+    let check_at = parse::word_mut::<1>(ctx, l3 + 10).ok_or(())?;
+    // SAFETY: both in the packet, checked by `word_mut` just above.
+    unsafe {
+        let old = (*ttl_at)[0];
+        let [ttl, protocol] = old.to_ne_bytes();
+        if ttl <= 1 {
+            return Ok(false);
+        }
+        let new = u16::from_ne_bytes([ttl - 1, protocol]);
+        (*ttl_at)[0] = new;
+        (*check_at)[0] = checksum_update((*check_at)[0], &[old], &[new]);
+    }
+    Ok(true)
 }
 
 /// An address as the two words it has in the packet.

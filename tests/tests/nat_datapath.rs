@@ -10,7 +10,7 @@ use lb_common::{conn_state, director_flag};
 use lb_tests::datapath_setup::{CLIENT, RS1, RS2, VIP, client, vip};
 use lb_tests::harness::{Harness, XDP_PASS, XDP_TX, delta, real_mac, service};
 use lb_tests::is_root;
-use lb_tests::packets::{DIRECTOR_MAC, PacketSpec, dr_rewrite, frag_needed, icmp_frame, tcp};
+use lb_tests::packets::{DIRECTOR_MAC, PacketSpec, dr_rewrite, fix_ipv4_checksum, frag_needed, icmp_frame, tcp};
 use lb_userspace::model::{Forwarding, Protocol, Scheduler};
 
 const REAL_PORT: u16 = 8080;
@@ -40,6 +40,12 @@ fn nat_harness() -> Option<Harness> {
 
 fn real(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(RS1, port)
+}
+
+/// Sets the TTL of the IPv4 header at `offset` (checksum fixed).
+fn with_ttl(packet: &mut [u8], offset: usize, ttl: u8) {
+    packet[offset + 8] = ttl;
+    fix_ipv4_checksum(packet, offset);
 }
 
 /// Runs `input` and checks the verdict, the output bytes and which counters
@@ -73,14 +79,20 @@ fn a_nat_connection_is_rewritten_both_ways() {
     // ingress lo): sent, or dropped for want of a route or a neighbour;
     // rewritten before either.
     let reply = PacketSpec::tcp(real(REAL_PORT), client(40000), tcp::SYN | tcp::ACK).payload(b"hello");
-    let reply_ip = PacketSpec::tcp(vip(80), client(40000), tcp::SYN | tcp::ACK).payload(b"hello").ip_bytes();
+    let mut reply_ip = PacketSpec::tcp(vip(80), client(40000), tcp::SYN | tcp::ACK).payload(b"hello").ip_bytes();
+    with_ttl(&mut reply_ip, 0, 63);
     let before = h.reasons();
     let got = h.run(&reply.build()).unwrap();
-    assert_eq!(got.output[14..], reply_ip[..], "reply: IP packet rewritten to come from the VIP");
+    assert_eq!(got.output[14..], reply_ip[..], "reply: IP packet rewritten to come from the VIP, a hop less");
     let moved = delta(&before, &h.reasons());
     assert_eq!(moved.len(), 1, "{moved:?}");
     let (reason, _) = moved.iter().next().unwrap();
     assert!(["tx_nat_reply", "drop_nat_no_route", "drop_nat_no_neigh"].contains(reason), "{moved:?}");
+
+    // A reply with no hop left is the kernel's (it answers "time exceeded").
+    let mut last_hop = reply.build();
+    with_ttl(&mut last_hop, 14, 1);
+    expect(&h, "TTL 1", &last_hop, XDP_PASS, &last_hop, &[("pass_nat_ttl_exceeded", 1)]);
 
     // The connection saw both halves: the server's SYN-ACK and the client's
     // ACK make it ESTABLISHED (IPVS's NAT state table).
@@ -105,7 +117,8 @@ fn a_nat_connection_is_rewritten_both_ways() {
     let sent = PacketSpec::tcp(client(40000), real(REAL_PORT), tcp::ACK).ip_bytes();
     let as_the_client_sent = PacketSpec::tcp(client(40000), vip(80), tcp::ACK).ip_bytes();
     let refused = icmp_frame(RS1, CLIENT, 3, 3, [0; 4], &sent[..28]);
-    let refused_ip = icmp_frame(VIP, CLIENT, 3, 3, [0; 4], &as_the_client_sent[..28]);
+    let mut refused_ip = icmp_frame(VIP, CLIENT, 3, 3, [0; 4], &as_the_client_sent[..28]);
+    with_ttl(&mut refused_ip, 14, 63);
     let before = h.reasons();
     let got = h.run(&refused).unwrap();
     assert_eq!(got.output[14..], refused_ip[14..], "port unreachable: from the VIP, quoting VIP:80");
