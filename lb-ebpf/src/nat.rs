@@ -11,12 +11,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AF_INET, Director, IPPROTO_TCP, RealServer, conn_state::tcp_dir, flow_kind, forwarding, reason, service_flag,
+    AF_INET, Director, FlowKey, IPPROTO_TCP, NatLocal, RealServer, conn_state::tcp_dir, flow_kind, forwarding, reason, service_flag,
 };
 
 use crate::{
     forward, lookup,
-    maps::{CONN_TABLE, NAT_REPLIES, NEIGH_WANTED, REALS},
+    maps::{CONN_TABLE, FULLNAT_LOCAL, FULLNAT_PORTS, NAT_REPLIES, NEIGH_WANTED, REALS},
     parse::{self, ETH_HLEN, Packet},
     related::Quoted,
     reply, stats,
@@ -50,6 +50,61 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool
     forward::send(ctx, real.ifindex, reason::TX_NAT)
 }
 
+/// A new full-NAT connection's local end: the one its key had (a closed
+/// connection's tuple used again keeps its port), else a free one from the
+/// pool; with whether it was taken from the pool.
+#[inline(always)]
+pub fn take_local(flow: &FlowKey) -> Option<(NatLocal, bool)> {
+    // SAFETY: values are only replaced whole; copied out at once.
+    if let Some(local) = unsafe { FULLNAT_LOCAL.get(flow) } {
+        return Some((*local, false));
+    }
+    match FULLNAT_PORTS.pop() {
+        Ok(Some(local)) => Some((local, true)),
+        _ => None,
+    }
+}
+
+/// Returns a local end to the pool.
+#[inline(always)]
+pub fn give_back(local: &NatLocal) {
+    let _ = FULLNAT_PORTS.push(local, 0);
+}
+
+/// A packet of a full-NAT connection to its real server: from the
+/// connection's local end (`local` for a new one, which is registered with
+/// its replies' key; a known one's looked up) to RIP:RPORT.
+#[inline(always)]
+pub fn to_real_full(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool, local: NatLocal) -> (u32, u32) {
+    let port = if real.port == 0 { pkt.flow.dport } else { real.port };
+    let local = if new_conn {
+        if FULLNAT_LOCAL.insert(&pkt.flow, &local, 0).is_err() {
+            give_back(&local);
+            return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL);
+        }
+        let _ = NAT_REPLIES.insert(&pkt.flow.fullnat_reply(real.addr, port, &local), &pkt.flow, 0);
+        local
+    } else {
+        // SAFETY: values are only replaced whole; copied out at once.
+        match unsafe { FULLNAT_LOCAL.get(&pkt.flow) } {
+            Some(l) => *l,
+            None => return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL),
+        }
+    };
+    if rewrite(ctx, pkt, End::Destination, real.addr[0], port).is_err()
+        || rewrite(ctx, pkt, End::Source, local.addr, local.port).is_err()
+    {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    let start = ctx.data();
+    if start + ETH_HLEN > ctx.data_end() {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    // SAFETY: the Ethernet header lies inside the packet, checked above.
+    unsafe { forward::set_real_macs(start, real) };
+    forward::send(ctx, real.ifindex, reason::TX_FULLNAT)
+}
+
 /// A real server's reply to a NAT connection's client, if `pkt` is one:
 /// `Err(PASS_NO_SERVICE)` when it is not (no such connection, or one gone
 /// or moved to another server).
@@ -66,7 +121,8 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
         return Err(reason::PASS_NO_SERVICE);
     }
     let real = REALS.get(conn.real_id).ok_or(reason::PASS_NO_SERVICE)?;
-    if real.forwarding != forwarding::NAT || real.addr[0] != pkt.flow.src[0] || real.port != pkt.flow.sport {
+    let full = real.forwarding == forwarding::FULLNAT;
+    if (real.forwarding != forwarding::NAT && !full) || real.addr[0] != pkt.flow.src[0] || real.port != pkt.flow.sport {
         return Err(reason::PASS_NO_SERVICE);
     }
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
@@ -87,7 +143,11 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
     if rewrite(ctx, pkt, End::Source, vip, conn_key.dport).is_err() {
         return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
     }
-    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip) {
+    // Full NAT: to the client, from its connection's local end.
+    if full && rewrite(ctx, pkt, End::Destination, conn_key.src[0], conn_key.sport).is_err() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
+    }
+    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip, conn_key.src[0]) {
         Ok(hop) => hop,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
@@ -97,7 +157,7 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
     }
     // SAFETY: the Ethernet header lies inside the packet, checked above.
     unsafe { forward::set_macs(start, dmac, smac) };
-    Ok(forward::send(ctx, ifindex, reason::TX_NAT_REPLY))
+    Ok(forward::send(ctx, ifindex, if full { reason::TX_FULLNAT_REPLY } else { reason::TX_NAT_REPLY }))
 }
 
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
@@ -110,7 +170,7 @@ const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 /// on). A next hop without a neighbour entry is left for the controller
 /// to resolve.
 #[inline(always)]
-fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32) -> Result<(u32, [u16; 3], [u16; 3]), u32> {
+fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32, client: u32) -> Result<(u32, [u16; 3], [u16; 3]), u32> {
     const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
     // Zeroed as whole words, not by a byte-wise memset.
     let mut raw = [0u64; 8];
@@ -125,7 +185,7 @@ fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32) -> Result<(u32, [u1
         (*params).ifindex = ctx.ingress_ifindex() as u32;
         (*params).__bindgen_anon_2.tos = pkt.tos;
         (*params).__bindgen_anon_3.ipv4_src = vip;
-        (*params).__bindgen_anon_4.ipv4_dst = pkt.flow.dst[0];
+        (*params).__bindgen_anon_4.ipv4_dst = client;
     }
     // SAFETY: the helper reads and writes `params`, 64 bytes.
     let rc = unsafe { fib_lookup(ctx.ctx.cast(), params, 64, 0) };
@@ -283,7 +343,7 @@ pub fn icmp_to_client(
     if translate_icmp(ctx, pkt, quote, End::Source, vip, End::Destination, conn_key.dport).is_err() {
         return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
     }
-    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip) {
+    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip, pkt.flow.dst[0]) {
         Ok(hop) => hop,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };

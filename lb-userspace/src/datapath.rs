@@ -22,7 +22,7 @@ use aya::{
     },
 };
 use lb_common::{
-    Conn, Counters, Director, FlowKey, RealConns, RealServer, SchedState, Service, ServiceKey, conn_state, map_name,
+    Conn, Counters, Director, FlowKey, NatLocal, RealConns, RealServer, SchedState, Service, ServiceKey, conn_state, map_name,
     program_name, reason,
 };
 
@@ -185,6 +185,7 @@ impl Datapath {
         loader.map_max_entries(map_name::CONN_TABLE, adopted_size.unwrap_or(opts.conn_table_size));
         // A NAT connection has one reply entry.
         loader.map_max_entries(map_name::NAT_REPLIES, adopted_size.unwrap_or(opts.conn_table_size));
+        loader.map_max_entries(map_name::FULLNAT_LOCAL, adopted_size.unwrap_or(opts.conn_table_size));
         if let Some(pins) = &pins {
             for name in layout.names() {
                 loader.map_pin_path(name, pins.dir.join(name));
@@ -606,6 +607,53 @@ impl Datapath {
         let map = self.ebpf.map_mut(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
         let mut map: HashMap<_, FlowKey, Conn> = HashMap::try_from(map)?;
         Ok(map.insert(key, conn, 0)?)
+    }
+
+    /// Fills full NAT's pool with every port 1024..=65535 of `sources`
+    /// (a fresh datapath's; an adopted one keeps its pool and who holds
+    /// what).
+    pub fn fill_fullnat_ports(&mut self, sources: &[std::net::Ipv4Addr]) -> Result<usize> {
+        let map = self.ebpf.map_mut(map_name::FULLNAT_PORTS).ok_or_else(|| anyhow!("map FULLNAT_PORTS missing"))?;
+        let mut pool = aya::maps::Queue::<_, NatLocal>::try_from(map)?;
+        let mut pushed = 0;
+        for source in sources {
+            let addr = u32::from_ne_bytes(source.octets());
+            for port in lb_common::FULLNAT_PORT_FIRST..=u16::MAX {
+                pool.push(NatLocal { addr, port: port.to_be(), pad0: 0 }, 0)?;
+                pushed += 1;
+            }
+        }
+        Ok(pushed)
+    }
+
+    /// A full-NAT connection's local end.
+    pub fn fullnat_local(&self, key: &FlowKey) -> Option<NatLocal> {
+        let map = self.ebpf.map(map_name::FULLNAT_LOCAL)?;
+        HashMap::<_, FlowKey, NatLocal>::try_from(map).ok()?.get(key, 0).ok()
+    }
+
+    /// The keys of every full-NAT connection's local end.
+    pub fn fullnat_keys(&self) -> Vec<FlowKey> {
+        let Some(map) = self.ebpf.map(map_name::FULLNAT_LOCAL) else { return Vec::new() };
+        let Ok(locals) = HashMap::<_, FlowKey, NatLocal>::try_from(map) else { return Vec::new() };
+        locals.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Gives a gone full-NAT connection's local end back to the pool: its
+    /// entry and its replies' entry go (`real`: the server's address and
+    /// port as stored).
+    pub fn release_fullnat(&mut self, key: &FlowKey, real: ([u32; 4], u16)) -> Result<()> {
+        let Some(local) = self.fullnat_local(key) else { return Ok(()) };
+        let port = if real.1 == 0 { key.dport } else { real.1 };
+        let reply = key.fullnat_reply(real.0, port, &local);
+        if let Some(map) = self.ebpf.map_mut(map_name::NAT_REPLIES) {
+            let _ = HashMap::<_, FlowKey, FlowKey>::try_from(map)?.remove(&reply);
+        }
+        let map = self.ebpf.map_mut(map_name::FULLNAT_LOCAL).ok_or_else(|| anyhow!("map FULLNAT_LOCAL missing"))?;
+        HashMap::<_, FlowKey, NatLocal>::try_from(map)?.remove(key)?;
+        let map = self.ebpf.map_mut(map_name::FULLNAT_PORTS).ok_or_else(|| anyhow!("map FULLNAT_PORTS missing"))?;
+        aya::maps::Queue::<_, NatLocal>::try_from(map)?.push(local, 0)?;
+        Ok(())
     }
 
     /// Registers the reply key of a NAT connection (`NAT_REPLIES`).

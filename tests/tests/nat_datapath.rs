@@ -146,3 +146,56 @@ fn a_nat_connection_is_rewritten_both_ways() {
         expect(&h, what, &stray, XDP_PASS, &stray, &[("pass_no_service", 1)]);
     }
 }
+
+#[test]
+fn a_full_nat_connection_is_rewritten_both_ways() {
+    if !is_root() {
+        return;
+    }
+    let mut h = Harness::new().expect("load the XDP program");
+    let mut svc = service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1)]);
+    svc.reals[0].forwarding = Forwarding::FullNat;
+    svc.reals[0].port = REAL_PORT;
+    h.apply(&[svc]).unwrap();
+    let mut director = h.datapath.director().unwrap();
+    director.flags = director_flag::NAT;
+    director.state_timeouts = conn_state::default_timeouts();
+    h.datapath.set_director(&director).unwrap();
+    let local = Ipv4Addr::new(10, 0, 1, 9);
+    assert_eq!(h.datapath.fill_fullnat_ports(&[local]).unwrap(), 64_512);
+    let to_real = |spec: PacketSpec| dr_rewrite(&spec.build(), real_mac(RS1), DIRECTOR_MAC);
+
+    // The client's SYN: from the pool's first local end (10.0.1.9:1024),
+    // to RS1:8080; both addresses and ports in the checksums.
+    let first = SocketAddrV4::new(local, 1024);
+    let syn = PacketSpec::tcp(client(40000), vip(80), tcp::SYN);
+    let syn_out = to_real(PacketSpec::tcp(first, real(REAL_PORT), tcp::SYN));
+    expect(&h, "SYN", &syn.build(), XDP_TX, &syn_out, &[("conn_new", 1), ("tx_fullnat", 1)]);
+    let data = PacketSpec::tcp(client(40000), vip(80), tcp::ACK).payload(b"GET /");
+    let data_out = to_real(PacketSpec::tcp(first, real(REAL_PORT), tcp::ACK).payload(b"GET /"));
+    expect(&h, "its data keeps the local end", &data.build(), XDP_TX, &data_out, &[("tx_fullnat", 1)]);
+    // Another client port gets the next local end.
+    let other = PacketSpec::tcp(client(40001), vip(80), tcp::SYN);
+    let other_out = to_real(PacketSpec::tcp(SocketAddrV4::new(local, 1025), real(REAL_PORT), tcp::SYN));
+    expect(&h, "another connection", &other.build(), XDP_TX, &other_out, &[("conn_new", 1), ("tx_fullnat", 1)]);
+
+    // The reply to the local end goes to the client, from the VIP.
+    let reply = PacketSpec::tcp(real(REAL_PORT), first, tcp::SYN | tcp::ACK).payload(b"hi");
+    let mut reply_ip = PacketSpec::tcp(vip(80), client(40000), tcp::SYN | tcp::ACK).payload(b"hi").ip_bytes();
+    with_ttl(&mut reply_ip, 0, 63);
+    let before = h.reasons();
+    let got = h.run(&reply.build()).unwrap();
+    assert_eq!(got.output[14..], reply_ip[..], "reply: from VIP:80 to the client");
+    let moved = delta(&before, &h.reasons());
+    let (reason, _) = moved.iter().next().unwrap();
+    assert!(["tx_fullnat_reply", "drop_nat_no_route", "drop_nat_no_neigh"].contains(reason), "{moved:?}");
+
+    // Where the connection is gone, its local end goes back.
+    let key = h.datapath.connections().unwrap().into_iter().find(|(k, _)| k.sport == 40000u16.to_be()).unwrap().0;
+    assert!(h.datapath.fullnat_local(&key).is_some());
+    h.datapath.remove_connection(&key).unwrap();
+    h.datapath.release_fullnat(&key, (lb_common::ipv4_words(RS1.octets()), REAL_PORT.to_be())).unwrap();
+    assert!(h.datapath.fullnat_local(&key).is_none());
+    let stray = PacketSpec::tcp(real(REAL_PORT), first, tcp::ACK).build();
+    expect(&h, "a reply to a released end", &stray, XDP_PASS, &stray, &[("pass_no_service", 1)]);
+}

@@ -95,6 +95,9 @@ pub struct LabSpec {
     pub static_vip: bool,
     /// Real servers on a private segment behind the director (LVS-NAT).
     pub nat_reals: bool,
+    /// With `nat_reals`: no route from the real servers to anywhere but
+    /// their own segment (full NAT needs none).
+    pub reals_without_gateway: bool,
 }
 
 impl LabSpec {
@@ -109,7 +112,15 @@ impl LabSpec {
             directors: 1,
             static_vip: true,
             nat_reals: false,
+            reals_without_gateway: false,
         }
+    }
+
+    /// Real servers on a private segment with no route off it (full NAT).
+    pub fn isolated_reals(mut self) -> Self {
+        self.nat_reals = true;
+        self.reals_without_gateway = true;
+        self
     }
 
     /// Real servers on a private segment, the director their gateway.

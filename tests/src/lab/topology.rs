@@ -157,7 +157,7 @@ impl Lab {
             set_sysctls(&director.ns, &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.forwarding", "1")])?;
             self.attach_xdp_pass_to_port(&port)?;
         }
-        for real in self.reals.clone() {
+        for real in self.reals.clone().into_iter().filter(|_| !self.spec.reals_without_gateway) {
             if self.spec.remote_reals {
                 // The router is their default gateway (DR and TUN answer
                 // from the VIP through it); what they send from their own
