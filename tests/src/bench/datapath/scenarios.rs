@@ -311,7 +311,10 @@ pub(super) fn scenarios(only: &[String]) -> Result<Vec<Scenario>> {
         );
     }
 
-    if want("nat_established") || want("nat_reply") || want("nat_new_connection") {
+    if ["nat_established", "nat_reply", "nat_new_connection", "fullnat_established", "fullnat_new_connection"]
+        .iter()
+        .any(|id| want(id))
+    {
         const NAT_PORT: u16 = 8080;
         let nat_harness = || -> Result<Harness> {
             let mut h = lb_harness()?;
@@ -387,6 +390,57 @@ pub(super) fn scenarios(only: &[String]) -> Result<Vec<Scenario>> {
                 Frames::Fixed(frame),
                 verdict,
                 reason,
+                false,
+                None,
+            );
+        }
+        let fullnat_harness = || -> Result<Harness> {
+            let mut h = lb_harness()?;
+            let mut full = lab_service(Scheduler::Rr);
+            for real in &mut full.reals {
+                real.forwarding = Forwarding::FullNat;
+                real.port = NAT_PORT;
+            }
+            h.apply(&[full])?;
+            let mut director = h.datapath.director()?;
+            director.flags = lb_common::director_flag::NAT;
+            h.datapath.set_director(&director)?;
+            // Ports for every run of a new-connection scenario.
+            let sources: Vec<Ipv4Addr> = (1..=4).map(|i| Ipv4Addr::new(10, 0, 2, i)).collect();
+            h.datapath.fill_fullnat_ports(&sources)?;
+            Ok(h)
+        };
+        if want("fullnat_established") {
+            let h = fullnat_harness()?;
+            establish(&h, client(40006))?;
+            add(
+                "fullnat_established",
+                "established TCP flow, full NAT, to the real server",
+                "datapath",
+                "ACK of an ESTABLISHED connection; rr over 2 real servers, full NAT (both ends rewritten, the local \
+                 end looked up)"
+                    .into(),
+                Program::Lb(Box::new(h)),
+                Frames::Fixed(ack(client(40006))),
+                XDP_TX,
+                &["tx_fullnat"],
+                false,
+                None,
+            );
+        }
+        if want("fullnat_new_connection") {
+            let h = fullnat_harness()?;
+            add(
+                "fullnat_new_connection",
+                "new TCP connection (SYN, a port from the pool), full NAT",
+                "datapath",
+                "SYN of a new 5-tuple every run; rr over 2 real servers, full NAT (a local end popped from the \
+                 pool, three inserts)"
+                    .into(),
+                Program::Lb(Box::new(h)),
+                Frames::new_flows(syn(client(1)), Ipv4Addr::new(100, 76, 0, 0)),
+                XDP_TX,
+                &["conn_new", "tx_fullnat"],
                 false,
                 None,
             );
