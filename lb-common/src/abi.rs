@@ -136,8 +136,8 @@ pub mod service_flag {
 
 /// [`Director::flags`].
 pub mod director_flag {
-    /// Some real server is reached by NAT: packets for no VIP may be a real
-    /// server's replies ([`crate::map_name::NAT_REPLIES`]).
+    /// Some real server is reached by NAT or full NAT: packets for no VIP
+    /// may be a real server's replies ([`crate::map_name::NAT_REPLIES`]).
     pub const NAT: u8 = 1 << 0;
 }
 

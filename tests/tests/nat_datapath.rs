@@ -199,3 +199,36 @@ fn a_full_nat_connection_is_rewritten_both_ways() {
     let stray = PacketSpec::tcp(real(REAL_PORT), first, tcp::ACK).build();
     expect(&h, "a reply to a released end", &stray, XDP_PASS, &stray, &[("pass_no_service", 1)]);
 }
+
+#[test]
+fn replies_are_found_under_a_full_table() {
+    if !is_root() {
+        return;
+    }
+    // A table of 1024 entries, three times over: the oldest connections
+    // are evicted, the newest still found by their replies.
+    let mut h = Harness::with_conn_table_size(1024).expect("load the XDP program");
+    let mut svc = service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1)]);
+    svc.reals[0].forwarding = Forwarding::Nat;
+    svc.reals[0].port = REAL_PORT;
+    h.apply(&[svc]).unwrap();
+    let mut director = h.datapath.director().unwrap();
+    director.flags = director_flag::NAT;
+    director.state_timeouts = conn_state::default_timeouts();
+    h.datapath.set_director(&director).unwrap();
+    let clients = 3 * 1024u16;
+    for port in 0..clients {
+        let syn = PacketSpec::tcp(client(20000 + port), vip(80), tcp::SYN).build();
+        assert_eq!(h.run(&syn).unwrap().verdict, XDP_TX);
+    }
+    let reply_to = |port: u16| {
+        let reply = PacketSpec::tcp(real(REAL_PORT), client(20000 + port), tcp::SYN | tcp::ACK).build();
+        let before = h.reasons();
+        h.run(&reply).unwrap();
+        let moved = delta(&before, &h.reasons());
+        moved.into_keys().next().unwrap()
+    };
+    let newest = reply_to(clients - 1);
+    assert!(["tx_nat_reply", "drop_nat_no_route", "drop_nat_no_neigh"].contains(&newest), "{newest}");
+    assert_eq!(reply_to(0), "pass_no_service", "the oldest connection was evicted with its reply entry's use");
+}
