@@ -9,6 +9,7 @@
 
 mod clock;
 mod forward;
+mod fullnat;
 mod lookup;
 mod maps;
 mod nat;
@@ -111,14 +112,14 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
         let full_nat = real.forwarding == forwarding::FULLNAT;
         let mut fresh_local = false;
         if full_nat {
-            let Some((taken, fresh)) = nat::take_local(&pkt.flow) else {
+            let Some((taken, fresh)) = fullnat::take_local(&pkt.flow) else {
                 return Ok((xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_PORT));
             };
             (local, fresh_local) = (taken, fresh);
         }
         if lookup::insert_connection(&pkt.flow, svc.id, real_id, pkt.tcp_flags, dir, now, director, &entry).is_err() {
             if fresh_local {
-                nat::give_back(&local);
+                fullnat::give_back(&local);
             }
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
@@ -131,7 +132,7 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
         forwarding::DR => Ok(forward::direct_route(ctx, real)),
         forwarding::TUN => Ok(forward::tunnel(ctx, pkt, real, director, true)),
         forwarding::NAT => Ok(nat::to_real(ctx, pkt, real, new_conn)),
-        forwarding::FULLNAT => Ok(nat::to_real_full(ctx, pkt, real, new_conn, local)),
+        forwarding::FULLNAT => Ok(fullnat::to_real_full(ctx, pkt, real, new_conn, local)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
 }

@@ -11,12 +11,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AF_INET, Director, FlowKey, IPPROTO_TCP, NatLocal, RealServer, conn_state::tcp_dir, flow_kind, forwarding, reason, service_flag,
+    AF_INET, Director, IPPROTO_TCP, RealServer, conn_state::tcp_dir, flow_kind, forwarding, reason, service_flag,
 };
 
 use crate::{
     forward, lookup,
-    maps::{CONN_TABLE, FULLNAT_LOCAL, FULLNAT_PORTS, NAT_REPLIES, NEIGH_WANTED, REALS},
+    maps::{CONN_TABLE, NAT_REPLIES, NEIGH_WANTED, REALS},
     parse::{self, ETH_HLEN, Packet},
     related::Quoted,
     reply, stats,
@@ -24,7 +24,7 @@ use crate::{
 
 /// Which end of a packet is rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
+pub enum End {
     Source,
     Destination,
 }
@@ -48,61 +48,6 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool
     // SAFETY: the Ethernet header lies inside the packet, checked above.
     unsafe { forward::set_real_macs(start, real) };
     forward::send(ctx, real.ifindex, reason::TX_NAT)
-}
-
-/// A new full-NAT connection's local end: the one its key had (a closed
-/// connection's tuple used again keeps its port), else a free one from the
-/// pool; with whether it was taken from the pool.
-#[inline(always)]
-pub fn take_local(flow: &FlowKey) -> Option<(NatLocal, bool)> {
-    // SAFETY: values are only replaced whole; copied out at once.
-    if let Some(local) = unsafe { FULLNAT_LOCAL.get(flow) } {
-        return Some((*local, false));
-    }
-    match FULLNAT_PORTS.pop() {
-        Ok(Some(local)) => Some((local, true)),
-        _ => None,
-    }
-}
-
-/// Returns a local end to the pool.
-#[inline(always)]
-pub fn give_back(local: &NatLocal) {
-    let _ = FULLNAT_PORTS.push(local, 0);
-}
-
-/// A packet of a full-NAT connection to its real server: from the
-/// connection's local end (`local` for a new one, which is registered with
-/// its replies' key; a known one's looked up) to RIP:RPORT.
-#[inline(always)]
-pub fn to_real_full(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool, local: NatLocal) -> (u32, u32) {
-    let port = if real.port == 0 { pkt.flow.dport } else { real.port };
-    let local = if new_conn {
-        if FULLNAT_LOCAL.insert(&pkt.flow, &local, 0).is_err() {
-            give_back(&local);
-            return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL);
-        }
-        let _ = NAT_REPLIES.insert(&pkt.flow.fullnat_reply(real.addr, port, &local), &pkt.flow, 0);
-        local
-    } else {
-        // SAFETY: values are only replaced whole; copied out at once.
-        match unsafe { FULLNAT_LOCAL.get(&pkt.flow) } {
-            Some(l) => *l,
-            None => return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL),
-        }
-    };
-    if rewrite(ctx, pkt, End::Destination, real.addr[0], port).is_err()
-        || rewrite(ctx, pkt, End::Source, local.addr, local.port).is_err()
-    {
-        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
-    }
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
-    }
-    // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { forward::set_real_macs(start, real) };
-    forward::send(ctx, real.ifindex, reason::TX_FULLNAT)
 }
 
 /// A real server's reply to a NAT connection's client, if `pkt` is one:
@@ -215,7 +160,7 @@ fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32, client: u32) -> Res
 /// not depend on byte order, so the words are summed as they lie in the
 /// packet.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &Packet, end: End, addr: u32, port: u16) -> Result<(), ()> {
+pub fn rewrite(ctx: &XdpContext, pkt: &Packet, end: End, addr: u32, port: u16) -> Result<(), ()> {
     // Bounded again where the verifier may have lost them.
     let l3 = pkt.l3_off;
     if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
