@@ -33,6 +33,12 @@ pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 pub const MAX_INTERFACES: u32 = 64;
 /// NAT clients' next hops waiting for the controller to resolve them.
 pub const NEIGH_WANTED_SIZE: u32 = 1024;
+/// Full NAT's local ports: 1024..=65535 of each `fullnat_source` address,
+/// at most this many addresses.
+pub const FULLNAT_PORT_FIRST: u16 = 1024;
+pub const MAX_FULLNAT_SOURCES: u32 = 16;
+pub const FULLNAT_PORTS_PER_SOURCE: u32 = 65536 - FULLNAT_PORT_FIRST as u32;
+pub const FULLNAT_PORTS_SIZE: u32 = MAX_FULLNAT_SOURCES * FULLNAT_PORTS_PER_SOURCE;
 
 /// "No real server": an empty slot of a scheduling table, and what a
 /// scheduler returns when no server can take the connection.
@@ -73,6 +79,8 @@ pub mod map_name {
     pub const NAT_REPLIES: &str = "NAT_REPLIES";
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
+    pub const FULLNAT_PORTS: &str = "FULLNAT_PORTS";
+    pub const FULLNAT_LOCAL: &str = "FULLNAT_LOCAL";
 }
 
 /// Program names in the object file.
@@ -106,6 +114,9 @@ pub mod forwarding {
     pub const DR: u8 = 0;
     pub const TUN: u8 = 1;
     pub const NAT: u8 = 2;
+    /// Both ends rewritten: the client's to a (`fullnat_source`, port) of
+    /// [`crate::map_name::FULLNAT_PORTS`].
+    pub const FULLNAT: u8 = 3;
 }
 
 /// [`Service::flags`].
@@ -125,8 +136,8 @@ pub mod service_flag {
 
 /// [`Director::flags`].
 pub mod director_flag {
-    /// Some real server is reached by NAT: packets for no VIP may be a real
-    /// server's replies ([`crate::map_name::NAT_REPLIES`]).
+    /// Some real server is reached by NAT or full NAT: packets for no VIP
+    /// may be a real server's replies ([`crate::map_name::NAT_REPLIES`]).
     pub const NAT: u8 = 1 << 0;
 }
 
@@ -348,6 +359,22 @@ impl FlowKey {
             pad0: 0,
         }
     }
+
+    /// The key a full-NAT connection's replies have: from the real server's
+    /// address and port to the connection's local end.
+    #[inline(always)]
+    pub const fn fullnat_reply(&self, real_addr: [u32; 4], real_port: u16, local: &NatLocal) -> FlowKey {
+        FlowKey {
+            src: real_addr,
+            dst: [local.addr, 0, 0, 0],
+            sport: real_port,
+            dport: local.port,
+            protocol: self.protocol,
+            family: self.family,
+            kind: flow_kind::NAT_REPLY,
+            pad0: 0,
+        }
+    }
 }
 
 /// A connection-table entry.
@@ -366,6 +393,18 @@ pub struct Conn {
     pub last_seen_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<Conn>() == 24);
+
+/// A full-NAT connection's local end, the client's address and port as the
+/// real server sees them: a free one in `FULLNAT_PORTS`, a connection's in
+/// `FULLNAT_LOCAL`. Both in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatLocal {
+    pub addr: u32,
+    pub port: u16,
+    pub pad0: u16,
+}
+const _: () = assert!(core::mem::size_of::<NatLocal>() == 8);
 
 /// Traffic counters, per CPU. `out_*` stay 0 in DR and TUN, where the
 /// director never sees replies (as in IPVS).
@@ -452,6 +491,7 @@ mod pod {
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for LblcEntry {}
+    unsafe impl aya::Pod for NatLocal {}
 }
 
 /// An IPv4 address as the maps store it.

@@ -156,6 +156,11 @@ pub enum Forwarding {
     Tun,
     /// Masquerading, "Masq", `-m`.
     Nat,
+    /// Full NAT: the client's address rewritten too (to one of the
+    /// director's `fullnat_source` addresses); "FullNat", lbctl's
+    /// `--fullnat` (ipvsadm has neither).
+    #[serde(rename = "fullnat")]
+    FullNat,
 }
 
 impl Forwarding {
@@ -164,6 +169,7 @@ impl Forwarding {
             Self::Dr => crate::forwarding::DR,
             Self::Tun => crate::forwarding::TUN,
             Self::Nat => crate::forwarding::NAT,
+            Self::FullNat => crate::forwarding::FULLNAT,
         }
     }
 
@@ -172,6 +178,7 @@ impl Forwarding {
             crate::forwarding::DR => Some(Self::Dr),
             crate::forwarding::TUN => Some(Self::Tun),
             crate::forwarding::NAT => Some(Self::Nat),
+            crate::forwarding::FULLNAT => Some(Self::FullNat),
             _ => None,
         }
     }
@@ -184,7 +191,8 @@ impl FromStr for Forwarding {
             "dr" => Ok(Self::Dr),
             "tun" => Ok(Self::Tun),
             "nat" => Ok(Self::Nat),
-            _ => Err(format!("unknown forwarding method \"{s}\" (dr, tun or nat)")),
+            "fullnat" => Ok(Self::FullNat),
+            _ => Err(format!("unknown forwarding method \"{s}\" (dr, tun, nat or fullnat)")),
         }
     }
 }

@@ -68,9 +68,18 @@ pub const TX_NAT_ICMP_TO_REAL: u32 = 29;
 /// An ICMP error about a NAT connection from the real server's side,
 /// translated and sent to the client (IPVS's ip_vs_out_icmp).
 pub const TX_NAT_ICMP_TO_CLIENT: u32 = 30;
-pub const COUNT: u32 = 32;
+/// A NAT reply (or ICMP error) to a client with no hop left in its TTL:
+/// the kernel's, which answers "time exceeded" as a router does.
+pub const PASS_NAT_TTL_EXCEEDED: u32 = 31;
+/// A new full-NAT connection found no free local port: dropped.
+pub const DROP_FULLNAT_NO_PORT: u32 = 32;
+/// A full-NAT connection's packet whose local end is gone: dropped.
+pub const DROP_FULLNAT_NO_LOCAL: u32 = 33;
+pub const TX_FULLNAT: u32 = 34;
+pub const TX_FULLNAT_REPLY: u32 = 35;
+pub const COUNT: u32 = 40;
 
-const NAMES: [&str; 31] = [
+const NAMES: [&str; 36] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -102,6 +111,11 @@ const NAMES: [&str; 31] = [
     "drop_no_tx_port",
     "tx_nat_icmp_to_real",
     "tx_nat_icmp_to_client",
+    "pass_nat_ttl_exceeded",
+    "drop_fullnat_no_port",
+    "drop_fullnat_no_local",
+    "tx_fullnat",
+    "tx_fullnat_reply",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 

@@ -9,6 +9,7 @@
 
 mod clock;
 mod forward;
+mod fullnat;
 mod lookup;
 mod maps;
 mod nat;
@@ -19,7 +20,9 @@ mod schedule;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Director, IPPROTO_ICMP, conn_state::tcp_dir, director_flag, forwarding, reason, service_flag};
+use lb_common::{
+    Director, IPPROTO_ICMP, NatLocal, conn_state::tcp_dir, director_flag, forwarding, reason, service_flag,
+};
 
 use crate::{
     maps::{DIRECTOR, REALS},
@@ -66,6 +69,8 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
     // A known connection first, as IPVS does: its packets skip the service
     // lookup.
     let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
+    // Full NAT: a new connection's local end (a known one's is looked up).
+    let mut local = NatLocal::default();
     let (service_id, real_id, real, new_conn) = if !entry.live.is_null() {
         // SAFETY: a live entry of the connection table and its real server.
         let (conn, real) = unsafe { (&mut *entry.live, &*entry.live_real) };
@@ -104,7 +109,18 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
             return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
         };
         let dir = direction(real);
+        let full_nat = real.forwarding == forwarding::FULLNAT;
+        let mut fresh_local = false;
+        if full_nat {
+            let Some((taken, fresh)) = fullnat::take_local(&pkt.flow) else {
+                return Ok((xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_PORT));
+            };
+            (local, fresh_local) = (taken, fresh);
+        }
         if lookup::insert_connection(&pkt.flow, svc.id, real_id, pkt.tcp_flags, dir, now, director, &entry).is_err() {
+            if fresh_local {
+                fullnat::give_back(&local);
+            }
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
         stats::count_reason(reason::CONN_NEW);
@@ -116,6 +132,7 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
         forwarding::DR => Ok(forward::direct_route(ctx, real)),
         forwarding::TUN => Ok(forward::tunnel(ctx, pkt, real, director, true)),
         forwarding::NAT => Ok(nat::to_real(ctx, pkt, real, new_conn)),
+        forwarding::FULLNAT => Ok(fullnat::to_real_full(ctx, pkt, real, new_conn, local)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
 }
@@ -125,7 +142,11 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
 /// masquerading).
 #[inline(always)]
 fn direction(real: &lb_common::RealServer) -> usize {
-    if real.forwarding == forwarding::NAT { tcp_dir::INPUT } else { tcp_dir::INPUT_ONLY }
+    if real.forwarding == forwarding::NAT || real.forwarding == forwarding::FULLNAT {
+        tcp_dir::INPUT
+    } else {
+        tcp_dir::INPUT_ONLY
+    }
 }
 
 #[cfg(not(test))]

@@ -4,10 +4,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, Queue},
 };
 use lb_common::{
-    BPF_F_MMAPABLE, Conn, Counters, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey,
+    BPF_F_MMAPABLE, Conn, Counters, FULLNAT_PORTS_SIZE, NatLocal, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey,
     MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_WANTED_SIZE, REAL_LIST_SLOTS, RealConns, RealServer,
     SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, VIP_FILTER_WORDS, reason,
 };
@@ -63,6 +63,19 @@ pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0
 /// kernel to resolve them and removes them.
 #[map]
 pub static NEIGH_WANTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(NEIGH_WANTED_SIZE, 0);
+
+/// Full NAT's free local ends (address, port), filled by the controller;
+/// a new connection takes one, the controller gives it back when the
+/// connection is gone. A queue: taking and giving back are atomic across
+/// CPUs.
+#[map]
+pub static FULLNAT_PORTS: Queue<NatLocal> = Queue::with_max_entries(FULLNAT_PORTS_SIZE, 0);
+
+/// Each full-NAT connection's local end, by the connection's key. Not an
+/// LRU: an entry dropped silently would be a port lost. Sized at load time
+/// as the connection table.
+#[map]
+pub static FULLNAT_LOCAL: HashMap<FlowKey, NatLocal> = HashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
 
 /// lblc's and lblcr's destination-address caches.
 #[map]

@@ -24,7 +24,7 @@ use crate::{
 
 /// Which end of a packet is rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
+pub enum End {
     Source,
     Destination,
 }
@@ -66,11 +66,20 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
         return Err(reason::PASS_NO_SERVICE);
     }
     let real = REALS.get(conn.real_id).ok_or(reason::PASS_NO_SERVICE)?;
-    if real.forwarding != forwarding::NAT || real.addr[0] != pkt.flow.src[0] || real.port != pkt.flow.sport {
+    let full = real.forwarding == forwarding::FULLNAT;
+    if (real.forwarding != forwarding::NAT && !full) || real.addr[0] != pkt.flow.src[0] || real.port != pkt.flow.sport {
         return Err(reason::PASS_NO_SERVICE);
     }
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
         return Err(reason::PASS_STANDBY);
+    }
+    // Forwarded as a router forwards it (IPVS's replies go through
+    // ip_forward): a datagram with no hop left is the kernel's, which
+    // answers "time exceeded".
+    match decrement_ttl(ctx, pkt) {
+        Ok(true) => {}
+        Ok(false) => return Err(reason::PASS_NAT_TTL_EXCEEDED),
+        Err(()) => return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
     lookup::track(conn, pkt.flow.protocol, pkt.tcp_flags, tcp_dir::OUTPUT, now, director);
     stats::account_out(conn.service_id, conn.real_id, pkt.ip_len);
@@ -79,7 +88,11 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
     if rewrite(ctx, pkt, End::Source, vip, conn_key.dport).is_err() {
         return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
     }
-    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip) {
+    // Full NAT: to the client, from its connection's local end.
+    if full && rewrite(ctx, pkt, End::Destination, conn_key.src[0], conn_key.sport).is_err() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
+    }
+    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip, conn_key.src[0]) {
         Ok(hop) => hop,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
@@ -89,7 +102,7 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
     }
     // SAFETY: the Ethernet header lies inside the packet, checked above.
     unsafe { forward::set_macs(start, dmac, smac) };
-    Ok(forward::send(ctx, ifindex, reason::TX_NAT_REPLY))
+    Ok(forward::send(ctx, ifindex, if full { reason::TX_FULLNAT_REPLY } else { reason::TX_NAT_REPLY }))
 }
 
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
@@ -102,7 +115,7 @@ const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 /// on). A next hop without a neighbour entry is left for the controller
 /// to resolve.
 #[inline(always)]
-fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32) -> Result<(u32, [u16; 3], [u16; 3]), u32> {
+fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32, client: u32) -> Result<(u32, [u16; 3], [u16; 3]), u32> {
     const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
     // Zeroed as whole words, not by a byte-wise memset.
     let mut raw = [0u64; 8];
@@ -117,7 +130,7 @@ fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32) -> Result<(u32, [u1
         (*params).ifindex = ctx.ingress_ifindex() as u32;
         (*params).__bindgen_anon_2.tos = pkt.tos;
         (*params).__bindgen_anon_3.ipv4_src = vip;
-        (*params).__bindgen_anon_4.ipv4_dst = pkt.flow.dst[0];
+        (*params).__bindgen_anon_4.ipv4_dst = client;
     }
     // SAFETY: the helper reads and writes `params`, 64 bytes.
     let rc = unsafe { fib_lookup(ctx.ctx.cast(), params, 64, 0) };
@@ -147,7 +160,7 @@ fn route_to_client(ctx: &XdpContext, pkt: &Packet, vip: u32) -> Result<(u32, [u1
 /// not depend on byte order, so the words are summed as they lie in the
 /// packet.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &Packet, end: End, addr: u32, port: u16) -> Result<(), ()> {
+pub fn rewrite(ctx: &XdpContext, pkt: &Packet, end: End, addr: u32, port: u16) -> Result<(), ()> {
     // Bounded again where the verifier may have lost them.
     let l3 = pkt.l3_off;
     if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
@@ -265,12 +278,17 @@ pub fn icmp_to_client(
     if lookup::service_flags(conn.service_id) & service_flag::STANDBY as u32 != 0 {
         return Err(reason::PASS_STANDBY);
     }
+    match decrement_ttl(ctx, pkt) {
+        Ok(true) => {}
+        Ok(false) => return Err(reason::PASS_NAT_TTL_EXCEEDED),
+        Err(()) => return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
+    }
     stats::account_out(conn.service_id, conn.real_id, pkt.ip_len);
     let vip = conn_key.dst[0];
     if translate_icmp(ctx, pkt, quote, End::Source, vip, End::Destination, conn_key.dport).is_err() {
         return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
     }
-    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip) {
+    let (ifindex, dmac, smac) = match route_to_client(ctx, pkt, vip, pkt.flow.dst[0]) {
         Ok(hop) => hop,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
@@ -328,6 +346,30 @@ fn translate_icmp(
         (*icmp_check)[0] = sum;
     }
     Ok(())
+}
+
+/// Takes a hop off the IPv4 header's TTL (checksum updated); false, and
+/// nothing changed, when none is left to take.
+#[inline(always)]
+fn decrement_ttl(ctx: &XdpContext, pkt: &Packet) -> Result<bool, ()> {
+    let l3 = pkt.l3_off;
+    if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
+        return Err(());
+    }
+    let ttl_at = parse::word_mut::<1>(ctx, l3 + 8).ok_or(())?;
+    let check_at = parse::word_mut::<1>(ctx, l3 + 10).ok_or(())?;
+    // SAFETY: both in the packet, checked by `word_mut` just above.
+    unsafe {
+        let old = (*ttl_at)[0];
+        let [ttl, protocol] = old.to_ne_bytes();
+        if ttl <= 1 {
+            return Ok(false);
+        }
+        let new = u16::from_ne_bytes([ttl - 1, protocol]);
+        (*ttl_at)[0] = new;
+        (*check_at)[0] = checksum_update((*check_at)[0], &[old], &[new]);
+    }
+    Ok(true)
 }
 
 /// An address as the two words it has in the packet.

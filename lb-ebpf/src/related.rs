@@ -110,6 +110,10 @@ pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
     if real.forwarding == forwarding::NAT {
         return Ok(nat::icmp_to_real(ctx, pkt, &quote, real));
     }
+    // Full NAT's errors are not translated (yet): the kernel's.
+    if real.forwarding == forwarding::FULLNAT {
+        return Err(reason::PASS_ICMP_NO_CONN);
+    }
     Ok(match real.forwarding {
         forwarding::DR => match forward::direct_route(ctx, real) {
             (action, reason::TX_DR) => (action, reason::TX_DR_ICMP_ERROR),

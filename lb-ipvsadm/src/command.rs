@@ -344,6 +344,7 @@ impl Command {
                     Forwarding::Dr => "-g",
                     Forwarding::Tun => "-i",
                     Forwarding::Nat => "-m",
+                    Forwarding::FullNat => "--fullnat",
                 };
                 push(&mut args, &["-r", &c.server.to_string(), fwd, "-w", &c.weight.to_string()]);
                 if c.upper_threshold != 0 {

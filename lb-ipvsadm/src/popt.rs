@@ -30,6 +30,7 @@ pub(crate) enum Opt {
     Netmask,
     RealServer,
     Masquerading,
+    FullNat,
     Ipip,
     Gatewaying,
     Weight,
@@ -73,7 +74,7 @@ enum Arg {
 }
 
 /// ipvsadm's popt table: long name, short name, argument.
-const OPTIONS: [(&str, Option<char>, Arg, Opt); 58] = [
+const OPTIONS: [(&str, Option<char>, Arg, Opt); 59] = [
     ("add-service", Some('A'), Arg::None, Opt::AddService),
     ("edit-service", Some('E'), Arg::None, Opt::EditService),
     ("delete-service", Some('D'), Arg::None, Opt::DeleteService),
@@ -100,6 +101,8 @@ const OPTIONS: [(&str, Option<char>, Arg, Opt); 58] = [
     ("netmask", Some('M'), Arg::Required, Opt::Netmask),
     ("real-server", Some('r'), Arg::Required, Opt::RealServer),
     ("masquerading", Some('m'), Arg::None, Opt::Masquerading),
+    // lbctl's own: ipvsadm has no full NAT.
+    ("fullnat", None, Arg::None, Opt::FullNat),
     ("ipip", Some('i'), Arg::None, Opt::Ipip),
     ("gatewaying", Some('g'), Arg::None, Opt::Gatewaying),
     ("weight", Some('w'), Arg::Required, Opt::Weight),

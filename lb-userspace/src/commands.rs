@@ -206,7 +206,7 @@ fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandE
         line: 0,
         address_line: 0,
         address,
-        port: if c.forwarding == Forwarding::Nat && c.server.port() != 0 && svc.port != 0 {
+        port: if matches!(c.forwarding, Forwarding::Nat | Forwarding::FullNat) && c.server.port() != 0 && svc.port != 0 {
             c.server.port()
         } else {
             svc.port

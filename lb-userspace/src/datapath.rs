@@ -14,7 +14,7 @@ use crate::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -27,6 +27,7 @@ use lb_common::{
 };
 
 mod conn_table;
+mod nat;
 
 pub use self::conn_table::{ConnTable, Cursor, Entries};
 
@@ -185,6 +186,7 @@ impl Datapath {
         loader.map_max_entries(map_name::CONN_TABLE, adopted_size.unwrap_or(opts.conn_table_size));
         // A NAT connection has one reply entry.
         loader.map_max_entries(map_name::NAT_REPLIES, adopted_size.unwrap_or(opts.conn_table_size));
+        loader.map_max_entries(map_name::FULLNAT_LOCAL, adopted_size.unwrap_or(opts.conn_table_size));
         if let Some(pins) = &pins {
             for name in layout.names() {
                 loader.map_pin_path(name, pins.dir.join(name));
@@ -290,36 +292,6 @@ impl Datapath {
             }
             Err(_) => bail!("the kernel attached XDP without a bpf link (too old for pinning); set pin_path = \"\""),
         }
-    }
-
-    /// The interfaces frames may leave by (`TX_PORTS`): exactly these.
-    pub fn set_tx_ports(&mut self, ifindexes: &[u32]) -> Result<()> {
-        let map = self.ebpf.map_mut(map_name::TX_PORTS).ok_or_else(|| anyhow!("map TX_PORTS missing"))?;
-        let mut ports = DevMapHash::try_from(map)?;
-        let stale: Vec<u32> = ports.keys().filter_map(Result::ok).filter(|k| !ifindexes.contains(k)).collect();
-        for k in stale {
-            ports.remove(k)?;
-        }
-        for &i in ifindexes {
-            ports.insert(i, i, None, 0).with_context(|| format!("add interface {i} to TX_PORTS"))?;
-        }
-        Ok(())
-    }
-
-    /// Takes the next hops toward NAT clients the datapath found without
-    /// a neighbour entry: (ifindex, address) pairs, removed from the map.
-    pub fn take_wanted_neighbours(&mut self) -> Vec<(u32, std::net::Ipv4Addr)> {
-        let Some(map) = self.ebpf.map_mut(map_name::NEIGH_WANTED) else {
-            return Vec::new();
-        };
-        let Ok(mut wanted) = HashMap::<_, u32, u32>::try_from(map) else {
-            return Vec::new();
-        };
-        let found: Vec<(u32, u32)> = wanted.iter().filter_map(Result::ok).collect();
-        for (addr, _) in &found {
-            let _ = wanted.remove(addr);
-        }
-        found.into_iter().map(|(addr, ifindex)| (ifindex, std::net::Ipv4Addr::from(addr.to_ne_bytes()))).collect()
     }
 
     fn take_over_link(&mut self, path: &Path) -> Result<PinnedLink> {
@@ -606,14 +578,6 @@ impl Datapath {
         let map = self.ebpf.map_mut(map_name::CONN_TABLE).ok_or_else(|| anyhow!("map CONN_TABLE missing"))?;
         let mut map: HashMap<_, FlowKey, Conn> = HashMap::try_from(map)?;
         Ok(map.insert(key, conn, 0)?)
-    }
-
-    /// Registers the reply key of a NAT connection (`NAT_REPLIES`).
-    pub fn set_nat_reply(&mut self, reply: &FlowKey, conn: &FlowKey) -> Result<()> {
-        let map = self.ebpf.map_mut(map_name::NAT_REPLIES).ok_or_else(|| anyhow!("map NAT_REPLIES missing"))?;
-        let mut replies = HashMap::<_, FlowKey, FlowKey>::try_from(map)?;
-        replies.insert(reply, conn, 0)?;
-        Ok(())
     }
 
     pub fn remove_connection(&mut self, key: &FlowKey) -> Result<()> {

@@ -42,6 +42,24 @@ pub async fn check(config: &Config, net: &Net) -> Result<Interfaces, ConfigError
             if let Err(message) = check_real(net, &interfaces, real.address, real.forwarding).await {
                 errors.push(error(real.address_line, format!("service[{i}].real[{j}].address"), message));
             }
+            if real.forwarding == Forwarding::FullNat && d.fullnat_source.is_empty() {
+                errors.push(error(
+                    real.line,
+                    format!("service[{i}].real[{j}].forwarding"),
+                    "full NAT needs local addresses for the clients' side: [director] fullnat_source".into(),
+                ));
+            }
+        }
+    }
+    // Full NAT's local addresses: the real servers answer to them, so
+    // they are the director's own (and reached from the real servers).
+    for &a in &d.fullnat_source {
+        if !net.route_to(a).await.is_ok_and(|r| r.local) {
+            errors.push(error(
+                d.fullnat_source_line,
+                "director.fullnat_source".into(),
+                format!("{a} is not an address of this director (add it to the interface the real servers reach)"),
+            ));
         }
     }
     if errors.is_empty() { Ok(interfaces) } else { Err(ConfigErrors(errors)) }
@@ -72,17 +90,17 @@ pub async fn check_real(
     }
     let through = route.oif.and_then(|i| interfaces.by_index(i));
     match forwarding {
-        Forwarding::Tun | Forwarding::Nat if through.is_none() => Err(format!(
+        Forwarding::Tun | Forwarding::Nat | Forwarding::FullNat if through.is_none() => Err(format!(
             "{addr} is not reached through {names}: {} packets leave by {}",
             if forwarding == Forwarding::Tun { "tunnelled" } else { "NAT" },
             if interfaces.all().len() == 1 { "that interface" } else { "one of those interfaces" },
         )),
-        Forwarding::Nat if through.is_some_and(|i| !forwarding_enabled(&i.name)) => Err(format!(
+        Forwarding::Nat | Forwarding::FullNat if through.is_some_and(|i| !forwarding_enabled(&i.name)) => Err(format!(
             "{addr}: NAT replies come back by {0} and are routed to the clients by the kernel's FIB, which needs \
              forwarding there: set net.ipv4.conf.{0}.forwarding = 1 (as IPVS's NAT needs net.ipv4.ip_forward)",
             through.map_or("", |i| i.name.as_str())
         )),
-        Forwarding::Tun | Forwarding::Nat => Ok(()),
+        Forwarding::Tun | Forwarding::Nat | Forwarding::FullNat => Ok(()),
         Forwarding::Dr => match route.gateway {
             Some(gateway) => Err(format!(
                 "{addr} is reached through the gateway {gateway}: direct routing needs the real server on \
@@ -136,7 +154,7 @@ pub async fn paths(services: &[ServiceConfig], net: &Net, interfaces: &Interface
             continue;
         }
         let hop = match forwarding {
-            Forwarding::Tun | Forwarding::Nat => NextHop {
+            Forwarding::Tun | Forwarding::Nat | Forwarding::FullNat => NextHop {
                 ifindex: interface.index,
                 src_mac: interface.mac,
                 address: route.gateway.unwrap_or(address),

@@ -132,9 +132,9 @@ impl Layout {
 const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 
 /// Maps sized at load time from `conn_table_size`: the connection table
-/// and the NAT reply entries of its connections.
+/// and the NAT reply entries and full-NAT local ends of its connections.
 fn sized_by_config(name: &str) -> bool {
-    name == map_name::CONN_TABLE || name == map_name::NAT_REPLIES
+    name == map_name::CONN_TABLE || name == map_name::NAT_REPLIES || name == map_name::FULLNAT_LOCAL
 }
 
 fn describe(map_type: Option<u32>) -> String {

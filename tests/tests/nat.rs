@@ -161,3 +161,21 @@ fn nat_carries_udp_translates_the_servers_icmp_errors_and_follows_health_checks(
 
     finish(director);
 }
+
+#[test]
+fn nat_keeps_a_persistent_client_on_its_server() {
+    if !root_or_skip("nat") {
+        return;
+    }
+    let (lab, _servers) = nat_lab("nat_persist", 69);
+    let service = nat_service(&lab, "rr").with("persistence_timeout = 300");
+    let mut director = Director::new(&lab).unwrap();
+    director.director_setting(&format!("interfaces = [\"{INSIDE_IFACE}\"]"));
+    director.write_config(&[service]).unwrap();
+    director.start().unwrap();
+    // rr would alternate; the template keeps every new connection of the
+    // client on the first server.
+    let answers = curl_vip(&lab, 6);
+    assert_eq!(tally(&answers).len(), 1, "{answers:?}\nlbd log:\n{}", director.log());
+    finish(director);
+}

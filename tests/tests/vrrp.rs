@@ -103,7 +103,7 @@ impl Drop for Running {
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
 fn config(interface: &str, priority: u8, interval: Duration) -> VrrpConfig {
-    let mut c = VrrpConfig::new(interface, 42, &[Vip { address: VIP, prefix_len: 24 }]);
+    let mut c = VrrpConfig::new(interface, 42, &[Vip::new(VIP, 24)]);
     c.priority = priority;
     c.advert_interval = interval;
     c

@@ -361,6 +361,8 @@ fn forwarding_name(forwarding: Forwarding) -> &'static str {
         Forwarding::Dr => "Route",
         Forwarding::Tun => "Tunnel",
         Forwarding::Nat => "Masq",
+        // No ipvsadm value: lbctl's own.
+        Forwarding::FullNat => "FullNat",
     }
 }
 
@@ -369,6 +371,7 @@ fn forwarding_option(forwarding: Forwarding) -> &'static str {
         Forwarding::Dr => "-g",
         Forwarding::Tun => "-i",
         Forwarding::Nat => "-m",
+        Forwarding::FullNat => "--fullnat",
     }
 }
 

@@ -269,11 +269,12 @@ fn read_option(ce: &mut Entry, opt: Opt, given: Option<&str>, names: &Names, wor
             // No port: the service's (so far).
             ce.dest_port = parsed.port.unwrap_or(ce.svc_port);
         }
-        Opt::Ipip | Opt::Gatewaying | Opt::Masquerading => {
+        Opt::Ipip | Opt::Gatewaying | Opt::Masquerading | Opt::FullNat => {
             ce.set_option(Col::Forward)?;
             ce.forwarding = match opt {
                 Opt::Ipip => Forwarding::Tun,
                 Opt::Gatewaying => Forwarding::Dr,
+                Opt::FullNat => Forwarding::FullNat,
                 _ => Forwarding::Nat,
             };
         }

@@ -212,6 +212,13 @@ async fn run(args: Args) -> Result<ExitCode> {
     // Fill the maps before attaching, so the first packet sees the whole table.
     let mut controller = Controller::new(config, interfaces, datapath, paths, macs, standby.vips())?;
     controller.datapath.set_tx_ports(&ifindexes)?;
+    // Full NAT's pool: a fresh datapath's is filled; an adopted one's is
+    // as the last lbd left it (with the ports its connections hold).
+    let sources = controller.config.director.fullnat_source.clone();
+    if !sources.is_empty() && !controller.datapath.adopted() {
+        let ports = controller.datapath.fill_fullnat_ports(&sources)?;
+        info!("full NAT: {ports} local ports of {}", sources.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+    }
     controller.datapath.attach(&ifnames, xdp_mode)?;
     info!("attached to {}; control socket {}", ifnames.join(", "), socket.display());
     // Health checks: one task per checked server, transitions on a channel.

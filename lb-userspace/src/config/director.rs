@@ -72,6 +72,21 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
         0..=10_000_000,
         lb_common::DEFAULT_ICMP_RATE_LIMIT as i64,
     );
+    let mut fullnat_source = Vec::new();
+    if let Some(list) = &d.fullnat_source {
+        let key = "director.fullnat_source";
+        if list.get_ref().len() > lb_common::MAX_FULLNAT_SOURCES as usize {
+            c.error(list.span(), key, format!("more than {} addresses", lb_common::MAX_FULLNAT_SOURCES));
+        }
+        for a in list.get_ref() {
+            match a.get_ref().trim().parse::<Ipv4Addr>() {
+                Ok(addr) if is_unicast(addr) && !fullnat_source.contains(&addr) => fullnat_source.push(addr),
+                Ok(addr) if is_unicast(addr) => c.error(a.span(), key, format!("{addr} is listed twice")),
+                _ => c.error(a.span(), key, format!("\"{}\" is not a unicast IPv4 address", a.get_ref())),
+            }
+        }
+    }
+    let fullnat_source_line = d.fullnat_source.as_ref().map_or(0, |l| c.line(&l.span()));
     let tun_source = match &d.tun_source {
         None => None,
         Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
@@ -84,6 +99,8 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
     };
     Some(DirectorConfig {
         tun_source,
+        fullnat_source,
+        fullnat_source_line,
         interface,
         interface_line: c.line(&d.interface.span()),
         interfaces,

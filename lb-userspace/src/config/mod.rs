@@ -81,6 +81,11 @@ pub struct DirectorConfig {
     /// Outer source address of TUN packets; default: the interface's own
     /// (first non-VIP) address.
     pub tun_source: Option<Ipv4Addr>,
+    /// Full NAT's local addresses (the director's own), each with its
+    /// ports 1024..=65535.
+    pub fullnat_source: Vec<Ipv4Addr>,
+    /// Where `fullnat_source` is set (0: not set).
+    pub fullnat_source_line: usize,
     /// ICMP errors the datapath sends itself, at most this many a second
     /// (`lb_common::Director::icmp_rate_limit`); 0 sends none.
     pub icmp_rate_limit: u32,

@@ -78,7 +78,7 @@ pub(super) fn check_reals(
         {
             let port = match (real_port, &rs.port) {
                 (0, _) => vport,
-                (p, Some(span)) if p as u16 != vport && fwd != Forwarding::Nat => {
+                (p, Some(span)) if p as u16 != vport && !matches!(fwd, Forwarding::Nat | Forwarding::FullNat) => {
                     c.error(
                         span.span(),
                         rkey("port"),

@@ -99,6 +99,11 @@ impl Controller {
                     continue;
                 }
             };
+            // A full-NAT connection's local end is this director's own:
+            // not synced (the peer could not use it).
+            if self.tables.real(real_id).is_some_and(|d| d.forwarding == lb_common::forwarding::FULLNAT) {
+                continue;
+            }
             let flow = r.flow_key();
             let conn = r.conn(real_id, service_id, now);
             if is_expired(&conn, now) {

@@ -116,7 +116,7 @@ impl Controller {
     fn director_value(&self) -> Director {
         let t = self.config.director.timeouts;
         let tun_source = self.tun_source().map_or([0; 4], |a| lb_common::ipv4_words(a.octets()));
-        let nat = self.table.iter().flat_map(|s| &s.reals).any(|r| r.forwarding == Forwarding::Nat);
+        let nat = self.table.iter().flat_map(|s| &s.reals).any(|r| matches!(r.forwarding, Forwarding::Nat | Forwarding::FullNat));
         Director {
             ifindex: self.interfaces.main().index,
             mac: self.interfaces.main().mac,

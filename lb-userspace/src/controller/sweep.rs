@@ -170,10 +170,31 @@ impl Controller {
             Some(c) if is_expired(&c, now) => {
                 self.datapath.remove_connection(key)?;
                 self.datapath.add_real_conns(c.real_id, c.state, -1);
+                self.release_fullnat(key, c.real_id)?;
                 Ok(None)
             }
             other => Ok(other),
         }
+    }
+
+    /// A gone full-NAT connection's local end back to the pool (nothing
+    /// for other connections).
+    fn release_fullnat(&mut self, key: &FlowKey, real_id: u32) -> Result<()> {
+        let real = self.tables.real(real_id).map_or(([0; 4], 0), |r| (r.addr, r.port));
+        self.datapath.release_fullnat(key, real)
+    }
+
+    /// Local ends of full-NAT connections the table no longer holds (the
+    /// LRU made room, or a write failed between the two): back to the
+    /// pool, at the end of each pass.
+    fn release_orphaned_fullnat(&mut self) -> Result<()> {
+        for key in self.datapath.fullnat_keys() {
+            if self.datapath.connection(&key).is_none() {
+                // The server is unknown now: its reply entry is the LRU's.
+                self.datapath.release_fullnat(&key, ([0; 4], 0))?;
+            }
+        }
+        Ok(())
     }
 
     /// An expired template: re-armed if it still controls a connection on
@@ -209,6 +230,7 @@ impl Controller {
             tracing::debug!("connection count of real server {id} ({field:?}) corrected by {correction}");
             self.datapath.correct_real_conns(id, field, correction);
         }
+        self.release_orphaned_fullnat()?;
         let planned = self.tables.release_unreferenced(release, &tally.used_reals, &tally.used_services);
         self.execute(planned)
     }

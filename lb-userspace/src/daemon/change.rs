@@ -76,9 +76,9 @@ pub fn new_reals(before: &[ServiceConfig], after: &[ServiceConfig]) -> Vec<(Ipv4
 /// table, which replaces the live one only if every command passed.
 pub(super) async fn change(commands: &[Command], net: &Net, shared: &Mutex<Controller>) -> Response {
     let refused = |message: String, exit_code: i32| Response::Refused { message, exit_code };
-    let (before, interfaces, file) = {
+    let (before, interfaces, file, has_fullnat_sources) = {
         let c = lock(shared);
-        (c.table().to_vec(), c.interfaces.clone(), c.config.services.clone())
+        (c.table().to_vec(), c.interfaces.clone(), c.config.services.clone(), !c.config.director.fullnat_source.is_empty())
     };
     let Change { table, zero, timeouts } = match plan(&before, &file, commands) {
         Ok(change) => change,
@@ -87,6 +87,9 @@ pub(super) async fn change(commands: &[Command], net: &Net, shared: &Mutex<Contr
     for (address, forwarding) in new_reals(&before, &table) {
         if let Err(message) = environment::check_real(net, &interfaces, address, forwarding).await {
             return refused(message, 1);
+        }
+        if forwarding == Forwarding::FullNat && !has_fullnat_sources {
+            return refused("full NAT needs local addresses for the clients' side: [director] fullnat_source".into(), 1);
         }
     }
     let changed = table != before;

@@ -10,7 +10,8 @@
 //! advert_interval = "1s"        # v2: whole seconds 1..=255; v3: 10ms..=40.95s in 10 ms steps
 //! preempt = true                # default true; false is keepalived's nopreempt
 //! preempt_delay = "0s"          # 0..=1000s, only with preempt
-//! virtual_ipaddress = ["172.16.100.1/24"]   # required; /32 if no prefix
+//! virtual_ipaddress = ["172.16.100.1/24"]   # required; /32 if no prefix; "ADDR/P dev eth1" on another
+//!                               # interface (keepalived's `dev`: a NAT director's inside gateway address)
 //! unicast_peer = ["172.16.100.3"]           # default: multicast to 224.0.0.18
 //! auth_pass = "secret"          # v2 only, 1 to 8 characters (simple text)
 //! notify_master = "/etc/lb/master.sh"       # run with sh -c on entering the state
@@ -90,16 +91,29 @@ pub struct RawTrackService {
     pub weight: Option<Spanned<i64>>,
 }
 
-/// A virtual address and the prefix it is added with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A virtual address and the prefix it is added with, on the instance's
+/// interface or another (`dev`, as keepalived's).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Vip {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
+    pub dev: Option<String>,
+}
+
+impl Vip {
+    /// On the instance's own interface.
+    pub fn new(address: Ipv4Addr, prefix_len: u8) -> Self {
+        Self { address, prefix_len, dev: None }
+    }
 }
 
 impl fmt::Display for Vip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix_len)
+        write!(f, "{}/{}", self.address, self.prefix_len)?;
+        match &self.dev {
+            Some(dev) => write!(f, " dev {dev}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -323,7 +337,22 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
         e.error(vips.span(), key("virtual_ipaddress"), "more than 255 addresses (an advert lists at most 255)");
     }
     for v in vips.get_ref() {
-        let text = v.get_ref().trim();
+        let full = v.get_ref().trim();
+        let mut words = full.split_whitespace();
+        let text = words.next().unwrap_or("");
+        let dev = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => None,
+            (Some("dev"), Some(name), None) => {
+                if !e.interface_name(&Spanned::new(v.span(), name.to_string()), &key("virtual_ipaddress")) {
+                    continue;
+                }
+                Some(name.to_string())
+            }
+            _ => {
+                e.error(v.span(), key("virtual_ipaddress"), format!("\"{full}\" is not ADDRESS[/PREFIX] [dev INTERFACE]"));
+                continue;
+            }
+        };
         let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
         let address = addr.parse::<Ipv4Addr>().ok().filter(|a| is_unicast(*a));
         let prefix_len = match prefix {
@@ -335,7 +364,7 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
                 if c.virtual_ipaddress.iter().any(|x| x.address == address) {
                     e.error(v.span(), key("virtual_ipaddress"), format!("{address} is listed twice"));
                 } else {
-                    c.virtual_ipaddress.push(Vip { address, prefix_len });
+                    c.virtual_ipaddress.push(Vip { address, prefix_len, dev: dev.filter(|d| *d != interface) });
                 }
             }
             _ => e.error(
@@ -484,8 +513,17 @@ virtual_ipaddress = ["172.16.100.1/24"]
         assert_eq!(c.name, "eth0-51");
         assert_eq!((c.vrid, c.priority, c.version), (51, 100, Version::V3));
         assert_eq!(c.advert_interval, Duration::from_secs(1));
-        assert_eq!(c.virtual_ipaddress, [Vip { address: "172.16.100.1".parse().unwrap(), prefix_len: 24 }]);
+        assert_eq!(c.virtual_ipaddress, [Vip::new("172.16.100.1".parse().unwrap(), 24)]);
         assert_eq!(c.params().advert_interval_cs, 100);
+    }
+
+    #[test]
+    fn an_address_may_go_on_another_interface() {
+        let c = one(&MINIMAL.replace("[\"172.16.100.1/24\"]", "[\"172.16.100.1/24\", \"192.168.10.1/24 dev eth1\", \"10.9.9.9 dev eth0\"]"));
+        let gateway = Vip { address: "192.168.10.1".parse().unwrap(), prefix_len: 24, dev: Some("eth1".into()) };
+        assert_eq!(c.virtual_ipaddress[1], gateway);
+        assert_eq!(gateway.to_string(), "192.168.10.1/24 dev eth1");
+        assert_eq!(c.virtual_ipaddress[2].dev, None, "the instance's own interface");
     }
 
     #[test]
@@ -634,6 +672,11 @@ garp_master_refresh = "60s"
             "4: vrrp[0].virtual_ipaddress: \"2001:db8::1\" is not a unicast IPv4 ADDRESS[/PREFIX]"
         );
         assert_eq!(vips("[\"10.0.0.1\", \"10.0.0.1/24\"]"), "4: vrrp[0].virtual_ipaddress: 10.0.0.1 is listed twice");
+        assert_eq!(
+            vips("[\"10.0.0.1 on eth1\"]"),
+            "4: vrrp[0].virtual_ipaddress: \"10.0.0.1 on eth1\" is not ADDRESS[/PREFIX] [dev INTERFACE]"
+        );
+        assert_eq!(vips("[\"10.0.0.1 dev a/b\"]"), "4: vrrp[0].virtual_ipaddress: \"a/b\" is not an interface name");
 
         assert_eq!(
             error("[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 0\nvirtual_ipaddress = [\"10.0.0.1\"]\n"),

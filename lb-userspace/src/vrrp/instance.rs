@@ -94,9 +94,33 @@ impl VrrpInstance {
         })?;
         let socket = AdvertSocket::open(&config.interface, link.index, source, &config.unicast_peer)
             .with_context(|| format!("open VRRP socket on {}", config.interface))?;
-        let garp = GarpSender::open(link.index, link.mac).context("open ARP socket")?;
-        let missing: Vec<_> =
-            config.virtual_ipaddress.iter().filter(|v| !link.ipv4.iter().any(|(a, _)| *a == v.address)).collect();
+        // Each address's interface (the instance's, or its `dev`), and a
+        // gratuitous-ARP sender per interface.
+        let mut links = vec![link.clone()];
+        let mut vip_ifindex = Vec::new();
+        for vip in &config.virtual_ipaddress {
+            let dev_link = match &vip.dev {
+                None => link.clone(),
+                Some(dev) => netlink.link(dev).await?.ok_or_else(|| anyhow!("no interface named \"{dev}\" ({vip})"))?,
+            };
+            vip_ifindex.push(dev_link.index);
+            if !links.iter().any(|l| l.index == dev_link.index) {
+                links.push(dev_link);
+            }
+        }
+        let garps = links
+            .iter()
+            .map(|l| Ok((l.index, GarpSender::open(l.index, l.mac).context("open ARP socket")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let missing: Vec<_> = config
+            .virtual_ipaddress
+            .iter()
+            .zip(&vip_ifindex)
+            .filter(|(v, index)| {
+                !links.iter().any(|l| l.index == **index && l.ipv4.iter().any(|(a, _)| *a == v.address))
+            })
+            .map(|(v, _)| v)
+            .collect();
         let resume = match options.resume {
             Some(_) if !missing.is_empty() => {
                 info!(
@@ -140,9 +164,9 @@ impl VrrpInstance {
             config: config.clone(),
             machine,
             socket,
-            garp,
+            garps,
+            vip_ifindex,
             netlink,
-            ifindex: link.index,
             status: status_tx,
             notify: notify_tx,
             log: LogLimiter::new(log_limit::DEFAULT_PERIOD),
@@ -223,9 +247,11 @@ struct Runner {
     expect: Expect,
     machine: Machine,
     socket: AdvertSocket,
-    garp: GarpSender,
+    /// A gratuitous-ARP sender per interface with virtual addresses.
+    garps: Vec<(u32, GarpSender)>,
+    /// The interface of each virtual address, in config order.
+    vip_ifindex: Vec<u32>,
     netlink: Netlink,
-    ifindex: u32,
     service_alive: Vec<bool>,
     /// Tracked interfaces and their last known state.
     link_up: Vec<(String, Option<bool>)>,
@@ -452,8 +478,8 @@ impl Runner {
             Action::Forward => self.datapath(true).await,
             Action::StandBy => self.datapath(false).await,
             Action::AddVips => {
-                for vip in self.config.virtual_ipaddress.clone() {
-                    match self.netlink.add_vip(self.ifindex, vip).await {
+                for (vip, index) in self.config.virtual_ipaddress.clone().into_iter().zip(self.vip_ifindex.clone()) {
+                    match self.netlink.add_vip(index, vip.clone()).await {
                         Ok(added) => debug!(instance = %name, %vip, added, "virtual address on"),
                         Err(e) => self.error(format!("{e:#}")),
                     }
@@ -461,20 +487,34 @@ impl Runner {
             }
             Action::RemoveVips => {
                 let own = self.socket.source();
-                for vip in self.config.virtual_ipaddress.clone().into_iter().filter(|v| v.address != own) {
-                    match self.netlink.remove_vip(self.ifindex, vip).await {
+                let vips = self.config.virtual_ipaddress.clone().into_iter().zip(self.vip_ifindex.clone());
+                for (vip, index) in vips.filter(|(v, _)| v.address != own) {
+                    match self.netlink.remove_vip(index, vip.clone()).await {
                         Ok(removed) => debug!(instance = %name, %vip, removed, "virtual address off"),
                         Err(e) => self.error(format!("{e:#}")),
                     }
                 }
             }
             Action::SendGarps { count, reason } => {
-                let vips: Vec<_> = self.config.virtual_ipaddress.iter().map(|v| v.address).collect();
                 if reason == GarpReason::SplitBrain {
                     info!(instance = %name, "another master with a lower priority: staying master, gratuitous ARPs again");
                 }
-                if let Err(e) = self.garp.send(&vips, count) {
-                    self.error(format!("send gratuitous ARPs: {e}"));
+                let mut failed = Vec::new();
+                for (index, garp) in &self.garps {
+                    let vips: Vec<_> = self
+                        .config
+                        .virtual_ipaddress
+                        .iter()
+                        .zip(&self.vip_ifindex)
+                        .filter(|(_, i)| *i == index)
+                        .map(|(v, _)| v.address)
+                        .collect();
+                    if let Err(e) = garp.send(&vips, count) {
+                        failed.push(format!("send gratuitous ARPs: {e}"));
+                    }
+                }
+                for e in failed {
+                    self.error(e);
                 }
             }
             Action::Notify(kind) => {

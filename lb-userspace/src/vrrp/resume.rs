@@ -167,7 +167,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn config() -> VrrpConfig {
-        VrrpConfig::new("eth0", 51, &[Vip { address: Ipv4Addr::new(10, 0, 0, 100), prefix_len: 32 }])
+        VrrpConfig::new("eth0", 51, &[Vip::new(Ipv4Addr::new(10, 0, 0, 100), 32)])
     }
 
     fn note(master: bool, last_advert_ns: u64) -> Note {

@@ -12,8 +12,10 @@
 //! ```
 //!
 //! With [`LabSpec::nat_reals`] the real servers sit on a private segment
-//! instead (LVS-NAT): `br1`, `rsI` at 10.k.1.(20+I)/24 with the director's
-//! `eth1` (10.k.1.1/24, forwarding on) as their default gateway, no VIP.
+//! instead (LVS-NAT): `br1`, `rsI` at 10.k.1.(20+I)/24 with 10.k.1.1 as
+//! their default gateway, no VIP; each director has `eth1` there
+//! (forwarding on): the first holds 10.k.1.1 itself, or without a static
+//! VIP each has 10.k.1.(1+N) and VRRP moves 10.k.1.1.
 //!
 //! `<id>` is `lbt-<name>-<pid>-<seq>`, unique per lab, so tests can run in
 //! parallel (the same subnet in two labs is fine: they share nothing). The
@@ -93,6 +95,9 @@ pub struct LabSpec {
     pub static_vip: bool,
     /// Real servers on a private segment behind the director (LVS-NAT).
     pub nat_reals: bool,
+    /// With `nat_reals`: no route from the real servers to anywhere but
+    /// their own segment (full NAT needs none).
+    pub reals_without_gateway: bool,
 }
 
 impl LabSpec {
@@ -107,7 +112,15 @@ impl LabSpec {
             directors: 1,
             static_vip: true,
             nat_reals: false,
+            reals_without_gateway: false,
         }
+    }
+
+    /// Real servers on a private segment with no route off it (full NAT).
+    pub fn isolated_reals(mut self) -> Self {
+        self.nat_reals = true;
+        self.reals_without_gateway = true;
+        self
     }
 
     /// Real servers on a private segment, the director their gateway.
@@ -297,6 +310,11 @@ impl Lab {
     /// Client, the director(s), then the real servers (and the router, if any).
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
         std::iter::once(&self.client).chain(&self.directors).chain(&self.reals).chain(&self.router)
+    }
+
+    /// The NAT real servers' default gateway (see [`LabSpec::nat_reals`]).
+    pub fn inside_gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.spec.subnet_index, 1, 1)
     }
 
     /// The router in front of remote real servers.

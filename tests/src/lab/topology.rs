@@ -58,7 +58,8 @@ impl Lab {
         // LVS-DR real servers: the VIP on lo so they accept packets for it,
         // but never answer ARP for it (arp_ignore=1: only for addresses on the
         // receiving interface) nor use it as ARP source (arp_announce=2).
-        for real in self.reals.iter().filter(|_| !self.spec.nat_reals) {
+        // (NAT alone: no VIP; with a router too, DR and TUN as well.)
+        for real in self.reals.iter().filter(|_| !self.spec.nat_reals || self.spec.remote_reals) {
             netns::ip(&["-n", &real.ns, "addr", "add", &vip32, "dev", "lo"])?;
             set_sysctls(
                 &real.ns,
@@ -122,7 +123,10 @@ impl Lab {
         let remote = format!("10.{k}.1.0/{PREFIX_LEN}");
         let via_a = Ipv4Addr::new(10, k, 0, ROUTER_LAST_OCTET).to_string();
         let mut segment_ns = vec![self.client.ns.clone()];
-        segment_ns.extend(self.directors.iter().map(|d| d.ns.clone()));
+        // Directors with an inside interface reach the real servers there.
+        if !self.spec.nat_reals {
+            segment_ns.extend(self.directors.iter().map(|d| d.ns.clone()));
+        }
         for ns in segment_ns {
             netns::ip(&["-n", &ns, "route", "add", &remote, "via", &via_a])?;
         }
@@ -133,41 +137,39 @@ impl Lab {
         Ok(())
     }
 
-    /// LVS-NAT: the director's eth1 on the real servers' segment, their
-    /// default gateway, with forwarding on (the XDP program routes replies
-    /// with the kernel's FIB, which needs it) and the XDP pass program on
-    /// its bridge port (frames are redirected into it).
+    /// LVS-NAT: each director's eth1 on the real servers' segment, with
+    /// forwarding on (the XDP program routes replies with the kernel's FIB,
+    /// which needs it) and the XDP pass program on its bridge port (frames
+    /// are redirected into it). The real servers' gateway, 10.k.1.1, is the
+    /// first director's address with a static VIP; else each director has
+    /// its own (10.k.1.(1+N)) and VRRP moves the gateway address.
     fn add_inside_interface(&mut self) -> Result<()> {
         let k = self.spec.subnet_index;
-        let director = self.director.clone();
-        let port = "p-director-in";
-        netns::ip(&[
-            "link",
-            "add",
-            INSIDE_IFACE,
-            "netns",
-            &director.ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            port,
-            "netns",
-            &self.switch_ns,
-        ])?;
-        netns::ip(&["-n", &self.switch_ns, "link", "set", port, "master", REMOTE_BRIDGE, "up"])?;
-        let gateway = Ipv4Addr::new(10, k, 1, 1);
-        netns::ip(&["-n", &director.ns, "addr", "add", &format!("{gateway}/{PREFIX_LEN}"), "dev", INSIDE_IFACE])?;
-        netns::ip(&["-n", &director.ns, "link", "set", INSIDE_IFACE, "up"])?;
-        self.run(
-            &director.ns,
-            &["ethtool", "-K", INSIDE_IFACE, "tx", "off", "tso", "off", "gso", "off", "gro", "off"],
-        )?;
-        set_sysctls(&director.ns, &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.forwarding", "1")])?;
-        for real in self.reals.clone() {
-            netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string()])?;
+        let gateway = self.inside_gateway();
+        for (i, director) in self.directors.clone().iter().enumerate() {
+            let port = format!("p-{}-in", director.name);
+            netns::ip(&["link", "add", INSIDE_IFACE, "netns", &director.ns, "type", "veth", "peer", "name", &port, "netns", &self.switch_ns])?;
+            netns::ip(&["-n", &self.switch_ns, "link", "set", &port, "master", REMOTE_BRIDGE, "up"])?;
+            let own = if self.spec.static_vip && i == 0 { gateway } else { Ipv4Addr::new(10, k, 1, 2 + i as u8) };
+            netns::ip(&["-n", &director.ns, "addr", "add", &format!("{own}/{PREFIX_LEN}"), "dev", INSIDE_IFACE])?;
+            netns::ip(&["-n", &director.ns, "link", "set", INSIDE_IFACE, "up"])?;
+            self.run(&director.ns, &["ethtool", "-K", INSIDE_IFACE, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])?;
+            set_sysctls(&director.ns, &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.forwarding", "1")])?;
+            self.attach_xdp_pass_to_port(&port)?;
         }
-        self.attach_xdp_pass_to_port(port)
+        for real in self.reals.clone().into_iter().filter(|_| !self.spec.reals_without_gateway) {
+            if self.spec.remote_reals {
+                // The router is their default gateway (DR and TUN answer
+                // from the VIP through it); what they send from their own
+                // address, NAT's replies, goes to the director.
+                let own = real.ip.to_string();
+                netns::ip(&["-n", &real.ns, "rule", "add", "from", &own, "table", "100"])?;
+                netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string(), "table", "100"])?;
+            } else {
+                netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &gateway.to_string()])?;
+            }
+        }
+        Ok(())
     }
 
     fn add_host(&mut self, host: &Host, bridge: &str) -> Result<()> {

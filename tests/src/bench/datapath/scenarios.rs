@@ -311,6 +311,158 @@ pub(super) fn scenarios(only: &[String]) -> Result<Vec<Scenario>> {
         );
     }
 
+    if ["nat_established", "nat_reply", "nat_new_connection", "fullnat_established", "fullnat_new_connection"]
+        .iter()
+        .any(|id| want(id))
+    {
+        const NAT_PORT: u16 = 8080;
+        let nat_harness = || -> Result<Harness> {
+            let mut h = lb_harness()?;
+            let mut nat = lab_service(Scheduler::Rr);
+            for real in &mut nat.reals {
+                real.forwarding = Forwarding::Nat;
+                real.port = NAT_PORT;
+            }
+            h.apply(&[nat])?;
+            let mut director = h.datapath.director()?;
+            director.flags = lb_common::director_flag::NAT;
+            h.datapath.set_director(&director)?;
+            Ok(h)
+        };
+        if want("nat_established") {
+            let h = nat_harness()?;
+            establish(&h, client(40004))?;
+            add(
+                "nat_established",
+                "established TCP flow, NAT, to the real server",
+                "datapath",
+                "ACK of an ESTABLISHED connection; rr over 2 real servers, NAT to port 8080 (destination and \
+                 checksums rewritten)"
+                    .into(),
+                Program::Lb(Box::new(h)),
+                Frames::Fixed(ack(client(40004))),
+                XDP_TX,
+                &["tx_nat"],
+                // A repeat runs on the frame the last run rewrote.
+                false,
+                Some(2.5),
+            );
+        }
+        if want("nat_reply") {
+            let h = nat_harness()?;
+            establish(&h, client(40005))?;
+            // The server's answer to the client: which real server the
+            // client went to decides its source.
+            let mut out = vec![0u8; 2048];
+            let mut reply = None;
+            for rs in [RS1, RS2] {
+                let frame = PacketSpec::tcp(SocketAddrV4::new(rs, NAT_PORT), client(40005), tcp::ACK).build();
+                let before = h.reasons();
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&frame);
+                opts.data_out = Some(&mut out);
+                let result = h.datapath.program().test_run(opts)?;
+                let moved: Vec<&'static str> = h.reasons().into_iter().filter(|(k, v)| before.get(k) != Some(v)).map(|(k, _)| k).collect();
+                if !moved.contains(&"pass_no_service") {
+                    reply = Some((frame, result.return_value, moved));
+                }
+            }
+            let (frame, verdict, moved) = reply.context("no NAT reply took the reply path")?;
+            // Where the reply then goes is this host's routing (the test
+            // run's ingress is lo): sent, or dropped for want of a route or
+            // neighbour. The work up to there is the same.
+            let reason: &'static [&'static str] = match moved.as_slice() {
+                ["tx_nat_reply"] => &["tx_nat_reply"],
+                ["drop_nat_no_route"] => &["drop_nat_no_route"],
+                ["drop_nat_no_neigh"] => &["drop_nat_no_neigh"],
+                other => anyhow::bail!("the NAT reply moved {other:?}"),
+            };
+            add(
+                "nat_reply",
+                "established TCP flow, NAT, the real server's reply",
+                "datapath",
+                format!(
+                    "the server's ACK to the client: found by its reply entry, source rewritten to VIP:80, \
+                     routed by bpf_fib_lookup (ends here as {}: this host's routes)",
+                    reason[0]
+                ),
+                Program::Lb(Box::new(h)),
+                Frames::Fixed(frame),
+                verdict,
+                reason,
+                false,
+                None,
+            );
+        }
+        let fullnat_harness = || -> Result<Harness> {
+            let mut h = lb_harness()?;
+            let mut full = lab_service(Scheduler::Rr);
+            for real in &mut full.reals {
+                real.forwarding = Forwarding::FullNat;
+                real.port = NAT_PORT;
+            }
+            h.apply(&[full])?;
+            let mut director = h.datapath.director()?;
+            director.flags = lb_common::director_flag::NAT;
+            h.datapath.set_director(&director)?;
+            // Ports for every run of a new-connection scenario.
+            let sources: Vec<Ipv4Addr> = (1..=4).map(|i| Ipv4Addr::new(10, 0, 2, i)).collect();
+            h.datapath.fill_fullnat_ports(&sources)?;
+            Ok(h)
+        };
+        if want("fullnat_established") {
+            let h = fullnat_harness()?;
+            establish(&h, client(40006))?;
+            add(
+                "fullnat_established",
+                "established TCP flow, full NAT, to the real server",
+                "datapath",
+                "ACK of an ESTABLISHED connection; rr over 2 real servers, full NAT (both ends rewritten, the local \
+                 end looked up)"
+                    .into(),
+                Program::Lb(Box::new(h)),
+                Frames::Fixed(ack(client(40006))),
+                XDP_TX,
+                &["tx_fullnat"],
+                false,
+                None,
+            );
+        }
+        if want("fullnat_new_connection") {
+            let h = fullnat_harness()?;
+            add(
+                "fullnat_new_connection",
+                "new TCP connection (SYN, a port from the pool), full NAT",
+                "datapath",
+                "SYN of a new 5-tuple every run; rr over 2 real servers, full NAT (a local end popped from the \
+                 pool, three inserts)"
+                    .into(),
+                Program::Lb(Box::new(h)),
+                Frames::new_flows(syn(client(1)), Ipv4Addr::new(100, 76, 0, 0)),
+                XDP_TX,
+                &["conn_new", "tx_fullnat"],
+                false,
+                None,
+            );
+        }
+        if want("nat_new_connection") {
+            let h = nat_harness()?;
+            add(
+                "nat_new_connection",
+                "new TCP connection (SYN, table and reply inserts), NAT",
+                "datapath",
+                "SYN of a new 5-tuple every run (empty table at the start); rr over 2 real servers, NAT"
+                    .into(),
+                Program::Lb(Box::new(h)),
+                Frames::new_flows(syn(client(1)), Ipv4Addr::new(100, 72, 0, 0)),
+                XDP_TX,
+                &["conn_new", "tx_nat"],
+                false,
+                None,
+            );
+        }
+    }
+
     if want("dr_new_connection_100k") {
         let mut h = lb_harness()?;
         h.apply(&[lab_service(Scheduler::Rr)])?;
