@@ -5,29 +5,14 @@
 //! through [`crate::nat::reply`] like NAT's.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{FlowKey, NatLocal, RealServer, reason};
+use lb_common::{NatLocal, RealServer, reason};
 
 use crate::{
-    forward,
-    maps::{FULLNAT_LOCAL, FULLNAT_PORTS, NAT_REPLIES},
-    nat::{End, rewrite},
+    forward, lookup,
+    maps::{FULLNAT_LOCAL, FULLNAT_PORTS},
+    nat::{self, End, rewrite},
     parse::{ETH_HLEN, Packet},
 };
-
-/// A new full-NAT connection's local end: the one its key had (a closed
-/// connection's tuple used again keeps its port), else a free one from the
-/// pool; with whether it was taken from the pool.
-#[inline(always)]
-pub fn take_local(flow: &FlowKey) -> Option<(NatLocal, bool)> {
-    // SAFETY: values are only replaced whole; copied out at once.
-    if let Some(local) = unsafe { FULLNAT_LOCAL.get(flow) } {
-        return Some((*local, false));
-    }
-    match FULLNAT_PORTS.pop() {
-        Ok(Some(local)) => Some((local, true)),
-        _ => None,
-    }
-}
 
 /// Returns a local end to the pool.
 #[inline(always)]
@@ -36,25 +21,36 @@ pub fn give_back(local: &NatLocal) {
 }
 
 /// A packet of a full-NAT connection to its real server: from the
-/// connection's local end (`local` for a new one, which is registered with
-/// its replies' key; a known one's looked up) to RIP:RPORT.
+/// connection's local end to RIP:RPORT. A new connection takes its local
+/// end here (its key's old one, else one from the pool) and registers it
+/// and its replies' key; without a free port it is dropped, its entry
+/// taken out again.
 #[inline(always)]
-pub fn to_real_full(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool, local: NatLocal) -> (u32, u32) {
+pub fn to_real_full(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool) -> (u32, u32) {
     let port = if real.port == 0 { pkt.flow.dport } else { real.port };
-    let local = if new_conn {
-        if FULLNAT_LOCAL.insert(&pkt.flow, &local, 0).is_err() {
-            give_back(&local);
-            return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL);
+    // SAFETY: values are only replaced whole; copied out at once.
+    let local = match unsafe { FULLNAT_LOCAL.get(&pkt.flow) } {
+        Some(l) => *l,
+        None if new_conn => {
+            let local = match FULLNAT_PORTS.pop() {
+                Ok(Some(local)) => local,
+                _ => {
+                    lookup::forget_new_connection(&pkt.flow);
+                    return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_PORT);
+                }
+            };
+            if FULLNAT_LOCAL.insert(&pkt.flow, &local, 0).is_err() {
+                give_back(&local);
+                lookup::forget_new_connection(&pkt.flow);
+                return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL);
+            }
+            local
         }
-        let _ = NAT_REPLIES.insert(&pkt.flow.fullnat_reply(real.addr, port, &local), &pkt.flow, 0);
-        local
-    } else {
-        // SAFETY: values are only replaced whole; copied out at once.
-        match unsafe { FULLNAT_LOCAL.get(&pkt.flow) } {
-            Some(l) => *l,
-            None => return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL),
-        }
+        None => return (xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_LOCAL),
     };
+    if new_conn {
+        nat::register_reply(&pkt.flow, real.addr, port, local.addr, local.port);
+    }
     if rewrite(ctx, pkt, End::Destination, real.addr[0], port).is_err()
         || rewrite(ctx, pkt, End::Source, local.addr, local.port).is_err()
     {

@@ -207,6 +207,19 @@ pub fn insert_connection(
     Ok(())
 }
 
+/// Takes a connection just inserted out again (its packet is dropped after
+/// all), with its count.
+#[inline(always)]
+pub fn forget_new_connection(flow: &FlowKey) {
+    if let Some(conn) = CONN_TABLE.get_ptr(flow) {
+        // SAFETY: a live element for this program run.
+        let (real_id, state) = unsafe { ((*conn).real_id, (*conn).state) };
+        if CONN_TABLE.remove(flow).is_ok() {
+            count(real_id, state, -1);
+        }
+    }
+}
+
 /// The real server a live template sends this client to, if that server is
 /// still in the service (IPVS's ip_vs_check_template: a quiesced server,
 /// weight 0, keeps its persistent clients). Using it restarts the template.

@@ -21,7 +21,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    Director, IPPROTO_ICMP, NatLocal, conn_state::tcp_dir, director_flag, forwarding, reason, service_flag,
+    IPPROTO_ICMP, conn_state::tcp_dir, director_flag, forwarding, reason, service_flag,
 };
 
 use crate::{
@@ -47,17 +47,19 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     if pkt.flow.protocol == IPPROTO_ICMP {
         return related::icmp(ctx, &pkt);
     }
-    let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
-    let now = clock::now_ns(director);
     if lookup::may_be_vip(&pkt.flow) {
-        match to_service(ctx, &pkt, director, now) {
+        match to_service(ctx, &pkt) {
             Err(reason::PASS_NO_SERVICE) => {}
             verdict => return verdict,
         }
     }
-    // Not for a virtual service: perhaps a NAT real server's reply.
+    // Not for a virtual service: perhaps a NAT real server's reply. (The
+    // director entry is read on each path, not once before both: a value
+    // live across the service path costs the program's frame, which the
+    // schedulers' calls stack on.)
+    let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
     if director.flags & director_flag::NAT != 0 {
-        return nat::reply(ctx, &pkt, director, now);
+        return nat::reply(ctx, &pkt, director, clock::now_ns(director));
     }
     Err(reason::PASS_NO_SERVICE)
 }
@@ -65,12 +67,12 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
 /// A packet to a VIP: its connection's, or a new connection's if it may
 /// start one.
 #[inline(always)]
-fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> Result<(u32, u32), u32> {
+fn to_service(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
+    let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
+    let now = clock::now_ns(director);
     // A known connection first, as IPVS does: its packets skip the service
     // lookup.
     let entry = lookup::connection(&pkt.flow, pkt.tcp_flags, now);
-    // Full NAT: a new connection's local end (a known one's is looked up).
-    let mut local = NatLocal::default();
     let (service_id, real_id, real, new_conn) = if !entry.live.is_null() {
         // SAFETY: a live entry of the connection table and its real server.
         let (conn, real) = unsafe { (&mut *entry.live, &*entry.live_real) };
@@ -109,18 +111,7 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
             return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
         };
         let dir = direction(real);
-        let full_nat = real.forwarding == forwarding::FULLNAT;
-        let mut fresh_local = false;
-        if full_nat {
-            let Some((taken, fresh)) = fullnat::take_local(&pkt.flow) else {
-                return Ok((xdp_action::XDP_DROP, reason::DROP_FULLNAT_NO_PORT));
-            };
-            (local, fresh_local) = (taken, fresh);
-        }
         if lookup::insert_connection(&pkt.flow, svc.id, real_id, pkt.tcp_flags, dir, now, director, &entry).is_err() {
-            if fresh_local {
-                fullnat::give_back(&local);
-            }
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
         stats::count_reason(reason::CONN_NEW);
@@ -132,7 +123,7 @@ fn to_service(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> 
         forwarding::DR => Ok(forward::direct_route(ctx, real)),
         forwarding::TUN => Ok(forward::tunnel(ctx, pkt, real, director, true)),
         forwarding::NAT => Ok(nat::to_real(ctx, pkt, real, new_conn)),
-        forwarding::FULLNAT => Ok(fullnat::to_real_full(ctx, pkt, real, new_conn, local)),
+        forwarding::FULLNAT => Ok(fullnat::to_real_full(ctx, pkt, real, new_conn)),
         _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
     }
 }

@@ -64,6 +64,11 @@ pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0
 #[map]
 pub static NEIGH_WANTED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(NEIGH_WANTED_SIZE, 0);
 
+/// Room for one connection key a map update takes, per CPU: built here
+/// rather than on the XDP program's stack (see `nat::register_reply`).
+#[map]
+pub static KEY_SCRATCH: PerCpuArray<FlowKey> = PerCpuArray::with_max_entries(1, 0);
+
 /// Full NAT's free local ends (address, port), filled by the controller;
 /// a new connection takes one, the controller gives it back when the
 /// connection is gone. A queue: taking and giving back are atomic across
@@ -117,7 +122,9 @@ pub struct ScanSlot(pub [u64; 10]);
 pub mod scan_slot {
     pub const LEAST: u32 = 0;
     pub const LBLCR_SET: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// lblc's and lblcr's new cache entry (not a scan: kept off the stack).
+    pub const LBLC_ENTRY: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// The state of the scans whose steps depend on what earlier steps found

@@ -11,12 +11,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AF_INET, Director, IPPROTO_TCP, RealServer, conn_state::tcp_dir, flow_kind, forwarding, reason, service_flag,
+    AF_INET, Director, FlowKey, IPPROTO_TCP, RealServer, conn_state::tcp_dir, flow_kind, forwarding, reason, service_flag,
 };
 
 use crate::{
     forward, lookup,
-    maps::{CONN_TABLE, NAT_REPLIES, NEIGH_WANTED, REALS},
+    maps::{CONN_TABLE, KEY_SCRATCH, NAT_REPLIES, NEIGH_WANTED, REALS},
     parse::{self, ETH_HLEN, Packet},
     related::Quoted,
     reply, stats,
@@ -35,8 +35,7 @@ pub enum End {
 pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool) -> (u32, u32) {
     let port = if real.port == 0 { pkt.flow.dport } else { real.port };
     if new_conn {
-        // Fails only without memory: the replies then pass to the kernel.
-        let _ = NAT_REPLIES.insert(&pkt.flow.nat_reply(real.addr, port), &pkt.flow, 0);
+        register_reply(&pkt.flow, real.addr, port, pkt.flow.src[0], pkt.flow.sport);
     }
     if rewrite(ctx, pkt, End::Destination, real.addr[0], port).is_err() {
         return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
@@ -48,6 +47,30 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool
     // SAFETY: the Ethernet header lies inside the packet, checked above.
     unsafe { forward::set_real_macs(start, real) };
     forward::send(ctx, real.ifindex, reason::TX_NAT)
+}
+
+/// Registers the replies of a new NAT or full-NAT connection (`flow`):
+/// from the real server's address and port to `dst`:`dport` (the client's
+/// end, or full NAT's local one). The key is built in a per-CPU slot, not
+/// on the stack: the XDP program's frame, which the schedulers' calls stack
+/// on, must stay small (Linux 6.1 counts 512 bytes for the whole chain).
+/// An insert fails only without memory: the replies then pass to the
+/// kernel.
+#[inline(always)]
+pub fn register_reply(flow: &FlowKey, real_addr: [u32; 4], real_port: u16, dst: u32, dport: u16) {
+    let Some(key) = KEY_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's own slot, written field by field.
+    unsafe {
+        (*key).src = real_addr;
+        (*key).dst = [dst, 0, 0, 0];
+        (*key).sport = real_port;
+        (*key).dport = dport;
+        (*key).protocol = flow.protocol;
+        (*key).family = flow.family;
+        (*key).kind = flow_kind::NAT_REPLY;
+        (*key).pad0 = 0;
+        let _ = NAT_REPLIES.insert(&*key, flow, 0);
+    }
 }
 
 /// A real server's reply to a NAT connection's client, if `pkt` is one:

@@ -113,9 +113,20 @@ fn remember(svc: &Service, flow: &FlowKey, now: u64) -> u32 {
     if id == NO_REAL {
         return NO_REAL;
     }
-    let mut entry = LblcEntry { reals: [0; LBLCR_MAX_SET], len: 1, pad0: 0, lastuse_ns: now, lastmod_ns: now };
-    entry.reals[0] = id;
-    let _ = LBLC_CACHE.insert(&cache_key(svc, flow), &entry, 0);
+    // Built in a per-CPU slot, not on this function's stack: the XDP
+    // program's frame and this call's stack up, and Linux 6.1 counts 512
+    // bytes for the whole chain.
+    let Some(entry) = scratch::<LblcEntry>(scan_slot::LBLC_ENTRY) else { return id };
+    // SAFETY: this CPU's own slot, written whole before the insert reads it.
+    unsafe {
+        (*entry).reals = [0; LBLCR_MAX_SET];
+        (*entry).reals[0] = id;
+        (*entry).len = 1;
+        (*entry).pad0 = 0;
+        (*entry).lastuse_ns = now;
+        (*entry).lastmod_ns = now;
+        let _ = LBLC_CACHE.insert(&cache_key(svc, flow), &*entry, 0);
+    }
     id
 }
 
