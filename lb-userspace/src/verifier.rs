@@ -37,6 +37,13 @@ pub const VERIFIER_BUDGET_INSNS: u64 = 200_000;
 /// Verification time [`BUDGETED_PROGRAM`] may take (lbd's start and
 /// `lbd --check` wait for it).
 pub const VERIFIER_BUDGET_TIME: Duration = Duration::from_millis(500);
+/// The largest stack frame [`BUDGETED_PROGRAM`]'s functions may have (its
+/// own, mostly register spills). Older verifiers (Linux 6.1) add the
+/// frames of a whole call chain, the scheduler calls included, and refuse
+/// more than 512 bytes; 6.18 does not, so a frame that grew past what 6.1
+/// takes would pass here unnoticed. Today's: 336, with lblcr's chain about
+/// 150 more.
+pub const VERIFIER_BUDGET_FRAME: u32 = 352;
 
 /// `BPF_LOG_STATS`: only the statistics and the error, not every instruction.
 const LOG_STATS: u32 = 4;
@@ -176,6 +183,11 @@ impl ProgramReport {
         if self.time() > time_budget {
             over.push(format!("verification took {:?}, budget {time_budget:?}", self.time()));
         }
+        if let Some(frame) = self.stats.stack_depth.iter().max().filter(|f| **f > VERIFIER_BUDGET_FRAME) {
+            over.push(format!(
+                "a stack frame of {frame} bytes, budget {VERIFIER_BUDGET_FRAME} (Linux 6.1 refuses a call chain over 512)"
+            ));
+        }
         if over.is_empty() { Ok(()) } else { Err(format!("{name}: {}", over.join("; "))) }
     }
 }
@@ -201,6 +213,9 @@ impl fmt::Display for ProgramReport {
         }
         // The program's own length, to compare the processed count with.
         write!(f, "   {} insns long", self.insn_cnt)?;
+        if let Some(frame) = s.stack_depth.iter().max() {
+            write!(f, "   largest frame {frame} B")?;
+        }
         if let Outcome::Refused { errno } = self.outcome {
             write!(f, "   {}", io::Error::from_raw_os_error(errno))?;
         }
@@ -506,6 +521,14 @@ mod tests {
         let refused = report("lb_clock", 1_000_001, 900, Outcome::Refused { errno: libc::E2BIG }).check().unwrap_err();
         assert!(refused.starts_with("lb_clock: refused by the verifier (Argument list too long"), "{refused}");
         assert!(refused.contains("after 1000001 insns processed; its log ends:\n    BPF program is too large"), "{refused}");
+        let mut deep = report(BUDGETED_PROGRAM, 1000, 10, Outcome::Accepted);
+        deep.stats.stack_depth = vec![0, VERIFIER_BUDGET_FRAME, 112];
+        assert_eq!(deep.check(), Ok(()));
+        deep.stats.stack_depth[1] += 8;
+        assert_eq!(
+            deep.check().unwrap_err(),
+            "lb_xdp: a stack frame of 360 bytes, budget 352 (Linux 6.1 refuses a call chain over 512)"
+        );
         let line = report(BUDGETED_PROGRAM, 48211, 112, Outcome::Accepted).to_string();
         assert!(line.starts_with("lb_xdp                accepted     48211 insns processed (budget 200000)"), "{line}");
     }
