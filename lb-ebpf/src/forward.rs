@@ -15,13 +15,33 @@ use crate::{
 /// directly).
 #[inline(always)]
 pub fn direct_route(ctx: &XdpContext, real: &RealServer) -> (u32, u32) {
+    to_real(ctx, real, reason::TX_DR)
+}
+
+/// Sends the frame (its IP packet ready) to the real server's next hop,
+/// from the MAC of the interface toward it, counted as `sent`.
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, real: &RealServer, sent: u32) -> (u32, u32) {
     let start = ctx.data();
     if start + ETH_HLEN > ctx.data_end() {
-        return (xdp_action::XDP_ABORTED, reason::DROP_INTERNAL);
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
     }
     // SAFETY: the Ethernet header lies inside the packet, checked above.
     unsafe { set_real_macs(start, real) };
-    send(ctx, real.ifindex, reason::TX_DR)
+    send(ctx, real.ifindex, sent)
+}
+
+/// Sends the frame out of interface `ifindex` to the MAC `dst` from `src`
+/// (as the kernel's FIB gave them), counted as `sent`.
+#[inline(always)]
+pub fn to_next_hop(ctx: &XdpContext, ifindex: u32, dst: [u16; 3], src: [u16; 3], sent: u32) -> (u32, u32) {
+    let start = ctx.data();
+    if start + ETH_HLEN > ctx.data_end() {
+        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
+    }
+    // SAFETY: the Ethernet header lies inside the packet, checked above.
+    unsafe { set_macs(start, dst, src) };
+    send(ctx, ifindex, sent)
 }
 
 /// Sends the frame out of interface `ifindex`: back out of the one it came
@@ -44,7 +64,7 @@ pub fn send(ctx: &XdpContext, ifindex: u32, sent: u32) -> (u32, u32) {
 /// # Safety
 /// As [`set_macs`].
 #[inline(always)]
-pub unsafe fn set_real_macs(eth: usize, real: &RealServer) {
+unsafe fn set_real_macs(eth: usize, real: &RealServer) {
     const _: () = assert!(core::mem::offset_of!(RealServer, mac) % 2 == 0);
     const _: () = assert!(core::mem::offset_of!(RealServer, src_mac) % 2 == 0);
     // SAFETY: both MACs sit at even offsets of the 4-aligned struct; the

@@ -11,7 +11,7 @@ use crate::{
     forward, lookup,
     maps::{FULLNAT_LOCAL, FULLNAT_PORTS},
     nat::{self, End, rewrite},
-    parse::{ETH_HLEN, Packet},
+    parse::Packet,
 };
 
 /// Returns a local end to the pool.
@@ -56,11 +56,5 @@ pub fn to_real_full(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn:
     {
         return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
     }
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
-    }
-    // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { forward::set_real_macs(start, real) };
-    forward::send(ctx, real.ifindex, reason::TX_FULLNAT)
+    forward::to_real(ctx, real, reason::TX_FULLNAT)
 }

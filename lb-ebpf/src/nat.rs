@@ -40,13 +40,7 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &RealServer, new_conn: bool
     if rewrite(ctx, pkt, End::Destination, real.addr[0], port).is_err() {
         return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
     }
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
-    }
-    // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { forward::set_real_macs(start, real) };
-    forward::send(ctx, real.ifindex, reason::TX_NAT)
+    forward::to_real(ctx, real, reason::TX_NAT)
 }
 
 /// Registers the replies of a new NAT or full-NAT connection (`flow`):
@@ -119,13 +113,7 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, director: &Director, now: u64) -> R
         Ok(hop) => hop,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
-    }
-    // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { forward::set_macs(start, dmac, smac) };
-    Ok(forward::send(ctx, ifindex, if full { reason::TX_FULLNAT_REPLY } else { reason::TX_NAT_REPLY }))
+    Ok(forward::to_next_hop(ctx, ifindex, dmac, smac, if full { reason::TX_FULLNAT_REPLY } else { reason::TX_NAT_REPLY }))
 }
 
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
@@ -250,13 +238,7 @@ pub fn icmp_to_real(ctx: &XdpContext, pkt: &Packet, quote: &Quoted, real: &RealS
     if translate_icmp(ctx, pkt, quote, End::Destination, real.addr[0], End::Source, port).is_err() {
         return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
     }
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return (xdp_action::XDP_DROP, reason::DROP_INTERNAL);
-    }
-    // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { forward::set_real_macs(start, real) };
-    forward::send(ctx, real.ifindex, reason::TX_NAT_ICMP_TO_REAL)
+    forward::to_real(ctx, real, reason::TX_NAT_ICMP_TO_REAL)
 }
 
 /// An ICMP error about a NAT connection from the real server's side (the
@@ -315,13 +297,7 @@ pub fn icmp_to_client(
         Ok(hop) => hop,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
-    }
-    // SAFETY: the Ethernet header lies inside the packet, checked above.
-    unsafe { forward::set_macs(start, dmac, smac) };
-    Ok(forward::send(ctx, ifindex, reason::TX_NAT_ICMP_TO_CLIENT))
+    Ok(forward::to_next_hop(ctx, ifindex, dmac, smac, reason::TX_NAT_ICMP_TO_CLIENT))
 }
 
 /// Translates an ICMP error: the outer header's `outer` end becomes `addr`,
