@@ -132,6 +132,11 @@ pub mod service_flag {
     /// This director is VRRP backup for the VIP: packets pass to the
     /// kernel (the master forwards them; synced connections wait here).
     pub const STANDBY: u16 = 1 << 6;
+    /// A TCP packet of no known connection that is not a SYN is scheduled
+    /// and installed (Katran's stateless fallback): with a consistent hash
+    /// (mh, sh, dh) every director behind ECMP picks the same real server,
+    /// so a flow the router moves here goes on where it was.
+    pub const STATELESS_FALLBACK: u16 = 1 << 7;
 }
 
 /// [`Director::flags`].

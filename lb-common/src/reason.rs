@@ -77,9 +77,13 @@ pub const DROP_FULLNAT_NO_PORT: u32 = 32;
 pub const DROP_FULLNAT_NO_LOCAL: u32 = 33;
 pub const TX_FULLNAT: u32 = 34;
 pub const TX_FULLNAT_REPLY: u32 = 35;
+/// A connection installed from a TCP packet that is not a SYN (sloppy TCP,
+/// or a service's stateless fallback: a flow another director started,
+/// brought here by a change of the router's ECMP next hops).
+pub const CONN_MID_FLOW: u32 = 36;
 pub const COUNT: u32 = 40;
 
-const NAMES: [&str; 36] = [
+const NAMES: [&str; 37] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -116,6 +120,7 @@ const NAMES: [&str; 36] = [
     "drop_fullnat_no_local",
     "tx_fullnat",
     "tx_fullnat_reply",
+    "conn_mid_flow",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 
@@ -145,6 +150,7 @@ mod tests {
             (TX_TUN_ICMP_ERROR, "tx_tun_icmp_error"),
             (TX_NAT, "tx_nat"),
             (DROP_NO_TX_PORT, "drop_no_tx_port"),
+            (CONN_MID_FLOW, "conn_mid_flow"),
         ] {
             assert_eq!(super::name(reason), Some(name));
         }

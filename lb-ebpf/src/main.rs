@@ -21,7 +21,8 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    IPPROTO_ICMP, conn_state::tcp_dir, director_flag, forwarding, reason, service_flag,
+    IPPROTO_ICMP, IPPROTO_TCP,
+    conn_state::{tcp_dir, tcp_flag}, director_flag, forwarding, reason, service_flag,
 };
 
 use crate::{
@@ -115,6 +116,9 @@ fn to_service(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
             return Ok((xdp_action::XDP_DROP, reason::DROP_CONN_TABLE_FULL));
         }
         stats::count_reason(reason::CONN_NEW);
+        if pkt.flow.protocol == IPPROTO_TCP && pkt.tcp_flags & tcp_flag::SYN == 0 {
+            stats::count_reason(reason::CONN_MID_FLOW);
+        }
         (svc.id, real_id, real, true)
     };
 

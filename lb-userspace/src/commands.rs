@@ -107,10 +107,19 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             // Without -s the scheduler stays (ipvsadm would reset it to wlc).
             let scheduler = c.scheduler.unwrap_or(svc.scheduler);
             svc.scheduler = scheduler;
-            svc.options = ServiceOptions {
-                flags: service_options(c, scheduler).flags | (svc.options.flags & lb_common::service_flag::SLOPPY_TCP),
-                ..service_options(c, scheduler)
-            };
+            // What ipvsadm has no option for stays as the config set it;
+            // the stateless fallback only with a scheduler that allows it.
+            let mut kept = svc.options.flags & lb_common::service_flag::SLOPPY_TCP;
+            if scheduler.is_consistent_hash() {
+                kept |= svc.options.flags & lb_common::service_flag::STATELESS_FALLBACK;
+            } else if svc.options.flags & lb_common::service_flag::STATELESS_FALLBACK != 0 {
+                tracing::warn!(
+                    "{}:{}: scheduler {scheduler} gives each director its own choice: the stateless fallback is off",
+                    svc.vip,
+                    svc.port
+                );
+            }
+            svc.options = ServiceOptions { flags: service_options(c, scheduler).flags | kept, ..service_options(c, scheduler) };
         }
         Command::DeleteService(vs) => {
             let i = find(table, vs).ok_or(CommandError::kernel(KernelError::NoSuchService))?;

@@ -35,4 +35,5 @@ pub mod health;
 mod process;
 pub mod vrrp;
 pub mod sync;
+pub mod bgp;
 pub mod verifier;

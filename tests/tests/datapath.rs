@@ -690,3 +690,52 @@ fn a_failed_server_hands_its_connections_on_unless_draining() {
         }
     }
 }
+
+/// Katran's stateless fallback, for directors behind ECMP: a mid-flow
+/// packet of no known connection is scheduled by mh and installed, and a
+/// second director (its own program and maps, the same service) picks the
+/// same real server for it; without the flag it passes, as in IPVS.
+#[test]
+fn stateless_fallback_picks_what_every_director_picks() {
+    let Some(mut first) = harness() else { return };
+    let mut second = Harness::new().expect("load a second program");
+    let reals = [(RS1, 1), (RS2, 1), (Ipv4Addr::new(10, 0, 0, 23), 2)];
+    let mut fallback = service(Protocol::Tcp, VIP, 80, Scheduler::Mh, &reals);
+    // mh-port: one client's flows spread by port too.
+    fallback.options.flags |=
+        lb_common::service_flag::STATELESS_FALLBACK | lb_common::service_flag::MH_PORT;
+    first.apply(std::slice::from_ref(&fallback)).unwrap();
+    second.apply(std::slice::from_ref(&fallback)).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 44000..44064 {
+        let ack = PacketSpec::tcp(client(port), vip(80), tcp::ACK)
+            .payload(b"later")
+            .build();
+        let before = first.reasons();
+        let on_first = forwarded_to(&first.run(&ack).unwrap()).expect("forwarded");
+        let changed = delta(&before, &first.reasons());
+        assert_eq!(changed.get("conn_mid_flow"), Some(&1), "{changed:?}");
+        assert_eq!(changed.get("conn_new"), Some(&1), "{changed:?}");
+        // Installed: the next packet is the connection's.
+        let before = first.reasons();
+        assert_eq!(forwarded_to(&first.run(&ack).unwrap()), Some(on_first));
+        assert_eq!(delta(&before, &first.reasons()).get("conn_new"), None);
+        assert_eq!(
+            forwarded_to(&second.run(&ack).unwrap()),
+            Some(on_first),
+            "client port {port}"
+        );
+        seen.insert(on_first);
+    }
+    assert_eq!(seen.len(), 3, "the flows spread over every server");
+    // Without the flag: to the kernel, as IPVS does.
+    let plain = service(Protocol::Tcp, VIP, 80, Scheduler::Mh, &reals);
+    second.apply(&[plain]).unwrap();
+    let ack = PacketSpec::tcp(client(44100), vip(80), tcp::ACK).build();
+    let before = second.reasons();
+    assert_eq!(second.run(&ack).unwrap().verdict, XDP_PASS);
+    assert_eq!(
+        delta(&before, &second.reasons()).get("pass_tcp_not_syn"),
+        Some(&1)
+    );
+}

@@ -41,10 +41,11 @@ fn scratch<T>(slot: u32) -> Option<*mut T> {
 }
 
 /// Whether this packet may start a connection: any UDP datagram; for TCP a
-/// SYN without ACK, unless the service schedules sloppily.
+/// SYN without ACK, unless the service schedules sloppily or falls back to
+/// its consistent hash for flows it has no entry of.
 #[inline(always)]
 pub fn starts_connection(flow: &FlowKey, tcp_flags: u8, svc: &Service) -> bool {
-    if flow.protocol != IPPROTO_TCP || svc.flags & service_flag::SLOPPY_TCP != 0 {
+    if flow.protocol != IPPROTO_TCP || svc.flags & (service_flag::SLOPPY_TCP | service_flag::STATELESS_FALLBACK) != 0 {
         return true;
     }
     tcp_flags & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN

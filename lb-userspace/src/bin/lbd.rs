@@ -204,6 +204,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let control_group = config.director.control_group.clone();
     let vrrp_configs = config.vrrp.clone();
     let sync_config = config.sync.clone();
+    let bgp_config = config.bgp.clone();
     let pinned = config.director.pin_path.is_some();
     let resumes = resume_decisions(note.as_ref(), &vrrp_configs, datapath.adopted());
     // VRRP: until an instance is master, its VIPs' services stand by.
@@ -261,6 +262,14 @@ async fn run(args: Args) -> Result<ExitCode> {
 
     let sync_stats = sync.as_ref().map(SyncLink::stats);
     let mut daemon = Daemon::new(args.config.clone(), net, shared, monitor, instances, sync);
+    // Route health injection, now that the datapath is attached.
+    let mut bgp_tick =
+        tokio::time::interval(bgp_config.as_ref().map_or(Duration::from_secs(3600), |c| c.check_interval));
+    if let Some(cfg) = bgp_config.clone() {
+        info!("BGP: announcing through {} at {}", cfg.command, cfg.api);
+        daemon.start_bgp(cfg).await;
+        bgp_tick.reset();
+    }
 
     // Changes from lbctl go through the main loop (they need the network
     // for their checks); reads are answered directly.
@@ -291,7 +300,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     // A tick missed while an event took long (a scan of a huge table under
     // a flood) comes one period after that event, not at once: the loop
     // never runs one timer's work back to back and starves the others.
-    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours] {
+    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours, &mut bgp_tick] {
         timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
     loop {
@@ -317,6 +326,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             _ = sweep.tick() => Event::Sweep,
             _ = rates.tick() => Event::SampleRates,
             _ = neighbours.tick() => Event::RefreshNeighbours,
+            _ = bgp_tick.tick(), if bgp_config.is_some() => Event::BgpCheck,
             // Last: a peer sending without pause cannot starve the timers
             // (each ready at most once a period).
             Some(batch) = async { match &mut sync_rx { Some(rx) => rx.recv().await, None => None } } => {
@@ -336,6 +346,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         shared
     } else {
+        // Routers first: the routes go, the datapath forwards on for the
+        // drain time, then stops.
+        daemon.withdraw_routes().await;
         daemon.stop().await
     };
     server.abort();

@@ -12,7 +12,7 @@ use super::{
     raw::RawConfig,
     service::check_service,
 };
-use crate::{model::ServiceId, sync::config::SyncConfig};
+use crate::{bgp::BgpConfig, model::ServiceId, sync::config::SyncConfig};
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -78,8 +78,17 @@ impl Config {
             }
         }
         let sync = raw.sync.as_ref().and_then(|s| SyncConfig::resolve(s, "sync", &mut c)).filter(|s| s.enabled);
+        let service_vips: Vec<_> = services.iter().map(|s| s.vip).collect();
+        let bgp = raw.bgp.as_ref().and_then(|b| BgpConfig::resolve(b, &service_vips, &mut c));
+        if let (Some(b), Some(d)) = (&raw.bgp, &director)
+            && d.pin_path.is_none()
+        {
+            // Announced routes outlive a killed lbd in the daemon; so must
+            // the datapath they draw traffic to.
+            c.error(b.span(), "bgp", "needs director.pin_path: the datapath must outlive lbd while its routes are out");
+        }
         match director {
-            Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync }),
+            Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync, bgp }),
             _ => Err(ConfigErrors(c.into_errors())),
         }
     }

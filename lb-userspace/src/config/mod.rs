@@ -30,6 +30,7 @@ pub use self::check::{ConfigError, ConfigErrors};
 use crate::{
     health::{HealthCheck, Quorum},
     model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions, Timeouts},
+    bgp::BgpConfig,
     sync::config::SyncConfig,
     vrrp::VrrpConfig,
 };
@@ -58,6 +59,8 @@ pub struct Config {
     pub vrrp: Vec<VrrpConfig>,
     /// Connection sync with the other director(s).
     pub sync: Option<SyncConfig>,
+    /// VIPs announced through a BGP daemon (active-active directors).
+    pub bgp: Option<BgpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

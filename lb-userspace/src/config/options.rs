@@ -1,5 +1,6 @@
-//! A service's scheduling options: `sched_flags` and `sloppy_tcp` (the
-//! service's flags, ipvsadm's `-b`), and persistence (`-p`, `-M`).
+//! A service's scheduling options: `sched_flags`, `sloppy_tcp` and
+//! `stateless_fallback` (the service's flags, ipvsadm's `-b`), and
+//! persistence (`-p`, `-M`).
 
 use std::net::Ipv4Addr;
 
@@ -40,6 +41,22 @@ pub(super) fn check_options(c: &mut Checker, s: &RawService, i: usize, scheduler
     {
         options.flags |= service_flag::SLOPPY_TCP;
     }
+    if let Some(fallback) = &s.stateless_fallback
+        && *fallback.get_ref()
+    {
+        // Behind ECMP, a flow's packets may reach any director; only a
+        // scheduler whose answer is a function of the packet and the
+        // config gives the same real server everywhere.
+        if scheduler.is_some_and(Scheduler::is_consistent_hash) {
+            options.flags |= service_flag::STATELESS_FALLBACK;
+        } else if scheduler.is_some() {
+            c.error(
+                fallback.span(),
+                key("stateless_fallback"),
+                "needs scheduler mh, sh or dh (the same choice on every director)",
+            );
+        }
+    }
     if let Some(t) = &s.persistence_timeout {
         options.persistence_timeout =
             c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..=i32::MAX as i64, 300).map(|v| v as u32);
@@ -56,4 +73,43 @@ pub(super) fn check_options(c: &mut Checker, s: &RawService, i: usize, scheduler
         }
     }
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use lb_common::service_flag;
+
+    use crate::config::Config;
+
+    fn service(scheduler: &str) -> String {
+        format!(
+            "[director]\ninterface = \"eth0\"\n\n[[service]]\nvip = \"10.9.0.1:80\"\nscheduler = \"{scheduler}\"\n\
+             stateless_fallback = true\n"
+        )
+    }
+
+    #[test]
+    fn stateless_fallback_needs_a_consistent_hash() {
+        for scheduler in ["mh", "sh", "dh"] {
+            let c = Config::parse(&service(scheduler), Path::new("lb.toml")).unwrap();
+            assert_ne!(
+                c.services[0].options.flags & service_flag::STATELESS_FALLBACK,
+                0,
+                "{scheduler}"
+            );
+        }
+        for scheduler in ["rr", "wlc", "lblc"] {
+            let e = Config::parse(&service(scheduler), Path::new("lb.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(
+                    "lb.toml:7: service[0].stateless_fallback: needs scheduler mh, sh or dh"
+                ),
+                "{scheduler}: {e}"
+            );
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{health::RawHealthCheck, sync::config::RawSync, vrrp::RawVrrp};
+use crate::{bgp::RawBgp, health::RawHealthCheck, sync::config::RawSync, vrrp::RawVrrp};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) vrrp: Vec<Spanned<RawVrrp>>,
     pub(super) sync: Option<Spanned<RawSync>>,
+    pub(super) bgp: Option<Spanned<RawBgp>>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +47,7 @@ pub(super) struct RawService {
     pub(super) persistence_timeout: Option<Spanned<i64>>,
     pub(super) persistence_netmask: Option<Spanned<String>>,
     pub(super) sloppy_tcp: Option<Spanned<bool>>,
+    pub(super) stateless_fallback: Option<Spanned<bool>>,
     pub(super) health_check: Option<Spanned<RawHealthCheck>>,
     pub(super) sorry_server: Option<Spanned<String>>,
     pub(super) quorum: Option<Spanned<i64>>,

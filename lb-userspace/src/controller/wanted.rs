@@ -163,6 +163,16 @@ impl Controller {
             .is_some_and(|w| w.reals.iter().any(|r| r.in_service && r.weight > 0 && r.mac.is_some()))
     }
 
+    /// Whether the service holds keepalived's quorum (see [`Self::update_quorums`]).
+    pub fn holds_quorum(&self, service: ServiceId) -> bool {
+        self.quorums.get(&service).is_some_and(|q| q.up)
+    }
+
+    /// Whether a VRRP instance of this director is backup for `vip`.
+    pub fn stands_by(&self, vip: Ipv4Addr) -> bool {
+        self.standby_vips.contains(&vip)
+    }
+
     /// The real servers to health-check, with their checks.
     pub fn monitored(&self) -> Vec<MonitoredReal> {
         self.table

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::{
+    bgp::{Announcer, BgpConfig, ServiceState},
     config::Config,
     controller::{Controller, InstallReport, Sweeper},
     environment,
@@ -62,6 +63,8 @@ pub enum Event {
     SampleRates,
     /// Time to look at the next hops' MACs again (every second).
     RefreshNeighbours,
+    /// Time to compare the BGP daemon's routes with what lbd announces.
+    BgpCheck,
 }
 
 /// Connection sync's sending side: what was sent, the queue to the
@@ -161,6 +164,8 @@ pub struct Daemon {
     neighbour_ticks: u64,
     /// The sweep of the connection table, a stretch each tick.
     sweeper: Sweeper,
+    /// Route health injection, with `[bgp]`.
+    bgp: Option<Announcer>,
 }
 
 impl Daemon {
@@ -186,6 +191,31 @@ impl Daemon {
             was_master: false,
             neighbour_ticks: 0,
             sweeper: Sweeper::default(),
+            bgp: None,
+        }
+    }
+
+    /// Announces the VIPs through a BGP daemon from now on (call once the
+    /// datapath is attached): what is due is announced at once.
+    pub async fn start_bgp(&mut self, config: BgpConfig) {
+        let mut announcer = Announcer::new(config);
+        announcer.check(&bgp_services(&lock(&self.shared))).await;
+        self.bgp = Some(announcer);
+    }
+
+    /// A stop: withdraws the announced VIPs, then forwards on for the
+    /// drain time while the routers move their traffic elsewhere.
+    pub async fn withdraw_routes(&mut self) {
+        if let Some(bgp) = &mut self.bgp {
+            bgp.withdraw_all().await;
+        }
+    }
+
+    /// Tells the BGP daemon what the services' state now wants announced.
+    async fn announce(&mut self) {
+        if let Some(bgp) = &mut self.bgp {
+            let services = bgp_services(&lock(&self.shared));
+            bgp.update(&services).await;
         }
     }
 
@@ -200,21 +230,35 @@ impl Daemon {
                 reload(&self.config_path, &self.net, &self.shared).await;
                 refresh_monitor(&self.shared, &mut self.monitor);
                 update_tracking(&self.instances, &lock(&self.shared));
+                self.announce().await;
             }
             Event::Change(ChangeRequest { commands, reply }) => {
                 let result = change::change(&commands, &self.net, &self.shared).await;
                 refresh_monitor(&self.shared, &mut self.monitor);
                 update_tracking(&self.instances, &lock(&self.shared));
                 let _ = reply.send(result);
+                self.announce().await;
             }
             Event::Health(event) => {
-                let mut c = lock(&self.shared);
-                if let Err(e) = c.health_event(&event, &self.monitor) {
-                    warn!("applying a health change: {e:#}");
+                {
+                    let mut c = lock(&self.shared);
+                    if let Err(e) = c.health_event(&event, &self.monitor) {
+                        warn!("applying a health change: {e:#}");
+                    }
+                    update_tracking(&self.instances, &c);
                 }
-                update_tracking(&self.instances, &c);
+                self.announce().await;
             }
-            Event::VrrpChanged => self.vrrp_changed(),
+            Event::VrrpChanged => {
+                self.vrrp_changed();
+                self.announce().await;
+            }
+            Event::BgpCheck => {
+                if let Some(bgp) = &mut self.bgp {
+                    let services = bgp_services(&lock(&self.shared));
+                    bgp.check(&services).await;
+                }
+            }
             Event::SyncScan => {
                 let master = self.instances.is_empty() || self.any_master();
                 if let Some(sync) = &mut self.sync
@@ -348,6 +392,14 @@ pub fn answer(
     }
 }
 
+/// Each service as route health injection sees it.
+fn bgp_services(c: &Controller) -> Vec<ServiceState> {
+    c.table()
+        .iter()
+        .map(|s| ServiceState { vip: s.vip, quorum: c.holds_quorum(s.id()), standby: c.stands_by(s.vip) })
+        .collect()
+}
+
 /// Tells each VRRP instance whether its tracked services have a live real
 /// server.
 pub fn update_tracking(instances: &[VrrpInstance], c: &Controller) {
@@ -407,8 +459,8 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
         {
             warn!("conn_table_size, pin_path, control_socket and control_group take effect at the next start");
         }
-        if c.config.vrrp != config.vrrp || c.config.sync != config.sync {
-            warn!("[[vrrp]] and [sync] changes take effect at the next start");
+        if c.config.vrrp != config.vrrp || c.config.sync != config.sync || c.config.bgp != config.bgp {
+            warn!("[[vrrp]], [sync] and [bgp] changes take effect at the next start");
         }
     }
     // Resolve new servers' MACs without holding the lock.

@@ -231,3 +231,44 @@ fn removing_a_service_deletes_it() {
     plan(&mut tables, &mut maps, &[]);
     assert!(!maps.services.contains_key(&s.key()));
 }
+
+/// Directors behind ECMP must pick alike: two controllers started from
+/// the same config (two lbd processes, or one restarted) write the same
+/// mh table, slot for slot, and the same service entry.
+#[test]
+fn the_same_config_gives_byte_identical_mh_tables() {
+    let reals = vec![real(21, 1), real(22, 2), real(23, 1), real(24, 3)];
+    let wanted = [service(Scheduler::Mh, reals)];
+    let writes = |tables: &Tables| {
+        let ops = tables.plan(&wanted, &|_| 0).unwrap().ops;
+        let sched: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                MapOp::SetSchedTable { start, real_ids } => Some((*start, real_ids.clone())),
+                _ => None,
+            })
+            .collect();
+        let service: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                MapOp::SetService(k, v) => Some((*k, *v)),
+                _ => None,
+            })
+            .collect();
+        (sched, service)
+    };
+    let first = writes(&Tables::new());
+    assert_eq!(first.0.len(), 1, "one mh table");
+    assert_eq!(
+        first.0[0].1.len(),
+        lb_common::hash::MH_DEFAULT_TAB_SIZE as usize
+    );
+    assert_eq!(first, writes(&Tables::new()), "a second controller");
+    // The bytes the datapath gets.
+    let bytes = |ids: &[u32]| {
+        ids.iter()
+            .flat_map(|id| id.to_ne_bytes())
+            .collect::<Vec<u8>>()
+    };
+    assert_eq!(bytes(&first.0[0].1), bytes(&writes(&Tables::new()).0[0].1));
+}
