@@ -27,8 +27,9 @@ use crate::util::{
 /// (iproute2, util-linux is essential), ethtool for veth offloads, curl as
 /// the client, xdp-tools for the XDP pass program on the bridge port,
 /// bpftool and tcpdump for looking inside, keepalived, haproxy and wrk for
-/// comparisons and load; g++ for libFuzzer, which the fuzz targets build
-/// from source (libfuzzer-sys).
+/// comparisons and load; bird2 (the ECMP router) and gobgpd (each
+/// director's BGP speaker) for the active-active lab; g++ for libFuzzer,
+/// which the fuzz targets build from source (libfuzzer-sys).
 pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -39,6 +40,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "keepalived",
     "haproxy",
     "wrk",
+    "bird2",
+    "gobgpd",
     "g++",
 ];
 

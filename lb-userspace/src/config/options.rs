@@ -47,8 +47,16 @@ pub(super) fn check_options(c: &mut Checker, s: &RawService, i: usize, scheduler
         // Behind ECMP, a flow's packets may reach any director; only a
         // scheduler whose answer is a function of the packet and the
         // config gives the same real server everywhere.
+        // A server out of service keeps its slots (see
+        // `controller::wanted`), and its flows go on to the next server in
+        // the table, the same on every director: mh-fallback, sh-fallback.
         if scheduler.is_some_and(Scheduler::is_consistent_hash) {
             options.flags |= service_flag::STATELESS_FALLBACK;
+            match scheduler {
+                Some(Scheduler::Mh) => options.flags |= service_flag::MH_FALLBACK,
+                Some(Scheduler::Sh) => options.flags |= service_flag::SH_FALLBACK,
+                _ => {}
+            }
         } else if scheduler.is_some() {
             c.error(
                 fallback.span(),
@@ -100,6 +108,8 @@ mod tests {
                 "{scheduler}"
             );
         }
+        let mh = Config::parse(&service("mh"), Path::new("lb.toml")).unwrap();
+        assert_ne!(mh.services[0].options.flags & service_flag::MH_FALLBACK, 0, "mh-fallback implied");
         for scheduler in ["rr", "wlc", "lblc"] {
             let e = Config::parse(&service(scheduler), Path::new("lb.toml"))
                 .unwrap_err()

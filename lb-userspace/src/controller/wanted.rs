@@ -117,8 +117,13 @@ pub(super) fn wanted_table(
 }
 
 /// Each real server of `s` with its configured weight and what `health`
-/// says of it: what keepalived's pool and quorum are computed from.
+/// says of it: what keepalived's pool and quorum are computed from. With
+/// the stateless fallback a failed server is inhibited (weight 0, in its
+/// place) whatever its check says: removed and added back, it would come
+/// back first in IPVS's order and change the consistent hash's table, no
+/// longer the other directors'.
 fn real_health(s: &ServiceConfig, health: &HealthView) -> Vec<RealHealth> {
+    let keep_places = s.options.flags & lb_common::service_flag::STATELESS_FALLBACK != 0;
     s.reals
         .iter()
         .map(|r| {
@@ -127,7 +132,7 @@ fn real_health(s: &ServiceConfig, health: &HealthView) -> Vec<RealHealth> {
                 weight: r.weight,
                 up: status.is_none_or(|st| st.up),
                 dynamic_weight: status.and_then(|st| st.dynamic_weight),
-                inhibit_on_failure: r.health.inhibit_on_failure,
+                inhibit_on_failure: r.health.inhibit_on_failure || keep_places,
             }
         })
         .collect()

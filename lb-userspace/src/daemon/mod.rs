@@ -199,7 +199,9 @@ impl Daemon {
     /// datapath is attached): what is due is announced at once.
     pub async fn start_bgp(&mut self, config: BgpConfig) {
         let mut announcer = Announcer::new(config);
-        announcer.check(&bgp_services(&lock(&self.shared))).await;
+        // The lock is not held across the speaker's calls.
+        let services = bgp_services(&lock(&self.shared));
+        announcer.check(&services).await;
         self.bgp = Some(announcer);
     }
 

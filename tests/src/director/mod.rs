@@ -18,6 +18,8 @@
 mod config;
 mod lbctl;
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -122,19 +124,43 @@ impl<'a> Director<'a> {
     /// (`REAL_CONNS`), read from the pinned map; unlike `lbctl`, which shows
     /// a negative count as 0, this shows the raw values.
     pub fn raw_real_conns(&self) -> Result<Vec<lb_common::RealConns>> {
-        let path = list_dir(&self.pin_path)
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n == lb_common::map_name::REAL_CONNS)
-            })
-            .ok_or_else(|| anyhow!("no pinned REAL_CONNS under {}", self.pin_path.display()))?;
-        let data = aya::maps::MapData::from_pin(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let data = self.pinned_map(lb_common::map_name::REAL_CONNS)?;
         let array: aya::maps::Array<_, lb_common::RealConns> =
             aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
         array.iter().map(|v| v.map_err(Into::into)).collect()
+    }
+
+    /// Each service's scheduling table as the datapath holds it, by
+    /// "VIP:PORT": for each slot the address of the real server it names
+    /// (for mh, where each bucket of the lookup table sends its flows).
+    pub fn sched_tables(&self) -> Result<BTreeMap<String, Vec<Ipv4Addr>>> {
+        use aya::maps::{Array, HashMap, Map};
+        use lb_common::{RealServer, Service, ServiceKey, ipv4_octets, map_name};
+        let services: HashMap<_, ServiceKey, Service> =
+            HashMap::try_from(Map::HashMap(self.pinned_map(map_name::SERVICES)?))?;
+        let table: Array<_, u32> = Array::try_from(Map::Array(self.pinned_map(map_name::SCHED_TABLE)?))?;
+        let reals: Array<_, RealServer> = Array::try_from(Map::Array(self.pinned_map(map_name::REALS)?))?;
+        let mut out = BTreeMap::new();
+        for entry in services.iter() {
+            let (key, svc) = entry?;
+            let mut slots = Vec::with_capacity(svc.table_len as usize);
+            for i in svc.table_start..svc.table_start + svc.table_len {
+                let real = reals.get(&table.get(&i, 0)?, 0)?;
+                slots.push(Ipv4Addr::from(ipv4_octets(real.addr)));
+            }
+            out.insert(format!("{}:{}", Ipv4Addr::from(ipv4_octets(key.addr)), u16::from_be(key.port)), slots);
+        }
+        Ok(out)
+    }
+
+    /// The map `name` lbd pinned.
+    fn pinned_map(&self, name: &str) -> Result<aya::maps::MapData> {
+        let path = list_dir(&self.pin_path)
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+            .ok_or_else(|| anyhow!("no pinned {name} under {}", self.pin_path.display()))?;
+        aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
     }
 
     /// Starts `lbd --config` in the director namespace and waits until lbctl

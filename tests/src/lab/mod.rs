@@ -11,6 +11,9 @@
 //!   <id>-rsI       eth0 10.k.0.(20+I)/24, VIP/32 on lo, arp_ignore=1, arp_announce=2
 //! ```
 //!
+//! With [`LabSpec::remote_client`] the client sits on 10.k.2.0/24 (`br2`)
+//! behind a router (10.k.0.254 / 10.k.2.254), as behind an ECMP router.
+//!
 //! With [`LabSpec::nat_reals`] the real servers sit on a private segment
 //! instead (LVS-NAT): `br1`, `rsI` at 10.k.1.(20+I)/24 with 10.k.1.1 as
 //! their default gateway, no VIP; each director has `eth1` there
@@ -28,6 +31,7 @@
 //! (requests, held connections, ARP probes, counters), `stale` (leftovers of
 //! crashed runs).
 
+mod bgp;
 mod processes;
 mod stale;
 mod topology;
@@ -41,6 +45,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
+pub use bgp::{DIRECTOR_AS, ROUTER_AS};
 pub use processes::ProcHandle;
 use processes::{Tracked, terminate};
 pub use stale::cleanup_stale_labs;
@@ -98,6 +103,10 @@ pub struct LabSpec {
     /// With `nat_reals`: no route from the real servers to anywhere but
     /// their own segment (full NAT needs none).
     pub reals_without_gateway: bool,
+    /// The client on its own subnet (10.k.2.0/24, bridge `br2`) behind a
+    /// router (10.k.0.254 / 10.k.2.254) that reaches the VIP through the
+    /// directors: every host of the main segment routes by it (ECMP).
+    pub remote_client: bool,
 }
 
 impl LabSpec {
@@ -113,7 +122,14 @@ impl LabSpec {
             static_vip: true,
             nat_reals: false,
             reals_without_gateway: false,
+            remote_client: false,
         }
+    }
+
+    /// The client behind a router (see [`LabSpec::remote_client`]).
+    pub fn remote_client(mut self) -> Self {
+        self.remote_client = true;
+        self
     }
 
     /// Real servers on a private segment with no route off it (full NAT).
@@ -196,6 +212,9 @@ pub const ROUTER_LAST_OCTET: u8 = 254;
 pub const INSIDE_IFACE: &str = "eth1";
 /// The real servers' bridge when they are remote.
 pub const REMOTE_BRIDGE: &str = "br1";
+/// The client's bridge when it is remote, and its segment (third octet).
+pub const CLIENT_BRIDGE: &str = "br2";
+pub const CLIENT_SEGMENT: u8 = 2;
 
 /// A built lab; see the module docs.
 pub struct Lab {
@@ -223,6 +242,7 @@ impl Lab {
     /// On error, whatever was created is removed again.
     pub fn build(spec: LabSpec) -> Result<Lab> {
         ensure!((1..=MAX_REALS).contains(&spec.reals), "reals must be between 1 and {MAX_REALS}, not {}", spec.reals);
+        ensure!(!(spec.remote_client && spec.remote_reals), "one router: remote_client or remote_reals");
         ensure!(
             (1..=MAX_DIRECTORS).contains(&spec.directors),
             "directors must be between 1 and {MAX_DIRECTORS}, not {}",
@@ -239,7 +259,7 @@ impl Lab {
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         let mut lab = Lab {
             switch_ns: format!("{id}-switch"),
-            client: Host::new(&id, "client", k, 10),
+            client: Host::on_segment(&id, "client", k, if spec.remote_client { CLIENT_SEGMENT } else { 0 }, 10),
             director: Host::new(&id, "director", k, 1),
             directors: (1..=spec.directors)
                 .map(|n| {
@@ -253,7 +273,7 @@ impl Lab {
                     Host::on_segment(&id, &format!("rs{i}"), k, segment, 20 + i as u8)
                 })
                 .collect(),
-            router: spec.remote_reals.then(|| Host::new(&id, "router", k, ROUTER_LAST_OCTET)),
+            router: (spec.remote_reals || spec.remote_client).then(|| Host::new(&id, "router", k, ROUTER_LAST_OCTET)),
             vip: Ipv4Addr::new(10, k, 0, 100),
             created: Vec::new(),
             children: Mutex::new(Vec::new()),

@@ -83,6 +83,21 @@ impl Lab {
         statuses.into_iter().next().flatten().ok_or_else(|| anyhow!("could not reap {}", handle.label))
     }
 
+    /// Kills a spawned process at once (SIGKILL), as a crash or a dead host
+    /// would, and reaps it.
+    pub fn kill(&self, handle: &ProcHandle) -> Result<ExitStatus> {
+        let mut tracked = {
+            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+            let pos = children
+                .iter()
+                .position(|t| t.handle.pid == handle.pid)
+                .ok_or_else(|| anyhow!("{} (pid {}) is not a process of this lab", handle.label, handle.pid))?;
+            children.remove(pos)
+        };
+        let _ = tracked.child.kill();
+        tracked.child.wait().with_context(|| format!("reaping {}", handle.label))
+    }
+
     /// The output a spawned process wrote so far.
     pub fn read_log(&self, handle: &ProcHandle) -> String {
         std::fs::read_to_string(&handle.log).unwrap_or_default()

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{BRIDGE, HOST_IFACE, Host, INSIDE_IFACE, Lab, PREFIX_LEN, REMOTE_BRIDGE, ROUTER_LAST_OCTET};
+use super::{
+    BRIDGE, CLIENT_BRIDGE, CLIENT_SEGMENT, HOST_IFACE, Host, INSIDE_IFACE, Lab, PREFIX_LEN, REMOTE_BRIDGE,
+    ROUTER_LAST_OCTET,
+};
 use crate::netns;
 
 /// Overrides where the XDP pass program for the director's bridge port is loaded from.
@@ -32,9 +35,15 @@ impl Lab {
             netns::ip(&["-n", &switch, "link", "add", REMOTE_BRIDGE, "type", "bridge"])?;
             netns::ip(&["-n", &switch, "link", "set", REMOTE_BRIDGE, "up"])?;
         }
-        let mut segment_hosts = vec![self.client.clone()];
-        segment_hosts.extend(self.directors.iter().cloned());
-        for host in segment_hosts {
+        let client = self.client.clone();
+        if self.spec.remote_client {
+            netns::ip(&["-n", &switch, "link", "add", CLIENT_BRIDGE, "type", "bridge"])?;
+            netns::ip(&["-n", &switch, "link", "set", CLIENT_BRIDGE, "up"])?;
+            self.add_host(&client, CLIENT_BRIDGE)?;
+        } else {
+            self.add_host(&client, BRIDGE)?;
+        }
+        for host in self.directors.clone() {
             self.add_host(&host, BRIDGE)?;
         }
         let real_bridge = if self.spec.remote_reals || self.spec.nat_reals { REMOTE_BRIDGE } else { BRIDGE };
@@ -42,7 +51,11 @@ impl Lab {
             self.add_host(&host, real_bridge)?;
         }
         if let Some(router) = self.router.clone() {
-            self.add_router(&router)?;
+            if self.spec.remote_client {
+                self.add_client_router(&router)?;
+            } else {
+                self.add_router(&router)?;
+            }
         }
 
         // The director holds the VIP next to its own address, as an LVS
@@ -133,6 +146,30 @@ impl Lab {
         let via_b = Ipv4Addr::new(10, k, 1, ROUTER_LAST_OCTET).to_string();
         for real in self.reals.clone() {
             netns::ip(&["-n", &real.ns, "route", "add", "default", "via", &via_b])?;
+        }
+        Ok(())
+    }
+
+    /// The router in front of a remote client: eth0 on the main segment,
+    /// eth1 on the client's, forwarding with an L4 hash for multipath
+    /// routes (`fib_multipath_hash_policy = 1`: each flow keeps its next
+    /// hop, flows spread). The client's gateway; the main segment's hosts'
+    /// default route. The route to the VIP is the test's (BGP).
+    fn add_client_router(&mut self, router: &Host) -> Result<()> {
+        self.add_host(router, BRIDGE)?;
+        let k = self.spec.subnet_index;
+        let port = "p-router1";
+        netns::ip(&["link", "add", "eth1", "netns", &router.ns, "type", "veth", "peer", "name", port, "netns", &self.switch_ns])?;
+        netns::ip(&["-n", &self.switch_ns, "link", "set", port, "master", CLIENT_BRIDGE, "up"])?;
+        let inside = Ipv4Addr::new(10, k, CLIENT_SEGMENT, ROUTER_LAST_OCTET);
+        netns::ip(&["-n", &router.ns, "addr", "add", &format!("{inside}/{PREFIX_LEN}"), "dev", "eth1"])?;
+        netns::ip(&["-n", &router.ns, "link", "set", "eth1", "up"])?;
+        self.run(&router.ns, &["ethtool", "-K", "eth1", "tx", "off", "tso", "off", "gso", "off", "gro", "off"])?;
+        set_sysctls(&router.ns, &[("net.ipv4.ip_forward", "1"), ("net.ipv4.fib_multipath_hash_policy", "1")])?;
+        netns::ip(&["-n", &self.client.ns, "route", "add", "default", "via", &inside.to_string()])?;
+        let outside = Ipv4Addr::new(10, k, 0, ROUTER_LAST_OCTET).to_string();
+        for ns in self.directors.iter().chain(&self.reals).map(|h| h.ns.clone()).collect::<Vec<_>>() {
+            netns::ip(&["-n", &ns, "route", "add", "default", "via", &outside])?;
         }
         Ok(())
     }
