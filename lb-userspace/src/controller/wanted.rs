@@ -170,7 +170,14 @@ impl Controller {
 
     /// Whether the service holds keepalived's quorum (see [`Self::update_quorums`]).
     pub fn holds_quorum(&self, service: ServiceId) -> bool {
-        self.quorums.get(&service).is_some_and(|q| q.up)
+        match self.quorums.get(&service) {
+            Some(q) => q.up,
+            // No transition seen yet (no checks, or none reported): the
+            // state at start.
+            None => self.table.iter().find(|s| s.id() == service).is_some_and(|s| {
+                s.quorum.initial(health::live_weight(&real_health(s, &self.health))).up
+            }),
+        }
     }
 
     /// Whether a VRRP instance of this director is backup for `vip`.
