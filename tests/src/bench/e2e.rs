@@ -160,7 +160,7 @@ fn process_ticks(pid: u32) -> Result<u64> {
 }
 
 /// The XDP program attached to `iface` in `ns`, by id (`ip -j link`).
-fn xdp_prog_id(ns: &str, iface: &str) -> Result<u32> {
+pub(super) fn xdp_prog_id(ns: &str, iface: &str) -> Result<u32> {
     let out = netns::ip(&["-n", ns, "-j", "-d", "link", "show", "dev", iface])?;
     let json: serde_json::Value = serde_json::from_str(&out)?;
     let xdp = &json[0]["xdp"];
@@ -182,11 +182,17 @@ fn prog_run_stats(id: u32) -> Result<(Duration, u64)> {
     bail!("no loaded program with id {id}")
 }
 
-/// What to sample around a run.
-struct Probes<'a> {
-    director_pid: Option<u32>,
-    xdp_prog: Option<u32>,
-    servers: &'a [ProcHandle],
+/// How many times the loaded program `id` has run (BPF stats).
+pub(super) fn prog_runs(id: u32) -> Result<u64> {
+    prog_run_stats(id).map(|(_, runs)| runs)
+}
+
+/// What to sample around a run: the director processes (lbd or HAProxy;
+/// with several directors, summed) and their XDP programs.
+pub(super) struct Probes<'a> {
+    pub(super) director_pids: Vec<u32>,
+    pub(super) xdp_progs: Vec<u32>,
+    pub(super) servers: &'a [ProcHandle],
 }
 
 struct Sample {
@@ -200,8 +206,19 @@ impl Probes<'_> {
     fn sample(&self) -> Result<Sample> {
         Ok(Sample {
             machine: machine_cpu()?,
-            director: self.director_pid.map(process_ticks).transpose()?,
-            xdp: self.xdp_prog.map(prog_run_stats).transpose()?,
+            director: (!self.director_pids.is_empty())
+                .then(|| self.director_pids.iter().map(|&pid| process_ticks(pid)).sum::<Result<u64>>())
+                .transpose()?,
+            xdp: (!self.xdp_progs.is_empty())
+                .then(|| -> Result<(Duration, u64)> {
+                    let mut total = (Duration::ZERO, 0);
+                    for &id in &self.xdp_progs {
+                        let (time, runs) = prog_run_stats(id)?;
+                        total = (total.0 + time, total.1 + runs);
+                    }
+                    Ok(total)
+                })
+                .transpose()?,
             servers: self
                 .servers
                 .iter()
@@ -288,9 +305,9 @@ pub fn parse_wrk(out: &str) -> Result<WrkOutput> {
     Ok(r)
 }
 
-struct Runner<'a> {
-    lab: &'a Lab,
-    options: &'a E2eOptions,
+pub(super) struct Runner<'a> {
+    pub(super) lab: &'a Lab,
+    pub(super) options: &'a E2eOptions,
 }
 
 impl Runner<'_> {
@@ -312,7 +329,7 @@ impl Runner<'_> {
     }
 
     /// A warm-up, then the measured run with samples around it.
-    fn load(&self, url: &str, close: bool, probes: &Probes) -> Result<LoadResult> {
+    pub(super) fn load(&self, url: &str, close: bool, probes: &Probes) -> Result<LoadResult> {
         if self.options.warmup_s > 0 {
             self.wrk(url, close, self.options.warmup_s)
                 .context("warm-up")?;
@@ -355,7 +372,7 @@ impl Runner<'_> {
         })
     }
 
-    fn both(&self, url: &str, probes: &Probes) -> Result<(LoadResult, LoadResult)> {
+    pub(super) fn both(&self, url: &str, probes: &Probes) -> Result<(LoadResult, LoadResult)> {
         let keepalive = self.load(url, false, probes).context("keep-alive run")?;
         let close = self
             .load(url, true, probes)
@@ -404,7 +421,7 @@ pub fn haproxy_config(lab: &Lab, threads: u32) -> String {
 }
 
 /// Waits until `url` answers from the client (any body).
-fn wait_until_answers(lab: &Lab, url: &str) -> Result<()> {
+pub(super) fn wait_until_answers(lab: &Lab, url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match lab.curl(url) {
@@ -465,11 +482,7 @@ pub fn run(options: &E2eOptions, progress: &mut dyn FnMut(&str)) -> Result<E2eRe
         "(c) direct to {} ({direct_url}): keep-alive, then a connection per request",
         rs1.name
     ));
-    let probes = Probes {
-        director_pid: None,
-        xdp_prog: None,
-        servers: &servers,
-    };
+    let probes = Probes { director_pids: vec![], xdp_progs: vec![], servers: &servers };
     let (keepalive, close) = runner.both(&direct_url, &probes).context("direct")?;
     modes.push(ModeResult {
         id: "direct",
@@ -494,11 +507,7 @@ pub fn run(options: &E2eOptions, progress: &mut dyn FnMut(&str)) -> Result<E2eRe
         progress(&format!(
             "(b) HAProxy mode tcp on the director ({vip_url}): keep-alive, then a connection per request"
         ));
-        let probes = Probes {
-            director_pid: Some(haproxy.pid),
-            xdp_prog: None,
-            servers: &servers,
-        };
+        let probes = Probes { director_pids: vec![haproxy.pid], xdp_progs: vec![], servers: &servers };
         runner.both(&vip_url, &probes)
     })();
     lab.stop(&haproxy).ok();
@@ -523,11 +532,8 @@ pub fn run(options: &E2eOptions, progress: &mut dyn FnMut(&str)) -> Result<E2eRe
         progress(&format!(
             "(a) lbd, DR, rr ({vip_url}): keep-alive, then a connection per request"
         ));
-        let probes = Probes {
-            director_pid: director.pid(),
-            xdp_prog: Some(prog),
-            servers: &servers,
-        };
+        let probes =
+            Probes { director_pids: director.pid().into_iter().collect(), xdp_progs: vec![prog], servers: &servers };
         runner.both(&vip_url, &probes)
     })();
     let log = director.log();
@@ -565,7 +571,7 @@ pub fn run(options: &E2eOptions, progress: &mut dyn FnMut(&str)) -> Result<E2eRe
     })
 }
 
-fn in_path(program: &str) -> bool {
+pub(super) fn in_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -17,7 +17,6 @@
 //! what the sweep does with each entry.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
@@ -27,7 +26,7 @@ use lb_userspace::controller::SWEEP_ENTRIES_PER_TICK;
 use lb_userspace::datapath::Cursor;
 use serde_json::{Value, json};
 
-use super::report::Machine;
+use super::report::{Machine, Part, measured_on};
 use crate::harness::Harness;
 
 /// How much to measure.
@@ -276,103 +275,24 @@ fn section(s: &SweepResults, machine: &Machine) -> String {
     md
 }
 
-/// Markers around what the sweep part writes into results.md and the
-/// README, so a run that measures only it (or everything but it) leaves the
-/// rest (or it) as it was.
-pub const START: &str = "<!-- bench-walk:start (written by cargo xtask bench) -->";
-pub const END: &str = "<!-- bench-walk:end -->";
+/// Where the walk figures go: their own markers in results.md and the
+/// README, `sweep` in results.json.
+pub const PART: Part = Part {
+    key: "sweep",
+    start: "<!-- bench-walk:start (written by cargo xtask bench) -->",
+    end: "<!-- bench-walk:end -->",
+};
 
-fn block(body: &str) -> String {
-    format!("{START}\n{body}{END}\n")
+/// This run's walk figures for results.json and results.md.
+pub fn figures(s: &SweepResults, machine: &Machine) -> (Value, String) {
+    (to_json(s), section(s, machine))
 }
 
-/// What stands between the markers in `text`, markers included.
-fn existing_block(text: &str) -> Option<&str> {
-    let start = text.find(START)?;
-    let end = start + text[start..].find(END)? + END.len();
-    Some(&text[start..end])
-}
-
-/// `text` with its block replaced by `new`, or `new` appended.
-fn with_block(text: &str, new: &str) -> String {
-    match existing_block(text) {
-        Some(old) => text.replacen(old, new.trim_end(), 1),
-        None => format!("{}\n\n{}\n", text.trim_end(), new.trim_end()),
-    }
-}
-
-/// When and where, for a run that may have measured only this.
-fn measured_on(machine: &Machine) -> String {
+/// The README's summary of the walks.
+pub fn readme_summary(s: &SweepResults, machine: &Machine) -> String {
     format!(
-        "Measured {} UTC on {}, load average {} (commit {})",
-        machine.date,
-        machine.summary(),
-        machine.load_before,
-        machine.commit
-    )
-}
-
-/// Puts this run's walk figures, or (not measured this run) the previous
-/// ones, into results.json and results.md as they are about to be written.
-pub fn merge(
-    this_run: Option<&SweepResults>,
-    machine: &Machine,
-    (old_json, old_md): (Option<&Value>, &str),
-    json: &mut Value,
-    md: &mut String,
-) {
-    match (this_run, old_json.and_then(|o| o.get("sweep"))) {
-        (Some(s), _) => {
-            json["sweep"] = to_json(s);
-            json["sweep"]["measured"] = json!(measured_on(machine));
-        }
-        (None, Some(old)) => json["sweep"] = old.clone(),
-        (None, None) => {}
-    }
-    let new = this_run.map(|s| block(&section(s, machine)));
-    if let Some(b) = new.as_deref().or_else(|| existing_block(old_md)) {
-        *md = with_block(md, b);
-    }
-}
-
-/// Rewrites the README's walk block with this run's figures; true if it
-/// did (the README has the block).
-pub fn write_readme(this_run: &SweepResults, machine: &Machine, readme: &Path) -> Result<bool> {
-    let Ok(text) = std::fs::read_to_string(readme) else {
-        return Ok(false);
-    };
-    if existing_block(&text).is_none() {
-        return Ok(false);
-    }
-    let summary = format!(
         "{}; the method is in [bench/results.md](bench/results.md).\n\n{}",
         measured_on(machine),
-        table_markdown(this_run)
-    );
-    std::fs::write(readme, with_block(&text, &block(&summary)))
-        .with_context(|| format!("writing {}", readme.display()))?;
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_block_is_replaced_or_appended() {
-        let new = block("new\n");
-        let text = format!("a\n{START}\nold\n{END}\nb\n");
-        assert_eq!(
-            with_block(&text, &new),
-            format!("a\n{START}\nnew\n{END}\nb\n")
-        );
-        assert_eq!(with_block("a\n", &new), format!("a\n\n{new}"));
-        // Carried over: the same block again.
-        let carried = existing_block(&text).unwrap().to_owned();
-        assert_eq!(with_block("c\n", &carried), format!("c\n\n{carried}\n"));
-        assert_eq!(
-            existing_block(&text),
-            Some(format!("{START}\nold\n{END}").as_str())
-        );
-    }
+        table_markdown(s)
+    )
 }

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use lb_tests::bench::datapath::{self, DatapathOptions};
 use lb_tests::bench::e2e::{self, E2eOptions};
+use lb_tests::bench::ecmp;
 use lb_tests::bench::report::{self, Machine, Results};
 use lb_tests::bench::sweep::{self, SweepOptions};
 use lb_tests::bins::workspace_root;
@@ -40,15 +41,18 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     connections: u32,
     /// Only the datapath part.
-    #[arg(long, conflicts_with_all = ["e2e_only", "sweep_only"])]
+    #[arg(long, conflicts_with_all = ["e2e_only", "sweep_only", "ecmp_only"])]
     datapath_only: bool,
     /// Only the end-to-end part.
-    #[arg(long, conflicts_with = "sweep_only")]
+    #[arg(long, conflicts_with_all = ["sweep_only", "ecmp_only"])]
     e2e_only: bool,
     /// Only the connection-table walks (the other figures in results.md,
     /// results.json and the README stay as they are).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ecmp_only")]
     sweep_only: bool,
+    /// Only the active-active directors (the other figures stay as they are).
+    #[arg(long)]
+    ecmp_only: bool,
     /// Connection-table sizes for the walks.
     #[arg(long, value_delimiter = ',', default_values_t = SweepOptions::default().sizes)]
     sweep_sizes: Vec<u32>,
@@ -96,9 +100,11 @@ fn bench(cli: &Cli) -> Result<()> {
         datapath: None,
         e2e: None,
         sweep: None,
+        ecmp: None,
     };
+    let only_one_part = cli.sweep_only || cli.ecmp_only;
 
-    if !cli.e2e_only && !cli.sweep_only {
+    if !cli.e2e_only && !only_one_part {
         println!("\n==> Datapath: ns per packet through BPF_PROG_TEST_RUN");
         let options = DatapathOptions {
             runs: cli.runs,
@@ -117,7 +123,7 @@ fn bench(cli: &Cli) -> Result<()> {
         }
         results.datapath = Some(d);
     }
-    if !cli.datapath_only && !cli.sweep_only {
+    if !cli.datapath_only && !only_one_part {
         println!(
             "\n==> End to end: wrk through lbd (DR), HAProxy (mode tcp), and straight to a real server"
         );
@@ -129,7 +135,7 @@ fn bench(cli: &Cli) -> Result<()> {
         let e = e2e::run(&options, &mut |l| progress(l)).context("end-to-end benchmark")?;
         results.e2e = Some(e);
     }
-    if !cli.datapath_only && !cli.e2e_only {
+    if !cli.datapath_only && !cli.e2e_only && !cli.ecmp_only {
         println!(
             "\n==> Connection table: a full walk, key by key and batched, and a sweep pass in ticks"
         );
@@ -139,6 +145,13 @@ fn bench(cli: &Cli) -> Result<()> {
         };
         let s = sweep::run(&options, &mut |l| progress(l)).context("connection-table walks")?;
         results.sweep = Some(s);
+    }
+    if !cli.datapath_only && !cli.e2e_only && !cli.sweep_only {
+        println!("\n==> Active-active: one, two and three directors behind an ECMP router");
+        let options = E2eOptions { duration_s: cli.duration, connections: cli.connections, ..Default::default() };
+        let e = ecmp::run(&options, &mut |l| progress(l)).context("active-active benchmark")?;
+        println!("\n{}", ecmp::table_markdown(&e));
+        results.ecmp = Some(e);
     }
     machine.load_after = report::loadavg();
     results.machine = machine;

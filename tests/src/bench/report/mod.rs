@@ -7,6 +7,7 @@
 mod json;
 mod machine;
 mod markdown;
+mod part;
 mod svg;
 
 use std::path::Path;
@@ -15,10 +16,12 @@ use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 pub use machine::{Machine, format_utc, loadavg, utc_now};
+pub use part::{Part, measured_on};
 pub use svg::datapath_svg;
 
 use super::datapath::{DatapathResults, ScenarioResult};
 use super::e2e::E2eResults;
+use super::ecmp::{self, EcmpResults};
 use super::sweep::{self, SweepResults};
 
 /// Everything one benchmark run measured.
@@ -28,6 +31,8 @@ pub struct Results {
     pub e2e: Option<E2eResults>,
     /// The connection table's walks ([`sweep`]).
     pub sweep: Option<SweepResults>,
+    /// Active-active directors ([`ecmp`]).
+    pub ecmp: Option<EcmpResults>,
 }
 
 /// A target of the issue and whether it was met.
@@ -129,13 +134,9 @@ pub fn write_all(results: &Results, dir: &Path, readme: Option<&Path>) -> Result
         ),
     };
     let old = (old_json.as_ref(), old_md.as_str());
-    sweep::merge(
-        results.sweep.as_ref(),
-        &results.machine,
-        old,
-        &mut json,
-        &mut md,
-    );
+    let machine = &results.machine;
+    sweep::PART.merge(results.sweep.as_ref().map(|s| sweep::figures(s, machine)), machine, old, &mut json, &mut md);
+    ecmp::PART.merge(results.ecmp.as_ref().map(|e| ecmp::figures(e, machine)), machine, old, &mut json, &mut md);
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
     written.push(json_path.display().to_string());
     std::fs::write(&md_path, md)?;
@@ -154,7 +155,13 @@ pub fn write_all(results: &Results, dir: &Path, readme: Option<&Path>) -> Result
         written.push(readme.display().to_string());
     }
     if let (Some(s), Some(readme)) = (&results.sweep, readme)
-        && sweep::write_readme(s, &results.machine, readme)?
+        && sweep::PART.write_readme(&sweep::readme_summary(s, machine), readme)?
+        && !written.contains(&readme.display().to_string())
+    {
+        written.push(readme.display().to_string());
+    }
+    if let (Some(e), Some(readme)) = (&results.ecmp, readme)
+        && ecmp::PART.write_readme(&ecmp::readme_summary(e, machine), readme)?
         && !written.contains(&readme.display().to_string())
     {
         written.push(readme.display().to_string());
