@@ -85,13 +85,6 @@ impl Scheduler {
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.code() == code)
     }
-
-    /// Whether its choice is a function of the packet and the service's
-    /// table alone (no counts, no rotation, no cache): then directors with
-    /// the same config choose alike, as a stateless fallback needs.
-    pub fn is_consistent_hash(self) -> bool {
-        matches!(self, Self::Sh | Self::Dh | Self::Mh)
-    }
 }
 
 impl fmt::Display for Scheduler {

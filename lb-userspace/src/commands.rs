@@ -14,7 +14,7 @@ use lb_ipvsadm::{
 use crate::{
     config::{MAX_WEIGHT, RealConfig, ServiceConfig},
     health::{HealthCheck, Quorum},
-    model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceId, ServiceOptions},
+    model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceId, ServiceOptions, stateless_fallback_bits},
 };
 
 /// Why a command changes nothing: ipvsadm's message and exit status.
@@ -98,6 +98,9 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
                 svc.quorum_down = f.quorum_down.clone();
                 svc.drain_on_failure = f.drain_on_failure;
                 svc.forwarding = f.forwarding;
+                if f.options.flags & lb_common::service_flag::STATELESS_FALLBACK != 0 {
+                    svc.options.flags |= stateless_fallback_bits(scheduler).unwrap_or(0);
+                }
             }
             table.push(svc);
         }
@@ -107,17 +110,17 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             // Without -s the scheduler stays (ipvsadm would reset it to wlc).
             let scheduler = c.scheduler.unwrap_or(svc.scheduler);
             svc.scheduler = scheduler;
-            // What ipvsadm has no option for stays as the config set it;
-            // the stateless fallback only with a scheduler that allows it.
+            // What ipvsadm has no option for stays as the config set it:
+            // the stateless fallback only with a scheduler that allows it,
+            // as the config says.
             let mut kept = svc.options.flags & lb_common::service_flag::SLOPPY_TCP;
-            if scheduler.is_consistent_hash() {
-                kept |= svc.options.flags & lb_common::service_flag::STATELESS_FALLBACK;
-            } else if svc.options.flags & lb_common::service_flag::STATELESS_FALLBACK != 0 {
-                tracing::warn!(
-                    "{}:{}: scheduler {scheduler} gives each director its own choice: the stateless fallback is off",
-                    svc.vip,
-                    svc.port
-                );
+            if svc.options.flags & lb_common::service_flag::STATELESS_FALLBACK != 0 {
+                kept |= stateless_fallback_bits(scheduler).ok_or_else(|| {
+                    CommandError::unsupported(&format!(
+                        "{}:{} has stateless_fallback, which needs scheduler mh or sh, not {scheduler}",
+                        svc.vip, svc.port
+                    ))
+                })?;
             }
             svc.options = ServiceOptions { flags: service_options(c, scheduler).flags | kept, ..service_options(c, scheduler) };
         }
@@ -330,5 +333,29 @@ mod tests {
         let ports: Vec<_> =
             nat[0].reals.iter().rev().take(2).map(|r| (r.address.octets()[3], r.port, r.forwarding)).collect();
         assert_eq!(ports, [(31, 80, Forwarding::Dr), (30, 8080, Forwarding::Nat)]);
+    }
+
+    /// The stateless fallback the config set: kept (with mh-fallback) by
+    /// an edit, refused with a scheduler it cannot have, as the config
+    /// refuses it; restored with the file's service by -A.
+    #[test]
+    fn edits_keep_the_stateless_fallback_as_the_config_has_it() {
+        use lb_common::service_flag::{MH_FALLBACK, STATELESS_FALLBACK};
+        let text = "[director]\ninterface = \"eth0\"\n\n[[service]]\nvip = \"10.0.0.100:80\"\nscheduler = \"mh\"\n\
+                    stateless_fallback = true\n";
+        let file = crate::config::Config::parse(text, std::path::Path::new("lb.toml")).unwrap().services;
+        let mut t = file.clone();
+        let apply_line = |t: &mut Vec<ServiceConfig>, line: &str| {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            apply(t, &parse(&args, &Names::default()).unwrap(), &file)
+        };
+        apply_line(&mut t, "-E -t 10.0.0.100:80 -s mh -b mh-port").unwrap();
+        let both = STATELESS_FALLBACK | MH_FALLBACK;
+        assert_eq!(t[0].options.flags & both, both);
+        let e = apply_line(&mut t, "-E -t 10.0.0.100:80 -s rr").unwrap_err();
+        assert!(e.message.contains("needs scheduler mh or sh, not rr"), "{}", e.message);
+        apply_line(&mut t, "-D -t 10.0.0.100:80").unwrap();
+        apply_line(&mut t, "-A -t 10.0.0.100:80 -s mh").unwrap();
+        assert_eq!(t[0].options.flags & both, both, "restored from the file");
     }
 }

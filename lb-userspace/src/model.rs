@@ -63,6 +63,21 @@ pub struct ServiceOptions {
     pub persistence_netmask: std::net::Ipv4Addr,
 }
 
+/// The flag bits a service's `stateless_fallback` sets under `scheduler`:
+/// the fallback itself and the scheduler's own walk past a server out of
+/// service (mh-fallback, sh-fallback), so that every director gives a
+/// flow the same server. `None` for a scheduler that cannot: one that
+/// counts, rotates or caches, and dh, which hashes the VIP alone and has
+/// no walk (its one server out, the whole VIP would be).
+pub fn stateless_fallback_bits(scheduler: Scheduler) -> Option<u16> {
+    use lb_common::service_flag as f;
+    match scheduler {
+        Scheduler::Mh => Some(f::STATELESS_FALLBACK | f::MH_FALLBACK),
+        Scheduler::Sh => Some(f::STATELESS_FALLBACK | f::SH_FALLBACK),
+        _ => None,
+    }
+}
+
 impl Default for ServiceOptions {
     fn default() -> Self {
         Self { flags: 0, persistence_timeout: None, persistence_netmask: Ipv4Addr::BROADCAST }

@@ -34,7 +34,7 @@ const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const HOLD_TIME: Duration = Duration::from_secs(3);
 const SLACK: Duration = Duration::from_secs(2);
 /// lbd's drain time after withdrawing (long enough to watch it forward on).
-const DRAIN: &str = "3s";
+const DRAIN: &str = "5s";
 const HELD: usize = 24;
 /// Sync's refresh period: how soon a director that comes back has the
 /// others' entries.
@@ -137,7 +137,7 @@ fn without_sync_the_fallback_carries_a_stopped_directors_flows() {
     lab.start_http_servers_with(Path::new(LAB_SERVER)).unwrap();
     let hosts: Vec<Host> = lab.directors().to_vec();
     let _bird = lab.start_bird_router(&hosts).unwrap();
-    let _speakers: Vec<ProcHandle> = hosts.iter().map(|h| lab.start_gobgpd(h).unwrap()).collect();
+    let speakers: Vec<ProcHandle> = hosts.iter().map(|h| lab.start_gobgpd(h).unwrap()).collect();
     let mut directors: Vec<Director<'_>> = hosts.iter().map(|h| director(&lab, h, false)).collect();
     for d in &mut directors {
         start(d);
@@ -163,9 +163,20 @@ fn without_sync_the_fallback_carries_a_stopped_directors_flows() {
     for c in held {
         c.close();
     }
-    for d in &mut directors {
-        d.stop().unwrap();
-    }
+
+    // gobgpd hangs (stopped): director1's lbd cannot withdraw on SIGTERM,
+    // so it leaves the datapath attached under the route, and says so.
+    // SAFETY: kill(2) on a process of this lab.
+    unsafe { libc::kill(speakers[0].pid as i32, libc::SIGSTOP) };
+    let status = directors[0].stop_within(Duration::from_secs(30)).unwrap();
+    unsafe { libc::kill(speakers[0].pid as i32, libc::SIGCONT) };
+    let log = directors[0].log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the daemon did not take every withdrawal"), "{log}");
+    assert!(directors[0].xdp_attached().unwrap(), "the datapath left under a route:\n{log}");
+    assert!(lab.router_next_hops(lab.vip()).unwrap().contains(&hosts[0].ip));
+    directors[0].remove_pins().unwrap();
+    directors[1].stop().unwrap();
 }
 
 #[test]
@@ -289,6 +300,10 @@ fn directors_behind_ecmp_share_flows_and_leave_without_breaking_them() {
     // Director3 started afresh: the others' refresh gives it their entries.
     std::thread::sleep(REFRESH * 2);
     all_go_on(&mut held, "directors back");
+    // Adopted (director2) or built afresh (director3): the same table.
+    let tables = d1.sched_tables().unwrap();
+    assert_eq!(d2.sched_tables().unwrap(), tables, "director2's adopted mh table");
+    assert_eq!(d3.sched_tables().unwrap(), tables, "director3's new mh table");
     for i in 0..30 {
         lab.curl(&url).unwrap_or_else(|e| panic!("curl {i} after the directors came back: {e:#}"));
     }

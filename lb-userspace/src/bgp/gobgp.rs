@@ -19,7 +19,7 @@ use super::config::{BgpConfig, RouteAttributes};
 
 /// How long one CLI call may take (gobgpd down: the CLI waits for its
 /// gRPC deadline).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct GoBgp {
     command: String,

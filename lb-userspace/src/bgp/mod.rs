@@ -9,15 +9,24 @@
 //! * [`plan`]: what to announce and the steps to get there (pure).
 //! * [`gobgp`]: the speaker adapter for GoBGP. Another daemon is another
 //!   [`Speaker`] variant with the same three calls.
+//!
+//! The speaker's calls run in a task of their own ([`Bgp`]): a slow or
+//! absent daemon never holds up the main loop (health checks, VRRP,
+//! lbctl); the main loop only hands it the services' state.
 
 pub mod config;
 mod gobgp;
 pub mod plan;
 
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Instant};
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
-use tracing::{info, warn};
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
 
 pub use config::{BgpConfig, RawBgp};
 pub use plan::ServiceState;
@@ -57,8 +66,95 @@ impl Speaker {
     }
 }
 
+/// Route health injection, running beside the main loop.
+pub struct Bgp {
+    states: watch::Sender<Vec<ServiceState>>,
+    stop: oneshot::Sender<oneshot::Sender<bool>>,
+    drain_time: Duration,
+}
+
+/// How long a stop may spend withdrawing (each call has its own limit,
+/// [`gobgp`]'s 3 s).
+const WITHDRAW_DEADLINE: Duration = Duration::from_secs(20);
+
+impl Bgp {
+    /// Starts announcing what `states` call for (call once the datapath is
+    /// attached): the daemon's routes are read, lbd's (re)announced with
+    /// this config's attributes, then checked every `check_interval`.
+    pub fn start(config: BgpConfig, states: Vec<ServiceState>) -> Self {
+        let drain_time = config.drain_time;
+        let (states_tx, states_rx) = watch::channel(states);
+        let (stop, stop_rx) = oneshot::channel();
+        tokio::spawn(run(Announcer::new(config), states_rx, stop_rx));
+        Bgp { states: states_tx, stop, drain_time }
+    }
+
+    /// The services' state now; the task tells the daemon the difference.
+    pub fn update(&self, states: Vec<ServiceState>) {
+        self.states.send_if_modified(|s| {
+            let changed = *s != states;
+            *s = states;
+            changed
+        });
+    }
+
+    /// A stop: withdraws every VIP and, if that worked, waits the drain
+    /// time, the datapath still forwarding what the routers send meanwhile.
+    /// False if a route may still be out (the daemon did not take the
+    /// withdrawal in time): then the datapath must stay.
+    pub async fn withdraw_all(self) -> bool {
+        let (reply, done) = oneshot::channel();
+        if self.stop.send(reply).is_err() {
+            return false;
+        }
+        let withdrawn = matches!(tokio::time::timeout(WITHDRAW_DEADLINE, done).await, Ok(Ok(true)));
+        if withdrawn {
+            info!("BGP: routes withdrawn; forwarding on for the drain time ({:?})", self.drain_time);
+            tokio::time::sleep(self.drain_time).await;
+        }
+        withdrawn
+    }
+}
+
+/// The task: follows the states, checks the daemon every interval, and
+/// withdraws everything when asked to stop.
+async fn run(
+    mut announcer: Announcer,
+    mut states: watch::Receiver<Vec<ServiceState>>,
+    mut stop: oneshot::Receiver<oneshot::Sender<bool>>,
+) {
+    let first = states.borrow_and_update().clone();
+    announcer.check(&first, true).await;
+    let mut tick = tokio::time::interval(announcer.config.check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut stop => {
+                let withdrawn = announcer.withdraw_all().await;
+                if let Ok(reply) = reply {
+                    let _ = reply.send(withdrawn);
+                }
+                return;
+            }
+            changed = states.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = states.borrow_and_update().clone();
+                announcer.update(&now).await;
+            }
+            _ = tick.tick() => {
+                let now = states.borrow().clone();
+                announcer.check(&now, false).await;
+            }
+        }
+    }
+}
+
 /// What lbd has told its speaker, and what it wants told.
-pub struct Announcer {
+struct Announcer {
     speaker: Speaker,
     config: BgpConfig,
     /// What the daemon holds of our VIPs, as far as we know: updated by
@@ -69,7 +165,7 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    pub fn new(config: BgpConfig) -> Self {
+    fn new(config: BgpConfig) -> Self {
         Announcer {
             speaker: Speaker::new(&config),
             config,
@@ -79,51 +175,50 @@ impl Announcer {
         }
     }
 
-    pub fn config(&self) -> &BgpConfig {
-        &self.config
-    }
-
-    /// The VIPs announced (as far as lbd knows).
-    pub fn announced(&self) -> &BTreeSet<Ipv4Addr> {
-        &self.announced
-    }
-
     /// Takes the services' state now and tells the daemon the difference.
-    pub async fn update(&mut self, services: &[ServiceState]) {
+    async fn update(&mut self, services: &[ServiceState]) {
         self.wanted = plan::wanted(&self.config.vips, services);
         self.apply().await;
     }
 
     /// Reads what the daemon holds (a restarted daemon holds nothing; an
-    /// lbd before this one may have left routes), then corrects it. Of the
-    /// routes the daemon originates, only the VIPs of this config are
-    /// lbd's to withdraw.
-    pub async fn check(&mut self, services: &[ServiceState]) {
+    /// lbd before this one may have left routes), then corrects it. lbd's
+    /// own are the VIPs `vips` names, or without it every service's VIP:
+    /// only those does it withdraw. The `first` check announces every
+    /// wanted VIP again, so that routes an lbd before this one left carry
+    /// this config's attributes.
+    async fn check(&mut self, services: &[ServiceState], first: bool) {
         match self.speaker.announced().await {
             Ok(held) => {
+                let chosen = &self.config.vips;
                 let ours = |v: &Ipv4Addr| {
-                    services.iter().any(|s| s.vip == *v) || self.config.vips.contains(v)
+                    if chosen.is_empty() { services.iter().any(|s| s.vip == *v) } else { chosen.contains(v) }
                 };
                 self.announced = held.into_iter().filter(ours).collect();
+                if first {
+                    let wanted = plan::wanted(&self.config.vips, services);
+                    self.announced.retain(|v| !wanted.contains(v));
+                }
             }
             Err(e) => self.failed(&format!("reading the announced routes: {e:#}")),
         }
         self.update(services).await;
     }
 
-    /// Withdraws every VIP (a stop), then waits the drain time, the
-    /// datapath still forwarding what the routers send meanwhile.
-    pub async fn withdraw_all(&mut self) {
+    /// Withdraws every VIP lbd announced; true if none is left out.
+    async fn withdraw_all(&mut self) -> bool {
         self.wanted.clear();
-        let had = !self.announced.is_empty();
-        self.apply().await;
-        if had {
-            info!(
-                "BGP: routes withdrawn; forwarding on for the drain time ({:?})",
-                self.config.drain_time
-            );
-            tokio::time::sleep(self.config.drain_time).await;
+        for step in plan::steps(&self.announced, &self.wanted) {
+            let Step::Withdraw(vip) = step else { continue };
+            match self.speaker.withdraw(vip).await {
+                Ok(()) => {
+                    info!("BGP: withdrew {vip}/32");
+                    self.announced.remove(&vip);
+                }
+                Err(e) => error!("BGP: withdrawing {vip}/32 on the way out: {e:#}"),
+            }
         }
+        self.announced.is_empty()
     }
 
     async fn apply(&mut self) {
@@ -141,20 +236,16 @@ impl Announcer {
                     info!("BGP: withdrew {vip}/32");
                     self.announced.remove(&vip);
                 }
-                (Step::Announce(vip), Err(e)) => {
-                    self.failed(&format!("announcing {vip}/32: {e:#}"))
-                }
-                (Step::Withdraw(vip), Err(e)) => {
-                    self.failed(&format!("withdrawing {vip}/32: {e:#}"))
-                }
+                (Step::Announce(vip), Err(e)) => self.failed(&format!("announcing {vip}/32: {e:#}")),
+                (Step::Withdraw(vip), Err(e)) => self.failed(&format!("withdrawing {vip}/32: {e:#}")),
             }
         }
     }
 
     fn failed(&mut self, what: &str) {
-        if let Some(line) = self.failures.event((), Instant::now(), || {
-            format!("BGP: {what}; trying again at the next check")
-        }) {
+        if let Some(line) =
+            self.failures.event((), Instant::now(), || format!("BGP: {what}; trying again at the next check"))
+        {
             warn!("{line}");
         }
     }

@@ -262,14 +262,6 @@ async fn run(args: Args) -> Result<ExitCode> {
 
     let sync_stats = sync.as_ref().map(SyncLink::stats);
     let mut daemon = Daemon::new(args.config.clone(), net, shared, monitor, instances, sync);
-    // Route health injection, now that the datapath is attached.
-    let mut bgp_tick =
-        tokio::time::interval(bgp_config.as_ref().map_or(Duration::from_secs(3600), |c| c.check_interval));
-    if let Some(cfg) = bgp_config.clone() {
-        info!("BGP: announcing through {} at {}", cfg.command, cfg.api);
-        daemon.start_bgp(cfg).await;
-        bgp_tick.reset();
-    }
 
     // Changes from lbctl go through the main loop (they need the network
     // for their checks); reads are answered directly.
@@ -300,9 +292,16 @@ async fn run(args: Args) -> Result<ExitCode> {
     // A tick missed while an event took long (a scan of a huge table under
     // a flood) comes one period after that event, not at once: the loop
     // never runs one timer's work back to back and starves the others.
-    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours, &mut bgp_tick] {
+    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours] {
         timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
+    // Route health injection, now that the datapath is attached and a
+    // SIGTERM withdraws what it announces.
+    if let Some(cfg) = bgp_config {
+        info!("BGP: announcing through {} at {}", cfg.command, cfg.api);
+        daemon.start_bgp(cfg);
+    }
+    let mut routes_out = false;
     loop {
         // Signals first: SIGTERM is served after the event in hand, however
         // busy the timers and sockets are.
@@ -326,7 +325,6 @@ async fn run(args: Args) -> Result<ExitCode> {
             _ = sweep.tick() => Event::Sweep,
             _ = rates.tick() => Event::SampleRates,
             _ = neighbours.tick() => Event::RefreshNeighbours,
-            _ = bgp_tick.tick(), if bgp_config.is_some() => Event::BgpCheck,
             // Last: a peer sending without pause cannot starve the timers
             // (each ready at most once a period).
             Some(batch) = async { match &mut sync_rx { Some(rx) => rx.recv().await, None => None } } => {
@@ -347,8 +345,8 @@ async fn run(args: Args) -> Result<ExitCode> {
         shared
     } else {
         // Routers first: the routes go, the datapath forwards on for the
-        // drain time, then stops.
-        daemon.withdraw_routes().await;
+        // drain time, then stops; unless a route may still be out.
+        routes_out = !daemon.withdraw_routes().await;
         daemon.stop().await
     };
     server.abort();
@@ -378,6 +376,15 @@ async fn run(args: Args) -> Result<ExitCode> {
             ifnames[0]
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if routes_out {
+        controller.datapath.leave_running();
+        error!(
+            "BGP: the daemon did not take every withdrawal: the datapath stays attached to {} so that no \
+             route points at nothing; start lbd again and stop it once the daemon answers",
+            ifnames.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
     }
     controller.datapath.shut_down().context("detach")?;
     info!("detached from {}; exiting", ifnames.join(", "));

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use lb_common::service_flag;
 
 use super::{check::Checker, raw::RawService};
-use crate::model::{SCHED_FLAGS, Scheduler, ServiceOptions};
+use crate::model::{SCHED_FLAGS, Scheduler, ServiceOptions, stateless_fallback_bits};
 
 /// The options of the `i`th service, whose scheduler is `scheduler` (`None`
 /// if wrong).
@@ -49,20 +49,15 @@ pub(super) fn check_options(c: &mut Checker, s: &RawService, i: usize, scheduler
         // config gives the same real server everywhere.
         // A server out of service keeps its slots (see
         // `controller::wanted`), and its flows go on to the next server in
-        // the table, the same on every director: mh-fallback, sh-fallback.
-        if scheduler.is_some_and(Scheduler::is_consistent_hash) {
-            options.flags |= service_flag::STATELESS_FALLBACK;
-            match scheduler {
-                Some(Scheduler::Mh) => options.flags |= service_flag::MH_FALLBACK,
-                Some(Scheduler::Sh) => options.flags |= service_flag::SH_FALLBACK,
-                _ => {}
-            }
-        } else if scheduler.is_some() {
-            c.error(
+        // the table, the same on every director.
+        match scheduler.map(stateless_fallback_bits) {
+            Some(Some(bits)) => options.flags |= bits,
+            Some(None) => c.error(
                 fallback.span(),
                 key("stateless_fallback"),
-                "needs scheduler mh, sh or dh (the same choice on every director)",
-            );
+                "needs scheduler mh or sh (the same choice on every director)",
+            ),
+            None => {}
         }
     }
     if let Some(t) = &s.persistence_timeout {
@@ -100,7 +95,7 @@ mod tests {
 
     #[test]
     fn stateless_fallback_needs_a_consistent_hash() {
-        for scheduler in ["mh", "sh", "dh"] {
+        for scheduler in ["mh", "sh"] {
             let c = Config::parse(&service(scheduler), Path::new("lb.toml")).unwrap();
             assert_ne!(
                 c.services[0].options.flags & service_flag::STATELESS_FALLBACK,
@@ -110,13 +105,13 @@ mod tests {
         }
         let mh = Config::parse(&service("mh"), Path::new("lb.toml")).unwrap();
         assert_ne!(mh.services[0].options.flags & service_flag::MH_FALLBACK, 0, "mh-fallback implied");
-        for scheduler in ["rr", "wlc", "lblc"] {
+        for scheduler in ["rr", "wlc", "lblc", "dh"] {
             let e = Config::parse(&service(scheduler), Path::new("lb.toml"))
                 .unwrap_err()
                 .to_string();
             assert!(
                 e.contains(
-                    "lb.toml:7: service[0].stateless_fallback: needs scheduler mh, sh or dh"
+                    "lb.toml:7: service[0].stateless_fallback: needs scheduler mh or sh"
                 ),
                 "{scheduler}: {e}"
             );

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::{
-    bgp::{Announcer, BgpConfig, ServiceState},
+    bgp::{Bgp, BgpConfig, ServiceState},
     config::Config,
     controller::{Controller, InstallReport, Sweeper},
     environment,
@@ -63,8 +63,6 @@ pub enum Event {
     SampleRates,
     /// Time to look at the next hops' MACs again (every second).
     RefreshNeighbours,
-    /// Time to compare the BGP daemon's routes with what lbd announces.
-    BgpCheck,
 }
 
 /// Connection sync's sending side: what was sent, the queue to the
@@ -165,7 +163,7 @@ pub struct Daemon {
     /// The sweep of the connection table, a stretch each tick.
     sweeper: Sweeper,
     /// Route health injection, with `[bgp]`.
-    bgp: Option<Announcer>,
+    bgp: Option<Bgp>,
 }
 
 impl Daemon {
@@ -197,27 +195,25 @@ impl Daemon {
 
     /// Announces the VIPs through a BGP daemon from now on (call once the
     /// datapath is attached): what is due is announced at once.
-    pub async fn start_bgp(&mut self, config: BgpConfig) {
-        let mut announcer = Announcer::new(config);
-        // The lock is not held across the speaker's calls.
+    pub fn start_bgp(&mut self, config: BgpConfig) {
         let services = bgp_services(&lock(&self.shared));
-        announcer.check(&services).await;
-        self.bgp = Some(announcer);
+        self.bgp = Some(Bgp::start(config, services));
     }
 
     /// A stop: withdraws the announced VIPs, then forwards on for the
-    /// drain time while the routers move their traffic elsewhere.
-    pub async fn withdraw_routes(&mut self) {
-        if let Some(bgp) = &mut self.bgp {
-            bgp.withdraw_all().await;
+    /// drain time while the routers move their traffic elsewhere. False if
+    /// a route may still be out: the datapath must then stay.
+    pub async fn withdraw_routes(&mut self) -> bool {
+        match self.bgp.take() {
+            Some(bgp) => bgp.withdraw_all().await,
+            None => true,
         }
     }
 
-    /// Tells the BGP daemon what the services' state now wants announced.
-    async fn announce(&mut self) {
-        if let Some(bgp) = &mut self.bgp {
-            let services = bgp_services(&lock(&self.shared));
-            bgp.update(&services).await;
+    /// Tells route health injection the services' state now.
+    fn announce(&self) {
+        if let Some(bgp) = &self.bgp {
+            bgp.update(bgp_services(&lock(&self.shared)));
         }
     }
 
@@ -232,14 +228,14 @@ impl Daemon {
                 reload(&self.config_path, &self.net, &self.shared).await;
                 refresh_monitor(&self.shared, &mut self.monitor);
                 update_tracking(&self.instances, &lock(&self.shared));
-                self.announce().await;
+                self.announce();
             }
             Event::Change(ChangeRequest { commands, reply }) => {
                 let result = change::change(&commands, &self.net, &self.shared).await;
                 refresh_monitor(&self.shared, &mut self.monitor);
                 update_tracking(&self.instances, &lock(&self.shared));
                 let _ = reply.send(result);
-                self.announce().await;
+                self.announce();
             }
             Event::Health(event) => {
                 {
@@ -249,17 +245,11 @@ impl Daemon {
                     }
                     update_tracking(&self.instances, &c);
                 }
-                self.announce().await;
+                self.announce();
             }
             Event::VrrpChanged => {
                 self.vrrp_changed();
-                self.announce().await;
-            }
-            Event::BgpCheck => {
-                if let Some(bgp) = &mut self.bgp {
-                    let services = bgp_services(&lock(&self.shared));
-                    bgp.check(&services).await;
-                }
+                self.announce();
             }
             Event::SyncScan => {
                 let master = self.instances.is_empty() || self.any_master();

@@ -304,11 +304,16 @@ impl<'a> Director<'a> {
 
     /// Stops lbd with SIGTERM (SIGKILL after 5 s) and returns its exit status.
     pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.stop_within(Duration::from_secs(5))
+    }
+
+    /// [`Director::stop`], SIGKILL only after `grace`.
+    pub fn stop_within(&mut self, grace: Duration) -> Result<ExitStatus> {
         let handle = self
             .process
             .take()
             .ok_or_else(|| anyhow!("lbd was not started"))?;
-        let status = self.lab.stop(&handle)?;
+        let status = self.lab.stop_within(&handle, grace)?;
         // The handle is gone from the lab; keep the log reachable.
         self.last_log = Some(strip_ansi(&self.lab.read_log(&handle)));
         Ok(status)

@@ -70,6 +70,11 @@ impl Lab {
 
     /// Stops a spawned process: SIGTERM, then SIGKILL after 5 s.
     pub fn stop(&self, handle: &ProcHandle) -> Result<ExitStatus> {
+        self.stop_within(handle, Duration::from_secs(5))
+    }
+
+    /// Stops a spawned process: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop_within(&self, handle: &ProcHandle, grace: Duration) -> Result<ExitStatus> {
         let tracked = {
             let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
             let pos = children
@@ -79,7 +84,7 @@ impl Lab {
             children.remove(pos)
         };
         let mut all = vec![tracked];
-        let statuses = terminate(&mut all, Duration::from_secs(5));
+        let statuses = terminate(&mut all, grace);
         statuses.into_iter().next().flatten().ok_or_else(|| anyhow!("could not reap {}", handle.label))
     }
 
