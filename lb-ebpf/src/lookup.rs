@@ -137,6 +137,11 @@ pub fn track(conn: &mut Conn, protocol: u8, tcp_flags: u8, dir: usize, now: u64,
         return state == conn_state::ESTABLISHED;
     } else if now.wrapping_sub(conn.last_seen_ns) > REFRESH_NS {
         conn.last_seen_ns = now;
+        // The state's own timeout again, as IPVS's set_tcp_state sets it
+        // on every packet: a connection installed mid-flow started on a
+        // short one (see insert_connection), and this later packet shows
+        // its flow is real.
+        conn.timeout = director.state_timeouts[conn.state as usize & (conn_state::COUNT - 1)];
     }
     false
 }
@@ -197,7 +202,17 @@ pub fn insert_connection(
     } else {
         conn_state::UDP
     };
-    let timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
+    let mut timeout = director.state_timeouts[state as usize & (conn_state::COUNT - 1)];
+    if flow.protocol == lb_common::IPPROTO_TCP && tcp_flags & tcp_flag::SYN == 0 {
+        // Installed from a packet that is not a SYN (the stateless
+        // fallback, sloppy TCP): a SYN_RECV's timeout until a later packet
+        // of the flow (track), so that spoofed ACKs hold the table no
+        // longer than spoofed SYNs do.
+        let syn_recv = director.state_timeouts[conn_state::SYN_RECV as usize];
+        if syn_recv < timeout {
+            timeout = syn_recv;
+        }
+    }
     let conn = conn_entry(real_id, service_id, state, timeout, now);
     CONN_TABLE.insert(flow, &conn, 0)?;
     if replaced.has_stale {

@@ -739,3 +739,32 @@ fn stateless_fallback_picks_what_every_director_picks() {
         Some(&1)
     );
 }
+
+/// A connection installed from a mid-flow packet lives a SYN_RECV's
+/// timeout until a later packet of its flow shows it is real (then its
+/// state's own): spoofed ACKs hold the table no longer than spoofed SYNs.
+#[test]
+fn a_mid_flow_entry_is_short_lived_until_its_flow_goes_on() {
+    let Some(mut h) = harness() else { return };
+    let mut timeouts = conn_state::default_timeouts();
+    timeouts[conn_state::SYN_RECV as usize] = 1;
+    h.set_timeouts(timeouts).unwrap();
+    let mut fallback = service(Protocol::Tcp, VIP, 80, Scheduler::Mh, &[(RS1, 1), (RS2, 1)]);
+    fallback.options.flags |= lb_common::service_flag::STATELESS_FALLBACK;
+    h.apply(&[fallback]).unwrap();
+    let ack = |port| PacketSpec::tcp(client(port), vip(80), tcp::ACK).build();
+    let new_connections = |h: &Harness, port| {
+        let before = h.reasons();
+        assert!(forwarded_to(&h.run(&ack(port)).unwrap()).is_some());
+        delta(&before, &h.reasons()).get("conn_new").copied().unwrap_or(0)
+    };
+    // One packet, then silence: gone after SYN_RECV's second.
+    assert_eq!(new_connections(&h, 46000), 1);
+    // A second packet a little later: the flow is real, ESTABLISHED's 900 s.
+    assert_eq!(new_connections(&h, 46001), 1);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(new_connections(&h, 46001), 0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(new_connections(&h, 46000), 1, "the lone ACK's entry expired");
+    assert_eq!(new_connections(&h, 46001), 0, "the flow that went on kept its entry");
+}
