@@ -75,15 +75,7 @@ impl Lab {
 
     /// Stops a spawned process: SIGTERM, then SIGKILL after `grace`.
     pub fn stop_within(&self, handle: &ProcHandle, grace: Duration) -> Result<ExitStatus> {
-        let tracked = {
-            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-            let pos = children
-                .iter()
-                .position(|t| t.handle.pid == handle.pid)
-                .ok_or_else(|| anyhow!("{} (pid {}) is not a process of this lab", handle.label, handle.pid))?;
-            children.remove(pos)
-        };
-        let mut all = vec![tracked];
+        let mut all = vec![self.take_child(handle)?];
         let statuses = terminate(&mut all, grace);
         statuses.into_iter().next().flatten().ok_or_else(|| anyhow!("could not reap {}", handle.label))
     }
@@ -91,16 +83,19 @@ impl Lab {
     /// Kills a spawned process at once (SIGKILL), as a crash or a dead host
     /// would, and reaps it.
     pub fn kill(&self, handle: &ProcHandle) -> Result<ExitStatus> {
-        let mut tracked = {
-            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-            let pos = children
-                .iter()
-                .position(|t| t.handle.pid == handle.pid)
-                .ok_or_else(|| anyhow!("{} (pid {}) is not a process of this lab", handle.label, handle.pid))?;
-            children.remove(pos)
-        };
+        let mut tracked = self.take_child(handle)?;
         let _ = tracked.child.kill();
         tracked.child.wait().with_context(|| format!("reaping {}", handle.label))
+    }
+
+    /// Takes a spawned process out of the lab's list (to stop or kill it).
+    fn take_child(&self, handle: &ProcHandle) -> Result<Tracked> {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let pos = children
+            .iter()
+            .position(|t| t.handle.pid == handle.pid)
+            .ok_or_else(|| anyhow!("{} (pid {}) is not a process of this lab", handle.label, handle.pid))?;
+        Ok(children.remove(pos))
     }
 
     /// The output a spawned process wrote so far.
