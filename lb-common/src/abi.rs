@@ -49,10 +49,14 @@ pub const NO_REAL: u32 = u32::MAX;
 pub const VIP_FILTER_BITS: u32 = 4096;
 pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
 
-/// The filter bit of a VIP (its first address word, as stored).
+/// The filter bit of a VIP (its address words, as stored). Every word
+/// counts, each turned by its place: IPv6 VIPs often share all but their
+/// last word. An IPv4 VIP (words 1 to 3 zero) keeps the bit of its one
+/// word, so a pinned filter from before IPv6 stays right.
 #[inline(always)]
-pub const fn vip_filter_bit(addr_word: u32) -> u32 {
-    addr_word.wrapping_mul(0x9E37_79B1) >> (32 - 12)
+pub const fn vip_filter_bit(addr: &[u32; 4]) -> u32 {
+    let folded = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24);
+    folded.wrapping_mul(0x9E37_79B1) >> (32 - 12)
 }
 
 /// `BPF_F_MMAPABLE`: the array can be mapped into the controller's memory.
@@ -507,4 +511,39 @@ pub const fn ipv4_words(octets: [u8; 4]) -> [u32; 4] {
 /// The octets of an IPv4 address stored with [`ipv4_words`].
 pub const fn ipv4_octets(words: [u32; 4]) -> [u8; 4] {
     words[0].to_ne_bytes()
+}
+
+/// An IPv6 address as the maps store it: four words in network order, as
+/// the packet holds them.
+pub const fn ipv6_words(octets: [u8; 16]) -> [u32; 4] {
+    let o = octets;
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// The octets of an IPv6 address stored with [`ipv6_words`].
+pub const fn ipv6_octets(words: [u32; 4]) -> [u8; 16] {
+    let (a, b, c, d) = (words[0].to_ne_bytes(), words[1].to_ne_bytes(), words[2].to_ne_bytes(), words[3].to_ne_bytes());
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+}
+
+/// Any address as the maps store it, with its family.
+pub const fn ip_words(addr: core::net::IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        core::net::IpAddr::V4(a) => (ipv4_words(a.octets()), AF_INET),
+        core::net::IpAddr::V6(a) => (ipv6_words(a.octets()), AF_INET6),
+    }
+}
+
+/// The address stored as `words` in `family`.
+pub const fn ip_from_words(words: [u32; 4], family: u8) -> core::net::IpAddr {
+    if family == AF_INET6 {
+        core::net::IpAddr::V6(core::net::Ipv6Addr::from_octets(ipv6_octets(words)))
+    } else {
+        core::net::IpAddr::V4(core::net::Ipv4Addr::from_octets(ipv4_octets(words)))
+    }
 }

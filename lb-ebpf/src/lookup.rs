@@ -13,7 +13,7 @@ use crate::maps::{CONN_TABLE, REAL_CONNS, REALS, SERVICE_FLAGS, SERVICES, VIP_FI
 /// up). One array read.
 #[inline(always)]
 pub fn may_be_vip(flow: &FlowKey) -> bool {
-    let bit = lb_common::vip_filter_bit(flow.dst[0]);
+    let bit = lb_common::vip_filter_bit(&flow.dst);
     match VIP_FILTER.get(bit >> 6) {
         Some(word) => (*word >> (bit & 63)) & 1 != 0,
         None => true,

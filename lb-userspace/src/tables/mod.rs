@@ -311,7 +311,7 @@ impl Tables {
         // removed VIP's bit going early only passes what is being removed.
         let mut filter = vec![0u64; lb_common::VIP_FILTER_WORDS as usize];
         for w in wanted {
-            let bit = lb_common::vip_filter_bit(ipv4_words(w.vip.octets())[0]);
+            let bit = lb_common::vip_filter_bit(&ipv4_words(w.vip.octets()));
             filter[(bit >> 6) as usize] |= 1 << (bit & 63);
         }
         if filter != self.vip_filter {
