@@ -45,6 +45,14 @@ impl VirtualService {
     }
 }
 
+/// Why an IPv6 real server is refused with `-i` or `-m`: the datapath's
+/// IPv6 program routes only, for now.
+pub const IPV6_DR_ONLY: &str = "IPv6 services support direct routing (-g) only for now";
+
+/// Why a server of the other family is refused (ipvsadm allows it for
+/// tunnelling; the datapath tunnels IPv4 in IPv4 only).
+pub const MIXED_FAMILIES_UNSUPPORTED: &str = "a real server of another address family than its service's is not supported";
+
 /// The persistence granularity (`-M`): a mask for IPv4 services, a prefix
 /// length for IPv6 ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,9 +63,28 @@ pub enum Netmask {
 }
 
 impl Netmask {
+    /// The default for a service on `addr`: one client per template.
+    pub fn host(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Self::V4(Ipv4Addr::BROADCAST),
+            IpAddr::V6(_) => Self::V6(128),
+        }
+    }
+
     /// Whether this is the default (one client per template).
     pub fn is_host(&self) -> bool {
         matches!(self, Self::V4(m) if *m == Ipv4Addr::BROADCAST) || matches!(self, Self::V6(128))
+    }
+}
+
+/// As ipvsadm writes `-M` and `mask`: dotted for IPv4, the prefix length
+/// for IPv6.
+impl fmt::Display for Netmask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::V4(m) => write!(f, "{m}"),
+            Self::V6(prefix) => write!(f, "{prefix}"),
+        }
     }
 }
 
@@ -279,20 +306,19 @@ pub enum Command {
 
 impl Command {
     /// Why the load balancer cannot carry out this (well-formed) command,
-    /// for the parts left to the caller: the sync daemons and IPv6
-    /// addresses.
+    /// for the parts left to the caller: the sync daemons, and real servers
+    /// IPv6 services cannot have yet (lbd checks them again).
     pub fn unsupported_reason(&self) -> Option<&'static str> {
-        const IPV6: &str = "IPv6 services and real servers are not supported";
-        let v6 = |s: &VirtualService| s.is_ipv6();
         match self {
             Self::StartDaemon(_) | Self::StopDaemon { .. } => {
                 Some("connection synchronisation daemons are not supported")
             }
-            Self::AddService(c) | Self::EditService(c) if v6(&c.service) => Some(IPV6),
-            Self::AddServer(c) | Self::EditServer(c) if v6(&c.service) || c.server.is_ipv6() => Some(IPV6),
-            Self::DeleteServer { service, server } if v6(service) || server.is_ipv6() => Some(IPV6),
-            Self::DeleteService(s) | Self::Zero(Some(s)) if v6(s) => Some(IPV6),
-            Self::List(List { target: ListTarget::Service(s), .. }) if v6(s) => Some(IPV6),
+            Self::AddServer(c) | Self::EditServer(c) if c.service.is_ipv6() != c.server.is_ipv6() => {
+                Some(MIXED_FAMILIES_UNSUPPORTED)
+            }
+            Self::AddServer(c) | Self::EditServer(c) if c.server.is_ipv6() && c.forwarding != Forwarding::Dr => {
+                Some(IPV6_DR_ONLY)
+            }
             _ => None,
         }
     }
@@ -314,11 +340,7 @@ impl Command {
                     push(&mut args, &["-p", &t.to_string()]);
                 }
                 if !c.netmask.is_host() {
-                    let mask = match c.netmask {
-                        Netmask::V4(m) => m.to_string(),
-                        Netmask::V6(p) => p.to_string(),
-                    };
-                    push(&mut args, &["-M", &mask]);
+                    push(&mut args, &["-M", &c.netmask.to_string()]);
                 }
                 if !c.sched_flags.is_empty() {
                     let sched = c.ipvsadm_scheduler();

@@ -1,10 +1,12 @@
 //! The live state as lbd reports it over the control socket and lbctl prints
 //! it: what `ipvsadm -L` would show, in plain data.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use lb_common::{Forwarding, Protocol};
 use serde::{Deserialize, Serialize};
+
+use crate::command::Netmask;
 
 /// Cumulative counters (ipvsadm `--stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +56,8 @@ pub struct Service {
     pub sched_flags: Vec<String>,
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
-    pub persistence_netmask: Option<Ipv4Addr>,
+    /// Of the VIP's family (a prefix length for IPv6, as ipvsadm's).
+    pub persistence_netmask: Option<Netmask>,
     pub stats: Stats,
     pub rates: Rates,
     /// In IPVS's own order (the last added first); formatters sort as

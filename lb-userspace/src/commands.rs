@@ -3,11 +3,13 @@
 //! Pure: the controller checks the result against the host and applies it
 //! to the datapath, or drops it and nothing has changed.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{MAX_REALS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use lb_ipvsadm::{
-    command::{Command, Netmask, SchedFlags, ServerArgs, ServiceArgs, VirtualService},
+    command::{
+        Command, IPV6_DR_ONLY, MIXED_FAMILIES_UNSUPPORTED, SchedFlags, ServerArgs, ServiceArgs, VirtualService,
+    },
     error::KernelError,
 };
 
@@ -41,20 +43,13 @@ impl std::fmt::Display for CommandError {
     }
 }
 
-fn ipv4(addr: IpAddr) -> Result<Ipv4Addr, CommandError> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(CommandError::unsupported("IPv6 services are not supported yet")),
-    }
-}
-
-/// The service lbctl names, if lbd can have it (IPv4).
-pub fn service_id(vs: &VirtualService) -> Result<ServiceId, CommandError> {
-    Ok(ServiceId { protocol: vs.protocol, vip: ipv4(vs.addr)?, port: vs.port })
+/// The service lbctl names.
+pub fn service_id(vs: &VirtualService) -> ServiceId {
+    ServiceId { protocol: vs.protocol, vip: vs.addr, port: vs.port }
 }
 
 fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
-    let id = service_id(vs).ok()?;
+    let id = service_id(vs);
     table.iter().position(|s| s.id() == id)
 }
 
@@ -73,11 +68,10 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
                 return Err(CommandError::kernel(KernelError::MemoryAllocation));
             }
             let scheduler = c.ipvsadm_scheduler();
-            let vip = ipv4(c.service.addr)?;
             let mut svc = ServiceConfig {
                 line: 0,
                 protocol: c.service.protocol,
-                vip,
+                vip: c.service.addr,
                 port: c.service.port,
                 scheduler,
                 options: service_options(c, scheduler),
@@ -117,8 +111,8 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             if svc.options.flags & lb_common::service_flag::STATELESS_FALLBACK != 0 {
                 kept |= stateless_fallback_bits(scheduler).ok_or_else(|| {
                     CommandError::unsupported(&format!(
-                        "{}:{} has stateless_fallback, which needs scheduler mh or sh, not {scheduler}",
-                        svc.vip, svc.port
+                        "{} has stateless_fallback, which needs scheduler mh or sh, not {scheduler}",
+                        SocketAddr::new(svc.vip, svc.port)
                     ))
                 })?;
             }
@@ -160,7 +154,7 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
         }
         Command::DeleteServer { service, server } => {
             let i = find(table, service).ok_or(CommandError::kernel(KernelError::ServiceNotDefined))?;
-            let address = ipv4(server.ip())?;
+            let address = server.ip();
             let svc = &mut table[i];
             let before = svc.reals.len();
             svc.reals.retain(|r| r.address != address);
@@ -174,16 +168,13 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
 }
 
 /// The model's options for a service of `-A`/`-E` under `scheduler` (the
-/// flags' meaning depends on it). An IPv6 prefix is not representable there
-/// and becomes the host mask.
+/// flags' meaning depends on it). The grammar gives the netmask in the
+/// service's family.
 fn service_options(c: &ServiceArgs, scheduler: Scheduler) -> ServiceOptions {
     ServiceOptions {
         flags: sched_flag_bits(c.sched_flags, scheduler),
         persistence_timeout: c.persistence_timeout,
-        persistence_netmask: match c.netmask {
-            Netmask::V4(mask) => mask,
-            Netmask::V6(_) => Ipv4Addr::BROADCAST,
-        },
+        persistence_netmask: c.netmask,
     }
 }
 
@@ -200,11 +191,19 @@ fn sched_flag_bits(flags: SchedFlags, scheduler: Scheduler) -> u16 {
 
 /// A real server from `-a`/`-e`: for DR and TUN its port is the service's
 /// (as ipvsadm sets it: only masquerading maps ports), for NAT the one
-/// given, else the service's.
+/// given, else the service's. IPv6 only as the config has it: in an IPv6
+/// service, by direct routing.
 fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandError> {
-    let address = ipv4(c.server.ip())?;
-    if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+    let address = c.server.ip();
+    if address.is_unspecified() || address.is_multicast() || matches!(address, IpAddr::V4(a) if a.is_broadcast()) {
         return Err(CommandError::kernel(KernelError::InvalidOperation));
+    }
+    if address.is_ipv6() != svc.vip.is_ipv6() {
+        // ipvsadm allows it for tunnelling; the datapath tunnels IPv4 in IPv4 only.
+        return Err(CommandError::unsupported(MIXED_FAMILIES_UNSUPPORTED));
+    }
+    if address.is_ipv6() && c.forwarding != Forwarding::Dr {
+        return Err(CommandError::unsupported(IPV6_DR_ONLY));
     }
     if c.weight > MAX_WEIGHT {
         return Err(CommandError::kernel(KernelError::OutOfRange));
@@ -253,13 +252,44 @@ fn check_table(table: &[ServiceConfig]) -> Result<(), CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_ipvsadm::{grammar::parse, names::Names};
+    use std::net::Ipv4Addr;
+
+    use lb_ipvsadm::{command::Netmask, grammar::parse, names::Names};
 
     fn run(table: &mut Vec<ServiceConfig>, line: &str) -> Result<(), CommandError> {
         let args: Vec<&str> = line.split_whitespace().collect();
         let cmd =
             parse(&args, &Names::default()).map_err(|e| CommandError { message: e.message, exit_code: e.exit_code })?;
         apply(table, &cmd, &[])
+    }
+
+    #[test]
+    fn ipv6_services_by_direct_routing() {
+        let mut t = Vec::new();
+        for line in [
+            "-A -t [2001:db8::100]:80 -s sh -p 60 -M 64",
+            "-a -t [2001:db8::100]:80 -r [2001:db8::21]:80 -g -w 3",
+            "-a -t [2001:db8::100]:80 -r [2001:db8::22]:80 -w 2",
+            "-d -t [2001:db8::100]:80 -r [2001:db8::22]:80",
+        ] {
+            run(&mut t, line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        assert_eq!(t[0].vip, "2001:db8::100".parse::<IpAddr>().unwrap());
+        assert_eq!(t[0].options.persistence_netmask, Netmask::V6(64));
+        let reals: Vec<_> = t[0].reals.iter().map(|r| (r.address.to_string(), r.port, r.forwarding)).collect();
+        assert_eq!(reals, [("2001:db8::21".to_string(), 80, Forwarding::Dr)]);
+        for (line, message) in [
+            ("-a -t [2001:db8::100]:80 -r [2001:db8::23]:80 -m", IPV6_DR_ONLY),
+            ("-a -t [2001:db8::100]:80 -r [2001:db8::23]:80 -i", IPV6_DR_ONLY),
+        ] {
+            assert_eq!(run(&mut t, line).map_err(|e| e.message), Err(message.to_string()), "{line}");
+        }
+        // ipvsadm's grammar lets tunnelling cross families; the datapath cannot.
+        run(&mut t, "-A -t 10.0.0.100:80").unwrap();
+        assert_eq!(
+            run(&mut t, "-a -t 10.0.0.100:80 -r [2001:db8::23]:80 -i").map_err(|e| e.message),
+            Err(MIXED_FAMILIES_UNSUPPORTED.to_string())
+        );
     }
 
     #[test]
@@ -294,7 +324,7 @@ mod tests {
             ServiceOptions {
                 flags: lb_common::service_flag::SH_FALLBACK | lb_common::service_flag::SH_PORT,
                 persistence_timeout: Some(30),
-                persistence_netmask: Ipv4Addr::new(255, 255, 0, 0),
+                persistence_netmask: Netmask::V4(Ipv4Addr::new(255, 255, 0, 0)),
             }
         );
         // The flags mean nothing to another scheduler.
@@ -331,8 +361,11 @@ mod tests {
         run(&mut nat, "-a -t 10.0.0.100:80 -r 10.0.0.30:8080 -m").unwrap();
         run(&mut nat, "-a -t 10.0.0.100:80 -r 10.0.0.31:8080 -g").unwrap();
         let ports: Vec<_> =
-            nat[0].reals.iter().rev().take(2).map(|r| (r.address.octets()[3], r.port, r.forwarding)).collect();
-        assert_eq!(ports, [(31, 80, Forwarding::Dr), (30, 8080, Forwarding::Nat)]);
+            nat[0].reals.iter().rev().take(2).map(|r| (r.address, r.port, r.forwarding)).collect();
+        assert_eq!(
+            ports,
+            [(IpAddr::from([10, 0, 0, 31]), 80, Forwarding::Dr), (IpAddr::from([10, 0, 0, 30]), 8080, Forwarding::Nat)]
+        );
     }
 
     /// The stateless fallback the config set: kept (with mh-fallback) by

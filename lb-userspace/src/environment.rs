@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::Duration,
 };
 
@@ -76,7 +76,7 @@ fn forwarding_enabled(interface: &str) -> bool {
 pub async fn check_real(
     net: &Net,
     interfaces: &Interfaces,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     forwarding: Forwarding,
 ) -> Result<(), String> {
     let route = net.route_to(addr).await.map_err(|e| format!("{e:#}"))?;
@@ -114,21 +114,22 @@ pub async fn check_real(
 
 /// Where frames for a real server go: out of a director interface, to the
 /// next hop on its segment (the server itself for DR, the kernel's next
-/// hop for TUN and NAT), and the path MTU toward it.
+/// hop for TUN and NAT), and the path MTU toward it. `address` is of the
+/// server's family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextHop {
     pub ifindex: u32,
     /// The interface's MAC, the frames' source.
     pub src_mac: [u8; 6],
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub mtu: u32,
 }
 
 /// Next hops by (real server, forwarding).
-pub type Paths = BTreeMap<(Ipv4Addr, Forwarding), NextHop>;
+pub type Paths = BTreeMap<(IpAddr, Forwarding), NextHop>;
 
 /// Every real server (and sorry server) of `services`, with its forwarding.
-pub fn servers(services: &[ServiceConfig]) -> BTreeSet<(Ipv4Addr, Forwarding)> {
+pub fn servers(services: &[ServiceConfig]) -> BTreeSet<(IpAddr, Forwarding)> {
     services
         .iter()
         .flat_map(|s| {
@@ -188,10 +189,10 @@ pub async fn paths(services: &[ServiceConfig], net: &Net, interfaces: &Interface
 /// the kernel, which has no route: "network unreachable") takes it out as
 /// keepalived's would.
 pub struct RouteLoss {
-    lost: BTreeSet<(Ipv4Addr, Forwarding)>,
+    lost: BTreeSet<(IpAddr, Forwarding)>,
     /// Lookups that found no usable route for a server that needed one.
     count: u64,
-    log: LogLimiter<Ipv4Addr>,
+    log: LogLimiter<IpAddr>,
 }
 
 /// A server still without a route is told again at most this often.
@@ -209,7 +210,7 @@ impl RouteLoss {
     /// bounded rate, the route's return) and counts.
     pub fn update(
         &mut self,
-        servers: &BTreeSet<(Ipv4Addr, Forwarding)>,
+        servers: &BTreeSet<(IpAddr, Forwarding)>,
         found: &Paths,
         last: &Paths,
         now: std::time::Instant,
@@ -248,7 +249,7 @@ impl RouteLoss {
 }
 
 /// A next hop as a neighbour: the interface it is on and its address.
-pub type Neighbour = (u32, Ipv4Addr);
+pub type Neighbour = (u32, IpAddr);
 
 /// The next hops whose MACs are needed.
 pub fn next_hop_addresses(paths: &Paths) -> Vec<Neighbour> {
@@ -260,7 +261,7 @@ pub fn next_hop_addresses(paths: &Paths) -> Vec<Neighbour> {
 
 /// The MACs of `hops`: what the neighbour table has, after asking the
 /// kernel to resolve the rest and waiting up to `wait`.
-pub async fn resolve_macs(net: &Net, hops: &[Neighbour], wait: Duration) -> BTreeMap<Ipv4Addr, [u8; 6]> {
+pub async fn resolve_macs(net: &Net, hops: &[Neighbour], wait: Duration) -> BTreeMap<IpAddr, [u8; 6]> {
     let mut found = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + wait;
     let mut probed = false;
@@ -306,8 +307,8 @@ mod tests {
 
     #[test]
     fn a_lost_route_is_counted_on_every_lookup_until_it_is_back() {
-        let [a, b] = [21, 22].map(|last| (Ipv4Addr::new(10, 0, 1, last), Forwarding::Tun));
-        let hop = NextHop { ifindex: 2, src_mac: [2, 0, 0, 0, 0, 1], address: Ipv4Addr::new(10, 0, 0, 254), mtu: 1480 };
+        let [a, b] = [21, 22].map(|last| (IpAddr::from([10, 0, 1, last]), Forwarding::Tun));
+        let hop = NextHop { ifindex: 2, src_mac: [2, 0, 0, 0, 0, 1], address: IpAddr::from([10, 0, 0, 254]), mtu: 1480 };
         let servers = BTreeSet::from([a, b]);
         let both: Paths = [(a, hop), (b, hop)].into();
         let only_a: Paths = [(a, hop)].into();

@@ -6,36 +6,37 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     str::FromStr,
 };
 
 pub use lb_common::{Forwarding, Protocol, Scheduler};
 
+/// `ipvsadm -M`: a mask for an IPv4 service, a prefix length for an IPv6 one.
+pub use lb_ipvsadm::command::Netmask;
 /// `ipvsadm --set tcp tcpfin udp`, seconds.
 pub use lb_ipvsadm::snapshot::Timeouts;
 
 /// A virtual service, as ipvsadm names one: protocol, VIP and port. The
 /// config's services, the table in force, health checks, VRRP's tracked
-/// services and lbctl's `-Z` all name services by it. lbctl's own
-/// `VirtualService` (lb-ipvsadm) may hold an IPv6 address, which lbd
-/// refuses when it turns one into this (`commands::service_id`).
+/// services and lbctl's `-Z` all name services by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceId {
     pub protocol: Protocol,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// 0 = every port of the VIP.
     pub port: u16,
 }
 
-/// "tcp 172.16.100.1:80", as keepalived's logs and `track_service` write it.
+/// "tcp 172.16.100.1:80", as keepalived's logs and `track_service` write it;
+/// an IPv6 VIP in brackets, as ipvsadm writes it: "tcp [2001:db8::1]:80".
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}:{}", self.protocol.name(), self.vip, self.port)
+        write!(f, "{} {}", self.protocol.name(), SocketAddr::new(self.vip, self.port))
     }
 }
 
-/// "PROTOCOL VIP:PORT", the protocol in either case.
+/// "PROTOCOL VIP:PORT", the protocol in either case, an IPv6 VIP in brackets.
 impl FromStr for ServiceId {
     type Err = String;
 
@@ -44,10 +45,8 @@ impl FromStr for ServiceId {
         let mut words = text.split_whitespace();
         let (Some(protocol), Some(addr), None) = (words.next(), words.next(), words.next()) else { return Err(bad()) };
         let protocol: Protocol = protocol.to_ascii_lowercase().parse()?;
-        match addr.parse::<SocketAddr>() {
-            Ok(SocketAddr::V4(a)) => Ok(Self { protocol, vip: *a.ip(), port: a.port() }),
-            _ => Err(bad()),
-        }
+        let addr = addr.parse::<SocketAddr>().map_err(|_| bad())?;
+        Ok(Self { protocol, vip: addr.ip(), port: addr.port() })
     }
 }
 
@@ -59,8 +58,43 @@ pub struct ServiceOptions {
     /// Seconds a client sticks to its real server after its last
     /// connection; `None` when the service is not persistent.
     pub persistence_timeout: Option<u32>,
-    /// Clients in the same network under this mask share the server.
-    pub persistence_netmask: std::net::Ipv4Addr,
+    /// Clients in the same network under this mask share the server. Of
+    /// the VIP's family: [`Netmask::host`] of it when not set.
+    pub persistence_netmask: Netmask,
+}
+
+/// The persistence netmask as the datapath's maps hold it
+/// (`lb_common::Service::persistence_mask`): address words, as
+/// `lb_common::ip_words` stores an address of the mask's family.
+pub fn persistence_mask_words(mask: Netmask) -> [u32; 4] {
+    match mask {
+        Netmask::V4(m) => lb_common::ipv4_words(m.octets()),
+        Netmask::V6(prefix) => lb_common::ipv6_words(ipv6_prefix_bits(prefix).to_be_bytes()),
+    }
+}
+
+/// An IPv6 prefix length as a mask (`Ipv6Addr::to_bits` order).
+pub fn ipv6_prefix_bits(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0)
+}
+
+/// Whether `client` is the first address of its network under `mask` (what
+/// a persistence template's client address is): false across families.
+pub fn is_masked(client: IpAddr, mask: Netmask) -> bool {
+    match (client, mask) {
+        (IpAddr::V4(a), Netmask::V4(m)) => a.to_bits() & m.to_bits() == a.to_bits(),
+        (IpAddr::V6(a), Netmask::V6(p)) => a.to_bits() & ipv6_prefix_bits(p) == a.to_bits(),
+        _ => false,
+    }
+}
+
+/// The netmask the datapath's `words` hold for a service of `family`
+/// (`lb_common::AF_INET6` or IPv4), as [`persistence_mask_words`] wrote it.
+pub fn persistence_mask_from_words(words: [u32; 4], family: u8) -> Netmask {
+    match lb_common::ip_from_words(words, family) {
+        IpAddr::V4(m) => Netmask::V4(m),
+        IpAddr::V6(m) => Netmask::V6(u128::from(m).leading_ones() as u8),
+    }
 }
 
 /// The flag bits a service's `stateless_fallback` sets under `scheduler`:
@@ -80,7 +114,15 @@ pub fn stateless_fallback_bits(scheduler: Scheduler) -> Option<u16> {
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        Self { flags: 0, persistence_timeout: None, persistence_netmask: Ipv4Addr::BROADCAST }
+        Self { flags: 0, persistence_timeout: None, persistence_netmask: Netmask::V4(Ipv4Addr::BROADCAST) }
+    }
+}
+
+impl ServiceOptions {
+    /// The defaults for a service whose VIP is `vip`: one client per
+    /// template, in the VIP's family.
+    pub fn for_vip(vip: IpAddr) -> Self {
+        Self { persistence_netmask: Netmask::host(vip), ..Self::default() }
     }
 }
 
@@ -105,7 +147,7 @@ mod tests {
 
     #[test]
     fn service_ids_read_like_ipvsadm() {
-        let id = ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::new(172, 16, 100, 1), port: 80 };
+        let id = ServiceId { protocol: Protocol::Tcp, vip: IpAddr::from([172, 16, 100, 1]), port: 80 };
         assert_eq!(id.to_string(), "tcp 172.16.100.1:80");
         assert_eq!("TCP 172.16.100.1:80".parse(), Ok(id));
         assert_eq!(

@@ -1,9 +1,9 @@
 //! What the controller asks the kernel's network stack (rtnetlink, read
 //! only except for asking the kernel to resolve a neighbour): the director
 //! interface's index and MAC, the route to a real server, the real server's
-//! MAC from the neighbour table.
+//! MAC from the neighbour table (ARP's for IPv4, NDP's for IPv6).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures_util::TryStreamExt as _;
@@ -66,7 +66,8 @@ impl Interfaces {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub oif: Option<u32>,
-    pub gateway: Option<Ipv4Addr>,
+    /// Of the destination's family.
+    pub gateway: Option<IpAddr>,
     /// The address is one of this host's own.
     pub local: bool,
     /// A route MTU, when the route sets one (else the device's applies).
@@ -144,9 +145,13 @@ impl Net {
         Ok(ipv4)
     }
 
-    /// `ip route get ADDR`.
-    pub async fn route_to(&self, addr: Ipv4Addr) -> Result<Route> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(addr, 32).build();
+    /// `ip route get ADDR` (`ip -6 route get` for IPv6).
+    pub async fn route_to(&self, addr: impl Into<IpAddr>) -> Result<Route> {
+        let addr = addr.into();
+        let msg = match addr {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(a, 32).build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(a, 128).build(),
+        };
         let mut routes = self.handle.route().get(msg).execute();
         let route = routes
             .try_next()
@@ -157,7 +162,8 @@ impl Net {
         for attr in route.attributes {
             match attr {
                 RouteAttribute::Oif(i) => r.oif = Some(i),
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(g),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(IpAddr::V4(g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some(IpAddr::V6(g)),
                 RouteAttribute::Metrics(metrics) => {
                     for m in metrics {
                         if let RouteMetric::Mtu(mtu) = m {
@@ -171,11 +177,13 @@ impl Net {
         Ok(r)
     }
 
-    /// The MAC the kernel has for `addr` on interface `index`, if resolved.
-    pub async fn neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
-        let mut neighbours = self.handle.neighbours().get().set_address_family(AddressFamily::Inet).execute();
+    /// The MAC the kernel has for `addr` on interface `index`, if resolved
+    /// (by ARP for IPv4, by neighbour discovery for IPv6).
+    pub async fn neighbour(&self, index: u32, addr: IpAddr) -> Result<Option<[u8; 6]>> {
+        let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        let mut neighbours = self.handle.neighbours().get().set_address_family(family).execute();
         while let Some(msg) = neighbours.try_next().await.context("list neighbours")? {
-            if msg.header.ifindex != index || msg.header.family != AddressFamily::Inet {
+            if msg.header.ifindex != index || msg.header.family != family {
                 continue;
             }
             let usable = matches!(
@@ -191,7 +199,8 @@ impl Net {
             let mut mac = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(IpAddr::V4(*a)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
                     NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => mac = <[u8; 6]>::try_from(&l[..]).ok(),
                     _ => {}
                 }
@@ -204,13 +213,14 @@ impl Net {
     }
 
     /// Asks the kernel to (re)resolve `addr` on interface `index` (an ARP
-    /// request goes out, as `ip neigh replace ADDR dev IF use` does). The
-    /// director never sends to real servers through its own stack, so without
-    /// this their neighbour entries would never be created or refreshed.
-    pub async fn probe_neighbour(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+    /// request, or an IPv6 neighbour solicitation, goes out, as `ip neigh
+    /// replace ADDR dev IF use` does). The director never sends to real
+    /// servers through its own stack, so without this their neighbour
+    /// entries would never be created or refreshed.
+    pub async fn probe_neighbour(&self, index: u32, addr: IpAddr) -> Result<()> {
         self.handle
             .neighbours()
-            .add(index, IpAddr::V4(addr))
+            .add(index, addr)
             .flags(NeighbourFlags::Use)
             .state(NeighbourState::Reachable)
             .replace()

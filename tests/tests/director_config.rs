@@ -89,7 +89,7 @@ fn config_mistakes_are_named_by_file_line_and_key_and_nothing_is_attached() {
         "bad-address",
         good.replace(&rs2_addr, &format!("address = \"{rs2}x\"")),
         &format!("{rs2}x"),
-        format!("service[0].real[1].address: \"{rs2}x\" is not an IPv4 address"),
+        format!("service[0].real[1].address: \"{rs2}x\" is not an IP address"),
     );
     mistake(
         m,

@@ -17,10 +17,11 @@
 //!   scheduling in the snapshot, so `FWM`, `pe` and `ops` never appear.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use lb_common::{Forwarding, Protocol};
 
+use crate::command::Netmask;
 use crate::names::Services;
 use crate::snapshot::{Connection, Real, Service, Table, Timeouts};
 
@@ -379,10 +380,10 @@ fn scheduler_name(service: &Service) -> &str {
     if service.scheduler.is_empty() { DEFAULT_SCHEDULER } else { &service.scheduler }
 }
 
-/// The persistence netmask as ipvsadm shows it: only for IPv4 services and
-/// only when it is not the default /32.
-fn shown_netmask(service: &Service) -> Option<Ipv4Addr> {
-    service.persistence_netmask.filter(|mask| service.vip.is_ipv4() && *mask != Ipv4Addr::BROADCAST)
+/// The persistence netmask as ipvsadm shows it: only when it is not the
+/// default (/32, or /128 for IPv6).
+fn shown_netmask(service: &Service) -> Option<Netmask> {
+    service.persistence_netmask.filter(|mask| !mask.is_host())
 }
 
 /// Scheduler flags, comma-separated, or `None` if there are none.

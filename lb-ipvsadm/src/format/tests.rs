@@ -1,6 +1,6 @@
 //! The formats byte for byte against ipvsadm 1.31's literal output.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::*;
 use crate::snapshot::{Rates, Stats};
@@ -433,16 +433,32 @@ fn nosort_keeps_ipvs_order() {
 #[test]
 fn persistence_mask_is_shown_unless_host_mask() {
     let mut service = svc(Tcp, 80, "wrr", &[], Some(60), [0; 5], [0; 5], vec![]);
-    service.persistence_netmask = Some(Ipv4Addr::new(255, 255, 255, 0));
+    service.persistence_netmask = Some(Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)));
     let mut host_mask = service.clone();
     host_mask.port = 81;
-    host_mask.persistence_netmask = Some(Ipv4Addr::BROADCAST);
+    host_mask.persistence_netmask = Some(Netmask::V4(Ipv4Addr::BROADCAST));
     let table = Table { conn_table_size: 4096, services: vec![service, host_mask] };
     let out = list(&table, &numeric());
     assert!(out.contains("TCP  10.200.1.100:80 wrr persistent 60 mask 255.255.255.0\n"), "{out}");
     assert!(out.contains("TCP  10.200.1.100:81 wrr persistent 60\n"), "{out}");
     let saved = save(&table, true);
     assert_eq!(saved, "-A -t 10.200.1.100:80 -s wrr -p 60 -M 255.255.255.0\n-A -t 10.200.1.100:81 -s wrr -p 60\n");
+}
+
+#[test]
+fn ipv6_persistence_mask_is_a_prefix_length() {
+    let mut service = svc(Tcp, 80, "wrr", &[], Some(60), [0; 5], [0; 5], vec![]);
+    service.vip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+    service.persistence_netmask = Some(Netmask::V6(64));
+    let mut host_mask = service.clone();
+    host_mask.port = 81;
+    host_mask.persistence_netmask = Some(Netmask::V6(128));
+    let table = Table { conn_table_size: 4096, services: vec![service, host_mask] };
+    let out = list(&table, &numeric());
+    assert!(out.contains("TCP  [2001:db8::1]:80 wrr persistent 60 mask 64\n"), "{out}");
+    assert!(out.contains("TCP  [2001:db8::1]:81 wrr persistent 60\n"), "{out}");
+    let saved = save(&table, true);
+    assert_eq!(saved, "-A -t [2001:db8::1]:80 -s wrr -p 60 -M 64\n-A -t [2001:db8::1]:81 -s wrr -p 60\n");
 }
 
 #[test]

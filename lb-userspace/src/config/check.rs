@@ -5,7 +5,7 @@
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
     ops::{Range, RangeInclusive},
     str::FromStr,
     time::Duration,
@@ -216,8 +216,19 @@ impl Checker<'_> {
 /// Whether another host can reach `address` and be reached from it: not
 /// unspecified, multicast, broadcast or loopback. Real servers, virtual
 /// addresses, VRRP and sync peers, sorry servers and TUN sources must be.
-pub fn is_unicast(address: Ipv4Addr) -> bool {
-    !(address.is_unspecified() || address.is_multicast() || address.is_broadcast() || address.is_loopback())
+/// An IPv6 link-local address is refused too (it names no host without an
+/// interface beside it), and an IPv4-mapped one (IPv4 is written as such).
+pub fn is_unicast(address: impl Into<IpAddr>) -> bool {
+    match address.into() {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback()),
+        IpAddr::V6(a) => {
+            !(a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some())
+        }
+    }
 }
 
 /// `value` if within `range`, else the one wording of an integer out of range.
@@ -379,10 +390,14 @@ mod tests {
     #[test]
     fn unicast_addresses() {
         for a in ["10.0.0.1", "172.16.100.7", "192.168.1.255"] {
-            assert!(is_unicast(a.parse().unwrap()), "{a}");
+            assert!(is_unicast(a.parse::<IpAddr>().unwrap()), "{a}");
         }
-        for a in ["0.0.0.0", "224.0.0.18", "255.255.255.255", "127.0.0.1"] {
-            assert!(!is_unicast(a.parse().unwrap()), "{a}");
+        for a in ["2001:db8::1", "fd00::7"] {
+            assert!(is_unicast(a.parse::<IpAddr>().unwrap()), "{a}");
+        }
+        for a in ["0.0.0.0", "224.0.0.18", "255.255.255.255", "127.0.0.1", "::", "::1", "ff02::1", "fe80::1", "::ffff:10.0.0.1"]
+        {
+            assert!(!is_unicast(a.parse::<IpAddr>().unwrap()), "{a}");
         }
     }
 

@@ -2,7 +2,7 @@
 //! real server (keepalived's semantics, in [`crate::health`]), the sorry
 //! server and the quorum.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use toml::Spanned;
 
@@ -20,7 +20,7 @@ pub(super) fn real_health(
     r: &Spanned<RawReal>,
     i: usize,
     j: usize,
-    address: Ipv4Addr,
+    address: IpAddr,
     port: u16,
 ) -> HealthCheck {
     let rs = r.get_ref();
@@ -29,7 +29,7 @@ pub(super) fn real_health(
     let ctx = ResolveContext {
         service_key: &service_key,
         real_key: &real_key,
-        address: Some(IpAddr::V4(address)),
+        address: Some(address),
         port,
         span: rs.health_check.as_ref().map_or(r.span(), |h| h.span()),
     };
@@ -45,11 +45,11 @@ pub(super) fn real_health(
 /// The service's own check (what a server added with lbctl gets). A service
 /// without servers reports its mistakes here; with servers, they show at
 /// the first one.
-pub(super) fn service_health(c: &mut Checker, s: &RawService, i: usize, vip: Option<(Ipv4Addr, u16)>) -> HealthCheck {
+pub(super) fn service_health(c: &mut Checker, s: &RawService, i: usize, vip: Option<(IpAddr, u16)>) -> HealthCheck {
     let (Some(check), Some((ip, port))) = (&s.health_check, vip) else { return HealthCheck::default() };
     let key = format!("service[{i}].health_check");
     let ctx =
-        ResolveContext { service_key: &key, real_key: &key, address: Some(IpAddr::V4(ip)), port, span: check.span() };
+        ResolveContext { service_key: &key, real_key: &key, address: Some(ip), port, span: check.span() };
     let mut found = Checker::new(c.source());
     let health = HealthCheck::resolve(Some(check.get_ref()), None, &ctx, &mut found);
     if s.real.is_empty() {
@@ -58,16 +58,18 @@ pub(super) fn service_health(c: &mut Checker, s: &RawService, i: usize, vip: Opt
     health.unwrap_or_default()
 }
 
-pub(super) fn sorry_server(c: &mut Checker, s: &RawService, i: usize) -> Option<Ipv4Addr> {
+/// The sorry server, of the family of the service's VIP (`vip`, if right).
+pub(super) fn sorry_server(c: &mut Checker, s: &RawService, i: usize, vip: Option<IpAddr>) -> Option<IpAddr> {
     let v = s.sorry_server.as_ref()?;
-    match v.get_ref().parse::<Ipv4Addr>() {
+    let key = format!("service[{i}].sorry_server");
+    match v.get_ref().parse::<IpAddr>() {
+        Ok(a) if vip.is_some_and(|vip| vip.is_ipv6() != a.is_ipv6()) => {
+            c.error(v.span(), key, format!("{a} is not of the VIP's family"));
+            None
+        }
         Ok(a) if is_unicast(a) => Some(a),
         _ => {
-            c.error(
-                v.span(),
-                format!("service[{i}].sorry_server"),
-                format!("\"{}\" is not an IPv4 address", v.get_ref()),
-            );
+            c.error(v.span(), key, format!("\"{}\" is not a unicast IP address", v.get_ref()));
             None
         }
     }

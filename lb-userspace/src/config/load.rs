@@ -1,7 +1,7 @@
 //! Reading the config and checking it, table by table, with every mistake
 //! reported at once.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use lb_common::MAX_SERVICES;
 
@@ -78,7 +78,15 @@ impl Config {
             }
         }
         let sync = raw.sync.as_ref().and_then(|s| SyncConfig::resolve(s, "sync", &mut c)).filter(|s| s.enabled);
-        let service_vips: Vec<_> = services.iter().map(|s| s.vip).collect();
+        // gobgp is driven for IPv4 routes only, for now: an IPv6 VIP is
+        // no VIP it may announce.
+        let service_vips: Vec<_> = services
+            .iter()
+            .filter_map(|s| match s.vip {
+                IpAddr::V4(vip) => Some(vip),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         let bgp = raw.bgp.as_ref().and_then(|b| BgpConfig::resolve(b, &service_vips, &mut c));
         if let (Some(b), Some(d)) = (&raw.bgp, &director)
             && d.pin_path.is_none()
@@ -142,7 +150,7 @@ weight = 1
     #[test]
     fn each_mistake_names_line_and_key() {
         let bad = GOOD.replace("172.16.100.8\"", "172.16.100.x\"");
-        assert_eq!(errors(&bad), ["lb.toml:17: service[0].real[1].address: \"172.16.100.x\" is not an IPv4 address"]);
+        assert_eq!(errors(&bad), ["lb.toml:17: service[0].real[1].address: \"172.16.100.x\" is not an IP address"]);
 
         let bad = GOOD.replace("weight = 2", "weight = 70000");
         assert_eq!(errors(&bad), ["lb.toml:14: service[0].real[0].weight: 70000 is out of range 0..=65535"]);
@@ -194,7 +202,7 @@ weight = 1
         let bad = GOOD.replace("xdp_mode = \"auto\"", "tun_source = \"127.0.0.1\"");
         assert_eq!(errors(&bad), ["lb.toml:4: director.tun_source: \"127.0.0.1\" is not a unicast IPv4 address"]);
         let bad = GOOD.replace("forwarding = \"dr\"", "sorry_server = \"255.255.255.255\"");
-        assert_eq!(errors(&bad), ["lb.toml:10: service[0].sorry_server: \"255.255.255.255\" is not an IPv4 address"]);
+        assert_eq!(errors(&bad), ["lb.toml:10: service[0].sorry_server: \"255.255.255.255\" is not a unicast IP address"]);
     }
 
     #[test]

@@ -24,7 +24,10 @@ mod raw;
 mod real;
 mod service;
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 pub use self::check::{ConfigError, ConfigErrors};
 use crate::{
@@ -105,7 +108,9 @@ pub struct ControlGroup {
 pub struct ServiceConfig {
     pub line: usize,
     pub protocol: Protocol,
-    pub vip: Ipv4Addr,
+    /// IPv6 only with DR forwarding, for now (the datapath's IPv6 program
+    /// routes; it neither tunnels nor rewrites addresses).
+    pub vip: IpAddr,
     /// 0 = every port of the VIP.
     pub port: u16,
     pub scheduler: Scheduler,
@@ -116,7 +121,8 @@ pub struct ServiceConfig {
     /// overrides gets; also given to servers added with lbctl).
     pub health: HealthCheck,
     /// Takes the service's connections while every real server is down.
-    pub sorry_server: Option<Ipv4Addr>,
+    /// Of the VIP's family.
+    pub sorry_server: Option<IpAddr>,
     /// Live weight below which the service counts as down (keepalived).
     pub quorum: Quorum,
     pub quorum_up: Option<String>,
@@ -138,7 +144,8 @@ pub struct RealConfig {
     pub line: usize,
     /// Where `address` is set, for errors about the address itself.
     pub address_line: usize,
-    pub address: Ipv4Addr,
+    /// Of the VIP's family.
+    pub address: IpAddr,
     /// The server's port: the VIP's, but for NAT, which may map it
     /// (`port`, ipvsadm's `-r RIP:RPORT -m`).
     pub port: u16,

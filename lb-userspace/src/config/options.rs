@@ -2,18 +2,27 @@
 //! `stateless_fallback` (the service's flags, ipvsadm's `-b`), and
 //! persistence (`-p`, `-M`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::service_flag;
 
-use super::{check::Checker, raw::RawService};
-use crate::model::{SCHED_FLAGS, Scheduler, ServiceOptions, stateless_fallback_bits};
+use super::{
+    check::Checker,
+    raw::{RawNetmask, RawService},
+};
+use crate::model::{Netmask, SCHED_FLAGS, Scheduler, ServiceOptions, stateless_fallback_bits};
 
-/// The options of the `i`th service, whose scheduler is `scheduler` (`None`
-/// if wrong).
-pub(super) fn check_options(c: &mut Checker, s: &RawService, i: usize, scheduler: Option<Scheduler>) -> ServiceOptions {
+/// The options of the `i`th service, whose VIP is `vip` and scheduler
+/// `scheduler` (`None` if wrong).
+pub(super) fn check_options(
+    c: &mut Checker,
+    s: &RawService,
+    i: usize,
+    vip: Option<IpAddr>,
+    scheduler: Option<Scheduler>,
+) -> ServiceOptions {
     let key = |k: &str| format!("service[{i}].{k}");
-    let mut options = ServiceOptions::default();
+    let mut options = vip.map_or_else(ServiceOptions::default, ServiceOptions::for_vip);
     if let Some(flags) = &s.sched_flags {
         for name in flags.get_ref() {
             match SCHED_FLAGS.iter().find(|(n, _)| n == name) {
@@ -65,17 +74,42 @@ pub(super) fn check_options(c: &mut Checker, s: &RawService, i: usize, scheduler
             c.integer(&Some(t.clone()), &key("persistence_timeout"), 1..=i32::MAX as i64, 300).map(|v| v as u32);
     }
     if let Some(m) = &s.persistence_netmask {
-        match m.get_ref().parse::<Ipv4Addr>() {
-            Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() || u32::from(mask) == 0 => {
+        let ipv6 = vip.is_some_and(|ip| ip.is_ipv6());
+        match netmask(m.get_ref(), ipv6) {
+            Ok(mask) => {
                 options.persistence_netmask = mask;
                 if s.persistence_timeout.is_none() {
                     c.error(m.span(), key("persistence_netmask"), "needs persistence_timeout");
                 }
             }
-            _ => c.error(m.span(), key("persistence_netmask"), format!("\"{}\" is not a netmask", m.get_ref())),
+            Err(message) => c.error(m.span(), key("persistence_netmask"), message),
         }
     }
     options
+}
+
+/// `persistence_netmask` for an IPv4 service (a contiguous dotted mask) or
+/// an IPv6 one (a prefix length 1..=128, as ipvsadm's `-M` takes it).
+fn netmask(value: &RawNetmask, ipv6: bool) -> Result<Netmask, String> {
+    match (value, ipv6) {
+        (RawNetmask::Text(text), false) => match text.parse::<Ipv4Addr>() {
+            Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() || u32::from(mask) == 0 => {
+                Ok(Netmask::V4(mask))
+            }
+            _ => Err(format!("\"{text}\" is not a netmask")),
+        },
+        (RawNetmask::PrefixLength(n), false) => {
+            Err(format!("{n}: an IPv4 service takes a dotted netmask (such as \"255.255.255.0\")"))
+        }
+        (RawNetmask::Text(text), true) => match text.parse::<u8>() {
+            Ok(prefix @ 1..=128) => Ok(Netmask::V6(prefix)),
+            _ => Err(format!("\"{text}\": an IPv6 service takes a prefix length 1..=128 (such as 64)")),
+        },
+        (RawNetmask::PrefixLength(n), true) => match u8::try_from(*n) {
+            Ok(prefix @ 1..=128) => Ok(Netmask::V6(prefix)),
+            _ => Err(format!("{n}: an IPv6 service takes a prefix length 1..=128 (such as 64)")),
+        },
+    }
 }
 
 #[cfg(test)]

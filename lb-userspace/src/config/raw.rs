@@ -45,7 +45,7 @@ pub(super) struct RawService {
     pub(super) sched_flags: Option<Spanned<Vec<String>>>,
     pub(super) forwarding: Option<Spanned<String>>,
     pub(super) persistence_timeout: Option<Spanned<i64>>,
-    pub(super) persistence_netmask: Option<Spanned<String>>,
+    pub(super) persistence_netmask: Option<Spanned<RawNetmask>>,
     pub(super) sloppy_tcp: Option<Spanned<bool>>,
     pub(super) stateless_fallback: Option<Spanned<bool>>,
     pub(super) health_check: Option<Spanned<RawHealthCheck>>,
@@ -57,6 +57,15 @@ pub(super) struct RawService {
     pub(super) drain_on_failure: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) real: Vec<Spanned<RawReal>>,
+}
+
+/// `persistence_netmask`: a dotted mask (IPv4 services) or a prefix length
+/// (IPv6 services, as ipvsadm's `-M`), written as a number or a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawNetmask {
+    Text(String),
+    PrefixLength(i64),
 }
 
 #[derive(Deserialize)]

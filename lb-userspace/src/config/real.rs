@@ -1,6 +1,6 @@
 //! A service's `[[service.real]]` tables.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use lb_common::{MAX_REALS_PER_SERVICE, sched::MAX_SEQUENCE_LEN};
 use toml::Spanned;
@@ -10,6 +10,7 @@ use super::{
     check::{Checker, is_unicast},
     health,
     raw::RawService,
+    service::check_ipv6_forwarding,
 };
 use crate::model::{Forwarding, Scheduler};
 
@@ -19,7 +20,7 @@ pub(super) fn check_reals(
     c: &mut Checker,
     s: &RawService,
     i: usize,
-    vip: Option<(Ipv4Addr, u16)>,
+    vip: Option<(IpAddr, u16)>,
     forwarding: Option<Forwarding>,
     scheduler: Option<Scheduler>,
 ) -> Vec<RealConfig> {
@@ -36,15 +37,17 @@ pub(super) fn check_reals(
         let rkey = |k: &str| format!("service[{i}].real[{j}].{k}");
         let rs = r.get_ref();
         let address = match rs.address.get_ref().parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) if !is_unicast(a) => {
+            Ok(a) if !is_unicast(a) => {
                 c.error(rs.address.span(), rkey("address"), format!("{a} cannot be a real server"));
                 None
             }
-            Ok(IpAddr::V4(a)) => Some(a),
-            Ok(IpAddr::V6(_)) => {
-                c.error(rs.address.span(), rkey("address"), "IPv6 real servers are not supported yet");
+            Ok(a) if vip.is_some_and(|(ip, _)| ip.is_ipv6() != a.is_ipv6()) => {
+                let (family, vip_family) = if a.is_ipv6() { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
+                let message = format!("{a} is {family} and the VIP {vip_family}: a real server is of its VIP's family");
+                c.error(rs.address.span(), rkey("address"), message);
                 None
             }
+            Ok(a) => Some(a),
             Err(_) => {
                 let hint = if rs.address.get_ref().contains(':') {
                     " (give the address alone, and for NAT the server's port as `port`)"
@@ -54,7 +57,7 @@ pub(super) fn check_reals(
                 c.error(
                     rs.address.span(),
                     rkey("address"),
-                    format!("\"{}\" is not an IPv4 address{hint}", rs.address.get_ref()),
+                    format!("\"{}\" is not an IP address{hint}", rs.address.get_ref()),
                 );
                 None
             }
@@ -72,6 +75,12 @@ pub(super) fn check_reals(
         let real_forwarding = match &rs.forwarding {
             None => forwarding,
             Some(f) => check_forwarding(c, f, &rkey("forwarding")),
+        };
+        let real_forwarding = match (vip, real_forwarding) {
+            (Some((IpAddr::V6(_), _)), Some(f)) => {
+                check_ipv6_forwarding(c, f, rs.forwarding.as_ref(), &rkey("forwarding"))
+            }
+            _ => real_forwarding,
         };
         if let (Some(address), Some(weight), Some(fwd), Some((_, vport)), Some(real_port)) =
             (address, weight, real_forwarding, vip, real_port)
@@ -102,7 +111,7 @@ pub(super) fn check_reals(
                     format!("{address} is already a real server of this service (line {})", first.line),
                 );
             }
-            if Some(IpAddr::V4(address)) == vip.map(|(ip, _)| IpAddr::V4(ip)) {
+            if Some(address) == vip.map(|(ip, _)| ip) {
                 c.error(rs.address.span(), rkey("address"), "a real server cannot be the VIP itself");
             }
             reals.push(RealConfig {

@@ -2,7 +2,7 @@
 //! here; its scheduling options, real servers and health settings in
 //! `options`, `real` and `health`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use toml::Spanned;
 
@@ -36,10 +36,14 @@ pub(super) fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize
         None => Some(Forwarding::Dr),
         Some(f) => check_forwarding(c, f, &key("forwarding")),
     };
-    let options = options::check_options(c, s, i, scheduler);
+    let forwarding = match (vip, forwarding) {
+        (Some((IpAddr::V6(_), _)), Some(f)) => check_ipv6_forwarding(c, f, s.forwarding.as_ref(), &key("forwarding")),
+        _ => forwarding,
+    };
+    let options = options::check_options(c, s, i, vip.map(|(ip, _)| ip), scheduler);
     let reals = real::check_reals(c, s, i, vip, forwarding, scheduler);
     let service_health = health::service_health(c, s, i, vip);
-    let sorry_server = health::sorry_server(c, s, i);
+    let sorry_server = health::sorry_server(c, s, i, vip.map(|(ip, _)| ip));
     let quorum = health::quorum(c, s, i);
     let (vip, port) = vip?;
     Some(ServiceConfig {
@@ -60,18 +64,18 @@ pub(super) fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize
     })
 }
 
-/// "ADDRESS:PORT"; a VIP that is no unicast address is reported, but the
-/// service's other keys are still checked against it.
-fn check_vip(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<(Ipv4Addr, u16)> {
+/// "ADDRESS:PORT", an IPv6 address in brackets; a VIP that is no unicast
+/// address is reported, but the service's other keys are still checked
+/// against it.
+fn check_vip(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<(IpAddr, u16)> {
     let vip = match value.get_ref().parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(v4)) => Some((*v4.ip(), v4.port())),
-        Ok(SocketAddr::V6(_)) => {
-            c.error(value.span(), key, "IPv6 services are not supported yet");
-            None
-        }
+        Ok(addr) => Some((addr.ip(), addr.port())),
         Err(_) => {
-            let hint =
-                if value.get_ref().parse::<IpAddr>().is_ok() { " (add :PORT, or :0 for every port)" } else { "" };
+            let hint = match value.get_ref().parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => " (add :PORT, or :0 for every port)",
+                Ok(IpAddr::V6(_)) => " (write [ADDRESS]:PORT, or [ADDRESS]:0 for every port)",
+                Err(_) => "",
+            };
             c.error(value.span(), key, format!("\"{}\" is not ADDRESS:PORT{hint}", value.get_ref()));
             None
         }
@@ -82,4 +86,23 @@ fn check_vip(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<(Ipv
         c.error(value.span(), key, format!("{ip} cannot be a virtual IP"));
     }
     vip
+}
+
+/// `forwarding` if an IPv6 service or server may have it: the datapath's
+/// IPv6 program routes (DR) only, for now; else `None`, reported at
+/// `value` if it was written there (not inherited from the service).
+pub(super) fn check_ipv6_forwarding(
+    c: &mut Checker,
+    forwarding: Forwarding,
+    value: Option<&Spanned<String>>,
+    key: &str,
+) -> Option<Forwarding> {
+    if forwarding == Forwarding::Dr {
+        return Some(forwarding);
+    }
+    if let Some(value) = value {
+        let message = format!("IPv6 services support forwarding \"dr\" only for now, not \"{}\"", value.get_ref());
+        c.error(value.span(), key, message);
+    }
+    None
 }

@@ -1,12 +1,9 @@
 //! The connection table's entries: when they expire, and connection
 //! sync's records, sent and installed. (`sweep` tends the table.)
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-};
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use lb_common::{Conn, conn_state, ipv4_octets};
+use lb_common::{Conn, conn_state};
 
 use super::{Controller, sweep::TEMPLATE_REARM_SECS};
 use crate::{
@@ -76,7 +73,7 @@ impl Controller {
             .real_ids()
             .filter_map(|id| {
                 let real = self.tables.real(id)?;
-                let ip = IpAddr::V4(Ipv4Addr::from(ipv4_octets(real.addr)));
+                let ip = lb_common::ip_from_words(real.addr, real.family);
                 Some((id, SocketAddr::new(ip, u16::from_be(real.port))))
             })
             .collect();
@@ -148,10 +145,7 @@ impl Controller {
                 .map(|t| (t.max(TEMPLATE_REARM_SECS), service.options.persistence_netmask)),
         };
         check_record(r, &view, state_timeouts)?;
-        let IpAddr::V4(real) = r.real.ip() else {
-            return Err(Refusal::UnknownReal);
-        };
-        let (addr, port) = (lb_common::ipv4_words(real.octets()), r.real.port().to_be());
+        let (addr, port) = (lb_common::ip_words(r.real.ip()).0, r.real.port().to_be());
         let real_id = self
             .tables
             .service_reals(&key)

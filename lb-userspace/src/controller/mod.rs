@@ -20,7 +20,7 @@ mod wanted;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use anyhow::Result;
@@ -65,7 +65,7 @@ pub struct Controller {
     /// TUN servers whose route vanished (they keep their last path).
     route_loss: RouteLoss,
     /// Next hops' MACs on the director's segment.
-    macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+    macs: BTreeMap<IpAddr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
 }
 
@@ -78,7 +78,7 @@ impl Controller {
         interfaces: Interfaces,
         datapath: Datapath,
         paths: Paths,
-        macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+        macs: BTreeMap<IpAddr, [u8; 6]>,
         standby_vips: BTreeSet<Ipv4Addr>,
     ) -> Result<Self> {
         let tables = if datapath.adopted() {
@@ -135,8 +135,8 @@ impl Controller {
     /// address (the first that is not a VIP).
     pub fn tun_source(&self) -> Option<Ipv4Addr> {
         self.config.director.tun_source.or_else(|| {
-            let vips: BTreeSet<Ipv4Addr> = self.table.iter().map(|s| s.vip).collect();
-            self.interfaces.main().ipv4.iter().copied().find(|a| !vips.contains(a))
+            let vips: BTreeSet<IpAddr> = self.table.iter().map(|s| s.vip).collect();
+            self.interfaces.main().ipv4.iter().copied().find(|&a| !vips.contains(&IpAddr::V4(a)))
         })
     }
 
@@ -151,7 +151,7 @@ impl Controller {
         &mut self,
         table: Vec<ServiceConfig>,
         paths: Paths,
-        macs: BTreeMap<Ipv4Addr, [u8; 6]>,
+        macs: BTreeMap<IpAddr, [u8; 6]>,
     ) -> Result<()> {
         let old = std::mem::replace(&mut self.table, table);
         let old_paths = std::mem::replace(&mut self.paths, paths);
@@ -266,7 +266,7 @@ impl Controller {
     }
 
     /// Records newly learned MACs; true if any changed.
-    pub fn update_macs(&mut self, macs: BTreeMap<Ipv4Addr, [u8; 6]>) -> bool {
+    pub fn update_macs(&mut self, macs: BTreeMap<IpAddr, [u8; 6]>) -> bool {
         let mut changed = false;
         for (addr, mac) in macs {
             let old = self.macs.insert(addr, mac);

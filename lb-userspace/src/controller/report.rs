@@ -2,13 +2,10 @@
 //! the rate estimators behind them, the datapath's reason counters, and
 //! `ipvsadm -Z`.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use lb_common::{Conn, FlowKey, RealServer, conn_state, flow_kind, ipv4_octets};
+use lb_common::{Conn, FlowKey, RealServer, conn_state, flow_kind, ip_from_words};
 use lb_ipvsadm::snapshot::{self, Connection, Stats};
 
 use super::{
@@ -88,7 +85,7 @@ impl Controller {
                         let (active, inactive, persistent) =
                             (c.active.max(0) as u64, c.inactive.max(0) as u64, c.persistent.max(0) as u64);
                         Some(snapshot::Real {
-                            address: IpAddr::V4(Ipv4Addr::from(ipv4_octets(real.addr))),
+                            address: ip_from_words(real.addr, real.family),
                             port: u16::from_be(real.port),
                             forwarding: crate::model::Forwarding::from_code(real.forwarding)
                                 .unwrap_or(crate::model::Forwarding::Dr),
@@ -105,7 +102,7 @@ impl Controller {
                     .collect();
                 snapshot::Service {
                     protocol: w.protocol,
-                    vip: IpAddr::V4(w.vip),
+                    vip: w.vip,
                     port: w.port,
                     scheduler: w.scheduler.name().to_string(),
                     sched_flags: w.options.sched_flag_names(),
@@ -169,18 +166,18 @@ impl ConnListing {
 }
 
 fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) -> Option<Connection> {
-    let ip = |w: [u32; 4]| IpAddr::V4(Ipv4Addr::from(ipv4_octets(w)));
+    let ip = |w: [u32; 4], family: u8| ip_from_words(w, family);
     let vport = u16::from_be(key.dport);
     let real_port = u16::from_be(real.port);
     Some(Connection {
         protocol: crate::model::Protocol::from_number(key.protocol)?,
         expires_in: expires_in(conn, now),
         state: conn_state::name(conn.state).to_string(),
-        client: ip(key.src),
+        client: ip(key.src, key.family),
         client_port: u16::from_be(key.sport),
-        vip: ip(key.dst),
+        vip: ip(key.dst, key.family),
         vport,
-        real: ip(real.addr),
+        real: ip(real.addr, real.family),
         real_port: if real_port == 0 { vport } else { real_port },
         template: key.kind == flow_kind::TEMPLATE,
     })

@@ -24,7 +24,7 @@ pub(super) type HealthView = BTreeMap<(ServiceId, SocketAddr), RealStatus>;
 
 /// Where each real server's frames go in the datapath now: its next hop's
 /// MAC, the path MTU and the interface, by (server, forwarding).
-pub(super) type LastPaths = BTreeMap<(Ipv4Addr, Forwarding), ([u8; 6], u32, TxPort)>;
+pub(super) type LastPaths = BTreeMap<(IpAddr, Forwarding), ([u8; 6], u32, TxPort)>;
 
 /// The paths of the servers of `installed` (the table as last applied)
 /// that have one.
@@ -44,18 +44,19 @@ pub(super) fn last_paths<'a>(installed: impl Iterator<Item = &'a WantedService>)
 /// and that hop's MAC (`macs`) — or, where the kernel has no usable route
 /// (a TUN server's vanished) or the next hop no MAC yet, the path it had
 /// (`last`), so that its connections go on as they went (see
-/// `environment::RouteLoss`).
+/// `environment::RouteLoss`). VRRP moves IPv4 VIPs only: an IPv6 service
+/// never stands by.
 pub(super) fn wanted_table(
     table: &[ServiceConfig],
     health: &HealthView,
     standby: &BTreeSet<Ipv4Addr>,
     paths: &Paths,
-    macs: &BTreeMap<Ipv4Addr, [u8; 6]>,
+    macs: &BTreeMap<IpAddr, [u8; 6]>,
     last: &LastPaths,
 ) -> Vec<WantedService> {
     // Where a server's frames go: its next hop's MAC, the path MTU and the
     // interface.
-    let reach = |address: Ipv4Addr, forwarding: Forwarding| {
+    let reach = |address: IpAddr, forwarding: Forwarding| {
         let hop = paths.get(&(address, forwarding));
         let port = |h: &NextHop| TxPort { ifindex: h.ifindex, mac: h.src_mac };
         match (hop, hop.and_then(|h| macs.get(&h.address))) {
@@ -108,7 +109,7 @@ pub(super) fn wanted_table(
                 });
             }
             let mut options = s.options;
-            if standby.contains(&s.vip) {
+            if matches!(s.vip, IpAddr::V4(vip) if standby.contains(&vip)) {
                 options.flags |= lb_common::service_flag::STANDBY;
             }
             WantedService { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, options, reals }
@@ -181,8 +182,8 @@ impl Controller {
     }
 
     /// Whether a VRRP instance of this director is backup for `vip`.
-    pub fn stands_by(&self, vip: Ipv4Addr) -> bool {
-        self.standby_vips.contains(&vip)
+    pub fn stands_by(&self, vip: IpAddr) -> bool {
+        matches!(vip, IpAddr::V4(vip) if self.standby_vips.contains(&vip))
     }
 
     /// The real servers to health-check, with their checks.
@@ -256,11 +257,12 @@ impl Controller {
 /// service the check's own port applies).
 fn real_addr(s: &ServiceConfig, r: &crate::config::RealConfig) -> SocketAddr {
     let _ = s;
-    SocketAddr::new(IpAddr::V4(r.address), r.port)
+    SocketAddr::new(r.address, r.port)
 }
 
+/// "TCP 10.0.0.100:80", "TCP [2001:db8::100]:80".
 fn service_name(s: &WantedService) -> String {
-    format!("{} {}:{}", s.protocol.name().to_uppercase(), s.vip, s.port)
+    format!("{} {}", s.protocol.name().to_uppercase(), SocketAddr::new(s.vip, s.port))
 }
 
 /// One log line per change an operator would care about.
@@ -315,8 +317,9 @@ pub fn describe_changes(before: &[WantedService], after: &[WantedService]) -> Ve
         }
         if before.iter().all(|b| b.id() != s.id()) {
             for r in s.reals.iter().filter(|r| r.mac.is_none()) {
+                let resolution = if r.address.is_ipv6() { "neighbour discovery" } else { "ARP" };
                 lines.push(format!(
-                    "service {}: real server {} (or its next hop) does not answer ARP yet: no new connections for it until it does",
+                    "service {}: real server {} (or its next hop) does not answer {resolution} yet: no new connections for it until it does",
                     service_name(s),
                     r.address
                 ));
@@ -365,16 +368,16 @@ weight = 1
     fn the_wanted_table_has_health_standby_and_next_hops_applied() {
         let table = Config::parse(FILE, Path::new("lb.toml")).unwrap().services;
         let id = table[0].id();
-        let [a, b, sorry] = [21, 22, 99].map(|last| Ipv4Addr::new(10, 0, 0, last));
+        let [a, b, sorry] = [21, 22, 99].map(|last| IpAddr::from([10, 0, 0, last]));
         let paths: Paths = [a, b, sorry]
             .into_iter()
             .map(|r| ((r, Forwarding::Dr), NextHop { ifindex: 2, src_mac: [2; 6], address: r, mtu: 1500 }))
             .collect();
         // b's and the sorry server's MACs are not known yet.
         let macs = BTreeMap::from([(a, [2, 0, 0, 0, 0, 21])]);
-        let down = |real: Ipv4Addr| {
+        let down = |real: IpAddr| {
             (
-                (id, SocketAddr::new(IpAddr::V4(real), 80)),
+                (id, SocketAddr::new(real, 80)),
                 RealStatus { up: false, dynamic_weight: None, last_failure: None },
             )
         };
@@ -387,7 +390,7 @@ weight = 1
         assert_eq!(reals, [(a, 3, true, true, 1500), (b, 1, true, false, 1500)]);
 
         // a failed; this director is VRRP backup for the VIP.
-        let backup = BTreeSet::from([id.vip]);
+        let backup = BTreeSet::from([Ipv4Addr::new(10, 0, 0, 100)]);
         let w = &wanted_table(&table, &HealthView::from([down(a)]), &backup, &paths, &macs, &LastPaths::new())[0];
         assert_eq!(w.options.flags & STANDBY, STANDBY);
         let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.expire_conns)).collect();
@@ -404,8 +407,8 @@ weight = 1
     fn a_server_without_a_route_keeps_the_path_it_had() {
         let file = FILE.replace("[[service.real]]", "[[service.real]]\nforwarding = \"tun\"");
         let table = Config::parse(&file, Path::new("lb.toml")).unwrap().services;
-        let [a, b] = [21, 22].map(|last| Ipv4Addr::new(10, 0, 0, last));
-        let router = Ipv4Addr::new(10, 0, 0, 254);
+        let [a, b] = [21, 22].map(|last| IpAddr::from([10, 0, 0, last]));
+        let router = IpAddr::from([10, 0, 0, 254]);
         let hop = NextHop { ifindex: 2, src_mac: [2; 6], address: router, mtu: 1480 };
         let macs = BTreeMap::from([(router, [2, 0, 0, 0, 0, 254])]);
         let routed: Paths = [a, b].into_iter().map(|r| ((r, Forwarding::Tun), hop)).collect();
@@ -427,7 +430,7 @@ weight = 1
         // A new next hop not resolved yet: the old one meanwhile.
         let moved: Paths = routed
             .keys()
-            .map(|k| (*k, NextHop { ifindex: 2, src_mac: [2; 6], address: Ipv4Addr::new(10, 0, 0, 253), mtu: 1400 }))
+            .map(|k| (*k, NextHop { ifindex: 2, src_mac: [2; 6], address: IpAddr::from([10, 0, 0, 253]), mtu: 1400 }))
             .collect();
         let after = wanted_table(&table, &HealthView::new(), &none, &moved, &macs, &last);
         assert_eq!(after, before);

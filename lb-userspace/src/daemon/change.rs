@@ -4,7 +4,7 @@
 //! against the host and makes the copy the table in force, or refuses and
 //! nothing has changed.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, sync::Mutex, time::Duration};
 
 use lb_ipvsadm::{command::Command, control::Response, error::KernelError, snapshot::Timeouts};
 use tracing::info;
@@ -38,7 +38,7 @@ pub fn plan(table: &[ServiceConfig], file: &[ServiceConfig], commands: &[Command
     for command in commands {
         match command {
             Command::Zero(Some(vs)) => {
-                let id = commands::service_id(vs)?;
+                let id = commands::service_id(vs);
                 if !change.table.iter().any(|s| s.id() == id) {
                     return Err(CommandError::kernel(KernelError::NoSuchService));
                 }
@@ -55,7 +55,7 @@ pub fn plan(table: &[ServiceConfig], file: &[ServiceConfig], commands: &[Command
 /// The real servers of `after` that `before` does not have in the same
 /// service with the same forwarding method, in table order: they must fit
 /// the host, as in a config file.
-pub fn new_reals(before: &[ServiceConfig], after: &[ServiceConfig]) -> Vec<(Ipv4Addr, Forwarding)> {
+pub fn new_reals(before: &[ServiceConfig], after: &[ServiceConfig]) -> Vec<(IpAddr, Forwarding)> {
     let mut new = Vec::new();
     for svc in after {
         for real in &svc.reals {
@@ -171,8 +171,8 @@ port = 8081
             .collect()
     }
 
-    fn vip() -> Ipv4Addr {
-        Ipv4Addr::new(10, 0, 0, 100)
+    fn vip() -> IpAddr {
+        IpAddr::from([10, 0, 0, 100])
     }
 
     #[test]
@@ -196,7 +196,7 @@ port = 8081
         let reals: Vec<_> = change.table[0].reals.iter().map(|r| (r.address, r.weight, r.forwarding)).collect();
         assert_eq!(
             reals,
-            [(Ipv4Addr::new(10, 0, 0, 21), 5, Forwarding::Dr), (Ipv4Addr::new(10, 0, 0, 22), 1, Forwarding::Tun)]
+            [(IpAddr::from([10, 0, 0, 21]), 5, Forwarding::Dr), (IpAddr::from([10, 0, 0, 22]), 1, Forwarding::Tun)]
         );
         assert_eq!(change.zero, [Some(ServiceId { protocol: Protocol::Tcp, vip: vip(), port: 80 }), None]);
         // The last --set counts (0 keeps a timeout: the controller's to apply).
@@ -204,7 +204,7 @@ port = 8081
         // Only what is new must be checked against the host.
         assert_eq!(
             new_reals(&[], &change.table),
-            [(Ipv4Addr::new(10, 0, 0, 21), Forwarding::Dr), (Ipv4Addr::new(10, 0, 0, 22), Forwarding::Tun)]
+            [(IpAddr::from([10, 0, 0, 21]), Forwarding::Dr), (IpAddr::from([10, 0, 0, 22]), Forwarding::Tun)]
         );
     }
 
@@ -220,7 +220,12 @@ port = 8081
                 255,
             ),
             (&["-D -t 10.0.0.100:80", "-Z -t 10.0.0.100:80"], "No such service", 255),
-            (&["-Z -t [2001:db8::1]:80"], "IPv6 services are not supported yet", 2),
+            (&["-Z -t [2001:db8::1]:80"], "No such service", 255),
+            (
+                &["-A -t [2001:db8::1]:80", "-a -t [2001:db8::1]:80 -r [2001:db8::21]:80 -m"],
+                "IPv6 services support direct routing (-g) only for now",
+                2,
+            ),
             (&["-C", "-a -t 10.0.0.100:80 -r 10.0.0.21"], "Service not defined", 255),
         ] {
             let e = plan(&table, &[], &commands(batch)).unwrap_err();
@@ -247,6 +252,6 @@ port = 8081
         assert_eq!(svc.reals[1].health, file[0].health);
         assert_ne!(svc.reals[0].health, HealthCheck::default());
         // 10.0.0.21 was there before, with the same forwarding: not new.
-        assert_eq!(new_reals(&file, &change.table), [(Ipv4Addr::new(10, 0, 0, 22), Forwarding::Dr)]);
+        assert_eq!(new_reals(&file, &change.table), [(IpAddr::from([10, 0, 0, 22]), Forwarding::Dr)]);
     }
 }

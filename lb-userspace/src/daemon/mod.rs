@@ -12,6 +12,7 @@ pub use standby::{Standby, standby_vips};
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -384,11 +385,15 @@ pub fn answer(
     }
 }
 
-/// Each service as route health injection sees it.
+/// Each service as route health injection sees it: the IPv4 ones (the
+/// config lets no IPv6 VIP be announced).
 fn bgp_services(c: &Controller) -> Vec<ServiceState> {
     c.table()
         .iter()
-        .map(|s| ServiceState { vip: s.vip, quorum: c.holds_quorum(s.id()), standby: c.stands_by(s.vip) })
+        .filter_map(|s| match s.vip {
+            IpAddr::V4(vip) => Some(ServiceState { vip, quorum: c.holds_quorum(s.id()), standby: c.stands_by(s.vip) }),
+            IpAddr::V6(_) => None,
+        })
         .collect()
 }
 
@@ -478,6 +483,7 @@ async fn refresh_neighbours(net: &Net, shared: &Mutex<Controller>, all: bool) {
     };
     // Next hops toward NAT clients the datapath found unresolved: the
     // kernel resolves them, and the clients' next packets find them.
+    let nat_next_hops: Vec<_> = nat_next_hops.into_iter().map(|(index, a)| (index, IpAddr::V4(a))).collect();
     environment::refresh_neighbours(net, &nat_next_hops).await;
     if all {
         let paths = environment::paths(&table, net, &interfaces).await;

@@ -22,7 +22,7 @@
 //!
 //! The service and the real server must exist here (found by the caller).
 
-use std::{fmt, net::IpAddr};
+use std::fmt;
 
 use lb_common::conn_state;
 
@@ -38,7 +38,7 @@ pub struct ServiceView {
     pub port: u16,
     /// Persistent services: the longest a template lives here and the
     /// netmask of its client addresses.
-    pub persistence: Option<(u32, std::net::Ipv4Addr)>,
+    pub persistence: Option<(u32, crate::model::Netmask)>,
 }
 
 /// Why a record is not installed.
@@ -134,11 +134,7 @@ pub fn check_record(
             if r.client.port() != 0 || r.vip.port() != service.port {
                 return Err(Refusal::Template("with ports that are not its service's"));
             }
-            let masked = match r.client.ip() {
-                IpAddr::V4(a) => a.to_bits() & mask.to_bits() == a.to_bits(),
-                IpAddr::V6(_) => false,
-            };
-            if !masked {
+            if !crate::model::is_masked(r.client.ip(), mask) {
                 return Err(Refusal::Template("for a client address not under the persistence netmask"));
             }
             longest
@@ -155,6 +151,7 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
+    use crate::model::Netmask;
 
     fn conn() -> SyncRecord {
         SyncRecord {
@@ -183,7 +180,7 @@ mod tests {
         let udp = SyncRecord { protocol: UDP, state: conn_state::UDP, timeout: 300, ..conn() };
         assert_eq!(check_record(&udp, &HTTP, &TIMEOUTS), Ok(()));
         // An every-port service: any VIP port.
-        let all = ServiceView { port: 0, persistence: Some((300, Ipv4Addr::new(255, 255, 255, 0))) };
+        let all = ServiceView { port: 0, persistence: Some((300, Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)))) };
         let r = SyncRecord { vip: "192.0.2.100:22".parse().unwrap(), service_port: 0, ..conn() };
         assert_eq!(check_record(&r, &all, &TIMEOUTS), Ok(()));
         let template = SyncRecord {
@@ -225,7 +222,7 @@ mod tests {
 
     #[test]
     fn templates_must_be_their_services() {
-        let persistent = ServiceView { port: 80, persistence: Some((300, Ipv4Addr::new(255, 255, 255, 0))) };
+        let persistent = ServiceView { port: 80, persistence: Some((300, Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)))) };
         let t = SyncRecord {
             kind: RecordKind::Template,
             state: conn_state::TEMPLATE_NONE,

@@ -1,14 +1,14 @@
 //! Taking over the maps a previous lbd filled.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::collections::BTreeMap;
 
-use lb_common::{RealServer, Service, ServiceKey, real_flag, sched, service_flag};
+use lb_common::{RealServer, Service, ServiceKey, ip_from_words, real_flag, sched, service_flag};
 
 use super::{
     InstalledReal, InstalledService, Tables, TxPort, WantedReal, WantedService, effective_weight, region::Region,
     walk::WalkResume,
 };
-use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions, persistence_mask_from_words};
 
 /// The maps' content as a previous lbd left it (`Datapath::read_back`), for
 /// [`Tables::adopt`].
@@ -34,7 +34,7 @@ impl Tables {
             else {
                 continue;
             };
-            let vip = Ipv4Addr::from(lb_common::ipv4_octets(key.addr));
+            let vip = ip_from_words(key.addr, key.family);
             let port = u16::from_be(key.port);
             let mut reals = Vec::new();
             for id in ids.iter().rev() {
@@ -42,7 +42,7 @@ impl Tables {
                     continue;
                 };
                 reals.push(WantedReal {
-                    address: Ipv4Addr::from(lb_common::ipv4_octets(d.addr)),
+                    address: ip_from_words(d.addr, d.family),
                     port: if port == 0 { 0 } else { u16::from_be(d.port) },
                     weight: d.weight,
                     forwarding: Forwarding::from_code(d.forwarding).unwrap_or(Forwarding::Dr),
@@ -72,7 +72,7 @@ impl Tables {
             let options = ServiceOptions {
                 flags: value.flags & !service_flag::ALL_PORTS,
                 persistence_timeout: (value.persistence_timeout > 0).then_some(value.persistence_timeout),
-                persistence_netmask: Ipv4Addr::from(lb_common::ipv4_octets(value.persistence_mask)),
+                persistence_netmask: persistence_mask_from_words(value.persistence_mask, key.family),
             };
             let table_ids = adopted.tables.get(key).cloned().unwrap_or_default();
             let wanted = WantedService { protocol, vip, port, scheduler, options, reals };

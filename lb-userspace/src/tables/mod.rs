@@ -17,12 +17,12 @@ mod walk;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, SocketAddr},
 };
 
 use lb_common::{
-    AF_INET, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey, ipv4_words,
-    real_flag, sched, service_flag,
+    MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey, ip_words, real_flag,
+    sched, service_flag,
 };
 
 pub use self::adopt::Adopted;
@@ -30,13 +30,13 @@ use self::{
     region::{Region, RegionPool},
     walk::{WalkResume, fresh_walk, resume_walk},
 };
-use crate::model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions, persistence_mask_words};
 
 /// A virtual service as it should be, with everything resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WantedService {
     pub protocol: Protocol,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub scheduler: Scheduler,
     pub options: ServiceOptions,
@@ -47,7 +47,8 @@ pub struct WantedService {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WantedReal {
-    pub address: Ipv4Addr,
+    /// Of its service's VIP's family.
+    pub address: IpAddr,
     pub port: u16,
     pub weight: u32,
     pub forwarding: Forwarding,
@@ -90,8 +91,11 @@ impl WantedService {
 
 use lb_common::NO_REAL;
 
-pub fn service_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> ServiceKey {
-    ServiceKey { addr: ipv4_words(vip.octets()), port: port.to_be(), protocol: protocol.number(), family: AF_INET }
+/// The `SERVICES` key of a service: its VIP as [`ip_words`] stores it, with
+/// its family.
+pub fn service_key(protocol: Protocol, vip: impl Into<IpAddr>, port: u16) -> ServiceKey {
+    let (addr, family) = ip_words(vip.into());
+    ServiceKey { addr, port: port.to_be(), protocol: protocol.number(), family }
 }
 
 /// One write to the datapath maps, in the order they must happen.
@@ -128,8 +132,8 @@ impl MapOp {
     pub fn describe(&self) -> String {
         let service = |key: &ServiceKey| {
             let protocol = Protocol::from_number(key.protocol).map_or("?", |p| p.name());
-            let vip = Ipv4Addr::from(lb_common::ipv4_octets(key.addr));
-            format!("{protocol} {vip}:{}", u16::from_be(key.port))
+            let vip = lb_common::ip_from_words(key.addr, key.family);
+            format!("{protocol} {}", SocketAddr::new(vip, u16::from_be(key.port)))
         };
         match self {
             MapOp::SetReal(id, _) => format!("real server {id}"),
@@ -311,7 +315,7 @@ impl Tables {
         // removed VIP's bit going early only passes what is being removed.
         let mut filter = vec![0u64; lb_common::VIP_FILTER_WORDS as usize];
         for w in wanted {
-            let bit = lb_common::vip_filter_bit(&ipv4_words(w.vip.octets()));
+            let bit = lb_common::vip_filter_bit(&ip_words(w.vip).0);
             filter[(bit >> 6) as usize] |= 1 << (bit & 63);
         }
         if filter != self.vip_filter {
@@ -377,11 +381,10 @@ impl Tables {
             .reals
             .iter()
             .filter(|r| !r.in_service && r.expire_conns)
-            .map(|r| ipv4_words(r.address.octets()))
+            .map(|r| ip_words(r.address).0)
             .collect();
         for real in w.reals.iter().filter(|r| r.in_service) {
-            let found =
-                old_real_ids.iter().copied().find(|id| self.reals[id].value.addr == ipv4_words(real.address.octets()));
+            let found = old_real_ids.iter().copied().find(|id| self.reals[id].value.addr == ip_words(real.address).0);
             let id = match found {
                 Some(id) => {
                     kept.push(id);
@@ -493,7 +496,7 @@ impl Tables {
             reals_len: list.len,
             persistence_timeout: w.options.persistence_timeout.unwrap_or(0),
             pad1: 0,
-            persistence_mask: ipv4_words(w.options.persistence_netmask.octets()),
+            persistence_mask: persistence_mask_words(w.options.persistence_netmask),
         };
         // The position goes first when the service is new (nothing reads it
         // yet); otherwise after the swap, so the old table never sees it.
@@ -534,7 +537,8 @@ impl Tables {
     ) -> Result<u32, PlanError> {
         // A server removed a moment ago comes back with its connections and
         // counters, as IPVS takes a real server back from its trash.
-        let addr = ipv4_words(real.address.octets());
+        // The service key holds the family: one service's servers are of one.
+        let addr = ip_words(real.address).0;
         let revived = self
             .retired_reals
             .iter()
@@ -599,10 +603,11 @@ impl Tables {
 fn real_value(real: &WantedReal, service_id: u32, vport: u16) -> RealServer {
     // Without its next hop's MAC a server cannot be sent to.
     let flags = if real.mac.is_some() { real_flag::AVAILABLE } else { 0 };
+    let (addr, family) = ip_words(real.address);
     RealServer {
-        addr: ipv4_words(real.address.octets()),
+        addr,
         port: if real.port == 0 { vport.to_be() } else { real.port.to_be() },
-        family: AF_INET,
+        family,
         forwarding: real.forwarding.code(),
         mac: real.mac.unwrap_or([0; 6]),
         mtu: real.mtu.min(u16::MAX as u32) as u16,

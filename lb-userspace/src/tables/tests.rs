@@ -5,7 +5,7 @@ use lb_common::sched::models::{RrModel, SchedReal, WrrModel};
 
 fn real(last_octet: u8, weight: u32) -> WantedReal {
     WantedReal {
-        address: Ipv4Addr::new(10, 0, 0, last_octet),
+        address: IpAddr::from([10, 0, 0, last_octet]),
         port: 0,
         weight,
         forwarding: Forwarding::Dr,
@@ -22,7 +22,7 @@ fn real(last_octet: u8, weight: u32) -> WantedReal {
 fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
     WantedService {
         protocol: Protocol::Tcp,
-        vip: Ipv4Addr::new(10, 0, 0, 100),
+        vip: IpAddr::from([10, 0, 0, 100]),
         port: 80,
         scheduler,
         options: ServiceOptions::default(),

@@ -714,7 +714,7 @@ garp_master_refresh = "60s"
 
     #[test]
     fn track_service_weights() {
-        let t = |weight| TrackService { service: ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST, port: 80 }, weight };
+        let t = |weight| TrackService { service: ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST.into(), port: 80 }, weight };
         assert_eq!(t(-20).effect(false), (-20, false));
         assert_eq!(t(-20).effect(true), (0, false));
         assert_eq!(t(10).effect(true), (10, false));

@@ -487,7 +487,7 @@ fn ipv6_is_parsed_and_flagged() {
         })
     );
     assert!(svc.is_ipv6());
-    assert_eq!(c.unsupported_reason(), Some("IPv6 services and real servers are not supported"));
+    assert_eq!(c.unsupported_reason(), None);
     assert_round_trip(&c);
     assert_eq!(fails("-A -t [2001:db8::1]:80 -M 129"), usage_error("illegal ipv6 netmask specified"));
     // A bare IPv6 address has no port.
@@ -495,12 +495,18 @@ fn ipv6_is_parsed_and_flagged() {
     let real = ok("-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -m");
     assert_eq!(real.to_string(), "-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -m -w 1");
     assert_round_trip(&real);
+    assert_eq!(real.unsupported_reason(), Some(crate::command::IPV6_DR_ONLY));
+    assert_eq!(ok("-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -g").unsupported_reason(), None);
+    assert_eq!(ok("-d -t [2001:db8::1]:80 -r [2001:db8::2]:80").unsupported_reason(), None);
     assert_eq!(
         fails("-a -t [2001:db8::1]:80 -r 10.0.0.2 -g"),
         usage_error("Different address family is allowed only for tunneling servers")
     );
     // Tunnelling may cross families.
-    assert!(ok("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -i").unsupported_reason().is_some());
+    assert_eq!(
+        ok("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -i").unsupported_reason(),
+        Some(crate::command::MIXED_FAMILIES_UNSUPPORTED)
+    );
     assert_eq!(ok("-a -t 10.0.0.1:80 -r 10.0.0.2 -i").unsupported_reason(), None);
     // A bracketed IPv4 address loses its port, as in ipvsadm.
     assert_eq!(fails("-A -t [10.0.0.1]:80").0, "Zero port specified for non-persistent service");
