@@ -156,4 +156,30 @@ mod tests {
         );
         assert_eq!("sctp 172.16.100.1:80".parse::<ServiceId>(), Err("unknown protocol \"sctp\" (tcp or udp)".into()));
     }
+
+    #[test]
+    fn ipv6_service_ids_are_bracketed() {
+        let vip: IpAddr = "2001:db8::1".parse().unwrap();
+        let id = ServiceId { protocol: Protocol::Udp, vip, port: 53 };
+        assert_eq!(id.to_string(), "udp [2001:db8::1]:53");
+        assert_eq!("UDP [2001:db8::1]:53".parse(), Ok(id));
+        // Unbracketed, the port cannot be told from the address.
+        assert!("udp 2001:db8::1:53".parse::<ServiceId>().is_err());
+    }
+
+    #[test]
+    fn persistence_masks_as_the_maps_hold_them() {
+        let v4 = Netmask::V4(Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(persistence_mask_words(v4), lb_common::ipv4_words([255, 255, 255, 0]));
+        let all = u32::MAX;
+        let top_bit = u32::from_ne_bytes([0x80, 0, 0, 0]);
+        for (prefix, words) in [(128, [all; 4]), (64, [all, all, 0, 0]), (1, [top_bit, 0, 0, 0])] {
+            assert_eq!(persistence_mask_words(Netmask::V6(prefix)), words, "/{prefix}");
+            assert_eq!(persistence_mask_from_words(words, lb_common::AF_INET6), Netmask::V6(prefix));
+        }
+        assert_eq!(persistence_mask_from_words(persistence_mask_words(v4), lb_common::AF_INET), v4);
+        assert!(is_masked("2001:db8:1:2::".parse().unwrap(), Netmask::V6(64)));
+        assert!(!is_masked("2001:db8:1:2::1".parse().unwrap(), Netmask::V6(64)));
+        assert!(!is_masked("10.0.0.0".parse().unwrap(), Netmask::V6(64)), "across families");
+    }
 }

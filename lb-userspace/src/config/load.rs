@@ -105,7 +105,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Forwarding, Protocol, Scheduler, Timeouts};
+    use crate::model::{Forwarding, Netmask, Protocol, Scheduler, Timeouts};
 
     const GOOD: &str = r#"
 [director]
@@ -247,6 +247,75 @@ weight = 1
         assert_eq!(Config::parse(&none, Path::new("lb.toml")).unwrap().director.icmp_rate_limit, 0);
         let bad = GOOD.replace("xdp_mode = \"auto\"", "icmp_rate_limit = -5");
         assert_eq!(errors(&bad), ["lb.toml:4: director.icmp_rate_limit: -5 is out of range 0..=10000000"]);
+    }
+
+    /// [`GOOD`] with an IPv6 VIP and real servers.
+    fn ipv6() -> String {
+        GOOD.replace("172.16.100.1:80", "[2001:db8::1]:80")
+            .replace("172.16.100.7", "2001:db8::7")
+            .replace("172.16.100.8", "2001:db8::8")
+    }
+
+    #[test]
+    fn ipv6_services_route_to_ipv6_servers() {
+        let c = Config::parse(&ipv6(), Path::new("lb.toml")).unwrap();
+        let s = &c.services[0];
+        assert_eq!((s.vip, s.port, s.forwarding), ("2001:db8::1".parse().unwrap(), 80, Forwarding::Dr));
+        assert_eq!(s.id().to_string(), "tcp [2001:db8::1]:80");
+        let reals: Vec<IpAddr> = s.reals.iter().map(|r| r.address).collect();
+        assert_eq!(reals, ["2001:db8::7".parse::<IpAddr>().unwrap(), "2001:db8::8".parse().unwrap()]);
+        assert_eq!(s.options.persistence_netmask, Netmask::V6(128), "one client per template by default");
+        for mask in ["64", "\"64\""] {
+            let persistent = ipv6().replace(
+                "forwarding = \"dr\"",
+                &format!("persistence_timeout = 300\npersistence_netmask = {mask}\nsorry_server = \"2001:db8::9\""),
+            );
+            let c = Config::parse(&persistent, Path::new("lb.toml")).unwrap();
+            assert_eq!(c.services[0].options.persistence_netmask, Netmask::V6(64), "{mask}");
+            assert_eq!(c.services[0].sorry_server, Some("2001:db8::9".parse().unwrap()));
+        }
+    }
+
+    #[test]
+    fn ipv6_is_refused_where_it_cannot_go_yet() {
+        let message = |line: usize, key: &str, what: &str| vec![format!("lb.toml:{line}: service[0].{key}: {what}")];
+        let bad = ipv6().replace("forwarding = \"dr\"", "forwarding = \"tun\"");
+        let only_dr = "IPv6 services support forwarding \"dr\" only for now";
+        assert_eq!(errors(&bad), message(10, "forwarding", &format!("{only_dr}, not \"tun\"")));
+        let bad = ipv6().replace("weight = 1", "weight = 1\nforwarding = \"nat\"");
+        assert_eq!(errors(&bad), message(19, "real[1].forwarding", &format!("{only_dr}, not \"nat\"")));
+
+        let bad = ipv6().replace("2001:db8::8", "172.16.100.8");
+        let what = "172.16.100.8 is IPv4 and the VIP IPv6: a real server is of its VIP's family";
+        assert_eq!(errors(&bad), message(17, "real[1].address", what));
+        let bad = GOOD.replace("172.16.100.8", "2001:db8::8");
+        let what = "2001:db8::8 is IPv6 and the VIP IPv4: a real server is of its VIP's family";
+        assert_eq!(errors(&bad), message(17, "real[1].address", what));
+        let bad = ipv6().replace("2001:db8::8", "fe80::8");
+        assert_eq!(errors(&bad), message(17, "real[1].address", "fe80::8 cannot be a real server"));
+        let bad = ipv6().replace("forwarding = \"dr\"", "sorry_server = \"172.16.100.9\"");
+        assert_eq!(errors(&bad), message(10, "sorry_server", "172.16.100.9 is not of the VIP's family"));
+
+        let bad = GOOD.replace("172.16.100.1:80", "2001:db8::1:80");
+        let what = "\"2001:db8::1:80\" is not ADDRESS:PORT (write [ADDRESS]:PORT, or [ADDRESS]:0 for every port)";
+        assert_eq!(errors(&bad), message(7, "vip", what));
+
+        let with_mask = |text: &str, mask: &str| {
+            text.replace("forwarding = \"dr\"", &format!("persistence_timeout = 300\npersistence_netmask = {mask}"))
+        };
+        let prefix = "an IPv6 service takes a prefix length 1..=128 (such as 64)";
+        assert_eq!(
+            errors(&with_mask(&ipv6(), "\"255.255.255.0\"")),
+            message(11, "persistence_netmask", &format!("\"255.255.255.0\": {prefix}"))
+        );
+        assert_eq!(errors(&with_mask(&ipv6(), "129")), message(11, "persistence_netmask", &format!("129: {prefix}")));
+        assert_eq!(errors(&with_mask(&ipv6(), "0")), message(11, "persistence_netmask", &format!("0: {prefix}")));
+        assert_eq!(
+            errors(&with_mask(GOOD, "24")),
+            message(11, "persistence_netmask", "24: an IPv4 service takes a dotted netmask (such as \"255.255.255.0\")")
+        );
+        let c = Config::parse(&with_mask(GOOD, "\"255.255.255.0\""), Path::new("lb.toml")).unwrap();
+        assert_eq!(c.services[0].options.persistence_netmask, Netmask::V4(std::net::Ipv4Addr::new(255, 255, 255, 0)));
     }
 
     #[test]
