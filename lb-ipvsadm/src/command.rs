@@ -51,7 +51,8 @@ pub const IPV6_DR_ONLY: &str = "IPv6 services support direct routing (-g) only f
 
 /// Why a server of the other family is refused (ipvsadm allows it for
 /// tunnelling; the datapath tunnels IPv4 in IPv4 only).
-pub const MIXED_FAMILIES_UNSUPPORTED: &str = "a real server of another address family than its service's is not supported";
+pub const MIXED_FAMILIES_UNSUPPORTED: &str =
+    "a real server of another address family than its service's is not supported";
 
 /// The persistence granularity (`-M`): a mask for IPv4 services, a prefix
 /// length for IPv6 ones.

@@ -308,7 +308,8 @@ mod tests {
     #[test]
     fn a_lost_route_is_counted_on_every_lookup_until_it_is_back() {
         let [a, b] = [21, 22].map(|last| (IpAddr::from([10, 0, 1, last]), Forwarding::Tun));
-        let hop = NextHop { ifindex: 2, src_mac: [2, 0, 0, 0, 0, 1], address: IpAddr::from([10, 0, 0, 254]), mtu: 1480 };
+        let router = IpAddr::from([10, 0, 0, 254]);
+        let hop = NextHop { ifindex: 2, src_mac: [2, 0, 0, 0, 0, 1], address: router, mtu: 1480 };
         let servers = BTreeSet::from([a, b]);
         let both: Paths = [(a, hop), (b, hop)].into();
         let only_a: Paths = [(a, hop)].into();

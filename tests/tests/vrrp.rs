@@ -232,7 +232,8 @@ fn a_tracked_service_without_real_servers_lowers_the_priority() {
     let Some(net) = VethPair::new("vrrp6") else { return };
     let interval = Duration::from_millis(200);
     let mut ca = config("va", 200, interval);
-    ca.track_service = vec![TrackService { service: ServiceId { protocol: Protocol::Tcp, vip: VIP.into(), port: 80 }, weight: -150 }];
+    let service = ServiceId { protocol: Protocol::Tcp, vip: VIP.into(), port: 80 };
+    ca.track_service = vec![TrackService { service, weight: -150 }];
     let a = Running::start(&net.a, ca);
     let b = Running::start(&net.b, config("vb", 100, interval));
     wait_for(Duration::from_secs(10), || a.state() == State::Master && b.state() == State::Backup).expect("election");

@@ -395,8 +395,9 @@ mod tests {
         for a in ["2001:db8::1", "fd00::7"] {
             assert!(is_unicast(a.parse::<IpAddr>().unwrap()), "{a}");
         }
-        for a in ["0.0.0.0", "224.0.0.18", "255.255.255.255", "127.0.0.1", "::", "::1", "ff02::1", "fe80::1", "::ffff:10.0.0.1"]
-        {
+        let v4 = ["0.0.0.0", "224.0.0.18", "255.255.255.255", "127.0.0.1"];
+        let v6 = ["::", "::1", "ff02::1", "fe80::1", "::ffff:10.0.0.1"];
+        for a in v4.into_iter().chain(v6) {
             assert!(!is_unicast(a.parse::<IpAddr>().unwrap()), "{a}");
         }
     }

@@ -222,7 +222,8 @@ mod tests {
 
     #[test]
     fn templates_must_be_their_services() {
-        let persistent = ServiceView { port: 80, persistence: Some((300, Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)))) };
+        let mask = Netmask::V4(Ipv4Addr::new(255, 255, 255, 0));
+        let persistent = ServiceView { port: 80, persistence: Some((300, mask)) };
         let t = SyncRecord {
             kind: RecordKind::Template,
             state: conn_state::TEMPLATE_NONE,

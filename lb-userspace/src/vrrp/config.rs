@@ -367,6 +367,12 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
                     c.virtual_ipaddress.push(Vip { address, prefix_len, dev: dev.filter(|d| *d != interface) });
                 }
             }
+            // VRRPv2 carries IPv4 addresses only; an IPv6 VIP stays where it is.
+            _ if addr.parse::<std::net::Ipv6Addr>().is_ok() => e.error(
+                v.span(),
+                key("virtual_ipaddress"),
+                format!("{addr}: VRRP (version 2) moves IPv4 addresses only, not IPv6 ones yet"),
+            ),
             _ => e.error(
                 v.span(),
                 key("virtual_ipaddress"),
@@ -669,7 +675,7 @@ garp_master_refresh = "60s"
         );
         assert_eq!(
             vips("[\"2001:db8::1\"]"),
-            "4: vrrp[0].virtual_ipaddress: \"2001:db8::1\" is not a unicast IPv4 ADDRESS[/PREFIX]"
+            "4: vrrp[0].virtual_ipaddress: 2001:db8::1: VRRP (version 2) moves IPv4 addresses only, not IPv6 ones yet"
         );
         assert_eq!(vips("[\"10.0.0.1\", \"10.0.0.1/24\"]"), "4: vrrp[0].virtual_ipaddress: 10.0.0.1 is listed twice");
         assert_eq!(
@@ -714,7 +720,8 @@ garp_master_refresh = "60s"
 
     #[test]
     fn track_service_weights() {
-        let t = |weight| TrackService { service: ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST.into(), port: 80 }, weight };
+        let service = ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST.into(), port: 80 };
+        let t = |weight| TrackService { service, weight };
         assert_eq!(t(-20).effect(false), (-20, false));
         assert_eq!(t(-20).effect(true), (0, false));
         assert_eq!(t(10).effect(true), (10, false));
