@@ -14,6 +14,7 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 // Capacities. The connection table's size is set at load time from the config
 // (`conn_table_size`); these are the fixed ones.
@@ -85,11 +86,22 @@ pub mod map_name {
     pub const NEIGH_WANTED: &str = "NEIGH_WANTED";
     pub const FULLNAT_PORTS: &str = "FULLNAT_PORTS";
     pub const FULLNAT_LOCAL: &str = "FULLNAT_LOCAL";
+    pub const PROGS: &str = "PROGS";
+}
+
+/// Slots of the program array `PROGS`, which `lb_xdp` tail-calls into.
+pub mod prog_slot {
+    /// `lb_xdp6`, for IPv6 frames.
+    pub const IPV6: u32 = 0;
+    pub const COUNT: u32 = 1;
 }
 
 /// Program names in the object file.
 pub mod program_name {
     pub const LB: &str = "lb_xdp";
+    /// IPv6: `lb_xdp` tail-calls it (slot `prog_slot::IPV6` of `PROGS`), so
+    /// each family has the verifier's whole budget and stack to itself.
+    pub const LB6: &str = "lb_xdp6";
     /// Writes the datapath's clock sources into the packet (the loader
     /// reads them with a test run: to measure HZ, and to know what time it
     /// is on the datapath's clock).

@@ -2,6 +2,7 @@
 //! for every verdict reason, indexed by these numbers.
 
 pub const PASS_NOT_IP: u32 = 0;
+/// IPv6, and the IPv6 program (`lb_xdp6`) is not in its slot.
 pub const PASS_IPV6: u32 = 1;
 pub const PASS_MALFORMED: u32 = 2;
 pub const PASS_FRAGMENT: u32 = 3;
@@ -81,9 +82,15 @@ pub const TX_FULLNAT_REPLY: u32 = 35;
 /// or a service's stateless fallback: a flow another director started,
 /// brought here by a change of the router's ECMP next hops).
 pub const CONN_MID_FLOW: u32 = 36;
+/// An IPv6 packet whose extension headers go on beyond what the parser
+/// walks (more than `parse6::MAX_EXT_HEADERS`, or past its byte bound):
+/// the kernel's.
+pub const PASS_IPV6_EXT_HEADERS: u32 = 37;
+/// ICMPv6 (neighbour discovery, and errors about no VIP's connection).
+pub const PASS_ICMPV6: u32 = 38;
 pub const COUNT: u32 = 40;
 
-const NAMES: [&str; 37] = [
+const NAMES: [&str; 39] = [
     "pass_not_ip",
     "pass_ipv6",
     "pass_malformed",
@@ -121,6 +128,8 @@ const NAMES: [&str; 37] = [
     "tx_fullnat",
     "tx_fullnat_reply",
     "conn_mid_flow",
+    "pass_ipv6_ext_headers",
+    "pass_icmpv6",
 ];
 const _: () = assert!(NAMES.len() <= COUNT as usize, "REASON_STATS has COUNT slots");
 
@@ -151,6 +160,8 @@ mod tests {
             (TX_NAT, "tx_nat"),
             (DROP_NO_TX_PORT, "drop_no_tx_port"),
             (CONN_MID_FLOW, "conn_mid_flow"),
+            (PASS_IPV6_EXT_HEADERS, "pass_ipv6_ext_headers"),
+            (PASS_ICMPV6, "pass_icmpv6"),
         ] {
             assert_eq!(super::name(reason), Some(name));
         }

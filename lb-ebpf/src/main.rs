@@ -2,18 +2,22 @@
 //! find the connection (or the service, and schedule a new one), count,
 //! forward; ICMP errors about a connection go where the connection goes.
 //! Whatever is not for a virtual service passes to the kernel untouched.
+//! IPv6 frames go on to `lb_xdp6`, the same pipeline for IPv6, by a tail
+//! call: each program has the verifier's budget and stack to itself.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 mod clock;
+mod family;
 mod forward;
 mod fullnat;
 mod lookup;
 mod maps;
 mod nat;
 mod parse;
+mod parse6;
 mod related;
 mod reply;
 mod schedule;
@@ -22,11 +26,12 @@ mod stats;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
     IPPROTO_ICMP, IPPROTO_TCP,
-    conn_state::{tcp_dir, tcp_flag}, director_flag, forwarding, reason, service_flag,
+    conn_state::{tcp_dir, tcp_flag}, director_flag, forwarding, prog_slot, reason, service_flag,
 };
 
 use crate::{
-    maps::{DIRECTOR, REALS},
+    family::{Family, Ipv4, Ipv6},
+    maps::{DIRECTOR, PROGS, REALS},
     parse::Packet,
 };
 
@@ -36,8 +41,34 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(verdict) => verdict,
         Err(pass_reason) => (xdp_action::XDP_PASS, pass_reason),
     };
+    if why == reason::PASS_IPV6 {
+        // SAFETY: the frame is untouched; on success this program ends
+        // here. An empty slot (no IPv6 program loaded) falls through, and
+        // the frame passes counted as IPv6.
+        unsafe { PROGS.tail_call(&ctx, prog_slot::IPV6) };
+    }
     stats::count_reason(why);
     action
+}
+
+#[xdp]
+pub fn lb_xdp6(ctx: XdpContext) -> u32 {
+    let (action, why) = match balance6(&ctx) {
+        Ok(verdict) => verdict,
+        Err(pass_reason) => (xdp_action::XDP_PASS, pass_reason),
+    };
+    stats::count_reason(why);
+    action
+}
+
+/// [`balance`] for IPv6: services by direct routing.
+#[inline(always)]
+fn balance6(ctx: &XdpContext) -> Result<(u32, u32), u32> {
+    let pkt = parse6::packet(ctx)?;
+    if !lookup::may_be_vip(&pkt.flow) {
+        return Err(reason::PASS_NO_SERVICE);
+    }
+    to_service::<Ipv6>(ctx, &pkt)
 }
 
 /// `Ok((action, reason))` for packets the balancer handles, `Err(reason)`
@@ -49,7 +80,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
         return related::icmp(ctx, &pkt);
     }
     if lookup::may_be_vip(&pkt.flow) {
-        match to_service(ctx, &pkt) {
+        match to_service::<Ipv4>(ctx, &pkt) {
             Err(reason::PASS_NO_SERVICE) => {}
             verdict => return verdict,
         }
@@ -68,7 +99,7 @@ fn balance(ctx: &XdpContext) -> Result<(u32, u32), u32> {
 /// A packet to a VIP: its connection's, or a new connection's if it may
 /// start one.
 #[inline(always)]
-fn to_service(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
+fn to_service<F: Family>(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
     let director = DIRECTOR.get(0).ok_or(reason::PASS_NO_SERVICE)?;
     let now = clock::now_ns(director);
     // A known connection first, as IPVS does: its packets skip the service
@@ -97,16 +128,7 @@ fn to_service(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
             return Err(reason::PASS_TCP_NOT_SYN);
         }
         let Some(real_id) = schedule::choose(svc, &pkt.flow, now) else {
-            // As IPVS: the client learns at once that nobody is there.
-            return Ok(reply::answer(
-                ctx,
-                pkt,
-                director,
-                reply::ICMP_PORT_UNREACH,
-                0,
-                reason::TX_ICMP_UNREACHABLE,
-                reason::DROP_NO_REAL,
-            ));
+            return Ok(F::refuse(ctx, pkt, director));
         };
         let Some(real) = REALS.get(real_id) else {
             return Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL));
@@ -123,13 +145,7 @@ fn to_service(ctx: &XdpContext, pkt: &Packet) -> Result<(u32, u32), u32> {
     };
 
     stats::account(service_id, real_id, pkt.ip_len, new_conn);
-    match real.forwarding {
-        forwarding::DR => Ok(forward::direct_route(ctx, real)),
-        forwarding::TUN => Ok(forward::tunnel(ctx, pkt, real, director, true)),
-        forwarding::NAT => Ok(nat::to_real(ctx, pkt, real, new_conn)),
-        forwarding::FULLNAT => Ok(fullnat::to_real_full(ctx, pkt, real, new_conn)),
-        _ => Ok((xdp_action::XDP_DROP, reason::DROP_INTERNAL)),
-    }
+    Ok(F::forward(ctx, pkt, real, director, new_conn))
 }
 
 /// Which of IPVS's TCP tables a client's packet moves its connection by:

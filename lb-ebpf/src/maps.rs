@@ -4,16 +4,23 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, Queue},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, Queue},
 };
 use lb_common::{
     BPF_F_MMAPABLE, Conn, Counters, FULLNAT_PORTS_SIZE, NatLocal, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey,
     MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_WANTED_SIZE, REAL_LIST_SLOTS, RealConns, RealServer,
-    SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, VIP_FILTER_WORDS, reason,
+    SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, VIP_FILTER_WORDS, prog_slot, reason,
 };
 
 #[map]
 pub static DIRECTOR: Array<Director> = Array::with_max_entries(1, 0);
+
+/// The programs `lb_xdp` hands frames on to (`prog_slot`): the controller
+/// fills it before it attaches `lb_xdp`. Pinned with the other maps: the
+/// kernel empties a program array when no process holds it, and a datapath
+/// left attached across a restart of lbd must keep its IPv6 program.
+#[map]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(prog_slot::COUNT, 0);
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);

@@ -9,7 +9,7 @@ use lb_common::{AF_INET, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, reason
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 /// Fragment offset and more-fragments bits of `frag_off`.
@@ -30,17 +30,21 @@ pub struct Packet {
     pub flow: FlowKey,
     /// Offset of the IP header (after Ethernet and an optional VLAN tag).
     pub l3_off: usize,
-    /// IP header length in bytes (20..=60).
+    /// IP header length in bytes: for IPv4 20..=60, for IPv6 the fixed
+    /// header and the extension headers walked (where TCP or UDP starts).
     pub ihl: usize,
     /// Where the IP packet ends (`l3_off` + its total length): what lies
     /// beyond, up to the frame's end, is padding.
     pub ip_end: usize,
     /// The whole frame's length.
     pub frame_len: usize,
-    /// IP total length, what IPVS counts as bytes.
+    /// IP total length (for IPv6 the fixed header and its payload), what
+    /// IPVS counts as bytes.
     pub ip_len: u32,
+    /// IPv4's TOS, IPv6's traffic class.
     pub tos: u8,
-    /// The Don't Fragment bit is set.
+    /// The Don't Fragment bit is set (always, for IPv6: no router
+    /// fragments it).
     pub dont_fragment: bool,
     /// TCP flags byte, 0 for UDP.
     pub tcp_flags: u8,
@@ -54,7 +58,8 @@ pub struct Packet {
 /// 2-byte aligned (the kernel's own model of packet data: the verifier
 /// checks packet alignment on that assumption where it matters, NET_IP_ALIGN),
 /// and every offset read here is even (Ethernet 14, a tag 4, an IPv4 header
-/// a multiple of 4), so each word is aligned.
+/// a multiple of 4, IPv6's headers multiples of 8), so each word is
+/// aligned.
 #[inline(always)]
 pub fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N], u32> {
     let start = ctx.data();
@@ -74,14 +79,14 @@ pub fn words<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<[u16; N]
 /// verifier, which learns a packet's bounds only from comparisons with the
 /// frame's end, would refuse the read. The IP total length: see there.
 #[inline(always)]
-fn opaque(value: usize) -> usize {
+pub fn opaque(value: usize) -> usize {
     // SAFETY: a read of a local variable.
     unsafe { core::ptr::read_volatile(&value) }
 }
 
 /// The two bytes of a word as they are in the packet.
 #[inline(always)]
-fn bytes(word: u16) -> [u8; 2] {
+pub fn bytes(word: u16) -> [u8; 2] {
     word.to_ne_bytes()
 }
 
@@ -93,9 +98,10 @@ pub fn join(a: u16, b: u16) -> u32 {
     u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
 }
 
+/// The EtherType (network order) after at most one 802.1Q/802.1ad tag,
+/// and where the header it announces starts.
 #[inline(always)]
-pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
-    // The EtherType, and with a tag the one after it.
+pub fn link(ctx: &XdpContext) -> Result<(u16, usize), u32> {
     let [mut proto] = words::<1>(ctx, 12).map_err(|_| reason::PASS_NOT_IP)?;
     let mut l3_off = ETH_HLEN;
     if proto == ETH_P_8021Q.to_be() || proto == ETH_P_8021AD.to_be() {
@@ -103,6 +109,12 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
         proto = inner;
         l3_off += 4;
     }
+    Ok((proto, l3_off))
+}
+
+#[inline(always)]
+pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
+    let (proto, l3_off) = link(ctx)?;
     if proto == ETH_P_IPV6.to_be() {
         return Err(reason::PASS_IPV6);
     }
@@ -134,35 +146,8 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
 
     let l4_off = l3_off + ihl;
     let ip_end = opaque(l3_off + ip_len);
-    // Ports in network order, as the maps store them. Each header must lie
-    // within the IP packet (as the kernel trims a frame to its IP length
-    // before TCP or UDP read it), not in the padding after it.
     let (sport, dport, tcp_flags) = match protocol {
-        IPPROTO_TCP => {
-            // ports | sequence | acknowledgement | data offset, flags | ...
-            if l4_off + 20 > ip_end {
-                return Err(reason::PASS_MALFORMED);
-            }
-            let tcp = words::<10>(ctx, l4_off)?;
-            let [data_offset, flags] = bytes(tcp[6]);
-            let tcp_len = ((data_offset >> 4) as usize) * 4;
-            if tcp_len < 20 || l4_off + tcp_len > ip_end {
-                return Err(reason::PASS_MALFORMED);
-            }
-            (tcp[0], tcp[1], flags)
-        }
-        IPPROTO_UDP => {
-            // ports | length | checksum
-            if l4_off + 8 > ip_end {
-                return Err(reason::PASS_MALFORMED);
-            }
-            let udp = words::<4>(ctx, l4_off)?;
-            let udp_len = u16::from_be(udp[2]) as usize;
-            if udp_len < 8 || l4_off + udp_len > ip_end {
-                return Err(reason::PASS_MALFORMED);
-            }
-            (udp[0], udp[1], 0)
-        }
+        IPPROTO_TCP | IPPROTO_UDP => transport(ctx, protocol, l4_off, ip_end)?,
         // Read by `related` (an error about a VIP's connection?).
         IPPROTO_ICMP => (0, 0, 0),
         _ => return Err(reason::PASS_OTHER_PROTOCOL),
@@ -188,6 +173,39 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
         dont_fragment: frag_off & IP_DONT_FRAGMENT != 0,
         tcp_flags,
     })
+}
+
+/// The ports (network order, as the maps store them) and the TCP flags (0
+/// for UDP) of the TCP or UDP header at `l4_off`. The header must lie
+/// within the IP packet, which ends at `ip_end` (as the kernel trims a
+/// frame to its IP length before TCP or UDP read it), not in the padding
+/// after it.
+#[inline(always)]
+pub fn transport(ctx: &XdpContext, protocol: u8, l4_off: usize, ip_end: usize) -> Result<(u16, u16, u8), u32> {
+    if protocol == IPPROTO_TCP {
+        // ports | sequence | acknowledgement | data offset, flags | ...
+        if l4_off + 20 > ip_end {
+            return Err(reason::PASS_MALFORMED);
+        }
+        let tcp = words::<10>(ctx, l4_off)?;
+        let [data_offset, flags] = bytes(tcp[6]);
+        let tcp_len = ((data_offset >> 4) as usize) * 4;
+        if tcp_len < 20 || l4_off + tcp_len > ip_end {
+            return Err(reason::PASS_MALFORMED);
+        }
+        Ok((tcp[0], tcp[1], flags))
+    } else {
+        // ports | length | checksum
+        if l4_off + 8 > ip_end {
+            return Err(reason::PASS_MALFORMED);
+        }
+        let udp = words::<4>(ctx, l4_off)?;
+        let udp_len = u16::from_be(udp[2]) as usize;
+        if udp_len < 8 || l4_off + udp_len > ip_end {
+            return Err(reason::PASS_MALFORMED);
+        }
+        Ok((udp[0], udp[1], 0))
+    }
 }
 
 /// The `N` 16-bit words at `offset`, to write, if the packet holds all of

@@ -57,6 +57,34 @@ fn read_clock(program: &Xdp) -> Result<ClockSample> {
 
 /// The error for a program the kernel refused: the verifier's figures and
 /// last lines, and what to do.
+/// Loads the IPv6 program and puts it in the slot `lb_xdp` tail-calls for
+/// IPv6 frames (before `lb_xdp` is attached: until then no frame looks).
+fn load_ipv6(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let name = program_name::LB6;
+    let fd = load_budgeted(ebpf, name)?.fd()?.try_clone()?;
+    let map = ebpf.map_mut(map_name::PROGS).ok_or_else(|| anyhow!("map {} missing", map_name::PROGS))?;
+    let mut slots = aya::maps::ProgramArray::try_from(map)?;
+    slots.set(lb_common::prog_slot::IPV6, &fd, 0).with_context(|| format!("put {name} in its slot of {}", map_name::PROGS))?;
+    Ok(())
+}
+
+/// Loads one of the programs held to the verifier budget, and says what
+/// the verifier's work was.
+fn load_budgeted<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let program: &mut Xdp =
+        ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the object"))?.try_into()?;
+    let started = std::time::Instant::now();
+    program.load().map_err(|e| refused(name, e))?;
+    let processed = program.info().ok().and_then(|i| i.verified_instruction_count());
+    tracing::info!(
+        "the kernel verified {name} in {:.0?}: {} instructions processed (budget {})",
+        started.elapsed(),
+        processed.map_or_else(|| "an unknown number of".into(), |n| n.to_string()),
+        crate::verifier::VERIFIER_BUDGET_INSNS,
+    );
+    Ok(program)
+}
+
 fn refused(program: &str, error: ProgramError) -> anyhow::Error {
     match error {
         ProgramError::LoadError { io_error, verifier_log } => {
@@ -193,20 +221,8 @@ impl Datapath {
             }
         }
         let mut ebpf = loader.load(object).context("load the eBPF object")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(program_name::LB)
-            .ok_or_else(|| anyhow!("program {} missing from the object", program_name::LB))?
-            .try_into()?;
-        let started = std::time::Instant::now();
-        program.load().map_err(|e| refused(program_name::LB, e))?;
-        let processed = program.info().ok().and_then(|i| i.verified_instruction_count());
-        tracing::info!(
-            "the kernel verified {} in {:.0?}: {} instructions processed (budget {})",
-            program_name::LB,
-            started.elapsed(),
-            processed.map_or_else(|| "an unknown number of".into(), |n| n.to_string()),
-            crate::verifier::VERIFIER_BUDGET_INSNS,
-        );
+        load_budgeted(&mut ebpf, program_name::LB)?;
+        load_ipv6(&mut ebpf)?;
         let clock: &mut Xdp = ebpf
             .program_mut(program_name::CLOCK)
             .ok_or_else(|| anyhow!("program {} missing from the object", program_name::CLOCK))?

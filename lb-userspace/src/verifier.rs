@@ -27,17 +27,19 @@ use aya_obj::{
 
 use crate::bpf_sys::{bpf, bpf_fd, zeroed_attr};
 
-/// The program held to the budget: the datapath's main program.
-pub const BUDGETED_PROGRAM: &str = lb_common::program_name::LB;
-/// Processed instructions [`BUDGETED_PROGRAM`] may take: a fifth of the
+/// The programs held to the budget, each on its own: the datapath's main
+/// program and the IPv6 program it tail-calls (a tail call starts a new
+/// verification, with its own instructions and stack).
+pub const BUDGETED_PROGRAMS: [&str; 2] = [lb_common::program_name::LB, lb_common::program_name::LB6];
+/// Processed instructions each of [`BUDGETED_PROGRAMS`] may take: a fifth of the
 /// kernel's 1,000,000 limit, because verifiers differ by kernel build (the
 /// same object has gone over the limit on one kernel and not on another);
 /// the margin is for the kernels we have not measured.
 pub const VERIFIER_BUDGET_INSNS: u64 = 200_000;
-/// Verification time [`BUDGETED_PROGRAM`] may take (lbd's start and
+/// Verification time each of [`BUDGETED_PROGRAMS`] may take (lbd's start and
 /// `lbd --check` wait for it).
 pub const VERIFIER_BUDGET_TIME: Duration = Duration::from_millis(500);
-/// The largest stack frame [`BUDGETED_PROGRAM`]'s functions may have (its
+/// The largest stack frame [`BUDGETED_PROGRAMS`]' functions may have (its
 /// own, mostly register spills). Older verifiers (Linux 6.1) add the
 /// frames of a whole call chain, the scheduler calls included, and refuse
 /// more than 512 bytes; 6.18 does not, so a frame that grew past what 6.1
@@ -153,7 +155,7 @@ impl ProgramReport {
     }
 
     /// `Err` with the figures when the program was refused, or when it is
-    /// [`BUDGETED_PROGRAM`] and over [`VERIFIER_BUDGET_INSNS`] or
+    /// one of [`BUDGETED_PROGRAMS`] and over [`VERIFIER_BUDGET_INSNS`] or
     /// [`VERIFIER_BUDGET_TIME`].
     pub fn check(&self) -> Result<(), String> {
         self.check_within(VERIFIER_BUDGET_TIME)
@@ -164,7 +166,7 @@ impl ProgramReport {
     /// changes: it is the verifier's own measure.
     pub fn check_within(&self, time_budget: Duration) -> Result<(), String> {
         let name = &self.name;
-        let budgeted = name == BUDGETED_PROGRAM;
+        let budgeted = is_budgeted(name);
         let processed = self.stats.processed_insns.map_or_else(|| "an unknown number of".into(), |n| n.to_string());
         if let Outcome::Refused { errno } = self.outcome {
             let error = io::Error::from_raw_os_error(errno);
@@ -192,11 +194,16 @@ impl ProgramReport {
     }
 }
 
+/// Whether `program` is one of [`BUDGETED_PROGRAMS`].
+pub fn is_budgeted(program: &str) -> bool {
+    BUDGETED_PROGRAMS.contains(&program)
+}
+
 impl fmt::Display for ProgramReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let figure = |v: Option<u64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
         let verdict = if self.outcome == Outcome::Accepted { "accepted" } else { "REFUSED" };
-        let budget = if self.name == BUDGETED_PROGRAM { format!(" (budget {VERIFIER_BUDGET_INSNS})") } else { String::new() };
+        let budget = if is_budgeted(&self.name) { format!(" (budget {VERIFIER_BUDGET_INSNS})") } else { String::new() };
         let s = &self.stats;
         write!(
             f,
@@ -512,8 +519,8 @@ mod tests {
 
     #[test]
     fn verifier_budget_check() {
-        assert_eq!(report(BUDGETED_PROGRAM, VERIFIER_BUDGET_INSNS, 500, Outcome::Accepted).check(), Ok(()));
-        let over = report(BUDGETED_PROGRAM, VERIFIER_BUDGET_INSNS + 1, 501, Outcome::Accepted).check().unwrap_err();
+        assert_eq!(report(BUDGETED_PROGRAMS[0], VERIFIER_BUDGET_INSNS, 500, Outcome::Accepted).check(), Ok(()));
+        let over = report(BUDGETED_PROGRAMS[0], VERIFIER_BUDGET_INSNS + 1, 501, Outcome::Accepted).check().unwrap_err();
         assert!(over.starts_with("lb_xdp: 200001 insns processed, budget 200000;"), "{over}");
         assert!(over.ends_with("verification took 501ms, budget 500ms"), "{over}");
         // Other programs have no budget, only acceptance.
@@ -521,7 +528,7 @@ mod tests {
         let refused = report("lb_clock", 1_000_001, 900, Outcome::Refused { errno: libc::E2BIG }).check().unwrap_err();
         assert!(refused.starts_with("lb_clock: refused by the verifier (Argument list too long"), "{refused}");
         assert!(refused.contains("after 1000001 insns processed; its log ends:\n    BPF program is too large"), "{refused}");
-        let mut deep = report(BUDGETED_PROGRAM, 1000, 10, Outcome::Accepted);
+        let mut deep = report(BUDGETED_PROGRAMS[0], 1000, 10, Outcome::Accepted);
         deep.stats.stack_depth = vec![0, VERIFIER_BUDGET_FRAME, 112];
         assert_eq!(deep.check(), Ok(()));
         deep.stats.stack_depth[1] += 8;
@@ -529,7 +536,7 @@ mod tests {
             deep.check().unwrap_err(),
             "lb_xdp: a stack frame of 360 bytes, budget 352 (Linux 6.1 refuses a call chain over 512)"
         );
-        let line = report(BUDGETED_PROGRAM, 48211, 112, Outcome::Accepted).to_string();
+        let line = report(BUDGETED_PROGRAMS[0], 48211, 112, Outcome::Accepted).to_string();
         assert!(line.starts_with("lb_xdp                accepted     48211 insns processed (budget 200000)"), "{line}");
     }
 }

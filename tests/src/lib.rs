@@ -13,6 +13,7 @@ pub mod keepalived;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod packets6;
 pub mod scenario;
 pub mod steady;
 
