@@ -6,7 +6,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{Director, RealServer, forwarding, reason};
 
-use crate::{forward, fullnat, nat, parse::Packet, reply};
+use crate::{forward, fullnat, nat, parse::Packet, reply, reply6};
 
 pub trait Family {
     /// No real server can take the new connection.
@@ -50,8 +50,16 @@ pub struct Ipv6;
 
 impl Family for Ipv6 {
     #[inline(always)]
-    fn refuse(_ctx: &XdpContext, _pkt: &Packet, _director: &Director) -> (u32, u32) {
-        (xdp_action::XDP_DROP, reason::DROP_NO_REAL)
+    fn refuse(ctx: &XdpContext, pkt: &Packet, director: &Director) -> (u32, u32) {
+        reply6::answer(
+            ctx,
+            pkt,
+            director,
+            reply6::ICMPV6_DEST_UNREACH,
+            reply6::ICMPV6_PORT_UNREACH,
+            reason::TX_ICMP_UNREACHABLE,
+            reason::DROP_NO_REAL,
+        )
     }
 
     #[inline(always)]

@@ -20,6 +20,7 @@ mod parse;
 mod parse6;
 mod related;
 mod reply;
+mod reply6;
 mod schedule;
 mod stats;
 

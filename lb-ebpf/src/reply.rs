@@ -104,7 +104,7 @@ fn single_host(pkt: &Packet, eth: &EthHdr, director: &Director) -> bool {
 /// A MAC as three 16-bit words: compared without a call to a byte-wise
 /// `memcmp` subprogram.
 #[inline(always)]
-fn mac_words(mac: &[u8; 6]) -> [u16; 3] {
+pub fn mac_words(mac: &[u8; 6]) -> [u16; 3] {
     // SAFETY: 6 bytes; an unaligned read of them.
     unsafe { core::ptr::read_unaligned(mac.as_ptr().cast::<[u16; 3]>()) }
 }
@@ -124,7 +124,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// facts the prober could see anyway (a service without a live server, a
 /// path MTU).
 #[inline(always)]
-fn allow(director: &Director) -> bool {
+pub fn allow(director: &Director) -> bool {
     let rate = director.icmp_rate_limit as u64;
     if rate == 0 {
         return false;
