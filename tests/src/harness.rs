@@ -1,7 +1,7 @@
 //! The real XDP program, loaded as lbd loads it (same object, same map
 //! writer), run on crafted packets with BPF_PROG_TEST_RUN.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
@@ -19,30 +19,37 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
-/// The MAC the harness gives the real server with this address.
-pub fn real_mac(addr: Ipv4Addr) -> [u8; 6] {
-    let o = addr.octets();
+/// The MAC the harness gives the real server with this address (its last
+/// four octets).
+pub fn real_mac(addr: impl Into<IpAddr>) -> [u8; 6] {
+    let o = match addr.into() {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
     [0x02, 0xee, o[0], o[1], o[2], o[3]]
 }
 
 /// A service with real servers (address, weight), MACs from [`real_mac`].
-pub fn service(
+pub fn service<A: Into<IpAddr> + Copy>(
     protocol: Protocol,
-    vip: Ipv4Addr,
+    vip: impl Into<IpAddr>,
     port: u16,
     scheduler: Scheduler,
-    reals: &[(Ipv4Addr, u32)],
+    reals: &[(A, u32)],
 ) -> WantedService {
     WantedService {
         protocol,
-        vip,
+        vip: vip.into(),
         port,
         scheduler,
         options: Default::default(),
         reals: reals
             .iter()
             .map(|&(address, weight)| WantedReal {
-                address,
+                address: address.into(),
                 port: 0,
                 weight,
                 forwarding: Forwarding::Dr,

@@ -366,7 +366,7 @@ fn existing_connections_keep_their_server_when_the_set_changes() {
 fn no_server_answers_icmp_port_unreachable() {
     let Some(mut h) = harness() else { return };
     h.apply(&[
-        service(Protocol::Tcp, VIP, 80, Scheduler::Wrr, &[]),
+        service::<Ipv4Addr>(Protocol::Tcp, VIP, 80, Scheduler::Wrr, &[]),
         service(Protocol::Udp, VIP, 53, Scheduler::Rr, &[(RS1, 0)]),
     ])
     .unwrap();
@@ -494,7 +494,7 @@ fn persistence_keeps_a_client_on_its_server() {
     let Some(mut h) = harness() else { return };
     let mut https = service(Protocol::Tcp, VIP, 443, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
     https.options.persistence_timeout = Some(2);
-    https.options.persistence_netmask = Ipv4Addr::new(255, 255, 255, 0);
+    https.options.persistence_netmask = lb_userspace::model::Netmask::V4(Ipv4Addr::new(255, 255, 255, 0));
     let mut any_port = service(Protocol::Tcp, VIP_ALL_PORTS, 0, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]);
     any_port.options.persistence_timeout = Some(300);
     h.apply(&[https, any_port]).unwrap();

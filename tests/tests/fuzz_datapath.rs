@@ -79,7 +79,7 @@ fn harness() -> Harness {
         service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1), (RS2, 1)]),
         service(Protocol::Udp, VIP, 53, Scheduler::Wrr, &[(RS1, 1), (RS2, 3)]),
         all_ports,
-        service(Protocol::Tcp, DEAD_VIP, 80, Scheduler::Rr, &[]),
+        service::<std::net::Ipv4Addr>(Protocol::Tcp, DEAD_VIP, 80, Scheduler::Rr, &[]),
         tun,
     ])
     .expect("fill the maps");
