@@ -11,6 +11,12 @@
 //!   <id>-rsI       eth0 10.k.0.(20+I)/24, VIP/32 on lo, arp_ignore=1, arp_announce=2
 //! ```
 //!
+//! With [`LabSpec::ipv6`] every host also has fd00:k:x::(last octet)/64
+//! on eth0 (DAD off, so addresses work at once), and the VIP has an IPv6
+//! twin, fd00:k::100 (`Lab::vip6`): on the director's eth0 and the real
+//! servers' lo, as the IPv4 VIP (Linux answers neighbour solicitations only
+//! for addresses of the interface they came in on, so no sysctl is needed).
+//!
 //! With [`LabSpec::remote_client`] the client sits on 10.k.2.0/24 (`br2`)
 //! behind a router (10.k.0.254 / 10.k.2.254), as behind an ECMP router.
 //!
@@ -37,7 +43,7 @@ mod stale;
 mod topology;
 mod traffic;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -107,6 +113,10 @@ pub struct LabSpec {
     /// router (10.k.0.254 / 10.k.2.254) that reaches the VIP through the
     /// directors: every host of the main segment routes by it (ECMP).
     pub remote_client: bool,
+    /// IPv6 beside IPv4 on every host, and an IPv6 VIP (see the module
+    /// docs). Off by default: IPv6's own chatter (router and neighbour
+    /// solicitations, MLD) stays out of the IPv4 tests' captures.
+    pub ipv6: bool,
 }
 
 impl LabSpec {
@@ -123,7 +133,14 @@ impl LabSpec {
             nat_reals: false,
             reals_without_gateway: false,
             remote_client: false,
+            ipv6: false,
         }
+    }
+
+    /// IPv6 on every host and an IPv6 VIP (see [`LabSpec::ipv6`]).
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
     }
 
     /// The client behind a router (see [`LabSpec::remote_client`]).
@@ -190,6 +207,12 @@ pub struct Host {
 }
 
 impl Host {
+    /// Its IPv6 address on eth0 with [`LabSpec::ipv6`]: fd00:k:segment::last.
+    pub fn ip6(&self) -> Ipv6Addr {
+        let [_, k, segment, last] = self.ip.octets();
+        lab_ipv6(k, segment, last)
+    }
+
     fn new(id: &str, name: &str, subnet_index: u8, last_octet: u8) -> Host {
         Self::on_segment(id, name, subnet_index, 0, last_octet)
     }
@@ -205,6 +228,14 @@ impl Host {
         }
     }
 }
+
+/// The lab's IPv6 twin of 10.k.segment.last.
+fn lab_ipv6(k: u8, segment: u8, last: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, k as u16, segment as u16, 0, 0, 0, 0, last as u16)
+}
+
+/// Prefix length of the lab's IPv6 segments.
+pub const PREFIX_LEN6: u8 = 64;
 
 /// The router between the lab's two segments.
 pub const ROUTER_LAST_OCTET: u8 = 254;
@@ -318,6 +349,11 @@ impl Lab {
     }
     pub fn vip(&self) -> Ipv4Addr {
         self.vip
+    }
+    /// The IPv6 VIP (with [`LabSpec::ipv6`]).
+    pub fn vip6(&self) -> Ipv6Addr {
+        let [_, k, segment, last] = self.vip.octets();
+        lab_ipv6(k, segment, last)
     }
     /// The director's interface toward the switch, where XDP is attached.
     pub fn director_iface(&self) -> &str {

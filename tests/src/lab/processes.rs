@@ -120,7 +120,8 @@ impl Lab {
     /// As [`Lab::start_http_servers_with`], on `port`; NAT real servers
     /// (private) are checked from the director.
     pub fn start_http_servers_on(&self, bin: &Path, port: u16) -> Result<Vec<ProcHandle>> {
-        let listen = format!("0.0.0.0:{port}");
+        // With IPv6, one socket for both families (IPV6_V6ONLY is off).
+        let listen = if self.spec.ipv6 { format!("[::]:{port}") } else { format!("0.0.0.0:{port}") };
         let mut handles = Vec::new();
         for real in &self.reals {
             let args = [bin.as_os_str(), "--name".as_ref(), real.name.as_ref(), "--http".as_ref(), listen.as_ref()];

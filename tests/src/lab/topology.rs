@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 
 use super::{
-    BRIDGE, CLIENT_BRIDGE, CLIENT_SEGMENT, HOST_IFACE, Host, INSIDE_IFACE, Lab, PREFIX_LEN, REMOTE_BRIDGE,
-    ROUTER_LAST_OCTET,
+    BRIDGE, CLIENT_BRIDGE, CLIENT_SEGMENT, HOST_IFACE, Host, INSIDE_IFACE, Lab, PREFIX_LEN, PREFIX_LEN6,
+    REMOTE_BRIDGE, ROUTER_LAST_OCTET,
 };
 use crate::netns;
 
@@ -61,8 +61,29 @@ impl Lab {
         // The director holds the VIP next to its own address, as an LVS
         // director does (unless VRRP is to add it).
         let vip32 = format!("{}/32", self.vip);
+        let vip128 = format!("{}/128", self.vip6());
         if self.spec.static_vip {
             netns::ip(&["-n", &self.director.ns, "addr", "add", &vip32, "dev", HOST_IFACE])?;
+            if self.spec.ipv6 {
+                // Deprecated at once (preferred_lft 0), as keepalived adds
+                // an IPv6 VIP: else, a /128 matching more of a real
+                // server's address than the director's /64 does, it would
+                // be the source of the director's own connections to the
+                // real servers (RFC 6724 rule 8), whose answers stay on
+                // their lo.
+                netns::ip(&[
+                    "-n",
+                    &self.director.ns,
+                    "addr",
+                    "add",
+                    &vip128,
+                    "dev",
+                    HOST_IFACE,
+                    "nodad",
+                    "preferred_lft",
+                    "0",
+                ])?;
+            }
         }
 
         if self.spec.nat_reals {
@@ -74,6 +95,9 @@ impl Lab {
         // (NAT alone: no VIP; with a router too, DR and TUN as well.)
         for real in self.reals.iter().filter(|_| !self.spec.nat_reals || self.spec.remote_reals) {
             netns::ip(&["-n", &real.ns, "addr", "add", &vip32, "dev", "lo"])?;
+            if self.spec.ipv6 {
+                netns::ip(&["-n", &real.ns, "addr", "add", &vip128, "dev", "lo"])?;
+            }
             set_sysctls(
                 &real.ns,
                 &[
@@ -101,8 +125,25 @@ impl Lab {
         // the host. Set before creating links so `default` applies to eth0.
         set_sysctls(ns, &[("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")])?;
         // IPv6 may be disabled on the host altogether; then these keys do not exist.
-        let _ =
-            set_sysctls(ns, &[("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")]);
+        if self.spec.ipv6 {
+            // No duplicate address detection: addresses work at once.
+            set_sysctls(
+                ns,
+                &[
+                    ("net.ipv6.conf.all.disable_ipv6", "0"),
+                    ("net.ipv6.conf.default.disable_ipv6", "0"),
+                    ("net.ipv6.conf.all.accept_dad", "0"),
+                    ("net.ipv6.conf.default.accept_dad", "0"),
+                    ("net.ipv6.conf.default.dad_transmits", "0"),
+                ],
+            )
+            .context("IPv6 in the lab's namespaces")?;
+        } else {
+            let _ = set_sysctls(
+                ns,
+                &[("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")],
+            );
+        }
         Ok(())
     }
 
@@ -220,6 +261,10 @@ impl Lab {
         netns::ip(&["-n", ns, "link", "set", HOST_IFACE, "up"])?;
         let addr = format!("{}/{PREFIX_LEN}", host.ip);
         netns::ip(&["-n", ns, "addr", "add", &addr, "dev", HOST_IFACE])?;
+        if self.spec.ipv6 {
+            let addr6 = format!("{}/{PREFIX_LEN6}", host.ip6());
+            netns::ip(&["-n", ns, "addr", "add", &addr6, "dev", HOST_IFACE, "nodad"])?;
+        }
         // veth offloads hand XDP frames with only partial checksums (CHECKSUM_PARTIAL
         // from local sockets), and GRO/GSO/TSO make packets that are not wire
         // frames; turn them all off so XDP sees and forwards real packets.

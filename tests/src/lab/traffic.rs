@@ -57,7 +57,8 @@ impl Lab {
     pub fn udp_request(&self, ns: &str, target: SocketAddr, payload: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let payload = payload.to_vec();
         netns::run_in_netns(ns, move || -> Result<Vec<u8>> {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            let any = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let socket = UdpSocket::bind(any)?;
             socket.connect(target)?;
             socket.set_read_timeout(Some(timeout))?;
             socket.send(&payload)?;
