@@ -13,6 +13,8 @@ pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_IPIP: u8 = 4;
+/// IPv6 encapsulated (the next header of IPv6-in-IPv6).
+pub const IPPROTO_IPV6: u8 = 41;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 

@@ -1,13 +1,16 @@
-//! The real servers' side of TUN: strips the outer header of IP-in-IP
-//! packets addressed to this host and passes the inner packet up, for hosts
-//! without the `ipip` module (run by `lbd decap --interface IF`).
+//! The real servers' side of TUN: strips the outer header of IPv4-in-IPv4
+//! and IPv6-in-IPv6 packets addressed to this host and passes the inner
+//! packet up, for hosts without the `ipip` or `ip6_tunnel` module (run by
+//! `lbd decap --interface IF`).
 //!
 //! Only tunnels from the configured directors (`--from`), carrying a packet
 //! for one of this host's VIPs, are opened: anything else unwrapped here
 //! would reach the host as if it had arrived natively, past source-address
 //! filters, and be forwarded where forwarding is on. Everything else passes
-//! to the kernel untouched, counted by reason (without the `ipip` module the
-//! kernel drops IP-in-IP).
+//! to the kernel untouched, counted by reason (without the modules the
+//! kernel drops IP-in-IP). Each family has its own maps; both share the
+//! counters. A tunnel mixing the families (IPv6 in IPv4, protocol 41; IPv4
+//! in IPv6, next header 4) is not opened: lbd's directors never send one.
 #![no_std]
 #![no_main]
 
@@ -18,7 +21,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use lb_common::{IPPROTO_IPIP, decap};
+use lb_common::{IPPROTO_IPIP, IPPROTO_IPV6, decap};
 
 /// This host's IPv4 addresses (network order): only tunnels to them are
 /// opened.
@@ -34,7 +37,16 @@ static DECAP_SOURCES: HashMap<u32, u8> = HashMap::with_max_entries(decap::MAX_SO
 #[map]
 static DECAP_VIPS: HashMap<u32, u8> = HashMap::with_max_entries(decap::MAX_VIPS, 0);
 
-/// Flags ([`decap::ANY_SOURCE`]).
+/// The same three for IPv6, keyed by the address as
+/// `lb_common::ipv6_words` stores it (four words in network order).
+#[map]
+static DECAP_ADDRS6: HashMap<[u32; 4], u8> = HashMap::with_max_entries(decap::MAX_ADDRS, 0);
+#[map]
+static DECAP_SOURCES6: HashMap<[u32; 4], u8> = HashMap::with_max_entries(decap::MAX_SOURCES, 0);
+#[map]
+static DECAP_VIPS6: HashMap<[u32; 4], u8> = HashMap::with_max_entries(decap::MAX_VIPS, 0);
+
+/// Flags ([`decap::ANY_SOURCE`], for both families).
 #[map]
 static DECAP_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -42,6 +54,9 @@ static DECAP_CONFIG: Array<u32> = Array::with_max_entries(1, 0);
 static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(decap::COUNT, 0);
 
 const ETH_HLEN: usize = 14;
+const IPV6_HLEN: usize = 40;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
 
 #[xdp]
 pub fn lb_decap(ctx: XdpContext) -> u32 {
@@ -75,9 +90,17 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
         )
     };
     let (l3, proto) = if proto == 0x8100 || proto == 0x88A8 { (ETH_HLEN + 4, tagged_proto) } else { (ETH_HLEN, proto) };
-    if proto != 0x0800 {
-        return Err(decap::NOT_TUNNEL);
-    }
+    let outer = match proto {
+        ETH_P_IP => outer4(start, end, l3)?,
+        ETH_P_IPV6 => outer6(start, end, l3)?,
+        _ => return Err(decap::NOT_TUNNEL),
+    };
+    open(ctx, start, end, &eth, l3, outer)
+}
+
+/// The length of the outer IPv4 header of a tunnel to open, or why not.
+#[inline(always)]
+fn outer4(start: usize, end: usize, l3: usize) -> Result<usize, u32> {
     let ip = start + l3;
     if ip + 20 > end {
         return Err(decap::NOT_TUNNEL);
@@ -126,6 +149,74 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
     if DECAP_VIPS.get_ptr(&inner_daddr).is_none() {
         return Err(decap::NOT_A_VIP);
     }
+    Ok(outer)
+}
+
+/// The length of the outer IPv6 header of a tunnel to open (40: no
+/// extension header is skipped, one before next header 41 makes it no
+/// tunnel here), or why not.
+#[inline(always)]
+fn outer6(start: usize, end: usize, l3: usize) -> Result<usize, u32> {
+    let ip = start + l3;
+    if ip + IPV6_HLEN > end {
+        return Err(decap::NOT_TUNNEL);
+    }
+    // SAFETY: the outer IPv6 header is inside the packet, checked above.
+    let (version, payload_len, next_header, saddr, daddr) = unsafe {
+        let ip = ip as *const u8;
+        (
+            *ip >> 4,
+            u16::from_be_bytes([*ip.add(4), *ip.add(5)]) as usize,
+            *ip.add(6),
+            core::ptr::read_unaligned(ip.add(8) as *const [u32; 4]),
+            core::ptr::read_unaligned(ip.add(24) as *const [u32; 4]),
+        )
+    };
+    if version != 6 || next_header != IPPROTO_IPV6 {
+        return Err(decap::NOT_TUNNEL);
+    }
+    if DECAP_ADDRS6.get_ptr(&daddr).is_none() {
+        return Err(decap::NOT_FOR_US);
+    }
+    if !from_director6(&saddr) {
+        return Err(decap::FOREIGN_SOURCE);
+    }
+    // The inner packet must be IPv6 too, for one of our VIPs. Its header's
+    // check comes first, at a constant offset the verifier follows.
+    let inner = ip + IPV6_HLEN;
+    if inner + IPV6_HLEN > end {
+        return Err(decap::TRUNCATED);
+    }
+    // What the outer header says it carries must be there, and hold the
+    // inner header (a jumbogram's 0 needs a hop-by-hop header: no tunnel).
+    if payload_len < IPV6_HLEN || inner + payload_len > end {
+        return Err(decap::TRUNCATED);
+    }
+    // SAFETY: a whole IPv6 header from `inner`, checked above.
+    let (inner_version, inner_daddr) = unsafe {
+        let inner = inner as *const u8;
+        (*inner >> 4, core::ptr::read_unaligned(inner.add(24) as *const [u32; 4]))
+    };
+    if inner_version != 6 {
+        return Err(decap::NOT_TUNNEL);
+    }
+    if DECAP_VIPS6.get_ptr(&inner_daddr).is_none() {
+        return Err(decap::NOT_A_VIP);
+    }
+    Ok(IPV6_HLEN)
+}
+
+/// Strips the `outer` header: the tunnel's packet is IP of the outer
+/// header's family, so the EtherType stays as it is (IPv4's or IPv6's).
+#[inline(always)]
+fn open(
+    ctx: &XdpContext,
+    start: usize,
+    end: usize,
+    eth: &[u8; ETH_HLEN + 4],
+    l3: usize,
+    outer: usize,
+) -> Result<(), u32> {
     // Move the Ethernet header (and tag) forward over the outer header,
     // then drop what is in front of it. LLVM finds this check implied by
     // the inner header's and drops it, but the verifier keeps ranges per
@@ -144,7 +235,7 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
             plain.copy_from_slice(&eth[..ETH_HLEN]);
             core::ptr::write_unaligned(moved_to as *mut [u8; ETH_HLEN], plain);
         } else {
-            core::ptr::write_unaligned(moved_to as *mut [u8; ETH_HLEN + 4], eth);
+            core::ptr::write_unaligned(moved_to as *mut [u8; ETH_HLEN + 4], *eth);
         }
         if bpf_xdp_adjust_head(ctx.ctx, outer as i32) != 0 {
             return Err(decap::NOT_TUNNEL);
@@ -158,6 +249,12 @@ fn strip(ctx: &XdpContext) -> Result<(), u32> {
 #[inline(always)]
 fn from_director(saddr: u32) -> bool {
     DECAP_CONFIG.get(0).is_some_and(|flags| flags & decap::ANY_SOURCE != 0) || DECAP_SOURCES.get_ptr(&saddr).is_some()
+}
+
+/// The same for an IPv6 source.
+#[inline(always)]
+fn from_director6(saddr: &[u32; 4]) -> bool {
+    DECAP_CONFIG.get(0).is_some_and(|flags| flags & decap::ANY_SOURCE != 0) || DECAP_SOURCES6.get_ptr(saddr).is_some()
 }
 
 #[cfg(not(test))]
