@@ -118,6 +118,13 @@ impl Net {
     /// The IPv4 addresses of interface `name` (of any kind: `lo`, `tunl0`),
     /// `None` when there is no such interface.
     pub async fn ipv4_addresses(&self, name: &str) -> Result<Option<Vec<Ipv4Addr>>> {
+        let all = self.addresses(name).await?;
+        Ok(all.map(|all| all.into_iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a) } else { None }).collect()))
+    }
+
+    /// The addresses of both families of interface `name` (of any kind),
+    /// `None` when there is no such interface.
+    pub async fn addresses(&self, name: &str) -> Result<Option<Vec<IpAddr>>> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         let index = match links.try_next().await {
             Ok(Some(link)) => link.header.index,
@@ -127,22 +134,27 @@ impl Net {
             }
             Err(e) => return Err(e).with_context(|| format!("look up interface {name}")),
         };
-        Ok(Some(self.ipv4_of(index).await?))
+        Ok(Some(self.addresses_of(index).await?))
     }
 
     async fn ipv4_of(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
-        let mut ipv4 = Vec::new();
+        let all = self.addresses_of(index).await?;
+        Ok(all.into_iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a) } else { None }).collect())
+    }
+
+    async fn addresses_of(&self, index: u32) -> Result<Vec<IpAddr>> {
+        let mut all = Vec::new();
         let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(msg) = addrs.try_next().await.context("list addresses")? {
             for attr in msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) = attr
-                    && !ipv4.contains(&a)
+                if let AddressAttribute::Local(a) | AddressAttribute::Address(a) = attr
+                    && !all.contains(&a)
                 {
-                    ipv4.push(a);
+                    all.push(a);
                 }
             }
         }
-        Ok(ipv4)
+        Ok(all)
     }
 
     /// `ip route get ADDR` (`ip -6 route get` for IPv6).

@@ -59,27 +59,29 @@ struct Args {
 #[derive(clap::Subcommand)]
 enum Sub {
     /// On a TUN real server without the ipip module: strip the outer header
-    /// of IP-in-IP packets from the directors to this host when they carry
-    /// a packet for one of its VIPs; anything else passes to the kernel
-    /// untouched. Stays in the foreground; SIGHUP reads --from's files
+    /// of IP-in-IP packets (IPv4 in IPv4, IPv6 in IPv6) from the directors
+    /// to this host when they carry a packet for one of its VIPs; anything
+    /// else passes to the kernel untouched. Stays in the foreground; SIGHUP reads --from's files
     /// again; detaches on SIGTERM or Ctrl-C.
     Decap {
         /// The interface tunnelled packets arrive on.
         #[arg(long, short = 'i')]
         interface: String,
-        /// Required: the directors whose tunnels to open. Their addresses
-        /// (ADDR[,ADDR]), a file listing them (a path with a /: addresses
+        /// Required: the directors whose tunnels to open. Their addresses,
+        /// IPv4 or IPv6 (ADDR[,ADDR]), a file listing them (a path with a /: addresses
         /// separated by spaces, commas or lines, # comments), or `any` to
         /// open tunnels from anyone. Repeatable.
         #[arg(long, value_name = "ADDR[,ADDR]|FILE|any")]
         from: Vec<String>,
-        /// The VIPs tunnelled packets may be for. Default: the addresses on
-        /// lo and tunl0 (but 127.0.0.0/8), followed as they change.
+        /// The VIPs tunnelled packets may be for, IPv4 or IPv6. Default: the
+        /// addresses on lo and tunl0 (but 127.0.0.0/8, ::1 and link-local
+        /// ones), followed as they change.
         #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
-        vip: Vec<std::net::Ipv4Addr>,
-        /// Also accept tunnels to this address (besides the interface's own).
+        vip: Vec<std::net::IpAddr>,
+        /// Also accept tunnels to this address (besides the interface's own:
+        /// its IPv4 addresses, its IPv6 ones but link-local).
         #[arg(long)]
-        address: Vec<std::net::Ipv4Addr>,
+        address: Vec<std::net::IpAddr>,
     },
 }
 

@@ -1,19 +1,21 @@
 //! `lbd decap`: the real server's side of TUN for hosts without the `ipip`
-//! module. Attaches the decapsulation program to an interface and keeps its
-//! three lists current: this host's addresses on that interface (where
-//! tunnels end), the directors (where they may come from: `--from`), and
-//! this host's VIPs (what they may carry: the addresses on `lo` and
-//! `tunl0`, as the LVS-TUN recipe sets them, or `--vip`). Detaches on exit.
+//! (or `ip6_tunnel`) module. Attaches the decapsulation program to an
+//! interface and keeps its three lists current: this host's addresses on
+//! that interface (where tunnels end; IPv6's link-local ones are not), the
+//! directors (where they may come from: `--from`), and this host's VIPs
+//! (what they may carry: the addresses on `lo` and `tunl0`, as the LVS-TUN
+//! recipe sets them, or `--vip`). Each list holds both families, and each
+//! family goes to its own map. Detaches on exit.
 //!
 //! - [`from`]: `--from` and `--vip`, as given and as read.
 
 pub mod from;
 
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{Array, HashMap, PerCpuArray},
     programs::{Xdp, XdpMode},
 };
@@ -28,9 +30,9 @@ const REFRESH: Duration = Duration::from_secs(2);
 /// The decapsulation program and its maps. Dropping it detaches it.
 pub struct Decap {
     ebpf: Ebpf,
-    addrs: BTreeSet<Ipv4Addr>,
+    addrs: BTreeSet<IpAddr>,
     directors: Directors,
-    vips: BTreeSet<Ipv4Addr>,
+    vips: BTreeSet<IpAddr>,
 }
 
 impl Decap {
@@ -63,9 +65,10 @@ impl Decap {
     }
 
     /// Makes the program open tunnels to exactly these addresses (outer
-    /// destination).
-    pub fn set_addresses(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<()> {
-        sync_set(&mut self.ebpf, decap::ADDRS_MAP, decap::MAX_ADDRS, &self.addrs, addrs)?;
+    /// destination), of either family.
+    pub fn set_addresses(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<()> {
+        let maps = [decap::ADDRS_MAP, decap::ADDRS6_MAP];
+        sync_sets(&mut self.ebpf, maps, decap::MAX_ADDRS, &self.addrs, addrs)?;
         self.addrs = addrs.clone();
         Ok(())
     }
@@ -83,7 +86,7 @@ impl Decap {
         if *directors == Directors::Any {
             self.set_flags(decap::ANY_SOURCE)?;
         }
-        sync_set(&mut self.ebpf, decap::SOURCES_MAP, decap::MAX_SOURCES, &old, &new)?;
+        sync_sets(&mut self.ebpf, [decap::SOURCES_MAP, decap::SOURCES6_MAP], decap::MAX_SOURCES, &old, &new)?;
         if *directors != Directors::Any {
             self.set_flags(0)?;
         }
@@ -99,9 +102,9 @@ impl Decap {
     }
 
     /// Makes the program unwrap only packets for these VIPs (inner
-    /// destination).
-    pub fn set_vips(&mut self, vips: &BTreeSet<Ipv4Addr>) -> Result<()> {
-        sync_set(&mut self.ebpf, decap::VIPS_MAP, decap::MAX_VIPS, &self.vips, vips)?;
+    /// destination), of either family.
+    pub fn set_vips(&mut self, vips: &BTreeSet<IpAddr>) -> Result<()> {
+        sync_sets(&mut self.ebpf, [decap::VIPS_MAP, decap::VIPS6_MAP], decap::MAX_VIPS, &self.vips, vips)?;
         self.vips = vips.clone();
         Ok(())
     }
@@ -118,20 +121,70 @@ impl Decap {
     }
 }
 
-/// Makes the set map `name` (address → 1) go from `old` to `new`.
-fn sync_set(ebpf: &mut Ebpf, name: &str, max: u32, old: &BTreeSet<Ipv4Addr>, new: &BTreeSet<Ipv4Addr>) -> Result<()> {
-    if new.len() > max as usize {
-        bail!("{} addresses for {name}, it holds {max}", new.len());
+/// Makes the set maps `names` (IPv4's, IPv6's: address → 1) go from `old`
+/// to `new`, each of them holding `max`; neither is touched when one would
+/// overflow.
+fn sync_sets(
+    ebpf: &mut Ebpf,
+    names: [&str; 2],
+    max: u32,
+    old: &BTreeSet<IpAddr>,
+    new: &BTreeSet<IpAddr>,
+) -> Result<()> {
+    let ((old4, old6), (new4, new6)) = (by_family(old), by_family(new));
+    for (name, count) in [(names[0], new4.len()), (names[1], new6.len())] {
+        if count > max as usize {
+            bail!("{count} addresses for {name}, it holds {max}");
+        }
     }
+    sync_set(ebpf, names[0], &old4, &new4)?;
+    sync_set(ebpf, names[1], &old6, &new6)
+}
+
+/// The IPv4 addresses as the IPv4 maps' keys (network order), the IPv6
+/// ones as the IPv6 maps' (as [`lb_common::ipv6_words`] stores them).
+fn by_family(set: &BTreeSet<IpAddr>) -> (BTreeSet<u32>, BTreeSet<[u32; 4]>) {
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    for a in set {
+        match a {
+            IpAddr::V4(a) => v4.insert(u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(a) => v6.insert(lb_common::ipv6_words(a.octets())),
+        };
+    }
+    (v4, v6)
+}
+
+/// Makes the set map `name` (key → 1) go from `old` to `new`.
+fn sync_set<K: Pod + Ord>(ebpf: &mut Ebpf, name: &str, old: &BTreeSet<K>, new: &BTreeSet<K>) -> Result<()> {
     let map = ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
-    let mut map: HashMap<_, u32, u8> = HashMap::try_from(map)?;
+    let mut map: HashMap<_, K, u8> = HashMap::try_from(map)?;
     for gone in old.difference(new) {
-        let _ = map.remove(&u32::from_ne_bytes(gone.octets()));
+        let _ = map.remove(gone);
     }
     for added in new.difference(old) {
-        map.insert(u32::from_ne_bytes(added.octets()), 1, 0)?;
+        map.insert(*added, 1, 0)?;
     }
     Ok(())
+}
+
+/// Whether `a`, found on the interface tunnels arrive on, is where a
+/// tunnel may end: IPv6's link-local addresses are not (the global ones
+/// are, as are all of IPv4's).
+fn tunnel_end(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(a) => !a.is_unicast_link_local(),
+    }
+}
+
+/// Whether `a`, found on one of [`VIP_INTERFACES`], is a VIP: not
+/// 127.0.0.0/8, `::1` or a link-local address.
+fn is_vip(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !a.is_loopback(),
+        IpAddr::V6(a) => !a.is_loopback() && !a.is_unicast_link_local(),
+    }
 }
 
 /// What `lbd decap` was told.
@@ -139,10 +192,11 @@ fn sync_set(ebpf: &mut Ebpf, name: &str, max: u32, old: &BTreeSet<Ipv4Addr>, new
 pub struct Options {
     pub interface: String,
     pub from: FromArg,
-    /// Fixed VIPs; empty: the addresses on [`VIP_INTERFACES`], followed.
-    pub vips: Vec<Ipv4Addr>,
+    /// Fixed VIPs, of either family; empty: the addresses on
+    /// [`VIP_INTERFACES`], followed.
+    pub vips: Vec<IpAddr>,
     /// More tunnel ends besides the interface's own addresses.
-    pub extra_addresses: Vec<Ipv4Addr>,
+    pub extra_addresses: Vec<IpAddr>,
 }
 
 /// Runs until SIGTERM or SIGINT: attaches, follows the interface's
@@ -195,16 +249,17 @@ pub async fn run(options: &Options) -> Result<()> {
 /// lists when they changed (with a log line).
 async fn refresh_lists(net: &Net, decap: &mut Decap, options: &Options) -> Result<()> {
     let interface = options.interface.as_str();
-    let mut addrs: BTreeSet<Ipv4Addr> = options.extra_addresses.iter().copied().collect();
-    match net.interface(interface).await {
-        Ok(i) => addrs.extend(i.ipv4),
+    let mut addrs: BTreeSet<IpAddr> = options.extra_addresses.iter().copied().collect();
+    match net.addresses(interface).await {
+        Ok(Some(list)) => addrs.extend(list.into_iter().filter(tunnel_end)),
+        Ok(None) => tracing::warn!("no interface named \"{interface}\""),
         Err(e) => tracing::warn!("{e:#}"),
     }
-    let vips: BTreeSet<Ipv4Addr> = if options.vips.is_empty() {
+    let vips: BTreeSet<IpAddr> = if options.vips.is_empty() {
         let mut found = BTreeSet::new();
         for name in VIP_INTERFACES {
-            match net.ipv4_addresses(name).await {
-                Ok(list) => found.extend(list.into_iter().flatten().filter(|a| !a.is_loopback())),
+            match net.addresses(name).await {
+                Ok(list) => found.extend(list.into_iter().flatten().filter(is_vip)),
                 Err(e) => tracing::warn!("addresses of {name}: {e:#}"),
             }
         }
@@ -217,7 +272,7 @@ async fn refresh_lists(net: &Net, decap: &mut Decap, options: &Options) -> Resul
     }
     decap.set_addresses(&addrs)?;
     decap.set_vips(&vips)?;
-    let list = |set: &BTreeSet<Ipv4Addr>| set.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let list = |set: &BTreeSet<IpAddr>| set.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
     let vips_from =
         if options.vips.is_empty() { format!("on {}", VIP_INTERFACES.join(" and ")) } else { "--vip".into() };
     if vips.is_empty() {
@@ -230,4 +285,32 @@ async fn refresh_lists(net: &Net, decap: &mut Decap, options: &Options) -> Resul
         list(&vips),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(a: &str) -> IpAddr {
+        a.parse().unwrap()
+    }
+
+    #[test]
+    fn which_addresses_are_tunnel_ends_and_vips() {
+        assert!(tunnel_end(&ip("10.0.1.21")) && tunnel_end(&ip("2001:db8:1::21")) && tunnel_end(&ip("fd00::21")));
+        assert!(!tunnel_end(&ip("fe80::ee:aff:fe00:115")));
+        assert!(is_vip(&ip("10.0.0.100")) && is_vip(&ip("2001:db8::100")));
+        for not_a_vip in ["127.0.0.1", "127.0.1.1", "::1", "fe80::1"] {
+            assert!(!is_vip(&ip(not_a_vip)), "{not_a_vip}");
+        }
+    }
+
+    #[test]
+    fn each_family_has_its_own_keys() {
+        let set: BTreeSet<IpAddr> = [ip("10.0.0.1"), ip("2001:db8::1")].into_iter().collect();
+        let (v4, v6) = by_family(&set);
+        assert_eq!(v4, [u32::from_ne_bytes([10, 0, 0, 1])].into_iter().collect());
+        let octets = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert_eq!(v6, [lb_common::ipv6_words(octets)].into_iter().collect());
+    }
 }
