@@ -4,13 +4,14 @@
 //!
 //! The layouts (field widths, trailing blanks, K/M/G/T suffixes, sort order)
 //! follow ipvsadm.c and libipvs.c of ipvsadm 1.31 and are tested byte for
-//! byte against its literal output in `tests/fixtures/ipvsadm/`.
+//! byte against its literal output in `tests/fixtures/ipvsadm/` (IPv4) and
+//! `tests/reference-ipv6/` (IPv6). That includes ipvsadm's order, quirks
+//! and all: libipvs compares addresses by subtraction into an `int` (see
+//! `cmp_addr`), so `192.168.0.1` lists before `10.0.0.1`.
 //!
 //! Deviations, all deliberate:
 //! - Without `numeric`, addresses stay numeric (ipvsadm does reverse DNS);
 //!   ports are named from `/etc/services` as ipvsadm's `getservbyport` does.
-//! - Sorting compares addresses as unsigned numbers. ipvsadm subtracts them
-//!   into an `int`, which misorders addresses 2^31 or more apart.
 //! - `save` also writes `-x`/`-y` when a threshold is set (ipvsadm drops
 //!   them), because `lbctl -R` reads them back.
 //! - There are no firewall-mark services, persistence engines or one-packet
@@ -316,24 +317,114 @@ fn push_stats(out: &mut String, s: &crate::snapshot::Stats, exact: bool) {
     }
 }
 
-/// Services in listing order: libipvs's ipvs_cmp_services compares
-/// (fwmark,) address family, protocol number, address, port.
+/// Services in listing order: sorted as ipvsadm sorts them (see
+/// [`cmp_services`] and [`merge_sort`]), or as given.
 fn ordered_services(services: &[Service], sort: bool) -> Vec<&Service> {
     let mut ordered: Vec<&Service> = services.iter().collect();
     if sort {
-        ordered.sort_by_key(|s| (s.vip.is_ipv6(), protocol_number(s.protocol), s.vip, s.port));
+        merge_sort(&mut ordered, &|a, b| cmp_services(a, b));
     }
     ordered
 }
 
-/// Real servers in listing order: libipvs's ipvs_cmp_dests compares
-/// address, then port.
+/// Real servers in listing order: sorted as ipvsadm sorts them (see
+/// [`cmp_reals`] and [`merge_sort`]), or as given.
 fn ordered_reals(reals: &[Real], sort: bool) -> Vec<&Real> {
     let mut ordered: Vec<&Real> = reals.iter().collect();
     if sort {
-        ordered.sort_by_key(|r| (r.address, r.port));
+        merge_sort(&mut ordered, &|a, b| cmp_reals(a, b));
     }
     ordered
+}
+
+/// libipvs's ipvs_cmp_services (ipvsadm 1.31): firewall mark, address
+/// family, protocol number, address ([`cmp_addr`]), port, each by
+/// subtraction; negative when `a` comes first.
+fn cmp_services(a: &Service, b: &Service) -> i32 {
+    let family = |s: &Service| if s.vip.is_ipv6() { AF_INET6 } else { AF_INET };
+    // (The firewall mark comes first: 0 for every service here.)
+    let r = family(a) - family(b);
+    if r != 0 {
+        return r;
+    }
+    let r = i32::from(protocol_number(a.protocol)) - i32::from(protocol_number(b.protocol));
+    if r != 0 {
+        return r;
+    }
+    let r = cmp_addr(a.vip, b.vip);
+    if r != 0 {
+        return r;
+    }
+    i32::from(a.port) - i32::from(b.port)
+}
+
+/// libipvs's ipvs_cmp_dests (ipvsadm 1.31): address ([`cmp_addr`]), then
+/// port; negative when `a` comes first.
+fn cmp_reals(a: &Real, b: &Real) -> i32 {
+    let r = cmp_addr(a.address, b.address);
+    if r != 0 {
+        return r;
+    }
+    i32::from(a.port) - i32::from(b.port)
+}
+
+/// Linux's address family numbers, which libipvs subtracts.
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+
+/// How libipvs's ipvs_cmp_services and ipvs_cmp_dests compare two
+/// addresses: 32 bits at a time (one word for IPv4, four for IPv6, as the
+/// family of `a` says), each difference of the host-order words cut to an
+/// `int`; the first that is not zero decides. A word 2^31 or more above the
+/// other's therefore sorts *first* (`192.168.0.1` before `10.0.0.1`,
+/// `2001:db8:ffff::` before `2001:db8::`): this is what ipvsadm prints, and
+/// it is not a total order, hence [`merge_sort`].
+fn cmp_addr(a: IpAddr, b: IpAddr) -> i32 {
+    // libipvs's union nf_inet_addr: an IPv4 address in the first word,
+    // the others zero.
+    fn words(addr: IpAddr) -> [u32; 4] {
+        match addr {
+            IpAddr::V4(v4) => [u32::from(v4), 0, 0, 0],
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                std::array::from_fn(|i| u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+            }
+        }
+    }
+    let (wa, wb) = (words(a), words(b));
+    let n = if a.is_ipv6() { 4 } else { 1 };
+    (0..n).map(|i| wa[i].wrapping_sub(wb[i]) as i32).find(|&r| r != 0).unwrap_or(0)
+}
+
+/// glibc's qsort as ipvsadm gets it for these tables (glibc 2.36, Debian
+/// 12's, whose ipvsadm made the reference output): a top-down merge sort
+/// that halves the array (the first half the smaller), sorts both halves
+/// and merges them, taking the left element unless it compares greater.
+/// The same steps give the same order even though libipvs's comparisons
+/// are not a total order ([`cmp_addr`]), where `sort_by` would give another
+/// or panic.
+fn merge_sort<T: Copy>(items: &mut [T], cmp: &impl Fn(T, T) -> i32) {
+    let n = items.len();
+    if n <= 1 {
+        return;
+    }
+    let (left, right) = items.split_at_mut(n / 2);
+    merge_sort(left, cmp);
+    merge_sort(right, cmp);
+    let mut merged = Vec::with_capacity(n);
+    let (mut i, mut j) = (0, 0);
+    while i < left.len() && j < right.len() {
+        if cmp(left[i], right[j]) <= 0 {
+            merged.push(left[i]);
+            i += 1;
+        } else {
+            merged.push(right[j]);
+            j += 1;
+        }
+    }
+    merged.extend_from_slice(&left[i..]);
+    merged.extend_from_slice(&right[j..]);
+    items.copy_from_slice(&merged);
 }
 
 fn protocol_number(protocol: Protocol) -> u8 {

@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::*;
 use crate::snapshot::{Rates, Stats};
 
+mod ipv6;
+
 const L_N: &str = include_str!("../../tests/fixtures/ipvsadm/L-n.txt");
 const L_N_STATS: &str = include_str!("../../tests/fixtures/ipvsadm/L-n-stats.txt");
 const L_N_STATS_EXACT: &str = include_str!("../../tests/fixtures/ipvsadm/L-n-stats-exact.txt");
