@@ -173,7 +173,7 @@ fn list_command(own: &Own, list: &List, names: &Names) -> Result<ExitCode> {
             let Response::Connections { connections } = control::ask(&own.socket, &Request::Connections)? else {
                 bail!("unexpected answer")
             };
-            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, list.numeric, ports))
+            print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, &opts, ports))
         }
         ListTarget::Timeouts => {
             let Response::Timeouts { timeouts } = control::ask(&own.socket, &Request::Timeouts)? else {

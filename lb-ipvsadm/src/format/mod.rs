@@ -106,18 +106,25 @@ pub fn list_service(service: &Service, opts: &ListOptions) -> String {
 }
 
 /// `ipvsadm -L -c`: the connection table, in the order given (ipvsadm keeps
-/// the kernel's order). Without `numeric` ports are named.
-pub fn list_connections(conns: &[Connection], numeric: bool) -> String {
-    list_connections_with(conns, numeric, &port_names_for(numeric))
+/// the kernel's order). Without `opts.numeric` ports are named; with
+/// `opts.persistent_conn` the title names the persistence engine's columns
+/// (empty here: there are no persistence engines). Other options do not
+/// apply.
+pub fn list_connections(conns: &[Connection], opts: &ListOptions) -> String {
+    list_connections_with(conns, opts, &port_names_for(opts.numeric))
 }
 
 /// [`list_connections`] with the port names given.
-pub fn list_connections_with(conns: &[Connection], numeric: bool, ports: &Services) -> String {
-    let namer = Namer::new(numeric, ports);
-    // ipvsadm's "pro expire %-11s %-18s %-18s %s" title, written out.
-    let mut out = String::from(
-        "IPVS connection entries\npro expire state       source             virtual            destination\n",
-    );
+pub fn list_connections_with(conns: &[Connection], opts: &ListOptions, ports: &Services) -> String {
+    let namer = Namer::new(opts.numeric, ports);
+    // ipvsadm's "pro expire %-11s %-18s %-18s %s" title, written out, and
+    // its "... %-18s %-16s %s" with --persistent-conn.
+    let mut out = String::from(if opts.persistent_conn {
+        "IPVS connection entries\npro expire state       source             virtual            destination        \
+         pe name          pe_data\n"
+    } else {
+        "IPVS connection entries\npro expire state       source             virtual            destination\n"
+    });
     for conn in conns {
         let expire = format!("{:02}:{:02}", conn.expires_in / 60, conn.expires_in % 60);
         let _ = writeln!(

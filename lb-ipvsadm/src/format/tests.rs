@@ -352,7 +352,7 @@ fn list_connections_matches_ipvsadm() {
         conn(Udp, 281, "UDP", 44213, 53, 21, false),
         conn(Udp, 281, "UDP", 36392, 53, 21, false),
     ];
-    assert_text_eq(&list_connections(&conns, true), L_N_C);
+    assert_text_eq(&list_connections(&conns, &numeric()), L_N_C);
 }
 
 #[test]

@@ -16,6 +16,7 @@ const L_N_THRESHOLDS: &str = include_str!("../../../tests/reference-ipv6/L-n-thr
 const L_N_PERSISTENT_CONN: &str = include_str!("../../../tests/reference-ipv6/L-n-persistent-conn.txt");
 const L_N_TUN_INFO: &str = include_str!("../../../tests/reference-ipv6/L-n-tun-info.txt");
 const L_N_C: &str = include_str!("../../../tests/reference-ipv6/L-n-c.txt");
+const L_N_C_PERSISTENT_CONN: &str = include_str!("../../../tests/reference-ipv6/L-n-c-persistent-conn.txt");
 const L_C: &str = include_str!("../../../tests/reference-ipv6/L-c.txt");
 const S_N: &str = include_str!("../../../tests/reference-ipv6/S-n.txt");
 const S: &str = include_str!("../../../tests/reference-ipv6/S.txt");
@@ -238,9 +239,12 @@ fn ipv6_save_matches_ipvsadm_plus_thresholds() {
 
 #[test]
 fn ipv6_connections_match_ipvsadm() {
-    assert_text_eq(&list_connections(&address_conns(false), true), &without_fwmark_conns(L_N_C));
+    assert_text_eq(&list_connections(&address_conns(false), &numeric()), &without_fwmark_conns(L_N_C));
+    let opts = ListOptions { persistent_conn: true, ..numeric() };
+    assert_text_eq(&list_connections(&address_conns(false), &opts), &without_fwmark_conns(L_N_C_PERSISTENT_CONN));
     let ports = Services::parse(CAPTURE_SERVICES);
-    assert_text_eq(&list_connections_with(&address_conns(true), false, &ports), &without_fwmark_conns(L_C));
+    let named = list_connections_with(&address_conns(true), &ListOptions::default(), &ports);
+    assert_text_eq(&named, &without_fwmark_conns(L_C));
 }
 
 /// libipvs's order is not a total order: three addresses 2^30 and more
