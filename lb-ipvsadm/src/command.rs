@@ -11,17 +11,115 @@ use serde::{Deserialize, Serialize};
 use crate::format::ListOptions;
 use crate::snapshot::Timeouts;
 
-/// A virtual service given by `-t|-u host[:port]`.
+/// An address family: a firewall-mark service's (`-6` for IPv6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VirtualService {
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv6() { Self::Ipv6 } else { Self::Ipv4 }
+    }
+}
+
+/// A virtual service as ipvsadm names one: by protocol, address and port
+/// (`-t|-u host[:port]`), or by firewall mark (`-f mark [-6]`).
+///
+/// In JSON (lbctl's requests, lbd's snapshots):
+/// `{"address":{"protocol":"tcp","addr":"10.0.0.1","port":80}}` or
+/// `{"fwmark":{"mark":1,"family":"ipv6"}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtualService {
+    Address(ServiceAddress),
+    Fwmark(FwmarkService),
+}
+
+/// A service given by `-t|-u host[:port]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceAddress {
     pub protocol: Protocol,
-    /// IPv4, or IPv6 (`[addr]:port`): check [`Self::is_ipv6`].
+    /// IPv4, or IPv6 (`[addr]:port`).
     pub addr: IpAddr,
     /// 0 when none was given: every port (only with `-p`).
     pub port: u16,
 }
 
+/// A firewall-mark service, `-f mark [-6]`: the packets of one address
+/// family that the firewall marked `mark`, whatever their protocol,
+/// address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FwmarkService {
+    /// 1..=u32::MAX (ipvsadm refuses 0, which means "no mark").
+    pub mark: u32,
+    pub family: Family,
+}
+
+impl From<ServiceAddress> for VirtualService {
+    fn from(s: ServiceAddress) -> Self {
+        Self::Address(s)
+    }
+}
+
+impl From<FwmarkService> for VirtualService {
+    fn from(s: FwmarkService) -> Self {
+        Self::Fwmark(s)
+    }
+}
+
 impl VirtualService {
+    /// The service's address family (its VIP's, or the mark's `-6`).
+    pub fn family(&self) -> Family {
+        match self {
+            Self::Address(a) => Family::of(a.addr),
+            Self::Fwmark(f) => f.family,
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.family() == Family::Ipv6
+    }
+
+    /// The `-t|-u` service, `None` for a firewall-mark one.
+    pub fn address(&self) -> Option<ServiceAddress> {
+        match self {
+            Self::Address(a) => Some(*a),
+            Self::Fwmark(_) => None,
+        }
+    }
+
+    /// The firewall-mark service, `None` for a `-t|-u` one.
+    pub fn fwmark(&self) -> Option<FwmarkService> {
+        match self {
+            Self::Address(_) => None,
+            Self::Fwmark(f) => Some(*f),
+        }
+    }
+
+    /// The service as `ipvsadm -S -n` writes it: `-t 10.0.0.1:80`,
+    /// `-u [2001:db8::1]:53`, `-f 1`, `-f 2 -6`.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Self::Address(a) => vec![a.option().to_owned(), a.address_arg()],
+            Self::Fwmark(f) => {
+                let mut args = vec!["-f".to_owned(), f.mark.to_string()];
+                if f.family == Family::Ipv6 {
+                    args.push("-6".to_owned());
+                }
+                args
+            }
+        }
+    }
+
+    fn push_args(&self, args: &mut Vec<String>) {
+        args.extend(self.args());
+    }
+}
+
+impl ServiceAddress {
     pub fn is_ipv6(&self) -> bool {
         self.addr.is_ipv6()
     }
@@ -38,16 +136,15 @@ impl VirtualService {
     pub fn address_arg(&self) -> String {
         SocketAddr::new(self.addr, self.port).to_string()
     }
-
-    fn push_args(&self, args: &mut Vec<String>) {
-        args.push(self.option().to_owned());
-        args.push(self.address_arg());
-    }
 }
 
 /// Why an IPv6 real server is refused with `-i` or `-m`: the datapath's
 /// IPv6 program routes only, for now.
 pub const IPV6_DR_ONLY: &str = "IPv6 services support direct routing (-g) only for now";
+
+/// Why a command naming a firewall-mark service is refused: lbd's table
+/// cannot have them yet.
+pub const FWMARK_UNSUPPORTED: &str = "firewall-mark services (-f) are not supported yet";
 
 /// Why a server of the other family is refused (ipvsadm allows it for
 /// tunnelling; the datapath tunnels IPv4 in IPv4 only).
@@ -66,9 +163,14 @@ pub enum Netmask {
 impl Netmask {
     /// The default for a service on `addr`: one client per template.
     pub fn host(addr: IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Self::V4(Ipv4Addr::BROADCAST),
-            IpAddr::V6(_) => Self::V6(128),
+        Self::host_of(Family::of(addr))
+    }
+
+    /// The default for a service of `family`: one client per template.
+    pub fn host_of(family: Family) -> Self {
+        match family {
+            Family::Ipv4 => Self::V4(Ipv4Addr::BROADCAST),
+            Family::Ipv6 => Self::V6(128),
         }
     }
 
@@ -306,11 +408,25 @@ pub enum Command {
 }
 
 impl Command {
+    /// The virtual service the command names, if any (`-A -E -D -a -e -d`,
+    /// `-L` of one service, `-Z` of one service).
+    pub fn virtual_service(&self) -> Option<&VirtualService> {
+        match self {
+            Self::AddService(c) | Self::EditService(c) => Some(&c.service),
+            Self::AddServer(c) | Self::EditServer(c) => Some(&c.service),
+            Self::DeleteService(s) | Self::DeleteServer { service: s, .. } | Self::Zero(Some(s)) => Some(s),
+            Self::List(List { target: ListTarget::Service(s), .. }) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Why the load balancer cannot carry out this (well-formed) command,
-    /// for the parts left to the caller: the sync daemons, and real servers
-    /// IPv6 services cannot have yet (lbd checks them again).
+    /// for the parts left to the caller: firewall-mark services, the sync
+    /// daemons, and real servers IPv6 services cannot have yet. lbctl
+    /// refuses these before asking lbd; lbd refuses them too.
     pub fn unsupported_reason(&self) -> Option<&'static str> {
         match self {
+            _ if self.virtual_service().is_some_and(|s| s.fwmark().is_some()) => Some(FWMARK_UNSUPPORTED),
             Self::StartDaemon(_) | Self::StopDaemon { .. } => {
                 Some("connection synchronisation daemons are not supported")
             }

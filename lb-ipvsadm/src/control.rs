@@ -99,6 +99,8 @@ mod tests {
             "--start-daemon backup --syncid 7 --mcast-group 224.0.0.81",
             "--stop-daemon master",
             "-h",
+            "-A -f 2 -6 -s rr",
+            "-a -f 1 -r 10.0.0.10 -g -w 2",
         ];
         let commands: Vec<Command> = lines
             .iter()
@@ -107,6 +109,8 @@ mod tests {
         let request = Request::Apply { commands };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
-        assert!(json.starts_with(r#"{"request":"apply","commands":[{"add_service":{"service":{"protocol":"tcp""#), "{json}");
+        let address = r#"{"request":"apply","commands":[{"add_service":{"service":{"address":{"protocol":"tcp""#;
+        assert!(json.starts_with(address), "{json}");
+        assert!(json.contains(r#"{"add_service":{"service":{"fwmark":{"mark":2,"family":"ipv6"}},"#), "{json}");
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use lb_common::{Forwarding, Protocol};
 use serde::{Deserialize, Serialize};
 
-use crate::command::Netmask;
+use crate::command::{Netmask, VirtualService};
 
 /// Cumulative counters (ipvsadm `--stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +32,8 @@ pub struct Rates {
 pub struct Real {
     pub address: IpAddr,
     /// The real server's port (for DR and TUN the VIP port; 0 for an
-    /// every-port service).
+    /// every-port service, and as given, 0 by default, for a firewall-mark
+    /// service's).
     pub port: u16,
     pub forwarding: Forwarding,
     pub weight: u32,
@@ -47,16 +48,17 @@ pub struct Real {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
-    pub protocol: Protocol,
-    pub vip: IpAddr,
-    /// 0 = every port of the VIP.
-    pub port: u16,
+    /// What names the service: protocol, VIP and port (0 = every port of
+    /// the VIP), or a firewall mark and an address family. In JSON
+    /// `"id":{"address":{"protocol":"tcp","addr":"10.0.0.1","port":80}}` or
+    /// `"id":{"fwmark":{"mark":1,"family":"ipv4"}}`.
+    pub id: VirtualService,
     pub scheduler: String,
     /// Scheduler flags as ipvsadm names them (`sh-fallback`, `sh-port`, ...).
     pub sched_flags: Vec<String>,
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
-    /// Of the VIP's family (a prefix length for IPv6, as ipvsadm's).
+    /// Of the service's family (a prefix length for IPv6, as ipvsadm's).
     pub persistence_netmask: Option<Netmask>,
     pub stats: Stats,
     pub rates: Rates,
@@ -87,6 +89,16 @@ pub struct Connection {
     pub real_port: u16,
     /// A persistence template rather than a connection.
     pub template: bool,
+    /// Set on the persistence templates of a firewall-mark service only:
+    /// the mark. IPVS keeps such a template under protocol `IP` with the
+    /// mark where the virtual address goes and port 0, and ipvsadm shows
+    /// it so (`IP ... 0.0.0.1:0`; `[0:4::]:0` for mark 4 of an IPv6
+    /// service: the mark is the first 32 bits): `protocol`, `vip` and
+    /// `vport` are then not shown. `None` for every other entry, the
+    /// connections of firewall-mark services included (they show their own
+    /// protocol and virtual address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
 }
 
 /// `ipvsadm --set` / `-L --timeout`, in seconds.

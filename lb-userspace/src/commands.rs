@@ -43,13 +43,15 @@ impl std::fmt::Display for CommandError {
     }
 }
 
-/// The service lbctl names.
-pub fn service_id(vs: &VirtualService) -> ServiceId {
-    ServiceId { protocol: vs.protocol, vip: vs.addr, port: vs.port }
+/// The service lbctl names; `None` for a firewall-mark service, which the
+/// table cannot have (yet: `Command::unsupported_reason` refuses them).
+pub fn service_id(vs: &VirtualService) -> Option<ServiceId> {
+    let a = vs.address()?;
+    Some(ServiceId { protocol: a.protocol, vip: a.addr, port: a.port })
 }
 
 fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
-    let id = service_id(vs);
+    let id = service_id(vs)?;
     table.iter().position(|s| s.id() == id)
 }
 
@@ -61,6 +63,10 @@ fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
 pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceConfig]) -> Result<(), CommandError> {
     match command {
         Command::AddService(c) => {
+            // Not a firewall-mark service (refused before, see plan).
+            let Some(vs) = c.service.address() else {
+                return Err(CommandError::kernel(KernelError::AddressFamilyNotSupported));
+            };
             if find(table, &c.service).is_some() {
                 return Err(CommandError::kernel(KernelError::ServiceExists));
             }
@@ -70,9 +76,9 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
             let scheduler = c.ipvsadm_scheduler();
             let mut svc = ServiceConfig {
                 line: 0,
-                protocol: c.service.protocol,
-                vip: c.service.addr,
-                port: c.service.port,
+                protocol: vs.protocol,
+                vip: vs.addr,
+                port: vs.port,
                 scheduler,
                 options: service_options(c, scheduler),
                 forwarding: Forwarding::Dr,

@@ -158,9 +158,7 @@ fn list_command(own: &Own, list: &List, names: &Names) -> Result<ExitCode> {
         }
         ListTarget::Service(vs) => {
             let table = table(own)?;
-            let found = table.services.iter().find(|s| {
-                s.protocol == vs.protocol && s.vip == vs.addr && s.port == vs.port
-            });
+            let found = table.services.iter().find(|s| s.id == vs);
             match found {
                 Some(svc) => print_out(own.json, svc, || ipvsadm::list_service(svc, &opts)),
                 None => {

@@ -14,15 +14,18 @@
 //!   ports are named from `/etc/services` as ipvsadm's `getservbyport` does.
 //! - `save` also writes `-x`/`-y` when a threshold is set (ipvsadm drops
 //!   them), because `lbctl -R` reads them back.
-//! - There are no firewall-mark services, persistence engines or one-packet
-//!   scheduling in the snapshot, so `FWM`, `pe` and `ops` never appear.
+//! - `save` writes a firewall mark of 2^31 or more as the unsigned number
+//!   it is (ipvsadm's `%d` makes it negative, which no `-R` reads back);
+//!   listings print it as ipvsadm does.
+//! - There are no persistence engines or one-packet scheduling in the
+//!   snapshot, so `pe` data and `ops` never appear.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_common::{Forwarding, Protocol};
 
-use crate::command::Netmask;
+use crate::command::{Family, FwmarkService, Netmask, VirtualService};
 use crate::names::Services;
 use crate::snapshot::{Connection, Real, Service, Table, Timeouts};
 
@@ -127,14 +130,20 @@ pub fn list_connections_with(conns: &[Connection], opts: &ListOptions, ports: &S
     });
     for conn in conns {
         let expire = format!("{:02}:{:02}", conn.expires_in / 60, conn.expires_in % 60);
+        // A firewall-mark service's template, as IPVS keeps it: protocol
+        // IP (0), the mark in the first word of the virtual address.
+        let (protocol, vname) = match conn.fwmark {
+            Some(mark) => ("IP", namer.addr_port(mark_address(mark, Family::of(conn.client)), 0, conn.protocol)),
+            None => (protocol_name(conn.protocol), namer.addr_port(conn.vip, conn.vport, conn.protocol)),
+        };
         let _ = writeln!(
             out,
             "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
-            protocol_name(conn.protocol),
+            protocol,
             expire,
             conn.state,
             namer.addr_port(conn.client, conn.client_port, conn.protocol),
-            namer.addr_port(conn.vip, conn.vport, conn.protocol),
+            vname,
             namer.addr_port(conn.real, conn.real_port, conn.protocol),
         );
     }
@@ -153,11 +162,13 @@ pub fn save_with(table: &Table, numeric: bool, ports: &Services) -> String {
     let namer = Namer::new(numeric, ports);
     let mut out = String::new();
     for service in ordered_services(&table.services, true) {
-        let svc_name = format!(
-            "{} {}",
-            protocol_option(service.protocol),
-            namer.addr_port(service.vip, service.port, service.protocol)
-        );
+        let svc_name = match service.id {
+            VirtualService::Address(a) => {
+                format!("{} {}", protocol_option(a.protocol), namer.addr_port(a.addr, a.port, a.protocol))
+            }
+            // "-f 1", "-f 2 -6".
+            fwmark @ VirtualService::Fwmark(_) => fwmark.args().join(" "),
+        };
         let _ = write!(out, "-A {svc_name} -s {}", scheduler_name(service));
         if let Some(timeout) = service.persistence_timeout {
             let _ = write!(out, " -p {timeout}");
@@ -171,7 +182,7 @@ pub fn save_with(table: &Table, numeric: bool, ports: &Services) -> String {
         out.push('\n');
 
         for real in ordered_reals(&service.reals, true) {
-            let dname = namer.addr_port(real.address, real.port, service.protocol);
+            let dname = namer.addr_port(real.address, real.port, service_protocol(service));
             let _ = write!(out, "-a {svc_name} -r {dname} {} -w {}", forwarding_option(real.forwarding), real.weight);
             if real.upper_threshold != 0 {
                 let _ = write!(out, " -x {}", real.upper_threshold);
@@ -233,14 +244,16 @@ fn title(opts: &ListOptions) -> &'static str {
 
 /// One service line and its real-server lines in `-L` layout.
 fn write_service(out: &mut String, service: &Service, opts: &ListOptions, namer: &Namer) {
-    let mut svc_name = format!(
-        "{:<4} {}",
-        protocol_name(service.protocol),
-        namer.addr_port(service.vip, service.port, service.protocol)
-    );
-    if service.vip.is_ipv4() {
-        truncate_ascii(&mut svc_name, SERVICE_NAME_WIDTH);
-    }
+    let svc_name = match service.id {
+        VirtualService::Address(a) => {
+            let mut name = format!("{:<4} {}", protocol_name(a.protocol), namer.addr_port(a.addr, a.port, a.protocol));
+            if a.addr.is_ipv4() {
+                truncate_ascii(&mut name, SERVICE_NAME_WIDTH);
+            }
+            name
+        }
+        VirtualService::Fwmark(f) => fwmark_name(f),
+    };
 
     if opts.stats {
         let _ = write!(out, "{svc_name:<33}");
@@ -266,7 +279,7 @@ fn write_service(out: &mut String, service: &Service, opts: &ListOptions, namer:
     out.push('\n');
 
     for real in ordered_reals(&service.reals, opts.sort) {
-        write_real(out, real, service.protocol, opts, namer);
+        write_real(out, real, service_protocol(service), opts, namer);
     }
 }
 
@@ -344,25 +357,47 @@ fn ordered_reals(reals: &[Real], sort: bool) -> Vec<&Real> {
     ordered
 }
 
-/// libipvs's ipvs_cmp_services (ipvsadm 1.31): firewall mark, address
-/// family, protocol number, address ([`cmp_addr`]), port, each by
-/// subtraction; negative when `a` comes first.
+/// libipvs's ipvs_cmp_services (ipvsadm 1.31): firewall mark (0 for
+/// address services, so firewall-mark services come last), address family,
+/// protocol number, address ([`cmp_addr`]), port, each by subtraction;
+/// negative when `a` comes first.
 fn cmp_services(a: &Service, b: &Service) -> i32 {
-    let family = |s: &Service| if s.vip.is_ipv6() { AF_INET6 } else { AF_INET };
-    // (The firewall mark comes first: 0 for every service here.)
+    // What libipvs has of a service: a firewall-mark service has mark,
+    // family and TCP, a zero address and port; the others mark 0.
+    let fields = |s: &Service| match s.id {
+        VirtualService::Address(a) => (0, a.addr, a.port),
+        VirtualService::Fwmark(f) => (f.mark, unspecified(f.family), 0),
+    };
+    let ((mark_a, addr_a, port_a), (mark_b, addr_b, port_b)) = (fields(a), fields(b));
+    let family = |s: &Service| match s.id.family() {
+        Family::Ipv4 => AF_INET,
+        Family::Ipv6 => AF_INET6,
+    };
+    // The marks are unsigned: their difference is cut to an int too.
+    let r = mark_a.wrapping_sub(mark_b) as i32;
+    if r != 0 {
+        return r;
+    }
     let r = family(a) - family(b);
     if r != 0 {
         return r;
     }
-    let r = i32::from(protocol_number(a.protocol)) - i32::from(protocol_number(b.protocol));
+    let r = i32::from(protocol_number(service_protocol(a))) - i32::from(protocol_number(service_protocol(b)));
     if r != 0 {
         return r;
     }
-    let r = cmp_addr(a.vip, b.vip);
+    let r = cmp_addr(addr_a, addr_b);
     if r != 0 {
         return r;
     }
-    i32::from(a.port) - i32::from(b.port)
+    i32::from(port_a) - i32::from(port_b)
+}
+
+fn unspecified(family: Family) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
 }
 
 /// libipvs's ipvs_cmp_dests (ipvsadm 1.31): address ([`cmp_addr`]), then
@@ -432,6 +467,34 @@ fn merge_sort<T: Copy>(items: &mut [T], cmp: &impl Fn(T, T) -> i32) {
     merged.extend_from_slice(&left[i..]);
     merged.extend_from_slice(&right[j..]);
     items.copy_from_slice(&merged);
+}
+
+/// The protocol IPVS keeps for a service, by which ipvsadm names its
+/// ports: a firewall-mark service's is TCP (what ipvsadm sends for `-f`).
+fn service_protocol(service: &Service) -> Protocol {
+    match service.id {
+        VirtualService::Address(a) => a.protocol,
+        VirtualService::Fwmark(_) => Protocol::Tcp,
+    }
+}
+
+/// A firewall-mark service in listings, as ipvsadm's `"FWM  %d"` and
+/// `"FWM  %d IPv6"` print it (a mark of 2^31 or more comes out negative).
+fn fwmark_name(f: FwmarkService) -> String {
+    let mark = f.mark as i32;
+    match f.family {
+        Family::Ipv4 => format!("FWM  {mark}"),
+        Family::Ipv6 => format!("FWM  {mark} IPv6"),
+    }
+}
+
+/// Where IPVS puts a firewall mark in a template's virtual address: in the
+/// first 32 bits, in network order (`0.0.0.1`, `0:4::`).
+fn mark_address(mark: u32, family: Family) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::from(mark)),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(u128::from(mark) << 96)),
+    }
 }
 
 fn protocol_number(protocol: Protocol) -> u8 {

@@ -5,7 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use lb_common::{Protocol, Scheduler};
 
 use crate::command::{
-    Command, DaemonArgs, List, ListTarget, Netmask, SchedFlags, ServerArgs, ServiceArgs, VirtualService,
+    Command, DaemonArgs, Family, FwmarkService, List, ListTarget, Netmask, SchedFlags, ServerArgs, ServiceAddress,
+    ServiceArgs, VirtualService,
 };
 use crate::error::{KernelError, ParseError};
 use crate::names::Proto;
@@ -19,7 +20,9 @@ use super::table::{Cmd, Col, TUN_NAMES};
 pub(super) fn build(ce: &Entry) -> Result<Command, ParseError> {
     let service = || -> Result<VirtualService, ParseError> {
         if ce.fwmark != 0 {
-            return Err(ParseError::unsupported("firewall-mark services are not supported"));
+            // Parsed; lbd refuses them for now (Command::unsupported_reason).
+            let family = if ce.svc_af == Af::Inet6 { Family::Ipv6 } else { Family::Ipv4 };
+            return Ok(VirtualService::Fwmark(FwmarkService { mark: ce.fwmark, family }));
         }
         let protocol = match ce.svc_proto {
             Some(Proto::Tcp) => Protocol::Tcp,
@@ -27,7 +30,7 @@ pub(super) fn build(ce: &Entry) -> Result<Command, ParseError> {
             _ => return Err(ParseError::unsupported("SCTP services are not supported")),
         };
         let addr = ce.svc_addr.expect("a service address was parsed");
-        Ok(VirtualService { protocol, addr, port: ce.svc_port })
+        Ok(VirtualService::Address(ServiceAddress { protocol, addr, port: ce.svc_port }))
     };
     Ok(match ce.cmd {
         Cmd::Add | Cmd::Edit => {

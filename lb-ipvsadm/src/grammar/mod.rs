@@ -40,13 +40,13 @@
 //!
 //! What ipvsadm accepts but this load balancer does not have is rejected
 //! after all of ipvsadm's own checks passed, with [`ErrorKind::Unsupported`](crate::error::ErrorKind::Unsupported)
-//! and status 2: firewall-mark services (`-f`, and `-6`), SCTP services,
-//! persistence engines (`--pe`), one-packet scheduling (`-o`), and the gue
-//! and gre tunnel types. An unknown scheduler, which ipvsadm leaves to the
-//! kernel, is rejected here with the kernel's wording and ipvsadm's status
-//! for kernel errors (255). Parsed but left for the caller to refuse: IPv6
-//! addresses, NAT (`-m`) and the sync daemons (see
-//! [`Command::unsupported_reason`]).
+//! and status 2: SCTP services, persistence engines (`--pe`), one-packet
+//! scheduling (`-o`), and the gue and gre tunnel types. An unknown
+//! scheduler, which ipvsadm leaves to the kernel, is rejected here with the
+//! kernel's wording and ipvsadm's status for kernel errors (255). Parsed but
+//! left for the caller to refuse: firewall-mark services (`-f`, `-6`), IPv6
+//! real servers by NAT or tunnel, servers of the other family, and the sync
+//! daemons (see [`Command::unsupported_reason`]).
 //!
 //! Other deliberate differences from ipvsadm:
 //! - Host names are looked up in a [`Names`] table (`/etc/hosts` syntax), not

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use lb_common::{Conn, FlowKey, RealServer, conn_state, flow_kind, ip_from_words};
-use lb_ipvsadm::snapshot::{self, Connection, Stats};
+use lb_ipvsadm::{
+    command::{ServiceAddress, VirtualService},
+    snapshot::{self, Connection, Stats},
+};
 
 use super::{
     Controller,
@@ -101,9 +104,7 @@ impl Controller {
                     })
                     .collect();
                 snapshot::Service {
-                    protocol: w.protocol,
-                    vip: w.vip,
-                    port: w.port,
+                    id: VirtualService::Address(ServiceAddress { protocol: w.protocol, addr: w.vip, port: w.port }),
                     scheduler: w.scheduler.name().to_string(),
                     sched_flags: w.options.sched_flag_names(),
                     persistence_timeout: w.options.persistence_timeout,
@@ -180,6 +181,8 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) 
         real: ip(real.addr, real.family),
         real_port: if real_port == 0 { vport } else { real_port },
         template: key.kind == flow_kind::TEMPLATE,
+        // No firewall-mark services in the datapath yet.
+        fwmark: None,
     })
 }
 

@@ -38,10 +38,9 @@ pub fn plan(table: &[ServiceConfig], file: &[ServiceConfig], commands: &[Command
     for command in commands {
         match command {
             Command::Zero(Some(vs)) => {
-                let id = commands::service_id(vs);
-                if !change.table.iter().any(|s| s.id() == id) {
-                    return Err(CommandError::kernel(KernelError::NoSuchService));
-                }
+                let id = commands::service_id(vs)
+                    .filter(|id| change.table.iter().any(|s| s.id() == *id))
+                    .ok_or(CommandError::kernel(KernelError::NoSuchService))?;
                 change.zero.push(Some(id));
             }
             Command::Zero(None) => change.zero.push(None),

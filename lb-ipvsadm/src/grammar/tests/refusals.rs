@@ -166,17 +166,8 @@ fn unsupported_features() {
         assert_eq!((e.kind, e.exit_code), (ErrorKind::Unsupported, 2), "{line}");
         e.message
     };
-    for line in [
-        "-A -f 1 -s wrr -p 60 -M 255.255.255.0",
-        "-a -f 1 -r 10.200.1.21:0 -g -w 2",
-        "-A -f 1 -6 -p",
-        "-D -f 1",
-        "-Z -f 1",
-        "-L -f 1",
-        "-d -f 1 -r 10.0.0.2",
-    ] {
-        assert_eq!(unsupported(line), FWMARK);
-    }
+    // Firewall-mark services are parsed: lbctl and lbd refuse them
+    // (Command::unsupported_reason, see firewall_mark_services).
     assert_eq!(unsupported("-A --sctp-service 10.0.0.1:80"), "SCTP services are not supported");
     assert_eq!(unsupported("-A -t 10.0.0.1:80 -p --pe sip"), "persistence engines (--pe) are not supported");
     assert_eq!(unsupported("-A -u 10.0.0.1:53 -o"), "one-packet scheduling (-o, --ops) is not supported");
