@@ -36,6 +36,10 @@ pub struct Change {
 pub fn plan(table: &[ServiceConfig], file: &[ServiceConfig], commands: &[Command]) -> Result<Change, CommandError> {
     let mut change = Change { table: table.to_vec(), zero: Vec::new(), timeouts: None };
     for command in commands {
+        // What lbctl refuses too: firewall-mark services, the sync daemons, ...
+        if let Some(reason) = command.unsupported_reason() {
+            return Err(CommandError::unsupported(reason));
+        }
         match command {
             Command::Zero(Some(vs)) => {
                 let id = commands::service_id(vs)
@@ -226,6 +230,10 @@ port = 8081
                 2,
             ),
             (&["-C", "-a -t 10.0.0.100:80 -r 10.0.0.21"], "Service not defined", 255),
+            // Firewall-mark services: lbctl refuses them first, lbd too.
+            (&["-C", "-A -f 1 -s rr"], lb_ipvsadm::command::FWMARK_UNSUPPORTED, 2),
+            (&["-a -f 2 -6 -r 2001:db8::21 -g"], lb_ipvsadm::command::FWMARK_UNSUPPORTED, 2),
+            (&["-Z -f 1"], lb_ipvsadm::command::FWMARK_UNSUPPORTED, 2),
         ] {
             let e = plan(&table, &[], &commands(batch)).unwrap_err();
             assert!(e.message.contains(message), "{batch:?}: {e}");
