@@ -44,6 +44,7 @@ fn ip(s: &str) -> IpAddr {
 
 /// A service on `addr` (IPv4 or IPv6); `persistence` is the timeout and
 /// the mask as lbd reports them.
+#[allow(clippy::too_many_arguments)]
 fn service(
     protocol: Protocol,
     addr: &str,
