@@ -2,7 +2,7 @@
 //! as it crosses the control socket, and its table.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, SystemTime},
 };
 
@@ -50,9 +50,9 @@ pub struct VrrpStatus {
     /// With the tracked services' weights.
     pub effective_priority: u8,
     /// Our own address while master; the master's while backup, once heard.
-    pub master_address: Option<Ipv4Addr>,
+    pub master_address: Option<IpAddr>,
     /// Our address on the link (the source of our adverts).
-    pub source_address: Ipv4Addr,
+    pub source_address: IpAddr,
     /// When the state last changed.
     pub since: SystemTime,
     pub transitions: u64,
@@ -141,7 +141,7 @@ mod tests {
             priority: 100,
             effective_priority: effective,
             master_address: master.map(|m| m.parse().unwrap()),
-            source_address: Ipv4Addr::new(172, 16, 100, 2),
+            source_address: std::net::Ipv4Addr::new(172, 16, 100, 2).into(),
             since: now - Duration::from_secs(age),
             transitions: 1,
             adverts_sent: 0,

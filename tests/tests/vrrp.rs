@@ -146,7 +146,7 @@ fn two_instances_elect_a_master_and_fail_over_on_clean_shutdown() {
 
     let elected = wait_for(Duration::from_secs(10), || {
         let (sa, sb) = (a.status(), b.status());
-        sa.state == State::Master && sb.state == State::Backup && sb.master_address == Some(ADDR_A)
+        sa.state == State::Master && sb.state == State::Backup && sb.master_address == Some(ADDR_A.into())
     });
     assert!(elected.is_some(), "no election: {:?} / {:?}", a.status(), b.status());
     assert!(net.has_address(&net.a, "va", "192.0.2.100"), "the master holds the VIP");
@@ -156,10 +156,10 @@ fn two_instances_elect_a_master_and_fail_over_on_clean_shutdown() {
     std::thread::sleep(4 * interval);
     let (sa, sb) = (a.status(), b.status());
     assert_eq!((sa.state, sb.state), (State::Master, State::Backup));
-    assert_eq!(sa.master_address, Some(ADDR_A));
+    assert_eq!(sa.master_address, Some(ADDR_A.into()));
     assert!(sb.adverts_received >= 3, "{sb:?}");
     assert_eq!((sa.bad_adverts, sb.bad_adverts), (0, 0), "{sa:?} {sb:?}");
-    assert_eq!((sa.source_address, sb.source_address), (ADDR_A, ADDR_B));
+    assert_eq!((sa.source_address, sb.source_address), (ADDR_A.into(), ADDR_B.into()));
 
     // A clean stop: priority 0, and the backup is master after its skew
     // time, well before the master-down interval.
@@ -175,7 +175,7 @@ fn two_instances_elect_a_master_and_fail_over_on_clean_shutdown() {
         wait_for(Duration::from_secs(2), || net.has_address(&net.b, "vb", "192.0.2.100")).is_some(),
         "the new master holds the VIP"
     );
-    assert_eq!(b.status().master_address, Some(ADDR_B));
+    assert_eq!(b.status().master_address, Some(ADDR_B.into()));
     let expected = "backup BACKUP vb-42 100\nmaster MASTER vb-42 100\n";
     wait_for(Duration::from_secs(5), || std::fs::read_to_string(&notes).unwrap_or_default() == expected)
         .unwrap_or_else(|| panic!("notify commands: {:?}", std::fs::read_to_string(&notes)));
@@ -241,7 +241,7 @@ fn a_tracked_service_without_real_servers_lowers_the_priority() {
     wait_for(Duration::from_secs(5), || a.state() == State::Backup && b.state() == State::Master)
         .unwrap_or_else(|| panic!("{:?} / {:?}", a.status(), b.status()));
     assert_eq!(a.status().effective_priority, 50);
-    assert_eq!(a.status().master_address, Some(ADDR_B));
+    assert_eq!(a.status().master_address, Some(ADDR_B.into()));
     a.set_service_alive(0, true);
     wait_for(Duration::from_secs(5), || a.state() == State::Master && b.state() == State::Backup)
         .unwrap_or_else(|| panic!("{:?} / {:?}", a.status(), b.status()));
@@ -301,13 +301,13 @@ fn a_master_hearing_a_lower_master_stays_and_sends_garps_again() {
     let garps = spawn_in_netns(&net.b, || async {
         let listener = std::thread::spawn(|| count_garps("vb", VIP, Duration::from_millis(600)));
         std::thread::sleep(Duration::from_millis(50));
-        let socket = AdvertSocket::open("vb", if_index("vb").unwrap(), ADDR_B, &[]).unwrap();
+        let socket = AdvertSocket::open("vb", if_index("vb").unwrap(), ADDR_B.into(), &[]).unwrap();
         let advert = Advert {
             version: Version::V3,
             vrid: 42,
             priority: 50,
             interval_cs: 20,
-            addresses: vec![VIP],
+            addresses: vec![VIP.into()],
             auth_type: AUTH_NONE,
             auth_data: [0; 8],
         };
@@ -329,13 +329,13 @@ fn bad_adverts_are_counted_and_ignored() {
     let a = Running::start(&net.a, config("va", 100, interval));
     wait_for(Duration::from_secs(10), || a.state() == State::Master).expect("master");
     spawn_in_netns(&net.b, || async {
-        let socket = AdvertSocket::open("vb", if_index("vb").unwrap(), ADDR_B, &[]).unwrap();
+        let socket = AdvertSocket::open("vb", if_index("vb").unwrap(), ADDR_B.into(), &[]).unwrap();
         let mut advert = Advert {
             version: Version::V3,
             vrid: 42,
             priority: 250,
             interval_cs: 20,
-            addresses: vec![Ipv4Addr::new(192, 0, 2, 99)],
+            addresses: vec![Ipv4Addr::new(192, 0, 2, 99).into()],
             auth_type: AUTH_NONE,
             auth_data: [0; 8],
         };
@@ -417,7 +417,7 @@ fn interop(version: Version, tag: &str) {
 
     // Ours with priority 50: backup, keepalived stays master.
     let low = Running::start(&net.b, ours(50));
-    wait_for(Duration::from_secs(5), || low.status().master_address == Some(ADDR_A)).expect("backup of keepalived");
+    wait_for(Duration::from_secs(5), || low.status().master_address == Some(ADDR_A.into())).expect("backup of keepalived");
     std::thread::sleep(4 * interval);
     let s = low.status();
     assert_eq!(s.state, State::Backup, "{s:?}");

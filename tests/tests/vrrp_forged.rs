@@ -109,7 +109,7 @@ fn forged_advert(lab: &Lab) -> Advert {
         vrid: VRID,
         priority: 254,
         interval_cs: MAX_V3_INTERVAL_CS,
-        addresses: vec![lab.vip()],
+        addresses: vec![lab.vip().into()],
         auth_type: AUTH_NONE,
         auth_data: [0; 8],
     }
@@ -154,7 +154,7 @@ fn forge(lab: &Lab, sends: Vec<(Ipv4Addr, Ipv4Addr)>, advert: Advert, gap: Durat
             if i > 0 {
                 std::thread::sleep(gap);
             }
-            let packet = ip_packet(src, dst, &advert.encode(src, dst));
+            let packet = ip_packet(src, dst, &advert.encode(src.into(), dst.into()));
             let to = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     sync::{Arc, Mutex},
 };
 
@@ -32,7 +32,13 @@ impl Standby {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                (c.virtual_ipaddress.iter().map(|v| v.address).collect(), forwarding.get(i).copied().unwrap_or(false))
+                // IPv4 VIPs only: the datapath's standby is IPv4's (an IPv6
+                // VIP's traffic reaches only the director that holds it).
+                let vips = c.virtual_ipaddress.iter().filter_map(|v| match v.address {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                });
+                (vips.collect(), forwarding.get(i).copied().unwrap_or(false))
             })
             .collect();
         Arc::new(Self { instances: Mutex::new(instances) })

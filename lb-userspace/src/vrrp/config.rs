@@ -6,13 +6,15 @@
 //! interface = "eth0"            # required
 //! virtual_router_id = 51        # required, 1..=255
 //! priority = 100                # 1..=255, 255 = address owner; default 100
-//! version = 3                   # 2 | 3; default 2, as keepalived
+//! version = 3                   # 2 | 3; default 2, as keepalived (3 for IPv6 addresses)
 //! advert_interval = "1s"        # v2: whole seconds 1..=255; v3: 10ms..=40.95s in 10 ms steps
 //! preempt = true                # default true; false is keepalived's nopreempt
 //! preempt_delay = "0s"          # 0..=1000s, only with preempt
-//! virtual_ipaddress = ["172.16.100.1/24"]   # required; /32 if no prefix; "ADDR/P dev eth1" on another
-//!                               # interface (keepalived's `dev`: a NAT director's inside gateway address)
-//! unicast_peer = ["172.16.100.3"]           # default: multicast to 224.0.0.18
+//! virtual_ipaddress = ["172.16.100.1/24"]   # required; /32 (/128) if no prefix; "ADDR/P dev eth1" on another
+//!                               # interface (keepalived's `dev`: a NAT director's inside gateway address);
+//!                               # all IPv4 or all IPv6 ("2001:db8::1/64": VRRPv3 over IPv6, from the
+//!                               # interface's link-local address to ff02::12)
+//! unicast_peer = ["172.16.100.3"]           # IPv4 only; default: multicast to 224.0.0.18
 //! auth_pass = "secret"          # v2 only, 1 to 8 characters (simple text)
 //! notify_master = "/etc/lb/master.sh"       # run with sh -c on entering the state
 //! notify_backup = "..."
@@ -34,7 +36,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -95,15 +97,15 @@ pub struct RawTrackService {
 /// interface or another (`dev`, as keepalived's).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Vip {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix_len: u8,
     pub dev: Option<String>,
 }
 
 impl Vip {
     /// On the instance's own interface.
-    pub fn new(address: Ipv4Addr, prefix_len: u8) -> Self {
-        Self { address, prefix_len, dev: None }
+    pub fn new(address: impl Into<IpAddr>, prefix_len: u8) -> Self {
+        Self { address: address.into(), prefix_len, dev: None }
     }
 }
 
@@ -156,9 +158,10 @@ pub struct VrrpConfig {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
+    /// All IPv4 or all IPv6.
     pub virtual_ipaddress: Vec<Vip>,
-    /// Empty: multicast to 224.0.0.18.
-    pub unicast_peer: Vec<Ipv4Addr>,
+    /// Empty: multicast to 224.0.0.18 (IPv6: ff02::12). IPv4 only.
+    pub unicast_peer: Vec<IpAddr>,
     pub auth_pass: Option<String>,
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
@@ -195,6 +198,11 @@ impl VrrpConfig {
             garp_master_repeat: DEFAULT_GARP_MASTER_REPEAT,
             garp_master_refresh: None,
         }
+    }
+
+    /// Whether this instance moves IPv6 addresses (VRRPv3 over IPv6).
+    pub fn is_ipv6(&self) -> bool {
+        self.virtual_ipaddress.first().is_some_and(|v| v.address.is_ipv6())
     }
 
     pub fn advert_interval_cs(&self) -> u16 {
@@ -275,7 +283,13 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
     let vrid =
         e.integer(&Some(raw.virtual_router_id.clone()), &key("virtual_router_id"), 1..=255, 1).unwrap_or(1) as u8;
     let mut c = VrrpConfig::new(&interface, vrid, &[]);
-    c.version = Version::V2;
+    // The first address's family is the instance's: IPv6 runs VRRPv3 (as
+    // keepalived does, unless told otherwise: then it is a mistake).
+    let ipv6 = raw.virtual_ipaddress.get_ref().first().is_some_and(|v| {
+        let text = v.get_ref().split_whitespace().next().unwrap_or("");
+        text.split_once('/').map_or(text, |(a, _)| a).parse::<Ipv6Addr>().is_ok()
+    });
+    c.version = if ipv6 { Version::V3 } else { Version::V2 };
     if let Some(name) = e.text(&raw.name, &key("name")) {
         c.name = name.trim().to_string();
     }
@@ -283,6 +297,11 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
     c.priority = e.integer(&raw.priority, &key("priority"), 1..=255, default).unwrap_or(default) as u8;
     if let Some(v) = &raw.version {
         match v.get_ref() {
+            2 if ipv6 => e.error(
+                v.span(),
+                key("version"),
+                "VRRPv2 carries IPv4 addresses only: IPv6 virtual addresses need version = 3",
+            ),
             2 => c.version = Version::V2,
             3 => c.version = Version::V3,
             n => e.error(v.span(), key("version"), format!("{n} is not a VRRP version (2 or 3)")),
@@ -354,12 +373,26 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
             }
         };
         let (addr, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
-        let address = addr.parse::<Ipv4Addr>().ok().filter(|a| is_unicast(*a));
+        let address = addr.parse::<IpAddr>().ok().filter(|a| is_unicast(*a));
+        let max_prefix = if address.is_some_and(|a| a.is_ipv6()) { 128 } else { 32 };
         let prefix_len = match prefix {
-            None => Some(32),
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= 32),
+            None => Some(max_prefix),
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max_prefix),
         };
         match (address, prefix_len) {
+            // keepalived refuses both families in one instance: an advert
+            // carries addresses of its IP header's family.
+            (Some(address), Some(_)) if address.is_ipv6() != ipv6 => {
+                let (first, this) = if ipv6 { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
+                e.error(
+                    v.span(),
+                    key("virtual_ipaddress"),
+                    format!(
+                        "{address} is {this}, the instance's first address {first}: one instance moves \
+                         addresses of one family (a [[vrrp]] for each)"
+                    ),
+                )
+            }
             (Some(address), Some(prefix_len)) => {
                 if c.virtual_ipaddress.iter().any(|x| x.address == address) {
                     e.error(v.span(), key("virtual_ipaddress"), format!("{address} is listed twice"));
@@ -367,16 +400,10 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
                     c.virtual_ipaddress.push(Vip { address, prefix_len, dev: dev.filter(|d| *d != interface) });
                 }
             }
-            // VRRPv2 carries IPv4 addresses only; an IPv6 VIP stays where it is.
-            _ if addr.parse::<std::net::Ipv6Addr>().is_ok() => e.error(
-                v.span(),
-                key("virtual_ipaddress"),
-                format!("{addr}: VRRP (version 2) moves IPv4 addresses only, not IPv6 ones yet"),
-            ),
             _ => e.error(
                 v.span(),
                 key("virtual_ipaddress"),
-                format!("\"{text}\" is not a unicast IPv4 ADDRESS[/PREFIX]"),
+                format!("\"{text}\" is not a unicast IPv4 or IPv6 ADDRESS[/PREFIX]"),
             ),
         }
     }
@@ -385,9 +412,12 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
         if peers.get_ref().is_empty() {
             e.error(peers.span(), key("unicast_peer"), "needs at least one address (or leave it out for multicast)");
         }
-        for p in peers.get_ref() {
+        if ipv6 {
+            e.error(peers.span(), key("unicast_peer"), "IPv6 instances advertise by multicast only (to ff02::12)");
+        }
+        for p in peers.get_ref().iter().filter(|_| !ipv6) {
             match p.get_ref().trim().parse::<Ipv4Addr>() {
-                Ok(a) if is_unicast(a) && !c.unicast_peer.contains(&a) => c.unicast_peer.push(a),
+                Ok(a) if is_unicast(a) && !c.unicast_peer.contains(&a.into()) => c.unicast_peer.push(a.into()),
                 Ok(a) if is_unicast(a) => e.error(p.span(), key("unicast_peer"), format!("{a} is listed twice")),
                 _ => {
                     e.error(p.span(), key("unicast_peer"), format!("\"{}\" is not a unicast IPv4 address", p.get_ref()))
@@ -398,7 +428,9 @@ fn resolve_one(raw: &RawVrrp, prefix: &str, e: &mut Checker) -> VrrpConfig {
 
     if let Some(pass) = &raw.auth_pass {
         let text = pass.get_ref();
-        if c.version != Version::V2 {
+        if ipv6 {
+            e.error(pass.span(), key("auth_pass"), "VRRPv3 (IPv6) has no authentication");
+        } else if c.version != Version::V2 {
             e.error(pass.span(), key("auth_pass"), "VRRPv3 has no authentication (needs version = 2)");
         } else if text.is_empty() || text.len() > 8 || !text.bytes().all(|b| b.is_ascii_graphic()) {
             e.error(pass.span(), key("auth_pass"), "must be 1 to 8 printable ASCII characters");
@@ -519,7 +551,7 @@ virtual_ipaddress = ["172.16.100.1/24"]
         assert_eq!(c.name, "eth0-51");
         assert_eq!((c.vrid, c.priority, c.version), (51, 100, Version::V3));
         assert_eq!(c.advert_interval, Duration::from_secs(1));
-        assert_eq!(c.virtual_ipaddress, [Vip::new("172.16.100.1".parse().unwrap(), 24)]);
+        assert_eq!(c.virtual_ipaddress, [Vip::new("172.16.100.1".parse::<IpAddr>().unwrap(), 24)]);
         assert_eq!(c.params().advert_interval_cs, 100);
     }
 
@@ -671,11 +703,7 @@ garp_master_refresh = "60s"
         assert_eq!(vips("[]"), "4: vrrp[0].virtual_ipaddress: needs at least one address");
         assert_eq!(
             vips("[\"10.0.0.1/33\"]"),
-            "4: vrrp[0].virtual_ipaddress: \"10.0.0.1/33\" is not a unicast IPv4 ADDRESS[/PREFIX]"
-        );
-        assert_eq!(
-            vips("[\"2001:db8::1\"]"),
-            "4: vrrp[0].virtual_ipaddress: 2001:db8::1: VRRP (version 2) moves IPv4 addresses only, not IPv6 ones yet"
+            "4: vrrp[0].virtual_ipaddress: \"10.0.0.1/33\" is not a unicast IPv4 or IPv6 ADDRESS[/PREFIX]"
         );
         assert_eq!(vips("[\"10.0.0.1\", \"10.0.0.1/24\"]"), "4: vrrp[0].virtual_ipaddress: 10.0.0.1 is listed twice");
         assert_eq!(
@@ -695,6 +723,59 @@ garp_master_refresh = "60s"
         assert!(e[0].contains("unknown field `prioity`"), "{e:?}");
         let e = resolve("[[vrrp]]\ninterface = \"eth0\"\nvirtual_ipaddress = [\"10.0.0.1\"]\n").unwrap_err();
         assert!(e[0].contains("missing field `virtual_router_id`"), "{e:?}");
+    }
+
+    #[test]
+    fn ipv6_addresses_run_vrrpv3() {
+        let v6 = "[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 61\n\
+                  virtual_ipaddress = [\"2001:db8::100/64\", \"2001:db8::101\"]\n";
+        let c = one(v6);
+        assert!(c.is_ipv6());
+        assert_eq!(c.version, Version::V3, "keepalived runs VRRPv3 for IPv6 whatever its vrrp_version");
+        assert_eq!(c.virtual_ipaddress[0], Vip::new("2001:db8::100".parse::<Ipv6Addr>().unwrap(), 64));
+        assert_eq!(c.virtual_ipaddress[1].to_string(), "2001:db8::101/128");
+        let addresses: Vec<IpAddr> = ["2001:db8::100", "2001:db8::101"].map(|a| a.parse().unwrap()).into();
+        assert_eq!(c.expect().addresses, addresses);
+        assert_eq!(one(&format!("{v6}version = 3\nadvert_interval = \"100ms\"\n")).advert_interval_cs(), 10);
+        assert!(!one(MINIMAL).is_ipv6());
+
+        let with = |extra: &str| error(&format!("{v6}{extra}\n"));
+        assert_eq!(
+            with("version = 2"),
+            "5: vrrp[0].version: VRRPv2 carries IPv4 addresses only: IPv6 virtual addresses need version = 3"
+        );
+        assert_eq!(with("auth_pass = \"secret\""), "5: vrrp[0].auth_pass: VRRPv3 (IPv6) has no authentication");
+        assert_eq!(
+            with("unicast_peer = [\"2001:db8::2\"]"),
+            "5: vrrp[0].unicast_peer: IPv6 instances advertise by multicast only (to ff02::12)"
+        );
+
+        let vips = |list: &str| {
+            error(&format!("[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 1\nvirtual_ipaddress = {list}\n"))
+        };
+        // keepalived refuses an instance of both families; so does lbd.
+        assert_eq!(
+            vips("[\"2001:db8::1/64\", \"10.0.0.1\"]"),
+            "4: vrrp[0].virtual_ipaddress: 10.0.0.1 is IPv4, the instance's first address IPv6: one instance moves \
+             addresses of one family (a [[vrrp]] for each)"
+        );
+        assert_eq!(
+            vips("[\"10.0.0.1\", \"2001:db8::1\"]"),
+            "4: vrrp[0].virtual_ipaddress: 2001:db8::1 is IPv6, the instance's first address IPv4: one instance moves \
+             addresses of one family (a [[vrrp]] for each)"
+        );
+        assert_eq!(
+            vips("[\"2001:db8::1/129\"]"),
+            "4: vrrp[0].virtual_ipaddress: \"2001:db8::1/129\" is not a unicast IPv4 or IPv6 ADDRESS[/PREFIX]"
+        );
+        assert_eq!(
+            vips("[\"ff02::12\"]"),
+            "4: vrrp[0].virtual_ipaddress: \"ff02::12\" is not a unicast IPv4 or IPv6 ADDRESS[/PREFIX]"
+        );
+        assert_eq!(
+            vips("[\"2001:db8::1\", \"2001:db8::1/64\"]"),
+            "4: vrrp[0].virtual_ipaddress: 2001:db8::1 is listed twice"
+        );
     }
 
     #[test]

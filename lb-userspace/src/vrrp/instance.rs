@@ -3,7 +3,7 @@
 //! with its status readable from outside.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     config::{TrackService, VrrpConfig},
-    net::{AdvertSocket, GarpSender, Netlink},
-    packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, Version, simple_auth_data},
+    net::{AdvertSocket, GarpSender, Netlink, forwards_ipv6},
+    packet::{AUTH_NONE, AUTH_SIMPLE, Advert, Expect, IpHeader, Version, parse_ip, simple_auth_data},
     resume::{self, Left},
     state::{Action, Event, GarpReason, Machine, NotifyKind, State},
 };
@@ -74,7 +74,8 @@ pub struct VrrpInstance {
 impl VrrpInstance {
     /// Looks up the interface, opens the sockets and starts the task. Fails
     /// when the interface does not exist or has no IPv4 address of its own
-    /// (the adverts' source), or without CAP_NET_RAW / CAP_NET_ADMIN.
+    /// (the adverts' source; an IPv6 instance: no link-local address), or
+    /// without CAP_NET_RAW / CAP_NET_ADMIN.
     pub async fn start(config: VrrpConfig) -> Result<Self> {
         Self::start_with(config, StartOptions::default()).await
     }
@@ -89,36 +90,50 @@ impl VrrpInstance {
         // The address owner (priority 255) may have nothing but the virtual
         // address: then that is its own, and it is never removed.
         let owner_address = || (config.priority == 255).then(|| link.ipv4.first().map(|(a, _)| *a)).flatten();
-        let source = link.primary_address(&config.virtual_ipaddress).or_else(owner_address).ok_or_else(|| {
-            anyhow!("interface {} has no IPv4 address of its own to send VRRP adverts from", config.interface)
-        })?;
+        let source: IpAddr = if config.is_ipv6() {
+            // RFC 5798 §5.1.2.1: the interface's link-local address.
+            link.link_local6().ok_or_else(|| {
+                anyhow!("interface {} has no IPv6 link-local address to send VRRP adverts from", config.interface)
+            })?
+            .into()
+        } else {
+            link.primary_address(&config.virtual_ipaddress).or_else(owner_address).ok_or_else(|| {
+                anyhow!("interface {} has no IPv4 address of its own to send VRRP adverts from", config.interface)
+            })?
+            .into()
+        };
         let socket = AdvertSocket::open(&config.interface, link.index, source, &config.unicast_peer)
             .with_context(|| format!("open VRRP socket on {}", config.interface))?;
         // Each address's interface (the instance's, or its `dev`), and a
-        // gratuitous-ARP sender per interface.
-        let mut links = vec![link.clone()];
+        // gratuitous-ARP (neighbour advertisement) sender per interface.
+        let mut links = vec![(config.interface.clone(), link.clone())];
         let mut vip_ifindex = Vec::new();
         for vip in &config.virtual_ipaddress {
             let dev_link = match &vip.dev {
                 None => link.clone(),
-                Some(dev) => netlink.link(dev).await?.ok_or_else(|| anyhow!("no interface named \"{dev}\" ({vip})"))?,
+                Some(dev) => {
+                    let dev_link =
+                        netlink.link(dev).await?.ok_or_else(|| anyhow!("no interface named \"{dev}\" ({vip})"))?;
+                    if !links.iter().any(|(_, l)| l.index == dev_link.index) {
+                        links.push((dev.clone(), dev_link.clone()));
+                    }
+                    dev_link
+                }
             };
             vip_ifindex.push(dev_link.index);
-            if !links.iter().any(|l| l.index == dev_link.index) {
-                links.push(dev_link);
-            }
         }
         let garps = links
             .iter()
-            .map(|l| Ok((l.index, GarpSender::open(l.index, l.mac).context("open ARP socket")?)))
+            .map(|(name, l)| {
+                let router = config.is_ipv6() && forwards_ipv6(name);
+                Ok((l.index, GarpSender::open(l.index, l.mac, router).context("open ARP socket")?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let missing: Vec<_> = config
             .virtual_ipaddress
             .iter()
             .zip(&vip_ifindex)
-            .filter(|(v, index)| {
-                !links.iter().any(|l| l.index == **index && l.ipv4.iter().any(|(a, _)| *a == v.address))
-            })
+            .filter(|(v, index)| !links.iter().any(|(_, l)| l.index == **index && l.has(v.address)))
             .map(|(v, _)| v)
             .collect();
         let resume = match options.resume {
@@ -261,7 +276,7 @@ struct Runner {
     /// kind of bad advert per period, with a count.
     log: LogLimiter<&'static str>,
     /// The last advert interval mismatch logged: sender and interval.
-    last_mismatch: Option<(Ipv4Addr, u16)>,
+    last_mismatch: Option<(IpAddr, u16)>,
     forward: Option<ForwardHook>,
     /// Resume as master if still before this (see [`StartOptions`]).
     resume: Option<Instant>,
@@ -305,7 +320,7 @@ impl Runner {
                     }
                 },
                 received = self.socket.recv(&mut buf) => match received {
-                    Ok(n) => self.packet(&buf[..n]).await,
+                    Ok((n, ip)) => self.packet(ip, &buf[..n.min(buf.len())]).await,
                     Err(e) => {
                         self.error(format!("receive: {e}"));
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -378,9 +393,15 @@ impl Runner {
         }
     }
 
-    async fn packet(&mut self, packet: &[u8]) {
+    /// A received packet: IPv4 with its header; IPv6 the VRRP payload, its
+    /// header apart.
+    async fn packet(&mut self, ip6: Option<IpHeader>, packet: &[u8]) {
         let now = Instant::now();
-        match self.expect.check_packet(packet) {
+        let checked = match &ip6 {
+            Some(ip) => self.expect.check(ip, packet).map(|advert| (*ip, advert)),
+            None => self.expect.check_packet(packet),
+        };
+        match checked {
             Ok((ip, _)) if ip.src == self.socket.source() => {}
             Ok((ip, advert)) => {
                 self.status.send_modify(|s| s.adverts_received += 1);
@@ -391,7 +412,8 @@ impl Runner {
                     .await;
             }
             Err(e) if e.is_bad() => {
-                let from = super::packet::parse_ipv4(packet).map(|(ip, _)| ip.src.to_string()).unwrap_or_default();
+                let from = ip6.map(|ip| Ok(ip.src)).unwrap_or_else(|| parse_ip(packet).map(|(ip, _)| ip.src));
+                let from = from.map(|a| a.to_string()).unwrap_or_default();
                 let text = format!("from {from}: {e}");
                 if let Some(line) = self.log.event(e.kind(), now, || format!("bad VRRP advert {text}")) {
                     warn!(instance = %self.config.name, "{line}");
@@ -409,7 +431,7 @@ impl Runner {
     /// keepalived's `vrrp_check_packet` logs "advertisement interval
     /// mismatch" (rate-limited); so do we, with what the state machine
     /// takes it as when that is bounded.
-    fn interval_mismatch(&mut self, from: Ipv4Addr, theirs_cs: u16, now: Instant) {
+    fn interval_mismatch(&mut self, from: IpAddr, theirs_cs: u16, now: Instant) {
         // Once per sender and interval: a peer configured so says so once.
         if self.last_mismatch.replace((from, theirs_cs)) == Some((from, theirs_cs)) {
             return;

@@ -21,7 +21,7 @@
 
 use std::{
     io::Write as _,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
@@ -45,7 +45,7 @@ pub struct Left {
     pub name: String,
     pub interface: String,
     pub vrid: u8,
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     pub master: bool,
     /// What the backups learned from its adverts.
     pub advert_interval_ms: u64,
@@ -137,7 +137,7 @@ pub fn decide(note: Option<&Note>, config: &VrrpConfig, adopted: bool, now_ns: u
         // Nothing forwarded meanwhile: its kernel answered for the VIP.
         return Decision::Refused("the datapath it left running is gone".into());
     }
-    let vips: Vec<Ipv4Addr> = config.virtual_ipaddress.iter().map(|v| v.address).collect();
+    let vips: Vec<IpAddr> = config.virtual_ipaddress.iter().map(|v| v.address).collect();
     if left.interface != config.interface || left.vrid != config.vrid || left.vips != vips {
         return Decision::Refused(format!(
             "the instance changed (it was virtual router {} on {} for {:?})",
@@ -162,6 +162,8 @@ pub fn decide(note: Option<&Note>, config: &VrrpConfig, adopted: bool, now_ns: u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
     use crate::vrrp::Vip;
 
     const S: u64 = 1_000_000_000;
@@ -178,7 +180,7 @@ mod tests {
                 name: c.name.clone(),
                 interface: c.interface.clone(),
                 vrid: c.vrid,
-                vips: vec![Ipv4Addr::new(10, 0, 0, 100)],
+                vips: vec![Ipv4Addr::new(10, 0, 0, 100).into()],
                 master,
                 advert_interval_ms: 1000,
                 last_advert_ns,
@@ -214,7 +216,7 @@ mod tests {
         for change in [
             |l: &mut Left| l.vrid = 52,
             |l: &mut Left| l.interface = "eth1".into(),
-            |l: &mut Left| l.vips.push(Ipv4Addr::new(10, 0, 0, 101)),
+            |l: &mut Left| l.vips.push(Ipv4Addr::new(10, 0, 0, 101).into()),
         ] {
             let mut changed = note(true, at);
             change(&mut changed.instances[0]);

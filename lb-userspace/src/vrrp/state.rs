@@ -27,7 +27,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -145,7 +145,7 @@ pub enum Event {
     Resume,
     /// A valid advert of this virtual router from another router (checked
     /// with [`super::packet::Expect`]; never one of our own).
-    Advert { from: Ipv4Addr, priority: u8, interval_cs: u16 },
+    Advert { from: IpAddr, priority: u8, interval_cs: u16 },
     /// The time came (see [`Machine::next_deadline`]); spurious calls are
     /// harmless.
     Timer,
@@ -162,7 +162,7 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub struct Machine {
     params: Params,
-    primary_ip: Ipv4Addr,
+    primary_ip: IpAddr,
     state: State,
     since: Instant,
     links_down: BTreeSet<String>,
@@ -170,7 +170,7 @@ pub struct Machine {
     priority_delta: i32,
     /// RFC 5798's Master_Adver_Interval: learned from the master's adverts (v3).
     master_adver_interval_cs: u16,
-    master_address: Option<Ipv4Addr>,
+    master_address: Option<IpAddr>,
     advert_at: Option<Instant>,
     master_down_at: Option<Instant>,
     garp_repeat_at: Option<Instant>,
@@ -190,7 +190,7 @@ impl Machine {
     /// A machine in Init. `primary_ip` is this router's address on the link
     /// (the source of its adverts, and the tie-breaker between equal
     /// priorities).
-    pub fn new(params: Params, primary_ip: Ipv4Addr, now: Instant) -> Self {
+    pub fn new(params: Params, primary_ip: IpAddr, now: Instant) -> Self {
         Self {
             master_adver_interval_cs: params.advert_interval_cs,
             params,
@@ -225,7 +225,7 @@ impl Machine {
 
     /// The master's address as far as this router knows: its own while
     /// master, the last accepted advert's source while backup.
-    pub fn master_address(&self) -> Option<Ipv4Addr> {
+    pub fn master_address(&self) -> Option<IpAddr> {
         self.master_address
     }
 
@@ -238,7 +238,7 @@ impl Machine {
         (i32::from(self.params.priority) + self.priority_delta).clamp(1, 254) as u8
     }
 
-    pub fn primary_ip(&self) -> Ipv4Addr {
+    pub fn primary_ip(&self) -> IpAddr {
         self.primary_ip
     }
 
@@ -404,7 +404,7 @@ impl Machine {
         self.garp_refresh_at = self.params.garp_master_refresh.map(|r| now + r);
     }
 
-    fn advert(&mut self, from: Ipv4Addr, priority: u8, interval_cs: u16, now: Instant, out: &mut Vec<Action>) {
+    fn advert(&mut self, from: IpAddr, priority: u8, interval_cs: u16, now: Instant, out: &mut Vec<Action>) {
         if from == self.primary_ip {
             return;
         }
@@ -449,7 +449,7 @@ impl Machine {
                     // Someone stopped: make sure everyone knows the master.
                     out.push(Action::SendAdvert { priority: ours });
                     self.advert_at = Some(now + centis(self.params.advert_interval_cs));
-                } else if priority > ours || (priority == ours && u32::from(from) > u32::from(self.primary_ip)) {
+                } else if priority > ours || (priority == ours && from > self.primary_ip) {
                     // Backup with our own interval: the new master's is
                     // learned from its next advert.
                     self.become_backup(now, out);

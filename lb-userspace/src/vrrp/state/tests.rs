@@ -2,9 +2,9 @@
 
 use super::*;
 
-const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const LOWER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const ME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+const LOWER_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+const HIGHER_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
 
 struct Clock(Instant);
 impl Clock {
@@ -22,7 +22,7 @@ fn v3(priority: u8) -> Params {
     Params { priority, ..Params::default() }
 }
 
-fn advert(from: Ipv4Addr, priority: u8) -> Event {
+fn advert(from: IpAddr, priority: u8) -> Event {
     Event::Advert { from, priority, interval_cs: 100 }
 }
 
@@ -182,7 +182,7 @@ fn v3_backup_learns_the_masters_interval() {
 }
 
 /// Another router on the link that sends what it likes.
-const FORGER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 66);
+const FORGER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 66));
 
 /// The advert of issue 11: the highest priority short of the owner's,
 /// the longest VRRPv3 interval (40.95 s).
