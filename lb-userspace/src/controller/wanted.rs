@@ -44,8 +44,9 @@ pub(super) fn last_paths<'a>(installed: impl Iterator<Item = &'a WantedService>)
 /// and that hop's MAC (`macs`) — or, where the kernel has no usable route
 /// (a TUN server's vanished) or the next hop no MAC yet, the path it had
 /// (`last`), so that its connections go on as they went (see
-/// `environment::RouteLoss`). VRRP moves IPv4 VIPs only: an IPv6 service
-/// never stands by.
+/// `environment::RouteLoss`). Standby is IPv4's: an IPv6 service never
+/// stands by (VRRP moves an IPv6 VIP, but its traffic reaches only the
+/// director that holds it).
 pub(super) fn wanted_table(
     table: &[ServiceConfig],
     health: &HealthView,
