@@ -168,9 +168,11 @@ fn lbctl_lists_the_table_stats_connections_and_json_like_ipvsadm() {
             .expect("lbctl -L -n --json is JSON");
     assert_eq!(json["conn_table_size"], size, "{json:#}");
     let s = &json["services"][0];
-    assert_eq!(s["protocol"], "tcp");
-    assert_eq!(s["vip"], vip.to_string());
-    assert_eq!(s["port"], HTTP_PORT);
+    // A service named by address (a firewall-mark service is `fwmark`).
+    let id = &s["id"]["address"];
+    assert_eq!(id["protocol"], "tcp", "{json:#}");
+    assert_eq!(id["addr"], vip.to_string());
+    assert_eq!(id["port"], HTTP_PORT);
     assert_eq!(s["scheduler"], "rr");
     assert_eq!(s["stats"]["conns"], 7);
     let reals = s["reals"].as_array().unwrap();
