@@ -49,6 +49,11 @@ pub const VERIFIER_BUDGET_FRAME: u32 = 352;
 
 /// `BPF_LOG_STATS`: only the statistics and the error, not every instruction.
 const LOG_STATS: u32 = 4;
+/// Every instruction the verifier walks, and its reason for a refusal.
+const LOG_VERBOSE: u32 = 1;
+/// A refusal after fewer instructions than this is loaded again with the
+/// verbose log (its size stays within `MAX_LOG_SIZE`).
+const VERBOSE_RETRY_BELOW: u64 = 50_000;
 /// Enough for the statistics and an error's last lines; the kernel answers
 /// ENOSPC (and, since 6.4, the size it needed) when a log does not fit.
 const FIRST_LOG_SIZE: usize = 64 * 1024;
@@ -399,16 +404,26 @@ fn verify_program(name: &str, program: &Program, function: &Function, btf_fd: Op
     }
 
     let mut log = vec![0u8; FIRST_LOG_SIZE];
-    let (mut result, mut load_time) = load_with_log(&mut attr, &mut log);
+    let (mut result, mut load_time) = load_with_log(&mut attr, &mut log, LOG_STATS);
     if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOSPC)) {
         // SAFETY: the PROG_LOAD member, as above; log_true_size is 0 before 6.4.
         let needed = unsafe { attr.__bindgen_anon_3.log_true_size } as usize;
         log = vec![0u8; needed.clamp(16 * FIRST_LOG_SIZE, MAX_LOG_SIZE)];
-        (result, load_time) = load_with_log(&mut attr, &mut log);
+        (result, load_time) = load_with_log(&mut attr, &mut log, LOG_STATS);
     }
-    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-    let text = String::from_utf8_lossy(&log[..end]);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let text = log_text(&log);
+    let stats = VerifierStats::parse(&text);
+    let mut tail_text = text.clone();
+    if result.is_err() && stats.processed_insns.is_some_and(|n| n < VERBOSE_RETRY_BELOW) {
+        // The statistics say how far it got, not why it stopped: a refusal
+        // early on is loaded again with the instruction log, whose last
+        // lines name the instruction and the rule (older kernels print
+        // the reason only then).
+        let mut verbose = vec![0u8; MAX_LOG_SIZE];
+        let _ = load_with_log(&mut attr, &mut verbose, LOG_STATS | LOG_VERBOSE);
+        tail_text = log_text(&verbose);
+    }
+    let lines: Vec<&str> = tail_text.lines().filter(|l| !l.trim().is_empty()).collect();
     Ok(ProgramReport {
         name: name.to_owned(),
         // Dropping the fd unloads the program again.
@@ -416,7 +431,7 @@ fn verify_program(name: &str, program: &Program, function: &Function, btf_fd: Op
             Ok(_fd) => Outcome::Accepted,
             Err(e) => Outcome::Refused { errno: e.raw_os_error().unwrap_or(0) },
         },
-        stats: VerifierStats::parse(&text),
+        stats,
         insn_cnt: function.instructions.len(),
         load_time,
         btf: BtfStatus::Absent,
@@ -424,11 +439,17 @@ fn verify_program(name: &str, program: &Program, function: &Function, btf_fd: Op
     })
 }
 
-fn load_with_log(attr: &mut bpf_attr, log: &mut [u8]) -> (io::Result<OwnedFd>, Duration) {
+/// The log as text, up to its terminating NUL.
+fn log_text(log: &[u8]) -> String {
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    String::from_utf8_lossy(&log[..end]).into_owned()
+}
+
+fn load_with_log(attr: &mut bpf_attr, log: &mut [u8], level: u32) -> (io::Result<OwnedFd>, Duration) {
     log[0] = 0;
     // SAFETY: the PROG_LOAD member of the union verify_program filled.
     let u = unsafe { &mut attr.__bindgen_anon_3 };
-    u.log_level = LOG_STATS;
+    u.log_level = level;
     u.log_buf = log.as_mut_ptr() as u64;
     u.log_size = log.len() as u32;
     let start = Instant::now();
