@@ -197,7 +197,7 @@ pub struct Director {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub pad0: [u8; 2],
-    /// Outer source address of TUN packets.
+    /// Outer source address of IPv4 TUN packets (IPv4 in the first word).
     pub tun_source: [u32; 4],
     pub tun_source_family: u8,
     /// [`director_flag`] bits.
@@ -218,8 +218,10 @@ pub struct Director {
     /// ... and at most this many at once (the kernel's `icmp_msgs_burst`):
     /// the depth of the token bucket, [`icmp_burst`] of the limit.
     pub icmp_burst: u32,
+    /// Outer source address of IPv6 TUN packets (IPv6 in IPv6).
+    pub tun_source6: [u32; 4],
 }
-const _: () = assert!(core::mem::size_of::<Director>() == 44 + 4 * crate::conn_state::COUNT);
+const _: () = assert!(core::mem::size_of::<Director>() == 60 + 4 * crate::conn_state::COUNT);
 
 /// The director's ICMP errors a second by default: the kernel's default
 /// `net.ipv4.icmp_msgs_per_sec`.
@@ -253,6 +255,7 @@ impl Default for Director {
             state_timeouts: [0; crate::conn_state::COUNT],
             icmp_rate_limit: DEFAULT_ICMP_RATE_LIMIT,
             icmp_burst: icmp_burst(DEFAULT_ICMP_RATE_LIMIT),
+            tun_source6: [0; 4],
         }
     }
 }

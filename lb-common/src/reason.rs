@@ -21,10 +21,10 @@ pub const CONN_REUSED_EXPIRED: u32 = 13;
 /// No real server available: answered with ICMP port unreachable.
 pub const TX_ICMP_UNREACHABLE: u32 = 14;
 /// A tunnelled packet too big for the path, DF set: answered with ICMP
-/// fragmentation needed.
+/// fragmentation needed (IPv4) or packet too big (IPv6).
 pub const TX_ICMP_FRAG_NEEDED: u32 = 15;
 /// A tunnelled packet too big for the path without DF (XDP cannot
-/// fragment): dropped.
+/// fragment), or an IPv6 one within the minimum MTU: dropped.
 pub const DROP_TOO_BIG: u32 = 16;
 /// For a VIP this director is VRRP backup of.
 pub const PASS_STANDBY: u32 = 17;

@@ -6,7 +6,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{Director, RealServer, forwarding, reason};
 
-use crate::{forward, fullnat, nat, parse::Packet, reply, reply6};
+use crate::{forward, fullnat, nat, parse::Packet, reply, reply6, tunnel6};
 
 pub trait Family {
     /// No real server can take the new connection.
@@ -44,8 +44,8 @@ impl Family for Ipv4 {
     }
 }
 
-/// IPv6 services forward by direct routing; the controller refuses the
-/// other methods for them.
+/// IPv6 services forward by direct routing or tunnel; the controller
+/// refuses NAT for them.
 pub struct Ipv6;
 
 impl Family for Ipv6 {
@@ -54,18 +54,24 @@ impl Family for Ipv6 {
         reply6::answer(
             ctx,
             pkt,
+            pkt.l3_off,
             director,
             reply6::ICMPV6_DEST_UNREACH,
             reply6::ICMPV6_PORT_UNREACH,
+            0,
             reason::TX_ICMP_UNREACHABLE,
             reason::DROP_NO_REAL,
         )
     }
 
     #[inline(always)]
-    fn forward(ctx: &XdpContext, _pkt: &Packet, real: &RealServer, _director: &Director, _new_conn: bool) -> (u32, u32) {
+    fn forward(ctx: &XdpContext, pkt: &Packet, real: &RealServer, director: &Director, _new_conn: bool) -> (u32, u32) {
         match real.forwarding {
             forwarding::DR => forward::direct_route(ctx, real),
+            forwarding::TUN => {
+                let verdict = tunnel6::lb_tunnel6(ctx.ctx, pkt, real, director);
+                ((verdict >> 32) as u32, verdict as u32)
+            }
             _ => (xdp_action::XDP_DROP, reason::DROP_INTERNAL),
         }
     }

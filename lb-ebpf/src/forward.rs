@@ -64,7 +64,7 @@ pub fn send(ctx: &XdpContext, ifindex: u32, sent: u32) -> (u32, u32) {
 /// # Safety
 /// As [`set_macs`].
 #[inline(always)]
-unsafe fn set_real_macs(eth: usize, real: &RealServer) {
+pub(crate) unsafe fn set_real_macs(eth: usize, real: &RealServer) {
     const _: () = assert!(core::mem::offset_of!(RealServer, mac) % 2 == 0);
     const _: () = assert!(core::mem::offset_of!(RealServer, src_mac) % 2 == 0);
     // SAFETY: both MACs sit at even offsets of the 4-aligned struct; the

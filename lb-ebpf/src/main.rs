@@ -23,6 +23,7 @@ mod reply;
 mod reply6;
 mod schedule;
 mod stats;
+mod tunnel6;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
@@ -62,7 +63,7 @@ pub fn lb_xdp6(ctx: XdpContext) -> u32 {
     action
 }
 
-/// [`balance`] for IPv6: services by direct routing.
+/// [`balance`] for IPv6.
 #[inline(always)]
 fn balance6(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let pkt = parse6::packet(ctx)?;

@@ -1,6 +1,7 @@
 //! ICMPv6 errors the director answers itself, as `reply` does for IPv4:
-//! "port unreachable" when no real server can take a new connection (IPVS
-//! sends it with icmpv6_send). The packet is turned around in place; the
+//! "port unreachable" when no real server can take a new connection, and
+//! "packet too big" when a tunnelled packet would not fit the path (IPVS
+//! sends both with icmpv6_send). The packet is turned around in place; the
 //! message quotes its IPv6 header, the extension headers walked and 8 bytes
 //! of TCP or UDP (RFC 4443 asks for as much as fits in 1280 bytes; the
 //! client's stack needs only the addresses and ports). Never to a source
@@ -22,13 +23,15 @@ use crate::{
 
 pub const ICMPV6_DEST_UNREACH: u8 = 1;
 pub const ICMPV6_PORT_UNREACH: u8 = 4;
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
 /// An IPv6 header and an ICMPv6 header go in front of the quoted packet.
 const GROW: usize = IPV6_HLEN + 8;
 /// The most of the offending packet quoted: its fixed header, up to 64
 /// bytes of extension headers, and 8 bytes of what follows.
 const MAX_QUOTE: usize = IPV6_HLEN + 64 + 8;
 
-/// Answers the packet with an ICMPv6 error (`icmp_type`, `code`, and the
+/// Answers the packet (its IPv6 header at `l3`: the caller's constant where
+/// it has one) with an ICMPv6 error (`icmp_type`, `code`, and `info`, the
 /// 32-bit field after the checksum) if it may be answered: `(XDP_TX,
 /// sent)`; else it is dropped, counted as a bad source, as over the rate
 /// limit, or as `failed` (the message could not be built).
@@ -36,9 +39,11 @@ const MAX_QUOTE: usize = IPV6_HLEN + 64 + 8;
 pub fn answer(
     ctx: &XdpContext,
     pkt: &Packet,
+    l3: usize,
     director: &Director,
     icmp_type: u8,
     code: u8,
+    info: u32,
     sent: u32,
     failed: u32,
 ) -> (u32, u32) {
@@ -54,7 +59,7 @@ pub fn answer(
     if !allow(director) {
         return (xdp_action::XDP_DROP, reason::DROP_ICMP_RATE_LIMITED);
     }
-    match icmp6_error(ctx, pkt, &eth, director, icmp_type, code) {
+    match icmp6_error(ctx, pkt, l3, &eth, director, icmp_type, code, info) {
         Ok(()) => (xdp_action::XDP_TX, sent),
         Err(()) => (xdp_action::XDP_DROP, failed),
     }
@@ -99,12 +104,13 @@ fn address_sum(words: &[u32; 4]) -> u64 {
 fn icmp6_error(
     ctx: &XdpContext,
     pkt: &Packet,
+    l3: usize,
     eth: &EthHdr,
     director: &Director,
     icmp_type: u8,
     code: u8,
+    info: u32,
 ) -> Result<(), ()> {
-    let l3 = pkt.l3_off;
     if l3 < ETH_HLEN || l3 > ETH_HLEN + 4 {
         return Err(());
     }
@@ -159,7 +165,13 @@ fn icmp6_error(
     // SAFETY: GROW bytes from `ip_at`, checked just above.
     unsafe {
         core::ptr::write_unaligned(ip_at as *mut [u32; 10], ip);
-        core::ptr::write_unaligned((ip_at + IPV6_HLEN) as *mut [u8; 8], [icmp_type, code, 0, 0, 0, 0, 0, 0]);
+        // Hidden from LLVM, which would merge the zero bytes of a known
+        // code and MTU into a call to memset: a BPF subprogram whose frame
+        // the verifier adds to the callers' (over 512 bytes under
+        // `lb_tunnel6` on 6.1).
+        let header = (icmp_type as u64) << 56 | (code as u64) << 48 | info as u64;
+        let header = core::ptr::read_volatile(&header).to_be_bytes();
+        core::ptr::write_unaligned((ip_at + IPV6_HLEN) as *mut [u8; 8], header);
     }
     // The checksum covers the pseudo-header (addresses, length, next
     // header), the ICMPv6 header and the quote.

@@ -24,6 +24,8 @@ pub struct Interface {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub ipv4: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses that name it beyond its link (not link-local).
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// The interfaces carrying the program: the director's own (`interface`
@@ -111,8 +113,14 @@ impl Net {
                 _ => None,
             })
             .unwrap_or(1500);
-        let ipv4 = self.ipv4_of(index).await?;
-        Ok(Interface { name: name.to_string(), index, mac, mtu, ipv4 })
+        let all = self.addresses_of(index).await?;
+        let ipv4 = all.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect();
+        let ipv6 = all
+            .iter()
+            .filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None })
+            .filter(|a| !a.is_unicast_link_local())
+            .collect();
+        Ok(Interface { name: name.to_string(), index, mac, mtu, ipv4, ipv6 })
     }
 
     /// The IPv4 addresses of interface `name` (of any kind: `lo`, `tunl0`),
@@ -135,11 +143,6 @@ impl Net {
             Err(e) => return Err(e).with_context(|| format!("look up interface {name}")),
         };
         Ok(Some(self.addresses_of(index).await?))
-    }
-
-    async fn ipv4_of(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
-        let all = self.addresses_of(index).await?;
-        Ok(all.into_iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(a) } else { None }).collect())
     }
 
     async fn addresses_of(&self, index: u32) -> Result<Vec<IpAddr>> {

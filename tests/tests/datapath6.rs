@@ -1,7 +1,8 @@
 //! IPv6 through the real XDP program (BPF_PROG_TEST_RUN): lb_xdp hands
 //! IPv6 frames to lb_xdp6 by a tail call, as on the wire. Direct routing,
-//! connection tracking, extension headers, fragments, truncated headers,
-//! ICMPv6 port unreachable. Needs root.
+//! tunnelling (IPv6 in IPv6), connection tracking, extension headers,
+//! fragments, truncated headers, ICMPv6 port unreachable and packet too
+//! big. Needs root.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -251,3 +252,68 @@ fn routed_to_any(input: &[u8], out: &Outcome, reals: &[(Ipv6Addr, u32)]) -> Opti
     reals.iter().map(|r| r.0).find(|rs| out.output == dr_rewrite(input, real_mac(*rs), DIRECTOR_MAC))
 }
 
+
+/// TUN: the packet wrapped in an outer IPv6 header (director to real
+/// server, next header 41, the inner traffic class, hop limit 64) for the
+/// next hop's MAC, as IPVS's ip_vs_tunnel_xmit_v6; too big for the path:
+/// ICMPv6 packet too big naming the inner MTU, never below 1280.
+#[test]
+fn tun_wraps_the_packet_in_ipv6() {
+    let Some(mut h) = harness() else { return };
+    let next_hop_mac = [0x02, 0x77, 0, 0, 0, 1];
+    let tun_source = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    let mut svc = service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1)]);
+    svc.reals[0].forwarding = lb_userspace::model::Forwarding::Tun;
+    svc.reals[0].mac = Some(next_hop_mac);
+    svc.reals[0].mtu = 1400;
+    h.apply(&[svc.clone()]).unwrap();
+    let director = lb_common::Director {
+        ifindex: 1,
+        mac: DIRECTOR_MAC,
+        tun_source6: lb_common::ipv6_words(tun_source.octets()),
+        state_timeouts: lb_common::conn_state::default_timeouts(),
+        ..Default::default()
+    };
+    h.datapath.set_director(&director).unwrap();
+
+    let input = Packet6Spec::tcp(client(48000), vip(80), tcp::SYN).payload(b"tunnel me").build();
+    let out = expect(&h, "SYN", &input, XDP_TX, &[("conn_new", 1), ("tx_tun", 1)]);
+    let o = &out.output;
+    assert_eq!(o.len(), input.len() + 40);
+    assert_eq!(&o[0..6], &next_hop_mac);
+    assert_eq!(&o[6..12], &DIRECTOR_MAC);
+    assert_eq!(&o[12..14], &[0x86, 0xdd], "EtherType IPv6");
+    let outer = &o[14..54];
+    assert_eq!(outer[0] >> 4, 6);
+    assert_eq!(u16::from_be_bytes([outer[4], outer[5]]) as usize, input.len() - 14, "payload: the inner packet");
+    assert_eq!((outer[6], outer[7]), (41, 64), "IPv6 in IPv6, hop limit 64");
+    assert_eq!(&outer[8..24], &tun_source.octets());
+    assert_eq!(&outer[24..40], &RS1.octets());
+    assert_eq!(&o[54..], &input[14..], "the inner packet untouched");
+    let later = Packet6Spec::tcp(client(48000), vip(80), tcp::ACK).payload(b"more").build();
+    expect(&h, "later packet", &later, XDP_TX, &[("tx_tun", 1)]);
+
+    // 1400 - 40 = 1360 bytes of inner packet fit; one more does not.
+    let sized = |port: u16, ip_len: usize| Packet6Spec::tcp(client(port), vip(80), tcp::SYN).payload(&vec![0; ip_len - 60]).build();
+    expect(&h, "fits", &sized(48100, 1360), XDP_TX, &[("conn_new", 1), ("tx_tun", 1)]);
+    let too_big = sized(48101, 1361);
+    let out = expect(&h, "too big", &too_big, XDP_TX, &[("conn_new", 1), ("tx_icmp_frag_needed", 1)]);
+    let reply = &out.output;
+    assert_eq!(reply[0..6], CLIENT_MAC, "back to the client");
+    let ip = etherparse::SlicedPacket::from_ethernet(reply).expect("an IPv6 packet");
+    let Some(etherparse::NetSlice::Ipv6(v6)) = ip.net else { panic!("not IPv6: {reply:02x?}") };
+    assert_eq!((v6.header().source_addr(), v6.header().destination_addr()), (VIP, CLIENT));
+    let Some(etherparse::TransportSlice::Icmpv6(icmp)) = ip.transport else { panic!("not ICMPv6") };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (2, 0), "packet too big");
+    assert_eq!(icmp.bytes5to8(), 1360u32.to_be_bytes(), "the MTU left for the inner packet");
+    assert!(icmp.is_checksum_valid(v6.header().source(), v6.header().destination()), "checksum");
+    assert_eq!(icmp.payload(), &too_big[14..14 + 48], "quotes the header and 8 bytes of TCP");
+
+    // A path narrower than IPv6's minimum (1280 + 40): 1280 is named, and
+    // a packet within it has nobody to be told.
+    svc.reals[0].mtu = 1300;
+    h.apply(&[svc]).unwrap();
+    let out = expect(&h, "over 1280", &sized(48200, 1281), XDP_TX, &[("conn_new", 1), ("tx_icmp_frag_needed", 1)]);
+    assert_eq!(out.output[14 + 40 + 4..14 + 40 + 8], 1280u32.to_be_bytes());
+    expect(&h, "within 1280", &sized(48201, 1280), XDP_DROP, &[("conn_new", 1), ("drop_too_big", 1)]);
+}

@@ -1,6 +1,6 @@
 //! The `[director]` table.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::{Ipv4Addr, Ipv6Addr}, path::PathBuf};
 
 use toml::Spanned;
 
@@ -97,8 +97,20 @@ pub(super) fn check_director(c: &mut Checker, raw: &Spanned<RawDirector>) -> Opt
             }
         },
     };
+    let tun_source6 = match &d.tun_source6 {
+        None => None,
+        Some(a) => match a.get_ref().parse::<Ipv6Addr>() {
+            Ok(addr) if is_unicast(addr) => Some(addr),
+            _ => {
+                let message = format!("\"{}\" is not a global unicast IPv6 address", a.get_ref());
+                c.error(a.span(), "director.tun_source6", message);
+                None
+            }
+        },
+    };
     Some(DirectorConfig {
         tun_source,
+        tun_source6,
         fullnat_source,
         fullnat_source_line,
         interface,

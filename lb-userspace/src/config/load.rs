@@ -279,11 +279,16 @@ weight = 1
     #[test]
     fn ipv6_is_refused_where_it_cannot_go_yet() {
         let message = |line: usize, key: &str, what: &str| vec![format!("lb.toml:{line}: service[0].{key}: {what}")];
-        let bad = ipv6().replace("forwarding = \"dr\"", "forwarding = \"tun\"");
-        let only_dr = "IPv6 services support forwarding \"dr\" only for now";
-        assert_eq!(errors(&bad), message(10, "forwarding", &format!("{only_dr}, not \"tun\"")));
+        let tun = ipv6().replace("forwarding = \"dr\"", "forwarding = \"tun\"");
+        assert_eq!(errors(&tun), Vec::<String>::new());
+        let bad = ipv6().replace("forwarding = \"dr\"", "forwarding = \"nat\"");
+        let routes = "IPv6 services support forwarding \"dr\" and \"tun\" only for now";
+        assert_eq!(errors(&bad), message(10, "forwarding", &format!("{routes}, not \"nat\"")));
         let bad = ipv6().replace("weight = 1", "weight = 1\nforwarding = \"nat\"");
-        assert_eq!(errors(&bad), message(19, "real[1].forwarding", &format!("{only_dr}, not \"nat\"")));
+        assert_eq!(errors(&bad), message(19, "real[1].forwarding", &format!("{routes}, not \"nat\"")));
+        let bad = GOOD.replace("xdp_mode = \"auto\"", "tun_source6 = \"fe80::1\"");
+        let what = "\"fe80::1\" is not a global unicast IPv6 address";
+        assert_eq!(errors(&bad), vec![format!("lb.toml:4: director.tun_source6: {what}")]);
 
         let bad = ipv6().replace("2001:db8::8", "172.16.100.8");
         let what = "172.16.100.8 is IPv4 and the VIP IPv6: a real server is of its VIP's family";

@@ -25,7 +25,7 @@ mod real;
 mod service;
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -87,6 +87,9 @@ pub struct DirectorConfig {
     /// Outer source address of TUN packets; default: the interface's own
     /// (first non-VIP) address.
     pub tun_source: Option<Ipv4Addr>,
+    /// The same for IPv6 TUN packets; default: the interface's own (first
+    /// non-VIP, not link-local) IPv6 address.
+    pub tun_source6: Option<Ipv6Addr>,
     /// Full NAT's local addresses (the director's own), each with its
     /// ports 1024..=65535.
     pub fullnat_source: Vec<Ipv4Addr>,

@@ -32,6 +32,7 @@ pub(super) struct RawDirector {
     pub(super) timeout_tcpfin: Option<Spanned<i64>>,
     pub(super) timeout_udp: Option<Spanned<i64>>,
     pub(super) tun_source: Option<Spanned<String>>,
+    pub(super) tun_source6: Option<Spanned<String>>,
     pub(super) fullnat_source: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) icmp_rate_limit: Option<Spanned<i64>>,
 }

@@ -89,7 +89,7 @@ fn check_vip(c: &mut Checker, value: &Spanned<String>, key: &str) -> Option<(IpA
 }
 
 /// `forwarding` if an IPv6 service or server may have it: the datapath's
-/// IPv6 program routes (DR) only, for now; else `None`, reported at
+/// IPv6 program routes (DR) and tunnels (TUN); else `None`, reported at
 /// `value` if it was written there (not inherited from the service).
 pub(super) fn check_ipv6_forwarding(
     c: &mut Checker,
@@ -97,11 +97,12 @@ pub(super) fn check_ipv6_forwarding(
     value: Option<&Spanned<String>>,
     key: &str,
 ) -> Option<Forwarding> {
-    if forwarding == Forwarding::Dr {
+    if matches!(forwarding, Forwarding::Dr | Forwarding::Tun) {
         return Some(forwarding);
     }
     if let Some(value) = value {
-        let message = format!("IPv6 services support forwarding \"dr\" only for now, not \"{}\"", value.get_ref());
+        let message =
+            format!("IPv6 services support forwarding \"dr\" and \"tun\" only for now, not \"{}\"", value.get_ref());
         c.error(value.span(), key, message);
     }
     None

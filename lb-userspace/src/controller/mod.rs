@@ -20,7 +20,7 @@ mod wanted;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::Result;
@@ -116,6 +116,7 @@ impl Controller {
     fn director_value(&self) -> Director {
         let t = self.config.director.timeouts;
         let tun_source = self.tun_source().map_or([0; 4], |a| lb_common::ipv4_words(a.octets()));
+        let tun_source6 = self.tun_source6().map_or([0; 4], |a| lb_common::ipv6_words(a.octets()));
         let nat = self.table.iter().flat_map(|s| &s.reals).any(|r| matches!(r.forwarding, Forwarding::Nat | Forwarding::FullNat));
         Director {
             ifindex: self.interfaces.main().index,
@@ -123,6 +124,7 @@ impl Controller {
             flags: if nat { director_flag::NAT } else { 0 },
             tun_source,
             tun_source_family: lb_common::AF_INET,
+            tun_source6,
             state_timeouts: conn_state::with_set_timeouts(conn_state::default_timeouts(), t.tcp, t.tcpfin, t.udp),
             tick_ns: self.datapath.tick_ns(),
             icmp_rate_limit: self.config.director.icmp_rate_limit,
@@ -137,6 +139,14 @@ impl Controller {
         self.config.director.tun_source.or_else(|| {
             let vips: BTreeSet<IpAddr> = self.table.iter().map(|s| s.vip).collect();
             self.interfaces.main().ipv4.iter().copied().find(|&a| !vips.contains(&IpAddr::V4(a)))
+        })
+    }
+
+    /// The outer source of IPv6 TUN packets, as [`Self::tun_source`].
+    pub fn tun_source6(&self) -> Option<Ipv6Addr> {
+        self.config.director.tun_source6.or_else(|| {
+            let vips: BTreeSet<IpAddr> = self.table.iter().map(|s| s.vip).collect();
+            self.interfaces.main().ipv6.iter().copied().find(|&a| !vips.contains(&IpAddr::V6(a)))
         })
     }
 
