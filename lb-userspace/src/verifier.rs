@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use aya_obj::{
     EbpfSectionKind, Function, Object, Program, ProgramSection,
     btf::{Btf, BtfFeatures},
-    generated::{BPF_F_XDP_HAS_FRAGS, bpf_attach_type, bpf_attr, bpf_cmd, bpf_map_type, bpf_prog_type},
+    generated::{BPF_F_XDP_HAS_FRAGS, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_map_type, bpf_prog_type},
 };
 
 use crate::bpf_sys::{bpf, bpf_fd, zeroed_attr};
@@ -39,13 +39,13 @@ pub const VERIFIER_BUDGET_INSNS: u64 = 200_000;
 /// Verification time each of [`BUDGETED_PROGRAMS`] may take (lbd's start and
 /// `lbd --check` wait for it).
 pub const VERIFIER_BUDGET_TIME: Duration = Duration::from_millis(500);
-/// The largest stack frame [`BUDGETED_PROGRAMS`]' functions may have (its
-/// own, mostly register spills). Older verifiers (Linux 6.1) add the
-/// frames of a whole call chain, the scheduler calls included, and refuse
-/// more than 512 bytes; 6.18 does not, so a frame that grew past what 6.1
-/// takes would pass here unnoticed. Today's: 336, with lblcr's chain about
-/// 150 more.
-pub const VERIFIER_BUDGET_FRAME: u32 = 352;
+/// The stack a whole call chain may take: the kernel's `MAX_BPF_STACK`.
+/// Linux 6.1 adds the frames of the functions on each chain (the scheduler
+/// and tunnel global functions, `bpf_loop` callbacks, compiler-made
+/// `memset`s) and refuses a program past it; 6.18 does not, so a chain
+/// that grew past it would pass here unnoticed. [`ProgramReport`] computes
+/// the deepest chain as 6.1 does, on every kernel.
+pub const MAX_CALL_CHAIN_STACK: u32 = 512;
 
 /// `BPF_LOG_STATS`: only the statistics and the error, not every instruction.
 const LOG_STATS: u32 = 4;
@@ -146,6 +146,9 @@ pub struct ProgramReport {
     pub stats: VerifierStats,
     /// The program's instructions, called functions included (as loaded).
     pub insn_cnt: usize,
+    /// The stack of its deepest call chain, as Linux 6.1 counts it (see
+    /// [`deepest_call_chain`]); `None` without the verifier's frames.
+    pub call_chain_stack: Option<u32>,
     /// Wall time of the BPF_PROG_LOAD that produced these statistics.
     pub load_time: Duration,
     pub btf: BtfStatus,
@@ -190,9 +193,9 @@ impl ProgramReport {
         if self.time() > time_budget {
             over.push(format!("verification took {:?}, budget {time_budget:?}", self.time()));
         }
-        if let Some(frame) = self.stats.stack_depth.iter().max().filter(|f| **f > VERIFIER_BUDGET_FRAME) {
+        if let Some(chain) = self.call_chain_stack.filter(|c| *c > MAX_CALL_CHAIN_STACK) {
             over.push(format!(
-                "a stack frame of {frame} bytes, budget {VERIFIER_BUDGET_FRAME} (Linux 6.1 refuses a call chain over 512)"
+                "a call chain of {chain} stack bytes, the kernel's limit {MAX_CALL_CHAIN_STACK} (Linux 6.1 refuses it)"
             ));
         }
         if over.is_empty() { Ok(()) } else { Err(format!("{name}: {}", over.join("; "))) }
@@ -227,6 +230,9 @@ impl fmt::Display for ProgramReport {
         write!(f, "   {} insns long", self.insn_cnt)?;
         if let Some(frame) = s.stack_depth.iter().max() {
             write!(f, "   largest frame {frame} B")?;
+        }
+        if let Some(chain) = self.call_chain_stack {
+            write!(f, ", deepest call chain {chain} B")?;
         }
         if let Outcome::Refused { errno } = self.outcome {
             write!(f, "   {}", io::Error::from_raw_os_error(errno))?;
@@ -431,12 +437,96 @@ fn verify_program(name: &str, program: &Program, function: &Function, btf_fd: Op
             Ok(_fd) => Outcome::Accepted,
             Err(e) => Outcome::Refused { errno: e.raw_os_error().unwrap_or(0) },
         },
+        call_chain_stack: deepest_call_chain(&function_refs(&function.instructions), &stats.stack_depth),
         stats,
         insn_cnt: function.instructions.len(),
         load_time,
         btf: BtfStatus::Absent,
         log_tail: lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].iter().map(|l| l.to_string()).collect(),
     })
+}
+
+/// How an instruction refers to a function of the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FunctionRef {
+    /// Calls the function at this instruction (`BPF_PSEUDO_CALL`).
+    Call(usize),
+    /// Hands it on as a callback, to `bpf_loop` (`BPF_PSEUDO_FUNC`): a
+    /// function of its own, on no chain of the caller's in 6.1 (counted,
+    /// lb_xdp's scheduler scans would take its chain to 544 bytes, and 6.1
+    /// takes it).
+    Callback(usize),
+}
+
+impl FunctionRef {
+    fn target(self) -> usize {
+        match self {
+            Self::Call(t) | Self::Callback(t) => t,
+        }
+    }
+}
+
+/// Each instruction's reference to a function of the program, if any.
+fn function_refs(insns: &[bpf_insn]) -> Vec<Option<FunctionRef>> {
+    const BPF_CALL_CODE: u8 = 0x85; // BPF_JMP | BPF_CALL
+    const BPF_LD_IMM64_CODE: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW
+    const BPF_PSEUDO_CALL: u8 = 1;
+    const BPF_PSEUDO_FUNC: u8 = 4;
+    insns
+        .iter()
+        .enumerate()
+        .map(|(i, insn)| {
+            let target = (i as i64 + insn.imm as i64 + 1) as usize;
+            match (insn.code, insn.src_reg()) {
+                (BPF_CALL_CODE, BPF_PSEUDO_CALL) => Some(FunctionRef::Call(target)),
+                (BPF_LD_IMM64_CODE, BPF_PSEUDO_FUNC) => Some(FunctionRef::Callback(target)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The stack of the deepest call chain from the program's entry, as Linux
+/// 6.1's check_max_stack_depth adds it: each function's frame (`depths`,
+/// the verifier's figures in the order the functions start, the entry
+/// first) rounded up to 32 bytes, at least 32. `refs` is [`function_refs`]
+/// of the instructions. `None` when the figures do not fit the functions.
+fn deepest_call_chain(refs: &[Option<FunctionRef>], depths: &[u32]) -> Option<u32> {
+    let mut starts: Vec<usize> = std::iter::once(0).chain(refs.iter().flatten().map(|r| r.target())).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    if starts.len() != depths.len() || starts.last().is_some_and(|&s| s >= refs.len()) {
+        return None;
+    }
+    // The deepest chain from each function down: BPF has no recursion and
+    // chains are at most 8 frames (MAX_CALL_FRAMES), so a memoised walk.
+    struct Walk<'a> {
+        refs: &'a [Option<FunctionRef>],
+        starts: &'a [usize],
+        depths: &'a [u32],
+        memo: Vec<Option<u32>>,
+    }
+    impl Walk<'_> {
+        fn below(&mut self, f: usize, hops: u32) -> u32 {
+            if let Some(d) = self.memo[f] {
+                return d;
+            }
+            let end = self.starts.get(f + 1).copied().unwrap_or(self.refs.len());
+            let mut deepest = 0;
+            for i in self.starts[f]..end {
+                if let (Some(FunctionRef::Call(target)), true) = (self.refs[i], hops < 8)
+                    && let Ok(callee) = self.starts.binary_search(&target)
+                {
+                    deepest = deepest.max(self.below(callee, hops + 1));
+                }
+            }
+            let d = self.depths[f].max(1).div_ceil(32) * 32 + deepest;
+            self.memo[f] = Some(d);
+            d
+        }
+    }
+    let mut walk = Walk { refs, starts: &starts, depths, memo: vec![None; depths.len()] };
+    Some(walk.below(0, 0))
 }
 
 /// The log as text, up to its terminating NUL.
@@ -532,6 +622,7 @@ mod tests {
                 ..VerifierStats::default()
             },
             insn_cnt: 100,
+            call_chain_stack: None,
             load_time: Duration::from_millis(time_ms + 1),
             btf: BtfStatus::Loaded,
             log_tail: vec!["BPF program is too large. Processed 1000001 insn".into()],
@@ -550,14 +641,32 @@ mod tests {
         assert!(refused.starts_with("lb_clock: refused by the verifier (Argument list too long"), "{refused}");
         assert!(refused.contains("after 1000001 insns processed; its log ends:\n    BPF program is too large"), "{refused}");
         let mut deep = report(BUDGETED_PROGRAMS[0], 1000, 10, Outcome::Accepted);
-        deep.stats.stack_depth = vec![0, VERIFIER_BUDGET_FRAME, 112];
+        deep.call_chain_stack = Some(MAX_CALL_CHAIN_STACK);
         assert_eq!(deep.check(), Ok(()));
-        deep.stats.stack_depth[1] += 8;
+        deep.call_chain_stack = Some(MAX_CALL_CHAIN_STACK + 32);
         assert_eq!(
             deep.check().unwrap_err(),
-            "lb_xdp: a stack frame of 360 bytes, budget 352 (Linux 6.1 refuses a call chain over 512)"
+            "lb_xdp: a call chain of 544 stack bytes, the kernel's limit 512 (Linux 6.1 refuses it)"
         );
         let line = report(BUDGETED_PROGRAMS[0], 48211, 112, Outcome::Accepted).to_string();
         assert!(line.starts_with("lb_xdp                accepted     48211 insns processed (budget 200000)"), "{line}");
+    }
+
+    /// The chain 6.1 refused: the entry (336 bytes, 352 rounded) calling
+    /// the tunnel (136, 160) calling a memset (8, 32): 544.
+    #[test]
+    fn the_deepest_call_chain_is_added_as_6_1_adds_it() {
+        // 0: entry, calls 10, hands 20 on as a callback; 10: tunnel, calls
+        // 30; 20: callback; 30: memset.
+        let mut refs = vec![None; 40];
+        refs[3] = Some(FunctionRef::Call(10));
+        refs[5] = Some(FunctionRef::Callback(20));
+        refs[12] = Some(FunctionRef::Call(30));
+        assert_eq!(deepest_call_chain(&refs, &[336, 136, 40, 8]), Some(544));
+        assert_eq!(deepest_call_chain(&refs, &[336, 0, 400, 0]), Some(352 + 32 + 32), "a callback is no link");
+        refs[5] = Some(FunctionRef::Call(20));
+        assert_eq!(deepest_call_chain(&refs, &[336, 0, 200, 0]), Some(352 + 224));
+        // Figures that do not fit the functions found.
+        assert_eq!(deepest_call_chain(&refs, &[336, 136]), None);
     }
 }

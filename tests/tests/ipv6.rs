@@ -1,6 +1,6 @@
 //! IPv6 end to end: lbd in a namespace lab with IPv6 on every host, an IPv6
-//! VIP forwarded by direct routing to IPv6 real servers (the VIP on their
-//! lo), curl -6 as the client. Needs root; build lbd first
+//! VIP forwarded by direct routing or tunnel to IPv6 real servers (the VIP
+//! on their lo), curl -6 as the client. Needs root; build lbd first
 //! (`cargo build -p lb-userspace -p lbctl`).
 
 use std::net::{IpAddr, SocketAddr};
@@ -138,4 +138,62 @@ fn ipv6_persistence_with_a_64_prefix_and_udp() {
     assert!(answers.iter().all(|a| a.ends_with(" ping")), "{answers:?}");
     finish(director);
     teardown(lab);
+}
+
+/// TUN for IPv6: the director wraps each packet in IPv6 (next header 41)
+/// toward its real server, which unwraps it with `lbd decap` or, where the
+/// kernel has ip6_tunnel, its catch-all ip6tnl0 (as IPVS's real servers
+/// do). A request too big for the tunnel is answered with packet too big
+/// and the client's path MTU to the VIP drops to 1460.
+#[test]
+fn ipv6_vip_by_tun_with_decap_or_ip6tnl() {
+    if !root_or_skip("ipv6 tun") {
+        return;
+    }
+    for (unwrap, k) in [("decap", 93), ("ip6tnl", 94)] {
+        let (lab, _servers) = ipv6_lab(&format!("ipv6-tun-{unwrap}"), k);
+        let director_ip6 = lab.director().ip6().to_string();
+        let mut ready = true;
+        for real in lab.reals() {
+            if unwrap == "decap" {
+                let lbd = lb_tests::director::userspace_binary("lbd").unwrap();
+                let args = [lbd.to_str().unwrap(), "decap", "--interface", "eth0", "--from", &director_ip6];
+                lab.spawn(&real.ns, &format!("decap-{}", real.name), &args).unwrap();
+            } else {
+                let _ = std::process::Command::new("modprobe").arg("ip6_tunnel").stderr(std::process::Stdio::null()).status();
+                ready &= lab.run(&real.ns, &["ip", "link", "set", "ip6tnl0", "up"]).is_ok();
+            }
+        }
+        if !ready {
+            eprintln!("ipv6 tun: skipped the ip6tnl real servers: this kernel has no ip6_tunnel");
+            teardown(lab);
+            continue;
+        }
+        // The decap programs are attached once they log their addresses.
+        std::thread::sleep(Duration::from_millis(500));
+        let services = service6(&lab, "tcp", 80, "rr", &[1, 1], "").replace("forwarding = \"dr\"", "forwarding = \"tun\"");
+        let director = start(&lab, &services);
+
+        let names = curl6(&lab, 8, None);
+        assert_eq!(tally(&names), counts(&[("rs1", 4), ("rs2", 4)]), "{unwrap}: {names:?}\n{}", director.log());
+        let counters = director.counters().unwrap();
+        assert!(counters["tx_tun"] > 0 && counters["tx_dr"] == 0, "{unwrap}: {counters:?}");
+        let listing = director.lbctl(&["-L", "-n"]).unwrap();
+        let row = format!("  -> [{}]:80", lab.real(0).ip6());
+        let row = listing.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("{listing}"));
+        assert!(row.contains("Tunnel"), "{row}");
+
+        // An upload in full-size segments: packet too big (1500 - 40), the
+        // client lowers its path MTU and the upload goes through.
+        let body_file = lab.log_dir().join("body");
+        std::fs::write(&body_file, "x".repeat(200_000)).unwrap();
+        let args = ["curl", "-6s", "-m", "10", "--data-binary", &format!("@{}", body_file.display()), &url(&lab, "/")];
+        let out = lab.run(&lab.client().ns, &args).unwrap();
+        assert!(out.trim() == "rs1" || out.trim() == "rs2", "{unwrap}: upload answer: {out:?}");
+        assert!(director.counters().unwrap()["tx_icmp_frag_needed"] > 0, "{unwrap}");
+        let route = lab.run(&lab.client().ns, &["ip", "-6", "route", "get", &lab.vip6().to_string()]).unwrap();
+        assert!(route.contains("mtu 1460"), "{unwrap}: the client learned the tunnel's MTU: {route}");
+        finish(director);
+        teardown(lab);
+    }
 }
