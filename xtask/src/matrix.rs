@@ -25,7 +25,7 @@ pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 /// lbctl's listings; `director_config`: config mistakes refused); NAT's
 /// fixtures (`nat_datapath`) and its lab with two director interfaces
 /// (`nat`: a redirect between them, the kernel's FIB for replies).
-pub const TESTS: [&str; 12] = [
+pub const TESTS: [&str; 15] = [
     "verifier_budget",
     "kernel_support",
     "datapath",
@@ -38,6 +38,9 @@ pub const TESTS: [&str; 12] = [
     "director_config",
     "nat_datapath",
     "nat",
+    "datapath6",
+    "ipv6",
+    "decap",
 ];
 
 /// Under emulation the datapath tests run several times slower than here.
