@@ -86,7 +86,8 @@ pub const CONN_MID_FLOW: u32 = 36;
 /// walks (more than `parse6::MAX_EXT_HEADERS`, or past its byte bound):
 /// the kernel's.
 pub const PASS_IPV6_EXT_HEADERS: u32 = 37;
-/// ICMPv6 (neighbour discovery, and errors about no VIP's connection).
+/// ICMPv6 that is no error (neighbour discovery, echo), or an error to an
+/// address that is no VIP.
 pub const PASS_ICMPV6: u32 = 38;
 pub const COUNT: u32 = 40;
 

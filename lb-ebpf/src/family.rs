@@ -69,7 +69,7 @@ impl Family for Ipv6 {
         match real.forwarding {
             forwarding::DR => forward::direct_route(ctx, real),
             forwarding::TUN => {
-                let verdict = tunnel6::lb_tunnel6(ctx.ctx, pkt, real, director);
+                let verdict = tunnel6::lb_tunnel6(ctx.ctx, pkt, real, director, 1);
                 ((verdict >> 32) as u32, verdict as u32)
             }
             _ => (xdp_action::XDP_DROP, reason::DROP_INTERNAL),

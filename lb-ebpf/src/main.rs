@@ -19,6 +19,7 @@ mod nat;
 mod parse;
 mod parse6;
 mod related;
+mod related6;
 mod reply;
 mod reply6;
 mod schedule;
@@ -27,7 +28,7 @@ mod tunnel6;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
     conn_state::{tcp_dir, tcp_flag}, director_flag, forwarding, prog_slot, reason, service_flag,
 };
 
@@ -67,6 +68,9 @@ pub fn lb_xdp6(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance6(ctx: &XdpContext) -> Result<(u32, u32), u32> {
     let pkt = parse6::packet(ctx)?;
+    if pkt.flow.protocol == IPPROTO_ICMPV6 {
+        return related6::icmp6(ctx, &pkt);
+    }
     if !lookup::may_be_vip(&pkt.flow) {
         return Err(reason::PASS_NO_SERVICE);
     }

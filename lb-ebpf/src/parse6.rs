@@ -3,7 +3,7 @@
 //! options), as IPVS finds the transport header with ipv6_find_hdr. A
 //! fragment passes to the kernel, as for IPv4; so does a chain longer than
 //! the walk, counted. TCP and UDP are read as for IPv4, within the payload
-//! length, never from the frame's padding.
+//! length, never from the frame's padding; ICMPv6 goes on without ports.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{AF_INET6, FlowKey, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, reason};
@@ -71,7 +71,8 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, u32> {
     }
     let (sport, dport, tcp_flags) = match next {
         IPPROTO_TCP | IPPROTO_UDP => transport(ctx, next, l4_off, ip_end)?,
-        IPPROTO_ICMPV6 => return Err(reason::PASS_ICMPV6),
+        // No ports: `related6` reads what it needs.
+        IPPROTO_ICMPV6 => (0, 0, 0),
         _ => return Err(reason::PASS_OTHER_PROTOCOL),
     };
 

@@ -2,7 +2,8 @@
 //! director to the real server (next header 41, IPv6 in IPv6), as IPVS's
 //! ip_vs_tunnel_xmit_v6, and sent to the next hop toward it. A packet that
 //! would not fit the path gets "packet too big" back (IPv6 routers never
-//! fragment, so every packet is answered, as ensure_mtu_is_adequate does).
+//! fragment, so every packet is answered, as ensure_mtu_is_adequate does),
+//! unless it is an ICMPv6 error itself (RFC 4443 2.4 e: dropped).
 //!
 //! A BPF global function (see `schedule`): the verifier checks it once on
 //! its own, instead of along every path of the pipeline that reaches it;
@@ -29,7 +30,8 @@ const IPV6_MIN_MTU: u32 = 1280;
 /// Where the IP header starts behind a VLAN tag.
 const VLAN_L3: usize = ETH_HLEN + 4;
 
-/// [`tunnel`] as a global function: `(action << 32) | reason`.
+/// [`tunnel`] as a global function: `(action << 32) | reason`. `may_answer`
+/// (0 or 1): whether a packet too big for the path may be answered.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_tunnel6(
@@ -37,6 +39,7 @@ pub extern "C" fn lb_tunnel6(
     pkt: *const Packet,
     real: *const RealServer,
     director: *const Director,
+    may_answer: u32,
 ) -> u64 {
     // SAFETY: null or the caller's packet summary and map values.
     let (Some(pkt), Some(real), Some(director)) = (unsafe { pkt.as_ref() }, unsafe { real.as_ref() }, unsafe {
@@ -49,20 +52,27 @@ pub extern "C" fn lb_tunnel6(
     // loses the packet's bounds at a variable offset.
     let ctx = XdpContext::new(ctx);
     let (action, why) = match pkt.l3_off {
-        ETH_HLEN => tunnel::<ETH_HLEN>(&ctx, pkt, real, director),
-        VLAN_L3 => tunnel::<VLAN_L3>(&ctx, pkt, real, director),
+        ETH_HLEN => tunnel::<ETH_HLEN>(&ctx, pkt, real, director, may_answer != 0),
+        VLAN_L3 => tunnel::<VLAN_L3>(&ctx, pkt, real, director, may_answer != 0),
         _ => (xdp_action::XDP_DROP, reason::DROP_INTERNAL),
     };
     (action as u64) << 32 | why as u64
 }
 
 #[inline(always)]
-fn tunnel<const L3: usize>(ctx: &XdpContext, pkt: &Packet, real: &RealServer, director: &Director) -> (u32, u32) {
+fn tunnel<const L3: usize>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    real: &RealServer,
+    director: &Director,
+    may_answer: bool,
+) -> (u32, u32) {
     let mtu = real.mtu as u32;
     if pkt.ip_len + IPV6_HLEN as u32 > mtu {
         let inner_mtu = mtu.saturating_sub(IPV6_HLEN as u32).max(IPV6_MIN_MTU);
-        if pkt.ip_len <= inner_mtu {
-            // The path is narrower than IPv6 allows: nothing to tell.
+        if pkt.ip_len <= inner_mtu || !may_answer {
+            // The path is narrower than IPv6 allows (nothing to tell), or
+            // an error is not answered with another.
             return (xdp_action::XDP_DROP, reason::DROP_TOO_BIG);
         }
         return reply6::answer(

@@ -127,3 +127,11 @@ impl Packet6Spec {
         frame
     }
 }
+
+/// An ICMPv6 error from `from` to `to` quoting `quote` (a packet's first
+/// bytes), as a router sends it, in a frame to the director.
+pub fn icmp6_error(from: std::net::Ipv6Addr, to: std::net::Ipv6Addr, kind: etherparse::Icmpv6Type, quote: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet(DIRECTOR_MAC, CLIENT_MAC, None, ETH_P_IPV6);
+    PacketBuilder::ipv6(from.octets(), to.octets(), 64).icmpv6(kind).write(&mut frame, quote).expect("build ICMPv6");
+    frame
+}

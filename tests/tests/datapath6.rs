@@ -10,7 +10,7 @@ use lb_tests::{
     harness::{Harness, Outcome, XDP_DROP, XDP_PASS, XDP_TX, delta, real_mac, service},
     is_root,
     packets::{CLIENT_MAC, DIRECTOR_MAC, dr_rewrite, tcp},
-    packets6::{NEXTHDR_DEST, NEXTHDR_HOP, NEXTHDR_ROUTING, Packet6Spec},
+    packets6::{NEXTHDR_DEST, NEXTHDR_HOP, NEXTHDR_ROUTING, Packet6Spec, icmp6_error},
 };
 use lb_userspace::model::{Protocol, Scheduler};
 
@@ -20,6 +20,15 @@ const OTHER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x101);
 const RS1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x21);
 const RS2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x22);
 const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 0x10);
+/// A router between the real servers' answers and the client.
+const ROUTER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 1);
+
+/// "Packet too big" (MTU 1400) from the router about the real server's
+/// answer VIP:80 → client:`port` (its header and 8 bytes quoted).
+fn too_big_about(port: u16) -> Vec<u8> {
+    let answer = Packet6Spec::tcp(vip(80), client(port), tcp::SYN | tcp::ACK).ip_bytes();
+    icmp6_error(ROUTER, VIP, etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 }, &answer[..48])
+}
 
 fn client(port: u16) -> SocketAddrV6 {
     SocketAddrV6::new(CLIENT, port, 0, 0)
@@ -292,6 +301,10 @@ fn tun_wraps_the_packet_in_ipv6() {
     assert_eq!(&o[54..], &input[14..], "the inner packet untouched");
     let later = Packet6Spec::tcp(client(48000), vip(80), tcp::ACK).payload(b"more").build();
     expect(&h, "later packet", &later, XDP_TX, &[("tx_tun", 1)]);
+    // An ICMPv6 error about the connection follows it through the tunnel.
+    let error = too_big_about(48000);
+    let out = expect(&h, "error about it", &error, XDP_TX, &[("tx_tun_icmp_error", 1)]);
+    assert_eq!(&out.output[54..], &error[14..], "the error untouched inside");
 
     // 1400 - 40 = 1360 bytes of inner packet fit; one more does not.
     let sized = |port: u16, ip_len: usize| Packet6Spec::tcp(client(port), vip(80), tcp::SYN).payload(&vec![0; ip_len - 60]).build();
@@ -316,4 +329,36 @@ fn tun_wraps_the_packet_in_ipv6() {
     let out = expect(&h, "over 1280", &sized(48200, 1281), XDP_TX, &[("conn_new", 1), ("tx_icmp_frag_needed", 1)]);
     assert_eq!(out.output[14 + 40 + 4..14 + 40 + 8], 1280u32.to_be_bytes());
     expect(&h, "within 1280", &sized(48201, 1280), XDP_DROP, &[("conn_new", 1), ("drop_too_big", 1)]);
+}
+
+/// An ICMPv6 error about a connection goes to its real server unchanged
+/// (only the MACs), as IPVS's ip_vs_in_icmp_v6; about no connection, or
+/// quoting no answer from the VIP, it passes to the kernel, as does
+/// neighbour discovery.
+#[test]
+fn icmpv6_errors_about_a_connection_go_to_its_real_server() {
+    let Some(h) = harness() else { return };
+    let syn = Packet6Spec::tcp(client(44000), vip(80), tcp::SYN).build();
+    let real = routed_to(&syn, &h.run(&syn).unwrap()).expect("forwarded");
+    let error = too_big_about(44000);
+    let out = expect(&h, "packet too big", &error, XDP_TX, &[("tx_dr_icmp_error", 1)]);
+    assert_eq!(routed_to(&error, &out), Some(real), "to the connection's real server, only its MACs rewritten");
+    let unreachable = {
+        let answer = Packet6Spec::tcp(vip(80), client(44000), tcp::ACK).ip_bytes();
+        let kind = etherparse::Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::NoRoute);
+        icmp6_error(ROUTER, VIP, kind, &answer[..48])
+    };
+    let out = expect(&h, "destination unreachable", &unreachable, XDP_TX, &[("tx_dr_icmp_error", 1)]);
+    assert_eq!(routed_to(&unreachable, &out), Some(real));
+
+    expect(&h, "no connection", &too_big_about(44001), XDP_PASS, &[("pass_icmp_no_conn", 1)]);
+    let mut spoofed = too_big_about(44000);
+    spoofed[14 + 40 + 8 + 8 + 15] ^= 1; // the quoted source: not the VIP
+    expect(&h, "quote not from the VIP", &spoofed, XDP_PASS, &[("pass_icmp_malformed", 1)]);
+    let cut = &too_big_about(44000)[..14 + 40 + 8 + 40];
+    let mut cut = cut.to_vec();
+    cut[14 + 4..14 + 6].copy_from_slice(&48u16.to_be_bytes());
+    expect(&h, "quote without ports", &cut, XDP_PASS, &[("pass_icmp_malformed", 1)]);
+    let solicitation = icmp6_error(CLIENT, VIP, etherparse::Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] }, &VIP.octets());
+    expect(&h, "neighbour solicitation", &solicitation, XDP_PASS, &[("pass_icmpv6", 1)]);
 }
