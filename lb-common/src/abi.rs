@@ -32,6 +32,10 @@ pub const SCHED_TABLE_SLOTS: u32 = 1 << 20;
 /// one and swapped in.
 pub const REAL_LIST_SLOTS: u32 = 2 * MAX_REALS;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Entries of `FWMARK_MATCHES`: each (protocol, port, address prefix) a
+/// firewall-mark service's `match` lists is one (a port range is one per
+/// port).
+pub const MAX_FWMARK_MATCHES: u32 = 65536;
 /// Director interfaces the program may be attached to at once.
 pub const MAX_INTERFACES: u32 = 64;
 /// NAT clients' next hops waiting for the controller to resolve them.
@@ -89,6 +93,7 @@ pub mod map_name {
     pub const FULLNAT_PORTS: &str = "FULLNAT_PORTS";
     pub const FULLNAT_LOCAL: &str = "FULLNAT_LOCAL";
     pub const PROGS: &str = "PROGS";
+    pub const FWMARK_MATCHES: &str = "FWMARK_MATCHES";
 }
 
 /// Slots of the program array `PROGS`, which `lb_xdp` tail-calls into.
@@ -155,6 +160,10 @@ pub mod service_flag {
     /// (mh, sh, dh) every director behind ECMP picks the same real server,
     /// so a flow the router moves here goes on where it was.
     pub const STATELESS_FALLBACK: u16 = 1 << 7;
+    /// A firewall-mark service: found through `FWMARK_MATCHES` under
+    /// [`fwmark_service_key`], and its persistence templates are keyed by
+    /// the mark, whatever the packet's protocol, address and port.
+    pub const FWMARK: u16 = 1 << 8;
 }
 
 /// [`Director::flags`].
@@ -291,7 +300,9 @@ pub struct Service {
     pub reals_len: u32,
     /// Seconds; 0 means not persistent.
     pub persistence_timeout: u32,
-    pub pad1: u32,
+    /// A firewall-mark service's mark (`service_flag::FWMARK`) in network
+    /// order, as IPVS's templates hold it (`htonl(svc->fwmark)`); else 0.
+    pub fwmark: u32,
     /// Applied to the client address to form the persistence template key.
     pub persistence_mask: [u32; 4],
 }
@@ -303,21 +314,59 @@ impl Service {
     /// and the service's port (0 for an every-port service, so one template
     /// covers every port). The datapath keys templates by it and the
     /// controller finds a connection's template with it.
+    ///
+    /// A firewall-mark service's template is the client's under the mark
+    /// alone, as IPVS's ip_vs_sched_persist makes it for `svc->fwmark`
+    /// (protocol IPPROTO_IP, the mark for the virtual address, ports 0):
+    /// one template takes a client to one real server on every port and
+    /// address the mark's matches cover.
     #[inline(always)]
     pub const fn template_key(&self, flow: &FlowKey) -> FlowKey {
         let m = self.persistence_mask;
+        let by_mark = self.flags & service_flag::FWMARK != 0;
         FlowKey {
             src: [flow.src[0] & m[0], flow.src[1] & m[1], flow.src[2] & m[2], flow.src[3] & m[3]],
-            dst: flow.dst,
+            dst: if by_mark { [self.fwmark, 0, 0, 0] } else { flow.dst },
             sport: 0,
-            dport: if self.flags & service_flag::ALL_PORTS != 0 { 0 } else { flow.dport },
-            protocol: flow.protocol,
+            dport: if self.flags & (service_flag::ALL_PORTS | service_flag::FWMARK) != 0 { 0 } else { flow.dport },
+            protocol: if by_mark { 0 } else { flow.protocol },
             family: flow.family,
             kind: flow_kind::TEMPLATE,
             pad0: 0,
         }
     }
 }
+
+/// The `SERVICES` key of firewall-mark service `fwmark` (network order,
+/// as [`Service::fwmark`]) of `family`: protocol 0, which no packet's
+/// lookup has, so it is found only through `FWMARK_MATCHES`.
+#[inline(always)]
+pub const fn fwmark_service_key(fwmark: u32, family: u8) -> ServiceKey {
+    ServiceKey { addr: [fwmark, 0, 0, 0], port: 0, protocol: 0, family }
+}
+
+/// The data of a `FWMARK_MATCHES` key (an LPM trie): a packet's protocol,
+/// family, destination port and address. An entry matches the first
+/// [`FWMARK_MATCH_FIXED_BITS`] bits whole and the address by its prefix,
+/// so its prefix length is that plus the address prefix's; a packet is
+/// looked up with [`FWMARK_MATCH_FULL_BITS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FwmarkMatch {
+    pub protocol: u8,
+    pub family: u8,
+    /// Network byte order.
+    pub port: u16,
+    /// As [`ServiceKey::addr`]: network order, IPv4 in the first word.
+    pub addr: [u32; 4],
+}
+const _: () = assert!(core::mem::size_of::<FwmarkMatch>() == 20);
+
+/// Protocol, family and port: the bits of a [`FwmarkMatch`] before its
+/// address.
+pub const FWMARK_MATCH_FIXED_BITS: u32 = 32;
+/// Every bit of a [`FwmarkMatch`]: a packet's lookup.
+pub const FWMARK_MATCH_FULL_BITS: u32 = FWMARK_MATCH_FIXED_BITS + 128;
 
 /// A real server of one service (IPVS's `ip_vs_dest`): the same address in
 /// two services is two real servers, each with its own weight and counters.
@@ -518,6 +567,7 @@ mod pod {
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for LblcEntry {}
     unsafe impl aya::Pod for NatLocal {}
+    unsafe impl aya::Pod for FwmarkMatch {}
 }
 
 /// An IPv4 address as the maps store it.

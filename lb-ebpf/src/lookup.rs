@@ -3,11 +3,13 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use aya_ebpf::maps::lpm_trie::Key as LpmKey;
 use lb_common::{
-    Conn, Director, FlowKey, RealServer, Service, ServiceKey, conn_state, conn_state::tcp_flag, real_flag,
+    Conn, Director, FWMARK_MATCH_FULL_BITS, FlowKey, FwmarkMatch, RealServer, Service, ServiceKey, conn_state,
+    conn_state::tcp_flag, fwmark_service_key, real_flag,
 };
 
-use crate::maps::{CONN_TABLE, REAL_CONNS, REALS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
+use crate::maps::{CONN_TABLE, FWMARK_MATCHES, REAL_CONNS, REALS, SERVICE_FLAGS, SERVICES, VIP_FILTER};
 
 /// Whether the destination may be a VIP (no: certainly not; yes: look it
 /// up). One array read.
@@ -26,7 +28,12 @@ pub fn service_flags(service_id: u32) -> u32 {
     SERVICE_FLAGS.get(service_id).copied().unwrap_or(0)
 }
 
-/// The service for (VIP, port, protocol), else the VIP's every-port service.
+/// The service for (VIP, port, protocol), else the VIP's every-port
+/// service, else the firewall-mark service whose match takes the packet.
+/// IPVS looks a marked packet's fwmark service up first
+/// (ip_vs_service_find); here nothing marks packets, and a service named
+/// by its own VIP is the more specific rule, so it wins over a mark's
+/// match.
 #[inline(always)]
 pub fn service(flow: &FlowKey) -> Option<&'static Service> {
     let mut key = ServiceKey { addr: flow.dst, port: flow.dport, protocol: flow.protocol, family: flow.family };
@@ -36,7 +43,27 @@ pub fn service(flow: &FlowKey) -> Option<&'static Service> {
         return Some(svc);
     }
     key.port = 0;
-    unsafe { SERVICES.get(&key) }
+    if let Some(svc) = unsafe { SERVICES.get(&key) } {
+        return Some(svc);
+    }
+    let mark = lb_fwmark_match(flow);
+    if mark == 0 {
+        return None;
+    }
+    unsafe { SERVICES.get(&fwmark_service_key(mark, flow.family)) }
+}
+
+/// The mark (network order) of the firewall-mark service whose match takes
+/// the flow, 0 for none (no mark is 0). A BPF global function: verified
+/// once on its own, and its trie key lives in its own frame, not in the
+/// pipeline's, which the schedulers' calls stack on.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lb_fwmark_match(flow: *const FlowKey) -> u32 {
+    // SAFETY: null or a value the caller holds.
+    let Some(flow) = (unsafe { flow.as_ref() }) else { return 0 };
+    let matched = FwmarkMatch { protocol: flow.protocol, family: flow.family, port: flow.dport, addr: flow.dst };
+    FWMARK_MATCHES.get(LpmKey::new(FWMARK_MATCH_FULL_BITS, matched)).copied().unwrap_or(0)
 }
 
 #[inline(always)]

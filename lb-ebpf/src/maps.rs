@@ -4,10 +4,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, Queue},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, Queue},
 };
 use lb_common::{
-    BPF_F_MMAPABLE, Conn, Counters, FULLNAT_PORTS_SIZE, NatLocal, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey,
+    BPF_F_MMAPABLE, Conn, Counters, FwmarkMatch, MAX_FWMARK_MATCHES, FULLNAT_PORTS_SIZE, NatLocal, DEFAULT_CONN_TABLE_SIZE, Director, FlowKey, LBLC_CACHE_SIZE, LblcEntry, LblcKey,
     MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_WANTED_SIZE, REAL_LIST_SLOTS, RealConns, RealServer,
     SCHED_TABLE_SLOTS, SchedState, Service, ServiceKey, VIP_FILTER_WORDS, prog_slot, reason,
 };
@@ -24,6 +24,13 @@ pub static PROGS: ProgramArray = ProgramArray::with_max_entries(prog_slot::COUNT
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// The firewall-mark services' matches: (protocol, family, port, address
+/// prefix) to the mark (network order), whose service is
+/// `lb_common::fwmark_service_key`. Looked up only when no service of the
+/// packet's own VIP and port is.
+#[map]
+pub static FWMARK_MATCHES: LpmTrie<FwmarkMatch, u32> = LpmTrie::with_max_entries(MAX_FWMARK_MATCHES, 0);
 
 /// A bit per VIP hash (`lb_common::vip_filter_bit`): most traffic for no
 /// VIP is recognised with one array read.

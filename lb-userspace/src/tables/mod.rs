@@ -495,7 +495,7 @@ impl Tables {
             reals_start: list.start,
             reals_len: list.len,
             persistence_timeout: w.options.persistence_timeout.unwrap_or(0),
-            pad1: 0,
+            fwmark: 0,
             persistence_mask: persistence_mask_words(w.options.persistence_netmask),
         };
         // The position goes first when the service is new (nothing reads it
