@@ -142,9 +142,11 @@ impl ServiceAddress {
 /// IPv6 program routes only, for now.
 pub const IPV6_DR_ONLY: &str = "IPv6 services support direct routing (-g) only for now";
 
-/// Why a command naming a firewall-mark service is refused: lbd's table
-/// cannot have them yet.
-pub const FWMARK_UNSUPPORTED: &str = "firewall-mark services (-f) are not supported yet";
+/// Why a firewall-mark service's real server is refused with `-m`: its
+/// real servers listen on each packet's own port, reached as the packet
+/// came (lbd's datapath matches the packets, see the README).
+pub const FWMARK_DR_TUN_ONLY: &str =
+    "firewall-mark services forward by direct routing (-g) or tunnelling (-i) only";
 
 /// Why a server of the other family is refused (ipvsadm allows it for
 /// tunnelling; the datapath tunnels IPv4 in IPv4 only).
@@ -421,12 +423,17 @@ impl Command {
     }
 
     /// Why the load balancer cannot carry out this (well-formed) command,
-    /// for the parts left to the caller: firewall-mark services, the sync
-    /// daemons, and real servers IPv6 services cannot have yet. lbctl
-    /// refuses these before asking lbd; lbd refuses them too.
+    /// for the parts left to the caller: the sync daemons, masquerading
+    /// for firewall-mark services, and real servers IPv6 services cannot
+    /// have yet. lbctl refuses these before asking lbd; lbd refuses them
+    /// too (and a firewall-mark service whose matches its config lacks).
     pub fn unsupported_reason(&self) -> Option<&'static str> {
         match self {
-            _ if self.virtual_service().is_some_and(|s| s.fwmark().is_some()) => Some(FWMARK_UNSUPPORTED),
+            Self::AddServer(c) | Self::EditServer(c)
+                if c.service.fwmark().is_some() && matches!(c.forwarding, Forwarding::Nat | Forwarding::FullNat) =>
+            {
+                Some(FWMARK_DR_TUN_ONLY)
+            }
             Self::StartDaemon(_) | Self::StopDaemon { .. } => {
                 Some("connection synchronisation daemons are not supported")
             }

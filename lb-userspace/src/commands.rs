@@ -3,12 +3,13 @@
 //! Pure: the controller checks the result against the host and applies it
 //! to the datapath, or drops it and nothing has changed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use lb_common::{MAX_REALS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use lb_ipvsadm::{
     command::{
-        Command, IPV6_DR_ONLY, MIXED_FAMILIES_UNSUPPORTED, SchedFlags, ServerArgs, ServiceArgs, VirtualService,
+        Command, Family, IPV6_DR_ONLY, MIXED_FAMILIES_UNSUPPORTED, SchedFlags, ServerArgs, ServiceArgs,
+        VirtualService,
     },
     error::KernelError,
 };
@@ -16,7 +17,7 @@ use lb_ipvsadm::{
 use crate::{
     config::{MAX_WEIGHT, RealConfig, ServiceConfig},
     health::{HealthCheck, Quorum},
-    model::{Forwarding, SCHED_FLAGS, Scheduler, ServiceId, ServiceOptions, stateless_fallback_bits},
+    model::{Forwarding, MarkMatch, SCHED_FLAGS, Scheduler, ServiceId, ServiceOptions, stateless_fallback_bits},
 };
 
 /// Why a command changes nothing: ipvsadm's message and exit status.
@@ -43,16 +44,30 @@ impl std::fmt::Display for CommandError {
     }
 }
 
-/// The service lbctl names; `None` for a firewall-mark service, which the
-/// table cannot have (yet: `Command::unsupported_reason` refuses them).
-pub fn service_id(vs: &VirtualService) -> Option<ServiceId> {
-    let a = vs.address()?;
-    Some(ServiceId { protocol: a.protocol, vip: a.addr, port: a.port })
+/// The service lbctl names.
+pub fn service_id(vs: &VirtualService) -> ServiceId {
+    match vs {
+        VirtualService::Address(a) => ServiceId::address(a.protocol, a.addr, a.port),
+        VirtualService::Fwmark(f) => ServiceId::fwmark(f.mark, f.family == Family::Ipv6),
+    }
 }
 
 fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
-    let id = service_id(vs)?;
+    let id = service_id(vs);
     table.iter().position(|s| s.id() == id)
+}
+
+/// A firewall-mark service's matches, which only the config file gives:
+/// lbd cannot see the firewall rule that would mark the packets.
+fn file_matches(file: &[ServiceConfig], id: ServiceId) -> Result<Vec<MarkMatch>, CommandError> {
+    match file.iter().find(|s| s.id() == id) {
+        Some(s) => Ok(s.matches.clone()),
+        None => Err(CommandError::unsupported(&format!(
+            "{id} has no `match` in the config file: lbd sees no firewall rule, so a firewall-mark service \
+             takes the packets its [[service]] table (fwmark = {}) lists in `match`; add it there first",
+            id.fwmark
+        ))),
+    }
 }
 
 /// Carries out one table command on `table` (a copy: on an error it may be
@@ -63,22 +78,22 @@ fn find(table: &[ServiceConfig], vs: &VirtualService) -> Option<usize> {
 pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceConfig]) -> Result<(), CommandError> {
     match command {
         Command::AddService(c) => {
-            // Not a firewall-mark service (refused before, see plan).
-            let Some(vs) = c.service.address() else {
-                return Err(CommandError::kernel(KernelError::AddressFamilyNotSupported));
-            };
             if find(table, &c.service).is_some() {
                 return Err(CommandError::kernel(KernelError::ServiceExists));
             }
             if table.len() >= MAX_SERVICES as usize {
                 return Err(CommandError::kernel(KernelError::MemoryAllocation));
             }
+            let id = service_id(&c.service);
+            let matches = if id.fwmark != 0 { file_matches(file, id)? } else { Vec::new() };
             let scheduler = c.ipvsadm_scheduler();
             let mut svc = ServiceConfig {
                 line: 0,
-                protocol: vs.protocol,
-                vip: vs.addr,
-                port: vs.port,
+                protocol: id.protocol,
+                vip: id.vip,
+                port: id.port,
+                fwmark: id.fwmark,
+                matches,
                 scheduler,
                 options: service_options(c, scheduler),
                 forwarding: Forwarding::Dr,
@@ -118,7 +133,7 @@ pub fn apply(table: &mut Vec<ServiceConfig>, command: &Command, file: &[ServiceC
                 kept |= stateless_fallback_bits(scheduler).ok_or_else(|| {
                     CommandError::unsupported(&format!(
                         "{} has stateless_fallback, which needs scheduler mh or sh, not {scheduler}",
-                        SocketAddr::new(svc.vip, svc.port)
+                        svc.id()
                     ))
                 })?;
             }

@@ -27,6 +27,7 @@ use lb_common::{
 };
 
 mod conn_table;
+mod fwmark;
 mod nat;
 
 pub use self::conn_table::{ConnTable, Cursor, Entries};
@@ -458,6 +459,13 @@ impl Datapath {
                 Some(MapOp::SetServiceFlags(*id, self.array::<u32>(map_name::SERVICE_FLAGS)?.get(id, 0)?))
             }
             MapOp::SetSchedPosition(id, _) => Some(MapOp::SetSchedPosition(*id, self.sched_position(*id))),
+            // A trie's lookup is by longest prefix, not exact: the op says
+            // what it replaces.
+            MapOp::SetFwmarkMatch { key, mark, replaced: Some(old) } => {
+                Some(MapOp::SetFwmarkMatch { key: *key, mark: *old, replaced: Some(*mark) })
+            }
+            MapOp::SetFwmarkMatch { key, mark, replaced: None } => Some(MapOp::DeleteFwmarkMatch { key: *key, mark: *mark }),
+            MapOp::DeleteFwmarkMatch { key, mark } => Some(MapOp::SetFwmarkMatch { key: *key, mark: *mark, replaced: None }),
         })
     }
 
@@ -494,6 +502,8 @@ impl Datapath {
                 }
             }
             MapOp::SetServiceFlags(id, flags) => self.array::<u32>(map_name::SERVICE_FLAGS)?.set(*id, flags, 0)?,
+            MapOp::SetFwmarkMatch { key, mark, .. } => self.set_fwmark_match(key, *mark)?,
+            MapOp::DeleteFwmarkMatch { key, .. } => self.delete_fwmark_match(key)?,
             MapOp::SetSchedPosition(id, position) => {
                 self.array::<SchedState>(map_name::SCHED_STATE)?.set(*id, SchedState { position: *position }, 0)?
             }
@@ -638,7 +648,8 @@ impl Datapath {
             tables.insert(*key, slots);
             positions.insert(svc.id, self.sched_position(svc.id));
         }
-        Ok(Adopted { services, reals, service_reals, tables, positions })
+        let fwmark_matches = self.read_fwmark_matches()?;
+        Ok(Adopted { services, reals, service_reals, tables, positions, fwmark_matches })
     }
 }
 

@@ -44,6 +44,8 @@ pub fn service<A: Into<IpAddr> + Copy>(
         protocol,
         vip: vip.into(),
         port,
+        fwmark: 0,
+        matches: Vec::new(),
         scheduler,
         options: Default::default(),
         reals: reals

@@ -232,7 +232,7 @@ fn a_tracked_service_without_real_servers_lowers_the_priority() {
     let Some(net) = VethPair::new("vrrp6") else { return };
     let interval = Duration::from_millis(200);
     let mut ca = config("va", 200, interval);
-    let service = ServiceId { protocol: Protocol::Tcp, vip: VIP.into(), port: 80 };
+    let service = ServiceId::address(Protocol::Tcp, VIP.into(), 80);
     ca.track_service = vec![TrackService { service, weight: -150 }];
     let a = Running::start(&net.a, ca);
     let b = Running::start(&net.b, config("vb", 100, interval));

@@ -3,13 +3,14 @@
 
 use std::{collections::HashMap, net::IpAddr, path::Path};
 
-use lb_common::MAX_SERVICES;
+use lb_common::{MAX_FWMARK_MATCHES, MAX_SERVICES};
+use toml::Spanned;
 
 use super::{
-    Config, ConfigError, ConfigErrors,
+    Config, ConfigError, ConfigErrors, ServiceConfig,
     check::{Checker, Source},
     director::check_director,
-    raw::RawConfig,
+    raw::{RawConfig, RawService},
     service::check_service,
 };
 use crate::{bgp::BgpConfig, model::ServiceId, sync::config::SyncConfig};
@@ -49,15 +50,17 @@ impl Config {
         for (i, svc) in raw.service.iter().enumerate() {
             if let Some(s) = check_service(&mut c, svc, i) {
                 if let Some(first) = seen.insert(s.id(), s.line) {
-                    c.error(
-                        svc.get_ref().vip.span(),
-                        format!("service[{i}].vip"),
-                        format!("{} is already defined at line {first}", s.id()),
-                    );
+                    let (key, span) = match (&svc.get_ref().vip, &svc.get_ref().fwmark) {
+                        (Some(vip), _) => ("vip", vip.span()),
+                        (None, Some(mark)) => ("fwmark", mark.span()),
+                        (None, None) => ("vip", svc.span()),
+                    };
+                    c.error(span, format!("service[{i}].{key}"), format!("{} is already defined at line {first}", s.id()));
                 }
                 services.push(s);
             }
         }
+        check_marks_apart(&mut c, &raw.service, &services);
         let vrrp = crate::vrrp::resolve_all(&raw.vrrp, "vrrp", &mut c).unwrap_or_default();
         // Tracked services must be services of this file.
         for (i, (instance, raw_instance)) in vrrp.iter().zip(&raw.vrrp).enumerate() {
@@ -82,6 +85,7 @@ impl Config {
         // no VIP it may announce.
         let service_vips: Vec<_> = services
             .iter()
+            .filter(|s| s.fwmark == 0)
             .filter_map(|s| match s.vip {
                 IpAddr::V4(vip) => Some(vip),
                 IpAddr::V6(_) => None,
@@ -99,6 +103,49 @@ impl Config {
             Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync, bgp }),
             _ => Err(ConfigErrors(c.into_errors())),
         }
+    }
+}
+
+/// No packet may match two firewall-mark services (which would take it?),
+/// and all their matches together fit the datapath's map.
+fn check_marks_apart(c: &mut Checker, raw: &[Spanned<RawService>], services: &[ServiceConfig]) {
+    let mut entries = 0;
+    for (i, s) in services.iter().enumerate() {
+        for (j, m) in s.matches.iter().enumerate() {
+            entries += m.entries();
+            let clash = services[..i]
+                .iter()
+                .flat_map(|earlier| earlier.matches.iter().map(move |e| (earlier, e)))
+                .find(|(_, e)| e.overlaps(m));
+            let Some((earlier, e)) = clash else { continue };
+            let raw_index = raw.iter().position(|r| c.line(&r.span()) == s.line);
+            let span = raw_index
+                .and_then(|r| raw[r].get_ref().matches.as_ref())
+                .and_then(|l| l.get_ref().get(j).map(|m| m.span()))
+                .unwrap_or(0..0);
+            c.error(
+                span,
+                format!("service[{}].match[{j}]", raw_index.unwrap_or(i)),
+                format!(
+                    "{} overlaps {} of {} (line {}): a packet would match both",
+                    m.describe(),
+                    e.describe(),
+                    earlier.id(),
+                    earlier.line
+                ),
+            );
+        }
+    }
+    if entries > MAX_FWMARK_MATCHES as usize {
+        let first = raw.iter().find(|r| r.get_ref().matches.is_some()).map_or(0..0, |r| r.span());
+        c.error(
+            first,
+            "service",
+            format!(
+                "the firewall-mark services' matches come to {entries} (port, network) entries; \
+                 the datapath holds {MAX_FWMARK_MATCHES}: use fewer ports or fewer networks"
+            ),
+        );
     }
 }
 
@@ -329,5 +376,117 @@ weight = 1
         let c = Config::parse(&text, Path::new("x")).unwrap();
         assert_eq!(c.services[0].port, 0);
         assert_eq!(c.services[0].protocol, Protocol::Udp);
+    }
+
+    /// [`GOOD`] and a firewall-mark service after it (from line 20).
+    fn with_mark(mark: &str) -> String {
+        format!("{GOOD}[[service]]\n{mark}")
+    }
+
+    const MARK: &str = r#"fwmark = 1
+match = [
+  { vip = "172.16.100.1", ports = [80, 443] },
+  { vip = "172.16.200.0/24", ports = ["8000-8080", "9000"], protocol = "udp" },
+]
+persistence_timeout = 300
+scheduler = "wlc"
+
+[[service.real]]
+address = "172.16.100.7"
+weight = 2
+"#;
+
+    #[test]
+    fn firewall_mark_services_list_their_packets() {
+        let c = Config::parse(&with_mark(MARK), Path::new("lb.toml")).unwrap();
+        let s = &c.services[1];
+        assert_eq!(s.id(), ServiceId::fwmark(1, false));
+        assert_eq!((s.fwmark, s.port, s.scheduler, s.options.persistence_timeout), (1, 0, Scheduler::Wlc, Some(300)));
+        let described: Vec<String> = s.matches.iter().map(|m| m.describe()).collect();
+        assert_eq!(described, ["tcp 172.16.100.1/32 ports 80,443", "udp 172.16.200.0/24 ports 8000-8080,9000"]);
+        assert_eq!((s.reals[0].port, s.reals[0].weight), (0, 2), "a real server listens on each packet's port");
+        // A service of the mark's VIP and port may be there too: it wins.
+        assert!(c.services[0].id() != s.id());
+
+        let v6 = MARK
+            .replace("172.16.100.1\"", "2001:db8::1\"")
+            .replace("172.16.200.0/24", "2001:db8:1::/64")
+            .replace("172.16.100.7", "2001:db8::7")
+            + "\n[service.health_check]\nkind = \"tcp\"\nport = 80\n";
+        let c = Config::parse(&with_mark(&v6.replace("persistence_timeout = 300", "persistence_timeout = 300\npersistence_netmask = 64")), Path::new("lb.toml"))
+            .unwrap();
+        assert_eq!(c.services[1].id(), ServiceId::fwmark(1, true));
+        assert_eq!(c.services[1].options.persistence_netmask, Netmask::V6(64));
+        assert_eq!(c.services[1].matches[1].prefix_len, 64);
+    }
+
+    #[test]
+    fn firewall_mark_mistakes_name_line_and_key() {
+        let e = |mark: &str| errors(&with_mark(mark));
+        let at = |line: usize, key: &str, what: &str| vec![format!("lb.toml:{line}: service[1].{key}: {what}")];
+        assert_eq!(
+            e(&MARK.replace("fwmark = 1", "fwmark = 1\nvip = \"172.16.100.1:80\"")),
+            at(21, "vip", "a firewall-mark service has no vip: it takes the packets its `match` lists")
+        );
+        assert_eq!(e("fwmark = 0\nmatch = [{ vip = \"10.0.0.1\", ports = [80] }]"), at(20, "fwmark", "0 is out of range 1..=4294967295"));
+        assert_eq!(e("fwmark = 2"), at(20, "match", "a firewall-mark service needs `match`: the packets it takes"));
+        assert_eq!(e("scheduler = \"rr\""), at(19, "vip", "missing: a service has a `vip`, or a `fwmark` and its `match`"));
+        assert_eq!(
+            e(&MARK.replace("\"9000\"", "\"9000-8000\"")),
+            at(23, "match[1].ports", "\"9000-8000\" is not a port 1..=65535 or a range \"FIRST-LAST\"")
+        );
+        assert_eq!(e(&MARK.replace("[80, 443]", "[0]")), at(22, "match[0].ports", "0 is not a port 1..=65535 or a range \"FIRST-LAST\""));
+        assert_eq!(
+            e(&MARK.replace("172.16.200.0/24", "172.16.200.1/24")),
+            at(23, "match[1].vip", "\"172.16.200.1/24\" has host bits set (the network is written with them zero)")
+        );
+        assert_eq!(e(&MARK.replace("172.16.200.0/24", "172.16.200.0/0")), at(23, "match[1].vip", "\"172.16.200.0/0\": the prefix length is 1..=32"));
+        assert_eq!(
+            e(&MARK.replace("172.16.200.0/24", "2001:db8::/64")),
+            at(
+                23,
+                "match[1].vip",
+                "2001:db8::/64 is IPv6 and the match at line 22 IPv4: a firewall-mark service is of one family \
+                 (write another service for the other, as ipvsadm's -f with and without -6)"
+            )
+        );
+        assert_eq!(
+            e(&MARK.replace("fwmark = 1", "fwmark = 1\nprotocol = \"udp\"")),
+            at(21, "protocol", "a firewall-mark service has its protocols in each `match`")
+        );
+        assert_eq!(
+            e(&MARK.replace("scheduler = \"wlc\"", "forwarding = \"nat\"")),
+            at(26, "forwarding", "a firewall-mark service forwards by \"dr\" or \"tun\", not \"nat\"")
+        );
+        assert_eq!(
+            e(&MARK.replace("weight = 2", "forwarding = \"nat\"")),
+            at(30, "real[0].forwarding", "a firewall-mark service forwards by \"dr\" or \"tun\", not \"nat\"")
+        );
+        assert_eq!(
+            e(&MARK.replace("weight = 2", "port = 80")),
+            at(30, "real[0].port", "80: an every-port or firewall-mark service keeps each packet's port")
+        );
+        assert_eq!(
+            e(&format!("{MARK}\n[service.health_check]\nkind = \"tcp\"\n")),
+            at(33, "health_check.port", "the service has port 0 (every port): a tcp check needs a port")
+        );
+        let twice = format!("{}\n[[service]]\n{}", with_mark(MARK), MARK.replace("172.16.100.7", "172.16.100.8"));
+        let e = errors(&twice);
+        assert_eq!(e[0], "lb.toml:33: service[2].fwmark: fwmark 1 is already defined at line 19");
+    }
+
+    #[test]
+    fn a_packet_matches_one_firewall_mark_service_at_most() {
+        let other = MARK.replace("fwmark = 1", "fwmark = 2").replace("[80, 443]", "[8080]").replace("\"9000\"", "\"7000\"");
+        let text = format!("{}\n[[service]]\n{other}", with_mark(MARK));
+        assert_eq!(
+            errors(&text),
+            ["lb.toml:36: service[2].match[1]: udp 172.16.200.0/24 ports 8000-8080,7000 overlaps udp 172.16.200.0/24 \
+              ports 8000-8080,9000 of fwmark 1 (line 19): a packet would match both"]
+        );
+        let apart = other.replace("8000-8080", "8081-8090");
+        assert!(Config::parse(&format!("{}\n[[service]]\n{apart}", with_mark(MARK)), Path::new("lb.toml")).is_ok());
+        let huge = MARK.replace("\"9000\"", "\"1-65535\"").replace("172.16.200.0/24", "172.16.200.0/24\", ports = [\"1-65535\"] },\n  { vip = \"172.16.201.0/24");
+        assert!(errors(&format!("{GOOD}\n[[service]]\n{huge}"))[0].contains("the datapath holds 65536"));
     }
 }

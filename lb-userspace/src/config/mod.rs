@@ -17,6 +17,7 @@
 
 pub mod check;
 mod director;
+mod fwmark;
 mod health;
 mod load;
 mod options;
@@ -32,7 +33,7 @@ use std::{
 pub use self::check::{ConfigError, ConfigErrors};
 use crate::{
     health::{HealthCheck, Quorum},
-    model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions, Timeouts},
+    model::{Forwarding, MarkMatch, Protocol, Scheduler, ServiceId, ServiceOptions, Timeouts},
     bgp::BgpConfig,
     sync::config::SyncConfig,
     vrrp::VrrpConfig,
@@ -110,12 +111,19 @@ pub struct ControlGroup {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub line: usize,
+    /// Tcp for a firewall-mark service (its matches have their own).
     pub protocol: Protocol,
     /// IPv6 only with DR forwarding, for now (the datapath's IPv6 program
-    /// routes; it neither tunnels nor rewrites addresses).
+    /// routes; it neither tunnels nor rewrites addresses). A firewall-mark
+    /// service's is the unspecified address of its family.
     pub vip: IpAddr,
-    /// 0 = every port of the VIP.
+    /// 0 = every port of the VIP (and for a firewall-mark service).
     pub port: u16,
+    /// 0, or the firewall mark naming this service (ipvsadm's `-f`).
+    pub fwmark: u32,
+    /// A firewall-mark service's packets: what the firewall rule marking
+    /// them would have matched. Only the config file gives them.
+    pub matches: Vec<MarkMatch>,
     pub scheduler: Scheduler,
     pub options: ServiceOptions,
     pub forwarding: Forwarding,
@@ -136,8 +144,20 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// Whether packets to `addr` may be this service's: its VIP, or for a
+    /// firewall-mark service an address of one of its matches' networks.
+    pub fn covers(&self, addr: IpAddr) -> bool {
+        if self.fwmark == 0 {
+            return self.vip == addr;
+        }
+        self.matches.iter().any(|m| {
+            m.net.is_ipv6() == addr.is_ipv6()
+                && crate::model::net_bits(m.net, m.prefix_len) == crate::model::net_bits(addr, m.prefix_len)
+        })
+    }
+
     pub fn id(&self) -> ServiceId {
-        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port }
+        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port, fwmark: self.fwmark }
     }
 }
 

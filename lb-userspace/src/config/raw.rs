@@ -40,7 +40,12 @@ pub(super) struct RawDirector {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawService {
-    pub(super) vip: Spanned<String>,
+    /// Absent for a firewall-mark service.
+    pub(super) vip: Option<Spanned<String>>,
+    pub(super) fwmark: Option<Spanned<i64>>,
+    /// A firewall-mark service's packets.
+    #[serde(rename = "match")]
+    pub(super) matches: Option<Spanned<Vec<Spanned<RawMatch>>>>,
     pub(super) protocol: Option<Spanned<String>>,
     pub(super) scheduler: Option<Spanned<String>>,
     pub(super) sched_flags: Option<Spanned<Vec<String>>>,
@@ -58,6 +63,23 @@ pub(super) struct RawService {
     pub(super) drain_on_failure: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) real: Vec<Spanned<RawReal>>,
+}
+
+/// One `match` of a firewall-mark service.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub(super) vip: Spanned<String>,
+    pub(super) ports: Spanned<Vec<Spanned<RawPort>>>,
+    pub(super) protocol: Option<Spanned<String>>,
+}
+
+/// A port, or a range of them as "8000-8080".
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPort {
+    Number(i64),
+    Range(String),
 }
 
 /// `persistence_netmask`: a dotted mask (IPv4 services) or a prefix length

@@ -87,6 +87,11 @@ pub(super) fn check_reals(
         {
             let port = match (real_port, &rs.port) {
                 (0, _) => vport,
+                (p, Some(span)) if vport == 0 => {
+                    let message = format!("{p}: an every-port or firewall-mark service keeps each packet's port");
+                    c.error(span.span(), rkey("port"), message);
+                    vport
+                }
                 (p, Some(span)) if p as u16 != vport && !matches!(fwd, Forwarding::Nat | Forwarding::FullNat) => {
                     c.error(
                         span.span(),
@@ -96,10 +101,6 @@ pub(super) fn check_reals(
                              server answers on the VIP's port)"
                         ),
                     );
-                    vport
-                }
-                (p, Some(span)) if vport == 0 => {
-                    c.error(span.span(), rkey("port"), format!("{p}: an every-port service keeps each packet's port"));
                     vport
                 }
                 (p, _) => p as u16,
@@ -132,7 +133,7 @@ pub(super) fn check_reals(
         let period = lb_common::sched::wrr_period(&weights);
         if period > MAX_SEQUENCE_LEN as u64 {
             c.error(
-                s.vip.span(),
+                s.vip.as_ref().or(s.real.first().map(|r| &r.get_ref().address)).map_or(0..0, |v| v.span()),
                 key("real"),
                 format!(
                     "wrr weights give a sequence of {period} picks (sum of weights / their gcd); \

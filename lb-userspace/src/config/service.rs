@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::{
     ServiceConfig,
     check::{Checker, is_unicast},
-    health, options,
+    fwmark, health, options,
     raw::RawService,
     real::{self, check_forwarding},
 };
@@ -22,10 +22,23 @@ pub(super) fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize
     let key = |k: &str| format!("service[{i}].{k}");
     let line = c.line(&raw.span());
 
-    let vip = check_vip(c, &s.vip, &key("vip"));
+    let mark = fwmark::check_fwmark(c, raw, i);
+    let vip = match (&s.vip, &s.fwmark) {
+        (Some(v), None) => check_vip(c, v, &key("vip")),
+        (Some(v), Some(_)) => {
+            let message = "a firewall-mark service has no vip: it takes the packets its `match` lists";
+            c.error(v.span(), key("vip"), message);
+            None
+        }
+        (None, Some(_)) => mark.as_ref().map(|m| (m.family_address(), 0)),
+        (None, None) => {
+            c.error(raw.span(), key("vip"), "missing: a service has a `vip`, or a `fwmark` and its `match`");
+            None
+        }
+    };
     let protocol = match &s.protocol {
-        None => Some(Protocol::Tcp),
-        Some(p) => c.parse::<Protocol>(p, &key("protocol")),
+        Some(p) if s.fwmark.is_none() => c.parse::<Protocol>(p, &key("protocol")),
+        _ => Some(Protocol::Tcp),
     };
     let scheduler = match &s.scheduler {
         // ipvsadm's default.
@@ -40,13 +53,26 @@ pub(super) fn check_service(c: &mut Checker, raw: &Spanned<RawService>, i: usize
         (Some((IpAddr::V6(_), _)), Some(f)) => check_ipv6_forwarding(c, f, s.forwarding.as_ref(), &key("forwarding")),
         _ => forwarding,
     };
+    let forwarding = match forwarding {
+        Some(Forwarding::Nat | Forwarding::FullNat) if s.fwmark.is_some() => {
+            refuse_mark_rewrite(c, s.forwarding.as_ref(), &key("forwarding"));
+            None
+        }
+        f => f,
+    };
     let options = options::check_options(c, s, i, vip.map(|(ip, _)| ip), scheduler);
     let reals = real::check_reals(c, s, i, vip, forwarding, scheduler);
     let service_health = health::service_health(c, s, i, vip);
     let sorry_server = health::sorry_server(c, s, i, vip.map(|(ip, _)| ip));
     let quorum = health::quorum(c, s, i);
+    if s.fwmark.is_some() {
+        check_mark_reals(c, s, i);
+    }
     let (vip, port) = vip?;
+    let (fwmark, matches) = mark.map_or((0, Vec::new()), |m| (m.mark, m.matches));
     Some(ServiceConfig {
+        fwmark,
+        matches,
         health: service_health,
         sorry_server,
         quorum,
@@ -106,4 +132,26 @@ pub(super) fn check_ipv6_forwarding(
         c.error(value.span(), key, message);
     }
     None
+}
+
+/// A firewall-mark service forwards by DR or TUN: its real servers listen on
+/// each packet's own port, which NAT's rewriting would have to name.
+fn refuse_mark_rewrite(c: &mut Checker, value: Option<&Spanned<String>>, key: &str) {
+    if let Some(value) = value {
+        let message = format!("a firewall-mark service forwards by \"dr\" or \"tun\", not \"{}\"", value.get_ref());
+        c.error(value.span(), key, message);
+    }
+}
+
+/// What a firewall-mark service's real servers may not have: a forwarding
+/// method that rewrites the address. (A health check needs its own port,
+/// as for an every-port service: `health` says so.)
+fn check_mark_reals(c: &mut Checker, s: &RawService, i: usize) {
+    for (j, r) in s.real.iter().enumerate() {
+        if let Some(f) = &r.get_ref().forwarding
+            && matches!(f.get_ref().as_str(), "nat" | "fullnat")
+        {
+            refuse_mark_rewrite(c, Some(f), &format!("service[{i}].real[{j}].forwarding"));
+        }
+    }
 }

@@ -67,7 +67,14 @@ impl SyncView {
 impl Controller {
     /// Connection sync, sending side: what [`SyncView::records`] needs.
     pub fn sync_view(&self) -> SyncView {
-        let ports = self.tables.wanted().filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port))).collect();
+        // Firewall-mark services' entries are not sent: the sync format
+        // would need the mark (IPVS sends it), which lbd's does not carry yet.
+        let ports = self
+            .tables
+            .wanted()
+            .filter(|w| w.fwmark == 0)
+            .filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port)))
+            .collect();
         let reals = self
             .tables
             .real_ids()

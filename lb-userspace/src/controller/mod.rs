@@ -137,8 +137,8 @@ impl Controller {
     /// address (the first that is not a VIP).
     pub fn tun_source(&self) -> Option<Ipv4Addr> {
         self.config.director.tun_source.or_else(|| {
-            let vips: BTreeSet<IpAddr> = self.table.iter().map(|s| s.vip).collect();
-            self.interfaces.main().ipv4.iter().copied().find(|&a| !vips.contains(&IpAddr::V4(a)))
+            let is_vip = |a: Ipv4Addr| self.table.iter().any(|s| s.covers(IpAddr::V4(a)));
+            self.interfaces.main().ipv4.iter().copied().find(|&a| !is_vip(a))
         })
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use lb_common::{Conn, FlowKey, RealServer, conn_state, flow_kind, ip_from_words};
 use lb_ipvsadm::{
-    command::{ServiceAddress, VirtualService},
+    command::{Family, FwmarkService, ServiceAddress, VirtualService},
     snapshot::{self, Connection, Stats},
 };
 
@@ -104,7 +104,11 @@ impl Controller {
                     })
                     .collect();
                 snapshot::Service {
-                    id: VirtualService::Address(ServiceAddress { protocol: w.protocol, addr: w.vip, port: w.port }),
+                    id: if w.fwmark != 0 {
+                        VirtualService::Fwmark(FwmarkService { mark: w.fwmark, family: Family::of(w.vip) })
+                    } else {
+                        VirtualService::Address(ServiceAddress { protocol: w.protocol, addr: w.vip, port: w.port })
+                    },
                     scheduler: w.scheduler.name().to_string(),
                     sched_flags: w.options.sched_flag_names(),
                     persistence_timeout: w.options.persistence_timeout,
@@ -170,8 +174,15 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) 
     let ip = |w: [u32; 4], family: u8| ip_from_words(w, family);
     let vport = u16::from_be(key.dport);
     let real_port = u16::from_be(real.port);
+    // A firewall-mark service's template: protocol 0 (IPVS's IPPROTO_IP),
+    // the mark where the VIP goes (lb_common::Service::template_key).
+    let fwmark = (key.kind == flow_kind::TEMPLATE && key.protocol == 0).then(|| u32::from_be(key.dst[0]));
+    let protocol = match fwmark {
+        Some(_) => crate::model::Protocol::Tcp,
+        None => crate::model::Protocol::from_number(key.protocol)?,
+    };
     Some(Connection {
-        protocol: crate::model::Protocol::from_number(key.protocol)?,
+        protocol,
         expires_in: expires_in(conn, now),
         state: conn_state::name(conn.state).to_string(),
         client: ip(key.src, key.family),
@@ -181,8 +192,7 @@ fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) 
         real: ip(real.addr, real.family),
         real_port: if real_port == 0 { vport } else { real_port },
         template: key.kind == flow_kind::TEMPLATE,
-        // No firewall-mark services in the datapath yet.
-        fwmark: None,
+        fwmark,
     })
 }
 

@@ -110,12 +110,29 @@ pub(super) fn wanted_table(
                 });
             }
             let mut options = s.options;
-            if matches!(s.vip, IpAddr::V4(vip) if standby.contains(&vip)) {
+            if stands_by(s, standby) {
                 options.flags |= lb_common::service_flag::STANDBY;
             }
-            WantedService { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, options, reals }
+            WantedService {
+                protocol: s.protocol,
+                vip: s.vip,
+                port: s.port,
+                fwmark: s.fwmark,
+                matches: s.matches.clone(),
+                scheduler: s.scheduler,
+                options,
+                reals,
+            }
         })
         .collect()
+}
+
+/// Whether `s` stands by: its VIP is one this director is VRRP backup for;
+/// for a firewall-mark service, one of its matches' networks holds such a
+/// VIP (the master takes those packets, and the mark's persistence with
+/// them).
+fn stands_by(s: &ServiceConfig, standby: &BTreeSet<Ipv4Addr>) -> bool {
+    standby.iter().any(|vip| s.covers(IpAddr::V4(*vip)))
 }
 
 /// Each real server of `s` with its configured weight and what `health`
@@ -261,8 +278,11 @@ fn real_addr(s: &ServiceConfig, r: &crate::config::RealConfig) -> SocketAddr {
     SocketAddr::new(r.address, r.port)
 }
 
-/// "TCP 10.0.0.100:80", "TCP [2001:db8::100]:80".
+/// "TCP 10.0.0.100:80", "TCP [2001:db8::100]:80", "FWM 1", "FWM 2 IPv6".
 fn service_name(s: &WantedService) -> String {
+    if s.fwmark != 0 {
+        return format!("FWM {}{}", s.fwmark, if s.vip.is_ipv6() { " IPv6" } else { "" });
+    }
     format!("{} {}", s.protocol.name().to_uppercase(), SocketAddr::new(s.vip, s.port))
 }
 

@@ -36,13 +36,13 @@ pub struct Change {
 pub fn plan(table: &[ServiceConfig], file: &[ServiceConfig], commands: &[Command]) -> Result<Change, CommandError> {
     let mut change = Change { table: table.to_vec(), zero: Vec::new(), timeouts: None };
     for command in commands {
-        // What lbctl refuses too: firewall-mark services, the sync daemons, ...
+        // What lbctl refuses too: the sync daemons, NAT for firewall-mark services, ...
         if let Some(reason) = command.unsupported_reason() {
             return Err(CommandError::unsupported(reason));
         }
         match command {
             Command::Zero(Some(vs)) => {
-                let id = commands::service_id(vs)
+                let id = Some(commands::service_id(vs))
                     .filter(|id| change.table.iter().any(|s| s.id() == *id))
                     .ok_or(CommandError::kernel(KernelError::NoSuchService))?;
                 change.zero.push(Some(id));
@@ -161,6 +161,14 @@ weight = 3
 
 [service.real.health_check]
 port = 8081
+
+[[service]]
+fwmark = 1
+match = [{ vip = "10.0.0.100", ports = [80, 443] }]
+persistence_timeout = 300
+
+[[service.real]]
+address = "10.0.0.21"
 "#;
 
     fn file() -> Vec<ServiceConfig> {
@@ -201,7 +209,7 @@ port = 8081
             reals,
             [(IpAddr::from([10, 0, 0, 21]), 5, Forwarding::Dr), (IpAddr::from([10, 0, 0, 22]), 1, Forwarding::Tun)]
         );
-        assert_eq!(change.zero, [Some(ServiceId { protocol: Protocol::Tcp, vip: vip(), port: 80 }), None]);
+        assert_eq!(change.zero, [Some(ServiceId::address(Protocol::Tcp, vip(), 80)), None]);
         // The last --set counts (0 keeps a timeout: the controller's to apply).
         assert_eq!(change.timeouts, Some(Timeouts { tcp: 0, tcpfin: 60, udp: 0 }));
         // Only what is new must be checked against the host.
@@ -230,10 +238,12 @@ port = 8081
                 2,
             ),
             (&["-C", "-a -t 10.0.0.100:80 -r 10.0.0.21"], "Service not defined", 255),
-            // Firewall-mark services: lbctl refuses them first, lbd too.
-            (&["-C", "-A -f 1 -s rr"], lb_ipvsadm::command::FWMARK_UNSUPPORTED, 2),
-            (&["-a -f 2 -6 -r 2001:db8::21 -g"], lb_ipvsadm::command::FWMARK_UNSUPPORTED, 2),
-            (&["-Z -f 1"], lb_ipvsadm::command::FWMARK_UNSUPPORTED, 2),
+            // Firewall-mark services: only with the matches of the file
+            // (this batch's file has none), by -g or -i.
+            (&["-C", "-A -f 1 -s rr"], "fwmark 1 has no `match` in the config file", 2),
+            (&["-a -f 2 -6 -r 2001:db8::21 -g"], "Service not defined", 255),
+            (&["-Z -f 1"], "No such service", 255),
+            (&["-a -f 1 -r 10.0.0.21 -m"], lb_ipvsadm::command::FWMARK_DR_TUN_ONLY, 2),
         ] {
             let e = plan(&table, &[], &commands(batch)).unwrap_err();
             assert!(e.message.contains(message), "{batch:?}: {e}");
@@ -251,7 +261,7 @@ port = 8081
             "-a -t 10.0.0.100:80 -r 10.0.0.21 -g -w 3",
             "-a -t 10.0.0.100:80 -r 10.0.0.22 -g -w 1",
         ]);
-        let change = plan(&file, &file, &batch).unwrap();
+        let change = plan(&file[..1], &file, &batch).unwrap();
         let svc = &change.table[0];
         assert_eq!((svc.scheduler, svc.health.clone()), (Scheduler::Wrr, file[0].health.clone()));
         // The server the file has gets its own check, the other its service's.
@@ -260,5 +270,23 @@ port = 8081
         assert_ne!(svc.reals[0].health, HealthCheck::default());
         // 10.0.0.21 was there before, with the same forwarding: not new.
         assert_eq!(new_reals(&file, &change.table), [(IpAddr::from([10, 0, 0, 22]), Forwarding::Dr)]);
+    }
+
+    #[test]
+    fn a_firewall_mark_service_takes_its_matches_from_the_file() {
+        let file = file();
+        let batch = commands(&["-C", "-A -f 1 -s wlc -p 300", "-a -f 1 -r 10.0.0.22:0 -g -w 2", "-Z -f 1"]);
+        let change = plan(&file, &file, &batch).unwrap();
+        let svc = &change.table[0];
+        assert_eq!(svc.id(), ServiceId::fwmark(1, false));
+        assert_eq!((svc.matches.clone(), svc.options.persistence_timeout), (file[1].matches.clone(), Some(300)));
+        let reals: Vec<_> = svc.reals.iter().map(|r| (r.address, r.port, r.weight)).collect();
+        assert_eq!(reals, [(IpAddr::from([10, 0, 0, 22]), 0, 2)], "a server listens on each packet's port");
+        assert_eq!(change.zero, [Some(ServiceId::fwmark(1, false))]);
+        // The file has no IPv6 mark 1: nothing tells which packets it takes.
+        let e = plan(&file, &file, &commands(&["-A -f 1 -6 -s rr"])).unwrap_err();
+        assert!(e.message.contains("fwmark 1 IPv6 has no `match` in the config file"), "{e}");
+        let e = plan(&file, &file, &commands(&["-A -f 1 -s rr"])).unwrap_err();
+        assert_eq!(e.message, "Service already exists");
     }
 }

@@ -386,10 +386,12 @@ pub fn answer(
 }
 
 /// Each service as route health injection sees it: the IPv4 ones (the
-/// config lets no IPv6 VIP be announced).
+/// config lets no IPv6 VIP be announced), but firewall-mark services, which
+/// have no one VIP.
 fn bgp_services(c: &Controller) -> Vec<ServiceState> {
     c.table()
         .iter()
+        .filter(|s| s.fwmark == 0)
         .filter_map(|s| match s.vip {
             IpAddr::V4(vip) => Some(ServiceState { vip, quorum: c.holds_quorum(s.id()), standby: c.stands_by(s.vip) }),
             IpAddr::V6(_) => None,

@@ -259,7 +259,7 @@ mod tests {
     };
 
     fn service() -> ServiceId {
-        ServiceId { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 }
+        ServiceId::address(Protocol::Tcp, "172.16.100.1".parse().unwrap(), 80)
     }
 
     fn fast_tcp() -> HealthCheck {

@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn quorum_log_lines() {
-        let service = ServiceId { protocol: Protocol::Tcp, vip: "172.16.100.1".parse().unwrap(), port: 80 };
+        let service = ServiceId::address(Protocol::Tcp, "172.16.100.1".parse().unwrap(), 80);
         let q = Quorum { quorum: 3, hysteresis: 1 };
         assert_eq!(
             QuorumChange::Lost.describe(&service, &q, 1),

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use lb_common::{RealServer, Service, ServiceKey, ip_from_words, real_flag, sched, service_flag};
 
 use super::{
-    InstalledReal, InstalledService, Tables, TxPort, WantedReal, WantedService, effective_weight, region::Region,
+    InstalledReal, MatchKey, InstalledService, Tables, TxPort, WantedReal, WantedService, effective_weight, region::Region,
     walk::WalkResume,
 };
-use crate::model::{Forwarding, Protocol, Scheduler, ServiceOptions, persistence_mask_from_words};
+use crate::model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions, persistence_mask_from_words};
 
 /// The maps' content as a previous lbd left it (`Datapath::read_back`), for
 /// [`Tables::adopt`].
@@ -20,6 +20,8 @@ pub struct Adopted {
     /// Each service's scheduling table.
     pub tables: BTreeMap<ServiceKey, Vec<u32>>,
     pub positions: BTreeMap<u32, u64>,
+    /// `FWMARK_MATCHES`' entries.
+    pub fwmark_matches: Vec<(MatchKey, u32)>,
 }
 
 impl Tables {
@@ -29,12 +31,18 @@ impl Tables {
         let mut t = Self::new();
         for (key, value) in &adopted.services {
             let ids = adopted.service_reals.get(key).cloned().unwrap_or_default();
-            let (Some(protocol), Some(scheduler)) =
-                (Protocol::from_number(key.protocol), Scheduler::from_code(value.scheduler))
-            else {
+            // A firewall-mark service's key has protocol 0 and its mark for
+            // the VIP (lb_common::fwmark_service_key).
+            let fwmark = if value.flags & service_flag::FWMARK != 0 { u32::from_be(value.fwmark) } else { 0 };
+            let protocol = if fwmark != 0 { Some(Protocol::Tcp) } else { Protocol::from_number(key.protocol) };
+            let (Some(protocol), Some(scheduler)) = (protocol, Scheduler::from_code(value.scheduler)) else {
                 continue;
             };
-            let vip = ip_from_words(key.addr, key.family);
+            let vip = if fwmark != 0 {
+                ServiceId::fwmark(fwmark, key.family == lb_common::AF_INET6).vip
+            } else {
+                ip_from_words(key.addr, key.family)
+            };
             let port = u16::from_be(key.port);
             let mut reals = Vec::new();
             for id in ids.iter().rev() {
@@ -70,12 +78,14 @@ impl Tables {
                 .then(|| ids[rr_table[((position - 1) % rr_table.len() as u64) as usize] as usize]);
             let resume = WalkResume { position, rr_last, wrr_cw: sched::wrr_current_weight_at(&weights, position) };
             let options = ServiceOptions {
-                flags: value.flags & !service_flag::ALL_PORTS,
+                flags: value.flags & !(service_flag::ALL_PORTS | service_flag::FWMARK),
                 persistence_timeout: (value.persistence_timeout > 0).then_some(value.persistence_timeout),
                 persistence_netmask: persistence_mask_from_words(value.persistence_mask, key.family),
             };
             let table_ids = adopted.tables.get(key).cloned().unwrap_or_default();
-            let wanted = WantedService { protocol, vip, port, scheduler, options, reals };
+            // The matches are the trie's, taken whole below: the next plan
+            // sets those the config has and removes the rest.
+            let wanted = WantedService { protocol, vip, port, fwmark, matches: Vec::new(), scheduler, options, reals };
             t.services.insert(
                 *key,
                 InstalledService {
@@ -91,6 +101,7 @@ impl Tables {
                 },
             );
         }
+        t.fwmark_matches = adopted.fwmark_matches.iter().copied().collect();
         // Real servers in no service's list were retired; connections may use them.
         for (id, d) in &adopted.reals {
             if !t.reals.contains_key(id) {

@@ -21,8 +21,8 @@ use std::{
 };
 
 use lb_common::{
-    MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS, Service, ServiceKey, ip_words, real_flag,
-    sched, service_flag,
+    FWMARK_MATCH_FIXED_BITS, FwmarkMatch, MAX_REALS, MAX_SERVICES, REAL_LIST_SLOTS, RealServer, SCHED_TABLE_SLOTS,
+    Service, ServiceKey, ip_words, real_flag, sched, service_flag,
 };
 
 pub use self::adopt::Adopted;
@@ -30,7 +30,7 @@ use self::{
     region::{Region, RegionPool},
     walk::{WalkResume, fresh_walk, resume_walk},
 };
-use crate::model::{Forwarding, Protocol, Scheduler, ServiceId, ServiceOptions, persistence_mask_words};
+use crate::model::{Forwarding, MarkMatch, Protocol, Scheduler, ServiceId, ServiceOptions, persistence_mask_words};
 
 /// A virtual service as it should be, with everything resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +38,11 @@ pub struct WantedService {
     pub protocol: Protocol,
     pub vip: IpAddr,
     pub port: u16,
+    /// 0, or the firewall mark naming the service (`vip` then holds only
+    /// its family, see [`ServiceId`]).
+    pub fwmark: u32,
+    /// A firewall-mark service's packets.
+    pub matches: Vec<MarkMatch>,
     pub scheduler: Scheduler,
     pub options: ServiceOptions,
     /// In the order they were added (oldest first); the datapath keeps
@@ -80,13 +85,57 @@ pub struct TxPort {
 
 impl WantedService {
     pub fn id(&self) -> ServiceId {
-        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port }
+        ServiceId { protocol: self.protocol, vip: self.vip, port: self.port, fwmark: self.fwmark }
     }
 
     /// Its key in the `SERVICES` map.
     pub fn key(&self) -> ServiceKey {
+        if self.fwmark != 0 {
+            return lb_common::fwmark_service_key(self.fwmark.to_be(), ip_words(self.vip).1);
+        }
         service_key(self.protocol, self.vip, self.port)
     }
+}
+
+/// A key of `FWMARK_MATCHES`: its prefix length (bits) and data.
+pub type MatchKey = (u32, FwmarkMatch);
+
+/// The `FWMARK_MATCHES` entries of `wanted`'s firewall-mark services: each
+/// (protocol, port, network) to its mark in network order.
+fn fwmark_entries(wanted: &[WantedService]) -> BTreeMap<MatchKey, u32> {
+    let mut entries = BTreeMap::new();
+    for w in wanted.iter().filter(|w| w.fwmark != 0) {
+        for m in &w.matches {
+            let (addr, family) = ip_words(m.net);
+            let prefix_len = FWMARK_MATCH_FIXED_BITS + u32::from(m.prefix_len);
+            for &(first, last) in &m.ports {
+                for port in first..=last {
+                    let data = FwmarkMatch { protocol: m.protocol.number(), family, port: port.to_be(), addr };
+                    entries.insert((prefix_len, data), w.fwmark.to_be());
+                }
+            }
+        }
+    }
+    entries
+}
+
+/// Networks of a firewall-mark match up to this many addresses set the VIP
+/// filter's bit of each address; a wider one turns the filter off (every
+/// bit set: each packet is looked up, as when the filter is full).
+pub const FILTERED_NET_ADDRESSES: u128 = 256;
+
+/// Every address a match's network holds, if there are few enough to put
+/// in the VIP filter one by one.
+fn filter_addresses(m: &MarkMatch) -> Option<Vec<[u32; 4]>> {
+    if m.addresses() > FILTERED_NET_ADDRESSES {
+        return None;
+    }
+    let base = crate::model::net_bits(m.net, m.prefix_len);
+    let ip = |n: u128| match m.net {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from_bits(n as u32)),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from_bits(n)),
+    };
+    Some((0..m.addresses()).map(|i| ip_words(ip(base + i)).0).collect())
 }
 
 use lb_common::NO_REAL;
@@ -125,12 +174,23 @@ pub enum MapOp {
     SetVipFilter(Vec<u64>),
     /// A service's flags by id, for packets of known connections.
     SetServiceFlags(u32, u32),
+    /// A firewall-mark match: packets it takes go to the service of `mark`
+    /// (network order). It replaces the mark the entry had, if it had one
+    /// (a trie's lookups are by longest prefix: the datapath could not
+    /// read the exact entry back to undo the write).
+    SetFwmarkMatch { key: MatchKey, mark: u32, replaced: Option<u32> },
+    /// Removes the match, which held `mark`.
+    DeleteFwmarkMatch { key: MatchKey, mark: u32 },
 }
 
 impl MapOp {
     /// The write in a few words, for messages.
     pub fn describe(&self) -> String {
         let service = |key: &ServiceKey| {
+            if key.protocol == 0 {
+                let v6 = if key.family == lb_common::AF_INET6 { " IPv6" } else { "" };
+                return format!("fwmark {}{v6}", u32::from_be(key.addr[0]));
+            }
             let protocol = Protocol::from_number(key.protocol).map_or("?", |p| p.name());
             let vip = lb_common::ip_from_words(key.addr, key.family);
             format!("{protocol} {}", SocketAddr::new(vip, u16::from_be(key.port)))
@@ -150,8 +210,19 @@ impl MapOp {
             MapOp::DeleteService(key) => format!("the removal of service {}", service(key)),
             MapOp::SetVipFilter(_) => "the VIP filter".into(),
             MapOp::SetServiceFlags(id, _) => format!("the flags of service {id}"),
+            MapOp::SetFwmarkMatch { key, mark, .. } => {
+                format!("{} of fwmark {}", fwmark_match(key), u32::from_be(*mark))
+            }
+            MapOp::DeleteFwmarkMatch { key, .. } => format!("the removal of {}", fwmark_match(key)),
         }
     }
+}
+
+/// "match tcp 10.0.0.0/24:80", for messages.
+fn fwmark_match((prefix_len, m): &MatchKey) -> String {
+    let protocol = Protocol::from_number(m.protocol).map_or("?", |p| p.name());
+    let net = lb_common::ip_from_words(m.addr, m.family);
+    format!("match {protocol} {net}/{}:{}", prefix_len - FWMARK_MATCH_FIXED_BITS, u16::from_be(m.port))
 }
 
 /// Changes planned against the model: the writes, and the model as it is
@@ -219,6 +290,8 @@ pub struct Tables {
     pending_list_frees: Vec<Region>,
     /// The VIP pre-filter as written (empty: not written yet).
     vip_filter: Vec<u64>,
+    /// `FWMARK_MATCHES` as written.
+    fwmark_matches: BTreeMap<MatchKey, u32>,
 }
 
 impl Default for Tables {
@@ -252,6 +325,7 @@ impl Tables {
             pending_table_frees: Vec::new(),
             pending_list_frees: Vec::new(),
             vip_filter: Vec::new(),
+            fwmark_matches: BTreeMap::new(),
         }
     }
 
@@ -314,13 +388,28 @@ impl Tables {
         // The filter first, so a new VIP's packets are not passed by it; a
         // removed VIP's bit going early only passes what is being removed.
         let mut filter = vec![0u64; lb_common::VIP_FILTER_WORDS as usize];
-        for w in wanted {
-            let bit = lb_common::vip_filter_bit(&ip_words(w.vip).0);
-            filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+        let mark_addresses: Option<Vec<Vec<[u32; 4]>>> =
+            wanted.iter().flat_map(|w| &w.matches).map(filter_addresses).collect();
+        let vips = wanted.iter().filter(|w| w.fwmark == 0).map(|w| ip_words(w.vip).0);
+        match mark_addresses {
+            Some(lists) => {
+                for addr in vips.chain(lists.into_iter().flatten()) {
+                    let bit = lb_common::vip_filter_bit(&addr);
+                    filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+                }
+            }
+            None => filter.fill(u64::MAX),
         }
         if filter != self.vip_filter {
             ops.push(MapOp::SetVipFilter(filter.clone()));
             self.vip_filter = filter;
+        }
+
+        // Matches go before their services and after them: a packet a
+        // match takes finds its service.
+        let matches = fwmark_entries(wanted);
+        for (key, mark) in self.fwmark_matches.iter().filter(|(k, _)| !matches.contains_key(k)) {
+            ops.push(MapOp::DeleteFwmarkMatch { key: *key, mark: *mark });
         }
 
         let wanted_keys: BTreeSet<ServiceKey> = wanted.iter().map(|w| w.key()).collect();
@@ -339,6 +428,13 @@ impl Tables {
         for w in wanted {
             self.plan_service(w, position, &mut ops)?;
         }
+        for (key, mark) in &matches {
+            let replaced = self.fwmark_matches.get(key).copied();
+            if replaced != Some(*mark) {
+                ops.push(MapOp::SetFwmarkMatch { key: *key, mark: *mark, replaced });
+            }
+        }
+        self.fwmark_matches = matches;
         Ok(ops)
     }
 
@@ -489,13 +585,18 @@ impl Tables {
             id,
             scheduler: w.scheduler.code(),
             pad0: 0,
-            flags: w.options.flags | if w.port == 0 { service_flag::ALL_PORTS } else { 0 },
+            flags: w.options.flags
+                | match (w.fwmark, w.port) {
+                    (0, 0) => service_flag::ALL_PORTS,
+                    (0, _) => 0,
+                    _ => service_flag::FWMARK,
+                },
             table_start: table.start,
             table_len: table.len,
             reals_start: list.start,
             reals_len: list.len,
             persistence_timeout: w.options.persistence_timeout.unwrap_or(0),
-            fwmark: 0,
+            fwmark: w.fwmark.to_be(),
             persistence_mask: persistence_mask_words(w.options.persistence_netmask),
         };
         // The position goes first when the service is new (nothing reads it

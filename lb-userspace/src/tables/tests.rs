@@ -24,6 +24,8 @@ fn service(scheduler: Scheduler, reals: Vec<WantedReal>) -> WantedService {
         protocol: Protocol::Tcp,
         vip: IpAddr::from([10, 0, 0, 100]),
         port: 80,
+        fwmark: 0,
+        matches: Vec::new(),
         scheduler,
         options: ServiceOptions::default(),
         reals,
@@ -38,6 +40,7 @@ struct FakeMaps {
     table: BTreeMap<u32, u32>,
     services: BTreeMap<ServiceKey, Service>,
     positions: BTreeMap<u32, u64>,
+    fwmark_matches: BTreeMap<MatchKey, u32>,
 }
 
 impl FakeMaps {
@@ -56,7 +59,19 @@ impl FakeMaps {
                     self.services.insert(*k, *v);
                 }
                 MapOp::DeleteService(k) => {
+                    assert!(
+                        !self.fwmark_matches.values().any(|m| lb_common::fwmark_service_key(*m, k.family) == *k),
+                        "a match still leads to the removed service"
+                    );
                     self.services.remove(k);
+                }
+                MapOp::SetFwmarkMatch { key, mark, replaced } => {
+                    let service = lb_common::fwmark_service_key(*mark, key.1.family);
+                    assert!(self.services.contains_key(&service), "a match before its service");
+                    assert_eq!(self.fwmark_matches.insert(*key, *mark), *replaced);
+                }
+                MapOp::DeleteFwmarkMatch { key, mark } => {
+                    assert_eq!(self.fwmark_matches.remove(key), Some(*mark));
                 }
                 MapOp::SetSchedPosition(id, p) => {
                     self.positions.insert(*id, *p);
@@ -330,6 +345,7 @@ fn ipv6_services_are_written_with_their_family_and_adopted_back() {
         service_reals: BTreeMap::new(),
         tables: BTreeMap::new(),
         positions: BTreeMap::new(),
+        fwmark_matches: Vec::new(),
     };
     for op in &planned.ops {
         match op {
@@ -359,4 +375,119 @@ fn ipv6_services_are_written_with_their_family_and_adopted_back() {
         !replan.iter().any(|op| matches!(op, MapOp::SetService(..) | MapOp::SetReal(..))),
         "nothing to rewrite: {replan:?}"
     );
+}
+
+/// A firewall-mark service of `reals` whose matches are TCP 10.0.0.100
+/// (ports 80 and 443) and UDP 10.0.1.0/30 (ports 5000-5001).
+fn mark_service(mark: u32, reals: Vec<WantedReal>) -> WantedService {
+    let m = |protocol, net: [u8; 4], prefix_len, ports: &[(u16, u16)]| MarkMatch {
+        protocol,
+        net: IpAddr::from(net),
+        prefix_len,
+        ports: ports.to_vec(),
+    };
+    WantedService {
+        vip: IpAddr::from([0, 0, 0, 0]),
+        port: 0,
+        fwmark: mark,
+        matches: vec![
+            m(Protocol::Tcp, [10, 0, 0, 100], 32, &[(80, 80), (443, 443)]),
+            m(Protocol::Udp, [10, 0, 1, 0], 30, &[(5000, 5001)]),
+        ],
+        ..service(Scheduler::Wlc, reals)
+    }
+}
+
+/// A mark service is written under its mark with the FWMARK flag, its
+/// matches one entry per port after it, and its networks in the VIP
+/// filter; removed, its matches go first. The fake maps check the order.
+#[test]
+fn firewall_mark_services_are_found_by_their_matches() {
+    let mut tables = Tables::new();
+    let mut maps = FakeMaps::default();
+    let mut wanted = vec![service(Scheduler::Rr, vec![real(1, 1)]), mark_service(7, vec![real(21, 2), real(22, 1)])];
+    let ops = tables.plan(&wanted, &|_| 0).unwrap().ops;
+    let key = lb_common::fwmark_service_key(7u32.to_be(), lb_common::AF_INET);
+    assert_eq!(wanted[1].key(), key);
+    assert_eq!(wanted[1].id(), ServiceId::fwmark(7, false));
+    let value = ops
+        .iter()
+        .find_map(|op| match op {
+            MapOp::SetService(k, v) if *k == key => Some(*v),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((value.flags & service_flag::FWMARK, value.fwmark), (service_flag::FWMARK, 7u32.to_be()));
+    assert_eq!(value.flags & service_flag::ALL_PORTS, 0);
+    let matches: Vec<(u32, u8, u16, [u8; 4])> = ops
+        .iter()
+        .filter_map(|op| match op {
+            MapOp::SetFwmarkMatch { key: (len, m), mark, replaced: None } if *mark == 7u32.to_be() => {
+                Some((*len, m.protocol, u16::from_be(m.port), lb_common::ipv4_octets(m.addr)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        BTreeSet::from_iter(matches),
+        BTreeSet::from([
+            (64, 6, 80, [10, 0, 0, 100]),
+            (64, 6, 443, [10, 0, 0, 100]),
+            (62, 17, 5000, [10, 0, 1, 0]),
+            (62, 17, 5001, [10, 0, 1, 0])
+        ])
+    );
+    // The explicit service's VIP, the mark's host and the /30's four.
+    let filter = ops.iter().find_map(|op| if let MapOp::SetVipFilter(f) = op { Some(f.clone()) } else { None });
+    let filter = filter.unwrap();
+    for addr in [[10, 0, 0, 100], [10, 0, 1, 0], [10, 0, 1, 1], [10, 0, 1, 2], [10, 0, 1, 3]] {
+        let bit = lb_common::vip_filter_bit(&lb_common::ipv4_words(addr));
+        assert_ne!(filter[(bit >> 6) as usize] & 1 << (bit & 63), 0, "{addr:?}");
+    }
+    assert!(filter.iter().map(|w| w.count_ones()).sum::<u32>() <= 5);
+    // Its real servers keep each packet's port.
+    assert!(ops.iter().all(|op| !matches!(op, MapOp::SetReal(_, d) if d.service_id == value.id && d.port != 0)));
+    plan(&mut tables, &mut maps, &wanted);
+    assert_eq!(maps.fwmark_matches.len(), 4);
+
+    // A wider network turns the filter off rather than list its addresses.
+    wanted[1].matches[1].prefix_len = 16;
+    wanted[1].matches[1].net = IpAddr::from([10, 0, 0, 0]);
+    plan(&mut tables, &mut maps, &wanted);
+    let ops = tables.plan(&wanted, &|_| 0).unwrap().ops;
+    assert!(ops.is_empty(), "nothing changed: {ops:?}");
+    let replan = Tables::new().plan(&wanted, &|_| 0).unwrap().ops;
+    let filter = replan.iter().find_map(|op| if let MapOp::SetVipFilter(f) = op { Some(f.clone()) } else { None });
+    assert!(filter.unwrap().iter().all(|w| *w == u64::MAX));
+
+    // Removed: matches first, then the service (FakeMaps checks).
+    wanted.pop();
+    plan(&mut tables, &mut maps, &wanted);
+    assert!(maps.fwmark_matches.is_empty());
+    assert!(!maps.services.contains_key(&key));
+}
+
+/// The template of a mark service's client is the same whatever the port,
+/// protocol and address its packet went to (ip_vs_sched_persist with
+/// svc->fwmark): the mark for the VIP, ports 0, protocol 0.
+#[test]
+fn firewall_mark_templates_are_keyed_by_the_mark() {
+    let wanted = mark_service(7, vec![real(21, 1)]);
+    let ops = Tables::new().plan(std::slice::from_ref(&wanted), &|_| 0).unwrap().ops;
+    let value = ops.iter().find_map(|op| if let MapOp::SetService(_, v) = op { Some(*v) } else { None }).unwrap();
+    let flow = |dst: [u8; 4], dport: u16, protocol: u8| lb_common::FlowKey {
+        src: lb_common::ipv4_words([192, 0, 2, 9]),
+        dst: lb_common::ipv4_words(dst),
+        sport: 40000u16.to_be(),
+        dport: dport.to_be(),
+        protocol,
+        family: lb_common::AF_INET,
+        kind: lb_common::flow_kind::CONNECTION,
+        pad0: 0,
+    };
+    let http = value.template_key(&flow([10, 0, 0, 100], 80, 6));
+    assert_eq!(http, value.template_key(&flow([10, 0, 0, 100], 443, 6)));
+    assert_eq!(http, value.template_key(&flow([10, 0, 1, 2], 5000, 17)));
+    assert_eq!((http.dst, http.dport, http.sport, http.protocol), ([7u32.to_be(), 0, 0, 0], 0, 0, 0));
+    assert_eq!(MapOp::SetService(wanted.key(), value).describe(), "service fwmark 7");
 }

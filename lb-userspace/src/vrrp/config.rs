@@ -677,7 +677,8 @@ garp_master_refresh = "60s"
         assert_eq!(with("track_interface = [\"a/b\"]"), "5: vrrp[0].track_interface: \"a/b\" is not an interface name");
         assert_eq!(
             with("track_service = [{ service = \"tcp 172.16.100.1\" }]"),
-            "5: vrrp[0].track_service[0].service: \"tcp 172.16.100.1\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\")"
+            "5: vrrp[0].track_service[0].service: \"tcp 172.16.100.1\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\") \
+             or \"fwmark MARK [IPv6]\""
         );
         assert_eq!(
             with("track_service = [{ service = \"sctp 172.16.100.1:80\" }]"),
@@ -801,7 +802,7 @@ garp_master_refresh = "60s"
 
     #[test]
     fn track_service_weights() {
-        let service = ServiceId { protocol: Protocol::Tcp, vip: Ipv4Addr::LOCALHOST.into(), port: 80 };
+        let service = ServiceId::address(Protocol::Tcp, Ipv4Addr::LOCALHOST.into(), 80);
         let t = |weight| TrackService { service, weight };
         assert_eq!(t(-20).effect(false), (-20, false));
         assert_eq!(t(-20).effect(true), (0, false));

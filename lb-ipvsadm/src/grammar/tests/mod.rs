@@ -123,8 +123,8 @@ const CAPTURE_SERVICES: &str = "domain 53/tcp\ndomain 53/udp\nhttp 80/tcp www\nh
 // --- ipvsadm -S output -------------------------------------------------
 
 /// Every rule `ipvsadm -S -n` wrote parses, and is written back the same
-/// (IPv4, and IPv6 with firewall-mark services); lbd refuses the
-/// firewall-mark ones for now.
+/// (IPv4, and IPv6 with firewall-mark services); lbd takes the
+/// firewall-mark ones (all by -g, or -i for IPv4).
 #[test]
 fn every_numeric_save_line_parses_and_is_written_back() {
     for (reference, count) in [(S_N, 69), (S_N_V6, 29)] {
@@ -135,7 +135,9 @@ fn every_numeric_save_line_parses_and_is_written_back() {
             assert_eq!(c.to_string(), line);
             assert_round_trip(&c);
             if is_fwmark_rule(line) {
-                assert_eq!(c.unsupported_reason(), Some(FWMARK_UNSUPPORTED), "{line}");
+                // An IPv6 tunnelling server is refused as for any IPv6 service.
+                let expected = if line.contains(" -6 ") && line.contains(" -i ") { Some(IPV6_DR_ONLY) } else { None };
+                assert_eq!(c.unsupported_reason(), expected, "{line}");
             }
             rules += 1;
         }
@@ -215,8 +217,10 @@ fn firewall_mark_services() {
         let c = ok(line);
         assert_eq!(c.to_string(), line);
         assert_round_trip(&c);
-        assert_eq!(c.unsupported_reason(), Some(FWMARK_UNSUPPORTED), "{line}");
+        assert_eq!(c.unsupported_reason(), None, "{line}");
     }
+    // Masquerading would have to name the port each packet keeps.
+    assert_eq!(ok("-a -f 1 -r 10.0.0.10 -m").unsupported_reason(), Some(FWMARK_DR_TUN_ONLY));
     // ipvsadm's own checks: -6 after -f, the server in the service's family.
     assert_eq!(
         fails("-a -f 2 -r 2001:db8::10 -g"),
@@ -230,7 +234,8 @@ fn restore_reads_save_output() {
     assert_eq!(commands.len(), 69);
     let numeric: Vec<Command> = S_N.lines().map(ok).collect();
     assert_eq!(commands, numeric);
-    let fwmark_rules = commands.iter().filter(|c| c.unsupported_reason() == Some(FWMARK_UNSUPPORTED)).count();
+    let fwmark_rules =
+        commands.iter().filter(|c| c.virtual_service().is_some_and(|s| s.fwmark().is_some())).count();
     assert_eq!(fwmark_rules, S_N.lines().filter(|l| is_fwmark_rule(l)).count());
 }
 
