@@ -8,7 +8,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{Director, conn_state};
 use lb_userspace::{
     datapath::{Datapath, LoadOptions},
-    model::{Forwarding, Protocol, Scheduler},
+    model::{Forwarding, MarkMatch, Protocol, Scheduler, ServiceId},
     tables::{Tables, TxPort, WantedReal, WantedService},
 };
 
@@ -66,6 +66,27 @@ pub fn service<A: Into<IpAddr> + Copy>(
             })
             .collect(),
     }
+}
+
+/// Firewall-mark service `mark` taking `matches`' packets, over real
+/// servers (address, weight) as [`service`]'s.
+pub fn mark_service<A: Into<IpAddr> + Copy>(
+    mark: u32,
+    matches: Vec<MarkMatch>,
+    scheduler: Scheduler,
+    reals: &[(A, u32)],
+) -> WantedService {
+    let id = ServiceId::fwmark(mark, matches.first().is_some_and(|m| m.net.is_ipv6()));
+    WantedService { fwmark: mark, matches, ..service(id.protocol, id.vip, 0, scheduler, reals) }
+}
+
+/// A match of `protocol` packets to the network `net` ("10.1.0.0/24", or
+/// an address alone) on these ports (each an inclusive range).
+pub fn mark_match(protocol: Protocol, net: &str, ports: &[(u16, u16)]) -> MarkMatch {
+    let (addr, prefix) = net.split_once('/').unwrap_or((net, ""));
+    let net: IpAddr = addr.parse().expect("an address");
+    let full = if net.is_ipv6() { 128 } else { 32 };
+    MarkMatch { protocol, net, prefix_len: prefix.parse().unwrap_or(full), ports: ports.to_vec() }
 }
 
 pub struct Harness {
