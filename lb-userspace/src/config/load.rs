@@ -476,6 +476,15 @@ weight = 2
     }
 
     #[test]
+    fn vrrp_tracks_a_firewall_mark_service_by_its_mark() {
+        let vrrp = "\n[[vrrp]]\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"172.16.100.1/24\"]\n";
+        let text = |service: &str| format!("{}{vrrp}track_service = [{{ service = \"{service}\" }}]\n", with_mark(MARK));
+        let c = Config::parse(&text("fwmark 1"), Path::new("lb.toml")).unwrap();
+        assert_eq!(c.vrrp[0].track_service[0].service, ServiceId::fwmark(1, false));
+        assert!(errors(&text("fwmark 1 IPv6"))[0].ends_with("fwmark 1 IPv6 is not a service of this file"));
+    }
+
+    #[test]
     fn a_packet_matches_one_firewall_mark_service_at_most() {
         let other = MARK.replace("fwmark = 1", "fwmark = 2").replace("[80, 443]", "[8080]").replace("\"9000\"", "\"7000\"");
         let text = format!("{}\n[[service]]\n{other}", with_mark(MARK));
