@@ -19,16 +19,17 @@ pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 
 /// The test files of lb-tests run in each kernel: the verifier budget; the
 /// kernel probes and how a refusal is reported; the datapath fixtures
-/// (`datapath`, `icmp`, `hostile_frames`), the schedulers' equivalence runs
+/// (`datapath`, `datapath_fwmark`, `icmp`, `hostile_frames`), the schedulers' equivalence runs
 /// (`datapath_schedulers`) and the datapath fuzzer; the DR lab (`director`:
 /// rr split, keep-alive, SIGHUP changes, SIGTERM cleanup; `director_lbctl`:
 /// lbctl's listings; `director_config`: config mistakes refused); NAT's
 /// fixtures (`nat_datapath`) and its lab with two director interfaces
 /// (`nat`: a redirect between them, the kernel's FIB for replies).
-pub const TESTS: [&str; 15] = [
+pub const TESTS: [&str; 16] = [
     "verifier_budget",
     "kernel_support",
     "datapath",
+    "datapath_fwmark",
     "datapath_schedulers",
     "icmp",
     "hostile_frames",
