@@ -260,7 +260,7 @@ fn check_table(table: &[ServiceConfig]) -> Result<(), CommandError> {
                 return Err(CommandError {
                     message: format!(
                         "wrr weights of {} give a sequence over {MAX_SEQUENCE_LEN} picks: use smaller weights",
-                        svc.vip
+                        svc.id()
                     ),
                     exit_code: 1,
                 });

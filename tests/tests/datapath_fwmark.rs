@@ -14,7 +14,10 @@ use lb_tests::{
     packets::{DIRECTOR_MAC, PacketSpec, dr_rewrite, tcp},
     packets6::Packet6Spec,
 };
-use lb_userspace::model::{Protocol, Scheduler};
+use lb_userspace::{
+    model::{Protocol, Scheduler},
+    tables::{MapOp, Tables},
+};
 
 /// The mark services' own real server.
 const RS3: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 23);
@@ -181,4 +184,31 @@ fn an_ipv6_mark_takes_its_prefix() {
     let elsewhere = SocketAddrV6::new(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1), 80, 0, 0);
     let out = h.run(&Packet6Spec::tcp(client, elsewhere, tcp::SYN).build()).unwrap();
     assert_eq!(out.verdict, XDP_PASS, "outside the prefix");
+}
+
+/// A restarted lbd reads a mark's matches back from the trie with the
+/// other maps: planning the same table again writes nothing.
+#[test]
+fn a_restarted_lbd_adopts_a_marks_matches() {
+    let Some(mut h) = harness() else { return };
+    let matches = vec![
+        mark_match(Protocol::Tcp, "10.1.0.0/24", &[(80, 80), (8000, 8003)]),
+        mark_match(Protocol::Udp, "10.1.0.5", &[(53, 53)]),
+    ];
+    let mut svc = mark_service(3, matches, Scheduler::Wrr, &[(RS1, 2), (RS2, 1)]);
+    svc.options.persistence_timeout = Some(60);
+    let table = [service(Protocol::Tcp, VIP, 80, Scheduler::Rr, &[(RS1, 1)]), svc];
+    h.apply(&table).unwrap();
+    let adopted = h.datapath.read_back().unwrap();
+    assert_eq!(adopted.fwmark_matches.len(), 6, "every (port, network) entry of the trie");
+    let again = Tables::adopt(&adopted);
+    let back = again.wanted().find(|w| w.fwmark == 3).expect("the mark service, adopted");
+    assert_eq!((back.key(), back.options.persistence_timeout), (table[1].key(), Some(60)));
+    let ops = again.plan(&table, &|id| h.datapath.sched_position(id)).unwrap().ops;
+    let rewrites: Vec<_> = ops
+        .iter()
+        .filter(|op| !matches!(op, MapOp::SetVipFilter(_)))
+        .map(|op| op.describe())
+        .collect();
+    assert!(rewrites.is_empty(), "nothing to rewrite: {rewrites:?}");
 }
