@@ -101,9 +101,91 @@ const USAGE_BODY: &str = concat!(
     "  --mcast-ttl ttl                     Multicast TTL (default=1)\n",
 );
 
+/// One option of the help text, for lbctl's man page and completions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageOption {
+    /// Without the dashes.
+    pub long: String,
+    /// Its letters (`-L|-l`: both).
+    pub short: Vec<char>,
+    /// What it takes (`scheduler`, `tcp tcpfin udp`), if anything.
+    pub value: Option<String>,
+    pub help: String,
+    /// The heading it is listed under ("Commands", "Options", ...).
+    pub group: String,
+}
+
+/// The options [`usage`] lists, read from its own text: the help and the
+/// man page say the same.
+pub fn options() -> Vec<UsageOption> {
+    let mut out: Vec<UsageOption> = Vec::new();
+    let mut group = String::new();
+    for line in USAGE_BODY.lines() {
+        if !line.starts_with(' ') {
+            if let Some(heading) = line.strip_suffix(':') {
+                group = heading.to_string();
+            }
+            continue;
+        }
+        let text = line.trim();
+        if !text.starts_with("--") {
+            // The help of the option above, continued.
+            if let Some(last) = out.last_mut() {
+                last.help = format!("{} {text}", last.help);
+            }
+            continue;
+        }
+        // The help is what follows the last run of two spaces.
+        let (spec, help) = match text.rfind("  ") {
+            Some(i) => (text[..i].trim(), text[i..].trim()),
+            None => (text, ""),
+        };
+        let mut words = spec.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        let (long, mut short) = match first.split_once('|') {
+            Some((long, letters)) => (long, letters.trim_start_matches('-').chars().collect()),
+            None => (first, Vec::new()),
+        };
+        let mut value = Vec::new();
+        for word in words {
+            match word.strip_prefix('-') {
+                Some(letters) if value.is_empty() && word.len() <= 5 => {
+                    short.extend(letters.split('|').filter_map(|l| l.trim_start_matches('-').chars().next()))
+                }
+                _ => value.push(word),
+            }
+        }
+        out.push(UsageOption {
+            long: long.trim_start_matches("--").to_string(),
+            short,
+            value: (!value.is_empty()).then(|| value.join(" ")),
+            help: help.to_string(),
+            group: group.clone(),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_read_from_the_help() {
+        let options = options();
+        let find = |long: &str| options.iter().find(|o| o.long == long).unwrap().clone();
+        let list = find("list");
+        assert_eq!((list.short, list.value, list.help.as_str()), (vec!['L', 'l'], None, "list the table"));
+        assert_eq!(list.group, "Commands");
+        let scheduler = find("scheduler");
+        assert_eq!((scheduler.short, scheduler.value.as_deref()), (vec!['s'], Some("scheduler")));
+        assert!(scheduler.help.ends_with("the default scheduler is wlc."), "{}", scheduler.help);
+        assert_eq!(find("tcp-service").short, ['t']);
+        assert_eq!(find("set").value.as_deref(), Some("tcp tcpfin udp"));
+        assert_eq!((find("syncid").value.as_deref(), find("syncid").group.as_str()), (Some("sid"), "Daemon Options"));
+        assert_eq!((find("tun-nocsum").short, find("tun-nocsum").value), (vec![], None));
+        assert_eq!(find("persistent").value.as_deref(), Some("[timeout]"));
+    }
 
     #[test]
     fn usage_is_ipvsadms_help() {

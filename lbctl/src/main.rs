@@ -7,6 +7,8 @@
 //! `sync_*`), `--vrrp` (the VRRP instances), `--socket PATH` (or
 //! `LBCTL_SOCKET`; default /run/lb/lbd.sock).
 
+mod docs;
+
 use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Result, bail};
@@ -52,7 +54,23 @@ fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
     Ok((own, rest))
 }
 
+/// lbctl's version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LB_COMMIT"), ")");
+
 fn main() -> ExitCode {
+    // For the package: the man page and completions, then nothing else.
+    let argv: Vec<String> = std::env::args().collect();
+    if let [_, flag, dir] = argv.as_slice()
+        && flag == "--docs"
+    {
+        return match lb_docs::write_cli(docs::command(), "8", dir.as_ref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbctl: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (own, args) = match split_own(std::env::args().skip(1).collect()) {
         Ok(split) => split,
         Err(e) => {
@@ -102,7 +120,7 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
-            println!("lbctl {} (ipvsadm v1.31 compatible)", env!("CARGO_PKG_VERSION"));
+            println!("lbctl {VERSION}; ipvsadm v1.31 compatible");
             Ok(ExitCode::SUCCESS)
         }
         Command::List(list) => list_command(own, list, &names),

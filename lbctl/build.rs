@@ -1,0 +1,7 @@
+//! `lbctl --version` names the commit it was built from.
+
+include!("../build-support/commit.rs");
+
+fn main() {
+    emit_commit();
+}
