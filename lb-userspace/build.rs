@@ -18,7 +18,10 @@ const EBPF_PACKAGE: &str = "lb-ebpf";
 const EBPF_BINARIES: [&str; 5] = ["lb-ebpf", "lb-decap", "lb-bench-tx", "lb-probe", "lb-test-too-big"];
 const TOOLCHAIN: &str = "nightly";
 
+include!("../build-support/commit.rs");
+
 fn main() {
+    emit_commit();
     println!("cargo:rerun-if-env-changed=LB_SKIP_EBPF_BUILD");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     if env::var_os("LB_SKIP_EBPF_BUILD").is_some() {

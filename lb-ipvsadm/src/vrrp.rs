@@ -63,6 +63,9 @@ pub struct VrrpStatus {
     pub bad_adverts: u64,
     /// Why the last bad advert was bad.
     pub last_bad_advert: Option<String>,
+    /// The bad adverts by what was wrong (`ttl`, `auth_type`, `vrid`, ...).
+    #[serde(default)]
+    pub bad_adverts_by_reason: std::collections::BTreeMap<String, u64>,
     /// The last I/O error (sending, addresses, ARPs), if any.
     pub last_error: Option<String>,
 }
@@ -148,6 +151,7 @@ mod tests {
             adverts_received: 0,
             bad_adverts: 0,
             last_bad_advert: None,
+            bad_adverts_by_reason: Default::default(),
             last_error: None,
         };
         let table = render_table(

@@ -41,13 +41,13 @@ pub const MAX_CLIENTS: usize = 32;
 /// would fail again at once.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves requests on `socket` until the task is dropped; `handle` answers
-/// each one. Only root and members of `group` are answered.
-pub async fn serve<F>(socket: &Path, group: Option<ControlGroup>, handle: F) -> Result<()>
+/// Serves requests on `listener` (made by [`listen`]) until the task is
+/// dropped; `handle` answers each one. Only root and members of `group`
+/// are answered.
+pub async fn serve<F>(listener: UnixListener, group: Option<ControlGroup>, handle: F) -> Result<()>
 where
     F: Fn(Request) -> Response + Send + Sync + 'static,
 {
-    let listener = listen(socket, group.as_ref())?;
     let handle = Arc::new(handle);
     let group = Arc::new(group);
     let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
@@ -177,7 +177,7 @@ fn peer_groups(stream: &UnixStream) -> std::io::Result<Vec<libc::gid_t>> {
 /// renames it to `socket` (replacing a stale one from a crash atomically).
 /// So the socket never has its name with a looser mode, whatever the
 /// umask; the umask, which is the whole process's, stays as it is.
-fn listen(socket: &Path, group: Option<&ControlGroup>) -> Result<UnixListener> {
+pub fn listen(socket: &Path, group: Option<&ControlGroup>) -> Result<UnixListener> {
     use std::os::unix::fs::DirBuilderExt as _;
     let parent = socket.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
@@ -279,17 +279,14 @@ mod tests {
     #[tokio::test]
     async fn requests_are_bounded_and_answered() {
         let socket = socket_in_temp("bounded");
-        let served = socket.clone();
+        let listener = listen(&socket, None).unwrap();
         let server = tokio::spawn(async move {
-            serve(&served, None, |request| match request {
+            serve(listener, None, |request| match request {
                 Request::Timeouts => Response::Done,
                 _ => Response::Error { message: "unexpected".into() },
             })
             .await
         });
-        while !socket.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!staging_dir(&socket).exists());

@@ -41,7 +41,7 @@ pub mod tracker;
 mod watch;
 
 pub use config::{CheckKind, ExecProbe, HealthCheck, HttpProbe, Probe, StatusCodes, TlsOptions};
-pub use monitor::{HealthEvent, HealthMonitor, MonitorChanges, MonitoredReal, RealStatus};
+pub use monitor::{CheckTiming, HealthEvent, HealthMonitor, MonitorChanges, MonitoredReal, Observed, RealStatus};
 pub use notify::DEFAULT_NOTIFY_TIMEOUT;
 pub use pool::{EffectivePool, Quorum, QuorumChange, QuorumState, RealHealth, effective_pool, live_weight};
 pub use probe::check_once;

@@ -2,6 +2,8 @@
 //! lbctl is its own crate; what it shares with lbd (ipvsadm's language, the
 //! control protocol) is lb-ipvsadm.
 
+/// What `lbd --version` says: the version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LB_COMMIT"), ")");
 
 /// The eBPF object built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -36,4 +38,5 @@ mod process;
 pub mod vrrp;
 pub mod sync;
 pub mod bgp;
+pub mod metrics;
 pub mod verifier;

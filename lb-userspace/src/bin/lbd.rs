@@ -17,6 +17,7 @@ use clap::Parser;
 use lb_userspace::{
     config, control,
     controller::Controller,
+    metrics,
     daemon::{self, ChangeRequest, Daemon, Event, Standby, SyncLink},
     datapath::{Datapath, LoadOptions},
     decap, environment,
@@ -37,7 +38,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(name = "lbd", version, about = "XDP layer-4 load balancer (LVS-compatible director)")]
+#[command(name = "lbd", version = lb_userspace::VERSION, about = "XDP layer-4 load balancer (LVS-compatible director)")]
 struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
@@ -82,6 +83,13 @@ enum Sub {
         /// its IPv4 addresses, its IPv6 ones but link-local).
         #[arg(long)]
         address: Vec<std::net::IpAddr>,
+    },
+    /// Writes lbd's man page (lbd.8) and shell completions into a
+    /// directory (for the package).
+    #[command(hide = true)]
+    Docs {
+        /// Where to write them.
+        out: PathBuf,
     },
 }
 
@@ -144,6 +152,10 @@ fn verify_datapath() -> bool {
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(Sub::Docs { out }) = &args.command {
+        lb_docs::write_cli(<Args as clap::CommandFactory>::command(), "8", out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(Sub::Decap { interface, from, vip, address }) = &args.command {
         let options = decap::Options {
             interface: interface.clone(),
@@ -185,6 +197,11 @@ async fn run(args: Args) -> Result<ExitCode> {
         pins::ensure_bpffs(pin_path)?;
     }
     let _instance = InstanceLock::acquire(&config.director.control_socket, config.director.pin_path.as_deref())?;
+    // A taken metrics port stops lbd before it touches the datapath.
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(metrics::server::bind(m.listen).await?),
+        None => None,
+    };
     // What an lbd that exited for a restart left (read once).
     let note = resume::take(&resume::note_path(&config.director.control_socket)).unwrap_or_else(|e| {
         warn!("{e:#}");
@@ -268,12 +285,12 @@ async fn run(args: Args) -> Result<ExitCode> {
     // Changes from lbctl go through the main loop (they need the network
     // for their checks); reads are answered directly.
     let (change_tx, mut change_rx) = tokio::sync::mpsc::channel::<ChangeRequest>(16);
+    let listener = control::listen(&socket, control_group.as_ref())?;
     let server = {
         let shared = daemon.controller();
-        let socket = socket.clone();
         tokio::spawn(async move {
             let vrrp = Arc::new(vrrp_watches);
-            let result = control::serve(&socket, control_group, move |request| {
+            let result = control::serve(listener, control_group, move |request| {
                 daemon::answer(&shared, &change_tx, &vrrp, sync_stats.as_deref(), request)
             })
             .await;
@@ -282,6 +299,15 @@ async fn run(args: Args) -> Result<ExitCode> {
             }
         })
     };
+
+    let mut metrics_tick = tokio::time::interval(metrics::INTERVAL);
+    let metrics_on = metrics_listener.is_some();
+    if let Some(listener) = metrics_listener {
+        let (publish, snapshots) = daemon::metrics::channel();
+        daemon.publish_metrics_on(publish);
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(metrics::server::serve(listener, snapshots));
+    }
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -294,7 +320,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     // A tick missed while an event took long (a scan of a huge table under
     // a flood) comes one period after that event, not at once: the loop
     // never runs one timer's work back to back and starves the others.
-    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours] {
+    for timer in [&mut sync_tick, &mut sweep, &mut rates, &mut neighbours, &mut metrics_tick] {
         timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
     // Route health injection, now that the datapath is attached and a
@@ -304,6 +330,11 @@ async fn run(args: Args) -> Result<ExitCode> {
         daemon.start_bgp(cfg);
     }
     let mut routes_out = false;
+    // systemd (Type=notify): started once the datapath is attached and the
+    // control socket answers. Without $NOTIFY_SOCKET this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("cannot tell systemd that lbd is ready: {e}");
+    }
     loop {
         // Signals first: SIGTERM is served after the event in hand, however
         // busy the timers and sockets are.
@@ -327,6 +358,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             _ = sweep.tick() => Event::Sweep,
             _ = rates.tick() => Event::SampleRates,
             _ = neighbours.tick() => Event::RefreshNeighbours,
+            _ = metrics_tick.tick(), if metrics_on => Event::PublishMetrics,
             // Last: a peer sending without pause cannot starve the timers
             // (each ready at most once a period).
             Some(batch) = async { match &mut sync_rx { Some(rx) => rx.recv().await, None => None } } => {
@@ -336,6 +368,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         daemon.handle(event).await;
     }
 
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let shared = if restart {
         let (shared, left) = daemon.leave_for_restart().await;
         if !left.is_empty() {

@@ -13,7 +13,7 @@ use super::{
     raw::{RawConfig, RawService},
     service::check_service,
 };
-use crate::{bgp::BgpConfig, model::ServiceId, sync::config::SyncConfig};
+use crate::{bgp::BgpConfig, metrics::MetricsConfig, model::ServiceId, sync::config::SyncConfig};
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -99,8 +99,11 @@ impl Config {
             // the datapath they draw traffic to.
             c.error(b.span(), "bgp", "needs director.pin_path: the datapath must outlive lbd while its routes are out");
         }
+        let metrics = raw.metrics.as_ref().and_then(|m| MetricsConfig::resolve(m, "metrics", &mut c));
         match director {
-            Some(director) if c.is_clean() => Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync, bgp }),
+            Some(director) if c.is_clean() => {
+                Ok(Config { path: path.to_path_buf(), director, services, vrrp, sync, bgp, metrics })
+            }
             _ => Err(ConfigErrors(c.into_errors())),
         }
     }

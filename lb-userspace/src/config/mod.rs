@@ -11,8 +11,9 @@
 //! - `raw`: the file as written, with spans;
 //! - `director`, and `service` with the service's `options`, `real`
 //!   servers and `health` settings: one check per table (the
-//!   `health_check`, `[[vrrp]]` and `[sync]` tables are checked by
-//!   [`crate::health`], [`crate::vrrp`] and [`crate::sync`]);
+//!   `health_check`, `[[vrrp]]`, `[sync]` and `[metrics]` tables are
+//!   checked by [`crate::health`], [`crate::vrrp`], [`crate::sync`] and
+//!   [`crate::metrics`]);
 //! - `load`: [`Config::load`] and [`Config::parse`].
 
 pub mod check;
@@ -35,6 +36,7 @@ use crate::{
     health::{HealthCheck, Quorum},
     model::{Forwarding, MarkMatch, Protocol, Scheduler, ServiceId, ServiceOptions, Timeouts},
     bgp::BgpConfig,
+    metrics::MetricsConfig,
     sync::config::SyncConfig,
     vrrp::VrrpConfig,
 };
@@ -65,6 +67,8 @@ pub struct Config {
     pub sync: Option<SyncConfig>,
     /// VIPs announced through a BGP daemon (active-active directors).
     pub bgp: Option<BgpConfig>,
+    /// Where the Prometheus metrics are served, if anywhere.
+    pub metrics: Option<MetricsConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

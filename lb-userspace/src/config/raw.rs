@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{bgp::RawBgp, health::RawHealthCheck, sync::config::RawSync, vrrp::RawVrrp};
+use crate::{bgp::RawBgp, health::RawHealthCheck, metrics::RawMetrics, sync::config::RawSync, vrrp::RawVrrp};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) vrrp: Vec<Spanned<RawVrrp>>,
     pub(super) sync: Option<Spanned<RawSync>>,
     pub(super) bgp: Option<Spanned<RawBgp>>,
+    pub(super) metrics: Option<Spanned<RawMetrics>>,
 }
 
 #[derive(Deserialize)]

@@ -67,6 +67,9 @@ pub struct Controller {
     /// Next hops' MACs on the director's segment.
     macs: BTreeMap<IpAddr, [u8; 6]>,
     estimators: BTreeMap<Counted, Estimator>,
+    /// Live entries of the connection table (connections and templates)
+    /// as the last complete sweep pass counted them.
+    conn_entries: Option<u64>,
 }
 
 impl Controller {
@@ -107,6 +110,7 @@ impl Controller {
             route_loss: RouteLoss::default(),
             macs,
             estimators: BTreeMap::new(),
+            conn_entries: None,
         };
         c.apply()?;
         Ok(c)
@@ -296,6 +300,12 @@ impl Controller {
     /// Next hops whose MACs are not known yet.
     pub fn unresolved(&self) -> Vec<Neighbour> {
         next_hop_addresses(&self.paths).into_iter().filter(|(_, a)| !self.macs.contains_key(a)).collect()
+    }
+
+    /// Live entries of the connection table at the end of the last
+    /// complete sweep pass (`None` before the first).
+    pub fn conn_entries(&self) -> Option<u64> {
+        self.conn_entries
     }
 
     pub fn next_hops(&self) -> Vec<Neighbour> {

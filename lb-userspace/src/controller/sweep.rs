@@ -214,6 +214,7 @@ impl Controller {
     /// The end of a pass: counts against what the table held, and the
     /// retired slots no connection used.
     fn end_pass(&mut self, drift: &mut DriftFilter, release: &Retired, tally: &Tally) -> Result<()> {
+        self.conn_entries = Some(tally.exact.values().map(|&n| n.max(0) as u64).sum());
         // What the datapath counts against what the table holds. A gap seen
         // by one pass can be a connection that came or changed while it
         // walked; a gap that stays is drift, and is closed.

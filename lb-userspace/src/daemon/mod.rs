@@ -5,6 +5,7 @@
 //! order, the tasks, sockets and signals that produce the events.
 
 mod change;
+pub mod metrics;
 mod standby;
 
 pub use change::{Change, new_reals, plan};
@@ -32,6 +33,7 @@ use crate::{
     controller::{Controller, InstallReport, Sweeper},
     environment,
     health::{HealthEvent, HealthMonitor},
+    metrics::{Reloads, Snapshot},
     netinfo::{Interfaces, Net},
     sync::{Batch, ChangeTracker, ReceivedBatch, SendOutcome, SyncStats, stats::more_since},
     vrrp::{VrrpInstance, resume},
@@ -64,6 +66,8 @@ pub enum Event {
     SampleRates,
     /// Time to look at the next hops' MACs again (every second).
     RefreshNeighbours,
+    /// Time to publish a metrics snapshot (`metrics::INTERVAL`).
+    PublishMetrics,
 }
 
 /// Connection sync's sending side: what was sent, the queue to the
@@ -132,6 +136,9 @@ impl SyncLink {
     /// Counts and logs (at a bounded rate) what a received batch became.
     fn report(&self, from: std::net::SocketAddr, report: &InstallReport) {
         SyncStats::add(&self.stats.records_installed, report.installed);
+        if report.installed > 0 {
+            self.stats.installed_now();
+        }
         for (refusal, record) in &report.refused {
             self.stats.count(&format!("sync_refused_{}", refusal.name()), 1);
             if let Some(suppressed) = self.stats.should_log(refusal.name()) {
@@ -165,6 +172,9 @@ pub struct Daemon {
     sweeper: Sweeper,
     /// Route health injection, with `[bgp]`.
     bgp: Option<Bgp>,
+    /// Where metrics snapshots go, with `[metrics]`.
+    metrics: Option<watch::Sender<Arc<Snapshot>>>,
+    reloads: Reloads,
 }
 
 impl Daemon {
@@ -191,6 +201,8 @@ impl Daemon {
             neighbour_ticks: 0,
             sweeper: Sweeper::default(),
             bgp: None,
+            metrics: None,
+            reloads: Reloads::default(),
         }
     }
 
@@ -226,7 +238,8 @@ impl Daemon {
     pub async fn handle(&mut self, event: Event) {
         match event {
             Event::Reload => {
-                reload(&self.config_path, &self.net, &self.shared).await;
+                let ok = reload(&self.config_path, &self.net, &self.shared).await;
+                self.reloads.record(ok);
                 refresh_monitor(&self.shared, &mut self.monitor);
                 update_tracking(&self.instances, &lock(&self.shared));
                 self.announce();
@@ -280,6 +293,7 @@ impl Daemon {
                 // unresolved ones on the others.
                 refresh_neighbours(&self.net, &self.shared, self.neighbour_ticks % 10 == 1).await;
             }
+            Event::PublishMetrics => self.publish_metrics(),
         }
     }
 
@@ -426,8 +440,8 @@ fn refresh_monitor(shared: &Mutex<Controller>, monitor: &mut HealthMonitor) {
 }
 
 /// SIGHUP: re-read and re-check the config; apply only the difference, or
-/// keep everything as it is if the new file is wrong.
-async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
+/// keep everything as it is if the new file is wrong. True if applied.
+async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) -> bool {
     info!("SIGHUP: reloading {}", path.display());
     let (config, interfaces) = match load_checked(path, net).await {
         Ok(ok) => ok,
@@ -436,7 +450,7 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
                 error!("{line}");
             }
             error!("reload refused: the running configuration stays");
-            return;
+            return false;
         }
     };
     {
@@ -449,7 +463,7 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
                 c.interfaces.names(),
                 interfaces.names()
             );
-            return;
+            return false;
         }
         if old.conn_table_size != new.conn_table_size
             || old.pin_path != new.pin_path
@@ -469,8 +483,14 @@ async fn reload(path: &Path, net: &Net, shared: &Mutex<Controller>) {
     let mut c = lock(shared);
     c.update_macs(macs);
     match c.reload(config, interfaces, paths) {
-        Ok(()) => info!("reload done"),
-        Err(e) => error!("reload refused: {e:#}; the running configuration stays"),
+        Ok(()) => {
+            info!("reload done");
+            true
+        }
+        Err(e) => {
+            error!("reload refused: {e:#}; the running configuration stays");
+            false
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -62,6 +62,31 @@ pub struct RealStatus {
     pub last_failure: Option<String>,
 }
 
+/// When a server's state last changed (or its monitoring began) and how
+/// long its last check took: for the metrics, apart from [`RealStatus`],
+/// whose changes the controller acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckTiming {
+    pub changed_at: SystemTime,
+    /// `None` until a check ran, and for `kind = "none"`.
+    pub last_duration: Option<Duration>,
+}
+
+impl CheckTiming {
+    fn starting_now() -> Self {
+        Self { changed_at: SystemTime::now(), last_duration: None }
+    }
+}
+
+/// A monitored server as the metrics show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub service: ServiceId,
+    pub real: SocketAddr,
+    pub up: bool,
+    pub timing: CheckTiming,
+}
+
 /// What an [`HealthMonitor::update`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MonitorChanges {
@@ -89,14 +114,14 @@ struct Monitored {
 }
 
 impl Monitored {
-    /// Stops the task; returns the last status it reported.
-    fn stop(&mut self) -> RealStatus {
+    /// Stops the task; returns the last status it reported and its timing.
+    fn stop(&mut self) -> (RealStatus, CheckTiming) {
         let mut shared = lock(&self.shared);
         shared.stopped = true;
         if let Some(task) = &self.task {
             task.abort();
         }
-        shared.status.clone()
+        (shared.status.clone(), shared.timing)
     }
 }
 
@@ -176,6 +201,17 @@ impl HealthMonitor {
         self.reals.get(&(*service, real)).map(|m| lock(&m.shared).status.clone())
     }
 
+    /// Every monitored server's state and timing, for the metrics.
+    pub fn observed(&self) -> Vec<Observed> {
+        self.reals
+            .iter()
+            .map(|(&(service, real), m)| {
+                let shared = lock(&m.shared);
+                Observed { service, real, up: shared.status.up, timing: shared.timing }
+            })
+            .collect()
+    }
+
     /// How many real servers are monitored (`kind = "none"` included).
     pub fn len(&self) -> usize {
         self.reals.len()
@@ -206,11 +242,16 @@ impl HealthMonitor {
         service: ServiceId,
         real: SocketAddr,
         check: HealthCheck,
-        before: Option<RealStatus>,
+        before: Option<(RealStatus, CheckTiming)>,
     ) -> Monitored {
+        let (before, timing) = match before {
+            Some((status, timing)) => (Some(status), timing),
+            None => (None, CheckTiming::starting_now()),
+        };
         if !check.is_active() {
             let status = RealStatus { up: true, dynamic_weight: None, last_failure: None };
-            let shared = Arc::new(Mutex::new(Shared { status, stopped: false }));
+            let timing = CheckTiming { last_duration: None, ..timing };
+            let shared = Arc::new(Mutex::new(Shared { status, timing, stopped: false }));
             return Monitored { check, shared, task: None };
         }
         let tracker = match &before {
@@ -222,7 +263,7 @@ impl HealthMonitor {
             dynamic_weight: tracker.dynamic_weight(),
             last_failure: before.and_then(|b| b.last_failure),
         };
-        let shared = Arc::new(Mutex::new(Shared { status, stopped: false }));
+        let shared = Arc::new(Mutex::new(Shared { status, timing, stopped: false }));
         let spread = self.startup_spread.min(check.interval);
         let first_delay =
             if spread.is_zero() { Duration::ZERO } else { spread.mul_f64((random_u64() % 1000) as f64 / 1000.0) };

@@ -22,7 +22,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     config::HealthCheck,
-    monitor::{HealthEvent, NotCheckedLog, RealStatus},
+    monitor::{CheckTiming, HealthEvent, NotCheckedLog, RealStatus},
     notify,
     probe::check_once,
     tracker::{CheckResult, Tracker, Transition},
@@ -40,6 +40,8 @@ pub(super) fn check_for_real(check: &HealthCheck, real: SocketAddr) -> BoxFuture
 /// Between a server's task and the monitor.
 pub(super) struct Shared {
     pub(super) status: RealStatus,
+    /// For the metrics: when the state last changed, how long checks take.
+    pub(super) timing: CheckTiming,
     /// Set when the task is dropped: from then on it changes nothing and
     /// sends nothing (an abort takes effect only at its next await), so a
     /// replacement can resume from a status no late result overwrites.
@@ -96,7 +98,9 @@ impl Watch {
     async fn run(&mut self, first_delay: Duration) {
         tokio::time::sleep(first_delay).await;
         loop {
+            let started = std::time::Instant::now();
             let result = (self.check_fn)(&self.check, self.real).await;
+            let took = started.elapsed();
             let transition = self.tracker.record(&result);
             {
                 let mut shared = lock(&self.shared);
@@ -113,6 +117,13 @@ impl Watch {
                     dynamic_weight: self.tracker.dynamic_weight(),
                     last_failure,
                 };
+                // A check the director could not make took no time of the server's.
+                if !matches!(result, CheckResult::NotChecked(_)) {
+                    shared.timing.last_duration = Some(took);
+                }
+                if matches!(transition, Some(Transition::Up | Transition::Down { .. })) {
+                    shared.timing.changed_at = std::time::SystemTime::now();
+                }
             }
             self.log_not_checked(&result);
             if let Some(transition) = transition {

@@ -9,7 +9,7 @@ use std::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 /// The shortest time between two log lines of one reason.
@@ -33,6 +33,8 @@ pub struct SyncStats {
     /// installed (`sync_refused_<reason>`), by reason.
     reasons: Mutex<BTreeMap<String, u64>>,
     pub last_rejected: Mutex<Option<String>>,
+    /// When a received entry was last installed (the metrics' sync lag).
+    pub last_installed: Mutex<Option<SystemTime>>,
     log: Mutex<LogLimiter>,
 }
 
@@ -66,6 +68,15 @@ impl SyncStats {
     /// more were not logged since the last line.
     pub fn should_log(&self, reason: &str) -> Option<u64> {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).should_log(reason, Instant::now())
+    }
+
+    /// Notes that received entries were installed just now.
+    pub fn installed_now(&self) {
+        *self.last_installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(SystemTime::now());
+    }
+
+    pub fn last_installed(&self) -> Option<SystemTime> {
+        *self.last_installed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every counter by its `lbctl --counters` name.

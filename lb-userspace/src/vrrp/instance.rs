@@ -166,6 +166,7 @@ impl VrrpInstance {
             adverts_received: 0,
             bad_adverts: 0,
             last_bad_advert: None,
+            bad_adverts_by_reason: Default::default(),
             last_error: None,
         };
         let (status_tx, status_rx) = watch::channel(status);
@@ -418,9 +419,11 @@ impl Runner {
                 if let Some(line) = self.log.event(e.kind(), now, || format!("bad VRRP advert {text}")) {
                     warn!(instance = %self.config.name, "{line}");
                 }
+                let reason = e.kind().replace(' ', "_").to_lowercase();
                 self.status.send_modify(|s| {
                     s.bad_adverts += 1;
                     s.last_bad_advert = Some(text);
+                    *s.bad_adverts_by_reason.entry(reason).or_default() += 1;
                 });
             }
             Err(_) => {}
