@@ -43,6 +43,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "bird2",
     "gobgpd",
     "g++",
+    // promtool, to check lbd's /metrics.
+    "prometheus",
+    // systemd-analyze, to verify contrib/systemd's units.
+    "systemd",
 ];
 
 /// Debian packages `cargo xtask vm` needs: QEMU, a static busybox for the
