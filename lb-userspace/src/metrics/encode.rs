@@ -104,19 +104,23 @@ impl Exposition {
             &labels,
         )?;
         let took = self.gauge("real_health_check_duration_seconds", "How long the last health check took.", &labels)?;
+        // Every checked server, in the table or not (a down one leaves it).
+        for o in &s.health {
+            let (name, addr) = (o.service.to_string(), o.real.to_string());
+            let labels = [name.as_str(), addr.as_str()];
+            up.with_label_values(&labels).set(if o.up { 1.0 } else { 0.0 });
+            changed.with_label_values(&labels).set(epoch_seconds(o.timing.changed_at));
+            if let Some(d) = o.timing.last_duration {
+                took.with_label_values(&labels).set(d.as_secs_f64());
+            }
+        }
+        // The unchecked ones are up.
         for service in &s.table.services {
             let name = service_label(&service.id);
             for r in &service.reals {
                 let addr = SocketAddr::new(r.address, r.port);
-                let observed = s.health.iter().find(|o| o.service.to_string() == name && o.real == addr);
-                let addr = addr.to_string();
-                let labels = [name.as_str(), addr.as_str()];
-                up.with_label_values(&labels).set(if observed.is_none_or(|o| o.up) { 1.0 } else { 0.0 });
-                if let Some(o) = observed {
-                    changed.with_label_values(&labels).set(epoch_seconds(o.timing.changed_at));
-                    if let Some(d) = o.timing.last_duration {
-                        took.with_label_values(&labels).set(d.as_secs_f64());
-                    }
+                if !s.health.iter().any(|o| o.service.to_string() == name && o.real == addr) {
+                    up.with_label_values(&[name.as_str(), &addr.to_string()]).set(1.0);
                 }
             }
         }
