@@ -170,8 +170,9 @@ impl Exposition {
         if s.vrrp.is_empty() {
             return Ok(());
         }
-        let i = ["instance"];
-        let state = self.gauge("vrrp_state", "1 for the instance's current state, 0 for the others.", &["instance", "state"])?;
+        // Not `instance`: Prometheus gives every target that label.
+        let i = ["vrrp_instance"];
+        let state = self.gauge("vrrp_state", "1 for the instance's current state, 0 for the others.", &["vrrp_instance", "state"])?;
         let since = self.gauge("vrrp_state_changed_timestamp_seconds", "When the instance's state last changed.", &i)?;
         let priority = self.gauge("vrrp_priority", "The configured priority.", &i)?;
         let effective = self.gauge("vrrp_effective_priority", "The priority with the tracked services' weights.", &i)?;
@@ -179,7 +180,7 @@ impl Exposition {
         let sent = self.counter("vrrp_adverts_sent_total", "Adverts sent.", &i)?;
         let received = self.counter("vrrp_adverts_received_total", "Valid adverts received from a peer.", &i)?;
         let rejected =
-            self.counter("vrrp_adverts_rejected_total", "Adverts ignored for failing a check, by check.", &["instance", "reason"])?;
+            self.counter("vrrp_adverts_rejected_total", "Adverts ignored for failing a check, by check.", &["vrrp_instance", "reason"])?;
         for v in &s.vrrp {
             let name = [v.name.as_str()];
             for st in [State::Init, State::Backup, State::Master, State::Fault] {
