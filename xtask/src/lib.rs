@@ -3,6 +3,7 @@
 //! demo's options, running commands in other kernels under QEMU (`vm`),
 //! and the fuzz targets (`fuzz`).
 
+pub mod deb;
 pub mod fuzz;
 pub mod matrix;
 pub mod setup;

@@ -85,6 +85,10 @@ enum Cmd {
     /// The kernel is downloaded and cached on first use.
     /// Example: `cargo xtask vm --kernel 6.1 -- target/debug/deps/datapath-HASH --test-threads=1`.
     Vm(VmArgs),
+    /// The Debian package (target/debian/lb_VERSION_ARCH.deb): lbd, lbctl,
+    /// the systemd units, an example /etc/lb/lb.toml, man pages and shell
+    /// completions. Release binaries unless --debug.
+    Deb(xtask::deb::DebArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo(&args),
         Cmd::Bench { args } => bench(&args),
         Cmd::Vm(args) => return vm(&args),
+        Cmd::Deb(args) => xtask::deb::deb(&args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
