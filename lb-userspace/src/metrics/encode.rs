@@ -12,6 +12,7 @@ use lb_ipvsadm::{command::VirtualService, snapshot::Stats, vrrp::State};
 use prometheus::{Encoder as _, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use super::{COMMIT, Snapshot, VERSION};
+use crate::commands::service_id;
 
 /// The label values of a metric without labels.
 const NONE: [&str; 0] = [];
@@ -249,12 +250,10 @@ impl Exposition {
     }
 }
 
-/// "tcp 10.0.0.100:80", as lbd names a service in its logs.
+/// "tcp 10.0.0.100:80" or "fwmark 1 IPv6": the service's name in lbd's
+/// logs and health reports (`ServiceId`'s display), so labels match them.
 pub fn service_label(id: &VirtualService) -> String {
-    match id {
-        VirtualService::Address(a) => format!("{} {}", a.protocol.name(), SocketAddr::new(a.addr, a.port)),
-        VirtualService::Fwmark(f) => format!("fwmark {}", f.mark),
-    }
+    service_id(id).to_string()
 }
 
 fn epoch_seconds(t: SystemTime) -> f64 {
@@ -306,7 +305,7 @@ mod tests {
         Snapshot {
             table: Table { conn_table_size: 1024, services: vec![service] },
             health: vec![Observed {
-                service: ServiceId { protocol: Protocol::Tcp, vip, port: 80 },
+                service: ServiceId::address(Protocol::Tcp, vip, 80),
                 real: "10.0.0.22:80".parse().unwrap(),
                 up: false,
                 timing: CheckTiming { changed_at, last_duration: Some(Duration::from_millis(250)) },
