@@ -19,7 +19,7 @@ mod qemu;
 pub use qemu::check_tools;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -128,7 +128,10 @@ const PASSED_VARIABLES: &[&str] = &[
 const PASSED_PREFIX: &str = "LB_";
 
 /// Directories the guest mounts afresh (tmpfs, proc, ...) over the host's.
-const GUEST_OWN_DIRS: &[&str] = &["/tmp", "/run", "/dev", "/proc", "/sys"];
+/// (/tmp too, but a command run from under it gets that directory back.)
+const GUEST_OWN_DIRS: &[&str] = &["/run", "/dev", "/proc", "/sys"];
+/// Where stage2.sh keeps the host's /tmp before mounting the guest's own.
+const HOST_TMP: &str = "/run/lb-vm/host-tmp";
 
 /// What runs in the guest: argv, directory and the whole environment.
 #[derive(Clone, Debug)]
@@ -182,6 +185,16 @@ impl GuestCommand {
             ));
         }
         let cwd = self.cwd.to_string_lossy();
+        // The guest's /tmp is its own tmpfs; a directory of the host's /tmp
+        // (a checkout there) is bound back from where stage 2 kept it.
+        if let Ok(inside) = self.cwd.strip_prefix("/tmp") {
+            let host = Path::new(HOST_TMP).join(inside);
+            script.push_str(&format!(
+                "mkdir -p {cwd} && mount --bind {host} {cwd} || exit 125\n",
+                cwd = sh_quote(&cwd),
+                host = sh_quote(&host.to_string_lossy())
+            ));
+        }
         script.push_str(&format!("cd {} || exit 125\n", sh_quote(&cwd)));
         let argv: Vec<String> = self.argv.iter().map(|a| sh_quote(a)).collect();
         script.push_str(&format!("exec {}\n", argv.join(" ")));
@@ -275,6 +288,19 @@ mod tests {
              cd '/work/a b' || exit 125\n\
              exec 'sh' '-c' 'echo '\\''hi'\\'' $X'\n"
         );
+    }
+
+    #[test]
+    fn a_directory_in_the_hosts_tmp_is_bound_back() {
+        let command = GuestCommand {
+            argv: vec!["true".into()],
+            cwd: PathBuf::from("/tmp/clone"),
+            env: vec![],
+        };
+        assert!(command.script().contains(
+            "mkdir -p '/tmp/clone' && mount --bind '/run/lb-vm/host-tmp/clone' '/tmp/clone' || exit 125\n\
+             cd '/tmp/clone' || exit 125\n"
+        ));
     }
 
     #[test]

@@ -14,6 +14,10 @@ mount_fs() { # type target options
 mount_fs devpts /dev/pts gid=5,mode=0620,ptmxmode=0666
 mount_fs tmpfs /dev/shm mode=1777,nosuid,nodev
 mount_fs mqueue /dev/mqueue nosuid,nodev,noexec
+# The host's /tmp stays reachable under /run/lb-vm/host-tmp: a command run
+# from a checkout there (a clone in /tmp) gets it bound back in place.
+mkdir -p /run/lb-vm/host-tmp
+mount --bind /tmp /run/lb-vm/host-tmp || echo "lb-vm stage 2: cannot keep the host's /tmp"
 mount_fs tmpfs /tmp mode=1777,nosuid,nodev
 mount_fs bpf /sys/fs/bpf mode=0700
 mount_fs cgroup2 /sys/fs/cgroup nsdelegate
