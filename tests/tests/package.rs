@@ -40,6 +40,13 @@ fn the_package_builds_installs_verifies_and_goes() {
     assert!(built.status.success(), "cargo xtask deb --debug:\n{log}");
     let deb = log.lines().rev().find(|l| l.ends_with(".deb")).expect("the package's path").trim().to_string();
 
+    // The maintainer scripts are in, and parse (they act only under systemd).
+    let info = run("dpkg-deb", &["--info", &deb]);
+    for script in ["postinst", "prerm", "postrm"] {
+        assert!(info.contains(script), "no {script} in the package:\n{info}");
+        run("sh", &["-n", &format!("{workspace}/contrib/debian/{script}")]);
+    }
+
     let _installed = Installed;
     run("dpkg", &["-i", &deb]);
     assert!(run("/usr/sbin/lbd", &["--version"]).contains("(commit "));

@@ -3,7 +3,7 @@
 //! systemd units, an example /etc/lb/lb.toml (a conffile), man pages
 //! lbd(8) and lbctl(8) (from their command lines: `lbd docs`, `lbctl
 //! --docs`) and lb.toml(5) (from the README's config sections), and bash,
-//! zsh and fish completions.
+//! zsh and fish completions, and the maintainer scripts of contrib/debian.
 
 use std::{
     fs,
@@ -14,6 +14,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::util::{cargo, run, step, target_dir, workspace_root};
+
+/// contrib/debian's maintainer scripts: systemd's daemon-reload after
+/// install and removal, a planned restart (SIGUSR2) on upgrade, a stop on
+/// removal.
+const MAINTAINER_SCRIPTS: [&str; 3] = ["postinst", "prerm", "postrm"];
 
 /// The README's sections lb.toml(5) is made of: from the first heading to
 /// (not including) the second.
@@ -71,6 +76,9 @@ pub fn deb(args: &DebArgs) -> Result<PathBuf> {
     let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
     lb_docs::write(&stage.join("DEBIAN/control"), control(version, &arch, &stage)?.as_bytes())?;
     lb_docs::write(&stage.join("DEBIAN/conffiles"), b"/etc/lb/lb.toml\n")?;
+    for script in MAINTAINER_SCRIPTS {
+        install(&root.join("contrib/debian").join(script), &stage.join("DEBIAN").join(script), 0o755)?;
+    }
 
     let deb = out.join(format!("lb_{version}_{arch}.deb"));
     // A debug package is for tests: big binaries, compressed fast.
