@@ -138,9 +138,9 @@ impl ServiceAddress {
     }
 }
 
-/// Why an IPv6 real server is refused with `-i` or `-m`: the datapath's
-/// IPv6 program routes only, for now.
-pub const IPV6_DR_ONLY: &str = "IPv6 services support direct routing (-g) only for now";
+/// Why an IPv6 real server is refused with `-m`: the datapath's IPv6
+/// program routes and tunnels (IPv6 in IPv6), it does not rewrite, for now.
+pub const IPV6_DR_TUN_ONLY: &str = "IPv6 services support direct routing (-g) and tunnelling (-i) only for now";
 
 /// Why a firewall-mark service's real server is refused with `-m`: its
 /// real servers listen on each packet's own port, reached as the packet
@@ -440,8 +440,10 @@ impl Command {
             Self::AddServer(c) | Self::EditServer(c) if c.service.is_ipv6() != c.server.is_ipv6() => {
                 Some(MIXED_FAMILIES_UNSUPPORTED)
             }
-            Self::AddServer(c) | Self::EditServer(c) if c.server.is_ipv6() && c.forwarding != Forwarding::Dr => {
-                Some(IPV6_DR_ONLY)
+            Self::AddServer(c) | Self::EditServer(c)
+                if c.server.is_ipv6() && matches!(c.forwarding, Forwarding::Nat | Forwarding::FullNat) =>
+            {
+                Some(IPV6_DR_TUN_ONLY)
             }
             _ => None,
         }

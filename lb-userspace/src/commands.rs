@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use lb_common::{MAX_REALS_PER_SERVICE, MAX_SERVICES, sched::MAX_SEQUENCE_LEN};
 use lb_ipvsadm::{
     command::{
-        Command, Family, IPV6_DR_ONLY, MIXED_FAMILIES_UNSUPPORTED, SchedFlags, ServerArgs, ServiceArgs,
+        Command, Family, IPV6_DR_TUN_ONLY, MIXED_FAMILIES_UNSUPPORTED, SchedFlags, ServerArgs, ServiceArgs,
         VirtualService,
     },
     error::KernelError,
@@ -223,8 +223,8 @@ fn real_from(c: &ServerArgs, svc: &ServiceConfig) -> Result<RealConfig, CommandE
         // ipvsadm allows it for tunnelling; the datapath tunnels IPv4 in IPv4 only.
         return Err(CommandError::unsupported(MIXED_FAMILIES_UNSUPPORTED));
     }
-    if address.is_ipv6() && c.forwarding != Forwarding::Dr {
-        return Err(CommandError::unsupported(IPV6_DR_ONLY));
+    if address.is_ipv6() && matches!(c.forwarding, Forwarding::Nat | Forwarding::FullNat) {
+        return Err(CommandError::unsupported(IPV6_DR_TUN_ONLY));
     }
     if c.weight > MAX_WEIGHT {
         return Err(CommandError::kernel(KernelError::OutOfRange));
@@ -299,12 +299,10 @@ mod tests {
         assert_eq!(t[0].options.persistence_netmask, Netmask::V6(64));
         let reals: Vec<_> = t[0].reals.iter().map(|r| (r.address.to_string(), r.port, r.forwarding)).collect();
         assert_eq!(reals, [("2001:db8::21".to_string(), 80, Forwarding::Dr)]);
-        for (line, message) in [
-            ("-a -t [2001:db8::100]:80 -r [2001:db8::23]:80 -m", IPV6_DR_ONLY),
-            ("-a -t [2001:db8::100]:80 -r [2001:db8::23]:80 -i", IPV6_DR_ONLY),
-        ] {
-            assert_eq!(run(&mut t, line).map_err(|e| e.message), Err(message.to_string()), "{line}");
-        }
+        let nat = "-a -t [2001:db8::100]:80 -r [2001:db8::23]:80 -m";
+        assert_eq!(run(&mut t, nat).map_err(|e| e.message), Err(IPV6_DR_TUN_ONLY.to_string()));
+        run(&mut t, "-a -t [2001:db8::100]:80 -r [2001:db8::23]:80 -i").unwrap();
+        assert_eq!(t[0].reals[1].forwarding, Forwarding::Tun);
         // ipvsadm's grammar lets tunnelling cross families; the datapath cannot.
         run(&mut t, "-A -t 10.0.0.100:80").unwrap();
         assert_eq!(

@@ -193,6 +193,20 @@ fn ipv6_vip_by_tun_with_decap_or_ip6tnl() {
         assert!(director.counters().unwrap()["tx_icmp_frag_needed"] > 0, "{unwrap}");
         let route = lab.run(&lab.client().ns, &["ip", "-6", "route", "get", &lab.vip6().to_string()]).unwrap();
         assert!(route.contains("mtu 1460"), "{unwrap}: the client learned the tunnel's MTU: {route}");
+
+        // ipvsadm's vocabulary for the same: a server taken out and put
+        // back by lbctl, tunnelled (-i).
+        let vip = format!("[{}]:80", lab.vip6());
+        let rs1 = format!("[{}]:80", lab.real(0).ip6());
+        director.lbctl(&["-d", "-t", &vip, "-r", &rs1]).unwrap();
+        assert_eq!(tally(&curl6(&lab, 2, None)), counts(&[("rs2", 2)]), "{unwrap}");
+        director.lbctl(&["-a", "-t", &vip, "-r", &rs1, "-i", "-w", "3"]).unwrap();
+        let listing = director.lbctl(&["-L", "-n"]).unwrap();
+        let row = format!("  -> {rs1}");
+        let row = listing.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("{listing}"));
+        assert!(row.contains("Tunnel  3"), "{row}");
+        let names = curl6(&lab, 4, None);
+        assert_eq!(tally(&names), counts(&[("rs1", 2), ("rs2", 2)]), "{unwrap}: {names:?}");
         finish(director);
         teardown(lab);
     }

@@ -234,7 +234,7 @@ address = "10.0.0.21"
             (&["-Z -t [2001:db8::1]:80"], "No such service", 255),
             (
                 &["-A -t [2001:db8::1]:80", "-a -t [2001:db8::1]:80 -r [2001:db8::21]:80 -m"],
-                "IPv6 services support direct routing (-g) only for now",
+                lb_ipvsadm::command::IPV6_DR_TUN_ONLY,
                 2,
             ),
             (&["-C", "-a -t 10.0.0.100:80 -r 10.0.0.21"], "Service not defined", 255),

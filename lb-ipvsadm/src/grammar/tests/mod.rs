@@ -135,9 +135,8 @@ fn every_numeric_save_line_parses_and_is_written_back() {
             assert_eq!(c.to_string(), line);
             assert_round_trip(&c);
             if is_fwmark_rule(line) {
-                // An IPv6 tunnelling server is refused as for any IPv6 service.
-                let expected = if line.contains(" -6 ") && line.contains(" -i ") { Some(IPV6_DR_ONLY) } else { None };
-                assert_eq!(c.unsupported_reason(), expected, "{line}");
+                // IPv6 included: by direct routing or tunnelling.
+                assert_eq!(c.unsupported_reason(), None, "{line}");
             }
             rules += 1;
         }
@@ -542,8 +541,9 @@ fn ipv6_is_parsed_and_flagged() {
     let real = ok("-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -m");
     assert_eq!(real.to_string(), "-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -m -w 1");
     assert_round_trip(&real);
-    assert_eq!(real.unsupported_reason(), Some(crate::command::IPV6_DR_ONLY));
+    assert_eq!(real.unsupported_reason(), Some(crate::command::IPV6_DR_TUN_ONLY));
     assert_eq!(ok("-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -g").unsupported_reason(), None);
+    assert_eq!(ok("-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -i").unsupported_reason(), None);
     assert_eq!(ok("-d -t [2001:db8::1]:80 -r [2001:db8::2]:80").unsupported_reason(), None);
     assert_eq!(
         fails("-a -t [2001:db8::1]:80 -r 10.0.0.2 -g"),
