@@ -172,6 +172,19 @@ fn vrrp6_failover_between_two_lbd() {
     wait_client_moved_to(&lab, &h1, Duration::from_secs(1));
     assert_eq!(vrrp_status(&d2)["bad_adverts"], 0);
 
+    // The backup's datapath stands by for the IPv6 VIP: a packet sent to
+    // it anyway (a neighbour entry still pointing there) passes to its
+    // kernel instead of being forwarded.
+    let (client, vip) = (lab.client().ns.clone(), lab.vip6().to_string());
+    let neigh = |args: &[&str]| netns::ip(&[&["-n", &client, "-6", "neigh"], args, &["dev", HOST_IFACE]].concat());
+    neigh(&["replace", &vip, "lladdr", &h2.mac.to_string(), "nud", "permanent"]).unwrap();
+    let url = format!("http://[{vip}]:80/");
+    let _ = lab.run(&client, &["curl", "-6sS", "--max-time", "1", &url]);
+    neigh(&["del", &vip]).unwrap();
+    assert!(counter(&d2, "pass_standby") > 0, "the backup stood by\n{}", d2.log());
+    assert_eq!(counter(&d2, "conn_new"), 0, "the backup forwarded nothing");
+    assert_forwards6(&lab, &d1, "director1 forwards again");
+
     // director1 dies: lbd SIGKILLed (no priority-0 advert), its host off
     // the link (its kernel keeps the VIP, as a crash leaves it).
     let killed = crash(&mut d1);

@@ -54,7 +54,7 @@ pub struct Controller {
     quorums: BTreeMap<ServiceId, QuorumState>,
     /// VIPs this director is VRRP backup for: their services pass packets
     /// to the kernel until it becomes master.
-    standby_vips: BTreeSet<Ipv4Addr>,
+    standby_vips: BTreeSet<IpAddr>,
     /// `lbctl --set` changed the timeouts since the file was loaded.
     timeouts_changed: bool,
     pub interfaces: Interfaces,
@@ -82,7 +82,7 @@ impl Controller {
         datapath: Datapath,
         paths: Paths,
         macs: BTreeMap<IpAddr, [u8; 6]>,
-        standby_vips: BTreeSet<Ipv4Addr>,
+        standby_vips: BTreeSet<IpAddr>,
     ) -> Result<Self> {
         let tables = if datapath.adopted() {
             let adopted = datapath.read_back()?;

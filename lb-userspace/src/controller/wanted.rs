@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
 };
 
 use anyhow::Result;
@@ -50,7 +50,7 @@ pub(super) fn last_paths<'a>(installed: impl Iterator<Item = &'a WantedService>)
 pub(super) fn wanted_table(
     table: &[ServiceConfig],
     health: &HealthView,
-    standby: &BTreeSet<Ipv4Addr>,
+    standby: &BTreeSet<IpAddr>,
     paths: &Paths,
     macs: &BTreeMap<IpAddr, [u8; 6]>,
     last: &LastPaths,
@@ -131,8 +131,8 @@ pub(super) fn wanted_table(
 /// for a firewall-mark service, one of its matches' networks holds such a
 /// VIP (the master takes those packets, and the mark's persistence with
 /// them).
-fn stands_by(s: &ServiceConfig, standby: &BTreeSet<Ipv4Addr>) -> bool {
-    standby.iter().any(|vip| s.covers(IpAddr::V4(*vip)))
+fn stands_by(s: &ServiceConfig, standby: &BTreeSet<IpAddr>) -> bool {
+    standby.iter().any(|vip| s.covers(*vip))
 }
 
 /// Each real server of `s` with its configured weight and what `health`
@@ -165,7 +165,7 @@ impl Controller {
     }
 
     /// VRRP says which VIPs this director is backup for.
-    pub fn set_standby(&mut self, vips: BTreeSet<Ipv4Addr>) -> Result<()> {
+    pub fn set_standby(&mut self, vips: BTreeSet<IpAddr>) -> Result<()> {
         if vips == self.standby_vips {
             return Ok(());
         }
@@ -201,7 +201,7 @@ impl Controller {
 
     /// Whether a VRRP instance of this director is backup for `vip`.
     pub fn stands_by(&self, vip: IpAddr) -> bool {
-        matches!(vip, IpAddr::V4(vip) if self.standby_vips.contains(&vip))
+        self.standby_vips.contains(&vip)
     }
 
     /// The real servers to health-check, with their checks.
@@ -411,7 +411,7 @@ weight = 1
         assert_eq!(reals, [(a, 3, true, true, 1500), (b, 1, true, false, 1500)]);
 
         // a failed; this director is VRRP backup for the VIP.
-        let backup = BTreeSet::from([Ipv4Addr::new(10, 0, 0, 100)]);
+        let backup = BTreeSet::from([IpAddr::from([10, 0, 0, 100])]);
         let w = &wanted_table(&table, &HealthView::from([down(a)]), &backup, &paths, &macs, &LastPaths::new())[0];
         assert_eq!(w.options.flags & STANDBY, STANDBY);
         let reals: Vec<_> = w.reals.iter().map(|r| (r.address, r.weight, r.in_service, r.expire_conns)).collect();

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     sync::{Arc, Mutex},
 };
 
@@ -20,7 +20,7 @@ use crate::{
 
 /// Each instance's VIPs and whether the datapath forwards them.
 pub struct Standby {
-    instances: Mutex<Vec<(BTreeSet<Ipv4Addr>, bool)>>,
+    instances: Mutex<Vec<(BTreeSet<IpAddr>, bool)>>,
 }
 
 impl Standby {
@@ -32,12 +32,10 @@ impl Standby {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                // IPv4 VIPs only: the datapath's standby is IPv4's (an IPv6
-                // VIP's traffic reaches only the director that holds it).
-                let vips = c.virtual_ipaddress.iter().filter_map(|v| match v.address {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                });
+                // Both families: lb_xdp6 stands by as lb_xdp does, for
+                // what a backup still gets while neighbours (or a
+                // switch) point at it.
+                let vips = c.virtual_ipaddress.iter().map(|v| v.address);
                 (vips.collect(), forwarding.get(i).copied().unwrap_or(false))
             })
             .collect();
@@ -45,7 +43,7 @@ impl Standby {
     }
 
     /// The VIPs standing by now.
-    pub fn vips(&self) -> BTreeSet<Ipv4Addr> {
+    pub fn vips(&self) -> BTreeSet<IpAddr> {
         standby_vips(&self.instances.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -66,8 +64,8 @@ impl Standby {
 
 /// The VIPs of instances that do not forward, but those another instance
 /// forwards.
-pub fn standby_vips(instances: &[(BTreeSet<Ipv4Addr>, bool)]) -> BTreeSet<Ipv4Addr> {
-    let vips = |forwarding: bool| -> BTreeSet<Ipv4Addr> {
+pub fn standby_vips(instances: &[(BTreeSet<IpAddr>, bool)]) -> BTreeSet<IpAddr> {
+    let vips = |forwarding: bool| -> BTreeSet<IpAddr> {
         instances.iter().filter(|(_, f)| *f == forwarding).flat_map(|(v, _)| v.iter().copied()).collect()
     };
     vips(false).difference(&vips(true)).copied().collect()
@@ -79,7 +77,8 @@ mod tests {
 
     #[test]
     fn a_vip_stands_by_unless_an_instance_forwards_it() {
-        let [a, b, c] = [1, 2, 3].map(|i| Ipv4Addr::new(10, 0, 0, i));
+        let [a, b] = [1, 2].map(|i| IpAddr::from([10, 0, 0, i]));
+        let c: IpAddr = "2001:db8::3".parse().unwrap();
         let instances = |fa: bool, fb: bool| vec![(BTreeSet::from([a, b]), fa), (BTreeSet::from([b, c]), fb)];
         assert_eq!(standby_vips(&instances(false, false)), BTreeSet::from([a, b, c]));
         assert_eq!(standby_vips(&instances(true, false)), BTreeSet::from([c]));
