@@ -37,10 +37,11 @@
 //! expected path (e.g. `conn_new` and `tx_dr` for every new connection), so
 //! a figure cannot silently measure another path.
 //!
-//! The scenarios, their programs and frames are in `scenarios.rs`; this
-//! file runs them and takes the figures.
+//! The scenarios, their programs and frames are in `scenarios.rs` (the
+//! IPv6 rows in `scenarios6.rs`); this file runs them and takes the figures.
 
 mod scenarios;
+mod scenarios6;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

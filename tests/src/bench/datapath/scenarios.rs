@@ -3,7 +3,7 @@
 //! with which verdict and reason counters expected per run.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -56,19 +56,20 @@ pub(super) enum Frames {
     /// The same frame every run.
     Fixed(Vec<u8>),
     /// A template whose source address changes every run: a new 5-tuple
-    /// (client address `base + n`, port from `n`) each time.
+    /// (client address `base + n`, port from `n`) each time. The template
+    /// is IPv4 or IPv6 as `base` is.
     NewFlows {
         frame: Vec<u8>,
-        base: u32,
+        base: IpAddr,
         next: u32,
     },
 }
 
 impl Frames {
-    pub(super) fn new_flows(template: Vec<u8>, base: Ipv4Addr) -> Self {
+    pub(super) fn new_flows(template: Vec<u8>, base: impl Into<IpAddr>) -> Self {
         Frames::NewFlows {
             frame: template,
-            base: u32::from(base),
+            base: base.into(),
             next: 0,
         }
     }
@@ -79,11 +80,17 @@ impl Frames {
             Frames::NewFlows { frame, base, next } => {
                 let n = *next;
                 *next += 1;
-                set_flow(
-                    frame,
-                    Ipv4Addr::from(base.wrapping_add(n)),
-                    1024 + (n % 60_000) as u16,
-                );
+                let port = 1024 + (n % 60_000) as u16;
+                match base {
+                    IpAddr::V4(base) => {
+                        let src = Ipv4Addr::from(u32::from(*base).wrapping_add(n));
+                        set_flow(frame, src, port)
+                    }
+                    IpAddr::V6(base) => {
+                        let src = Ipv6Addr::from(u128::from(*base).wrapping_add(n as u128));
+                        set_flow6(frame, src, port)
+                    }
+                }
                 frame
             }
         }
@@ -98,8 +105,16 @@ fn set_flow(frame: &mut [u8], src: Ipv4Addr, port: u16) {
     fix_ipv4_checksum(frame, 14);
 }
 
+/// Sets the source address and port of an untagged IPv6/TCP frame without
+/// extension headers (IPv6 has no header checksum; the TCP checksum is
+/// left, as in [`set_flow`]).
+fn set_flow6(frame: &mut [u8], src: Ipv6Addr, port: u16) {
+    frame[22..38].copy_from_slice(&src.octets());
+    frame[54..56].copy_from_slice(&port.to_be_bytes());
+}
+
 /// Loads the datapath as lbd does, with lbd's default table size.
-fn lb_harness() -> Result<Harness> {
+pub(super) fn lb_harness() -> Result<Harness> {
     let datapath = Datapath::load(&LoadOptions {
         conn_table_size: DEFAULT_CONN_TABLE_SIZE,
         ..Default::default()
@@ -169,6 +184,22 @@ fn establish(h: &Harness, src: SocketAddrV4) -> Result<()> {
     run_once(h.datapath.program(), &ack(src), &mut out, XDP_TX).context("ACK")?;
     Ok(())
 }
+
+/// What adds a scenario: id, title, group, setup, program, frames, the
+/// verdict and reason counters of every run, whether a frame may be
+/// repeated, the target ratio.
+pub(super) type Add<'a> = dyn FnMut(
+        &str,
+        &str,
+        &'static str,
+        String,
+        Program,
+        Frames,
+        u32,
+        &'static [&'static str],
+        bool,
+        Option<f64>,
+    ) + 'a;
 
 pub(super) fn scenarios(only: &[String]) -> Result<Vec<Scenario>> {
     let want = |id: &str| {
@@ -310,6 +341,8 @@ pub(super) fn scenarios(only: &[String]) -> Result<Vec<Scenario>> {
             None,
         );
     }
+
+    super::scenarios6::add_ipv6(&want, &mut add)?;
 
     if ["nat_established", "nat_reply", "nat_new_connection", "fullnat_established", "fullnat_new_connection"]
         .iter()
