@@ -144,3 +144,36 @@ pub(super) fn add_ipv6(want: &dyn Fn(&str) -> bool, add: &mut Add<'_>) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ipv6_flows_change_the_source_address_and_port_only() {
+        let template = syn(client(1));
+        let mut frames = Frames::new_flows(template.clone(), NEW_CLIENTS);
+        frames.next();
+        let second = frames.next().to_vec();
+        let packet = etherparse::SlicedPacket::from_ethernet(&second).expect("a frame");
+        let Some(etherparse::NetSlice::Ipv6(ip)) = packet.net else {
+            panic!("not IPv6")
+        };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = packet.transport else {
+            panic!("not TCP")
+        };
+        let next_client = Ipv6Addr::from(u128::from(NEW_CLIENTS) + 1);
+        assert_eq!(ip.header().source_addr(), next_client);
+        assert_eq!(ip.header().destination_addr(), VIP);
+        assert_eq!((tcp.source_port(), tcp.destination_port()), (1025, 80));
+        let changed: Vec<usize> = (0..template.len())
+            .filter(|&i| template[i] != second[i])
+            .collect();
+        assert!(
+            changed
+                .iter()
+                .all(|&i| (22..38).contains(&i) || (54..56).contains(&i)),
+            "{changed:?}"
+        );
+    }
+}
