@@ -15,6 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
+use crate::conn_filter::ConnFilter;
 use crate::snapshot::{Connection, Table, Timeouts};
 use crate::vrrp::VrrpStatus;
 
@@ -28,6 +29,15 @@ pub enum Request {
     Table,
     /// The connection table.
     Connections,
+    /// A page of the connection table, filtered in lbd (`lbctl -c
+    /// --vip/--real/--client`; see `conn_filter`): from `cursor` on (the
+    /// start for `None`), as the last page's `next` said.
+    ConnectionPage {
+        #[serde(default)]
+        filter: ConnFilter,
+        #[serde(default)]
+        cursor: Option<String>,
+    },
     Timeouts,
     /// The datapath's verdict counters, and connection sync's (`sync_*`).
     Counters,
@@ -42,6 +52,9 @@ pub enum Request {
 pub enum Response {
     Table { table: Table },
     Connections { connections: Vec<Connection> },
+    /// The entries of a page that match; `next` is the cursor of the next
+    /// page (`None`: this was the last).
+    ConnectionPage { connections: Vec<Connection>, next: Option<String> },
     Timeouts { timeouts: Timeouts },
     Counters { counters: BTreeMap<String, u64> },
     /// The commands were carried out.

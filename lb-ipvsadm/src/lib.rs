@@ -8,6 +8,7 @@
 
 mod c_compat;
 pub mod command;
+pub mod conn_filter;
 pub mod control;
 pub mod error;
 pub mod format;
