@@ -8,12 +8,13 @@
 //! and VRRP's standby VIPs; `sweep` tends the connection table (expiry,
 //! persistence templates, count drift), a stretch a tick; `conns` its
 //! entries' expiry and connection sync's records; `report` answers with
-//! snapshots, rates and counters. Walks of the connection table never
+//! snapshots, rates and counters; `listing` pages of `lbctl -c`, filtered. Walks of the connection table never
 //! hold the controller's lock: what they need is taken under it
 //! ([`SyncView`], [`ConnListing`], the sweep's view) and the walk done
 //! without it.
 
 mod conns;
+mod listing;
 mod report;
 mod sweep;
 mod wanted;

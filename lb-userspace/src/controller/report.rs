@@ -148,9 +148,9 @@ impl Controller {
 /// What `ipvsadm -L -c` needs from the controller, taken under its lock;
 /// the listing is made without it ([`ConnListing::connections`]).
 pub struct ConnListing {
-    conns: ConnTable,
-    now: u64,
-    reals: BTreeMap<u32, RealServer>,
+    pub(super) conns: ConnTable,
+    pub(super) now: u64,
+    pub(super) reals: BTreeMap<u32, RealServer>,
 }
 
 impl ConnListing {
@@ -170,7 +170,7 @@ impl ConnListing {
     }
 }
 
-fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) -> Option<Connection> {
+pub(super) fn connection_snapshot(key: &FlowKey, conn: &Conn, real: &RealServer, now: u64) -> Option<Connection> {
     let ip = |w: [u32; 4], family: u8| ip_from_words(w, family);
     let vport = u16::from_be(key.dport);
     let real_port = u16::from_be(real.port);

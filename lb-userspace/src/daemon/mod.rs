@@ -383,6 +383,14 @@ pub fn answer(
                 Err(e) => Response::Error { message: format!("reading the connection table: {e:#}") },
             }
         }
+        Request::ConnectionPage { filter, cursor } => {
+            // A page of the walk, without the controller's lock.
+            let listing = lock(shared).conn_listing();
+            match listing.page(&filter, cursor.as_deref()) {
+                Ok((connections, next)) => Response::ConnectionPage { connections, next },
+                Err(e) => Response::Error { message: format!("reading the connection table: {e:#}") },
+            }
+        }
         Request::Timeouts => Response::Timeouts { timeouts: lock(shared).config.director.timeouts },
         Request::Counters => {
             let mut counters = lock(shared).reason_counters();

@@ -97,6 +97,53 @@ impl Cursor {
     pub fn visited(&self) -> u64 {
         self.visited
     }
+
+    /// The cursor as text, for a walk another request takes up (`lbctl -c`'s
+    /// pages): `b<bucket>.<visited>`, `k<key in hex>.<visited>`, `s`, `e0`
+    /// or `e1` (over; complete).
+    pub fn to_token(&self) -> String {
+        match self.at {
+            At::Start => "s".into(),
+            At::Bucket(b) => format!("b{b}.{}", self.visited),
+            At::Key(k) => {
+                // SAFETY: FlowKey is repr(C), 40 bytes of integers with
+                // explicit padding.
+                let bytes: [u8; 40] = unsafe { std::mem::transmute(k) };
+                format!("k{}.{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(), self.visited)
+            }
+            At::End { complete } => format!("e{}", u8::from(complete)),
+        }
+    }
+
+    /// A cursor from [`Cursor::to_token`]'s text. Any bucket or key is
+    /// safe to walk from: the kernel ends a walk at a bucket past the last,
+    /// and a key not in the table starts it over (cut short, see
+    /// [`ConnTable::walk`]); the visited count keeps the walk bounded.
+    pub fn from_token(token: &str) -> Option<Self> {
+        let (kind, rest) = token.split_at_checked(1)?;
+        let (at, visited) = match kind {
+            "s" if rest.is_empty() => (At::Start, "0"),
+            "e" => (At::End { complete: rest == "1" }, "0"),
+            "b" => {
+                let (b, v) = rest.split_once('.')?;
+                (At::Bucket(b.parse().ok()?), v)
+            }
+            "k" => {
+                let (hex, v) = rest.split_once('.')?;
+                if hex.len() != 80 || !hex.is_ascii() {
+                    return None;
+                }
+                let mut bytes = [0u8; 40];
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+                }
+                // SAFETY: every 40 bytes are a FlowKey (integers only).
+                (At::Key(unsafe { std::mem::transmute::<[u8; 40], FlowKey>(bytes) }), v)
+            }
+            _ => return None,
+        };
+        Some(Self { at, visited: visited.parse().ok()? })
+    }
 }
 
 impl ConnTable {
@@ -339,5 +386,29 @@ struct Buffers {
 impl Buffers {
     fn new(entries: usize) -> Self {
         Self { keys: vec![FlowKey::default(); entries], values: vec![Conn::default(); entries] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_survive_their_tokens() {
+        let key = FlowKey { src: [1, 2, 3, 4], dst: [5, 0, 0, 0], sport: 7, dport: 80, protocol: 6, family: 2, kind: 1, pad0: 0 };
+        for (at, visited) in [
+            (At::Start, 0),
+            (At::Bucket(77), 1234),
+            (At::Key(key), 9),
+            (At::End { complete: true }, 0),
+            (At::End { complete: false }, 0),
+        ] {
+            let cursor = Cursor { at, visited };
+            let back = Cursor::from_token(&cursor.to_token()).unwrap();
+            assert_eq!(format!("{:?}", back), format!("{cursor:?}"), "{}", cursor.to_token());
+        }
+        for bad in ["", "x", "b", "b1", "b1.x", "bx.1", "k00.1", "s1", &format!("k{}.1", "zz".repeat(40))] {
+            assert!(Cursor::from_token(bad).is_none(), "{bad:?}");
+        }
     }
 }
