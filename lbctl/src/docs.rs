@@ -6,13 +6,27 @@ use clap::{Arg, ArgAction, Command};
 use lb_ipvsadm::usage;
 
 /// lbctl's own options, besides ipvsadm's: (long, value, help).
-pub const OWN_OPTIONS: [(&str, Option<&str>, &str); 5] = [
+pub const OWN_OPTIONS: [(&str, Option<&str>, &str); 8] = [
     ("json", None, "listings as JSON, for scripts (-L, -L -c, --counters, --vrrp)"),
     ("counters", None, "the datapath's per-reason packet counters, and connection sync's sync_*"),
     ("vrrp", None, "the VRRP instances: state, priority, master, adverts"),
+    ("vip", Some("ADDR[:PORT]"), "-c: only the entries of this virtual address (and port); IPv6 in brackets"),
+    ("real", Some("ADDR[:PORT]"), "-c: only the entries on this real server (and port); IPv6 in brackets"),
+    ("client", Some("ADDR[:PORT]"), "-c: only the entries from this client (and port); IPv6 in brackets"),
     ("socket", Some("PATH"), "lbd's control socket (or LBCTL_SOCKET; default /run/lb/lbd.sock)"),
     ("version", None, "lbctl's version and commit (also -v)"),
 ];
+
+/// `lbctl -h`'s part after ipvsadm's help: lbctl's own options, in the
+/// help's layout.
+pub fn own_usage() -> String {
+    let mut out = String::from("lbctl's own options:\n");
+    for (long, value, help) in OWN_OPTIONS {
+        let spec = format!("--{long} {}", value.unwrap_or(""));
+        out.push_str(&format!("  {spec:<36}{help}\n"));
+    }
+    out
+}
 
 pub fn command() -> Command {
     let mut command = Command::new("lbctl")
@@ -55,5 +69,17 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::command().debug_assert();
+    }
+
+    #[test]
+    fn the_help_lists_the_connection_filters() {
+        let help = super::own_usage();
+        assert!(help.starts_with("lbctl's own options:\n"), "{help}");
+        for line in [
+            "  --vip ADDR[:PORT]                   -c: only the entries of this virtual address (and port); IPv6 in brackets",
+            "  --json                              listings as JSON, for scripts (-L, -L -c, --counters, --vrrp)",
+        ] {
+            assert!(help.lines().any(|l| l == line), "no {line:?} in\n{help}");
+        }
     }
 }

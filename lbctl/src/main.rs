@@ -5,7 +5,8 @@
 //! Besides ipvsadm's options: `--json` (listings for scripts), `--counters`
 //! (the datapath's per-reason packet counters, and connection sync's
 //! `sync_*`), `--vrrp` (the VRRP instances), `--socket PATH` (or
-//! `LBCTL_SOCKET`; default /run/lb/lbd.sock).
+//! `LBCTL_SOCKET`; default /run/lb/lbd.sock), and `-c`'s filters `--vip`,
+//! `--real`, `--client` (`ADDR[:PORT]`, lb-ipvsadm's `conn_filter`).
 
 mod docs;
 
@@ -14,6 +15,7 @@ use std::{io::Read as _, path::PathBuf, process::ExitCode};
 use anyhow::{Result, bail};
 use lb_ipvsadm::{
     command::{Command, List, ListTarget},
+    conn_filter::{self, ConnFilter},
     control::{self, DEFAULT_SOCKET, Request, Response},
     error::{EXIT_LIST, EXIT_USAGE, KernelError},
     format as ipvsadm,
@@ -30,10 +32,14 @@ struct Own {
     counters: bool,
     vrrp: bool,
     socket: PathBuf,
+    /// `-c`'s filters.
+    filter: ConnFilter,
 }
 
 fn split_own(args: Vec<String>) -> Result<(Own, Vec<String>), String> {
+    let (filter, args) = ConnFilter::take_from(args)?;
     let mut own = Own {
+        filter,
         json: false,
         counters: false,
         vrrp: false,
@@ -110,13 +116,17 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
             return Ok(exit(e.exit_code));
         }
     };
+    if !own.filter.is_empty() && !matches!(&command, Command::List(List { target: ListTarget::Connections, .. })) {
+        eprintln!("lbctl: --vip, --real and --client filter the connection listing: lbctl -L -n -c --vip ADDR[:PORT]");
+        return Ok(exit(EXIT_USAGE));
+    }
     if let Some(reason) = command.unsupported_reason() {
         eprintln!("{reason}");
         return Ok(exit(EXIT_USAGE));
     }
     match &command {
         Command::Help => {
-            print!("{}", usage("lbctl"));
+            print!("{}{}", usage("lbctl"), docs::own_usage());
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
@@ -186,9 +196,8 @@ fn list_command(own: &Own, list: &List, names: &Names) -> Result<ExitCode> {
             }
         }
         ListTarget::Connections => {
-            let Response::Connections { connections } = control::ask(&own.socket, &Request::Connections)? else {
-                bail!("unexpected answer")
-            };
+            // In pages, filtered by lbd; sorted here.
+            let connections = conn_filter::list(&own.socket, &own.filter)?;
             print_out(own.json, &connections, || ipvsadm::list_connections_with(&connections, &opts, ports))
         }
         ListTarget::Timeouts => {
