@@ -14,6 +14,7 @@
 //! without it.
 
 mod conns;
+mod evictions;
 mod listing;
 mod report;
 mod sweep;

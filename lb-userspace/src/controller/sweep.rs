@@ -20,7 +20,7 @@ use std::{
 use anyhow::Result;
 use lb_common::{Conn, FlowKey, Service, conn_state, flow_kind};
 
-use super::{Controller, conns::is_expired};
+use super::{Controller, conns::is_expired, evictions::Evictions};
 use crate::{
     datapath::{ConnTable, CountField, Cursor},
     tables::Retired,
@@ -40,6 +40,7 @@ pub(super) const TEMPLATE_REARM_SECS: u32 = 60;
 pub struct Sweeper {
     pass: Option<Pass>,
     drift: DriftFilter,
+    evictions: Evictions,
 }
 
 /// One pass over the table, tallied as it goes.
@@ -142,7 +143,16 @@ impl Sweeper {
                 }
             }
         }
-        lock().end_pass(&mut self.drift, &release, &tally)
+        let (gap, corrected) = lock().end_pass(&mut self.drift, &release, &tally)?;
+        self.evictions.after_pass(gap, corrected);
+        Ok(())
+    }
+
+    /// Entries the connection table's LRU evicted to make room, since lbd
+    /// started, derived from inserts against live entries (see
+    /// `evictions`).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.total()
     }
 }
 
@@ -212,8 +222,10 @@ impl Controller {
     }
 
     /// The end of a pass: counts against what the table held, and the
-    /// retired slots no connection used.
-    fn end_pass(&mut self, drift: &mut DriftFilter, release: &Retired, tally: &Tally) -> Result<()> {
+    /// retired slots no connection used. Returns what the servers' counts
+    /// held beyond what the pass found, and by how much the corrections
+    /// then took them down (see `evictions`).
+    fn end_pass(&mut self, drift: &mut DriftFilter, release: &Retired, tally: &Tally) -> Result<(i64, i64)> {
         self.conn_entries = Some(tally.exact.values().map(|&n| n.max(0) as u64).sum());
         // What the datapath counts against what the table holds. A gap seen
         // by one pass can be a connection that came or changed while it
@@ -227,13 +239,16 @@ impl Controller {
                 gaps.insert((id, field), value - tally.exact.get(&(id, field)).copied().unwrap_or(0));
             }
         }
-        for ((id, field), correction) in drift.observe(gaps) {
+        let gap = gaps.values().sum();
+        let corrections = drift.observe(gaps);
+        for &((id, field), correction) in &corrections {
             tracing::debug!("connection count of real server {id} ({field:?}) corrected by {correction}");
             self.datapath.correct_real_conns(id, field, correction);
         }
         self.release_orphaned_fullnat()?;
         let planned = self.tables.release_unreferenced(release, &tally.used_reals, &tally.used_services);
-        self.execute(planned)
+        self.execute(planned)?;
+        Ok((gap, -corrections.iter().map(|&(_, c)| c).sum::<i64>()))
     }
 }
 

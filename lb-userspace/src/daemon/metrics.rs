@@ -42,6 +42,7 @@ impl Daemon {
             health: self.monitor.observed(),
             reasons,
             conn_entries,
+            conn_evictions: self.sweeper.evictions(),
             vrrp: self.instances.iter().map(|i| i.status()).collect(),
             sync,
             reloads: self.reloads,

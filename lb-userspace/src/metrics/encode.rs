@@ -164,6 +164,17 @@ impl Exposition {
             )?;
             live.with_label_values(&NONE).set(entries as f64);
         }
+        let evictions = self.counter(
+            "conn_table_evictions_total",
+            "Entries the connection table's LRU evicted to make room (the kernel counts none). Derived from \
+             inserts against live entries: the datapath counts each entry into its real server's connection \
+             counts when it inserts it and out when it or the sweep removes it; an evicted entry leaves \
+             uncounted. So the counts beyond what a complete sweep pass finds in the table (inserts - removals \
+             - live) are evictions, added when the sweep corrects the counts (a gap lasting 3 passes, so a few \
+             passes late); a correction the other way is taken back from later ones.",
+            &[],
+        )?;
+        evictions.with_label_values(&NONE).inc_by(s.conn_evictions);
         Ok(())
     }
 
@@ -312,6 +323,7 @@ mod tests {
             }],
             reasons: BTreeMap::from([("tx_dr".into(), 60), ("tun_no_route".into(), 1), ("tx_icmp_unreachable".into(), 2)]),
             conn_entries: Some(4),
+            conn_evictions: 9,
             vrrp: vec![],
             sync: Some(SyncSnapshot {
                 counters: BTreeMap::from([("sync_records_sent".into(), 5), ("sync_rejected_bad_mac".into(), 2)]),
@@ -338,6 +350,8 @@ mod tests {
             "lb_icmp_replies_total{type=\"port_unreachable\"} 2",
             "lb_conn_table_size 1024",
             "lb_conn_table_entries 4",
+            "lb_conn_table_evictions_total 9",
+            "# TYPE lb_conn_table_evictions_total counter",
             "lb_sync_records_sent_total 5",
             "lb_sync_datagrams_rejected_total{reason=\"bad_mac\"} 2",
             "lb_reloads_total{result=\"failure\"} 2",

@@ -35,6 +35,9 @@ pub struct Snapshot {
     pub reasons: BTreeMap<String, u64>,
     /// Live connection-table entries at the last complete sweep pass.
     pub conn_entries: Option<u64>,
+    /// Entries the connection table's LRU evicted (derived by the sweep:
+    /// `controller::Sweeper::evictions`).
+    pub conn_evictions: u64,
     pub vrrp: Vec<VrrpStatus>,
     pub sync: Option<SyncSnapshot>,
     pub reloads: Reloads,
