@@ -170,8 +170,15 @@ pub fn list(socket: &Path, filter: &ConnFilter) -> Result<Vec<Connection>> {
             filter: filter.clone(),
             cursor: cursor.take(),
         };
-        let Response::ConnectionPage { connections, next } = control::ask(socket, &request)? else {
-            bail!("unexpected answer to a connection page (is lbd older than lbctl?)")
+        let (connections, next) = match control::ask(socket, &request) {
+            Ok(Response::ConnectionPage { connections, next }) => (connections, next),
+            // An lbd from before pages (a restart pending): its one answer
+            // of the whole table, filtered here.
+            Err(e) if page_request_unknown(&e) && out.is_empty() => {
+                return list_whole(socket, filter);
+            }
+            Err(e) => return Err(e),
+            Ok(other) => bail!("unexpected answer to a connection page: {other:?}"),
         };
         out.extend(connections);
         match next {
@@ -183,6 +190,23 @@ pub fn list(socket: &Path, filter: &ConnFilter) -> Result<Vec<Connection>> {
         }
     }
     bail!("the connection listing did not end after {MAX_PAGES} pages")
+}
+
+/// lbd refused the request as one it does not know.
+fn page_request_unknown(e: &anyhow::Error) -> bool {
+    let message = e.to_string();
+    message.starts_with("bad request") && message.contains("connection_page")
+}
+
+/// The whole table in one answer, as lbd before pages gives it.
+fn list_whole(socket: &Path, filter: &ConnFilter) -> Result<Vec<Connection>> {
+    let Response::Connections { mut connections } = control::ask(socket, &Request::Connections)?
+    else {
+        bail!("unexpected answer to a connection listing")
+    };
+    connections.retain(|c| filter.matches(c));
+    sort(&mut connections);
+    Ok(connections)
 }
 
 /// More pages than a walk of the largest table lbd makes takes.
@@ -407,5 +431,76 @@ mod tests {
             serde_json::from_str::<ConnFilter>("{}").unwrap(),
             ConnFilter::default()
         );
+    }
+
+    /// A stand-in for lbd on a socket: answers each request with what
+    /// `answer` makes of it, `requests` times.
+    fn fake_lbd(
+        name: &str,
+        requests: usize,
+        answer: impl Fn(Request) -> String + Send + 'static,
+    ) -> (std::path::PathBuf, std::thread::JoinHandle<()>) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let dir = std::env::temp_dir().join(format!("lbctl-pages-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("lbd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..requests {
+                let (stream, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&stream).read_line(&mut line).unwrap();
+                let request = serde_json::from_str(&line).unwrap();
+                (&stream)
+                    .write_all(format!("{}\n", answer(request)).as_bytes())
+                    .unwrap();
+            }
+        });
+        (socket, server)
+    }
+
+    #[test]
+    fn pages_are_asked_for_until_the_last_and_sorted() {
+        let a = conn("192.0.2.9:1", "10.0.0.100:80", "10.0.0.21:80");
+        let b = conn("192.0.2.1:2", "10.0.0.100:80", "10.0.0.22:80");
+        let (first, second) = (a.clone(), b.clone());
+        let want = filter(&["--real", "10.0.0.21"]);
+        let expected = want.clone();
+        let (socket, server) = fake_lbd("pages", 2, move |request| {
+            let Request::ConnectionPage { filter, cursor } = request else {
+                panic!("{request:?}")
+            };
+            assert_eq!(filter, expected);
+            let (connections, next) = match cursor.as_deref() {
+                None => (vec![first.clone()], Some("b7.16384".to_string())),
+                Some("b7.16384") => (vec![second.clone()], None),
+                other => panic!("cursor {other:?}"),
+            };
+            serde_json::to_string(&Response::ConnectionPage { connections, next }).unwrap()
+        });
+        assert_eq!(list(&socket, &want).unwrap(), [b, a]);
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(socket.parent().unwrap());
+    }
+
+    #[test]
+    fn an_lbd_without_pages_gets_the_whole_table_filtered_here() {
+        let a = conn("192.0.2.9:1", "10.0.0.100:80", "10.0.0.21:80");
+        let b = conn("192.0.2.1:2", "10.0.0.100:80", "10.0.0.22:80");
+        let whole = vec![a.clone(), b];
+        let (socket, server) = fake_lbd("whole", 2, move |request| {
+            match request {
+            Request::ConnectionPage { .. } => r#"{"response":"error","message":"bad request: unknown variant `connection_page`, expected one of `table`, `connections`"}"#.into(),
+            Request::Connections => serde_json::to_string(&Response::Connections { connections: whole.clone() }).unwrap(),
+            other => panic!("{other:?}"),
+        }
+        });
+        assert_eq!(
+            list(&socket, &filter(&["--client", "192.0.2.9"])).unwrap(),
+            [a]
+        );
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(socket.parent().unwrap());
     }
 }

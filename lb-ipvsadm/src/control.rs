@@ -27,7 +27,8 @@ pub const DEFAULT_SOCKET: &str = "/run/lb/lbd.sock";
 pub enum Request {
     /// The virtual-server table with counters and rates.
     Table,
-    /// The connection table.
+    /// The connection table, whole, in one answer (lbctl asks for pages,
+    /// [`Request::ConnectionPage`], and this of an lbd without them).
     Connections,
     /// A page of the connection table, filtered in lbd (`lbctl -c
     /// --vip/--real/--client`; see `conn_filter`): from `cursor` on (the
