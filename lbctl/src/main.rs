@@ -93,11 +93,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--vip`, `--real` or `--client` with anything but `-c`.
+fn filters_misplaced() -> ExitCode {
+    eprintln!("lbctl: --vip, --real and --client filter the connection listing: lbctl -L -n -c --vip ADDR[:PORT]");
+    exit(EXIT_USAGE)
+}
+
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
+    if !own.filter.is_empty() && (own.counters || own.vrrp) {
+        return Ok(filters_misplaced());
+    }
     if own.counters {
         let Response::Counters { counters } = control::ask(&own.socket, &Request::Counters)? else { bail!("unexpected answer") };
         return print_out(own.json, &counters, || counters.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect());
@@ -117,8 +126,7 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
         }
     };
     if !own.filter.is_empty() && !matches!(&command, Command::List(List { target: ListTarget::Connections, .. })) {
-        eprintln!("lbctl: --vip, --real and --client filter the connection listing: lbctl -L -n -c --vip ADDR[:PORT]");
-        return Ok(exit(EXIT_USAGE));
+        return Ok(filters_misplaced());
     }
     if let Some(reason) = command.unsupported_reason() {
         eprintln!("{reason}");
