@@ -34,7 +34,7 @@ const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const HOLD_TIME: Duration = Duration::from_secs(3);
 const SLACK: Duration = Duration::from_secs(2);
 /// lbd's drain time after withdrawing (long enough to watch it forward on).
-const DRAIN: &str = "5s";
+const DRAIN: Duration = Duration::from_secs(5);
 const HELD: usize = 24;
 /// Sync's refresh period: how soon a director that comes back has the
 /// others' entries.
@@ -73,7 +73,7 @@ fn unchecked_service(lab: &Lab, reals: usize) -> ServiceSpec {
 /// `sync`, neither sync nor health checks.
 fn director<'a>(lab: &'a Lab, host: &Host, sync: bool) -> Director<'a> {
     let mut d = Director::on_host(lab, host).unwrap();
-    d.add_section(&format!("[bgp]\ndrain_time = \"{DRAIN}\"\ncheck_interval = \"1s\"\n"));
+    d.add_section(&format!("[bgp]\ndrain_time = \"{}s\"\ncheck_interval = \"1s\"\n", DRAIN.as_secs()));
     if !sync {
         d.write_config(&[unchecked_service(lab, 2)]).unwrap();
         return d;
@@ -266,7 +266,8 @@ fn directors_behind_ecmp_share_flows_and_leave_without_breaking_them() {
         let gone = lab.wait_for_next_hops(vip, &hops(&[h1, h2]), SLACK).unwrap();
         assert!(d3.is_running(), "lbd on director3 exited before the router let go of it");
         eprintln!("SIGTERM: the router dropped director3 after {gone:?}, lbd still forwarding");
-        d3.stop().unwrap();
+        // Its SIGTERM already runs: the drain time, then the detach.
+        d3.stop_within(DRAIN + Duration::from_secs(5)).unwrap();
         stop.store(true, Ordering::Relaxed);
         requests.join().unwrap()
     });
