@@ -141,7 +141,7 @@ impl Vrrp {
 }
 
 /// The `[sync]` table of a director whose peer is `peer`.
-fn sync_toml(peer: &Host) -> String {
+pub fn sync_toml(peer: &Host) -> String {
     format!(
         "[sync]\n\
          interface = \"{HOST_IFACE}\"\n\

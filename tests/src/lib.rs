@@ -7,6 +7,7 @@ pub mod bins;
 pub mod datapath_setup;
 pub mod director;
 pub mod failover;
+pub mod failover6;
 pub mod flood;
 pub mod harness;
 pub mod keepalived;

@@ -14,59 +14,26 @@
 //! Needs root (else each test prints a message and passes) and, for the
 //! second, keepalived; build lbd first (`cargo build -p lb-userspace -p lbctl`).
 
-use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use lb_tests::director::Director;
 use lb_tests::failover::{TAKEOVER_SLACK, Vrrp, counter, crash, detach_dead, vrrp_status, wait_for, wait_state};
+use lb_tests::failover6::{self, VRID6, link_local, wait_backup_of6, wait_client_moved_to6};
 use lb_tests::keepalived::{self, Keepalived};
 use lb_tests::lab::HOST_IFACE;
-use lb_tests::netns::{self, MacAddr};
+use lb_tests::netns;
 use lb_tests::scenario::{finish, root_or_skip, teardown};
-use lb_tests::{Host, Lab, LabSpec};
+use lb_tests::{Host, Lab};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
-const VRID: u8 = 61;
 const INTERVAL_MS: u64 = 200;
 
-/// Two directors without a static VIP, two real servers (HTTP on [::]:80),
-/// IPv6 everywhere.
 fn lab6(name: &str, k: u8) -> Lab {
-    let spec = LabSpec::new(name).directors(2).without_static_vip().subnet_index(k).ipv6();
-    let lab = Lab::build(spec).unwrap();
-    lab.start_http_servers_with(LAB_SERVER.as_ref()).unwrap();
-    lab
+    failover6::lab6(LAB_SERVER, name, k)
 }
 
-/// lbd's `[[vrrp]]` for the IPv6 VIP (no `version`: IPv6 means VRRPv3).
-fn vrrp6_toml(lab: &Lab, vrrp: &Vrrp) -> String {
-    format!(
-        "[[vrrp]]\nname = \"VI_6\"\ninterface = \"{HOST_IFACE}\"\nvirtual_router_id = {VRID}\npriority = {}\n\
-         advert_interval = \"{}ms\"\nvirtual_ipaddress = [\"{}/128\"]\ngarp_master_repeat = 3\n",
-        vrrp.priority,
-        vrrp.interval.as_millis(),
-        lab.vip6()
-    )
-}
-
-/// The IPv6 DR service on the VIP over the real servers' IPv6 addresses.
-fn service6(lab: &Lab) -> String {
-    let mut text = format!(
-        "\n[[service]]\nvip = \"[{}]:80\"\nprotocol = \"tcp\"\nscheduler = \"rr\"\nforwarding = \"dr\"\n",
-        lab.vip6()
-    );
-    for real in lab.reals() {
-        text.push_str(&format!("\n[[service.real]]\naddress = \"{}\"\nweight = 1\n", real.ip6()));
-    }
-    text
-}
-
-/// lbd on `host` with the IPv6 service and instance; not started.
 fn lbd6<'a>(lab: &'a Lab, host: &Host, vrrp: &Vrrp) -> Director<'a> {
-    let d = Director::on_host(lab, host).unwrap();
-    let text = format!("{}{}\n{}", d.director_toml(), service6(lab), vrrp6_toml(lab, vrrp));
-    d.write_config_text(&text).unwrap();
-    d
+    failover6::lbd6(lab, host, vrrp, None)
 }
 
 /// The line of `ip -6 addr show dev eth0` in `ns` for the VIP, if there.
@@ -78,31 +45,6 @@ fn vip6_line(lab: &Lab, ns: &str) -> Option<String> {
 
 fn has_vip6(lab: &Lab, ns: &str) -> bool {
     vip6_line(lab, ns).is_some()
-}
-
-/// `ns`'s IPv6 link-local address on eth0: VRRP's source over IPv6.
-fn link_local(ns: &str) -> Ipv6Addr {
-    let out = netns::ip(&["-n", ns, "-6", "-o", "addr", "show", "dev", HOST_IFACE]).unwrap();
-    let mut addresses = out.split_whitespace().filter_map(|w| w.split('/').next()?.parse::<Ipv6Addr>().ok());
-    addresses
-        .find(|a| a.segments()[0] & 0xffc0 == 0xfe80)
-        .unwrap_or_else(|| panic!("no link-local address in {ns}: {out}"))
-}
-
-/// The MAC the client's neighbour table has for the IPv6 VIP.
-fn client_neighbour6(lab: &Lab) -> Option<MacAddr> {
-    let vip = lab.vip6().to_string();
-    let out = netns::ip(&["-n", &lab.client().ns, "-6", "-j", "neigh", "show", &vip, "dev", HOST_IFACE]).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&out).ok()?;
-    json[0]["lladdr"].as_str()?.parse().ok()
-}
-
-fn wait_client_moved_to(lab: &Lab, host: &Host, timeout: Duration) -> Duration {
-    wait_for(&format!("the client's neighbour entry for the VIP pointing to {}", host.name), timeout, || {
-        (client_neighbour6(lab) == Some(host.mac)).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e:#} (it is {:?})", client_neighbour6(lab)))
-    .1
 }
 
 /// curl -6 through the VIP until it answers (new connections, 1 s each,
@@ -128,14 +70,6 @@ fn assert_forwards6(lab: &Lab, d: &Director<'_>, what: &str) -> String {
     answer
 }
 
-fn wait_backup_of(d: &Director<'_>, master: Ipv6Addr, what: &str, timeout: Duration) {
-    wait_for(what, timeout, || {
-        let s = vrrp_status(d);
-        (s["state"] == "backup" && s["master_address"] == master.to_string()).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e:#}: {}\n{}", vrrp_status(d), d.log()));
-}
-
 /// The VIP as lbd (and keepalived) add it: nodad, deprecated (preferred
 /// lifetime 0), so the director's own connections never take it.
 fn assert_added_as_keepalived_does(lab: &Lab, ns: &str) {
@@ -157,7 +91,7 @@ fn vrrp6_failover_between_two_lbd() {
     d1.start().unwrap();
     wait_state(&d1, "master", Duration::from_secs(5) + 2 * high.master_down());
     d2.start().unwrap();
-    wait_backup_of(&d2, link_local(&h1.ns), "director2 hearing director1 over IPv6", Duration::from_secs(5));
+    wait_backup_of6(&d2, link_local(&h1.ns), "director2 hearing director1 over IPv6", Duration::from_secs(5));
     let (s1, s2) = (vrrp_status(&d1), vrrp_status(&d2));
     assert_eq!((s1["state"].as_str(), s1["version"].as_u64()), (Some("master"), Some(3)), "{s1}");
     assert_eq!(s1["source_address"], link_local(&h1.ns).to_string(), "{s1}");
@@ -169,7 +103,7 @@ fn vrrp6_failover_between_two_lbd() {
     // The master forwards; the backup nothing.
     assert_forwards6(&lab, &d1, "director1 forwards");
     assert_eq!(counter(&d2, "conn_new"), 0, "the backup forwarded nothing");
-    wait_client_moved_to(&lab, &h1, Duration::from_secs(1));
+    wait_client_moved_to6(&lab, &h1, Duration::from_secs(1));
     assert_eq!(vrrp_status(&d2)["bad_adverts"], 0);
 
     // The backup's datapath stands by for the IPv6 VIP: a packet sent to
@@ -201,7 +135,7 @@ fn vrrp6_failover_between_two_lbd() {
     assert_added_as_keepalived_does(&lab, &h2.ns);
     // Unsolicited NAs (override) move the client's entry at once: without
     // them it would point to director1 for a reachable time and more.
-    let moved = wait_client_moved_to(&lab, &h2, Duration::from_secs(2));
+    let moved = wait_client_moved_to6(&lab, &h2, Duration::from_secs(2));
     eprintln!("vrrp6: the client's neighbour entry moved {:.3} s after the takeover", moved.as_secs_f64());
     assert_forwards6(&lab, &d2, "director2 forwards after the takeover");
 
@@ -219,7 +153,7 @@ fn vrrp6_failover_between_two_lbd() {
 fn keepalived6_conf(lab: &Lab, host: &Host, vrrp: &Vrrp) -> String {
     format!(
         "global_defs {{\n    router_id lbt_{}\n}}\n\nvrrp_instance VI_6 {{\n    state BACKUP\n    interface {HOST_IFACE}\n    \
-         virtual_router_id {VRID}\n    priority {}\n    advert_int {}\n    garp_master_repeat 3\n    \
+         virtual_router_id {VRID6}\n    priority {}\n    advert_int {}\n    garp_master_repeat 3\n    \
          virtual_ipaddress {{\n        {}/128\n    }}\n}}\n",
         host.name,
         vrrp.priority,
@@ -263,7 +197,7 @@ fn interop6(name: &str, k: u8, keepalived_master: bool) {
         ka.start(&keepalived6_conf(&lab, ka_host, &ka_vrrp));
         wait_keepalived(&lab, &ka, true, Duration::from_secs(5) + 2 * ka_vrrp.master_down());
         lbd.start().unwrap();
-        wait_backup_of(
+        wait_backup_of6(
             &lbd,
             link_local(&ka_host.ns),
             "lbd hearing keepalived's IPv6 adverts",
@@ -294,7 +228,7 @@ fn interop6(name: &str, k: u8, keepalived_master: bool) {
     // The client talks to the VIP, so that it has a neighbour entry for
     // the NAs to update (they create none).
     let _ = lab.run(&lab.client().ns, &["curl", "-6s", "--max-time", "1", &format!("http://[{}]/", lab.vip6())]);
-    wait_client_moved_to(&lab, &h1, Duration::from_secs(2));
+    wait_client_moved_to6(&lab, &h1, Duration::from_secs(2));
 
     // The master crashes; the other takes over and moves the client.
     let killed = Instant::now();
@@ -303,7 +237,7 @@ fn interop6(name: &str, k: u8, keepalived_master: bool) {
         netns::ip(&["-n", &ka_host.ns, "link", "set", HOST_IFACE, "down"]).unwrap();
         wait_state(&lbd, "master", low.master_down() + TAKEOVER_SLACK);
         let took = killed.elapsed();
-        wait_client_moved_to(&lab, lbd_host, Duration::from_secs(2));
+        wait_client_moved_to6(&lab, lbd_host, Duration::from_secs(2));
         assert_forwards6(&lab, &lbd, "lbd forwards after taking over from keepalived");
         took
     } else {
@@ -312,7 +246,7 @@ fn interop6(name: &str, k: u8, keepalived_master: bool) {
         netns::ip(&["-n", &lbd_host.ns, "link", "set", HOST_IFACE, "down"]).unwrap();
         wait_keepalived(&lab, &ka, true, low.master_down() + TAKEOVER_SLACK);
         let took = killed.elapsed();
-        wait_client_moved_to(&lab, ka_host, Duration::from_secs(2));
+        wait_client_moved_to6(&lab, ka_host, Duration::from_secs(2));
         took
     };
     eprintln!(
