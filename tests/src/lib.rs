@@ -18,7 +18,7 @@ pub mod packets6;
 pub mod scenario;
 pub mod steady;
 
-pub use lab::{HeldConnection, Host, Lab, LabSpec, LinkStats, ProcHandle};
+pub use lab::{HeldConnection, HeldConnection6, Host, Lab, LabSpec, LinkStats, ProcHandle};
 pub use netns::MacAddr;
 
 /// True when running as root (the lab needs CAP_NET_ADMIN and CAP_SYS_ADMIN).

@@ -57,7 +57,7 @@ use processes::{Tracked, terminate};
 pub use stale::cleanup_stale_labs;
 use stale::sanitize_name;
 pub use topology::{XDP_PASS_OBJ_ENV, read_sysctl, set_sysctls, xdp_pass_object};
-pub use traffic::{HeldConnection, LinkStats};
+pub use traffic::{HeldConnection, HeldConnection6, LinkStats};
 
 use crate::netns::{self, MacAddr};
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -75,24 +75,16 @@ impl Lab {
     /// returned [`HeldConnection`] is closed or dropped. The answer tells
     /// which real server the connection reached.
     pub fn hold_http_connection(&self, ns: &str, target: SocketAddrV4) -> Result<HeldConnection> {
-        netns::run_in_netns(ns, move || -> Result<HeldConnection> {
-            // The socket stays in `ns` after this thread ends.
-            let mut stream = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
-                .with_context(|| format!("connecting to {target}"))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.set_nodelay(true)?;
-            let local = match stream.local_addr()? {
-                SocketAddr::V4(a) => a,
-                other => bail!("unexpected local address {other}"),
-            };
-            let request = format!("GET /whoami HTTP/1.1\r\nHost: {target}\r\nConnection: keep-alive\r\n\r\n");
-            stream.write_all(request.as_bytes())?;
-            let body =
-                read_http_body(&mut stream).with_context(|| format!("reading the /whoami answer from {target}"))?;
-            let server =
-                body.split_whitespace().next().ok_or_else(|| anyhow!("empty /whoami answer from {target}"))?.to_owned();
-            Ok(HeldConnection { stream, server, local })
-        })?
+        let (stream, server, local) = hold(ns, target.into())?;
+        let SocketAddr::V4(local) = local else { bail!("unexpected local address {local}") };
+        Ok(HeldConnection { stream, server, local })
+    }
+
+    /// [`Lab::hold_http_connection`] over IPv6.
+    pub fn hold_http_connection6(&self, ns: &str, target: SocketAddrV6) -> Result<HeldConnection6> {
+        let (stream, server, local) = hold(ns, target.into())?;
+        let SocketAddr::V6(local) = local else { bail!("unexpected local address {local}") };
+        Ok(HeldConnection6 { stream, server, local })
     }
 
     /// Who answers ARP for `target` on the client's segment (see [`netns::arp_probe`]).
@@ -149,15 +141,56 @@ impl HeldConnection {
     /// the body of the answer; fails if the connection was reset, closed or
     /// stays silent for the read timeout (5 s unless changed on `stream`).
     pub fn ask(&mut self, path: &str) -> Result<String> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n");
-        self.stream.write_all(request.as_bytes())?;
-        read_http_body(&mut self.stream)
+        ask_again(&mut self.stream, path)
     }
 
     /// Closes the connection: the client sends its FIN.
     pub fn close(self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// [`HeldConnection`] over IPv6 (see [`Lab::hold_http_connection6`]).
+#[derive(Debug)]
+pub struct HeldConnection6 {
+    pub stream: TcpStream,
+    /// The real server that answered ("rs1", ...).
+    pub server: String,
+    /// The client's end.
+    pub local: SocketAddrV6,
+}
+
+impl HeldConnection6 {
+    /// As [`HeldConnection::ask`].
+    pub fn ask(&mut self, path: &str) -> Result<String> {
+        ask_again(&mut self.stream, path)
+    }
+}
+
+/// Opens a connection from `ns` to `target`, asks `/whoami` with
+/// keep-alive: the stream, the server that answered and the client's end.
+fn hold(ns: &str, target: SocketAddr) -> Result<(TcpStream, String, SocketAddr)> {
+    netns::run_in_netns(ns, move || -> Result<(TcpStream, String, SocketAddr)> {
+        // The socket stays in `ns` after this thread ends.
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {target}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let request = format!("GET /whoami HTTP/1.1\r\nHost: {target}\r\nConnection: keep-alive\r\n\r\n");
+        stream.write_all(request.as_bytes())?;
+        let body = read_http_body(&mut stream).with_context(|| format!("reading the /whoami answer from {target}"))?;
+        let server =
+            body.split_whitespace().next().ok_or_else(|| anyhow!("empty /whoami answer from {target}"))?.to_owned();
+        Ok((stream, server, local))
+    })?
+}
+
+/// Asks `path` on a held connection (keep-alive); the answer's body.
+fn ask_again(stream: &mut TcpStream, path: &str) -> Result<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    read_http_body(stream)
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length from `stream` and
