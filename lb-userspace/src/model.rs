@@ -67,7 +67,9 @@ impl FromStr for ServiceId {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
-            format!("\"{text}\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\") or \"fwmark MARK [IPv6]\"")
+            format!(
+                "\"{text}\" is not \"PROTOCOL VIP:PORT\" (such as \"tcp 172.16.100.1:80\") or \"fwmark MARK [IPv6]\""
+            )
         };
         let words: Vec<&str> = text.split_whitespace().collect();
         if words.first().is_some_and(|w| w.eq_ignore_ascii_case("fwmark")) {
@@ -109,6 +111,14 @@ impl MarkMatch {
             && self.net.is_ipv6() == other.net.is_ipv6()
             && net_bits(self.net, prefix) == net_bits(other.net, prefix)
             && self.ports.iter().any(|a| other.ports.iter().any(|b| a.0 <= b.1 && b.0 <= a.1))
+    }
+
+    /// Whether it takes a packet of `protocol` (its number) to `addr`:`port`.
+    pub fn takes(&self, protocol: u8, addr: IpAddr, port: u16) -> bool {
+        self.protocol.number() == protocol
+            && addr.is_ipv6() == self.net.is_ipv6()
+            && net_bits(addr, self.prefix_len) == net_bits(self.net, self.prefix_len)
+            && self.ports.iter().any(|&(first, last)| (first..=last).contains(&port))
     }
 
     /// How many addresses the network holds, capped (IPv6's do not fit).

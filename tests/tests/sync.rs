@@ -24,6 +24,7 @@ fn record(i: u16) -> SyncRecord {
         client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, (i % 200) as u8)), 1024 + i),
         vip: "192.0.2.100:80".parse().unwrap(),
         service_port: 80,
+        fwmark: 0,
         real: "192.0.2.10:80".parse().unwrap(),
         timeout: 900,
         idle_ms: u32::from(i),

@@ -38,8 +38,8 @@ pub(super) fn is_expired(conn: &Conn, now: u64) -> bool {
 pub struct SyncView {
     conns: ConnTable,
     now: u64,
-    /// Each service's port, by service id.
-    ports: BTreeMap<u32, u16>,
+    /// Each service's port and firewall mark (0: none), by service id.
+    services: BTreeMap<u32, (u16, u32)>,
     /// Each real server's address and port, by its id.
     reals: BTreeMap<u32, SocketAddr>,
 }
@@ -55,9 +55,9 @@ impl SyncView {
             .changes
             .into_iter()
             .filter_map(|(key, conn, _)| {
-                let port = *self.ports.get(&conn.service_id)?;
+                let (port, fwmark) = *self.services.get(&conn.service_id)?;
                 let real = *self.reals.get(&conn.real_id)?;
-                SyncRecord::from_entry(&key, &conn, port, real, self.now)
+                SyncRecord::from_entry(&key, &conn, port, fwmark, real, self.now)
             })
             .collect();
         (scan.batch, records)
@@ -67,13 +67,12 @@ impl SyncView {
 impl Controller {
     /// Connection sync, sending side: what [`SyncView::records`] needs.
     pub fn sync_view(&self) -> SyncView {
-        // Firewall-mark services' entries are not sent: the sync format
-        // would need the mark (IPVS sends it), which lbd's does not carry yet.
-        let ports = self
+        // A firewall-mark service's entries carry its mark, as IPVS's
+        // (`ip_vs_sync_conn` sends `cp->fwmark`, templates included).
+        let services = self
             .tables
             .wanted()
-            .filter(|w| w.fwmark == 0)
-            .filter_map(|w| Some((self.tables.service_id(&w.key())?, w.port)))
+            .filter_map(|w| Some((self.tables.service_id(&w.key())?, (w.port, w.fwmark))))
             .collect();
         let reals = self
             .tables
@@ -84,7 +83,7 @@ impl Controller {
                 Some((id, SocketAddr::new(ip, u16::from_be(real.port))))
             })
             .collect();
-        SyncView { conns: self.datapath.conn_table(), now: self.datapath.now_ns(), ports, reals }
+        SyncView { conns: self.datapath.conn_table(), now: self.datapath.now_ns(), services, reals }
     }
 
     /// Connection sync, receiving side: installs the other director's
@@ -146,6 +145,8 @@ impl Controller {
         let service_id = self.tables.service_id(&key).ok_or(Refusal::UnknownService)?;
         let view = ServiceView {
             port: service.port,
+            fwmark: service.fwmark,
+            matches: &service.matches,
             persistence: service
                 .options
                 .persistence_timeout

@@ -154,6 +154,7 @@ mod tests {
             client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40_000 + i),
             vip: "192.0.2.100:80".parse().unwrap(),
             service_port: 80,
+            fwmark: 0,
             real: "192.0.2.10:80".parse().unwrap(),
             timeout: 900,
             idle_ms: 0,

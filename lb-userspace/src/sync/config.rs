@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(one("group = \"10.0.0.1\""), "5: sync.group: \"10.0.0.1\" is not an IPv4 multicast address");
         assert_eq!(one("address = \"224.0.0.1\""), "5: sync.address: \"224.0.0.1\" is not a unicast IPv4 address");
         assert_eq!(one("port = 0"), "5: sync.port: 0 is out of range 1..=65535");
-        assert_eq!(one("max_len = 100"), "5: sync.max_len: 100 is out of range 132..=65507");
+        assert_eq!(one("max_len = 100"), "5: sync.max_len: 100 is out of range 136..=65507");
         assert_eq!(one("scan_interval = \"1ms\""), "5: sync.scan_interval: 1ms is out of range 10ms..=10s");
         assert_eq!(
             one("transport = \"unicast\"\ngroup = \"224.0.0.81\""),

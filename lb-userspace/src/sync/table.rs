@@ -42,10 +42,20 @@ pub fn ip_of(words: [u32; 4], family: u8) -> Option<IpAddr> {
 impl SyncRecord {
     /// The record for a table entry. The caller looks up what the entry's
     /// ids stand for: `service_port` (the service's port, 0 for an
-    /// every-port service) and `real` (the real server's address and port).
+    /// every-port service), `fwmark` (a firewall-mark service's mark, else
+    /// 0) and `real` (the real server's address and port). A mark's
+    /// template keeps its key's fields as they are: protocol 0, the mark
+    /// where the VIP goes (`lb_common::Service::template_key`).
     /// `now_ns` is on the datapath's clock, as the entry's `last_seen_ns`. `None`
     /// for an unknown family.
-    pub fn from_entry(key: &FlowKey, conn: &Conn, service_port: u16, real: SocketAddr, now_ns: u64) -> Option<Self> {
+    pub fn from_entry(
+        key: &FlowKey,
+        conn: &Conn,
+        service_port: u16,
+        fwmark: u32,
+        real: SocketAddr,
+        now_ns: u64,
+    ) -> Option<Self> {
         let idle_ms = now_ns.saturating_sub(conn.last_seen_ns) / 1_000_000;
         Some(Self {
             kind: if key.kind == flow_kind::TEMPLATE { RecordKind::Template } else { RecordKind::Connection },
@@ -54,6 +64,7 @@ impl SyncRecord {
             client: SocketAddr::new(ip_of(key.src, key.family)?, u16::from_be(key.sport)),
             vip: SocketAddr::new(ip_of(key.dst, key.family)?, u16::from_be(key.dport)),
             service_port,
+            fwmark,
             real,
             timeout: conn.timeout,
             idle_ms: u32::try_from(idle_ms).unwrap_or(u32::MAX),
@@ -83,6 +94,9 @@ impl SyncRecord {
     /// backup's own service id.
     pub fn service_key(&self) -> ServiceKey {
         let (addr, family) = words_of(self.vip.ip());
+        if self.fwmark != 0 {
+            return lb_common::fwmark_service_key(self.fwmark.to_be(), family);
+        }
         ServiceKey { addr, port: self.service_port.to_be(), protocol: self.protocol, family }
     }
 
@@ -338,7 +352,7 @@ mod tests {
         let k = key(40_001);
         let c = conn(conn_state::ESTABLISHED, 100 * S);
         let real: SocketAddr = "192.0.2.10:8080".parse().unwrap();
-        let r = SyncRecord::from_entry(&k, &c, 80, real, 102 * S + 500_000_000).unwrap();
+        let r = SyncRecord::from_entry(&k, &c, 80, 0, real, 102 * S + 500_000_000).unwrap();
         assert_eq!(r.kind, RecordKind::Connection);
         assert_eq!(r.client, "198.51.100.7:40001".parse().unwrap());
         assert_eq!(r.vip, "192.0.2.100:80".parse().unwrap());
@@ -353,9 +367,26 @@ mod tests {
 
         // A template of an every-port service.
         let t = FlowKey { sport: 0, dport: 0, kind: flow_kind::TEMPLATE, ..k };
-        let r = SyncRecord::from_entry(&t, &conn(conn_state::TEMPLATE_NONE, 0), 0, real, 0).unwrap();
+        let r = SyncRecord::from_entry(&t, &conn(conn_state::TEMPLATE_NONE, 0), 0, 0, real, 0).unwrap();
         assert_eq!(r.kind, RecordKind::Template);
         assert_eq!(r.flow_key(), t);
+
+        // A template of firewall-mark service 7 (IPv4 and IPv6): keyed by
+        // the mark, protocol 0, ports 0; found here as mark 7's service.
+        for (client, family) in [(k.src, AF_INET), (words_of("2001:db8::".parse().unwrap()).0, AF_INET6)] {
+            let t = FlowKey { src: client, dst: [7u32.to_be(), 0, 0, 0], protocol: 0, family, ..t };
+            let r = SyncRecord::from_entry(&t, &conn(conn_state::TEMPLATE_ASSURED, 0), 0, 7, real, 0).unwrap();
+            assert_eq!(
+                (r.kind, r.protocol, r.fwmark, r.vip.port(), r.client.port()),
+                (RecordKind::Template, 0, 7, 0, 0)
+            );
+            assert_eq!(r.flow_key(), t);
+            assert_eq!(r.service_key(), lb_common::fwmark_service_key(7u32.to_be(), family));
+        }
+        // A connection of mark 7: its own flow, the mark's service.
+        let r = SyncRecord::from_entry(&k, &c, 0, 7, real, 0).unwrap();
+        assert_eq!(r.flow_key(), k);
+        assert_eq!(r.service_key(), lb_common::fwmark_service_key(7u32.to_be(), AF_INET));
 
         // IPv6 words.
         let ip: IpAddr = "2001:db8::1:2".parse().unwrap();

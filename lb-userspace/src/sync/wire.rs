@@ -21,26 +21,32 @@
 //!  24   4  sequence: per datagram, from 1; never wraps (the sender takes a
 //!          new, larger boot ID first)
 //!
-//! Record (4-byte aligned; 36 bytes for IPv4, 72 for IPv6)
+//! Record (4-byte aligned; 36 bytes for IPv4, 72 for IPv6, 4 more with a mark)
 //!  off len field
 //!   0   1  type: 1 connection, 2 persistence template (others: skipped)
 //!   1   1  length: bytes of this record (a receiver skips bytes past the
 //!          fields it knows, and unknown types, by this length)
-//!   2   1  protocol: 6 TCP, 17 UDP
+//!   2   1  protocol: 6 TCP, 17 UDP (a firewall-mark template: 0, IPVS's
+//!          IPPROTO_IP)
 //!   3   1  state: lb_common::conn_state number (templates: 12 NONE, 13 ASSURED)
 //!   4   1  family of the client and VIP addresses: 2 IPv4, 10 IPv6
 //!   5   1  family of the real server's address: 2 IPv4, 10 IPv6
-//!   6   2  service port: the virtual service's port (0: an every-port service)
+//!   6   2  service port: the virtual service's port (0: an every-port
+//!          service, or a firewall-mark service)
 //!   8   2  client port (templates: 0)
 //!  10   2  VIP port: the connection's destination port (templates: the
 //!          service port)
 //!  12   2  real server port (0: the packet's own destination port)
-//!  14   2  flags: reserved, 0
+//!  14   2  flags: bit 0 = the firewall mark follows the addresses; others
+//!          reserved, 0 (a receiver ignores them)
 //!  16   4  timeout: seconds the entry lives after its last packet
 //!  20   4  idle: milliseconds since its last packet, when sent
 //!  24   a  client address (templates: under the persistence netmask); a = 4 | 16
-//!   .   a  VIP
+//!   .   a  VIP (a firewall-mark template: the mark in the first 4 bytes,
+//!          the rest 0, as IPVS's `ip_vs_sched_persist` keys it)
 //!   .   r  real server address; r = 4 | 16
+//!   .   4  firewall mark, if flagged: the record is of that mark's service
+//!          (IPVS's sync v1 carries `fwmark` in every record)
 //!
 //! HMAC-SHA256 (keyed with `sync.key`) over every byte before it.
 //! ```
@@ -66,10 +72,12 @@ pub const MAC_LEN: usize = 32;
 pub const FLAG_MAC: u8 = 1;
 pub const RECORD_CONNECTION: u8 = 1;
 pub const RECORD_TEMPLATE: u8 = 2;
+/// A record's flags: its firewall mark follows the addresses.
+pub const RECORD_FLAG_FWMARK: u16 = 1;
 /// The fixed part of a record, before the addresses.
 pub const RECORD_FIXED_LEN: usize = 24;
-/// The largest record: IPv6 everywhere.
-pub const MAX_RECORD_LEN: usize = RECORD_FIXED_LEN + 3 * 16;
+/// The largest record: IPv6 everywhere, and a mark.
+pub const MAX_RECORD_LEN: usize = RECORD_FIXED_LEN + 3 * 16 + 4;
 /// IPVS's default sync_maxlen: a 1500-byte MTU less IP and UDP headers.
 pub const DEFAULT_MAX_LEN: usize = 1472;
 /// The largest UDP payload.
@@ -96,8 +104,12 @@ pub struct SyncRecord {
     pub client: SocketAddr,
     /// The VIP and the connection's destination port.
     pub vip: SocketAddr,
-    /// The virtual service's port (0 for an every-port service).
+    /// The virtual service's port (0 for an every-port service and a
+    /// firewall-mark service).
     pub service_port: u16,
+    /// The firewall-mark service's mark; 0: a service named by its VIP
+    /// and port.
+    pub fwmark: u32,
     /// The real server (port 0: the packet's own destination port).
     pub real: SocketAddr,
     /// Seconds the entry lives after its last packet.
@@ -125,7 +137,8 @@ impl SyncRecord {
         }
         let a = if self.client.is_ipv4() { 4 } else { 16 };
         let r = if self.real.is_ipv4() { 4 } else { 16 };
-        Some(RECORD_FIXED_LEN + 2 * a + r)
+        let mark = if self.fwmark != 0 { 4 } else { 0 };
+        Some(RECORD_FIXED_LEN + 2 * a + r + mark)
     }
 
     /// Appends the record; `false` (nothing written) if it cannot be encoded.
@@ -144,12 +157,16 @@ impl SyncRecord {
         out.extend_from_slice(&self.client.port().to_be_bytes());
         out.extend_from_slice(&self.vip.port().to_be_bytes());
         out.extend_from_slice(&self.real.port().to_be_bytes());
-        out.extend_from_slice(&0u16.to_be_bytes());
+        let flags = if self.fwmark != 0 { RECORD_FLAG_FWMARK } else { 0 };
+        out.extend_from_slice(&flags.to_be_bytes());
         out.extend_from_slice(&self.timeout.to_be_bytes());
         out.extend_from_slice(&self.idle_ms.to_be_bytes());
         put_ip(out, self.client.ip());
         put_ip(out, self.vip.ip());
         put_ip(out, self.real.ip());
+        if self.fwmark != 0 {
+            out.extend_from_slice(&self.fwmark.to_be_bytes());
+        }
         true
     }
 
@@ -164,10 +181,12 @@ impl SyncRecord {
             _ => Err(SyncError::BadRecord),
         };
         let (a, r) = (alen(bytes[4])?, alen(bytes[5])?);
-        if bytes.len() < RECORD_FIXED_LEN + 2 * a + r {
+        let u16_at = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
+        let marked = u16_at(14) & RECORD_FLAG_FWMARK != 0;
+        let addresses_end = RECORD_FIXED_LEN + 2 * a + r;
+        if bytes.len() < addresses_end + if marked { 4 } else { 0 } {
             return Err(SyncError::BadRecord);
         }
-        let u16_at = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
         let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let ip_at = |i: usize, len: usize| -> IpAddr {
             if len == 4 {
@@ -182,6 +201,7 @@ impl SyncRecord {
             protocol: bytes[2],
             state: bytes[3],
             service_port: u16_at(6),
+            fwmark: if marked { u32_at(addresses_end) } else { 0 },
             client: SocketAddr::new(ip_at(base, a), u16_at(8)),
             vip: SocketAddr::new(ip_at(base + a, a), u16_at(10)),
             real: SocketAddr::new(ip_at(base + 2 * a, r), u16_at(12)),
@@ -477,6 +497,7 @@ mod tests {
             client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 40_000 + i),
             vip: "192.0.2.100:80".parse().unwrap(),
             service_port: 80,
+            fwmark: 0,
             real: "192.0.2.10:80".parse().unwrap(),
             timeout: 900,
             idle_ms: 1500,
@@ -491,6 +512,7 @@ mod tests {
             client: "198.51.100.0:0".parse().unwrap(),
             vip: "192.0.2.100:0".parse().unwrap(),
             service_port: 0,
+            fwmark: 0,
             real: "192.0.2.11:0".parse().unwrap(),
             timeout: 300,
             idle_ms: 0,
@@ -634,6 +656,38 @@ mod tests {
         let mut longer = plain.clone();
         longer.push(0);
         assert_eq!(check(&longer, 5, None), Err(SyncError::BadSize));
+    }
+
+    /// A firewall-mark service's template, as IPVS keys it: protocol 0,
+    /// the mark for the VIP, ports 0.
+    fn mark_template() -> SyncRecord {
+        SyncRecord { protocol: 0, state: 13, vip: "0.0.0.1:0".parse().unwrap(), fwmark: 1, ..template() }
+    }
+
+    #[test]
+    fn firewall_marks_follow_the_addresses() {
+        let mut body = Vec::new();
+        assert!(mark_template().encode_into(&mut body));
+        let expected: Vec<u8> = [
+            &[2, 40, 0, 13, 2, 2][..],       // template, 40 bytes, protocol 0, ASSURED, IPv4, IPv4
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 1], // ports 0, flags: a mark follows
+            &[0, 0, 1, 0x2c, 0, 0, 0, 0],    // timeout 300, idle 0
+            &[198, 51, 100, 0, 0, 0, 0, 1, 192, 0, 2, 11],
+            &[0, 0, 0, 1], // the mark
+        ]
+        .concat();
+        assert_eq!(body, expected);
+        // An IPv6 connection of mark 7: 72 + 4 bytes.
+        let marked6 = SyncRecord { service_port: 0, fwmark: 7, ..v6() };
+        assert_eq!(marked6.encoded_len(), Some(76));
+        let records = vec![mark_template(), record(1), marked6];
+        let d = Encoder::new(1, DEFAULT_MAX_LEN, Some(KEY), ORIGIN, 1).encode(&records).remove(0);
+        assert_eq!(d.len(), HEADER_LEN + 40 + 36 + 76 + MAC_LEN);
+        assert_eq!(check(&d, 1, Some(KEY)).unwrap(), records);
+        // Flagged, but too short for the mark.
+        let mut plain = Encoder::new(1, DEFAULT_MAX_LEN, None, ORIGIN, 1).encode(&[record(1)]).remove(0);
+        plain[HEADER_LEN + 15] = 1;
+        assert_eq!(check(&plain, 1, None), Err(SyncError::BadRecord));
     }
 
     #[test]
