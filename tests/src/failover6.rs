@@ -23,11 +23,7 @@ pub const VRID6: u8 = 61;
 /// with `lab_server`), IPv6 everywhere (IPv4 too: connection sync's
 /// datagrams go over IPv4).
 pub fn lab6(lab_server: impl AsRef<Path>, name: &str, k: u8) -> Lab {
-    let spec = LabSpec::new(name)
-        .directors(2)
-        .without_static_vip()
-        .subnet_index(k)
-        .ipv6();
+    let spec = LabSpec::new(name).directors(2).without_static_vip().subnet_index(k).ipv6();
     let lab = Lab::build(spec).unwrap();
     lab.start_http_servers_with(lab_server.as_ref()).unwrap();
     lab
@@ -51,10 +47,7 @@ pub fn service6(lab: &Lab) -> String {
         lab.vip6()
     );
     for real in lab.reals() {
-        text.push_str(&format!(
-            "\n[[service.real]]\naddress = \"{}\"\nweight = 1\n",
-            real.ip6()
-        ));
+        text.push_str(&format!("\n[[service.real]]\naddress = \"{}\"\nweight = 1\n", real.ip6()));
     }
     text
 }
@@ -62,14 +55,14 @@ pub fn service6(lab: &Lab) -> String {
 /// lbd on `host` with the IPv6 service and instance and, with `sync_peer`,
 /// connection sync with that director; not started.
 pub fn lbd6<'a>(lab: &'a Lab, host: &Host, vrrp: &Vrrp, sync_peer: Option<&Host>) -> Director<'a> {
+    lbd6_with(lab, host, vrrp, sync_peer, &service6(lab))
+}
+
+/// [`lbd6`] with `services` (`[[service]]` tables) instead of [`service6`].
+pub fn lbd6_with<'a>(lab: &'a Lab, host: &Host, vrrp: &Vrrp, sync_peer: Option<&Host>, services: &str) -> Director<'a> {
     let d = Director::on_host(lab, host).unwrap();
     let sync = sync_peer.map(sync_toml).unwrap_or_default();
-    let text = format!(
-        "{}{}\n{}\n{sync}",
-        d.director_toml(),
-        service6(lab),
-        vrrp6_toml(lab, vrrp)
-    );
+    let text = format!("{}{services}\n{}\n{sync}", d.director_toml(), vrrp6_toml(lab, vrrp));
     d.write_config_text(&text).unwrap();
     d
 }
@@ -77,9 +70,7 @@ pub fn lbd6<'a>(lab: &'a Lab, host: &Host, vrrp: &Vrrp, sync_peer: Option<&Host>
 /// `ns`'s IPv6 link-local address on eth0: VRRP's source over IPv6.
 pub fn link_local(ns: &str) -> Ipv6Addr {
     let out = netns::ip(&["-n", ns, "-6", "-o", "addr", "show", "dev", HOST_IFACE]).unwrap();
-    let mut addresses = out
-        .split_whitespace()
-        .filter_map(|w| w.split('/').next()?.parse::<Ipv6Addr>().ok());
+    let mut addresses = out.split_whitespace().filter_map(|w| w.split('/').next()?.parse::<Ipv6Addr>().ok());
     addresses
         .find(|a| a.segments()[0] & 0xffc0 == 0xfe80)
         .unwrap_or_else(|| panic!("no link-local address in {ns}: {out}"))
@@ -88,18 +79,7 @@ pub fn link_local(ns: &str) -> Ipv6Addr {
 /// The MAC the client's neighbour table has for the IPv6 VIP.
 pub fn client_neighbour6(lab: &Lab) -> Option<MacAddr> {
     let vip = lab.vip6().to_string();
-    let out = netns::ip(&[
-        "-n",
-        &lab.client().ns,
-        "-6",
-        "-j",
-        "neigh",
-        "show",
-        &vip,
-        "dev",
-        HOST_IFACE,
-    ])
-    .ok()?;
+    let out = netns::ip(&["-n", &lab.client().ns, "-6", "-j", "neigh", "show", &vip, "dev", HOST_IFACE]).ok()?;
     let json: serde_json::Value = serde_json::from_str(&out).ok()?;
     json[0]["lladdr"].as_str()?.parse().ok()
 }
@@ -107,14 +87,9 @@ pub fn client_neighbour6(lab: &Lab) -> Option<MacAddr> {
 /// Waits until the client's neighbour entry for the IPv6 VIP is `host`'s
 /// MAC; how long it took.
 pub fn wait_client_moved_to6(lab: &Lab, host: &Host, timeout: Duration) -> Duration {
-    wait_for(
-        &format!(
-            "the client's neighbour entry for the VIP pointing to {}",
-            host.name
-        ),
-        timeout,
-        || (client_neighbour6(lab) == Some(host.mac)).then_some(()),
-    )
+    wait_for(&format!("the client's neighbour entry for the VIP pointing to {}", host.name), timeout, || {
+        (client_neighbour6(lab) == Some(host.mac)).then_some(())
+    })
     .unwrap_or_else(|e| panic!("{e:#} (it is {:?})", client_neighbour6(lab)))
     .1
 }
