@@ -6,7 +6,8 @@
 //! speaker = "gobgp"              # the daemon lbd drives (gobgpd, through its gobgp CLI)
 //! command = "gobgp"              # that CLI: a name in PATH or a path
 //! api = "127.0.0.1:50051"        # gobgpd's gRPC API (its default)
-//! vips = ["192.0.2.10"]          # default: every service's VIP
+//! vips = ["192.0.2.10"]          # default: every service's VIP and every firewall mark's match network
+//!                                # (a mark's network as "192.0.2.64/26")
 //! drain_time = "2s"              # SIGTERM: withdraw, forward this long, then detach
 //! check_interval = "5s"          # how often lbd compares the daemon's routes with its own
 //! med = 10                       # MULTI_EXIT_DISC (a lower one is preferred)
@@ -15,8 +16,9 @@
 //! next_hop = "10.2.0.11"         # default: the daemon's own address toward each peer
 //! ```
 //!
-//! A VIP is announced while each of its services holds its quorum and
-//! stands by for no VRRP instance; see [`super::plan`].
+//! A VIP (a /32) or a firewall mark's network is announced while each of
+//! its services holds its quorum and stands by for no VRRP instance; see
+//! [`super::plan`].
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -26,6 +28,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::plan::Prefix;
 use crate::config::check::{Checker, DurationRange, RawDuration, is_unicast};
 
 pub const DEFAULT_COMMAND: &str = "gobgp";
@@ -72,26 +75,28 @@ pub struct BgpConfig {
     pub speaker: SpeakerKind,
     pub command: String,
     pub api: SocketAddr,
-    /// Empty: every service's VIP.
-    pub vips: Vec<Ipv4Addr>,
+    /// Empty: every service's VIP and every firewall mark's IPv4 match
+    /// network.
+    pub vips: Vec<Prefix>,
     pub drain_time: Duration,
     pub check_interval: Duration,
     pub attributes: RouteAttributes,
 }
 
 impl BgpConfig {
-    /// Validates the table; `service_vips` are the VIPs of the file's
-    /// services (an announced VIP must be one). `None` after a mistake.
+    /// Validates the table; `service_prefixes` are the file's services'
+    /// (each VIP's host route, each mark's match networks): an announced
+    /// prefix must be one. `None` after a mistake.
     pub fn resolve(
         raw: &Spanned<RawBgp>,
-        service_vips: &[Ipv4Addr],
+        service_prefixes: &[Prefix],
         c: &mut Checker,
     ) -> Option<BgpConfig> {
-        c.if_clean(|e| resolve_table(raw.get_ref(), service_vips, e))
+        c.if_clean(|e| resolve_table(raw.get_ref(), service_prefixes, e))
     }
 }
 
-fn resolve_table(b: &RawBgp, service_vips: &[Ipv4Addr], e: &mut Checker) -> BgpConfig {
+fn resolve_table(b: &RawBgp, service_prefixes: &[Prefix], e: &mut Checker) -> BgpConfig {
     let key = |k: &str| format!("bgp.{k}");
     let speaker = match &b.speaker {
         None => SpeakerKind::GoBgp,
@@ -127,21 +132,22 @@ fn resolve_table(b: &RawBgp, service_vips: &[Ipv4Addr], e: &mut Checker) -> BgpC
     };
     let mut vips = Vec::new();
     for v in b.vips.iter().flatten() {
-        match v.get_ref().trim().parse::<Ipv4Addr>() {
-            Ok(a) if !service_vips.contains(&a) => e.error(
+        match v.get_ref().trim().parse::<Prefix>() {
+            Ok(a) if !service_prefixes.contains(&a) && a.len == 32 => e.error(
                 v.span(),
                 key("vips"),
-                format!("{a} is the VIP of no service of this file"),
+                format!("{} is the VIP of no service of this file", a.addr),
+            ),
+            Ok(a) if !service_prefixes.contains(&a) => e.error(
+                v.span(),
+                key("vips"),
+                format!("{a} is the match network of no firewall-mark service of this file"),
             ),
             Ok(a) if vips.contains(&a) => {
                 e.error(v.span(), key("vips"), format!("{a} is listed twice"))
             }
             Ok(a) => vips.push(a),
-            Err(_) => e.error(
-                v.span(),
-                key("vips"),
-                format!("\"{}\" is not an IPv4 address", v.get_ref()),
-            ),
+            Err(why) => e.error(v.span(), key("vips"), why),
         }
     }
     let range = DurationRange::Within(Duration::ZERO, Duration::from_secs(3600));
@@ -226,6 +232,13 @@ scheduler = "mh"
 
 [[service.real]]
 address = "10.2.0.21"
+
+[[service]]
+fwmark = 1
+match = [{ vip = "10.9.1.0/24", ports = [80] }, { vip = "10.9.1.0/24", ports = [443] }]
+
+[[service.real]]
+address = "10.2.0.21"
 "#;
 
     fn parse(bgp: &str) -> Result<Config, String> {
@@ -252,7 +265,7 @@ address = "10.2.0.21"
         .unwrap()
         .bgp
         .unwrap();
-        assert_eq!(c.vips, ["10.9.0.1".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(c.vips, [super::Prefix::host("10.9.0.1".parse().unwrap())]);
         assert_eq!(c.attributes.med, Some(20));
         assert_eq!(c.attributes.communities, [(65000, 100)]);
         assert_eq!(c.attributes.as_path_prepend, [65001, 65001]);
@@ -278,6 +291,38 @@ address = "10.2.0.21"
             e.contains("bgp.speaker: \"quagga\" is not a speaker"),
             "{e}"
         );
-        assert!(e.contains("lb.toml:14:"), "{e}");
+        assert!(e.contains("lb.toml:21:"), "{e}");
+    }
+
+    #[test]
+    fn a_firewall_marks_networks_may_be_chosen() {
+        let c = parse("[bgp]\nvips = [\"10.9.1.0/24\", \"10.9.0.1/32\"]\n")
+            .unwrap()
+            .bgp
+            .unwrap();
+        assert_eq!(
+            c.vips,
+            [
+                "10.9.1.0/24".parse().unwrap(),
+                super::Prefix::host("10.9.0.1".parse().unwrap())
+            ]
+        );
+        for (vips, why) in [
+            (
+                "10.9.1.0/25",
+                "bgp.vips: 10.9.1.0/25 is the match network of no firewall-mark service of this file",
+            ),
+            (
+                "10.9.1.1/24",
+                "bgp.vips: \"10.9.1.1/24\" is not an IPv4 address or network",
+            ),
+            (
+                "2001:db8:9::/64",
+                "bgp.vips: \"2001:db8:9::/64\" is not an IPv4 address or network",
+            ),
+        ] {
+            let e = parse(&format!("[bgp]\nvips = [\"{vips}\"]\n")).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

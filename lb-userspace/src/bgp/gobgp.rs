@@ -10,12 +10,15 @@
 //! back). BIRD and FRR are driven through config files and reloads;
 //! ExaBGP's API belongs to a process ExaBGP itself starts.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, process::Stdio, time::Duration};
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::config::{BgpConfig, RouteAttributes};
+use super::{
+    config::{BgpConfig, RouteAttributes},
+    plan::Prefix,
+};
 
 /// How long one CLI call may take (gobgpd down: the CLI waits for its
 /// gRPC deadline).
@@ -42,23 +45,23 @@ impl GoBgp {
         }
     }
 
-    pub async fn announce(&self, vip: Ipv4Addr) -> Result<()> {
-        self.call(&announce_args(vip, &self.attributes))
+    pub async fn announce(&self, prefix: Prefix) -> Result<()> {
+        self.call(&announce_args(prefix, &self.attributes))
             .await
             .map(|_| ())
     }
 
-    pub async fn withdraw(&self, vip: Ipv4Addr) -> Result<()> {
-        self.call(&withdraw_args(vip)).await.map(|_| ())
+    pub async fn withdraw(&self, prefix: Prefix) -> Result<()> {
+        self.call(&withdraw_args(prefix)).await.map(|_| ())
     }
 
-    /// The /32 paths gobgpd originates itself (ours; paths learned from
+    /// The IPv4 paths gobgpd originates itself (ours; paths learned from
     /// peers are not).
-    pub async fn announced(&self) -> Result<BTreeSet<Ipv4Addr>> {
+    pub async fn announced(&self) -> Result<BTreeSet<Prefix>> {
         let out = self
             .call(&["global", "rib", "-a", "ipv4", "-j"].map(String::from))
             .await?;
-        local_host_routes(&out)
+        local_routes(&out)
     }
 
     async fn call(&self, args: &[String]) -> Result<String> {
@@ -85,12 +88,12 @@ impl GoBgp {
     }
 }
 
-/// `global rib add -a ipv4 VIP/32 [nexthop A] [med N] [community C,..] [aspath A,..]`.
-fn announce_args(vip: Ipv4Addr, a: &RouteAttributes) -> Vec<String> {
+/// `global rib add -a ipv4 PREFIX [nexthop A] [med N] [community C,..] [aspath A,..]`.
+fn announce_args(prefix: Prefix, a: &RouteAttributes) -> Vec<String> {
     let mut args: Vec<String> = ["global", "rib", "add", "-a", "ipv4"]
         .map(String::from)
         .to_vec();
-    args.push(format!("{vip}/32"));
+    args.push(prefix.to_string());
     if let Some(hop) = a.next_hop {
         args.extend(["nexthop".into(), hop.to_string()]);
     }
@@ -112,17 +115,17 @@ fn announce_args(vip: Ipv4Addr, a: &RouteAttributes) -> Vec<String> {
     args
 }
 
-fn withdraw_args(vip: Ipv4Addr) -> Vec<String> {
+fn withdraw_args(prefix: Prefix) -> Vec<String> {
     let mut args: Vec<String> = ["global", "rib", "del", "-a", "ipv4"]
         .map(String::from)
         .to_vec();
-    args.push(format!("{vip}/32"));
+    args.push(prefix.to_string());
     args
 }
 
-/// The /32 prefixes of `gobgp global rib -j` with a path gobgpd originated
+/// The prefixes of `gobgp global rib -j` with a path gobgpd originated
 /// (no neighbor): `{"PREFIX": [{"nlri": .., "neighbor-ip": "<nil>", ..}, ..], ..}`.
-fn local_host_routes(json: &str) -> Result<BTreeSet<Ipv4Addr>> {
+fn local_routes(json: &str) -> Result<BTreeSet<Prefix>> {
     let trimmed = json.trim();
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(BTreeSet::new());
@@ -133,17 +136,14 @@ fn local_host_routes(json: &str) -> Result<BTreeSet<Ipv4Addr>> {
     };
     let mut ours = BTreeSet::new();
     for (prefix, paths) in prefixes {
-        let Some(host) = prefix
-            .strip_suffix("/32")
-            .and_then(|a| a.parse::<Ipv4Addr>().ok())
-        else {
+        let Ok(route) = prefix.parse::<Prefix>() else {
             continue;
         };
         let local = paths
             .as_array()
             .is_some_and(|ps| ps.iter().any(is_local_path));
         if local {
-            ours.insert(host);
+            ours.insert(route);
         }
     }
     Ok(ours)
@@ -159,6 +159,8 @@ fn is_local_path(path: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -170,21 +172,30 @@ mod tests {
             next_hop: Some(Ipv4Addr::new(10, 2, 0, 11)),
         };
         assert_eq!(
-            announce_args(Ipv4Addr::new(10, 9, 0, 1), &a).join(" "),
+            announce_args(Prefix::host(Ipv4Addr::new(10, 9, 0, 1)), &a).join(" "),
             "global rib add -a ipv4 10.9.0.1/32 nexthop 10.2.0.11 med 10 community 65000:100,65000:200 aspath 65001,65001"
         );
         assert_eq!(
-            announce_args(Ipv4Addr::new(10, 9, 0, 1), &RouteAttributes::default()).join(" "),
+            announce_args(
+                Prefix::host(Ipv4Addr::new(10, 9, 0, 1)),
+                &RouteAttributes::default()
+            )
+            .join(" "),
             "global rib add -a ipv4 10.9.0.1/32"
         );
         assert_eq!(
-            withdraw_args(Ipv4Addr::new(10, 9, 0, 1)).join(" "),
+            withdraw_args(Prefix::host(Ipv4Addr::new(10, 9, 0, 1))).join(" "),
             "global rib del -a ipv4 10.9.0.1/32"
+        );
+        // A firewall mark's network.
+        assert_eq!(
+            announce_args("10.9.1.0/24".parse().unwrap(), &RouteAttributes::default()).join(" "),
+            "global rib add -a ipv4 10.9.1.0/24"
         );
     }
 
     #[test]
-    fn only_our_own_host_routes_are_ours() {
+    fn only_the_routes_gobgpd_originated_are_ours() {
         let json = r#"{
           "10.9.0.1/32": [{"nlri":{"prefix":"10.9.0.1/32"},"age":1,"best":true,"attrs":[],"stale":false,
                            "source-id":"<nil>","neighbor-ip":"<nil>"}],
@@ -193,11 +204,14 @@ mod tests {
           "10.8.0.0/16": [{"nlri":{"prefix":"10.8.0.0/16"},"neighbor-ip":"<nil>"}]
         }"#;
         assert_eq!(
-            local_host_routes(json).unwrap(),
-            BTreeSet::from([Ipv4Addr::new(10, 9, 0, 1)])
+            local_routes(json).unwrap(),
+            BTreeSet::from([
+                Prefix::host(Ipv4Addr::new(10, 9, 0, 1)),
+                "10.8.0.0/16".parse().unwrap()
+            ])
         );
-        assert!(local_host_routes("null\n").unwrap().is_empty());
-        assert!(local_host_routes("{}").unwrap().is_empty());
-        assert!(local_host_routes("garbage").is_err());
+        assert!(local_routes("null\n").unwrap().is_empty());
+        assert!(local_routes("{}").unwrap().is_empty());
+        assert!(local_routes("garbage").is_err());
     }
 }

@@ -20,7 +20,6 @@ pub mod plan;
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
@@ -29,8 +28,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 pub use config::{BgpConfig, RawBgp};
-pub use plan::ServiceState;
 use plan::Step;
+pub use plan::{Prefix, ServiceState};
 
 use crate::log_limit::{DEFAULT_PERIOD, LogLimiter};
 
@@ -46,20 +45,20 @@ impl Speaker {
         }
     }
 
-    async fn announce(&self, vip: Ipv4Addr) -> Result<()> {
+    async fn announce(&self, prefix: Prefix) -> Result<()> {
         match self {
-            Speaker::GoBgp(g) => g.announce(vip).await,
+            Speaker::GoBgp(g) => g.announce(prefix).await,
         }
     }
 
-    async fn withdraw(&self, vip: Ipv4Addr) -> Result<()> {
+    async fn withdraw(&self, prefix: Prefix) -> Result<()> {
         match self {
-            Speaker::GoBgp(g) => g.withdraw(vip).await,
+            Speaker::GoBgp(g) => g.withdraw(prefix).await,
         }
     }
 
-    /// The host routes the daemon originates now.
-    async fn announced(&self) -> Result<BTreeSet<Ipv4Addr>> {
+    /// The routes the daemon originates now.
+    async fn announced(&self) -> Result<BTreeSet<Prefix>> {
         match self {
             Speaker::GoBgp(g) => g.announced().await,
         }
@@ -159,8 +158,8 @@ struct Announcer {
     config: BgpConfig,
     /// What the daemon holds of our VIPs, as far as we know: updated by
     /// each step that succeeded and by each check.
-    announced: BTreeSet<Ipv4Addr>,
-    wanted: BTreeSet<Ipv4Addr>,
+    announced: BTreeSet<Prefix>,
+    wanted: BTreeSet<Prefix>,
     failures: LogLimiter<()>,
 }
 
@@ -183,16 +182,16 @@ impl Announcer {
 
     /// Reads what the daemon holds (a restarted daemon holds nothing; an
     /// lbd before this one may have left routes), then corrects it. lbd's
-    /// own are the VIPs `vips` names, or without it every service's VIP:
-    /// only those does it withdraw. The `first` check announces every
+    /// own are the prefixes `vips` names, or without it every service's
+    /// (VIPs' host routes, marks' networks): only those does it withdraw. The `first` check announces every
     /// wanted VIP again, so that routes an lbd before this one left carry
     /// this config's attributes.
     async fn check(&mut self, services: &[ServiceState], first: bool) {
         match self.speaker.announced().await {
             Ok(held) => {
                 let chosen = &self.config.vips;
-                let ours = |v: &Ipv4Addr| {
-                    if chosen.is_empty() { services.iter().any(|s| s.vip == *v) } else { chosen.contains(v) }
+                let ours = |v: &Prefix| {
+                    if chosen.is_empty() { services.iter().any(|s| s.prefix == *v) } else { chosen.contains(v) }
                 };
                 self.announced = held.into_iter().filter(ours).collect();
                 if first {
@@ -209,13 +208,13 @@ impl Announcer {
     async fn withdraw_all(&mut self) -> bool {
         self.wanted.clear();
         for step in plan::steps(&self.announced, &self.wanted) {
-            let Step::Withdraw(vip) = step else { continue };
-            match self.speaker.withdraw(vip).await {
+            let Step::Withdraw(prefix) = step else { continue };
+            match self.speaker.withdraw(prefix).await {
                 Ok(()) => {
-                    info!("BGP: withdrew {vip}/32");
-                    self.announced.remove(&vip);
+                    info!("BGP: withdrew {prefix}");
+                    self.announced.remove(&prefix);
                 }
-                Err(e) => error!("BGP: withdrawing {vip}/32 on the way out: {e:#}"),
+                Err(e) => error!("BGP: withdrawing {prefix} on the way out: {e:#}"),
             }
         }
         self.announced.is_empty()
@@ -224,20 +223,20 @@ impl Announcer {
     async fn apply(&mut self) {
         for step in plan::steps(&self.announced, &self.wanted) {
             let result = match step {
-                Step::Announce(vip) => self.speaker.announce(vip).await,
-                Step::Withdraw(vip) => self.speaker.withdraw(vip).await,
+                Step::Announce(prefix) => self.speaker.announce(prefix).await,
+                Step::Withdraw(prefix) => self.speaker.withdraw(prefix).await,
             };
             match (step, result) {
-                (Step::Announce(vip), Ok(())) => {
-                    info!("BGP: announcing {vip}/32");
-                    self.announced.insert(vip);
+                (Step::Announce(prefix), Ok(())) => {
+                    info!("BGP: announcing {prefix}");
+                    self.announced.insert(prefix);
                 }
-                (Step::Withdraw(vip), Ok(())) => {
-                    info!("BGP: withdrew {vip}/32");
-                    self.announced.remove(&vip);
+                (Step::Withdraw(prefix), Ok(())) => {
+                    info!("BGP: withdrew {prefix}");
+                    self.announced.remove(&prefix);
                 }
-                (Step::Announce(vip), Err(e)) => self.failed(&format!("announcing {vip}/32: {e:#}")),
-                (Step::Withdraw(vip), Err(e)) => self.failed(&format!("withdrawing {vip}/32: {e:#}")),
+                (Step::Announce(prefix), Err(e)) => self.failed(&format!("announcing {prefix}: {e:#}")),
+                (Step::Withdraw(prefix), Err(e)) => self.failed(&format!("withdrawing {prefix}: {e:#}")),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Reading the config and checking it, table by table, with every mistake
 //! reported at once.
 
-use std::{collections::HashMap, net::IpAddr, path::Path};
+use std::{collections::HashMap, path::Path};
 
 use lb_common::{MAX_FWMARK_MATCHES, MAX_SERVICES};
 use toml::Spanned;
@@ -81,17 +81,10 @@ impl Config {
             }
         }
         let sync = raw.sync.as_ref().and_then(|s| SyncConfig::resolve(s, "sync", &mut c)).filter(|s| s.enabled);
-        // gobgp is driven for IPv4 routes only, for now: an IPv6 VIP is
-        // no VIP it may announce.
-        let service_vips: Vec<_> = services
-            .iter()
-            .filter(|s| s.fwmark == 0)
-            .filter_map(|s| match s.vip {
-                IpAddr::V4(vip) => Some(vip),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let bgp = raw.bgp.as_ref().and_then(|b| BgpConfig::resolve(b, &service_vips, &mut c));
+        // gobgp is driven for IPv4 routes only, for now: an IPv6 VIP or
+        // network is none it may announce.
+        let service_prefixes: Vec<_> = services.iter().flat_map(crate::bgp::plan::service_prefixes).collect();
+        let bgp = raw.bgp.as_ref().and_then(|b| BgpConfig::resolve(b, &service_prefixes, &mut c));
         if let (Some(b), Some(d)) = (&raw.bgp, &director)
             && d.pin_path.is_none()
         {
@@ -154,6 +147,8 @@ fn check_marks_apart(c: &mut Checker, raw: &[Spanned<RawService>], services: &[S
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
     use crate::model::{Forwarding, Netmask, Protocol, Scheduler, Timeouts};
 

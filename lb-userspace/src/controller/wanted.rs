@@ -199,9 +199,10 @@ impl Controller {
         }
     }
 
-    /// Whether a VRRP instance of this director is backup for `vip`.
-    pub fn stands_by(&self, vip: IpAddr) -> bool {
-        self.standby_vips.contains(&vip)
+    /// Whether `s` stands by: a VRRP instance of this director is backup
+    /// for its VIP (a firewall mark: for a VIP in one of its networks).
+    pub fn service_stands_by(&self, s: &ServiceConfig) -> bool {
+        stands_by(s, &self.standby_vips)
     }
 
     /// The real servers to health-check, with their checks.

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::{
-    bgp::{Bgp, BgpConfig, ServiceState},
+    bgp::{Bgp, BgpConfig, ServiceState, plan::service_prefixes},
     config::Config,
     controller::{Controller, InstallReport, Sweeper},
     environment,
@@ -407,16 +407,15 @@ pub fn answer(
     }
 }
 
-/// Each service as route health injection sees it: the IPv4 ones (the
-/// config lets no IPv6 VIP be announced), but firewall-mark services, which
-/// have no one VIP.
+/// Each service as route health injection sees it, once per prefix it
+/// announces (`bgp::plan::service_prefixes`: a VIP's host route, a firewall
+/// mark's IPv4 match networks; IPv6 ones are not announced).
 fn bgp_services(c: &Controller) -> Vec<ServiceState> {
     c.table()
         .iter()
-        .filter(|s| s.fwmark == 0)
-        .filter_map(|s| match s.vip {
-            IpAddr::V4(vip) => Some(ServiceState { vip, quorum: c.holds_quorum(s.id()), standby: c.stands_by(s.vip) }),
-            IpAddr::V6(_) => None,
+        .flat_map(|s| {
+            let (quorum, standby) = (c.holds_quorum(s.id()), c.service_stands_by(s));
+            service_prefixes(s).into_iter().map(move |prefix| ServiceState { prefix, quorum, standby })
         })
         .collect()
 }
