@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
 use crate::conn_filter::ConnFilter;
+use crate::explain::{ExplainQuery, Explanation};
 use crate::snapshot::{Connection, Table, Timeouts};
 use crate::vrrp::VrrpStatus;
 
@@ -46,6 +47,8 @@ pub enum Request {
     Apply { commands: Vec<Command> },
     /// The VRRP instances.
     Vrrp,
+    /// Where a flow went or would go, and why (`lbctl explain`).
+    Explain { query: ExplainQuery },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +64,7 @@ pub enum Response {
     /// The commands were carried out.
     Done,
     Vrrp { instances: Vec<VrrpStatus> },
+    Explain { explanation: Box<Explanation> },
     /// A command was refused and nothing changed: ipvsadm's message and
     /// exit status.
     Refused { message: String, exit_code: i32 },

@@ -11,6 +11,7 @@ pub mod command;
 pub mod conn_filter;
 pub mod control;
 pub mod error;
+pub mod explain;
 pub mod format;
 pub mod grammar;
 pub mod names;

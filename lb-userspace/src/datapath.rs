@@ -27,6 +27,7 @@ use lb_common::{
 };
 
 mod conn_table;
+mod explain;
 mod fwmark;
 mod nat;
 

@@ -30,6 +30,7 @@ pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod environment;
+pub mod explain;
 pub mod kernel;
 pub mod log_limit;
 pub mod lock;

@@ -28,6 +28,12 @@ pub fn own_usage() -> String {
     out
 }
 
+/// lbctl's own commands, after ipvsadm's usage in `lbctl -h` and the man page.
+pub const OWN_USAGE: &str = "\nlbctl's own commands:\n  \
+    lbctl explain -t|-u CLIENT:PORT VIP:PORT [--json]\n      \
+    where that flow went or would go, and why: the service it matches, its connection entry and \
+    persistence template, or the real server the scheduler would pick now (IPv6 as [ADDR]:PORT)\n";
+
 pub fn command() -> Command {
     let mut command = Command::new("lbctl")
         .about("lbd's tables with ipvsadm's commands, letters and output")
@@ -36,7 +42,7 @@ pub fn command() -> Command {
              options and output formats, so an LVS operator's habits and scripts carry over. It talks to \
              lbd's control socket; the config file is never read.",
         )
-        .after_long_help(usage::usage("lbctl"))
+        .after_long_help(format!("{}{OWN_USAGE}", usage::usage("lbctl")))
         .disable_help_flag(true)
         .disable_version_flag(true);
     for o in usage::options() {
@@ -61,7 +67,12 @@ pub fn command() -> Command {
         };
         command = command.arg(arg);
     }
-    command
+    command.subcommand(
+        Command::new("explain")
+            .about("where a flow went or would go, and why (service, connection entry, template, scheduler)")
+            .arg(Arg::new("tcp-service").short('t').value_names(["CLIENT:PORT", "VIP:PORT"]).num_args(2))
+            .arg(Arg::new("udp-service").short('u').value_names(["CLIENT:PORT", "VIP:PORT"]).num_args(2)),
+    )
 }
 
 #[cfg(test)]

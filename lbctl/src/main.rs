@@ -5,8 +5,10 @@
 //! Besides ipvsadm's options: `--json` (listings for scripts), `--counters`
 //! (the datapath's per-reason packet counters, and connection sync's
 //! `sync_*`), `--vrrp` (the VRRP instances), `--socket PATH` (or
-//! `LBCTL_SOCKET`; default /run/lb/lbd.sock), and `-c`'s filters `--vip`,
-//! `--real`, `--client` (`ADDR[:PORT]`, lb-ipvsadm's `conn_filter`).
+//! `LBCTL_SOCKET`; default /run/lb/lbd.sock), `-c`'s filters `--vip`,
+//! `--real`, `--client` (`ADDR[:PORT]`, lb-ipvsadm's `conn_filter`), and
+//! `explain -t|-u CLIENT:PORT VIP:PORT` (where that flow went or would go,
+//! and why).
 
 mod docs;
 
@@ -117,6 +119,9 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
             render_table(&instances, std::time::SystemTime::now())
         });
     }
+    if args.first().is_some_and(|a| a == "explain") {
+        return explain(own, &args[1..]);
+    }
     let names = Names::system();
     let command = match grammar::parse(args, &names) {
         Ok(c) => c,
@@ -134,7 +139,7 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
     }
     match &command {
         Command::Help => {
-            print!("{}{}", usage("lbctl"), docs::own_usage());
+            print!("{}{}{}", usage("lbctl"), docs::own_usage(), docs::OWN_USAGE);
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
@@ -161,6 +166,22 @@ fn run(own: &Own, args: &[String]) -> Result<ExitCode> {
         }
         _ => apply(own, vec![command]),
     }
+}
+
+/// `lbctl explain -t|-u CLIENT:PORT VIP:PORT`: where the flow went or
+/// would go, and why (lbd reads its maps; see lb-ipvsadm's `explain`).
+fn explain(own: &Own, args: &[String]) -> Result<ExitCode> {
+    let query = match lb_ipvsadm::explain::parse_args(args) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(exit(EXIT_USAGE));
+        }
+    };
+    let Response::Explain { explanation } = control::ask(&own.socket, &Request::Explain { query })? else {
+        bail!("unexpected answer")
+    };
+    print_out(own.json, &explanation, || lb_ipvsadm::explain::render(&explanation))
 }
 
 /// Sends table changes to lbd, all or none.

@@ -397,6 +397,14 @@ pub fn answer(
             counters.extend(sync.map(SyncStats::counters).unwrap_or_default());
             Response::Counters { counters }
         }
+        Request::Explain { query } => {
+            let flow = crate::explain::flow_key(&query);
+            let view = lock(shared).datapath.explain_view(&flow);
+            match view {
+                Ok(view) => Response::Explain { explanation: Box::new(crate::explain::explain(query, &view)) },
+                Err(e) => Response::Error { message: format!("reading the datapath's maps: {e:#}") },
+            }
+        }
         Request::Apply { commands } => {
             let (reply, verdict) = oneshot::channel();
             if changes.blocking_send(ChangeRequest { commands, reply }).is_err() {
