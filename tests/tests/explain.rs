@@ -1,0 +1,232 @@
+//! `lbctl explain` end to end: in one lab, the service's scheduler changed
+//! with `lbctl -E` through every scheduler lbd supports; for each, with
+//! some connections held open (so the counting schedulers have counts to
+//! weigh and the rr/wrr position has moved), explain's prediction for a new
+//! client tuple must be the real server that the very connection (curl
+//! from that fixed source port) then reaches, and explain of a held
+//! connection must report its entry and real server. Then persistence:
+//! a client's template, reported by explain, decides its next connection.
+//!
+//! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs
+//! root (otherwise the test prints a message and passes).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use lb_common::Scheduler;
+use lb_tests::director::{Director, ServiceSpec};
+use lb_tests::scenario::{
+    finish, lab_with_servers, root_or_skip, start_director, teardown, vip_url, vip80,
+};
+use lb_tests::{HeldConnection, Lab};
+use serde_json::Value;
+
+const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
+/// This test's lab subnet.
+const SUBNET: u8 = 220;
+
+const SCHEDULERS: [Scheduler; 13] = [
+    Scheduler::Rr,
+    Scheduler::Wrr,
+    Scheduler::Lc,
+    Scheduler::Wlc,
+    Scheduler::Sed,
+    Scheduler::Nq,
+    Scheduler::Sh,
+    Scheduler::Dh,
+    Scheduler::Mh,
+    Scheduler::Lblc,
+    Scheduler::Lblcr,
+    Scheduler::Fo,
+    Scheduler::Ovf,
+];
+
+/// `lbctl --json explain -t CLIENT VIP`.
+fn explain(director: &Director<'_>, client: SocketAddrV4, vip: SocketAddrV4) -> Value {
+    let out = director
+        .lbctl(&[
+            "--json",
+            "explain",
+            "-t",
+            &client.to_string(),
+            &vip.to_string(),
+        ])
+        .unwrap_or_else(|e| panic!("lbctl explain {client} {vip}: {e:#}"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain's JSON: {e}\n{out}"))
+}
+
+fn real_ip(v: &Value) -> Option<Ipv4Addr> {
+    v.as_str()
+        .map(|s| match s.parse::<SocketAddr>().unwrap().ip() {
+            std::net::IpAddr::V4(a) => a,
+            other => panic!("an IPv6 real {other}"),
+        })
+}
+
+/// The lab server's name at `ip`.
+fn name_of(lab: &Lab, ip: Ipv4Addr) -> String {
+    lab.reals()
+        .iter()
+        .find(|r| r.ip == ip)
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| format!("? {ip}"))
+}
+
+/// One GET of the VIP from the client's source port `port`: the name of
+/// the real server that answered.
+fn curl_from_port(lab: &Lab, port: u16) -> String {
+    let args = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "--local-port",
+        &port.to_string(),
+        &vip_url(lab, "/"),
+    ];
+    lab.run(&lab.client().ns, &args)
+        .unwrap_or_else(|e| panic!("curl from port {port}: {e:#}"))
+        .trim_end()
+        .to_owned()
+}
+
+/// Explain predicts the next new connection from `port`; that connection
+/// must land there. Returns the server's name.
+fn predict_and_connect(
+    lab: &Lab,
+    director: &Director<'_>,
+    port: u16,
+    what: &str,
+) -> (String, Value) {
+    let client = SocketAddrV4::new(lab.client().ip, port);
+    let e = explain(director, client, vip80(lab));
+    let verdict = e["decision"]["verdict"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        verdict == "scheduled" || verdict == "template",
+        "{what}: a new tuple is scheduled or follows a template, not {verdict}: {e:#}"
+    );
+    let predicted = name_of(
+        lab,
+        real_ip(&e["decision"]["real"]).unwrap_or_else(|| panic!("{what}: no real: {e:#}")),
+    );
+    let landed = curl_from_port(lab, port);
+    assert_eq!(
+        landed, predicted,
+        "{what}: explain predicted {predicted}, the connection reached {landed}: {e:#}"
+    );
+    (landed, e)
+}
+
+/// Explain of a held connection reports its live entry and its server.
+fn check_held(lab: &Lab, director: &Director<'_>, held: &HeldConnection, what: &str) {
+    let e = explain(director, held.local, vip80(lab));
+    assert_eq!(
+        e["decision"]["verdict"], "connection",
+        "{what}: held {held:?}: {e:#}"
+    );
+    let conn = &e["connection"];
+    assert_eq!(conn["live"], true, "{what}: {e:#}");
+    assert_eq!(conn["state"], "ESTABLISHED", "{what}: {e:#}");
+    assert!(conn["expires_in"].as_u64().unwrap() > 0, "{what}: {e:#}");
+    assert_eq!(
+        name_of(lab, real_ip(&conn["real"]).unwrap()),
+        held.server,
+        "{what}: {e:#}"
+    );
+}
+
+#[test]
+fn explain_predicts_every_scheduler_and_reports_entries() {
+    if !root_or_skip("explain") {
+        return;
+    }
+    let lab = lab_with_servers(LAB_SERVER, "explain", SUBNET, 3);
+    let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "rr")]);
+    let vip = vip80(&lab).to_string();
+    // Weights 3, 2, 1 (config order), so weighted rules differ from plain ones.
+    for (real, w) in lab.reals().iter().zip([3, 2, 1]) {
+        director
+            .lbctl(&[
+                "-e",
+                "-t",
+                &vip,
+                "-r",
+                &real.ip.to_string(),
+                "-w",
+                &w.to_string(),
+            ])
+            .unwrap();
+    }
+    let mut port = 40_000u16;
+    for sched in SCHEDULERS {
+        let name = sched.name();
+        director.lbctl(&["-E", "-t", &vip, "-s", name]).unwrap();
+        let held: Vec<HeldConnection> = (0..3)
+            .map(|_| {
+                lab.hold_http_connection(&lab.client().ns, vip80(&lab))
+                    .unwrap()
+            })
+            .collect();
+        for (i, h) in held.iter().enumerate() {
+            check_held(&lab, &director, h, &format!("{name}, held connection {i}"));
+        }
+        for k in 0..3 {
+            port += 1;
+            let (landed, e) = predict_and_connect(
+                &lab,
+                &director,
+                port,
+                &format!("{name}, new connection {k}"),
+            );
+            assert_eq!(e["service"]["scheduler"], name, "{e:#}");
+            eprintln!(
+                "{name}: port {port} -> {landed} ({})",
+                e["decision"]["why"][0]
+            );
+        }
+        drop(held);
+    }
+
+    // Persistence: the first connection makes the client's template; explain
+    // then reports it, and the next connection follows it.
+    director
+        .lbctl(&["-E", "-t", &vip, "-s", "rr", "-p", "60"])
+        .unwrap();
+    port += 1;
+    let (first, _) = predict_and_connect(&lab, &director, port, "persistent, first");
+    for k in 0..3 {
+        port += 1;
+        let (landed, e) = predict_and_connect(
+            &lab,
+            &director,
+            port,
+            &format!("persistent, connection {k}"),
+        );
+        assert_eq!(e["decision"]["verdict"], "template", "{e:#}");
+        assert_eq!(e["template"]["live"], true, "{e:#}");
+        assert_eq!(
+            name_of(&lab, real_ip(&e["template"]["real"]).unwrap()),
+            first,
+            "{e:#}"
+        );
+        assert_eq!(landed, first);
+    }
+
+    // Not a service: the host's stack gets it.
+    let other = SocketAddrV4::new(lab.vip(), 81);
+    let e = explain(&director, SocketAddrV4::new(lab.client().ip, 40_999), other);
+    assert_eq!(e["decision"]["verdict"], "no_service", "{e:#}");
+    // The human format names the parts.
+    let text = director
+        .lbctl(&["explain", "-t", &format!("{}:41000", lab.client().ip), &vip])
+        .unwrap();
+    assert!(
+        text.contains("Service:  tcp ") && text.contains("Decision: persistence template"),
+        "{text}"
+    );
+
+    finish(director);
+    teardown(lab);
+}
