@@ -8,6 +8,8 @@
 //! ([`schedule`], with lb-common's reference models of IPVS).
 
 mod schedule;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
