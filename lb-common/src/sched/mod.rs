@@ -15,7 +15,8 @@
 //! table: they are pure functions of the list and its counters, the single
 //! loops the datapath runs too. Those, the picks the datapath makes with the
 //! tables, IPVS's rr and wrr walks, and lblc's and lblcr's per-destination
-//! caches are in `models`, which only tests use.
+//! caches are in `models`, which the tests use, and lbd's `explain` to tell
+//! where a new connection would go.
 //!
 //! Every rule cites the function of the kernel's `net/netfilter/ipvs/` it
 //! reproduces; ties always go to the first server in list order.

@@ -119,8 +119,9 @@ fn load_line(s: Scheduler, view: &View, id: u32, r: &RealServer, c: &RealConns, 
     let skipped =
         if v.overloaded || v.weight == 0 { format!(" — skipped: {}", refusal(r, c)) } else { String::new() };
     let overhead = match s {
-        Scheduler::Lc | Scheduler::Wlc => format!(", overhead {}", models::conn_overhead(v)),
-        Scheduler::Sed | Scheduler::Nq => format!(", overhead {}", models::sed_overhead(v)),
+        Scheduler::Lc => format!(", overhead {}", models::conn_overhead(v)),
+        Scheduler::Wlc => per_weight(models::conn_overhead(v), v.weight),
+        Scheduler::Sed | Scheduler::Nq => per_weight(models::sed_overhead(v), v.weight),
         _ => String::new(),
     };
     format!(
@@ -130,6 +131,13 @@ fn load_line(s: Scheduler, view: &View, id: u32, r: &RealServer, c: &RealConns, 
         v.active,
         v.inactive
     )
+}
+
+fn per_weight(overhead: i32, weight: u32) -> String {
+    match weight {
+        0 => format!(", overhead {overhead}"),
+        w => format!(", overhead {overhead}, {:.2} per weight", overhead as f64 / w as f64),
+    }
 }
 
 /// rr, wrr: the sequence entry at the shared position, skipping servers

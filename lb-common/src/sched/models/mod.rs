@@ -1,7 +1,7 @@
 //! Reference models of IPVS's schedulers (feature `models`): what the kernel
 //! would choose, written after its `net/netfilter/ipvs/` sources. The tests
 //! check the controller's tables and the datapath's choices against them;
-//! lbd does not use them.
+//! lbd uses them only to explain a pick (`lbctl explain`), never to make one.
 
 mod hashed;
 mod least;
