@@ -186,6 +186,13 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
                 e["decision"]["why"][0]
             );
         }
+        if sched == Scheduler::Wlc {
+            let client = format!("{}:{}", lab.client().ip, port + 1);
+            eprintln!(
+                "{}",
+                director.lbctl(&["explain", "-t", &client, &vip]).unwrap()
+            );
+        }
         drop(held);
     }
 
@@ -222,6 +229,7 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
     let text = director
         .lbctl(&["explain", "-t", &format!("{}:41000", lab.client().ip), &vip])
         .unwrap();
+    eprintln!("{text}");
     assert!(
         text.contains("Service:  tcp ") && text.contains("Decision: persistence template"),
         "{text}"
