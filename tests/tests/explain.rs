@@ -10,19 +10,20 @@
 //! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs
 //! root (otherwise the test prints a message and passes).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use lb_common::Scheduler;
 use lb_tests::director::{Director, ServiceSpec};
 use lb_tests::scenario::{
     finish, lab_with_servers, root_or_skip, start_director, teardown, vip_url, vip80,
 };
-use lb_tests::{HeldConnection, Lab};
+use lb_tests::{HeldConnection, Lab, LabSpec};
 use serde_json::Value;
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
-/// This test's lab subnet.
+/// This test's lab subnets.
 const SUBNET: u8 = 220;
+const SUBNET6: u8 = 221;
 
 const SCHEDULERS: [Scheduler; 13] = [
     Scheduler::Rr,
@@ -235,6 +236,89 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
         "{text}"
     );
 
+    finish(director);
+    teardown(lab);
+}
+
+/// IPv6, in ipvsadm's bracket syntax: explain's wrr picks for new client
+/// ports are where those connections land.
+#[test]
+fn explain_predicts_ipv6_flows() {
+    if !root_or_skip("explain_ipv6") {
+        return;
+    }
+    let lab = Lab::build(
+        LabSpec::new("explain6")
+            .reals(2)
+            .subnet_index(SUBNET6)
+            .ipv6(),
+    )
+    .unwrap();
+    let _servers = lab.start_http_servers_with(LAB_SERVER.as_ref()).unwrap();
+    let vip = SocketAddr::new(IpAddr::V6(lab.vip6()), 80);
+    let mut director = Director::new(&lab).unwrap();
+    let mut config = director.director_toml();
+    config.push_str(&format!(
+        "\n[[service]]\nvip = \"{vip}\"\nprotocol = \"tcp\"\nscheduler = \"wrr\"\nforwarding = \"dr\"\n"
+    ));
+    for (real, weight) in lab.reals().iter().zip([2, 1]) {
+        config.push_str(&format!(
+            "\n[[service.real]]\naddress = \"{}\"\nweight = {weight}\n",
+            real.ip6()
+        ));
+    }
+    director.write_config_text(&config).unwrap();
+    director
+        .start()
+        .unwrap_or_else(|e| panic!("{e:#}\nconfig:\n{config}"));
+    let mut landed_on = Vec::new();
+    for port in 42_001u16..42_007 {
+        let client = SocketAddr::new(IpAddr::V6(lab.client().ip6()), port);
+        let out = director
+            .lbctl(&[
+                "--json",
+                "explain",
+                "-t",
+                &client.to_string(),
+                &vip.to_string(),
+            ])
+            .unwrap();
+        let e: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(e["decision"]["verdict"], "scheduled", "{e:#}");
+        let predicted: SocketAddr = e["decision"]["real"].as_str().unwrap().parse().unwrap();
+        let name = lab
+            .reals()
+            .iter()
+            .find(|r| IpAddr::V6(r.ip6()) == predicted.ip())
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| panic!("no real at {predicted}: {e:#}"));
+        let url = format!("http://{vip}/");
+        let args = [
+            "curl",
+            "-6sS",
+            "--max-time",
+            "5",
+            "--local-port",
+            &port.to_string(),
+            &url,
+        ];
+        let landed = lab
+            .run(&lab.client().ns, &args)
+            .unwrap()
+            .trim_end()
+            .to_owned();
+        assert_eq!(landed, name, "port {port}: explain predicted {name}: {e:#}");
+        landed_on.push(landed);
+    }
+    // wrr 2:1 over 6 connections: both servers, twice as often the first.
+    assert_eq!(
+        landed_on
+            .iter()
+            .filter(|n| **n == lab.reals()[0].name)
+            .count(),
+        4,
+        "{landed_on:?}"
+    );
     finish(director);
     teardown(lab);
 }
