@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use lb_common::Scheduler;
 use lb_tests::director::{Director, ServiceSpec};
 use lb_tests::scenario::{
-    finish, lab_with_servers, root_or_skip, start_director, teardown, vip_url, vip80,
+    finish, lab_with_servers, root_or_skip, start_configured, teardown, vip_url, vip80,
 };
 use lb_tests::{HeldConnection, Lab, LabSpec};
 use serde_json::Value;
@@ -144,7 +144,15 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
         return;
     }
     let lab = lab_with_servers(LAB_SERVER, "explain", SUBNET, 3);
-    let director = start_director(&lab, &[ServiceSpec::lab_http(&lab, "rr")]);
+    // And a firewall-mark service matching the VIP's port 8080 (explained
+    // only: nothing listens there).
+    let mut director = Director::new(&lab).unwrap();
+    let (vip_ip, rs1) = (lab.vip(), lab.real(0).ip);
+    director.add_section(&format!(
+        "[[service]]\nfwmark = 1\nmatch = [{{ vip = \"{vip_ip}\", ports = [8080] }}]\nscheduler = \"wlc\"\n\n\
+         [[service.real]]\naddress = \"{rs1}\"\nweight = 1\n"
+    ));
+    let director = start_configured(director, &[ServiceSpec::lab_http(&lab, "rr")]);
     let vip = vip80(&lab).to_string();
     // Weights 3, 2, 1 (config order), so weighted rules differ from plain ones.
     for (real, w) in lab.reals().iter().zip([3, 2, 1]) {
@@ -160,7 +168,9 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
             ])
             .unwrap();
     }
-    let mut port = 40_000u16;
+    // Fixed client ports below the kernel's ephemeral range (32768-60999),
+    // so that no held connection has one already.
+    let mut port = 20_000u16;
     for sched in SCHEDULERS {
         let name = sched.name();
         director.lbctl(&["-E", "-t", &vip, "-s", name]).unwrap();
@@ -222,13 +232,30 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
         assert_eq!(landed, first);
     }
 
+    // The mark's match takes VIP:8080, which has no service of its own.
+    let e = explain(
+        &director,
+        SocketAddrV4::new(lab.client().ip, 29_998),
+        SocketAddrV4::new(vip_ip, 8080),
+    );
+    assert_eq!(e["service"]["name"], "fwmark 1", "{e:#}");
+    assert!(
+        e["service"]["matched_by"]
+            .as_str()
+            .unwrap()
+            .contains("firewall-mark"),
+        "{e:#}"
+    );
+    assert_eq!(e["decision"]["verdict"], "scheduled", "{e:#}");
+    assert_eq!(real_ip(&e["decision"]["real"]), Some(rs1), "{e:#}");
+
     // Not a service: the host's stack gets it.
     let other = SocketAddrV4::new(lab.vip(), 81);
-    let e = explain(&director, SocketAddrV4::new(lab.client().ip, 40_999), other);
+    let e = explain(&director, SocketAddrV4::new(lab.client().ip, 29_999), other);
     assert_eq!(e["decision"]["verdict"], "no_service", "{e:#}");
     // The human format names the parts.
     let text = director
-        .lbctl(&["explain", "-t", &format!("{}:41000", lab.client().ip), &vip])
+        .lbctl(&["explain", "-t", &format!("{}:30000", lab.client().ip), &vip])
         .unwrap();
     eprintln!("{text}");
     assert!(
@@ -272,7 +299,7 @@ fn explain_predicts_ipv6_flows() {
         .start()
         .unwrap_or_else(|e| panic!("{e:#}\nconfig:\n{config}"));
     let mut landed_on = Vec::new();
-    for port in 42_001u16..42_007 {
+    for port in 21_001u16..21_007 {
         let client = SocketAddr::new(IpAddr::V6(lab.client().ip6()), port);
         let out = director
             .lbctl(&[
