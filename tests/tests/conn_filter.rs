@@ -17,7 +17,7 @@
 //! message).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -396,22 +396,5 @@ fn real_id(pins: &Path, vip: Ipv4Addr, port: u16, real: Ipv4Addr) -> u32 {
 }
 
 fn pinned(dir: &Path, name: &str) -> MapData {
-    let path =
-        find(dir, name).unwrap_or_else(|| panic!("no pinned {name} under {}", dir.display()));
-    MapData::from_pin(&path).unwrap()
-}
-
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.file_name().is_some_and(|n| n == name) {
-            return Some(path);
-        }
-        if path.is_dir()
-            && let Some(found) = find(&path, name)
-        {
-            return Some(found);
-        }
-    }
-    None
+    lb_tests::director::open_pinned(dir, name).unwrap()
 }

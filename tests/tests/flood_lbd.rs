@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -325,9 +325,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// The entries of the pinned connection table by real server id: (active, inactive).
 fn table_counts(pin_path: &Path) -> BTreeMap<u32, (i64, i64)> {
-    let path = find(pin_path, map_name::CONN_TABLE).expect("a pinned CONN_TABLE");
-    let map: HashMap<MapData, FlowKey, Conn> =
-        HashMap::try_from(Map::LruHashMap(MapData::from_pin(&path).unwrap())).unwrap();
+    let pinned = lb_tests::director::open_pinned(pin_path, map_name::CONN_TABLE).expect("a pinned CONN_TABLE");
+    let map: HashMap<MapData, FlowKey, Conn> = HashMap::try_from(Map::LruHashMap(pinned)).unwrap();
     let mut counts: BTreeMap<u32, (i64, i64)> = BTreeMap::new();
     for (key, conn) in map.iter().filter_map(Result::ok) {
         let c = counts.entry(conn.real_id).or_default();
@@ -340,21 +339,6 @@ fn table_counts(pin_path: &Path) -> BTreeMap<u32, (i64, i64)> {
         }
     }
     counts
-}
-
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.file_name().is_some_and(|n| n == name) {
-            return Some(path);
-        }
-        if path.is_dir()
-            && let Some(found) = find(&path, name)
-        {
-            return Some(found);
-        }
-    }
-    None
 }
 
 /// Keeps the held connections talking (a request each every 200 ms), each

@@ -155,12 +155,7 @@ impl<'a> Director<'a> {
 
     /// The map `name` lbd pinned.
     fn pinned_map(&self, name: &str) -> Result<aya::maps::MapData> {
-        let path = list_dir(&self.pin_path)
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.file_name().is_some_and(|n| n == name))
-            .ok_or_else(|| anyhow!("no pinned {name} under {}", self.pin_path.display()))?;
-        aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
+        open_pinned(&self.pin_path, name)
     }
 
     /// Starts `lbd --config` in the director namespace and waits until lbctl
@@ -434,6 +429,17 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// The map `name` pinned anywhere under `dir` (an lbd's pin path: its
+/// layout directory holds the maps).
+pub fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::MapData> {
+    let path = list_dir(dir)
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.file_name().is_some_and(|n| n == name))
+        .ok_or_else(|| anyhow!("no pinned {name} under {}", dir.display()))?;
+    aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
 }
 
 fn list_dir(dir: &Path) -> Vec<String> {
