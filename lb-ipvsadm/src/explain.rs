@@ -84,6 +84,25 @@ pub struct Decision {
     pub real: Option<SocketAddr>,
     /// The reasoning, one step a line.
     pub why: Vec<String>,
+    /// A TCP flow of a service without a live entry: the pick above is for
+    /// a SYN; what a packet of the flow that is not one gets. `None` for
+    /// UDP, a live entry, or no service.
+    #[serde(default)]
+    pub non_syn: Option<NonSyn>,
+}
+
+/// What the datapath does with a TCP packet that is not a SYN (SYN without
+/// ACK or RST) and finds no entry (lb-ebpf's `schedule::starts_connection`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonSyn {
+    /// Passed to the host's stack, counted `pass_tcp_not_syn`: the service
+    /// has neither `sloppy_tcp` nor `stateless_fallback`.
+    PassTcpNotSyn,
+    /// Scheduled like a SYN: the service has `sloppy_tcp`.
+    ScheduledSloppyTcp,
+    /// Scheduled like a SYN: the service has `stateless_fallback`.
+    ScheduledStatelessFallback,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +180,9 @@ pub fn render(e: &Explanation) -> String {
     for line in &d.why {
         let _ = writeln!(out, "  {line}");
     }
+    if let Some(n) = d.non_syn {
+        let _ = writeln!(out, "Not SYN:  {}", non_syn_text(n));
+    }
     if let Some(s) = &e.service
         && !s.reals.is_empty()
     {
@@ -190,6 +212,21 @@ pub fn render(e: &Explanation) -> String {
         }
     }
     out
+}
+
+fn non_syn_text(n: NonSyn) -> &'static str {
+    match n {
+        NonSyn::PassTcpNotSyn => {
+            "the pick is for a SYN; a packet that is not one goes to the host's stack (counter pass_tcp_not_syn), \
+             as the service has neither sloppy_tcp nor stateless_fallback"
+        }
+        NonSyn::ScheduledSloppyTcp => {
+            "a packet that is not a SYN is scheduled as well (sloppy_tcp; counter conn_mid_flow)"
+        }
+        NonSyn::ScheduledStatelessFallback => {
+            "a packet that is not a SYN is scheduled as well (stateless_fallback; counter conn_mid_flow)"
+        }
+    }
 }
 
 fn verdict_name(v: Verdict) -> &'static str {
@@ -251,6 +288,7 @@ mod tests {
                 verdict: Verdict::Scheduled,
                 real: Some("10.0.0.2:80".parse().unwrap()),
                 why: vec!["rr: position 4".into()],
+                non_syn: Some(NonSyn::PassTcpNotSyn),
             },
         };
         let text = render(&e);
@@ -258,7 +296,9 @@ mod tests {
         assert!(text.contains("Conn:     none"), "{text}");
         assert!(text.contains("Decision: scheduled now -> 10.0.0.2:80"), "{text}");
         assert!(text.contains("  rr: position 4"), "{text}");
+        assert!(text.contains("Not SYN:  the pick is for a SYN; a packet that is not one goes to the host's stack (counter pass_tcp_not_syn)"), "{text}");
         let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""non_syn":"pass_tcp_not_syn""#), "{json}");
         assert_eq!(serde_json::from_str::<Explanation>(&json).unwrap(), e);
     }
 }

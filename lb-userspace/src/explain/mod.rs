@@ -18,7 +18,7 @@ use lb_common::{
     AF_INET6, Conn, FlowKey, Forwarding, LblcEntry, Protocol, RealConns, RealServer, Scheduler, Service, ServiceKey,
     conn_state, ip_from_words, real_flag, service_flag,
 };
-use lb_ipvsadm::explain::{Decision, Entry, ExplainQuery, Explanation, MatchedService, RealLoad, Verdict};
+use lb_ipvsadm::explain::{Decision, Entry, ExplainQuery, Explanation, MatchedService, NonSyn, RealLoad, Verdict};
 
 use crate::model::ServiceId;
 
@@ -204,6 +204,24 @@ fn matched_service(view: &View, found: &Found) -> MatchedService {
     }
 }
 
+/// For a TCP flow without a live entry, what a packet that is not a SYN
+/// gets: lb-ebpf's `schedule::starts_connection` schedules it only for a
+/// service with `sloppy_tcp` or `stateless_fallback`, else `main` passes
+/// it (`pass_tcp_not_syn`).
+fn non_syn(view: &View, found: &Found) -> Option<NonSyn> {
+    if view.flow.protocol != Protocol::Tcp.number() {
+        return None;
+    }
+    let flags = found.service.flags;
+    Some(if flags & service_flag::SLOPPY_TCP != 0 {
+        NonSyn::ScheduledSloppyTcp
+    } else if flags & service_flag::STATELESS_FALLBACK != 0 {
+        NonSyn::ScheduledStatelessFallback
+    } else {
+        NonSyn::PassTcpNotSyn
+    })
+}
+
 /// The explanation of `query`'s flow from what the maps hold (`view`).
 pub fn explain(query: ExplainQuery, view: &View) -> Explanation {
     let connection = connection(view);
@@ -215,6 +233,7 @@ pub fn explain(query: ExplainQuery, view: &View) -> Explanation {
             verdict: Verdict::Connection,
             real: Some(c.real),
             why: vec![format!("the flow's connection entry ({}) sends it on to {}", c.state, c.real)],
+            non_syn: None,
         }
     } else if let Some(found) = &view.found {
         let mut why = Vec::new();
@@ -230,7 +249,12 @@ pub fn explain(query: ExplainQuery, view: &View) -> Explanation {
                     service,
                     connection,
                     template,
-                    decision: Decision { verdict: Verdict::Template, real: real_of(conn.real_id), why },
+                    decision: Decision {
+                        verdict: Verdict::Template,
+                        real: real_of(conn.real_id),
+                        why,
+                        non_syn: non_syn(view, found),
+                    },
                 };
             }
             why.push(
@@ -240,14 +264,15 @@ pub fn explain(query: ExplainQuery, view: &View) -> Explanation {
         let pick = schedule::pick(found, view);
         why.extend(pick.why);
         match pick.real {
-            Some(id) => Decision { verdict: Verdict::Scheduled, real: real_of(id), why },
-            None => Decision { verdict: Verdict::NoServer, real: None, why },
+            Some(id) => Decision { verdict: Verdict::Scheduled, real: real_of(id), why, non_syn: non_syn(view, found) },
+            None => Decision { verdict: Verdict::NoServer, real: None, why, non_syn: non_syn(view, found) },
         }
     } else {
         Decision {
             verdict: Verdict::NoService,
             real: None,
             why: vec!["no VIP:port service, no every-port service of the VIP, no firewall-mark match".to_owned()],
+            non_syn: None,
         }
     };
     Explanation { query, service, connection, template, decision }

@@ -7,7 +7,7 @@ use lb_common::{
     sched::{self, models},
     scheduler, service_flag,
 };
-use lb_ipvsadm::explain::{ExplainQuery, Explanation, Verdict};
+use lb_ipvsadm::explain::{ExplainQuery, Explanation, NonSyn, Verdict};
 
 use super::*;
 
@@ -128,6 +128,36 @@ fn a_live_template_decides_a_persistent_services_new_connection() {
     let e = explain(query(5000), &v);
     assert_eq!(e.decision.verdict, Verdict::Scheduled);
     assert_eq!(picked(&e), Some(1));
+}
+
+/// The pick is for a SYN: without a live entry, a TCP packet that is not
+/// one is passed to the host (`pass_tcp_not_syn`) unless the service has
+/// sloppy_tcp or stateless_fallback (lb-ebpf's `starts_connection`).
+#[test]
+fn a_tcp_flow_without_an_entry_names_what_a_non_syn_gets() {
+    let mut v = view(scheduler::WLC, &[1, 1], &[(0, 0), (0, 0)], 5000);
+    assert_eq!(explain(query(5000), &v).decision.non_syn, Some(NonSyn::PassTcpNotSyn));
+    found(&mut v).service.flags = service_flag::SLOPPY_TCP;
+    assert_eq!(explain(query(5000), &v).decision.non_syn, Some(NonSyn::ScheduledSloppyTcp));
+    found(&mut v).service.flags = service_flag::STATELESS_FALLBACK | service_flag::MH_FALLBACK;
+    assert_eq!(explain(query(5000), &v).decision.non_syn, Some(NonSyn::ScheduledStatelessFallback));
+    // No server can take it: a non-SYN is still passed, not refused.
+    let e = explain(query(5000), &view(scheduler::WLC, &[0, 0], &[(0, 0); 2], 5000));
+    assert_eq!((e.decision.verdict, e.decision.non_syn), (Verdict::NoServer, Some(NonSyn::PassTcpNotSyn)));
+    // A live entry sends any packet on.
+    let mut v = view(scheduler::WLC, &[1, 1], &[(0, 0), (0, 0)], 5000);
+    v.conn =
+        Some(Conn { real_id: 1, state: conn_state::ESTABLISHED, timeout: 900, last_seen_ns: NOW, ..Conn::default() });
+    assert_eq!(explain(query(5000), &v).decision.non_syn, None);
+    // UDP: every datagram may start a connection.
+    let mut q = query(5000);
+    q.protocol = Protocol::Udp;
+    let mut v = view(scheduler::WLC, &[1, 1], &[(0, 0), (0, 0)], 5000);
+    v.flow = flow_key(&q);
+    assert_eq!(explain(q, &v).decision.non_syn, None);
+    // No service: nothing to say.
+    let v = View { flow: flow_key(&query(5000)), now_ns: NOW, ..View::default() };
+    assert_eq!(explain(query(5000), &v).decision.non_syn, None);
 }
 
 /// wrr's sequence walked by explain position after position names the
