@@ -6,14 +6,19 @@
 //! from that fixed source port) then reaches, and explain of a held
 //! connection must report its entry and real server. Then persistence:
 //! a client's template, reported by explain, decides its next connection.
+//! And UDP (`-u`): the predicted real server is the one whose echo answers
+//! a datagram from that client port, and explain then reports the flow's
+//! `UDP` entry there.
 //!
 //! Build lbd and lbctl first: `cargo build -p lb-userspace -p lbctl`. Needs
 //! root (otherwise the test prints a message and passes).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
 
 use lb_common::Scheduler;
 use lb_tests::director::{Director, ServiceSpec};
+use lb_tests::netns::run_in_netns;
 use lb_tests::scenario::{
     finish, lab_with_servers, root_or_skip, start_configured, teardown, vip_url, vip80,
 };
@@ -24,6 +29,8 @@ const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 /// This test's lab subnets.
 const SUBNET: u8 = 220;
 const SUBNET6: u8 = 221;
+/// The lab's UDP echo service (lab-server `--udp`).
+const UDP_PORT: u16 = 5353;
 
 const SCHEDULERS: [Scheduler; 13] = [
     Scheduler::Rr,
@@ -43,14 +50,13 @@ const SCHEDULERS: [Scheduler; 13] = [
 
 /// `lbctl --json explain -t CLIENT VIP`.
 fn explain(director: &Director<'_>, client: SocketAddrV4, vip: SocketAddrV4) -> Value {
+    explain_protocol(director, "-t", client, vip)
+}
+
+/// `lbctl --json explain -t|-u CLIENT VIP`.
+fn explain_protocol(director: &Director<'_>, option: &str, client: SocketAddrV4, vip: SocketAddrV4) -> Value {
     let out = director
-        .lbctl(&[
-            "--json",
-            "explain",
-            "-t",
-            &client.to_string(),
-            &vip.to_string(),
-        ])
+        .lbctl(&["--json", "explain", option, &client.to_string(), &vip.to_string()])
         .unwrap_or_else(|e| panic!("lbctl explain {client} {vip}: {e:#}"));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain's JSON: {e}\n{out}"))
 }
@@ -108,6 +114,7 @@ fn predict_and_connect(
         verdict == "scheduled" || verdict == "template",
         "{what}: a new tuple is scheduled or follows a template, not {verdict}: {e:#}"
     );
+    assert_eq!(e["decision"]["non_syn"], "pass_tcp_not_syn", "{what}: {e:#}");
     let predicted = name_of(
         lab,
         real_ip(&e["decision"]["real"]).unwrap_or_else(|| panic!("{what}: no real: {e:#}")),
@@ -120,6 +127,52 @@ fn predict_and_connect(
     (landed, e)
 }
 
+/// One datagram from the client's UDP `port` to the lab's UDP echo at the
+/// VIP: the name of the server that answered (lab-server's answer is
+/// "NAME PAYLOAD").
+fn datagram_from_port(lab: &Lab, port: u16) -> String {
+    let target = SocketAddrV4::new(lab.vip(), UDP_PORT);
+    let answer = run_in_netns(&lab.client().ns, move || {
+        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).unwrap();
+        socket.connect(target).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        socket.send(b"explain").unwrap();
+        let mut buf = [0u8; 2048];
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no echo to port {port}: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .unwrap();
+    let (server, echoed) = answer.split_once(' ').unwrap_or_else(|| panic!("bad answer {answer:?}"));
+    assert_eq!(echoed, "explain");
+    server.to_owned()
+}
+
+/// UDP: for fixed client ports, explain's rr pick is the server whose echo
+/// answers a datagram from that port; explain then reports the flow's
+/// live `UDP` entry on it.
+fn check_udp(lab: &Lab, director: &Director<'_>) {
+    let vip = SocketAddrV4::new(lab.vip(), UDP_PORT);
+    let mut landed_on = Vec::new();
+    for port in [23_001u16, 23_002] {
+        let client = SocketAddrV4::new(lab.client().ip, port);
+        let e = explain_protocol(director, "-u", client, vip);
+        assert_eq!(e["decision"]["verdict"], "scheduled", "UDP port {port}: {e:#}");
+        assert!(e["decision"]["non_syn"].is_null(), "UDP has no SYN: {e:#}");
+        let predicted = name_of(lab, real_ip(&e["decision"]["real"]).unwrap());
+        let landed = datagram_from_port(lab, port);
+        assert_eq!(landed, predicted, "UDP port {port}: explain predicted {predicted}: {e:#}");
+        let e = explain_protocol(director, "-u", client, vip);
+        assert_eq!(e["decision"]["verdict"], "connection", "UDP port {port}: {e:#}");
+        assert_eq!(e["connection"]["state"], "UDP", "{e:#}");
+        assert_eq!(e["connection"]["live"], true, "{e:#}");
+        assert_eq!(name_of(lab, real_ip(&e["connection"]["real"]).unwrap()), landed, "{e:#}");
+        eprintln!("UDP: port {port} -> {landed} ({})", e["connection"]["state"]);
+        landed_on.push(landed);
+    }
+    // rr moved on after the first flow.
+    assert_ne!(landed_on[0], landed_on[1], "{landed_on:?}");
+}
+
 /// Explain of a held connection reports its live entry and its server.
 fn check_held(lab: &Lab, director: &Director<'_>, held: &HeldConnection, what: &str) {
     let e = explain(director, held.local, vip80(lab));
@@ -129,6 +182,7 @@ fn check_held(lab: &Lab, director: &Director<'_>, held: &HeldConnection, what: &
     );
     let conn = &e["connection"];
     assert_eq!(conn["live"], true, "{what}: {e:#}");
+    assert!(e["decision"]["non_syn"].is_null(), "{what}: a live entry takes any packet: {e:#}");
     assert_eq!(conn["state"], "ESTABLISHED", "{what}: {e:#}");
     assert!(conn["expires_in"].as_u64().unwrap() > 0, "{what}: {e:#}");
     assert_eq!(
@@ -144,6 +198,7 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
         return;
     }
     let lab = lab_with_servers(LAB_SERVER, "explain", SUBNET, 3);
+    lab.start_udp_servers_with(LAB_SERVER.as_ref(), UDP_PORT).unwrap();
     // And a firewall-mark service matching the VIP's port 8080 (explained
     // only: nothing listens there).
     let mut director = Director::new(&lab).unwrap();
@@ -152,7 +207,9 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
         "[[service]]\nfwmark = 1\nmatch = [{{ vip = \"{vip_ip}\", ports = [8080] }}]\nscheduler = \"wlc\"\n\n\
          [[service.real]]\naddress = \"{rs1}\"\nweight = 1\n"
     ));
-    let director = start_configured(director, &[ServiceSpec::lab_http(&lab, "rr")]);
+    let director =
+        start_configured(director, &[ServiceSpec::lab_http(&lab, "rr"), ServiceSpec::lab_udp(&lab, UDP_PORT, "rr")]);
+    check_udp(&lab, &director);
     let vip = vip80(&lab).to_string();
     // Weights 3, 2, 1 (config order), so weighted rules differ from plain ones.
     for (real, w) in lab.reals().iter().zip([3, 2, 1]) {
@@ -262,6 +319,8 @@ fn explain_predicts_every_scheduler_and_reports_entries() {
         text.contains("Service:  tcp ") && text.contains("Decision: persistence template"),
         "{text}"
     );
+    // No entry for that tuple: a packet that is not a SYN would go to the host.
+    assert!(text.contains("Not SYN:  the pick is for a SYN") && text.contains("pass_tcp_not_syn"), "{text}");
 
     finish(director);
     teardown(lab);
