@@ -124,14 +124,7 @@ fn least_connection_family_chooses_as_ipvs() {
             h.apply(&[service(Protocol::Tcp, VIP, 80, scheduler, &servers)]).unwrap();
             for pick in 0..250 {
                 let views: Vec<models::ConnView> = list.iter().map(|&(s, w)| shadow.view(addr(s), w)).collect();
-                let choose = match scheduler {
-                    Scheduler::Lc => models::lc,
-                    Scheduler::Wlc => models::wlc,
-                    Scheduler::Sed => models::sed,
-                    Scheduler::Nq => models::nq,
-                    Scheduler::Fo => models::fo,
-                    _ => models::ovf,
-                };
+                let choose = models::least_connection(scheduler).expect("a connection-counting scheduler");
                 let want = choose(&views).map(|i| addr(list[i].0));
                 port += 1;
                 let got = schedule_one(&h, port);

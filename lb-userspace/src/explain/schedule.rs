@@ -87,14 +87,7 @@ pub fn pick(found: &Found, view: &View) -> Pick {
     match scheduler {
         Scheduler::Rr | Scheduler::Wrr => sequence(scheduler, found, view),
         Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq | Scheduler::Fo | Scheduler::Ovf => {
-            let model = match scheduler {
-                Scheduler::Lc => models::lc,
-                Scheduler::Wlc => models::wlc,
-                Scheduler::Sed => models::sed,
-                Scheduler::Nq => models::nq,
-                Scheduler::Fo => models::fo,
-                _ => models::ovf,
-            };
+            let model = models::least_connection(scheduler).unwrap_or(models::ovf);
             let mut why = vec![least_rule(scheduler).to_owned()];
             why.extend(list.iter().zip(&views).map(|((id, r, c), v)| load_line(scheduler, view, *id, r, c, v)));
             Pick { real: index_pick(model(&views)), why }

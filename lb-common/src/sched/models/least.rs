@@ -182,6 +182,21 @@ pub fn ovf(reals: &[ConnView]) -> Option<usize> {
     h
 }
 
+/// The model of a connection-counting scheduler (lc, wlc, sed, nq, fo,
+/// ovf); `None` for the others.
+pub fn least_connection(scheduler: crate::model::Scheduler) -> Option<fn(&[ConnView]) -> Option<usize>> {
+    use crate::model::Scheduler as S;
+    match scheduler {
+        S::Lc => Some(lc),
+        S::Wlc => Some(wlc),
+        S::Sed => Some(sed),
+        S::Nq => Some(nq),
+        S::Fo => Some(fo),
+        S::Ovf => Some(ovf),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

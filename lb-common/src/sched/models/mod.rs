@@ -9,7 +9,7 @@ mod locality;
 mod sequence;
 
 pub use hashed::{dh_pick, mh_pick, sh_pick};
-pub use least::{ConnView, conn_overhead, fo, lc, nq, ovf, sed, sed_overhead, wlc};
+pub use least::{ConnView, conn_overhead, fo, lc, least_connection, nq, ovf, sed, sed_overhead, wlc};
 pub use locality::{
     LBLC_DEFAULT_EXPIRATION_SECS, LbReal, LblcEntry, LblcModel, LblcrEntry, LblcrModel, lblc_overloaded,
 };
